@@ -1,0 +1,1 @@
+//! The control node: Ansible inventory, ansible-vault, rendering client configs.

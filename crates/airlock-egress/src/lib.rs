@@ -1,0 +1,1 @@
+//! The egress proxy: `CONNECT` to an allowlist only.

@@ -1,0 +1,1 @@
+//! Wiring for `airlock serve`: config → routers, listeners, TLS, health and status.

@@ -1,0 +1,1 @@
+//! The OCI Distribution pull API: routing (project, `ns`, default), handlers, error codes.

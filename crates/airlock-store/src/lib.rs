@@ -1,0 +1,1 @@
+//! The content-addressed store: the `BlobStore` trait, verified commits, the metadata index.

@@ -1,0 +1,1 @@
+//! Dev-only helpers: fake upstreams and fixture builders for tests.

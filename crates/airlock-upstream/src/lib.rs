@@ -1,0 +1,1 @@
+//! Outbound HTTP to upstream registries: TLS roots, token auth, redacted URLs.

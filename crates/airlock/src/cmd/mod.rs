@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod config;
+pub mod inventory;
+pub mod render;
+pub mod serve;
+pub mod vault;

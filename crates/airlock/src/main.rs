@@ -1,0 +1,53 @@
+//! The `airlock` binary: command-line parsing, logging setup, dispatch to subcommands.
+//!
+//! Business logic lives in the library crates; each subcommand here is a thin adapter.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// One binary between the internet and an air-gapped K3s cluster.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway: OCI pull-through cache, package proxies, egress proxy.
+    Serve(cmd::serve::Args),
+    /// Validate gateway configuration files.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
+    /// Read and check an Ansible inventory.
+    #[command(subcommand)]
+    Inventory(cmd::inventory::Command),
+    /// Encrypt and decrypt ansible-vault files and strings.
+    #[command(subcommand)]
+    Vault(cmd::vault::Command),
+    /// Render every client configuration from an Ansible inventory.
+    Render(cmd::render::Args),
+    /// Show which endpoint and path a node will pull an image from.
+    ExplainImage(cmd::render::ExplainArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(&args),
+        Command::Config(command) => cmd::config::run(command),
+        Command::Inventory(command) => cmd::inventory::run(command),
+        Command::Vault(command) => cmd::vault::run(command),
+        Command::Render(args) => cmd::render::run(&args),
+        Command::ExplainImage(args) => cmd::render::explain(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
