@@ -1,0 +1,138 @@
+//! Tests of parsing and validation.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, "test.toml")
+}
+
+fn err(text: &str) -> String {
+    parse(text)
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+#[test]
+fn embedded_default_has_scouts_registries() {
+    let config = Config::embedded_default();
+    let names: Vec<_> = config.proxies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "dockerhub-proxy",
+            "ghcr-proxy",
+            "quay-proxy",
+            "k8ssandra-proxy",
+            "k8s-proxy",
+            "elastic-proxy",
+            "nvidia-proxy",
+            "apachesuperset-proxy"
+        ]
+    );
+    assert_eq!(config.server.listen.port(), 8443);
+    assert_eq!(config.tls.mode, TlsMode::SelfSigned);
+    assert_eq!(config.data_dir, PathBuf::from("./airlock-data"));
+}
+
+#[test]
+fn resolved_form_parses_back_to_the_same() {
+    let config = Config::embedded_default();
+    let again = parse(&config.to_toml()).unwrap();
+    assert_eq!(again.to_toml(), config.to_toml());
+}
+
+#[test]
+fn durations_and_sizes() {
+    let config = parse(
+        r#"
+        [cache]
+        max_size = "100GiB"
+        unused_for = "14d"
+        [[proxy]]
+        name = "x"
+        format = "oci"
+        upstream = "https://r.example"
+        tag_ttl = "30s"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.cache.max_size, Some(ByteSize(100 << 30)));
+    assert_eq!(
+        config.cache.unused_for,
+        Some(HumanDuration::from_secs(14 * 86400))
+    );
+    assert_eq!(config.proxies[0].tag_ttl, HumanDuration::from_secs(30));
+    assert!(err("[cache]\nmax_size = \"lots\"").contains("invalid size"));
+    assert!(err("[cache]\nunused_for = \"soon\"").contains("invalid duration"));
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    assert!(err("colour = \"blue\"").contains("unknown field `colour`"));
+    assert!(err("[server]\nlisten_on = \"0.0.0.0:1\"").contains("unknown field `listen_on`"));
+    assert!(
+        err("[[proxy]]\nname = \"a\"\nformat = \"oci\"\nupstream = \"https://a\"\nttl = \"5m\"")
+            .contains("unknown field `ttl`")
+    );
+}
+
+#[test]
+fn proxy_checks() {
+    let proxy = |extra: &str| {
+        format!(
+            "[[proxy]]\nname = \"p\"\nformat = \"oci\"\nupstream = \"https://r.example\"\n{extra}"
+        )
+    };
+    assert!(
+        err("[[proxy]]\nname = \"../x\"\nformat = \"oci\"\nupstream = \"https://a\"")
+            .contains("invalid")
+    );
+    assert!(
+        err("[[proxy]]\nname = \"p\"\nformat = \"npm\"\nupstream = \"https://a\"")
+            .contains("unknown variant")
+    );
+    assert!(
+        err("[[proxy]]\nname = \"p\"\nformat = \"oci\"\nupstream = \"ftp://a\"")
+            .contains("http(s) URL")
+    );
+    assert!(
+        err("[[proxy]]\nname = \"p\"\nformat = \"oci\"\nupstream = \"https://u:pw@a\"")
+            .contains("credentials")
+    );
+    assert!(err(&proxy("host = \"Docker.IO\"")).contains("not a registry host"));
+    assert!(err(&proxy("password_file = \"/x\"")).contains("needs a username"));
+    let twice = format!("{}\n{}", proxy(""), proxy(""));
+    assert!(err(&twice).contains("used twice"));
+    assert!(
+        err("[[proxy]]\nname = \"p\"\nformat = \"pypi\"\nupstream = \"https://a\"\nhost = \"a\"")
+            .contains("only for format")
+    );
+    assert!(parse(&proxy("host = \"registry.local:5000\"")).is_ok());
+}
+
+#[test]
+fn tls_and_default_proxy_checks() {
+    assert!(err("[tls]\nmode = \"files\"").contains("needs both cert and key"));
+    assert!(err("[tls]\nmode = \"off\"\ncert = \"/c\"").contains("only used with mode"));
+    assert!(err("[tls]\nmode = \"acme\"").contains("unknown variant"));
+    assert!(err("[server]\ndefault_proxy = \"nope\"").contains("names no [[proxy]]"));
+    assert!(err("[server]\nlisten = \"not an address\"").contains("invalid socket address"));
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 2,
+        "expected example configs in {}",
+        examples.display()
+    );
+}
