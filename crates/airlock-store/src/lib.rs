@@ -1,1 +1,124 @@
-//! The content-addressed store: the `BlobStore` trait, verified commits, the metadata index.
+//! The content-addressed store: the [`BlobStore`] trait, verified commits, the metadata index.
+//!
+//! Every blob is written through a [`BlobWriter`] that hashes the bytes as they arrive and
+//! makes them visible under their digest only after the hash matched. Backends: [`FsStore`]
+//! (a local directory, see [`layout`]) and [`MemoryStore`] (tests). Nothing outside the fs
+//! backend assumes blobs live in local files, so an object-store backend can follow.
+
+mod fs;
+mod index;
+pub mod layout;
+mod memory;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use airlock_types::Digest;
+use tokio::io::AsyncRead;
+
+pub use fs::FsStore;
+pub use index::{ManifestRecord, MetaIndex, TagKey, TagRecord, unix_now};
+pub use memory::MemoryStore;
+
+/// A stream of blob bytes.
+pub type BlobRead = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "content does not match its digest: expected {expected}, got {actual} ({size} bytes); nothing was stored"
+    )]
+    DigestMismatch {
+        expected: Digest,
+        actual: Digest,
+        size: u64,
+    },
+    #[error("blob {0} is not in the store")]
+    NotFound(Digest),
+    #[error("storage I/O failed at {context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("metadata index failed: {0}")]
+    Index(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Io { context, source }
+    }
+}
+
+/// A store of immutable blobs addressed by digest.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a committed blob, or `None` when it is absent.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Reads a committed blob from `offset` to its end, or `None` when it is absent.
+    async fn open(&self, digest: &Digest, offset: u64) -> Result<Option<BlobRead>, StoreError>;
+
+    /// Starts writing a blob that must hash to `expected`.
+    async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError>;
+
+    /// Removes a committed blob; `false` when it was not there.
+    async fn delete(&self, digest: &Digest) -> Result<bool, StoreError>;
+
+    /// Removes the leftovers of writes interrupted by a crash; returns how many.
+    /// Called once at startup; it looks only at the temporary area, never the whole store.
+    async fn clean_temp(&self) -> Result<usize, StoreError>;
+}
+
+/// Reads bytes of a write in progress, for clients that join a download under way.
+#[async_trait::async_trait]
+pub trait PartialSource: Send + Sync {
+    /// A reader from `offset`. Callers must not read past what the writer reported written;
+    /// once the writer committed this may fail, and the committed blob is read instead.
+    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError>;
+}
+
+/// A blob being written. Dropping it without `commit` discards the bytes.
+#[async_trait::async_trait]
+pub trait BlobWriter: Send + Sync {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError>;
+
+    /// Bytes written so far.
+    fn written(&self) -> u64;
+
+    /// A handle for reading the bytes written so far while the write goes on.
+    fn partial(&self) -> Arc<dyn PartialSource>;
+
+    /// Verifies the digest and makes the blob visible; on mismatch nothing is stored.
+    async fn commit(self: Box<Self>) -> Result<u64, StoreError>;
+}
+
+/// Stores `bytes` under `expected` after checking them.
+pub async fn put(
+    store: &dyn BlobStore,
+    expected: &Digest,
+    bytes: &[u8],
+) -> Result<u64, StoreError> {
+    let mut writer = store.create(expected).await?;
+    writer.write(bytes).await?;
+    writer.commit().await
+}
+
+/// Reads a whole committed blob into memory (for small things such as manifests).
+pub async fn read_all(
+    store: &dyn BlobStore,
+    digest: &Digest,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut reader) = store.open(digest, 0).await? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(StoreError::io(format!("reading {digest}")))?;
+    Ok(Some(bytes))
+}

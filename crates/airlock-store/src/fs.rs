@@ -1,0 +1,199 @@
+//! The local-directory backend: temp file, fsync, verify, rename.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use airlock_types::{Digest, Sha256Verifier};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::layout::{TEMP_SUFFIX, blob_path, temp_dir};
+use crate::{BlobRead, BlobStore, BlobWriter, PartialSource, StoreError};
+
+/// Blobs in a local directory laid out as [`crate::layout`] describes.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in [root.join("blobs"), temp_dir(&root)] {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(StoreError::io(format!("creating {}", dir.display())))?;
+        }
+        Ok(Self { root })
+    }
+}
+
+async fn open_at(path: &Path, offset: u64) -> std::io::Result<BlobRead> {
+    let mut file = tokio::fs::File::open(path).await?;
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset)).await?;
+    }
+    Ok(Box::pin(file))
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        match tokio::fs::metadata(blob_path(&self.root, digest)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                context: format!("stat {digest}"),
+                source: e,
+            }),
+        }
+    }
+
+    async fn open(&self, digest: &Digest, offset: u64) -> Result<Option<BlobRead>, StoreError> {
+        match open_at(&blob_path(&self.root, digest), offset).await {
+            Ok(reader) => Ok(Some(reader)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                context: format!("opening {digest}"),
+                source: e,
+            }),
+        }
+    }
+
+    async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
+        let name = format!("{:032x}{TEMP_SUFFIX}", rand::random::<u128>());
+        let path = temp_dir(&self.root).join(name);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(StoreError::io(format!("creating {}", path.display())))?;
+        Ok(Box::new(FsWriter {
+            file: Some(file),
+            temp: Arc::new(TempFile { path }),
+            final_path: blob_path(&self.root, expected),
+            expected: expected.clone(),
+            verifier: Sha256Verifier::new(),
+        }))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
+        match tokio::fs::remove_file(blob_path(&self.root, digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::Io {
+                context: format!("deleting {digest}"),
+                source: e,
+            }),
+        }
+    }
+
+    async fn clean_temp(&self) -> Result<usize, StoreError> {
+        let dir = temp_dir(&self.root);
+        let mut entries = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(StoreError::io(format!("listing {}", dir.display())))?;
+        let mut removed = 0;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(StoreError::io(format!("listing {}", dir.display())))?
+        {
+            tokio::fs::remove_file(entry.path())
+                .await
+                .map_err(StoreError::io(format!(
+                    "removing {}",
+                    entry.path().display()
+                )))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// The temp file of a write; removed when the last handle goes unless it was renamed.
+#[derive(Debug)]
+struct TempFile {
+    path: PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // After a successful commit the path no longer exists; NotFound is the normal case.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[async_trait::async_trait]
+impl PartialSource for TempFile {
+    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError> {
+        open_at(&self.path, offset)
+            .await
+            .map_err(StoreError::io(format!("reading {}", self.path.display())))
+    }
+}
+
+struct FsWriter {
+    file: Option<tokio::fs::File>,
+    temp: Arc<TempFile>,
+    final_path: PathBuf,
+    expected: Digest,
+    verifier: Sha256Verifier,
+}
+
+#[async_trait::async_trait]
+impl BlobWriter for FsWriter {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let file = self.file.as_mut().expect("writer is open until commit");
+        file.write_all(chunk).await.map_err(StoreError::io(format!(
+            "writing {}",
+            self.temp.path.display()
+        )))?;
+        self.verifier.update(chunk);
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.verifier.len()
+    }
+
+    fn partial(&self) -> Arc<dyn PartialSource> {
+        self.temp.clone()
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<u64, StoreError> {
+        let mut file = self.file.take().expect("commit happens once");
+        let context = || format!("committing {}", self.expected);
+        file.flush().await.map_err(StoreError::io(context()))?;
+        let size = self.verifier.len();
+        let actual = self.verifier.clone().finish();
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+                size,
+            });
+        }
+        file.sync_all().await.map_err(StoreError::io(context()))?;
+        drop(file);
+        let parent = self
+            .final_path
+            .parent()
+            .expect("blob paths have a parent")
+            .to_owned();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(StoreError::io(context()))?;
+        tokio::fs::rename(&self.temp.path, &self.final_path)
+            .await
+            .map_err(StoreError::io(context()))?;
+        // The rename is durable only once the directory entry is on disk.
+        let dir = tokio::fs::File::open(&parent)
+            .await
+            .map_err(StoreError::io(context()))?;
+        dir.sync_all().await.map_err(StoreError::io(context()))?;
+        Ok(size)
+    }
+}

@@ -1,0 +1,62 @@
+//! Where things live under `data_dir`. The one module that builds store paths.
+//!
+//! ```text
+//! <data_dir>/
+//! ├── store-v1/
+//! │   ├── blobs/sha256/ab/abcdef0123…   committed blobs, verified, named by digest
+//! │   └── tmp/<random>.part             writes in progress; removed at startup
+//! ├── index-v1.redb                     metadata: tags → digests, media types, times
+//! └── tls/                              generated CA and server certificate
+//! ```
+//! A change of layout bumps the `-v1` suffix; an old layout is then left alone, not misread.
+
+use std::path::{Path, PathBuf};
+
+use airlock_types::Digest;
+
+pub const STORE_DIR: &str = "store-v1";
+pub const INDEX_FILE: &str = "index-v1.redb";
+pub const TLS_DIR: &str = "tls";
+
+pub fn store_root(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_DIR)
+}
+
+pub fn index_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(INDEX_FILE)
+}
+
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(TLS_DIR)
+}
+
+pub(crate) fn blob_path(store_root: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    store_root
+        .join("blobs")
+        .join(digest.algorithm())
+        .join(&hex[..2])
+        .join(hex)
+}
+
+pub(crate) fn temp_dir(store_root: &Path) -> PathBuf {
+    store_root.join("tmp")
+}
+
+pub(crate) const TEMP_SUFFIX: &str = ".part";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_paths_fan_out_by_prefix() {
+        let digest = Digest::of(b"");
+        assert_eq!(
+            blob_path(Path::new("/d/store-v1"), &digest),
+            Path::new(
+                "/d/store-v1/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            )
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! An in-memory backend for tests: the same contract as the fs backend, no disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use airlock_types::{Digest, Sha256Verifier};
+
+use crate::{BlobRead, BlobStore, BlobWriter, PartialSource, StoreError};
+
+/// Blobs held in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    blobs: Arc<RwLock<HashMap<Digest, Arc<Vec<u8>>>>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many blobs are committed.
+    pub fn len(&self) -> usize {
+        self.blobs.read().expect("lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn reader(bytes: Arc<Vec<u8>>, offset: u64) -> BlobRead {
+    let start = (offset as usize).min(bytes.len());
+    Box::pin(std::io::Cursor::new(bytes[start..].to_vec()))
+}
+
+#[async_trait::async_trait]
+impl BlobStore for MemoryStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .blobs
+            .read()
+            .expect("lock")
+            .get(digest)
+            .map(|b| b.len() as u64))
+    }
+
+    async fn open(&self, digest: &Digest, offset: u64) -> Result<Option<BlobRead>, StoreError> {
+        Ok(self
+            .blobs
+            .read()
+            .expect("lock")
+            .get(digest)
+            .map(|b| reader(b.clone(), offset)))
+    }
+
+    async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
+        Ok(Box::new(MemoryWriter {
+            store: self.clone(),
+            expected: expected.clone(),
+            buffer: Arc::new(Buffer::default()),
+            verifier: Sha256Verifier::new(),
+        }))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.blobs.write().expect("lock").remove(digest).is_some())
+    }
+
+    async fn clean_temp(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Buffer(Mutex<Vec<u8>>);
+
+#[async_trait::async_trait]
+impl PartialSource for Buffer {
+    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError> {
+        let bytes = self.0.lock().expect("lock").clone();
+        Ok(reader(Arc::new(bytes), offset))
+    }
+}
+
+struct MemoryWriter {
+    store: MemoryStore,
+    expected: Digest,
+    buffer: Arc<Buffer>,
+    verifier: Sha256Verifier,
+}
+
+#[async_trait::async_trait]
+impl BlobWriter for MemoryWriter {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.buffer.0.lock().expect("lock").extend_from_slice(chunk);
+        self.verifier.update(chunk);
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.verifier.len()
+    }
+
+    fn partial(&self) -> Arc<dyn PartialSource> {
+        self.buffer.clone()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<u64, StoreError> {
+        let size = self.verifier.len();
+        let actual = self.verifier.finish();
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected,
+                actual,
+                size,
+            });
+        }
+        let bytes = self.buffer.0.lock().expect("lock").clone();
+        self.store
+            .blobs
+            .write()
+            .expect("lock")
+            .insert(self.expected, Arc::new(bytes));
+        Ok(size)
+    }
+}
