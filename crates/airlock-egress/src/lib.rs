@@ -1,1 +1,23 @@
-//! The egress proxy: `CONNECT` to an allowlist only.
+//! The egress proxy: `CONNECT` to an allowlist only, the one outbound door of the enclave.
+//!
+//! A request goes through named steps, each in its own module: [`request`] parses the head
+//! strictly, [`host`] canonicalizes the name, [`allowlist`] decides whether it may be
+//! reached, [`resolve`] turns it into addresses once, [`address`] refuses non-public
+//! answers, [`tunnel`] relays bytes, and [`decision`] writes one log line per request.
+//! [`server`] ties the steps together behind connection caps and a shutdown signal.
+
+pub mod address;
+pub mod allowlist;
+mod config;
+pub mod decision;
+pub mod host;
+mod metrics;
+pub mod request;
+pub mod resolve;
+mod server;
+pub mod tunnel;
+
+pub use config::{EgressConfig, EgressConfigError, EgressPolicy, Limits};
+pub use metrics::EgressMetrics;
+pub use resolve::{Resolver, StaticResolver, SystemResolver};
+pub use server::serve;
