@@ -1,0 +1,44 @@
+//! ansible-vault: the `$ANSIBLE_VAULT;1.1;AES256` / `1.2` envelope, files and `!vault |` strings.
+//!
+//! Format (ansible `parsing/vault/__init__.py`, `VaultAES256`):
+//! ```text
+//! $ANSIBLE_VAULT;1.1;AES256            (1.2 adds ";<vault-id label>")
+//! hex( hex(salt) "\n" hex(hmac) "\n" hex(ciphertext) )   wrapped at 80 columns
+//! ```
+//! Keys: PBKDF2-HMAC-SHA256(password, salt, 10 000 rounds) → 80 bytes = AES key (32) ‖
+//! HMAC key (32) ‖ CTR initial counter (16). The plaintext is PKCS#7-padded to 16 bytes,
+//! encrypted with AES-256-CTR, and the HMAC-SHA256 covers the ciphertext. The HMAC is checked
+//! in constant time before anything is decrypted.
+
+mod envelope;
+mod password;
+
+pub use envelope::{Envelope, VaultError, decrypt, encrypt, is_vault};
+pub use password::{PasswordError, VaultSecret};
+
+/// A YAML snippet ready to paste into an inventory: `name: !vault |` and the indented envelope,
+/// the same shape `ansible-vault encrypt_string --name` prints.
+pub fn encrypt_string_snippet(
+    name: &str,
+    secret: &[u8],
+    password: &VaultSecret,
+    label: Option<&str>,
+) -> Result<String, VaultError> {
+    let envelope = encrypt(secret, password, label)?;
+    let mut out = format!("{name}: !vault |\n");
+    for line in envelope.lines() {
+        out.push_str("          ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A fresh random secret: 32 random bytes as 64 lowercase hex characters
+/// (what `openssl rand -hex 32` prints, without the newline).
+pub fn random_hex_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
