@@ -245,17 +245,17 @@ impl EgressPolicy {
         if own.iter().any(|a| a.ip() == ip && a.port() == port) {
             return Err(Reason::ProxyLoop);
         }
-        let internal_ok = self.allow_internal.iter().any(|net| net.contains(ip));
-        if internal_ok {
+        if self.allow_internal.iter().any(|net| net.contains(ip)) {
             return Ok(());
         }
+        if non_public_class(ip).is_some() {
+            return Err(Reason::ForbiddenAddress);
+        }
+        // A public address of this very host: dialing it would reach the gateway itself.
         if own.iter().any(|a| a.ip() == ip) {
             return Err(Reason::ProxyLoop);
         }
-        match non_public_class(ip) {
-            Some(_) => Err(Reason::ForbiddenAddress),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -316,7 +316,10 @@ mod tests {
 
     #[test]
     fn address_checks() {
-        let own = [SocketAddr::from(([10, 0, 0, 5], 3128))];
+        let own = [
+            SocketAddr::from(([10, 0, 0, 5], 3128)),
+            SocketAddr::from(([198, 199, 0, 5], 3128)),
+        ];
         let strict = EgressConfig::default().resolve().unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
@@ -325,6 +328,10 @@ mod tests {
         );
         assert_eq!(
             strict.check_address(ip("10.0.0.5"), 443, &own),
+            Err(Reason::ForbiddenAddress)
+        );
+        assert_eq!(
+            strict.check_address(ip("198.199.0.5"), 443, &own),
             Err(Reason::ProxyLoop)
         );
         assert_eq!(strict.check_address(ip("8.8.8.8"), 443, &own), Ok(()));

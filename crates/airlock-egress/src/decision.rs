@@ -114,7 +114,7 @@ pub struct Decision {
     pub time: String,
     pub client: SocketAddr,
     /// The request target as sent (truncated), before canonicalization.
-    pub target: Option<String>,
+    pub raw_target: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
     /// The address dialed, or the address that caused a refusal.
@@ -133,7 +133,7 @@ impl Decision {
         Self {
             time: rfc3339(started),
             client,
-            target: None,
+            raw_target: None,
             host: None,
             port: None,
             ip: None,
@@ -160,7 +160,7 @@ impl Decision {
             target: "airlock::egress",
             time = %self.time,
             client = %self.client,
-            target = self.target.as_deref().unwrap_or(""),
+            raw_target = self.raw_target.as_deref().unwrap_or(""),
             host = self.host.as_deref().unwrap_or(""),
             port = self.port.unwrap_or(0),
             ip = %self.ip.map(|ip| ip.to_string()).unwrap_or_default(),

@@ -178,10 +178,10 @@ impl Connection {
         let slot = self.slots.acquire(peer.ip().to_canonical())?;
         let deadline = Instant::now() + limits.header_timeout;
         let (request, early) = read_request(client, deadline).await.map_err(|rejection| {
-            decision.target = rejection.raw_target;
+            decision.raw_target = rejection.raw_target;
             rejection.reason
         })?;
-        decision.target = Some(request.raw_target);
+        decision.raw_target = Some(request.raw_target);
         decision.host = Some(request.host.to_string());
         decision.port = Some(request.port);
         self.policy.check_target(&request.host, request.port)?;
