@@ -6,11 +6,13 @@
 //! moved for the idle timeout, at the maximum lifetime, or when the server shuts down;
 //! both sockets are then dropped, so neither side is left in `CLOSE_WAIT`.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
@@ -146,34 +148,41 @@ fn error_close(side: Side) -> CloseReason {
 
 /// Copy one direction; on end-of-stream, half-close the writer. The error names the socket
 /// that failed (`from` is the reading side).
-async fn pump<R, W>(
-    mut reader: R,
-    mut writer: W,
+///
+/// The buffer exists only while data is flowing: it is allocated when the socket becomes
+/// readable and released once it is drained, so a thousand idle tunnels cost sockets and
+/// task state, not a thousand pairs of 64 KiB buffers.
+async fn pump(
+    reader: ReadHalf<'_>,
+    mut writer: WriteHalf<'_>,
     from: Side,
     count: &AtomicU64,
     activity: &Activity,
     on_bytes: impl Fn(u64),
-) -> Result<(), Side>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+) -> Result<(), Side> {
     let to = match from {
         Side::Client => Side::Upstream,
         Side::Upstream => Side::Client,
     };
-    let mut buf = vec![0u8; BUFFER];
     loop {
-        let n = reader.read(&mut buf).await.map_err(|_| from)?;
-        if n == 0 {
-            // The peer may already be gone; the other direction will report that.
-            let _ = writer.shutdown().await;
-            return Ok(());
+        reader.readable().await.map_err(|_| from)?;
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match reader.try_read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return Err(from),
+            };
+            if n == 0 {
+                // The peer may already be gone; the other direction will report that.
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
+            writer.write_all(&buf[..n]).await.map_err(|_| to)?;
+            count.fetch_add(n as u64, Ordering::Relaxed);
+            on_bytes(n as u64);
+            activity.touch();
         }
-        writer.write_all(&buf[..n]).await.map_err(|_| to)?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
-        on_bytes(n as u64);
-        activity.touch();
     }
 }
 
