@@ -2,9 +2,18 @@
 //!
 //! - [`vault`]: ansible-vault 1.1/1.2 envelopes and password files.
 //! - [`yaml`]: YAML with line numbers and tags, the way Ansible's loader sees it.
-//! - [`inventory`]: groups, hosts, variable precedence, checks with `file:line`.
+//! - [`inventory`]: groups, hosts, variable precedence, problems with `file:line`.
+//! - [`site`]: the deployment an inventory describes, as typed settings; [`catalog`]: what
+//!   Scout's sites mirror.
+//! - [`check`]: `airlock inventory check`: every problem, and a summary.
 //! - [`render`]: the gateway config and every client config, from one inventory.
 //! - [`explain`]: which endpoint and path a node pulls an image from.
 
+pub mod catalog;
+pub mod check;
+pub mod explain;
+pub mod inventory;
+pub mod render;
+pub mod site;
 pub mod vault;
 pub mod yaml;

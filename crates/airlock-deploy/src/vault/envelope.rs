@@ -17,7 +17,7 @@ const BLOCK: usize = 16;
 const LINE_WIDTH: usize = 80;
 
 /// What went wrong reading or decrypting a vault envelope.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum VaultError {
     #[error("not an ansible-vault envelope: the first line must start with `$ANSIBLE_VAULT;`")]
     NotVault,

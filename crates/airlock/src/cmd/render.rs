@@ -1,15 +1,83 @@
-//! Placeholder until the control-node commands land.
+//! `airlock render` and `airlock explain-image`: client configs and pull paths from an inventory.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use airlock_deploy::inventory::Inventory;
+use airlock_deploy::site::Site;
+use airlock_deploy::{explain, render};
+
+use super::vault::PasswordArgs;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
-
-#[derive(Debug, clap::Args)]
-pub struct ExplainArgs {}
-
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("render is not available in this build")
+pub struct Args {
+    /// The Ansible inventory (YAML).
+    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
+    pub inventory: PathBuf,
+    /// Directory to write the rendered files into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub password: PasswordArgs,
 }
 
-pub fn explain(_args: &ExplainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("explain-image is not available in this build")
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The Ansible inventory (YAML).
+    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
+    pub inventory: PathBuf,
+    /// An image reference as written in a manifest, e.g. `postgres:15` or `ghcr.io/org/app@sha256:…`.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// Read the site, refusing it when the inventory has errors (warnings are printed).
+fn load_site(inventory: &PathBuf, password: &PasswordArgs) -> anyhow::Result<Site> {
+    let secret = password.secret()?;
+    let parsed = Inventory::load(inventory)?;
+    let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());
+    diagnostics.extend(parsed.diagnostics.iter().cloned());
+    airlock_deploy::inventory::sort_diagnostics(&mut diagnostics);
+    for diagnostic in &diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        anyhow::bail!(
+            "{} has {errors} error(s); `airlock inventory check -i {}` lists everything",
+            inventory.display(),
+            inventory.display()
+        );
+    }
+    Ok(site)
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let site = load_site(&args.inventory, &args.password)?;
+    let rendered = render::render(&site)?;
+    rendered
+        .write_to(&args.out)
+        .with_context(|| format!("writing into {}", args.out.display()))?;
+    for (path, _) in &rendered.files {
+        println!("{}", args.out.join(path).display());
+    }
+    if site.package_proxy_mode != airlock_deploy::site::PackageProxyMode::Gateway {
+        eprintln!(
+            "note: package_proxy_mode is not `airlock`/`nexus`, so no package proxies and no clients/ files were rendered"
+        );
+    }
+    Ok(())
+}
+
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
+    let site = load_site(&args.inventory, &args.password)?;
+    let explanation = explain::explain(&site, &args.image)?;
+    print!("{explanation}");
+    if let Some(warning) = &explanation.warning {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }

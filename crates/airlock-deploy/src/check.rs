@@ -1,0 +1,287 @@
+//! `airlock inventory check`: every problem in an inventory, and a summary of the site.
+//!
+//! Runs three passes over one parsed inventory: its structure (while parsing), every vault
+//! value (decrypted once to prove the password; failures of one kind are reported once with
+//! the lines they affect), and the site settings ([`Site::read`]). Placeholders left from
+//! Scout's `inventory.example.yaml` (`$(openssl rand …)`, `<ssh username>`, `your-…`) are
+//! warnings: the file is valid, the values are not real yet.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use crate::inventory::{Diagnostic, Inventory, VarError, sort_diagnostics};
+use crate::site::{GatewayTls, PackageProxyMode, Site};
+use crate::vault::{VaultError, VaultSecret};
+
+/// The result of checking an inventory.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub site: Site,
+    pub diagnostics: Vec<Diagnostic>,
+    pub vault_values: usize,
+    pub vault_decrypted: usize,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+}
+
+/// Check an inventory; `secret` is the vault password, when one was given.
+pub fn check(inventory: &Inventory, secret: Option<&VaultSecret>) -> Report {
+    let mut diagnostics = inventory.diagnostics.clone();
+    let vault = check_vault(inventory, secret);
+    diagnostics.extend(vault.diagnostics);
+    diagnostics.extend(placeholders(inventory));
+    let (site, site_diags) = Site::read(inventory, secret);
+    diagnostics.extend(
+        site_diags
+            .into_iter()
+            .filter(|d| !vault.covered.contains(&d.line)),
+    );
+    sort_diagnostics(&mut diagnostics);
+    diagnostics.dedup();
+    Report {
+        site,
+        diagnostics,
+        vault_values: vault.total,
+        vault_decrypted: vault.decrypted,
+    }
+}
+
+/// What the vault pass found: counts, problems, and the lines those problems cover.
+struct VaultPass {
+    total: usize,
+    decrypted: usize,
+    diagnostics: Vec<Diagnostic>,
+    covered: HashSet<usize>,
+}
+
+fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass {
+    let file = &inventory.file;
+    let mut pass = VaultPass {
+        total: 0,
+        decrypted: 0,
+        diagnostics: Vec::new(),
+        covered: HashSet::new(),
+    };
+    let mut wrong: Vec<(usize, Option<String>)> = Vec::new();
+    let mut first_line = None;
+    for var in inventory.all_vars() {
+        for node in var.vault_values() {
+            pass.total += 1;
+            // A `!vault |` block starts on the line after its key; report the key's line.
+            let line = if node.mark.line == var.mark.line + 1 {
+                var.mark.line
+            } else {
+                node.mark.line
+            };
+            first_line.get_or_insert(line);
+            let Some(secret) = secret else { continue };
+            match crate::vault::decrypt(node.vault_text().unwrap_or_default(), secret) {
+                Ok(_) => pass.decrypted += 1,
+                Err(VaultError::WrongPassword { label }) => wrong.push((line, label)),
+                Err(source) => {
+                    pass.covered.insert(line);
+                    pass.diagnostics.push(Diagnostic::error(
+                        file,
+                        line,
+                        VarError::Vault {
+                            name: var.name.clone(),
+                            source,
+                        }
+                        .to_string(),
+                        format!(
+                            "re-encrypt it: `airlock vault encrypt-string --name {}` (value on stdin)",
+                            var.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let (None, Some(line)) = (secret, first_line) {
+        pass.diagnostics.push(Diagnostic::warning(
+            file,
+            line,
+            format!(
+                "{} vault-encrypted value(s) were not checked: no vault password",
+                pass.total
+            ),
+            "pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
+        ));
+    }
+    if let Some((line, _)) = wrong.first() {
+        let lines: Vec<String> = wrong.iter().map(|(l, _)| l.to_string()).collect();
+        let mut labels: Vec<&str> = wrong.iter().filter_map(|(_, l)| l.as_deref()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let for_ids = if labels.is_empty() {
+            String::new()
+        } else {
+            format!(" for vault-id {}", labels.join(", "))
+        };
+        pass.diagnostics.push(Diagnostic::error(
+            file,
+            *line,
+            format!(
+                "wrong vault password{for_ids}: {} of {} vault value(s) do not decrypt (lines {})",
+                wrong.len(),
+                pass.total,
+                lines.join(", ")
+            ),
+            "check --vault-password-file / ANSIBLE_VAULT_PASSWORD_FILE; values made with another password must be re-encrypted",
+        ));
+        pass.covered.extend(wrong.iter().map(|(l, _)| *l));
+    }
+    pass
+}
+
+fn placeholder_kind(text: &str) -> Option<&'static str> {
+    let t = text.trim();
+    if t.starts_with("$(") && t.ends_with(')') {
+        Some("a shell command to run")
+    } else if t.starts_with('<') && t.ends_with('>') && t.len() > 2 {
+        Some("a placeholder")
+    } else if t.starts_with("your-") {
+        Some("an example value")
+    } else {
+        None
+    }
+}
+
+fn is_secret_name(name: &str) -> bool {
+    ["password", "secret", "token", "_key"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
+fn placeholders(inventory: &Inventory) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for var in inventory.all_vars() {
+        let Some(text) = var.value.as_str() else {
+            continue;
+        };
+        let Some(kind) = placeholder_kind(text) else {
+            continue;
+        };
+        let help = if is_secret_name(&var.name) {
+            format!(
+                "replace it with the output of `airlock vault new-secret --name {}` (or `airlock vault encrypt-string --name {}` with the value on stdin)",
+                var.name, var.name
+            )
+        } else {
+            format!("set `{}` to the site's real value", var.name)
+        };
+        out.push(Diagnostic::warning(
+            &inventory.file,
+            var.mark.line,
+            format!("`{}` is still {kind}: {}", var.name, text.trim()),
+            help,
+        ));
+    }
+    out
+}
+
+/// A human summary of the site an inventory describes.
+pub fn summary(report: &Report) -> String {
+    let site = &report.site;
+    let mut out = String::new();
+    let mode = if site.air_gapped {
+        "air-gapped"
+    } else {
+        "connected (air_gapped is false)"
+    };
+    let _ = writeln!(out, "{}: {mode} K3s site", site.inventory.display());
+    let machine = |m: &crate::site::Machine| {
+        let user = m
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        if m.connection == "local" {
+            format!("{} (local)", m.name)
+        } else {
+            format!("{} (ssh {user}{}:{})", m.name, m.address, m.port)
+        }
+    };
+    match &site.staging {
+        Some(staging) => {
+            let _ = writeln!(out, "  staging      {}", machine(&staging.machine));
+            let _ = writeln!(
+                out,
+                "  gateway      https://{} (registry {}), TLS {}",
+                staging.hostname,
+                staging.registry_host,
+                match &site.tls {
+                    GatewayTls::SelfSigned => "self-signed".to_owned(),
+                    GatewayTls::Files { cert, .. } => format!("from {cert}"),
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  staging      (none)");
+        }
+    }
+    for (label, machines) in [
+        ("server", &site.servers),
+        ("workers", &site.workers),
+        ("gpu_workers", &site.gpu_workers),
+        ("agents", &site.agents),
+    ] {
+        let list: Vec<String> = machines.iter().map(machine).collect();
+        let shown = if list.is_empty() {
+            "(none)".to_owned()
+        } else {
+            list.join(", ")
+        };
+        let _ = writeln!(out, "  {label:<12} {shown}");
+    }
+    let projects: Vec<String> = site
+        .mirrors
+        .iter()
+        .map(|m| format!("{}→{}", m.registry, m.project))
+        .collect();
+    let _ = writeln!(out, "  registries   {}", projects.join(", "));
+    let packages = match site.package_proxy_mode {
+        PackageProxyMode::Gateway => site
+            .packages
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        PackageProxyMode::External => "external (package_proxy_mode: external)".to_owned(),
+        PackageProxyMode::None => "none (package_proxy_mode: none)".to_owned(),
+    };
+    let _ = writeln!(out, "  packages     {packages}");
+    let allow = if site.egress.allow.is_empty() {
+        "(nothing allowed)".to_owned()
+    } else {
+        site.egress.allow.join(", ")
+    };
+    let _ = writeln!(out, "  egress       :{} → {allow}", site.egress.port);
+    let _ = writeln!(
+        out,
+        "  k3s          {}, SELinux {}",
+        site.k3s
+            .version
+            .as_deref()
+            .unwrap_or("version from airlock's default"),
+        if site.k3s.selinux {
+            format!("on ({} channel)", site.k3s.selinux_channel)
+        } else {
+            "off".to_owned()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  vault        {} value(s), {} decrypted",
+        report.vault_values, report.vault_decrypted
+    );
+    out
+}

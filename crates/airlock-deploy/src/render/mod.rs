@@ -1,0 +1,120 @@
+//! Every configuration file a site needs, rendered from one [`Site`].
+//!
+//! ```text
+//! <out>/staging/airlock.toml                     the gateway (PRODUCT.md contract)
+//! <out>/nodes/registries.yaml                    K3s: mirrors with Harbor-style rewrites
+//! <out>/nodes/certs.d/<registry>/hosts.toml      stock containerd: mirrors with ?ns=
+//! <out>/nodes/registries.conf                    podman / CRI-O
+//! <out>/keycloak-proxy-mappings.txt              Keycloak's egress proxy option
+//! <out>/clients/{pip.conf,condarc,settings.xml,airlock.repo}   package clients
+//! ```
+//! Rendering is pure (a list of paths and contents); [`Rendered::write_to`] is the only I/O.
+
+mod clients;
+mod gateway;
+mod nodes;
+
+use std::path::{Path, PathBuf};
+
+use crate::site::{PackageProxyMode, Site, Staging};
+
+/// Why a site could not be rendered or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(
+        "the inventory has no staging host, so there is no gateway to point nodes at: add a `staging` group with one host"
+    )]
+    NoStaging,
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Rendered files: paths relative to the output directory, and their contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub files: Vec<(PathBuf, String)>,
+}
+
+impl Rendered {
+    /// The content of one rendered file.
+    pub fn get(&self, path: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(p, _)| p == Path::new(path))
+            .map(|(_, c)| c.as_str())
+    }
+
+    /// Write every file under `dir`, creating directories as needed.
+    pub fn write_to(&self, dir: &Path) -> Result<(), RenderError> {
+        for (relative, content) in &self.files {
+            let path = dir.join(relative);
+            let io = |source| RenderError::Write {
+                path: path.clone(),
+                source,
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::write(&path, content).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Render every file for `site`.
+pub fn render(site: &Site) -> Result<Rendered, RenderError> {
+    let staging = site.staging.as_ref().ok_or(RenderError::NoStaging)?;
+    let mut files = vec![
+        (
+            PathBuf::from("staging/airlock.toml"),
+            gateway::airlock_toml(site, staging),
+        ),
+        (
+            PathBuf::from("nodes/registries.yaml"),
+            nodes::registries_yaml(site, staging),
+        ),
+    ];
+    for mirror in &site.mirrors {
+        files.push((
+            PathBuf::from(format!("nodes/certs.d/{}/hosts.toml", mirror.registry)),
+            nodes::hosts_toml(site, staging, mirror),
+        ));
+    }
+    files.push((
+        PathBuf::from("nodes/registries.conf"),
+        nodes::registries_conf(site, staging),
+    ));
+    files.push((
+        PathBuf::from("keycloak-proxy-mappings.txt"),
+        gateway::keycloak_proxy_mappings(site, staging),
+    ));
+    if site.package_proxy_mode == PackageProxyMode::Gateway {
+        files.extend(clients::all(site, staging));
+    }
+    Ok(Rendered { files })
+}
+
+/// The registry endpoint nodes use.
+fn registry_url(staging: &Staging) -> String {
+    format!("https://{}", staging.registry_host)
+}
+
+/// A header comment naming the inventory a file came from (`#` comment syntax).
+fn header(site: &Site, comment: &str) -> String {
+    let name = site
+        .inventory
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "{comment} Rendered by `airlock render` from {name}; edit the inventory, not this file.\n"
+    )
+}
+
+/// A string quoted for YAML and TOML alike (both accept JSON's double-quoted form for these).
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).expect("strings always serialize")
+}

@@ -1,0 +1,86 @@
+//! Node-side registry configs: K3s `registries.yaml`, containerd `hosts.toml`, podman/CRI-O
+//! `registries.conf`.
+//!
+//! K3s gets Harbor-style rewrites (`^(.*)$` → `<project>/$1`) so it requests
+//! `/v2/<project>/<repo>/…`; stock containerd has no rewrite, so its `hosts.toml` relies on
+//! the `?ns=<registry>` it adds to mirror requests; podman and CRI-O put the project in the
+//! mirror location instead.
+
+use std::fmt::Write as _;
+
+use super::{header, quote, registry_url};
+use crate::site::{Mirror, Site, Staging};
+
+pub(super) fn registries_yaml(site: &Site, staging: &Staging) -> String {
+    let endpoint = registry_url(staging);
+    let mut out = header(site, "#");
+    out.push_str("mirrors:\n");
+    for mirror in &site.mirrors {
+        let _ = writeln!(out, "  {}:", quote(&mirror.registry));
+        let _ = writeln!(out, "    endpoint:\n      - {}", quote(&endpoint));
+        let _ = writeln!(
+            out,
+            "    rewrite:\n      \"^(.*)$\": {}",
+            quote(&format!("{}/$1", mirror.project))
+        );
+    }
+    let mut tls = Vec::new();
+    if let Some(ca) = &site.ca_file {
+        tls.push(format!("ca_file: {}", quote(ca)));
+    }
+    if site.insecure_skip_verify {
+        tls.push("insecure_skip_verify: true".to_owned());
+    }
+    if !tls.is_empty() {
+        let _ = writeln!(
+            out,
+            "configs:\n  {}:\n    tls:",
+            quote(&staging.registry_host)
+        );
+        for line in tls {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    out
+}
+
+pub(super) fn hosts_toml(site: &Site, staging: &Staging, mirror: &Mirror) -> String {
+    let mut out = header(site, "#");
+    let _ = writeln!(out, "server = {}", quote(&mirror.upstream));
+    let _ = writeln!(out, "\n[host.{}]", quote(&registry_url(staging)));
+    out.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+    if let Some(ca) = &site.ca_file {
+        let _ = writeln!(out, "  ca = {}", quote(ca));
+    }
+    if site.insecure_skip_verify {
+        out.push_str("  skip_verify = true\n");
+    }
+    out
+}
+
+pub(super) fn registries_conf(site: &Site, staging: &Staging) -> String {
+    let mut out = header(site, "#");
+    if site.ca_file.is_some() {
+        let _ = writeln!(
+            out,
+            "# Trust the gateway's CA: copy it to /etc/containers/certs.d/{}/ca.crt",
+            staging.registry_host
+        );
+    }
+    out.push_str("unqualified-search-registries = [\"docker.io\"]\n");
+    for mirror in &site.mirrors {
+        let _ = writeln!(out, "\n[[registry]]");
+        let _ = writeln!(out, "prefix = {}", quote(&mirror.registry));
+        let _ = writeln!(out, "location = {}", quote(&mirror.registry));
+        let _ = writeln!(out, "\n[[registry.mirror]]");
+        let _ = writeln!(
+            out,
+            "location = {}",
+            quote(&format!("{}/{}", staging.registry_host, mirror.project))
+        );
+        if site.insecure_skip_verify {
+            out.push_str("insecure = true\n");
+        }
+    }
+    out
+}

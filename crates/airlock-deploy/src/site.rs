@@ -1,0 +1,896 @@
+//! The deployment an inventory describes, read once into typed settings.
+//!
+//! Each setting is looked up where Scout's playbooks look for it: gateway settings on the
+//! staging host (`external_url`, `tls_cert_path`, `squid_*`, `harbor_*`), cluster settings on
+//! the first `server` host (`keycloak_*`, `tls_mode`, `acmedns_host`, `k3s_*`). Settings that
+//! both sides share fall back from one to the other. Every bad value becomes a [`Diagnostic`]
+//! on its line; vault values are decrypted only when a setting needs them.
+
+use std::path::PathBuf;
+
+use crate::catalog::{self, PackageEntry};
+use crate::inventory::{Diagnostic, HostVars, Inventory, Var, VarError};
+use crate::vault::VaultSecret;
+
+/// Where nodes find the gateway's CA certificate when it is self-signed.
+pub const DEFAULT_CA_FILE: &str = "/etc/airlock/ca.crt";
+
+/// The deployment, as far as airlock renders and installs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub inventory: PathBuf,
+    pub air_gapped: bool,
+    pub staging: Option<Staging>,
+    pub servers: Vec<Machine>,
+    pub workers: Vec<Machine>,
+    pub gpu_workers: Vec<Machine>,
+    pub agents: Vec<Machine>,
+    pub data_dir: String,
+    pub cache_max_size: Option<String>,
+    pub tls: GatewayTls,
+    /// CA file on nodes for the registry (`configs.<host>.tls.ca_file`), when needed.
+    pub ca_file: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub cert_manager: bool,
+    pub mirrors: Vec<Mirror>,
+    pub package_proxy_mode: PackageProxyMode,
+    pub packages: Vec<PackageEntry>,
+    pub identity_providers: Vec<&'static str>,
+    pub egress: Egress,
+    pub k3s: K3s,
+}
+
+/// The staging node: where `airlock serve` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    pub machine: Machine,
+    /// The gateway's public name (`external_url` or the inventory name).
+    pub hostname: String,
+    /// The registry name nodes pull from: `harbor.<hostname>`, or `hostname` itself.
+    pub registry_host: String,
+}
+
+/// A host and how to reach it over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub name: String,
+    pub address: String,
+    pub user: Option<String>,
+    pub port: u16,
+    pub connection: String,
+}
+
+/// The gateway's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayTls {
+    SelfSigned,
+    Files { cert: String, key: String },
+}
+
+/// One public registry mirrored through a gateway project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub registry: String,
+    pub project: String,
+    pub upstream: String,
+}
+
+/// `package_proxy_mode`: whether the gateway also proxies package repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageProxyMode {
+    /// Nodes get packages some other way (or not at all).
+    None,
+    /// The gateway proxies them (`nexus` in Scout's inventories, or `airlock`).
+    Gateway,
+    /// Another proxy the site runs; airlock renders nothing for it.
+    External,
+}
+
+/// The egress proxy (Squid's replacement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    pub port: u16,
+    pub allow: Vec<String>,
+}
+
+/// K3s settings the install and the `SELinux` repository need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3s {
+    pub version: Option<String>,
+    pub selinux: bool,
+    pub selinux_channel: String,
+}
+
+impl Site {
+    /// Read the site from an inventory. Problems come back as diagnostics next to a site
+    /// filled with defaults where values were missing or bad.
+    pub fn read(inventory: &Inventory, secret: Option<&VaultSecret>) -> (Self, Vec<Diagnostic>) {
+        let mut reader = Reader::new(inventory, secret);
+        let site = reader.site();
+        (site, reader.diagnostics)
+    }
+
+    /// The gateway URL prefix for package repositories: `https://<hostname>/repository`.
+    pub fn repository_base(&self) -> Option<String> {
+        self.staging
+            .as_ref()
+            .map(|s| format!("https://{}/repository", s.hostname))
+    }
+
+    pub fn has_package(&self, name: &str) -> bool {
+        self.packages.iter().any(|p| p.name == name)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Scope {
+    Staging,
+    StagingThenCluster,
+    ClusterThenStaging,
+}
+
+struct Reader<'a> {
+    inventory: &'a Inventory,
+    secret: Option<&'a VaultSecret>,
+    staging: Option<HostVars<'a>>,
+    cluster: Option<HostVars<'a>>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(inventory: &'a Inventory, secret: Option<&'a VaultSecret>) -> Self {
+        let staging = inventory
+            .hosts_of("staging")
+            .first()
+            .map(|h| inventory.vars_of(h));
+        let cluster = inventory
+            .hosts_of("server")
+            .first()
+            .map(|h| inventory.vars_of(h));
+        Self {
+            inventory,
+            secret,
+            staging,
+            cluster,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, line: usize, message: impl Into<String>, help: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::error(&self.inventory.file, line, message, help));
+    }
+
+    fn warning(&mut self, line: usize, message: impl Into<String>, help: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::warning(
+            &self.inventory.file,
+            line,
+            message,
+            help,
+        ));
+    }
+
+    fn lookup(&self, scope: Scope, name: &str) -> Option<&'a Var> {
+        let staging = || self.staging.as_ref().and_then(|v| v.get(name));
+        let cluster = || self.cluster.as_ref().and_then(|v| v.get(name));
+        let all = || {
+            self.inventory
+                .group("all")
+                .and_then(|g| g.vars.iter().rev().find(|v| v.name == name))
+        };
+        match scope {
+            Scope::Staging => staging(),
+            Scope::StagingThenCluster => staging().or_else(cluster),
+            Scope::ClusterThenStaging => cluster().or_else(staging),
+        }
+        .or_else(all)
+    }
+
+    /// A setting's text, decrypted and with `{{ var }}` references resolved.
+    fn text(&mut self, scope: Scope, name: &str) -> Option<(String, usize)> {
+        let var = self.lookup(scope, name)?;
+        let line = var.mark.line;
+        let text = match var.text(self.secret) {
+            Ok(text) => text?,
+            Err(e) => {
+                self.var_error(line, &e);
+                return None;
+            }
+        };
+        self.expand(scope, name, text, line, 0)
+            .map(|text| (text, line))
+    }
+
+    fn var_error(&mut self, line: usize, error: &VarError) {
+        let help = match error {
+            VarError::NoPassword { .. } => {
+                "pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE"
+            }
+            VarError::Vault { .. } => "check the vault password, or re-encrypt the value",
+            VarError::NotText { .. } => "encrypt the value as text",
+            VarError::NotScalar { .. } => "write it as a single value",
+        };
+        self.error(line, error.to_string(), help);
+    }
+
+    fn expand(
+        &mut self,
+        scope: Scope,
+        name: &str,
+        text: String,
+        line: usize,
+        depth: usize,
+    ) -> Option<String> {
+        if !text.contains("{{") && !text.contains("{%") {
+            return Some(text);
+        }
+        let reference = text
+            .trim()
+            .strip_prefix("{{")
+            .and_then(|t| t.strip_suffix("}}"))
+            .map(str::trim)
+            .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        match reference {
+            Some(reference) if depth < 8 && reference != name => {
+                let var = self.lookup(scope, reference)?;
+                let inner = match var.text(self.secret) {
+                    Ok(t) => t?,
+                    Err(e) => {
+                        self.var_error(var.mark.line, &e);
+                        return None;
+                    }
+                };
+                self.expand(scope, reference, inner, line, depth + 1)
+            }
+            _ => {
+                self.warning(
+                    line,
+                    format!("`{name}` is a Jinja expression airlock does not evaluate: {text}"),
+                    format!("write the value of `{name}` out, or as `{{{{ other_variable }}}}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn flag(&mut self, scope: Scope, name: &str, default: bool) -> bool {
+        let Some(var) = self.lookup(scope, name) else {
+            return default;
+        };
+        if let Some(b) = var.value.as_bool() {
+            return b;
+        }
+        let Some((text, line)) = self.text(scope, name) else {
+            return default;
+        };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => true,
+            "false" | "no" | "off" | "0" | "" => false,
+            _ => {
+                self.error(
+                    line,
+                    format!("`{name}` must be true or false, found `{text}`"),
+                    format!("write `{name}: true` or `{name}: false`"),
+                );
+                default
+            }
+        }
+    }
+
+    fn port(&mut self, scope: Scope, name: &str, default: u16) -> u16 {
+        let Some((text, line)) = self.text(scope, name) else {
+            return default;
+        };
+        match text.trim().parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => {
+                self.error(
+                    line,
+                    format!("`{name}` must be a TCP port (1-65535), found `{text}`"),
+                    format!("write e.g. `{name}: {default}`"),
+                );
+                default
+            }
+        }
+    }
+
+    fn list(&mut self, scope: Scope, name: &str) -> Vec<(String, usize)> {
+        let Some(var) = self.lookup(scope, name) else {
+            return Vec::new();
+        };
+        if let Some(items) = var.value.as_seq() {
+            let mut out = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(text) => out.push((text.to_owned(), item.mark.line)),
+                    None if item.is_null() => {}
+                    None => self.error(
+                        item.mark.line,
+                        format!(
+                            "`{name}` must list plain strings, found {}",
+                            item.describe()
+                        ),
+                        "write one name per list item",
+                    ),
+                }
+            }
+            return out;
+        }
+        self.text(scope, name)
+            .map(|(text, line)| {
+                text.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (s.to_owned(), line))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn machine(&mut self, host: &str) -> Machine {
+        let vars = self.inventory.vars_of(host);
+        let line = self.inventory.host(host).map_or(1, |h| h.mark.line);
+        let get = |this: &mut Self, name: &str| -> Option<String> {
+            let var = vars.get(name)?;
+            match var.text(this.secret) {
+                Ok(text) => text,
+                Err(e) => {
+                    this.var_error(var.mark.line, &e);
+                    None
+                }
+            }
+        };
+        let address = get(self, "ansible_host").unwrap_or_else(|| host.to_owned());
+        let user = get(self, "ansible_user");
+        let connection = get(self, "ansible_connection").unwrap_or_else(|| "ssh".to_owned());
+        if !matches!(connection.as_str(), "ssh" | "local" | "paramiko" | "smart") {
+            self.error(
+                vars.get("ansible_connection").map_or(line, |v| v.mark.line),
+                format!("host `{host}`: ansible_connection `{connection}` is not supported"),
+                "use `ssh` (the default) or `local` for the node airlock runs on",
+            );
+        }
+        let port = match get(self, "ansible_port") {
+            None => 22,
+            Some(text) => text.trim().parse::<u16>().unwrap_or_else(|_| {
+                self.error(
+                    vars.get("ansible_port").map_or(line, |v| v.mark.line),
+                    format!("host `{host}`: ansible_port must be a TCP port, found `{text}`"),
+                    "write e.g. `ansible_port: 22`",
+                );
+                22
+            }),
+        };
+        Machine {
+            name: host.to_owned(),
+            address,
+            user,
+            port,
+            connection,
+        }
+    }
+
+    fn machines(&mut self, group: &str) -> Vec<Machine> {
+        self.inventory
+            .hosts_of(group)
+            .into_iter()
+            .map(|h| self.machine(h))
+            .collect()
+    }
+
+    fn group_line(&self, group: &str) -> usize {
+        self.inventory.group(group).map_or(1, |g| g.mark.line)
+    }
+
+    fn site(&mut self) -> Site {
+        let air_gapped_line = self
+            .lookup(Scope::StagingThenCluster, "air_gapped")
+            .map(|v| v.mark.line);
+        let air_gapped = self.flag(Scope::StagingThenCluster, "air_gapped", false);
+        self.check_groups(air_gapped, air_gapped_line);
+        let staging = self.staging_node();
+        let servers = self.machines("server");
+        let workers = self.machines("workers");
+        let gpu_workers = self.machines("gpu_workers");
+        let agents = self.machines("agents");
+        let data_dir = self
+            .text(Scope::Staging, "airlock_data_dir")
+            .map_or_else(|| "/var/lib/airlock".to_owned(), |(t, _)| t);
+        let cache_max_size = self.cache_max_size();
+        let tls = self.tls();
+        let insecure_skip_verify = self.flag(
+            Scope::ClusterThenStaging,
+            "registry_insecure_skip_verify",
+            false,
+        );
+        let ca_file = match (
+            &tls,
+            self.text(Scope::ClusterThenStaging, "airlock_ca_file"),
+        ) {
+            (_, Some((path, _))) => Some(path),
+            (GatewayTls::SelfSigned, None) => Some(DEFAULT_CA_FILE.to_owned()),
+            (GatewayTls::Files { .. }, None) => None,
+        };
+        let cert_manager = self.tls_mode_is_cert_manager();
+        let mirrors = self.mirrors();
+        let package_proxy_mode = self.package_proxy_mode();
+        let packages = if package_proxy_mode == PackageProxyMode::Gateway {
+            catalog::PACKAGES.to_vec()
+        } else {
+            Vec::new()
+        };
+        let (identity_providers, egress) = self.egress(cert_manager);
+        let k3s = self.k3s();
+        Site {
+            inventory: self.inventory.file.clone(),
+            air_gapped,
+            staging,
+            servers,
+            workers,
+            gpu_workers,
+            agents,
+            data_dir,
+            cache_max_size,
+            tls,
+            ca_file,
+            insecure_skip_verify,
+            cert_manager,
+            mirrors,
+            package_proxy_mode,
+            packages,
+            identity_providers,
+            egress,
+            k3s,
+        }
+    }
+
+    fn check_groups(&mut self, air_gapped: bool, air_gapped_line: Option<usize>) {
+        let staging_hosts = self.inventory.hosts_of("staging");
+        match self.inventory.group("staging") {
+            None if air_gapped => self.error(
+                air_gapped_line.unwrap_or(1),
+                "`air_gapped` is true but the inventory has no `staging` group",
+                "add `staging:` with `hosts:` naming the node that has internet access and runs `airlock serve`",
+            ),
+            Some(group) if staging_hosts.is_empty() && air_gapped => {
+                let line = group.mark.line;
+                self.error(
+                    line,
+                    "group `staging` has no hosts",
+                    "list the staging node under `staging: hosts:`",
+                );
+            }
+            Some(group) if staging_hosts.len() > 1 => {
+                let line = group.mark.line;
+                self.warning(
+                    line,
+                    format!(
+                        "group `staging` has {} hosts; only the first, `{}`, runs the gateway",
+                        staging_hosts.len(),
+                        staging_hosts[0]
+                    ),
+                    "keep one host in `staging`",
+                );
+            }
+            _ => {}
+        }
+        match self.inventory.group("server") {
+            None => self.error(
+                1,
+                "the inventory has no `server` group",
+                "add `server:` with `hosts:` naming the K3s control-plane node(s)",
+            ),
+            Some(group) if self.inventory.hosts_of("server").is_empty() => {
+                let line = group.mark.line;
+                self.error(
+                    line,
+                    "group `server` has no hosts",
+                    "list the K3s control-plane node(s) under `server: hosts:`",
+                );
+            }
+            Some(_) => {}
+        }
+        match self.inventory.group("k3s_cluster") {
+            None => self.warning(
+                1,
+                "the inventory has no `k3s_cluster` group",
+                "add `k3s_cluster: children: {server:, agents:}` so cluster-wide vars reach every node",
+            ),
+            Some(group) => {
+                let line = group.mark.line;
+                let cluster = self.inventory.hosts_of("k3s_cluster");
+                for server in self.inventory.hosts_of("server") {
+                    if !cluster.contains(&server) {
+                        self.warning(
+                            line,
+                            format!("server `{server}` is not in `k3s_cluster`, so it does not see the cluster's vars"),
+                            "list `server` under `k3s_cluster: children:`",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn staging_node(&mut self) -> Option<Staging> {
+        let name = (*self.inventory.hosts_of("staging").first()?).to_owned();
+        let machine = self.machine(&name);
+        let hostname = match self.text(Scope::Staging, "external_url") {
+            Some((url, line)) => {
+                let host = host_of_url(&url);
+                if is_hostname(&host) {
+                    host
+                } else {
+                    self.error(
+                        line,
+                        format!("`external_url` `{url}` does not name a host"),
+                        "write the staging node's DNS name, e.g. `external_url: staging.example.edu`",
+                    );
+                    name.clone()
+                }
+            }
+            None => name.clone(),
+        };
+        if !is_hostname(&hostname) {
+            let line = self.inventory.host(&name).map_or(1, |h| h.mark.line);
+            self.error(
+                line,
+                format!("staging host `{hostname}` is not a valid DNS name"),
+                "name the staging host by its DNS name, or set `external_url`",
+            );
+        }
+        let registry_host = match self.text(Scope::StagingThenCluster, "harbor_subdomain") {
+            Some((sub, _)) if sub.trim().is_empty() => hostname.clone(),
+            Some((sub, line)) => {
+                let sub = sub.trim().to_owned();
+                if !is_hostname(&sub) {
+                    self.error(
+                        line,
+                        format!("`harbor_subdomain` `{sub}` is not a DNS label"),
+                        "use e.g. `harbor`, or `''` to pull from the staging name itself",
+                    );
+                }
+                format!("{sub}.{hostname}")
+            }
+            None => format!("harbor.{hostname}"),
+        };
+        self.require_staging_token(&name);
+        Some(Staging {
+            machine,
+            hostname,
+            registry_host,
+        })
+    }
+
+    fn require_staging_token(&mut self, staging: &str) {
+        if self.lookup(Scope::Staging, "staging_k3s_token").is_none() {
+            let line = self.group_line("staging");
+            self.error(
+                line,
+                format!("`staging_k3s_token` is not set for staging host `{staging}`"),
+                "add it under `staging: vars:`; `airlock vault new-secret --name staging_k3s_token` prints one",
+            );
+            return;
+        }
+        if let Some((token, line)) = self.text(Scope::Staging, "staging_k3s_token") {
+            if token.trim().is_empty() {
+                self.error(
+                    line,
+                    "`staging_k3s_token` is empty",
+                    "`airlock vault new-secret --name staging_k3s_token` prints one",
+                );
+            }
+        }
+    }
+
+    fn cache_max_size(&mut self) -> Option<String> {
+        let (text, line, name) =
+            if let Some((t, l)) = self.text(Scope::Staging, "airlock_cache_max_size") {
+                (t, l, "airlock_cache_max_size")
+            } else {
+                let (t, l) = self.text(Scope::Staging, "harbor_storage_size")?;
+                (t, l, "harbor_storage_size")
+            };
+        let size = kubernetes_quantity_to_size(&text);
+        if size.is_none() {
+            self.error(
+                line,
+                format!("`{name}` `{text}` is not a size"),
+                "write e.g. `100Gi` or `500GiB`",
+            );
+        }
+        size
+    }
+
+    fn tls(&mut self) -> GatewayTls {
+        let cert = self
+            .text(Scope::Staging, "tls_cert_path")
+            .filter(|(t, _)| !t.trim().is_empty());
+        let key = self
+            .text(Scope::Staging, "tls_key_path")
+            .filter(|(t, _)| !t.trim().is_empty());
+        match (cert, key) {
+            (Some((cert, _)), Some((key, _))) => GatewayTls::Files { cert, key },
+            (None, None) => GatewayTls::SelfSigned,
+            (Some((_, line)), None) => {
+                self.error(
+                    line,
+                    "`tls_cert_path` is set but `tls_key_path` is not",
+                    "set both (the gateway serves that certificate) or neither (self-signed)",
+                );
+                GatewayTls::SelfSigned
+            }
+            (None, Some((_, line))) => {
+                self.error(
+                    line,
+                    "`tls_key_path` is set but `tls_cert_path` is not",
+                    "set both (the gateway serves that certificate) or neither (self-signed)",
+                );
+                GatewayTls::SelfSigned
+            }
+        }
+    }
+
+    fn tls_mode_is_cert_manager(&mut self) -> bool {
+        let Some((mode, line)) = self.text(Scope::ClusterThenStaging, "tls_mode") else {
+            return false;
+        };
+        match mode.trim() {
+            "cert_manager" | "cert-manager" => true,
+            "" | "provided" | "files" | "self_signed" | "self-signed" | "none" => false,
+            other => {
+                self.error(
+                    line,
+                    format!("unknown `tls_mode` `{other}`"),
+                    "use `cert_manager`, `provided` or `self_signed`",
+                );
+                false
+            }
+        }
+    }
+
+    fn mirrors(&mut self) -> Vec<Mirror> {
+        let mut mirrors: Vec<Mirror> = Vec::new();
+        for entry in catalog::REGISTRIES {
+            let var = format!("harbor_{}_proxy_project", entry.key);
+            let project = match self.text(Scope::StagingThenCluster, &var) {
+                Some((project, line)) => {
+                    let project = project.trim().to_owned();
+                    if !is_project_name(&project) {
+                        self.error(
+                            line,
+                            format!("`{var}` `{project}` is not a valid project name"),
+                            "use lowercase letters, digits, `-`, `_` and `.`, e.g. `dockerhub-proxy`",
+                        );
+                        continue;
+                    }
+                    if let Some(other) = mirrors.iter().find(|m| m.project == project) {
+                        self.error(
+                            line,
+                            format!(
+                                "`{var}` `{project}` is already the project of {}",
+                                other.registry
+                            ),
+                            "give every registry its own project",
+                        );
+                        continue;
+                    }
+                    project
+                }
+                None => entry.project.to_owned(),
+            };
+            mirrors.push(Mirror {
+                registry: entry.registry.to_owned(),
+                project,
+                upstream: entry.upstream.to_owned(),
+            });
+        }
+        mirrors
+    }
+
+    fn package_proxy_mode(&mut self) -> PackageProxyMode {
+        let Some((mode, line)) = self.text(Scope::StagingThenCluster, "package_proxy_mode") else {
+            return PackageProxyMode::None;
+        };
+        match mode.trim() {
+            "" | "none" => PackageProxyMode::None,
+            "nexus" | "airlock" => PackageProxyMode::Gateway,
+            "external" => PackageProxyMode::External,
+            other => {
+                self.error(
+                    line,
+                    format!("unknown `package_proxy_mode` `{other}`"),
+                    "use `airlock` (or Scout's `nexus`) for the gateway's package proxies, `external`, or `none`",
+                );
+                PackageProxyMode::None
+            }
+        }
+    }
+
+    fn egress(&mut self, cert_manager: bool) -> (Vec<&'static str>, Egress) {
+        let port = self.port(Scope::StagingThenCluster, "squid_port", 3128);
+        let mut allow: Vec<String> = Vec::new();
+        let mut idps = Vec::new();
+        for (var, idp, domains) in catalog::IDP_DOMAINS {
+            let set = self
+                .text(Scope::ClusterThenStaging, var)
+                .is_some_and(|(t, _)| !t.trim().is_empty());
+            if set {
+                idps.push(*idp);
+                allow.extend(domains.iter().map(|d| (*d).to_owned()));
+            }
+        }
+        if cert_manager {
+            allow.extend(catalog::ACME_DOMAINS.iter().map(|d| (*d).to_owned()));
+            if let Some((host, line)) = self.text(Scope::ClusterThenStaging, "acmedns_host") {
+                let host = host_of_url(&host);
+                if is_hostname(&host) {
+                    allow.push(host);
+                } else {
+                    self.error(
+                        line,
+                        format!("`acmedns_host` `{host}` is not a host name"),
+                        "write the acme-dns server's DNS name, e.g. `auth.acme-dns.io`",
+                    );
+                }
+            } else {
+                let line = self
+                    .lookup(Scope::ClusterThenStaging, "tls_mode")
+                    .map_or(1, |v| v.mark.line);
+                self.warning(
+                    line,
+                    "`tls_mode` is cert_manager but `acmedns_host` is not set",
+                    "set `acmedns_host` so the DNS-01 challenge server is in the egress allowlist",
+                );
+            }
+        }
+        for (domain, line) in self.list(Scope::StagingThenCluster, "squid_extra_allowed_domains") {
+            let domain = domain.trim().to_ascii_lowercase();
+            if domain.starts_with('.') || domain.contains('*') {
+                self.error(
+                    line,
+                    format!("`squid_extra_allowed_domains` entry `{domain}` is a wildcard"),
+                    "the egress proxy allows exact names only: list each host (e.g. `api.example.com`)",
+                );
+            } else if !is_hostname(&domain) {
+                self.error(
+                    line,
+                    format!("`squid_extra_allowed_domains` entry `{domain}` is not a host name"),
+                    "write bare host names, without scheme, port or path",
+                );
+            } else {
+                allow.push(domain);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        allow.retain(|d| seen.insert(d.clone()));
+        (idps, Egress { port, allow })
+    }
+
+    fn k3s(&mut self) -> K3s {
+        let version = self
+            .text(Scope::ClusterThenStaging, "k3s_version")
+            .map(|(v, _)| v);
+        let selinux = self.flag(Scope::ClusterThenStaging, "k3s_selinux_enabled", false);
+        let selinux_channel = match self.text(Scope::ClusterThenStaging, "k3s_selinux_channel") {
+            Some((channel, line)) => {
+                let channel = channel.trim().to_owned();
+                if catalog::SELINUX_CHANNELS.contains(&channel.as_str()) {
+                    channel
+                } else {
+                    self.error(
+                        line,
+                        format!("unknown `k3s_selinux_channel` `{channel}`"),
+                        format!("use one of: {}", catalog::SELINUX_CHANNELS.join(", ")),
+                    );
+                    "stable".to_owned()
+                }
+            }
+            None => "stable".to_owned(),
+        };
+        K3s {
+            version,
+            selinux,
+            selinux_channel,
+        }
+    }
+}
+
+/// The host part of `https://host:port/path`, or of a bare `host`.
+pub fn host_of_url(url: &str) -> String {
+    let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    host.to_ascii_lowercase()
+}
+
+/// A DNS name (or IPv4 address): dot-separated labels of letters, digits and inner `-`.
+pub fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn is_project_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// `100Gi` (a Kubernetes quantity, as in `harbor_storage_size`) → `100GiB`.
+fn kubernetes_quantity_to_size(text: &str) -> Option<String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || number.parse::<u64>().is_err() {
+        return None;
+    }
+    let unit = match unit {
+        "" | "B" => "B",
+        "Ki" | "KiB" => "KiB",
+        "Mi" | "MiB" => "MiB",
+        "Gi" | "GiB" => "GiB",
+        "Ti" | "TiB" => "TiB",
+        "k" | "K" | "KB" => "KB",
+        "M" | "MB" => "MB",
+        "G" | "GB" => "GB",
+        "T" | "TB" => "TB",
+        _ => return None,
+    };
+    Some(if unit == "B" {
+        number.to_owned()
+    } else {
+        format!("{number}{unit}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(
+            host_of_url("https://Scout.Example.edu:8443/x"),
+            "scout.example.edu"
+        );
+        assert_eq!(host_of_url("staging.example.edu"), "staging.example.edu");
+        assert_eq!(host_of_url("u@h:22"), "h");
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(is_hostname("harbor.staging.example.edu"));
+        assert!(is_hostname("10.0.0.5"));
+        assert!(!is_hostname("-bad.example"));
+        assert!(!is_hostname("a..b"));
+        assert!(!is_hostname("a_b.example"));
+        assert!(!is_hostname("*.example.com"));
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(
+            kubernetes_quantity_to_size("100Gi").as_deref(),
+            Some("100GiB")
+        );
+        assert_eq!(kubernetes_quantity_to_size("2T").as_deref(), Some("2TB"));
+        assert_eq!(kubernetes_quantity_to_size("1024").as_deref(), Some("1024"));
+        assert_eq!(kubernetes_quantity_to_size("lots"), None);
+        assert_eq!(kubernetes_quantity_to_size("5Pi"), None);
+    }
+}
