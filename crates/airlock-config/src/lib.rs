@@ -324,15 +324,16 @@ impl ProxyConfig {
             ));
         }
         match (self.format, &self.host) {
-            (Format::Oci, Some(host)) if !valid_host(host) => Err(format!(
-                "[[proxy]] {name}: host {host:?} is not a registry host name (e.g. \"docker.io\")"
-            )),
-            (Format::Oci, _) => Ok(()),
-            (_, Some(_)) => Err(format!(
-                "[[proxy]] {name}: host is only for format = \"oci\""
-            )),
-            (_, None) => Ok(()),
-        }?;
+            (Format::Oci, Some(host)) if !valid_host(host) => {
+                return Err(format!(
+                    "[[proxy]] {name}: host {host:?} is not a registry host name (e.g. \"docker.io\")"
+                ));
+            }
+            (Format::Oci, _) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(format!("[[proxy]] {name}: host is only for format = \"oci\""));
+            }
+        }
         if self.password_file.is_some() && self.username.is_none() {
             return Err(format!("[[proxy]] {name}: password_file needs a username"));
         }

@@ -1,1 +1,91 @@
-//! Wiring for `airlock serve`: config → routers, listeners, TLS, health and status.
+//! Wiring for `airlock serve`: configuration → store, registry and routes; the listener
+//! with TLS (HTTP/1.1 and HTTP/2); health, Harbor-compatible status endpoints and the CA
+//! download; one access-log line per request; graceful shutdown.
+
+mod routes;
+mod serve;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use airlock_config::{Config, Format};
+use airlock_registry::Registry;
+use airlock_store::{BlobStore, FsStore, MetaIndex, layout};
+use airlock_upstream::fetch::Downloads;
+
+pub use serve::{Gateway, run};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] airlock_store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Setup(#[from] airlock_registry::SetupError),
+    #[error(
+        "[[proxy]] {name}: format {format} is not served by this version of airlock yet; remove it or use an oci proxy"
+    )]
+    UnsupportedFormat { name: String, format: &'static str },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the HTTP routes need.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub ca_pem: Option<String>,
+}
+
+/// Opens the store and index under `data_dir`, cleaning up after any crash.
+async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), GatewayError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| GatewayError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let store = FsStore::open(layout::store_root(data_dir)).await?;
+    let removed = store.clean_temp().await?;
+    if removed > 0 {
+        tracing::info!(target: "airlock::store", removed, "removed unfinished downloads left by a previous run");
+    }
+    let index = MetaIndex::open(&layout::index_path(data_dir))?;
+    Ok((Arc::new(store), index))
+}
+
+/// Builds the application from a configuration (no sockets yet).
+pub(crate) async fn build(
+    config: Config,
+) -> Result<(Arc<AppState>, Option<tls::Tls>), GatewayError> {
+    if let Some(proxy) = config.proxies.iter().find(|p| p.format != Format::Oci) {
+        return Err(GatewayError::UnsupportedFormat {
+            name: proxy.name.clone(),
+            format: proxy.format.as_str(),
+        });
+    }
+    let (store, index) = open_store(&config).await?;
+    let downloads = Arc::new(Downloads::new(store.clone()));
+    let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
+    let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
+    let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
+    Ok((
+        Arc::new(AppState {
+            config,
+            registry,
+            ca_pem,
+        }),
+        tls,
+    ))
+}

@@ -1,1 +1,231 @@
-//! The OCI Distribution pull API: routing (project, `ns`, default), handlers, error codes.
+//! The OCI Distribution pull API over a pull-through cache: routing (project, `ns`,
+//! default), manifests by tag and digest, blobs with ranges, tag lists, OCI error codes.
+//!
+//! A handler reads like the protocol: resolve the route → look in the cache → fetch or
+//! serve → record. Upstream bytes are served unchanged; what is cached was verified.
+
+mod blob;
+mod error;
+mod manifest;
+mod range;
+pub mod route;
+mod tags;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use airlock_config::{Config, Format, ProxyConfig};
+use airlock_store::{BlobStore, MetaIndex};
+use airlock_upstream::Upstream;
+use airlock_upstream::fetch::Downloads;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+
+pub use error::RegistryError;
+use route::{Resolved, Routes, Target};
+
+/// `Docker-Distribution-API-Version` value.
+pub const API_VERSION: &str = "registry/2.0";
+
+/// How a response relates to the cache; the access log and `X-Airlock-Cache` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from the cache without asking the upstream.
+    Hit,
+    /// Served from the cache after the upstream confirmed it is current.
+    Revalidated,
+    /// Served from the cache because the upstream could not be asked.
+    Stale,
+    /// Fetched from the upstream (and cached).
+    Miss,
+    /// Passed through from the upstream without caching.
+    Pass,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Revalidated => "revalidated",
+            CacheOutcome::Stale => "stale",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Pass => "pass",
+        }
+    }
+}
+
+/// Which proxy served a response; the access log reads it from the response extensions.
+#[derive(Debug, Clone)]
+pub struct ServedBy {
+    pub proxy: String,
+    pub cache: CacheOutcome,
+}
+
+/// One configured OCI proxy.
+#[derive(Debug)]
+pub(crate) struct OciProxy {
+    pub config: ProxyConfig,
+    pub upstream: Upstream,
+}
+
+/// The pull-through registry: routes, upstream clients, store and index.
+#[derive(Debug)]
+pub struct Registry {
+    routes: Routes,
+    proxies: HashMap<String, OciProxy>,
+    store: Arc<dyn BlobStore>,
+    index: MetaIndex,
+    downloads: Arc<Downloads>,
+}
+
+/// Why the registry could not be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SetupError(#[from] airlock_upstream::UpstreamError);
+
+impl Registry {
+    /// Builds the registry for every `format = "oci"` proxy in `config`.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn BlobStore>,
+        index: MetaIndex,
+        downloads: Arc<Downloads>,
+    ) -> Result<Self, SetupError> {
+        let mut routes = Routes::default();
+        let mut proxies = HashMap::new();
+        for proxy in config.proxies.iter().filter(|p| p.format == Format::Oci) {
+            routes.add(
+                &proxy.name,
+                proxy.host.as_deref(),
+                proxy.upstream.host_str().unwrap_or_default(),
+            );
+            let upstream = Upstream::new(proxy)?;
+            proxies.insert(
+                proxy.name.clone(),
+                OciProxy {
+                    config: proxy.clone(),
+                    upstream,
+                },
+            );
+        }
+        routes.set_default(config.server.default_proxy.as_deref());
+        Ok(Self {
+            routes,
+            proxies,
+            store,
+            index,
+            downloads,
+        })
+    }
+
+    pub fn downloads(&self) -> &Arc<Downloads> {
+        &self.downloads
+    }
+
+    pub(crate) fn proxy(&self, resolved: &Resolved) -> &OciProxy {
+        &self.proxies[&resolved.proxy]
+    }
+
+    async fn dispatch(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Response, RegistryError> {
+        let head = match *method {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return Ok(unsupported()),
+        };
+        if uri.path() == "/v2/" || uri.path() == "/v2" {
+            return Ok(with_api_version(
+                StatusCode::OK,
+                axum::Json(serde_json::json!({})).into_response(),
+            ));
+        }
+        let Some(raw) = route::parse_path(uri.path())? else {
+            return Err(RegistryError::NameUnknown {
+                name: uri.path().to_owned(),
+                why: "not a registry API path".into(),
+            });
+        };
+        let query = Query::parse(uri.query());
+        let resolved = self.routes.resolve(raw.name, query.get("ns"))?;
+        let response = match raw.target {
+            Target::Manifest(reference) => {
+                self.manifest(&resolved, &reference, head, headers).await?
+            }
+            Target::Blob(digest) => self.blob(&resolved, &digest, head, headers).await?,
+            Target::TagList => self.tags(&resolved, &query).await?,
+        };
+        Ok(response)
+    }
+}
+
+/// The axum handler for everything under `/v2`.
+pub async fn handle(
+    State(registry): State<Arc<Registry>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match registry.dispatch(&method, &uri, &headers).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn unsupported() -> Response {
+    let body = serde_json::json!({ "errors": [{
+        "code": "UNSUPPORTED",
+        "message": "this is a pull-through cache: only GET and HEAD are supported",
+        "detail": null
+    }]});
+    with_api_version(
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(body).into_response(),
+    )
+}
+
+pub(crate) fn with_api_version(status: StatusCode, mut response: Response) -> Response {
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static(API_VERSION),
+    );
+    response
+}
+
+/// Marks a response with the proxy and cache outcome.
+pub(crate) fn mark(mut response: Response, proxy: &str, cache: CacheOutcome) -> Response {
+    response
+        .headers_mut()
+        .insert("x-airlock-cache", HeaderValue::from_static(cache.as_str()));
+    response.extensions_mut().insert(ServedBy {
+        proxy: proxy.to_owned(),
+        cache,
+    });
+    response
+}
+
+/// Decoded query parameters (first value wins).
+#[derive(Debug, Default)]
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        Self(
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}

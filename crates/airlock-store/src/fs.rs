@@ -147,10 +147,13 @@ struct FsWriter {
 impl BlobWriter for FsWriter {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let file = self.file.as_mut().expect("writer is open until commit");
-        file.write_all(chunk).await.map_err(StoreError::io(format!(
-            "writing {}",
-            self.temp.path.display()
-        )))?;
+        let context = || format!("writing {}", self.temp.path.display());
+        file.write_all(chunk)
+            .await
+            .map_err(StoreError::io(context()))?;
+        // tokio hands writes to a blocking thread; flushing waits until the bytes are in the
+        // file, so readers following the download never see `written` run ahead of it.
+        file.flush().await.map_err(StoreError::io(context()))?;
         self.verifier.update(chunk);
         Ok(())
     }

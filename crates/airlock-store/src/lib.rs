@@ -54,7 +54,7 @@ impl StoreError {
 
 /// A store of immutable blobs addressed by digest.
 #[async_trait::async_trait]
-pub trait BlobStore: Send + Sync + 'static {
+pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
     /// The size of a committed blob, or `None` when it is absent.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
 

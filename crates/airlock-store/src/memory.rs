@@ -28,7 +28,7 @@ impl MemoryStore {
     }
 }
 
-fn reader(bytes: Arc<Vec<u8>>, offset: u64) -> BlobRead {
+fn reader(bytes: &[u8], offset: u64) -> BlobRead {
     let start = (offset as usize).min(bytes.len());
     Box::pin(std::io::Cursor::new(bytes[start..].to_vec()))
 }
@@ -50,7 +50,7 @@ impl BlobStore for MemoryStore {
             .read()
             .expect("lock")
             .get(digest)
-            .map(|b| reader(b.clone(), offset)))
+            .map(|b| reader(b, offset)))
     }
 
     async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
@@ -78,7 +78,7 @@ struct Buffer(Mutex<Vec<u8>>);
 impl PartialSource for Buffer {
     async fn open(&self, offset: u64) -> Result<BlobRead, StoreError> {
         let bytes = self.0.lock().expect("lock").clone();
-        Ok(reader(Arc::new(bytes), offset))
+        Ok(reader(&bytes, offset))
     }
 }
 

@@ -1,1 +1,8 @@
-//! Dev-only helpers: fake upstreams and fixture builders for tests.
+//! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
+//! injectable faults) and builders for images and multi-arch indexes.
+
+mod fake_registry;
+mod image;
+
+pub use fake_registry::{AuthMode, FakeRegistry, Fault};
+pub use image::{Image, Index, Platform, tar_layer};

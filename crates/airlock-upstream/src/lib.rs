@@ -1,1 +1,231 @@
-//! Outbound HTTP to upstream registries: TLS roots, token auth, redacted URLs.
+//! Outbound HTTP to upstream registries: TLS roots and CA files, the staging node's own
+//! corporate proxy (`HTTPS_PROXY`/`NO_PROXY`), OCI token auth, redirects, redacted URLs.
+//!
+//! One [`Upstream`] per configured proxy. It answers with the upstream's response; what a
+//! status means for the client is decided by the protocol crates.
+
+mod auth;
+mod challenge;
+pub mod fetch;
+mod redact;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_config::ProxyConfig;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+
+pub use challenge::{Challenge, parse_challenges};
+pub use redact::RedactedUrl;
+
+/// Why an upstream could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {url} is unreachable: {reason}")]
+    Unreachable { url: RedactedUrl, reason: String },
+    #[error("upstream {url} refused the credentials for {scope}: token endpoint answered {status}")]
+    TokenRefused {
+        url: RedactedUrl,
+        scope: String,
+        status: StatusCode,
+    },
+    #[error("upstream {url} sent an unusable auth challenge: {reason}")]
+    BadChallenge { url: RedactedUrl, reason: String },
+    #[error("cannot set up the client for proxy {proxy}: {reason}")]
+    Setup { proxy: String, reason: String },
+}
+
+/// Connect and read timeouts; a blob download may take longer than either in total.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An HTTP client bound to one upstream registry, with its credentials and token cache.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    proxy: String,
+    base: url::Url,
+    client: reqwest::Client,
+    auth: auth::Auth,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Upstream({} → {})",
+            self.inner.proxy,
+            RedactedUrl::new(&self.inner.base)
+        )
+    }
+}
+
+impl Upstream {
+    /// Builds the client for one `[[proxy]]`: reads `ca_file` and `password_file` now, so a
+    /// missing file is a startup error rather than a failed pull at 3 a.m.
+    pub fn new(config: &ProxyConfig) -> Result<Self, UpstreamError> {
+        let setup = |reason: String| UpstreamError::Setup {
+            proxy: config.name.clone(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::limited(10));
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file)
+                .map_err(|e| setup(format!("reading ca_file {}: {e}", ca_file.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| setup(format!("ca_file {} is not PEM: {e}", ca_file.display())))?;
+            if certs.is_empty() {
+                return Err(setup(format!(
+                    "ca_file {} holds no certificate",
+                    ca_file.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| setup(e.to_string()))?;
+        let credentials = match (&config.username, &config.password_file) {
+            (Some(user), Some(file)) => {
+                let secret = std::fs::read_to_string(file)
+                    .map_err(|e| setup(format!("reading password_file {}: {e}", file.display())))?;
+                Some(auth::Credentials {
+                    username: user.clone(),
+                    password: secret.trim_end().to_owned(),
+                })
+            }
+            (Some(user), None) => Some(auth::Credentials {
+                username: user.clone(),
+                password: String::new(),
+            }),
+            _ => None,
+        };
+        let mut base = config.upstream.clone();
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                proxy: config.name.clone(),
+                base,
+                client: client.clone(),
+                auth: auth::Auth::new(client, credentials),
+            }),
+        })
+    }
+
+    /// The proxy name this upstream belongs to.
+    pub fn proxy(&self) -> &str {
+        &self.inner.proxy
+    }
+
+    /// The URL of `path` (relative, no leading slash) under the upstream base.
+    pub fn url(&self, path: &str) -> url::Url {
+        self.inner
+            .base
+            .join(path)
+            .expect("relative paths join onto an http(s) base")
+    }
+
+    /// Sends a request for `path` with the given headers, answering an auth challenge once.
+    ///
+    /// `scope` is the OCI token scope the request needs (`repository:<name>:pull`).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        scope: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = self.url(path);
+        let mut attempt_headers = headers.clone();
+        if let Some(value) = self.inner.auth.cached(&url, scope) {
+            attempt_headers.insert(header::AUTHORIZATION, value);
+        }
+        let response = self.request(method.clone(), &url, attempt_headers).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenges: Vec<Challenge> = response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .collect();
+        let Some(value) = self.inner.auth.answer(&url, scope, &challenges).await? else {
+            // No challenge we can answer: the 401 goes back to the client as it is.
+            return Ok(response);
+        };
+        let mut retry_headers = headers;
+        retry_headers.insert(header::AUTHORIZATION, value);
+        self.request(method, &url, retry_headers).await
+    }
+
+    /// Forgets cached tokens for `scope`, e.g. after one expired mid-download.
+    pub fn forget_token(&self, scope: &str) {
+        self.inner.auth.forget(scope);
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        url: &url::Url,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let started = std::time::Instant::now();
+        let result = self
+            .inner
+            .client
+            .request(method.clone(), url.clone())
+            .headers(headers)
+            .send()
+            .await;
+        match result {
+            Ok(response) => {
+                tracing::debug!(
+                    target: "airlock::upstream",
+                    proxy = %self.inner.proxy,
+                    %method,
+                    url = %RedactedUrl::new(url),
+                    status = response.status().as_u16(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "upstream response"
+                );
+                Ok(response)
+            }
+            Err(error) => Err(UpstreamError::Unreachable {
+                url: RedactedUrl::new(url),
+                reason: error_chain(&error.without_url()),
+            }),
+        }
+    }
+}
+
+/// The error and its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// `Accept` header value for a list of media types.
+pub fn accept_header(types: &[&str]) -> HeaderValue {
+    HeaderValue::from_str(&types.join(", ")).expect("media types are header-safe")
+}

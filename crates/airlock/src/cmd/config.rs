@@ -1,16 +1,26 @@
 //! `airlock config check`.
 
+use airlock_config::Config;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Validate a configuration file and print its resolved form.
+    /// Validate a configuration file and print its resolved form (defaults filled in).
     Check {
         /// The file to check.
         file: std::path::PathBuf,
     },
+    /// Print the embedded default configuration.
+    Default,
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Check { file } => anyhow::bail!("config check is being built: {}", file.display()),
+        Command::Check { file } => {
+            let config = Config::load(&file)?;
+            eprintln!("{}: ok ({} proxies)", file.display(), config.proxies.len());
+            print!("{}", config.to_toml());
+        }
+        Command::Default => print!("{}", airlock_config::DEFAULT_TOML),
     }
+    Ok(())
 }

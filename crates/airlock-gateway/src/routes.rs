@@ -1,0 +1,115 @@
+//! The HTTP surface: `/v2/…` to the registry, health and Harbor-compatible status
+//! endpoints, the CA download, a plain status page, and the access log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use airlock_registry::ServedBy;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::AppState;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let registry = Router::new()
+        .route("/v2", any(airlock_registry::handle))
+        .route("/v2/", any(airlock_registry::handle))
+        .route("/v2/{*rest}", any(airlock_registry::handle))
+        .with_state(state.registry.clone());
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v2.0/health", get(harbor_health))
+        .route("/api/v2.0/systeminfo", get(harbor_systeminfo))
+        .route("/ca.crt", get(ca_certificate))
+        .with_state(state)
+        .merge(registry)
+        .layer(axum::middleware::from_fn(access_log))
+}
+
+async fn harbor_health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "healthy",
+        "components": [
+            { "name": "core", "status": "healthy" },
+            { "name": "registry", "status": "healthy" },
+        ]
+    }))
+}
+
+async fn harbor_systeminfo(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let host = &state.config.server.hostname;
+    axum::Json(serde_json::json!({
+        "harbor_version": concat!("airlock-", env!("CARGO_PKG_VERSION")),
+        "registry_url": host,
+        "external_url": format!("https://{host}"),
+        "auth_mode": "none",
+        "project_creation_restriction": "adminonly",
+        "self_registration": false,
+        "has_ca_root": state.ca_pem.is_some(),
+        "read_only": true,
+        "with_chartmuseum": false,
+        "notification_enable": false,
+    }))
+}
+
+async fn ca_certificate(State(state): State<Arc<AppState>>) -> Response {
+    match &state.ca_pem {
+        Some(pem) => (
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            pem.clone(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this gateway does not use a generated CA (tls.mode is not self-signed)\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status_page(State(state): State<Arc<AppState>>) -> String {
+    use std::fmt::Write as _;
+    let mut page = format!("airlock {}\n\nproxies:\n", env!("CARGO_PKG_VERSION"));
+    for proxy in &state.config.proxies {
+        let host = proxy
+            .host
+            .as_deref()
+            .map(|h| format!(" (ns={h})"))
+            .unwrap_or_default();
+        let _ = writeln!(page, "  /v2/{}/…{host} → {}", proxy.name, proxy.upstream);
+    }
+    page
+}
+
+/// One structured line per request: method, route, upstream, status, bytes, duration, cache.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let response = next.run(request).await;
+    let served = response.extensions().get::<ServedBy>().cloned();
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    tracing::info!(
+        target: "airlock::access",
+        %method,
+        path,
+        query = query.as_deref().unwrap_or(""),
+        status = response.status().as_u16(),
+        bytes = bytes.unwrap_or(0),
+        ms = started.elapsed().as_millis() as u64,
+        proxy = served.as_ref().map_or("", |s| s.proxy.as_str()),
+        cache = served.as_ref().map_or("", |s| s.cache.as_str()),
+        "request"
+    );
+    response
+}

@@ -1,0 +1,159 @@
+//! Registry errors and the one place they become OCI JSON error responses.
+
+use airlock_upstream::UpstreamError;
+use airlock_upstream::fetch::FetchError;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::API_VERSION;
+
+/// What went wrong serving a registry request.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("repository {name:?} is unknown: {why}")]
+    NameUnknown { name: String, why: String },
+    #[error("repository name {0:?} is invalid")]
+    NameInvalid(String),
+    #[error("manifest reference {0:?} is invalid")]
+    ManifestInvalid(String),
+    #[error("digest {0:?} is invalid")]
+    DigestInvalid(String),
+    #[error("manifest {0} is unknown upstream")]
+    ManifestUnknown(String),
+    #[error("blob {0} is unknown upstream")]
+    BlobUnknown(String),
+    #[error("upstream {proxy} refused the request ({status}); check the proxy's credentials")]
+    Unauthorized { proxy: String, status: StatusCode },
+    #[error("upstream {proxy} denied access")]
+    Denied { proxy: String },
+    #[error("upstream {proxy} is rate limiting pulls")]
+    TooManyRequests {
+        proxy: String,
+        retry_after: Option<String>,
+    },
+    #[error("upstream {proxy} is unavailable: {detail}")]
+    Unavailable { proxy: String, detail: String },
+    #[error("upstream {proxy} sent content that failed verification: {detail}")]
+    BadUpstreamContent { proxy: String, detail: String },
+    #[error("requested range cannot be satisfied (blob has {size} bytes)")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RegistryError {
+    /// Classifies an upstream status the client should hear about.
+    pub fn from_upstream_status(
+        proxy: &str,
+        status: reqwest::StatusCode,
+        retry_after: Option<String>,
+        not_found: impl FnOnce() -> RegistryError,
+    ) -> RegistryError {
+        let proxy = proxy.to_owned();
+        match status.as_u16() {
+            404 => not_found(),
+            401 => RegistryError::Unauthorized { proxy, status },
+            403 => RegistryError::Denied { proxy },
+            429 => RegistryError::TooManyRequests { proxy, retry_after },
+            _ => RegistryError::Unavailable {
+                proxy,
+                detail: format!("answered {status}"),
+            },
+        }
+    }
+
+    pub fn from_upstream(proxy: &str, error: &UpstreamError) -> RegistryError {
+        match error {
+            UpstreamError::TokenRefused { .. } => RegistryError::Unauthorized {
+                proxy: proxy.to_owned(),
+                status: StatusCode::UNAUTHORIZED,
+            },
+            other => RegistryError::Unavailable {
+                proxy: proxy.to_owned(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    pub fn from_fetch(
+        proxy: &str,
+        error: FetchError,
+        not_found: impl FnOnce() -> RegistryError,
+    ) -> RegistryError {
+        match error {
+            FetchError::Status {
+                status,
+                retry_after,
+            } => Self::from_upstream_status(proxy, status, retry_after, not_found),
+            FetchError::Upstream(e) => Self::from_upstream(proxy, &e),
+            FetchError::Store(e)
+                if matches!(*e, airlock_store::StoreError::DigestMismatch { .. }) =>
+            {
+                RegistryError::BadUpstreamContent {
+                    proxy: proxy.to_owned(),
+                    detail: e.to_string(),
+                }
+            }
+            other => RegistryError::Unavailable {
+                proxy: proxy.to_owned(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            RegistryError::NameUnknown { .. } => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            RegistryError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            RegistryError::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            RegistryError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            RegistryError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            RegistryError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            RegistryError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            RegistryError::Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            RegistryError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
+            }
+            RegistryError::Unavailable { .. } | RegistryError::BadUpstreamContent { .. } => {
+                (StatusCode::BAD_GATEWAY, "UNAVAILABLE")
+            }
+            RegistryError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN")
+            }
+            RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() || status == StatusCode::BAD_GATEWAY {
+            tracing::warn!(target: "airlock::registry", code, error = %self, "request failed");
+        }
+        let body = serde_json::json!({ "errors": [{ "code": code, "message": self.to_string(), "detail": null }] });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static(API_VERSION),
+        );
+        match &self {
+            RegistryError::TooManyRequests {
+                retry_after: Some(value),
+                ..
+            } => {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(header::RETRY_AFTER, value);
+                }
+            }
+            RegistryError::RangeNotSatisfiable { size } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}

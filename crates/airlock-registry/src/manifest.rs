@@ -1,0 +1,397 @@
+//! Manifests by tag and by digest: byte-exact, verified, negotiated by `Accept`.
+//!
+//! A digest reference never goes upstream once cached. A tag is served from the cache
+//! while younger than the proxy's `tag_ttl`, then revalidated with a HEAD (which Docker Hub
+//! does not count as a pull); when the upstream cannot answer, the cached tag is served
+//! stale with a warning.
+
+use std::time::Duration;
+
+use airlock_store::{ManifestRecord, TagKey, TagRecord, unix_now};
+use airlock_types::{Digest, Reference, media};
+use axum::body::Body;
+use axum::response::Response;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use reqwest::Method;
+
+use crate::route::Resolved;
+use crate::{CacheOutcome, OciProxy, Registry, RegistryError, mark, with_api_version};
+
+/// Distribution refuses manifests above 4 MiB; so do we, before reading further.
+const MAX_MANIFEST: usize = 4 << 20;
+
+/// A manifest as served: exact bytes, their digest and media type.
+struct Manifest {
+    digest: Digest,
+    media_type: String,
+    bytes: Vec<u8>,
+}
+
+/// The client's `Accept` media types, without parameters.
+fn accepted(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn acceptable(accept: &[String], media_type: &str) -> bool {
+    accept.is_empty() || accept.iter().any(|a| a == "*/*" || a == media_type)
+}
+
+fn upstream_accept(accept: &[String]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let value = if accept.is_empty() || accept.iter().any(|a| a == "*/*") {
+        airlock_upstream::accept_header(media::ALL_MANIFESTS)
+    } else {
+        HeaderValue::from_str(&accept.join(", "))
+            .unwrap_or_else(|_| airlock_upstream::accept_header(media::ALL_MANIFESTS))
+    };
+    headers.insert(header::ACCEPT, value);
+    headers
+}
+
+fn scope(resolved: &Resolved) -> String {
+    format!("repository:{}:pull", resolved.repo)
+}
+
+impl Registry {
+    pub(crate) async fn manifest(
+        &self,
+        resolved: &Resolved,
+        reference: &Reference,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, RegistryError> {
+        let proxy = self.proxy(resolved);
+        let accept = accepted(headers);
+        match reference {
+            Reference::Digest(digest) => {
+                if let Some(manifest) = self.cached_manifest(digest).await? {
+                    return Ok(respond(
+                        &manifest,
+                        head,
+                        &proxy.config.name,
+                        CacheOutcome::Hit,
+                    ));
+                }
+                let manifest = self
+                    .fetch_manifest(proxy, resolved, &digest.to_string(), &accept)
+                    .await?;
+                if &manifest.digest != digest {
+                    return Err(RegistryError::BadUpstreamContent {
+                        proxy: proxy.config.name.clone(),
+                        detail: format!(
+                            "asked for {digest}, received content with digest {}",
+                            manifest.digest
+                        ),
+                    });
+                }
+                self.store_manifest(&manifest).await?;
+                Ok(respond(
+                    &manifest,
+                    head,
+                    &proxy.config.name,
+                    CacheOutcome::Miss,
+                ))
+            }
+            Reference::Tag(tag) => {
+                self.manifest_by_tag(proxy, resolved, tag, head, &accept)
+                    .await
+            }
+        }
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        proxy: &OciProxy,
+        resolved: &Resolved,
+        tag: &str,
+        head: bool,
+        accept: &[String],
+    ) -> Result<Response, RegistryError> {
+        let name = &proxy.config.name;
+        let key = TagKey {
+            proxy: name.clone(),
+            repo: resolved.repo.to_string(),
+            tag: tag.to_owned(),
+        };
+        let cached = match self.index.tag(&key).await.map_err(internal)? {
+            Some(record) if acceptable(accept, &record.media_type) => self
+                .cached_manifest(&record.digest)
+                .await?
+                .map(|m| (record, m)),
+            _ => None,
+        };
+        if let Some((record, manifest)) = cached {
+            let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
+            if age < proxy.config.tag_ttl.0 {
+                return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
+            }
+            match self.revalidate(proxy, resolved, tag, accept, &record).await {
+                Revalidation::Current => {
+                    let refreshed = TagRecord {
+                        checked_at: unix_now(),
+                        ..record
+                    };
+                    self.index
+                        .set_tag(&key, &refreshed)
+                        .await
+                        .map_err(internal)?;
+                    return Ok(respond(&manifest, head, name, CacheOutcome::Revalidated));
+                }
+                Revalidation::Gone => {
+                    return Err(RegistryError::ManifestUnknown(format!(
+                        "{}:{tag}",
+                        resolved.repo
+                    )));
+                }
+                Revalidation::Unreachable(why) => {
+                    tracing::warn!(
+                        target: "airlock::registry",
+                        proxy = %name,
+                        repo = %resolved.repo,
+                        tag,
+                        age_secs = age.as_secs(),
+                        reason = %why,
+                        "serving cached tag stale: upstream could not revalidate it"
+                    );
+                    let mut response = respond(&manifest, head, name, CacheOutcome::Stale);
+                    response.headers_mut().insert(
+                        header::WARNING,
+                        HeaderValue::from_static("110 airlock \"Response is Stale\""),
+                    );
+                    return Ok(response);
+                }
+                Revalidation::Changed => {}
+            }
+        }
+        let manifest = self.fetch_manifest(proxy, resolved, tag, accept).await?;
+        self.store_manifest(&manifest).await?;
+        let record = TagRecord {
+            digest: manifest.digest.clone(),
+            media_type: manifest.media_type.clone(),
+            checked_at: unix_now(),
+        };
+        self.index.set_tag(&key, &record).await.map_err(internal)?;
+        Ok(respond(&manifest, head, name, CacheOutcome::Miss))
+    }
+
+    async fn revalidate(
+        &self,
+        proxy: &OciProxy,
+        resolved: &Resolved,
+        tag: &str,
+        accept: &[String],
+        record: &TagRecord,
+    ) -> Revalidation {
+        let path = format!("v2/{}/manifests/{tag}", resolved.repo);
+        let response = match proxy
+            .upstream
+            .send(
+                Method::HEAD,
+                &path,
+                upstream_accept(accept),
+                &scope(resolved),
+            )
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => return Revalidation::Unreachable(e.to_string()),
+        };
+        match response.status().as_u16() {
+            200 => {
+                let digest = response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<Digest>().ok());
+                if digest.as_ref() == Some(&record.digest) {
+                    Revalidation::Current
+                } else {
+                    Revalidation::Changed
+                }
+            }
+            404 => Revalidation::Gone,
+            status => Revalidation::Unreachable(format!("upstream answered {status}")),
+        }
+    }
+
+    async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, RegistryError> {
+        let Some(record) = self.index.manifest(digest).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = airlock_store::read_all(self.store.as_ref(), digest)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Manifest {
+            digest: digest.clone(),
+            media_type: record.media_type,
+            bytes,
+        }))
+    }
+
+    async fn store_manifest(&self, manifest: &Manifest) -> Result<(), RegistryError> {
+        airlock_store::put(self.store.as_ref(), &manifest.digest, &manifest.bytes)
+            .await
+            .map_err(internal)?;
+        let record = ManifestRecord {
+            media_type: manifest.media_type.clone(),
+            size: manifest.bytes.len() as u64,
+        };
+        self.index
+            .set_manifest(&manifest.digest, &record)
+            .await
+            .map_err(internal)
+    }
+
+    async fn fetch_manifest(
+        &self,
+        proxy: &OciProxy,
+        resolved: &Resolved,
+        reference: &str,
+        accept: &[String],
+    ) -> Result<Manifest, RegistryError> {
+        let name = &proxy.config.name;
+        let path = format!("v2/{}/manifests/{reference}", resolved.repo);
+        let response = proxy
+            .upstream
+            .send(
+                Method::GET,
+                &path,
+                upstream_accept(accept),
+                &scope(resolved),
+            )
+            .await
+            .map_err(|e| RegistryError::from_upstream(name, &e))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Err(RegistryError::from_upstream_status(
+                name,
+                status,
+                retry_after,
+                || RegistryError::ManifestUnknown(format!("{}:{reference}", resolved.repo)),
+            ));
+        }
+        let bad = |detail: String| RegistryError::BadUpstreamContent {
+            proxy: name.clone(),
+            detail,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST as u64)
+        {
+            return Err(bad(format!("manifest is larger than {MAX_MANIFEST} bytes")));
+        }
+        let announced = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+        let mut bytes = Vec::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Unavailable {
+                proxy: name.clone(),
+                detail: airlock_upstream::error_chain(&e.without_url()),
+            })?;
+            if bytes.len() + chunk.len() > MAX_MANIFEST {
+                return Err(bad(format!("manifest is larger than {MAX_MANIFEST} bytes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let digest = Digest::of(&bytes);
+        if let Some(announced) = announced {
+            if let Ok(announced) = announced.parse::<Digest>() {
+                if announced != digest {
+                    return Err(bad(format!(
+                        "upstream announced {announced}, content hashes to {digest}"
+                    )));
+                }
+            }
+        }
+        let media_type = content_type
+            .filter(|t| !t.is_empty() && t != "application/json" && t != "text/plain")
+            .or_else(|| media_type_field(&bytes))
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes,
+        })
+    }
+}
+
+enum Revalidation {
+    Current,
+    Changed,
+    Gone,
+    Unreachable(String),
+}
+
+/// The `mediaType` field of a manifest, for upstreams that send a generic content type.
+fn media_type_field(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(bytes).ok()?.media_type
+}
+
+fn internal(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Internal(e.to_string())
+}
+
+fn respond(manifest: &Manifest, head: bool, proxy: &str, cache: CacheOutcome) -> Response {
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(manifest.bytes.clone())
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    let digest = manifest.digest.to_string();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&manifest.media_type)
+            .unwrap_or(HeaderValue::from_static(media::OCI_MANIFEST)),
+    );
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(manifest.bytes.len()),
+    );
+    headers.insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&digest).expect("digests are header-safe"),
+    );
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are header-safe"),
+    );
+    mark(with_api_version(StatusCode::OK, response), proxy, cache)
+}

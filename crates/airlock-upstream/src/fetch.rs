@@ -1,0 +1,338 @@
+//! One upstream fetch per missing blob, streamed to every client that asks meanwhile.
+//!
+//! The first request for a missing digest starts a download task that writes into the store
+//! through a verifying [`BlobWriter`](airlock_store::BlobWriter); every request for the same
+//! digest, first or late, reads what is already written and then follows the live tail
+//! (pingora-cache's cache lock and uv's once-map work the same way). The task belongs to no
+//! client: one that disconnects cancels nothing. If the download fails, every reader gets an
+//! error — never short or unverified bytes — and the next request starts afresh.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use airlock_store::{BlobRead, BlobStore, PartialSource, StoreError};
+use airlock_types::Digest;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use crate::UpstreamError;
+
+/// Why a fetch failed. Cloned to every waiting reader.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Upstream(Arc<UpstreamError>),
+    #[error("upstream answered {status}")]
+    Status {
+        status: StatusCode,
+        retry_after: Option<String>,
+    },
+    #[error("upstream body ended after {got} of {expected} bytes")]
+    Truncated { expected: u64, got: u64 },
+    #[error("upstream connection failed mid-body: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+    #[error("the download task stopped unexpectedly")]
+    Abandoned,
+}
+
+impl From<StoreError> for FetchError {
+    fn from(e: StoreError) -> Self {
+        FetchError::Store(Arc::new(e))
+    }
+}
+
+/// Where a download stands; readers watch it.
+#[derive(Debug, Clone)]
+enum State {
+    Starting,
+    Receiving { total: Option<u64>, written: u64 },
+    Done { size: u64 },
+    Failed(FetchError),
+}
+
+struct Download {
+    state: watch::Sender<State>,
+    partial: Mutex<Option<Arc<dyn PartialSource>>>,
+}
+
+/// A future that sends the upstream request for a blob.
+pub type Request = Pin<Box<dyn Future<Output = Result<reqwest::Response, UpstreamError>> + Send>>;
+
+/// Counters the gateway turns into metrics.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    pub started: std::sync::atomic::AtomicU64,
+    pub joined: std::sync::atomic::AtomicU64,
+    pub bytes_fetched: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// The downloads under way, by digest.
+pub struct Downloads {
+    store: Arc<dyn BlobStore>,
+    inflight: Mutex<HashMap<Digest, Arc<Download>>>,
+    stats: Arc<FetchStats>,
+}
+
+impl std::fmt::Debug for Downloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downloads")
+            .field("inflight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blob ready to stream: its total size when known, and the bytes.
+pub struct BlobBody {
+    pub size: Option<u64>,
+    pub stream: futures_util::stream::BoxStream<'static, Result<Bytes, FetchError>>,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl Downloads {
+    pub fn new(store: Arc<dyn BlobStore>) -> Self {
+        Self {
+            store,
+            inflight: Mutex::new(HashMap::new()),
+            stats: Arc::new(FetchStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<FetchStats> {
+        self.stats.clone()
+    }
+
+    /// Downloads under way now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().expect("inflight lock").len()
+    }
+
+    /// The bytes of `digest` from `offset`: joins the download under way, or starts one with
+    /// `request`. Returns once the upstream answered, so the caller knows status and size.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        digest: &Digest,
+        offset: u64,
+        request: impl FnOnce() -> Request,
+    ) -> Result<BlobBody, FetchError> {
+        let download = {
+            let mut inflight = self.inflight.lock().expect("inflight lock");
+            if let Some(existing) = inflight.get(digest) {
+                self.stats
+                    .joined
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                existing.clone()
+            } else {
+                let download = Arc::new(Download {
+                    state: watch::channel(State::Starting).0,
+                    partial: Mutex::new(None),
+                });
+                inflight.insert(digest.clone(), download.clone());
+                self.stats
+                    .started
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(
+                    self.clone()
+                        .run(digest.clone(), download.clone(), request()),
+                );
+                download
+            }
+        };
+        let mut rx = download.state.subscribe();
+        let total = loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                State::Starting => {}
+                State::Receiving { total, .. } => break total,
+                State::Done { size } => break Some(size),
+                State::Failed(e) => return Err(e),
+            }
+            if rx.changed().await.is_err() {
+                return Err(FetchError::Abandoned);
+            }
+        };
+        let reader = LiveReader {
+            store: self.store.clone(),
+            digest: digest.clone(),
+            download,
+            rx,
+            pos: offset,
+            reader: None,
+            reading_partial: false,
+        };
+        let stream = futures_util::stream::unfold(reader, |mut r| async move {
+            match r.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), r)),
+                Ok(None) => None,
+                Err(e) => {
+                    // End the stream after the error: the client sees a broken body.
+                    r.pos = u64::MAX;
+                    Some((Err(e), r))
+                }
+            }
+        })
+        .boxed();
+        Ok(BlobBody {
+            size: total.map(|t| t.saturating_sub(offset)),
+            stream,
+        })
+    }
+
+    async fn run(self: Arc<Self>, digest: Digest, download: Arc<Download>, request: Request) {
+        let result = self.download(&digest, &download, request).await;
+        let state = match result {
+            Ok(size) => State::Done { size },
+            Err(e) => {
+                self.stats
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(target: "airlock::fetch", %digest, error = %e, "blob download failed");
+                State::Failed(e)
+            }
+        };
+        download.state.send_replace(state);
+        self.inflight.lock().expect("inflight lock").remove(&digest);
+    }
+
+    async fn download(
+        &self,
+        digest: &Digest,
+        download: &Download,
+        request: Request,
+    ) -> Result<u64, FetchError> {
+        let response = request
+            .await
+            .map_err(|e| FetchError::Upstream(Arc::new(e)))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Err(FetchError::Status {
+                status,
+                retry_after,
+            });
+        }
+        let total = response.content_length();
+        let mut writer = self.store.create(digest).await?;
+        *download.partial.lock().expect("partial lock") = Some(writer.partial());
+        download
+            .state
+            .send_replace(State::Receiving { total, written: 0 });
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| FetchError::Body(crate::error_chain(&e.without_url())))?;
+            writer.write(&chunk).await?;
+            self.stats
+                .bytes_fetched
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if total.is_some_and(|t| writer.written() > t) {
+                return Err(FetchError::Body(
+                    "upstream sent more bytes than Content-Length".into(),
+                ));
+            }
+            download.state.send_replace(State::Receiving {
+                total,
+                written: writer.written(),
+            });
+        }
+        if let Some(expected) = total {
+            if writer.written() != expected {
+                return Err(FetchError::Truncated {
+                    expected,
+                    got: writer.written(),
+                });
+            }
+        }
+        Ok(writer.commit().await?)
+    }
+}
+
+/// Follows one download for one reader.
+struct LiveReader {
+    store: Arc<dyn BlobStore>,
+    digest: Digest,
+    download: Arc<Download>,
+    rx: watch::Receiver<State>,
+    pos: u64,
+    reader: Option<BlobRead>,
+    reading_partial: bool,
+}
+
+impl LiveReader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        loop {
+            if self.pos == u64::MAX {
+                return Ok(None);
+            }
+            let state = self.rx.borrow_and_update().clone();
+            let available = match state {
+                State::Failed(e) => return Err(e),
+                State::Starting => None,
+                State::Receiving { written, .. } => (written > self.pos).then_some(written),
+                State::Done { size } => {
+                    if self.pos >= size {
+                        return Ok(None);
+                    }
+                    if self.reading_partial {
+                        self.reader = None;
+                        self.reading_partial = false;
+                    }
+                    if self.reader.is_none() {
+                        let reader = self.store.open(&self.digest, self.pos).await?;
+                        self.reader =
+                            Some(reader.ok_or_else(|| StoreError::NotFound(self.digest.clone()))?);
+                    }
+                    Some(size)
+                }
+            };
+            if let Some(limit) = available {
+                if self.reader.is_none() {
+                    let partial = self.download.partial.lock().expect("partial lock").clone();
+                    let Some(partial) = partial else { continue };
+                    match partial.open(self.pos).await {
+                        Ok(reader) => {
+                            self.reader = Some(reader);
+                            self.reading_partial = true;
+                        }
+                        // Committed between our look at the state and the open: read the blob.
+                        Err(e) => match self.store.open(&self.digest, self.pos).await? {
+                            Some(reader) => self.reader = Some(reader),
+                            None => return Err(e.into()),
+                        },
+                    }
+                }
+                let want = (limit - self.pos).min(CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let reader = self.reader.as_mut().expect("reader opened above");
+                let n = reader.read(&mut buf).await.map_err(|e| StoreError::Io {
+                    context: format!("reading {}", self.digest),
+                    source: e,
+                })?;
+                if n == 0 {
+                    // The partial view ended (a snapshot, or the file was renamed): reopen.
+                    self.reader = None;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                buf.truncate(n);
+                self.pos += n as u64;
+                return Ok(Some(Bytes::from(buf)));
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(FetchError::Abandoned);
+            }
+        }
+    }
+}
