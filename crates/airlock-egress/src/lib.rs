@@ -5,6 +5,22 @@
 //! reached, [`resolve`] turns it into addresses once, [`address`] refuses non-public
 //! answers, [`tunnel`] relays bytes, and [`decision`] writes one log line per request.
 //! [`server`] ties the steps together behind connection caps and a shutdown signal.
+//!
+//! ```no_run
+//! # async fn run(text: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let config: airlock_egress::EgressConfig = toml::from_str(text)?; // the [egress] table
+//! let policy = Arc::new(config.resolve()?);
+//! let listener = tokio::net::TcpListener::bind(policy.listen()).await?;
+//! let metrics = Arc::clone(policy.metrics()); // for /metrics: metrics.write_prometheus(&mut s)
+//! airlock_egress::serve(policy, listener, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # drop(metrics);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod address;
 pub mod allowlist;

@@ -166,9 +166,10 @@ async fn pump(
     };
     loop {
         reader.readable().await.map_err(|_| from)?;
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = Vec::with_capacity(BUFFER);
         loop {
-            let n = match reader.try_read(&mut buf) {
+            buf.clear();
+            let n = match reader.try_read_buf(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return Err(from),
@@ -178,7 +179,7 @@ async fn pump(
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            writer.write_all(&buf[..n]).await.map_err(|_| to)?;
+            writer.write_all(&buf).await.map_err(|_| to)?;
             count.fetch_add(n as u64, Ordering::Relaxed);
             on_bytes(n as u64);
             activity.touch();
