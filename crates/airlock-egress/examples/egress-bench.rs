@@ -91,7 +91,8 @@ async fn source(listen: &str) -> Result<()> {
             let Ok(mut remaining) = stream.read_u64().await else {
                 return;
             };
-            let chunk = vec![0u8; 256 * 1024];
+            // Sized to the request so that tiny transfers (the rate test) stay cheap.
+            let chunk = vec![0u8; remaining.min(256 * 1024) as usize];
             while remaining > 0 {
                 let n = remaining.min(chunk.len() as u64) as usize;
                 if stream.write_all(&chunk[..n]).await.is_err() {
@@ -152,7 +153,7 @@ async fn open(via: Via, target: &str, addr: SocketAddr) -> Result<TcpStream> {
 async fn fetch(via: Via, target: &str, addr: SocketAddr, bytes: u64) -> Result<u64> {
     let mut stream = open(via, target, addr).await?;
     stream.write_u64(bytes).await?;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; bytes.clamp(1, 256 * 1024) as usize];
     let mut got = 0;
     loop {
         let n = stream.read(&mut buf).await?;

@@ -272,3 +272,22 @@ async fn shutdown_drains_then_closes_tunnels_and_stops_accepting() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn upstream_gone_and_client_silent_is_reaped_by_the_idle_timeout() {
+    bounded(30, async {
+        let (upstream, mut accepted) = manual_server().await;
+        let proxy = proxy_to(upstream.port(), |c| c.idle_timeout = duration("300ms")).await;
+        let mut client =
+            open_tunnel(proxy.addr, &format!("allowed.test:{}", upstream.port())).await;
+        let mut server = accepted.recv().await.unwrap();
+        server.write_all(b"last words").await.unwrap();
+        drop(server);
+        assert_eq!(read_to_end(&mut client).await, b"last words");
+        // The client neither writes nor closes; the proxy still lets go of both sockets.
+        wait_for(|| proxy.policy.metrics().active_tunnels() == 0).await;
+        drop(client);
+        proxy.stop().await;
+    })
+    .await;
+}
