@@ -133,3 +133,51 @@ pub fn tar_layer(path: &str, contents: &[u8]) -> Vec<u8> {
     tar.extend_from_slice(&[0u8; 1024]);
     tar
 }
+
+/// Writes an OCI image layout (`oci-layout`, `index.json`, `blobs/`) holding `manifests`
+/// (bytes, media type) under `tag`, and every blob in `blobs`; skopeo copies from it.
+fn write_layout(
+    dir: &std::path::Path,
+    tag: &str,
+    top: (&[u8], &str),
+    blobs: &[&[u8]],
+) -> std::io::Result<()> {
+    let blob_dir = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blob_dir)?;
+    for blob in blobs.iter().chain(std::iter::once(&top.0)) {
+        std::fs::write(blob_dir.join(Digest::of(blob).hex()), blob)?;
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": top.1,
+            "digest": Digest::of(top.0).to_string(),
+            "size": top.0.len(),
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+}
+
+impl Image {
+    /// Writes this image as an OCI layout directory under `tag`.
+    pub fn write_oci_layout(&self, dir: &std::path::Path, tag: &str) -> std::io::Result<()> {
+        write_layout(dir, tag, (&self.manifest, self.media_type), &self.blobs())
+    }
+}
+
+impl Index {
+    /// Writes the index, its child manifests and their blobs as an OCI layout under `tag`.
+    pub fn write_oci_layout(&self, dir: &std::path::Path, tag: &str) -> std::io::Result<()> {
+        let mut blobs: Vec<&[u8]> = Vec::new();
+        for (_, image) in &self.images {
+            blobs.push(&image.manifest);
+            blobs.extend(image.blobs());
+        }
+        write_layout(dir, tag, (&self.manifest, self.media_type), &blobs)
+    }
+}

@@ -1,0 +1,379 @@
+//! Interop with real components: Debian's `docker-registry` (distribution) as the upstream,
+//! the real `airlock serve` binary with self-signed TLS in front of it, and real clients —
+//! skopeo and containerd's `ctr` with a generated `hosts.toml` — pulling through it.
+//!
+//! Every tool is required: a missing one fails the test with the package to install.
+
+// Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+#![allow(clippy::unnecessary_debug_formatting)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use airlock_testkit::{Image, Index, Platform, tar_layer};
+use airlock_types::Digest;
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require(tool: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("`{tool}` is not installed: apt-get install {package} (run .ci/run)")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn start_registry(dir: &Path, port: u16) -> Running {
+    let binary = require("docker-registry", "docker-registry");
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("registry-data").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new(binary)
+        .arg("serve")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    wait_until("docker-registry", Duration::from_secs(30), || {
+        port_open(port)
+    });
+    running
+}
+
+fn start_airlock(dir: &Path, upstream_port: u16, port: u16) -> (Running, PathBuf) {
+    let config = dir.join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
+             [[proxy]]\nname = \"dockerhub-proxy\"\nformat = \"oci\"\nupstream = \"http://127.0.0.1:{upstream_port}\"\nhost = \"docker.io\"\ntag_ttl = \"0s\"\n",
+            dir.join("airlock-data")
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("airlock.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    wait_until("airlock", Duration::from_secs(30), || port_open(port));
+    (running, log_path)
+}
+
+/// skopeo's cert dir: every `*.crt` in it is a trusted CA.
+fn cert_dir(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(dir.join("airlock-data/tls/ca.crt"), certs.join("ca.crt")).unwrap();
+    certs
+}
+
+fn push(layout: &Path, tag: &str, registry_port: u16, repo: &str, all: bool) {
+    let mut cmd = Command::new(require("skopeo", "skopeo"));
+    cmd.args(["copy", "--dest-tls-verify=false", "--preserve-digests"]);
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://127.0.0.1:{registry_port}/{repo}:{tag}"));
+    run(&mut cmd);
+}
+
+/// The manifest digest the upstream serves for `repo:tag`.
+fn upstream_digest(registry_port: u16, repo: &str, tag: &str) -> Digest {
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://127.0.0.1:{registry_port}/{repo}:{tag}"),
+    ]));
+    Digest::of(raw.as_bytes())
+}
+
+struct Containerd {
+    _process: Running,
+    socket: PathBuf,
+}
+
+fn start_containerd(dir: &Path) -> Containerd {
+    let binary = require("containerd", "containerd");
+    std::fs::create_dir_all(dir).unwrap();
+    let socket = dir.join("c.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.devmapper\"]\n\
+             [grpc]\naddress = {:?}\n[ttrpc]\naddress = {:?}\n[plugins.\"io.containerd.internal.v1.opt\"]\npath = {:?}\n",
+            dir.join("root"),
+            dir.join("state"),
+            socket,
+            dir.join("t.sock"),
+            dir.join("opt"),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let child = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let process = Running(child);
+    let ctr = require("ctr", "containerd");
+    wait_until("containerd", Duration::from_secs(30), || {
+        Command::new(&ctr)
+            .arg("--address")
+            .arg(&socket)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    Containerd {
+        _process: process,
+        socket,
+    }
+}
+
+fn ctr_pull(containerd: &Containerd, hosts: &Path, reference: &str) -> String {
+    run(Command::new("ctr")
+        .arg("--address")
+        .arg(&containerd.socket)
+        .args([
+            "--namespace",
+            "airlock-test",
+            "images",
+            "pull",
+            "--snapshotter",
+            "native",
+            "--hosts-dir",
+        ])
+        .arg(hosts)
+        .arg(reference))
+}
+
+fn hosts_dir(dir: &Path, gateway_port: u16) -> PathBuf {
+    let hosts = dir.join("certs.d");
+    std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
+    // `server` points at a closed loopback port: if the mirror failed, containerd's
+    // fallback would fail too instead of leaving this machine.
+    std::fs::write(
+        hosts.join("docker.io/hosts.toml"),
+        format!(
+            "server = \"https://127.0.0.1:9\"\n\n[host.\"https://localhost:{gateway_port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = {:?}\n",
+            dir.join("airlock-data/tls/ca.crt")
+        ),
+    )
+    .unwrap();
+    hosts
+}
+
+#[test]
+fn skopeo_and_containerd_pull_through_the_gateway_and_from_cache_when_upstream_is_gone() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let (registry_port, gateway_port) = (free_port(), free_port());
+    let registry = start_registry(dir, registry_port);
+
+    let image = Image::from_layers(
+        vec![
+            tar_layer("hello.txt", b"hello from the air-gapped side\n"),
+            tar_layer("etc/motd", b"airlock\n"),
+        ],
+        Platform {
+            os: "linux",
+            arch: "amd64",
+        },
+    );
+    image
+        .write_oci_layout(&dir.join("layout-hello"), "1")
+        .unwrap();
+    push(
+        &dir.join("layout-hello"),
+        "1",
+        registry_port,
+        "library/hello",
+        false,
+    );
+    let amd = Image::from_layers(
+        vec![tar_layer("arch", b"amd64\n")],
+        Platform {
+            os: "linux",
+            arch: "amd64",
+        },
+    );
+    let arm = Image::from_layers(
+        vec![tar_layer("arch", b"arm64\n")],
+        Platform {
+            os: "linux",
+            arch: "arm64",
+        },
+    );
+    let index = Index::new(vec![
+        (
+            Platform {
+                os: "linux",
+                arch: "amd64",
+            },
+            amd,
+        ),
+        (
+            Platform {
+                os: "linux",
+                arch: "arm64",
+            },
+            arm.clone(),
+        ),
+    ]);
+    index
+        .write_oci_layout(&dir.join("layout-multi"), "1")
+        .unwrap();
+    push(
+        &dir.join("layout-multi"),
+        "1",
+        registry_port,
+        "library/multi",
+        true,
+    );
+    let hello_digest = upstream_digest(registry_port, "library/hello", "1");
+    assert_eq!(
+        hello_digest, image.digest,
+        "the upstream holds our manifest byte for byte"
+    );
+
+    let (gateway, log) = start_airlock(dir, registry_port, gateway_port);
+    let certs = cert_dir(dir);
+
+    // skopeo through the Harbor project path: digest identical, every layer verified by skopeo.
+    let out = dir.join("skopeo-out");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-cert-dir"])
+        .arg(&certs)
+        .arg(format!(
+            "docker://localhost:{gateway_port}/dockerhub-proxy/library/hello:1"
+        ))
+        .arg(format!("dir:{}", out.display())));
+    let copied = std::fs::read(out.join("manifest.json")).unwrap();
+    assert_eq!(Digest::of(&copied), hello_digest);
+    for layer in &image.layers {
+        assert_eq!(
+            &std::fs::read(out.join(Digest::of(layer).hex())).unwrap(),
+            layer
+        );
+    }
+
+    // One platform of a multi-arch index, by digest.
+    let out = dir.join("skopeo-arm");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-cert-dir"])
+        .arg(&certs)
+        .arg(format!(
+            "docker://localhost:{gateway_port}/dockerhub-proxy/library/multi@{}",
+            arm.digest
+        ))
+        .arg(format!("dir:{}", out.display())));
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        arm.manifest
+    );
+
+    // containerd with a hosts.toml mirror for docker.io: requests carry ?ns=docker.io.
+    let hosts = hosts_dir(dir, gateway_port);
+    let containerd = start_containerd(&dir.join("containerd-1"));
+    let output = ctr_pull(&containerd, &hosts, "docker.io/library/hello:1");
+    assert!(output.contains("unpacking linux/amd64"), "{output}");
+    assert!(output.contains(&hello_digest.to_string()), "{output}");
+    let output = ctr_pull(&containerd, &hosts, "docker.io/library/multi:1");
+    assert!(output.contains("unpacking linux/amd64"), "{output}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("ns=docker.io"),
+        "containerd's mirror requests carry ?ns=: {logged}"
+    );
+    drop(containerd);
+
+    // The upstream goes away; a fresh containerd pulls the same image from the cache.
+    drop(registry);
+    wait_until("docker-registry to stop", Duration::from_secs(10), || {
+        !port_open(registry_port)
+    });
+    let containerd = start_containerd(&dir.join("containerd-2"));
+    let output = ctr_pull(&containerd, &hosts, "docker.io/library/hello:1");
+    assert!(output.contains("unpacking linux/amd64"), "{output}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("serving cached tag stale"),
+        "the offline pull was served stale from cache"
+    );
+    drop(containerd);
+    drop(gateway);
+}
