@@ -40,7 +40,9 @@ pub struct EgressConfig {
     pub clients: Vec<String>,
     /// Non-public networks that allowed names may resolve to. By default, names that
     /// resolve to loopback, private, link-local, CGNAT and other special addresses are
-    /// refused; list a network here only for a site that really needs it.
+    /// refused; list a network here only for a site that really needs it. A network listed
+    /// here is reachable on the listed `ports` even where it holds the gateway's own
+    /// addresses; only the proxy's own listening socket stays refused.
     pub allow_internal: Vec<String>,
     /// Time allowed for the whole request header to arrive.
     pub header_timeout: HumanDuration,
@@ -242,7 +244,11 @@ impl EgressPolicy {
         port: u16,
         own: &[SocketAddr],
     ) -> Result<(), Reason> {
-        if own.iter().any(|a| a.ip() == ip && a.port() == port) {
+        let loops = |a: &SocketAddr| {
+            a.port() == port
+                && (a.ip() == ip || (a.ip().is_unspecified() && ip.to_canonical().is_loopback()))
+        };
+        if own.iter().any(loops) {
             return Err(Reason::ProxyLoop);
         }
         if self.allow_internal.iter().any(|net| net.contains(ip)) {
@@ -345,6 +351,18 @@ mod tests {
             site.check_address(ip("10.0.0.5"), 3128, &own),
             Err(Reason::ProxyLoop)
         );
+        let wildcard = [SocketAddr::from(([0, 0, 0, 0], 3128))];
+        let open = EgressConfig {
+            allow_internal: vec!["127.0.0.0/8".into()],
+            ..EgressConfig::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            open.check_address(ip("127.0.0.2"), 3128, &wildcard),
+            Err(Reason::ProxyLoop)
+        );
+        assert_eq!(open.check_address(ip("127.0.0.2"), 443, &wildcard), Ok(()));
         assert_eq!(
             site.check_address(ip("169.254.169.254"), 443, &own),
             Err(Reason::ForbiddenAddress)
