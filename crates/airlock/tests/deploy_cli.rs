@@ -78,7 +78,7 @@ fn new_secret_prints_a_snippet_that_ansible_vault_decrypts() {
     let envelope: String = snippet
         .lines()
         .skip(1)
-        .map(|l| format!("{}\n", l.trim()))
+        .flat_map(|l| [l.trim(), "\n"])
         .collect();
     let file = dir.path().join("token.vault");
     std::fs::write(&file, envelope).unwrap();
@@ -194,4 +194,163 @@ fn vault_errors_say_what_to_do() {
         ])
         .arg(&pass);
     assert!(failed(&run(empty, b"\n")).contains("empty"));
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../airlock-deploy/tests/fixtures")
+        .join(name)
+}
+
+fn with_inventory(args: &[&str], inventory: &Path) -> Command {
+    let mut command = airlock();
+    command.args(args).arg("-i").arg(inventory);
+    command
+}
+
+#[test]
+fn inventory_check_accepts_the_example_and_prints_a_summary() {
+    let mut command = with_inventory(&["inventory", "check"], &fixture("inventory.example.yaml"));
+    command.env("ANSIBLE_VAULT_PASSWORD_FILE", fixture("vault-password"));
+    let output = run(command, b"");
+    let stdout = ok(&output);
+    assert!(stdout.contains("air-gapped K3s site"), "{stdout}");
+    assert!(stdout.contains("ok: 7 warning(s)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "inventory.example.yaml:38: warning: `harbor_admin_password` is still a shell command"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inventory_check_fails_on_a_wrong_password_naming_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "wrong\n").unwrap();
+    let mut command = with_inventory(&["inventory", "check"], &fixture("inventory.example.yaml"));
+    command.arg("--vault-password-file").arg(&wrong);
+    let stderr = failed(&run(command, b""));
+    assert!(
+        stderr.contains("inventory.example.yaml:11: error: wrong vault password"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 error(s)"), "{stderr}");
+}
+
+#[test]
+fn inventory_check_reports_a_missing_inventory_and_bad_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let stderr = failed(&run(with_inventory(&["inventory", "check"], &missing), b""));
+    assert!(
+        stderr.contains("cannot read inventory") && stderr.contains("nope.yaml"),
+        "{stderr}"
+    );
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "all:\n  vars: [\n").unwrap();
+    let stderr = failed(&run(with_inventory(&["inventory", "check"], &bad), b""));
+    assert!(stderr.contains("bad.yaml:"), "{stderr}");
+}
+
+#[test]
+fn render_writes_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut command = with_inventory(&["render"], &fixture("inventory.example.yaml"));
+    command
+        .arg("--out")
+        .arg(&out)
+        .arg("--vault-password-file")
+        .arg(fixture("vault-password"));
+    let stdout = ok(&run(command, b""));
+    for file in [
+        "staging/airlock.toml",
+        "nodes/registries.yaml",
+        "nodes/certs.d/docker.io/hosts.toml",
+        "nodes/registries.conf",
+        "keycloak-proxy-mappings.txt",
+        "clients/pip.conf",
+        "clients/condarc",
+        "clients/settings.xml",
+        "clients/airlock.repo",
+    ] {
+        assert!(
+            out.join(file).is_file(),
+            "{file} missing; printed:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn render_refuses_an_inventory_with_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        "all:\n  vars:\n    air_gapped: true\nserver:\n  hosts:\n    cp.example.org:\n",
+    )
+    .unwrap();
+    let mut command = with_inventory(&["render"], &inventory);
+    command.arg("--out").arg(dir.path().join("out"));
+    let stderr = failed(&run(command, b""));
+    assert!(
+        stderr.contains(
+            "inventory.yaml:3: error: `air_gapped` is true but the inventory has no `staging` group"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn explain_image_shows_every_runtime_path() {
+    let explain = |image: &str| {
+        let mut command = with_inventory(&["explain-image"], &fixture("inventory.example.yaml"));
+        command
+            .arg(image)
+            .arg("--vault-password-file")
+            .arg(fixture("vault-password"));
+        run(command, b"")
+    };
+    let out = ok(&explain("postgres:15"));
+    assert!(
+        out.contains("image       docker.io/library/postgres:15"),
+        "{out}"
+    );
+    assert!(out.contains(
+        "k3s         GET https://harbor.staging.example.edu/v2/dockerhub-proxy/library/postgres/manifests/15"
+    ), "{out}");
+    assert!(out.contains(
+        "containerd  GET https://harbor.staging.example.edu/v2/library/postgres/manifests/15?ns=docker.io"
+    ), "{out}");
+    assert!(
+        out.contains(
+            "gateway     GET https://registry-1.docker.io/v2/library/postgres/manifests/15"
+        )
+    );
+
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let out = ok(&explain(&format!("ghcr.io/org/app@{digest}")));
+    assert!(
+        out.contains(&format!("/v2/ghcr-proxy/org/app/manifests/{digest}")),
+        "{out}"
+    );
+
+    let out = ok(&explain("registry.k8s.io/pause:3.9"));
+    assert!(out.contains("/v2/k8s-proxy/pause/manifests/3.9"), "{out}");
+
+    let output = explain("registry.example.com/team/tool:1");
+    let out = ok(&output);
+    assert!(out.contains("unmirrored"), "{out}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: no mirror covers registry.example.com"),
+        "{stderr}"
+    );
+
+    let stderr = failed(&explain("Not A Reference"));
+    assert!(stderr.contains("is not an image reference"), "{stderr}");
 }

@@ -126,7 +126,11 @@ pub(super) fn keycloak_proxy_mappings(site: &Site, staging: &Staging) -> String 
         .iter()
         .map(|host| format!("^{}$;{proxy}", escape_regex(host)))
         .collect();
-    format!("{}\n", mappings.join(","))
+    if mappings.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n", mappings.join(","))
+    }
 }
 
 fn escape_regex(host: &str) -> String {

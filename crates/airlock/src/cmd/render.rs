@@ -1,6 +1,6 @@
 //! `airlock render` and `airlock explain-image`: client configs and pull paths from an inventory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -35,7 +35,7 @@ pub struct ExplainArgs {
 }
 
 /// Read the site, refusing it when the inventory has errors (warnings are printed).
-fn load_site(inventory: &PathBuf, password: &PasswordArgs) -> anyhow::Result<Site> {
+fn load_site(inventory: &Path, password: &PasswordArgs) -> anyhow::Result<Site> {
     let secret = password.secret()?;
     let parsed = Inventory::load(inventory)?;
     let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());

@@ -1,0 +1,386 @@
+//! `inventory check`: the example inventory passes, every problem is reported on its line,
+//! variable precedence matches `ansible-inventory`, and junk never panics the parser.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use airlock_deploy::check::{check, summary};
+use airlock_deploy::inventory::{Diagnostic, Inventory};
+use airlock_deploy::vault::VaultSecret;
+use proptest::prelude::*;
+
+fn errors(report: &[Diagnostic]) -> Vec<(usize, String)> {
+    report
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.line, d.message.clone()))
+        .collect()
+}
+
+fn only_error(text: &str, secret: Option<&VaultSecret>) -> Diagnostic {
+    let report = check(&common::parse(text), secret);
+    let found: Vec<&Diagnostic> = report.diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(found.len(), 1, "expected one error, got {found:#?}");
+    found[0].clone()
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn the_scout_shaped_example_passes_with_placeholder_warnings() {
+    let report = check(&common::example(), Some(&common::secret()));
+    assert_eq!(errors(&report.diagnostics), []);
+    assert_eq!(report.vault_values, 5);
+    assert_eq!(report.vault_decrypted, 5);
+    let placeholders: Vec<&str> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("still"))
+        .map(|d| d.message.split('`').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        placeholders,
+        [
+            "ansible_user",
+            "harbor_admin_password",
+            "kubeconfig_group",
+            "keycloak_gh_client_id",
+            "keycloak_microsoft_client_id",
+            "keycloak_microsoft_client_secret",
+            "keycloak_microsoft_tenant_id"
+        ]
+    );
+    let text = summary(&report);
+    assert!(text.contains("air-gapped"), "{text}");
+    assert!(text.contains("https://staging.example.edu (registry harbor.staging.example.edu)"));
+    assert!(text.contains("5 value(s), 5 decrypted"));
+}
+
+#[test]
+fn without_a_password_vault_values_are_a_warning_but_needed_secrets_are_errors() {
+    let report = check(&common::example(), None);
+    let warning = report
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("were not checked"))
+        .expect("a warning about unchecked vault values");
+    assert_eq!(warning.line, 11);
+    assert_eq!(
+        errors(&report.diagnostics),
+        [(
+            30,
+            "`staging_k3s_token` is vault-encrypted and no vault password was given".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn a_wrong_password_is_one_error_listing_every_line() {
+    let wrong = VaultSecret::new(b"not the password".to_vec());
+    let report = check(&common::example(), Some(&wrong));
+    let errors = errors(&report.diagnostics);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].0, 11);
+    assert!(
+        errors[0]
+            .1
+            .starts_with("wrong vault password for vault-id prod: 5 of 5")
+            && errors[0].1.ends_with("(lines 11, 30, 89, 108, 120)"),
+        "{}",
+        errors[0].1
+    );
+}
+
+#[test]
+fn a_damaged_vault_value_is_reported_on_its_line() {
+    let text = common::site(
+        "    db: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n      6162zz\n",
+        "",
+    );
+    let error = only_error(&text, Some(&common::secret()));
+    assert_eq!(error.line, line_of(&text, "db: !vault"));
+    assert!(
+        error.message.contains("`db`: vault body is damaged"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .help
+            .contains("airlock vault encrypt-string --name db")
+    );
+}
+
+#[test]
+fn air_gapped_without_staging() {
+    let text = "all:\n  vars:\n    air_gapped: yes\nserver:\n  hosts:\n    cp:\nk3s_cluster:\n  children:\n    server:\n";
+    let error = only_error(text, None);
+    assert_eq!(error.line, 3);
+    assert!(
+        error.message.contains("no `staging` group"),
+        "{}",
+        error.message
+    );
+    assert!(error.help.contains("airlock serve"));
+    let empty = "all:\n  vars:\n    air_gapped: true\nstaging:\n  hosts:\nserver:\n  hosts:\n    cp:\nk3s_cluster:\n  children:\n    server:\n";
+    let error = only_error(empty, None);
+    assert_eq!(
+        (error.line, error.message.as_str()),
+        (4, "group `staging` has no hosts")
+    );
+}
+
+#[test]
+fn missing_staging_token() {
+    let text = common::site("", "").replace("    staging_k3s_token: plain-test-token\n", "");
+    let error = only_error(&text, None);
+    assert_eq!(error.line, line_of(&text, "staging:"));
+    assert!(error.message.contains("`staging_k3s_token` is not set"));
+    assert!(
+        error
+            .help
+            .contains("airlock vault new-secret --name staging_k3s_token")
+    );
+}
+
+#[test]
+fn server_group_without_hosts() {
+    let text = common::site("", "").replace("    cp1.example.org:\n", "");
+    let error = only_error(&text, None);
+    assert_eq!(error.line, line_of(&text, "server:"));
+    assert_eq!(error.message, "group `server` has no hosts");
+}
+
+#[test]
+fn unknown_selinux_channel() {
+    let text = common::site("", "    k3s_selinux_channel: nightly\n");
+    let error = only_error(&text, None);
+    assert_eq!(error.line, line_of(&text, "k3s_selinux_channel"));
+    assert_eq!(error.message, "unknown `k3s_selinux_channel` `nightly`");
+    assert_eq!(error.help, "use one of: stable, latest, testing");
+}
+
+#[test]
+fn bad_settings_each_name_their_line() {
+    for (staging, cluster, needle, message) in [
+        (
+            "    squid_port: http\n",
+            "",
+            "squid_port",
+            "`squid_port` must be a TCP port",
+        ),
+        (
+            "    package_proxy_mode: artifactory\n",
+            "",
+            "package_proxy_mode",
+            "unknown `package_proxy_mode`",
+        ),
+        (
+            "    squid_extra_allowed_domains: ['.example.com']\n",
+            "",
+            "squid_extra",
+            "is a wildcard",
+        ),
+        (
+            "    squid_extra_allowed_domains:\n      - https://x.example.com/\n",
+            "",
+            "https://x",
+            "is not a host name",
+        ),
+        (
+            "    harbor_dockerhub_proxy_project: Docker Hub\n",
+            "",
+            "harbor_dockerhub",
+            "is not a valid project name",
+        ),
+        (
+            "    harbor_subdomain: 'a b'\n",
+            "",
+            "harbor_subdomain",
+            "is not a DNS label",
+        ),
+        (
+            "    tls_cert_path: /etc/ssl/gw.crt\n",
+            "",
+            "tls_cert_path",
+            "`tls_key_path` is not",
+        ),
+        (
+            "",
+            "    tls_mode: letsencrypt\n",
+            "tls_mode",
+            "unknown `tls_mode`",
+        ),
+        (
+            "",
+            "    k3s_selinux_enabled: maybe\n",
+            "k3s_selinux_enabled",
+            "must be true or false",
+        ),
+        (
+            "    external_url: 'https://'\n",
+            "",
+            "external_url",
+            "does not name a host",
+        ),
+        (
+            "    harbor_storage_size: lots\n",
+            "",
+            "harbor_storage_size",
+            "is not a size",
+        ),
+    ] {
+        let text = common::site(staging, cluster);
+        let error = only_error(&text, None);
+        assert_eq!(error.line, line_of(&text, needle), "{message}");
+        assert!(
+            error.message.contains(message),
+            "{} / {message}",
+            error.message
+        );
+        assert!(!error.help.is_empty());
+    }
+}
+
+#[test]
+fn syntax_errors_name_file_line_and_column() {
+    let err = Inventory::parse_str(
+        "all:\n  vars:\n    a: [1,\n  b: 2\n",
+        Path::new("site.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("site.yaml:"), "{err}");
+    assert!(err.contains("help: fix the YAML syntax"), "{err}");
+}
+
+#[test]
+fn jinja_references_resolve_and_expressions_warn() {
+    let text = common::site(
+        "    gw_name: gateway.example.org\n    external_url: '{{ gw_name }}'\n    squid_port: \"{{ 3000 + 128 }}\"\n",
+        "",
+    );
+    let report = check(&common::parse(&text), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    assert_eq!(
+        report.site.staging.as_ref().unwrap().hostname,
+        "gateway.example.org"
+    );
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.line == line_of(&text, "squid_port")
+                && d.message.contains("Jinja expression"))
+    );
+    assert_eq!(report.site.egress.port, 3128);
+}
+
+/// The variables `ansible-inventory --host` resolves for a host, as text.
+fn ansible_host_vars(host: &str, home: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join("ansible-inventory").is_file())
+    });
+    assert!(
+        found,
+        "`ansible-inventory` is not installed: install the Debian package `ansible-core`"
+    );
+    let output = Command::new("ansible-inventory")
+        .env("HOME", home)
+        .env("LC_ALL", "C.UTF-8")
+        .arg("-i")
+        .arg(common::example_path())
+        .arg("--vault-password-file")
+        .arg(common::fixtures().join("vault-password"))
+        .args(["--host", host])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn precedence_matches_ansible_inventory_for_every_host() {
+    let home = tempfile::tempdir().unwrap();
+    let inventory = common::example();
+    assert_eq!(inventory.hosts().len(), 5);
+    for host in inventory.hosts() {
+        let ours = inventory.vars_of(&host.name);
+        let theirs = ansible_host_vars(&host.name, home.path());
+        let mut our_names: Vec<&str> = ours.names().collect();
+        our_names.sort_unstable();
+        let mut their_names: Vec<&str> = theirs.keys().map(String::as_str).collect();
+        their_names.sort_unstable();
+        assert_eq!(our_names, their_names, "variables of {}", host.name);
+        for (name, value) in &theirs {
+            let var = ours.get(name).unwrap();
+            match value {
+                serde_json::Value::String(s) => {
+                    assert_eq!(
+                        var.value.as_str(),
+                        Some(s.as_str()),
+                        "{}: {name}",
+                        host.name
+                    );
+                }
+                serde_json::Value::Bool(b) => {
+                    assert_eq!(var.value.as_bool(), Some(*b), "{}: {name}", host.name);
+                }
+                serde_json::Value::Number(n) => {
+                    assert_eq!(
+                        var.value.as_str(),
+                        Some(n.to_string().as_str()),
+                        "{}: {name}",
+                        host.name
+                    );
+                }
+                serde_json::Value::Object(o) if o.contains_key("__ansible_vault") => {
+                    assert_eq!(
+                        var.value.vault_text(),
+                        o["__ansible_vault"].as_str(),
+                        "{}: {name}",
+                        host.name
+                    );
+                }
+                _ => assert!(var.value.as_map().is_some() || var.value.as_seq().is_some()),
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn junk_never_panics(text in "\\PC{0,400}") {
+        if let Ok(inventory) = Inventory::parse_str(&text, Path::new("junk.yaml")) {
+            let _ = check(&inventory, None);
+        }
+    }
+
+    #[test]
+    fn yaml_shaped_junk_never_panics(
+        parts in proptest::collection::vec(
+            prop::sample::select(vec![
+                "all:", "\n", "  ", "hosts:", "vars:", "children:", "- ", "&a ", "*a", "<<: ", "!vault |",
+                "$ANSIBLE_VAULT;1.1;AES256", "'", "\"", "{", "}", "[", "]", ",", "staging", "server",
+                "air_gapped: true", "x: ", "~", "#", "? ", ": ", "|", ">", "\t", "---", "...",
+            ]),
+            0..80,
+        )
+    ) {
+        let text: String = parts.concat();
+        if let Ok(inventory) = Inventory::parse_str(&text, Path::new("junk.yaml")) {
+            let report = check(&inventory, None);
+            for diagnostic in &report.diagnostics {
+                prop_assert!(diagnostic.line >= 1);
+            }
+        }
+    }
+}
