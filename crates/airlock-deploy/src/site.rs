@@ -135,6 +135,8 @@ struct Reader<'a> {
     staging: Option<HostVars<'a>>,
     cluster: Option<HostVars<'a>>,
     diagnostics: Vec<Diagnostic>,
+    /// Plaintexts of vault values read so far: never echoed in a diagnostic.
+    revealed: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -153,21 +155,50 @@ impl<'a> Reader<'a> {
             staging,
             cluster,
             diagnostics: Vec::new(),
+            revealed: Vec::new(),
         }
     }
 
+    fn redact(&self, message: impl Into<String>) -> String {
+        let mut message = message.into();
+        for secret in &self.revealed {
+            message = message.replace(secret.as_str(), "<vault value>");
+        }
+        message
+    }
+
     fn error(&mut self, line: usize, message: impl Into<String>, help: impl Into<String>) {
+        let message = self.redact(message);
         self.diagnostics
             .push(Diagnostic::error(&self.inventory.file, line, message, help));
     }
 
     fn warning(&mut self, line: usize, message: impl Into<String>, help: impl Into<String>) {
+        let message = self.redact(message);
         self.diagnostics.push(Diagnostic::warning(
             &self.inventory.file,
             line,
             message,
             help,
         ));
+    }
+
+    /// A variable's text; vault plaintexts are remembered so no diagnostic repeats them.
+    fn read(&mut self, var: &Var) -> Option<String> {
+        match var.text(self.secret) {
+            Ok(text) => {
+                if let (Some(plain), Some(_)) = (&text, var.value.vault_text()) {
+                    if !plain.trim().is_empty() {
+                        self.revealed.push(plain.clone());
+                    }
+                }
+                text
+            }
+            Err(e) => {
+                self.var_error(var.mark.line, &e);
+                None
+            }
+        }
     }
 
     fn lookup(&self, scope: Scope, name: &str) -> Option<&'a Var> {
@@ -190,13 +221,11 @@ impl<'a> Reader<'a> {
     fn text(&mut self, scope: Scope, name: &str) -> Option<(String, usize)> {
         let var = self.lookup(scope, name)?;
         let line = var.mark.line;
-        let text = match var.text(self.secret) {
-            Ok(text) => text?,
-            Err(e) => {
-                self.var_error(line, &e);
-                return None;
-            }
-        };
+        let text = self.read(var)?;
+        if var.value.vault_text().is_some() {
+            // A secret is taken literally, never templated.
+            return Some((text, line));
+        }
         self.expand(scope, name, text, line, 0)
             .map(|text| (text, line))
     }
@@ -233,13 +262,10 @@ impl<'a> Reader<'a> {
         match reference {
             Some(reference) if depth < 8 && reference != name => {
                 let var = self.lookup(scope, reference)?;
-                let inner = match var.text(self.secret) {
-                    Ok(t) => t?,
-                    Err(e) => {
-                        self.var_error(var.mark.line, &e);
-                        return None;
-                    }
-                };
+                let inner = self.read(var)?;
+                if var.value.vault_text().is_some() {
+                    return Some(inner);
+                }
                 self.expand(scope, reference, inner, line, depth + 1)
             }
             _ => {
@@ -329,16 +355,7 @@ impl<'a> Reader<'a> {
     fn machine(&mut self, host: &str) -> Machine {
         let vars = self.inventory.vars_of(host);
         let line = self.inventory.host(host).map_or(1, |h| h.mark.line);
-        let get = |this: &mut Self, name: &str| -> Option<String> {
-            let var = vars.get(name)?;
-            match var.text(this.secret) {
-                Ok(text) => text,
-                Err(e) => {
-                    this.var_error(var.mark.line, &e);
-                    None
-                }
-            }
-        };
+        let get = |this: &mut Self, name: &str| -> Option<String> { this.read(vars.get(name)?) };
         let address = get(self, "ansible_host").unwrap_or_else(|| host.to_owned());
         let user = get(self, "ansible_user");
         let connection = get(self, "ansible_connection").unwrap_or_else(|| "ssh".to_owned());

@@ -384,3 +384,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn decrypted_values_never_appear_in_diagnostics() {
+    let secret = common::secret();
+    let snippet = airlock_deploy::vault::encrypt_string_snippet(
+        "squid_port",
+        b"hunter2-not-a-port",
+        &secret,
+        None,
+    )
+    .unwrap();
+    let indented: String = snippet.lines().flat_map(|l| ["    ", l, "\n"]).collect();
+    let text = common::site(&indented, "");
+    let report = check(&common::parse(&text), Some(&secret));
+    let error = report.diagnostics.iter().find(|d| d.is_error()).unwrap();
+    assert_eq!(error.line, line_of(&text, "squid_port"));
+    assert!(error.message.contains("<vault value>"), "{}", error.message);
+    for diagnostic in &report.diagnostics {
+        assert!(!diagnostic.to_string().contains("hunter2"), "{diagnostic}");
+    }
+}
+
+#[test]
+fn a_wholly_encrypted_inventory_is_read_with_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    let plain = common::site("", "");
+    let secret = common::secret();
+    std::fs::write(
+        &path,
+        airlock_deploy::vault::encrypt(plain.as_bytes(), &secret, None).unwrap(),
+    )
+    .unwrap();
+    let inventory = Inventory::load(&path, Some(&secret)).unwrap();
+    assert_eq!(inventory.hosts_of("server"), ["cp1.example.org"]);
+    let err = Inventory::load(&path, None).unwrap_err().to_string();
+    assert!(
+        err.contains("is vault-encrypted: pass --vault-password-file"),
+        "{err}"
+    );
+    let wrong = VaultSecret::new(b"nope".to_vec());
+    let err = Inventory::load(&path, Some(&wrong))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong vault password"), "{err}");
+}

@@ -25,6 +25,15 @@ pub enum InventoryError {
     },
     #[error("{0}\n  help: fix the YAML syntax at that position")]
     Yaml(#[from] YamlError),
+    #[error(
+        "inventory {} is vault-encrypted: pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
+        path.display()
+    )]
+    Encrypted { path: PathBuf },
+    #[error("cannot decrypt inventory {}: {source}", path.display())]
+    Vault { path: PathBuf, source: VaultError },
+    #[error("inventory {} is not UTF-8 text", path.display())]
+    NotText { path: PathBuf },
 }
 
 /// A variable as written: its name, its value, where it is, and who set it.
@@ -75,12 +84,28 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Read and parse an inventory file.
-    pub fn load(path: &Path) -> Result<Self, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+    /// Read and parse an inventory file; a wholly vault-encrypted file (which Ansible also
+    /// reads) is decrypted with `secret` first.
+    pub fn load(path: &Path, secret: Option<&VaultSecret>) -> Result<Self, InventoryError> {
+        let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
             path: path.to_owned(),
             source,
         })?;
+        let not_text = || InventoryError::NotText {
+            path: path.to_owned(),
+        };
+        let mut text = String::from_utf8(bytes).map_err(|_| not_text())?;
+        if crate::vault::is_vault(&text) {
+            let secret = secret.ok_or_else(|| InventoryError::Encrypted {
+                path: path.to_owned(),
+            })?;
+            let plain =
+                crate::vault::decrypt(&text, secret).map_err(|source| InventoryError::Vault {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            text = String::from_utf8(plain).map_err(|_| not_text())?;
+        }
         Self::parse_str(&text, path)
     }
 

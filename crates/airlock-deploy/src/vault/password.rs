@@ -127,6 +127,66 @@ fn run_script(path: &Path, vault_id: Option<&str>) -> Result<Vec<u8>, PasswordEr
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn plain_files_are_stripped_of_surrounding_whitespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "  pass word \r\n").unwrap();
+        assert_eq!(
+            VaultSecret::from_file(&path, None).unwrap().expose(),
+            b"pass word"
+        );
+        std::fs::write(&path, "\n \n").unwrap();
+        assert!(matches!(
+            VaultSecret::from_file(&path, None),
+            Err(PasswordError::Empty { .. })
+        ));
+        assert!(matches!(
+            VaultSecret::from_file(&dir.path().join("missing"), None),
+            Err(PasswordError::Read { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn scripts_print_the_password_and_fail_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = script(dir.path(), "pwd.sh", "printf ' spaced \\n'");
+        assert_eq!(
+            VaultSecret::from_file(&ok, None).unwrap().expose(),
+            b" spaced "
+        );
+        let empty = script(dir.path(), "empty.sh", "true");
+        assert!(matches!(
+            VaultSecret::from_file(&empty, None),
+            Err(PasswordError::Empty { .. })
+        ));
+        let failing = script(dir.path(), "fail.sh", "echo 'vault locked' >&2; exit 2");
+        let err = VaultSecret::from_file(&failing, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exited with") && err.contains("vault locked"),
+            "{err}"
+        );
+        let client = script(dir.path(), "keyring-client", "echo \"$1=$2\"");
+        assert_eq!(
+            VaultSecret::from_file(&client, Some("prod"))
+                .unwrap()
+                .expose(),
+            b"--vault-id=prod"
+        );
+    }
+
     #[test]
     fn debug_never_shows_the_password() {
         let s = VaultSecret::new(b"topsecret".to_vec());

@@ -16,7 +16,7 @@ pub fn example_path() -> PathBuf {
 }
 
 pub fn example() -> Inventory {
-    Inventory::load(&example_path()).unwrap()
+    Inventory::load(&example_path(), None).unwrap()
 }
 
 pub fn secret() -> VaultSecret {

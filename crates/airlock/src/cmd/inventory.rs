@@ -30,7 +30,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 
 fn check_inventory(args: &CheckArgs) -> anyhow::Result<()> {
     let secret = args.password.secret()?;
-    let inventory = Inventory::load(&args.inventory)?;
+    let inventory = Inventory::load(&args.inventory, secret.as_ref())?;
     let report = check::check(&inventory, secret.as_ref());
     for diagnostic in &report.diagnostics {
         eprintln!("{diagnostic}");
