@@ -128,6 +128,10 @@ pub struct CacheConfig {
     pub max_size: Option<ByteSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unused_for: Option<HumanDuration>,
+    /// Images eviction never touches: `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>`
+    /// or `…@sha256:…`, with everything they reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pin: Vec<String>,
 }
 
 impl Default for CacheConfig {
@@ -135,6 +139,7 @@ impl Default for CacheConfig {
         Self {
             max_size: None,
             unused_for: Some(HumanDuration::from_secs(7 * 86400)),
+            pin: Vec::new(),
         }
     }
 }
@@ -190,6 +195,9 @@ pub struct ProxyConfig {
     /// Packages: how long index and metadata files are served before revalidation.
     #[serde(default = "default_metadata_ttl")]
     pub metadata_ttl: HumanDuration,
+    /// Never contact the upstream: serve only what the cache holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
 
 fn default_tag_ttl() -> HumanDuration {
@@ -252,6 +260,17 @@ impl Config {
             }
             (_, _, _) => {
                 return Err("[tls] cert and key are only used with mode = \"files\"".into());
+            }
+        }
+        for pin in &self.cache.pin {
+            let (name, reference) = match pin.split_once('@') {
+                Some(split) => split,
+                None => pin.rsplit_once(':').unwrap_or((pin, "")),
+            };
+            if !name.contains('/') || reference.is_empty() {
+                return Err(format!(
+                    "[cache] pin {pin:?}: write <proxy or registry>/<repository>:<tag> or …@sha256:<digest>"
+                ));
             }
         }
         let mut names = HashSet::new();
@@ -331,7 +350,9 @@ impl ProxyConfig {
             }
             (Format::Oci, _) | (_, None) => {}
             (_, Some(_)) => {
-                return Err(format!("[[proxy]] {name}: host is only for format = \"oci\""));
+                return Err(format!(
+                    "[[proxy]] {name}: host is only for format = \"oci\""
+                ));
             }
         }
         if self.password_file.is_some() && self.username.is_none() {

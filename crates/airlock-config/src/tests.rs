@@ -136,3 +136,16 @@ fn example_configs_are_valid() {
         examples.display()
     );
 }
+
+#[test]
+fn pins_and_offline() {
+    let config = parse(
+        "[cache]\npin = [\"dockerhub-proxy/library/postgres:15\", \"docker.io/library/redis@sha256:abc\"]\n\
+         [[proxy]]\nname = \"p\"\nformat = \"oci\"\nupstream = \"https://r.example\"\noffline = true",
+    )
+    .unwrap();
+    assert_eq!(config.cache.pin.len(), 2);
+    assert!(config.proxies[0].offline);
+    assert!(err("[cache]\npin = [\"postgres\"]").contains("[cache] pin"));
+    assert!(err("[cache]\npin = [\"library/postgres\"]").contains("[cache] pin"));
+}

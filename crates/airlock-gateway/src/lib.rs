@@ -1,7 +1,10 @@
 //! Wiring for `airlock serve`: configuration → store, registry and routes; the listener
 //! with TLS (HTTP/1.1 and HTTP/2); health, Harbor-compatible status endpoints and the CA
-//! download; one access-log line per request; graceful shutdown.
+//! download; `/metrics`; one access-log line per request; store upkeep (last-use times,
+//! eviction); graceful shutdown.
 
+mod maintenance;
+mod metrics;
 mod routes;
 mod serve;
 pub mod tls;
@@ -47,6 +50,7 @@ pub(crate) struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub ca_pem: Option<String>,
+    pub metrics: metrics::Metrics,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -76,7 +80,7 @@ pub(crate) async fn build(
         });
     }
     let (store, index) = open_store(&config).await?;
-    let downloads = Arc::new(Downloads::new(store.clone()));
+    let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
     let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
@@ -85,6 +89,7 @@ pub(crate) async fn build(
             config,
             registry,
             ca_pem,
+            metrics: metrics::Metrics::default(),
         }),
         tls,
     ))

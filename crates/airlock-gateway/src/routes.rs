@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use airlock_registry::ServedBy;
+use airlock_registry::{ServedBy, UpstreamFailure};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -26,9 +26,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2.0/health", get(harbor_health))
         .route("/api/v2.0/systeminfo", get(harbor_systeminfo))
         .route("/ca.crt", get(ca_certificate))
-        .with_state(state)
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
         .merge(registry)
-        .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::from_fn_with_state(state, access_log))
 }
 
 async fn harbor_health() -> impl IntoResponse {
@@ -72,6 +73,13 @@ async fn ca_certificate(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.registry),
+    )
+}
+
 async fn status_page(State(state): State<Arc<AppState>>) -> String {
     use std::fmt::Write as _;
     let mut page = format!("airlock {}\n\nproxies:\n", env!("CARGO_PKG_VERSION"));
@@ -87,7 +95,7 @@ async fn status_page(State(state): State<Arc<AppState>>) -> String {
 }
 
 /// One structured line per request: method, route, upstream, status, bytes, duration, cache.
-async fn access_log(request: Request, next: Next) -> Response {
+async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -99,6 +107,13 @@ async fn access_log(request: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v: &HeaderValue| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    state.metrics.record(
+        &path,
+        response.status().as_u16(),
+        served.as_ref(),
+        response.extensions().get::<UpstreamFailure>(),
+        bytes,
+    );
     tracing::info!(
         target: "airlock::access",
         %method,

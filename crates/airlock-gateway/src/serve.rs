@@ -78,6 +78,7 @@ impl Gateway {
             proxies = self.state.config.proxies.len(),
             "gateway listening"
         );
+        let upkeep = tokio::spawn(crate::maintenance::run(self.state.clone()));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -138,6 +139,10 @@ impl Gateway {
             });
         }
         drop(self.listener);
+        upkeep.abort();
+        if let Err(error) = self.state.registry.index().flush_touches().await {
+            tracing::warn!(target: "airlock::gateway", %error, "could not record last-use times at shutdown");
+        }
         let grace = self.state.config.server.shutdown_grace.0;
         tracing::info!(target: "airlock::gateway", grace_secs = grace.as_secs(), "shutting down: draining requests");
         tokio::select! {

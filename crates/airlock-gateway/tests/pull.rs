@@ -657,7 +657,9 @@ async fn starts_and_serves_cache_with_upstream_unreachable() {
         Digest::of(&image.layers[0])
     );
     assert_eq!(get(&gw.url(&layer)).await.status(), 200);
-    let Running { dir, _stop: stop, .. } = gw;
+    let Running {
+        dir, _stop: stop, ..
+    } = gw;
     drop(stop);
     drop(upstream);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -2,7 +2,7 @@
 //! streamed to every client that asks meanwhile; single-range requests honoured.
 
 use airlock_types::Digest;
-use airlock_upstream::fetch::BlobBody;
+use airlock_upstream::fetch::{BlobBody, RequestFn};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -27,7 +27,13 @@ impl Registry {
         let name = proxy.config.name.clone();
         let spec = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
         if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
+            self.index.touch(digest);
             return self.serve_stored(digest, size, spec, head, &name).await;
+        }
+        if proxy.config.offline {
+            return Err(RegistryError::BlobUnknown(format!(
+                "{digest} (proxy {name} is offline and does not hold it)"
+            )));
         }
         let path = format!("v2/{}/blobs/{digest}", resolved.repo);
         let scope = format!("repository:{}:pull", resolved.repo);
@@ -66,15 +72,20 @@ impl Registry {
             _ => None,
         };
         let upstream = proxy.upstream.clone();
+        let request: RequestFn = Box::new(move |offset| {
+            let (upstream, path, scope) = (upstream.clone(), path.clone(), scope.clone());
+            let mut headers = HeaderMap::new();
+            if let Some(offset) = offset {
+                headers.insert(
+                    header::RANGE,
+                    HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+                );
+            }
+            Box::pin(async move { upstream.send(Method::GET, &path, headers, &scope).await })
+        });
         let body = self
             .downloads
-            .fetch(digest, wanted.map_or(0, |(start, _)| start), move || {
-                Box::pin(async move {
-                    upstream
-                        .send(Method::GET, &path, HeaderMap::new(), &scope)
-                        .await
-                })
-            })
+            .fetch(digest, wanted.map_or(0, |(start, _)| start), request)
             .await
             .map_err(|e| RegistryError::from_fetch(&name, e, not_found))?;
         let response = if let (Some((start, end)), Some(rest)) = (wanted, body.size) {

@@ -101,6 +101,18 @@ impl RegistryError {
         }
     }
 
+    /// The proxy whose upstream caused this error, if one did.
+    fn upstream_proxy(&self) -> Option<&str> {
+        match self {
+            RegistryError::Unauthorized { proxy, .. }
+            | RegistryError::Denied { proxy }
+            | RegistryError::TooManyRequests { proxy, .. }
+            | RegistryError::Unavailable { proxy, .. }
+            | RegistryError::BadUpstreamContent { proxy, .. } => Some(proxy),
+            _ => None,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             RegistryError::NameUnknown { .. } => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
@@ -133,6 +145,11 @@ impl IntoResponse for RegistryError {
         }
         let body = serde_json::json!({ "errors": [{ "code": code, "message": self.to_string(), "detail": null }] });
         let mut response = (status, axum::Json(body)).into_response();
+        if let Some(proxy) = self.upstream_proxy() {
+            response.extensions_mut().insert(crate::UpstreamFailure {
+                proxy: proxy.to_owned(),
+            });
+        }
         let headers = response.headers_mut();
         headers.insert(
             "docker-distribution-api-version",

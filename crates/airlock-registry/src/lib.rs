@@ -62,6 +62,12 @@ pub struct ServedBy {
     pub cache: CacheOutcome,
 }
 
+/// Which proxy's upstream made a request fail; the metrics count it.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    pub proxy: String,
+}
+
 /// One configured OCI proxy.
 #[derive(Debug)]
 pub(crate) struct OciProxy {
@@ -81,8 +87,20 @@ pub struct Registry {
 
 /// Why the registry could not be built from a configuration.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct SetupError(#[from] airlock_upstream::UpstreamError);
+pub enum SetupError {
+    #[error(transparent)]
+    Upstream(#[from] airlock_upstream::UpstreamError),
+    #[error("[cache] pin {pin:?}: {error}")]
+    Pin { pin: String, error: RegistryError },
+}
+
+/// A `[cache] pin` entry resolved to a proxy, repository and reference.
+#[derive(Debug, Clone)]
+pub struct Pin {
+    pub proxy: String,
+    pub repo: airlock_types::RepoName,
+    pub reference: airlock_types::Reference,
+}
 
 impl Registry {
     /// Builds the registry for every `format = "oci"` proxy in `config`.
@@ -110,13 +128,78 @@ impl Registry {
             );
         }
         routes.set_default(config.server.default_proxy.as_deref());
-        Ok(Self {
+        let registry = Self {
             routes,
             proxies,
             store,
             index,
             downloads,
+        };
+        for pin in &config.cache.pin {
+            registry.parse_pin(pin).map_err(|error| SetupError::Pin {
+                pin: pin.clone(),
+                error,
+            })?;
+        }
+        Ok(registry)
+    }
+
+    /// Reads a pin as `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>` or `…@<digest>`.
+    pub fn parse_pin(&self, pin: &str) -> Result<Pin, RegistryError> {
+        let (name, reference) = match pin.split_once('@') {
+            Some(split) => split,
+            None => pin
+                .rsplit_once(':')
+                .ok_or_else(|| RegistryError::ManifestInvalid(pin.to_owned()))?,
+        };
+        let reference: airlock_types::Reference = reference
+            .parse()
+            .map_err(|_| RegistryError::ManifestInvalid(reference.to_owned()))?;
+        let (first, rest) = name
+            .split_once('/')
+            .ok_or_else(|| RegistryError::NameInvalid(name.to_owned()))?;
+        let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
+        let resolved = if self.proxies.contains_key(first) || !looks_like_host {
+            self.routes.resolve(name, None)?
+        } else {
+            self.routes.resolve(rest, Some(first))?
+        };
+        Ok(Pin {
+            proxy: resolved.proxy,
+            repo: resolved.repo,
+            reference,
         })
+    }
+
+    /// The manifest digest a pin names now, if the cache holds it.
+    pub async fn pinned_digest(
+        &self,
+        pin: &Pin,
+    ) -> Result<Option<airlock_types::Digest>, RegistryError> {
+        match &pin.reference {
+            airlock_types::Reference::Digest(digest) => Ok(Some(digest.clone())),
+            airlock_types::Reference::Tag(tag) => {
+                let key = airlock_store::TagKey {
+                    proxy: pin.proxy.clone(),
+                    repo: pin.repo.to_string(),
+                    tag: tag.clone(),
+                };
+                let record = self
+                    .index
+                    .tag(&key)
+                    .await
+                    .map_err(|e| RegistryError::Internal(e.to_string()))?;
+                Ok(record.map(|r| r.digest))
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    pub fn index(&self) -> &MetaIndex {
+        &self.index
     }
 
     pub fn downloads(&self) -> &Arc<Downloads> {

@@ -86,6 +86,12 @@ impl Registry {
                         CacheOutcome::Hit,
                     ));
                 }
+                if proxy.config.offline {
+                    return Err(offline_miss(
+                        &proxy.config.name,
+                        &format!("{}@{digest}", resolved.repo),
+                    ));
+                }
                 let manifest = self
                     .fetch_manifest(proxy, resolved, &digest.to_string(), &accept)
                     .await?;
@@ -136,7 +142,7 @@ impl Registry {
         };
         if let Some((record, manifest)) = cached {
             let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
-            if age < proxy.config.tag_ttl.0 {
+            if age < proxy.config.tag_ttl.0 || proxy.config.offline {
                 return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
             }
             match self.revalidate(proxy, resolved, tag, accept, &record).await {
@@ -176,6 +182,9 @@ impl Registry {
                 }
                 Revalidation::Changed => {}
             }
+        }
+        if proxy.config.offline {
+            return Err(offline_miss(name, &format!("{}:{tag}", resolved.repo)));
         }
         let manifest = self.fetch_manifest(proxy, resolved, tag, accept).await?;
         self.store_manifest(&manifest).await?;
@@ -238,6 +247,7 @@ impl Registry {
         else {
             return Ok(None);
         };
+        self.index.touch(digest);
         Ok(Some(Manifest {
             digest: digest.clone(),
             media_type: record.media_type,
@@ -249,9 +259,15 @@ impl Registry {
         airlock_store::put(self.store.as_ref(), &manifest.digest, &manifest.bytes)
             .await
             .map_err(internal)?;
+        let size = manifest.bytes.len() as u64;
+        self.index
+            .record_blob(&manifest.digest, size)
+            .await
+            .map_err(internal)?;
         let record = ManifestRecord {
             media_type: manifest.media_type.clone(),
-            size: manifest.bytes.len() as u64,
+            size,
+            refs: airlock_store::evict::manifest_refs(&manifest.bytes),
         };
         self.index
             .set_manifest(&manifest.digest, &record)
@@ -361,6 +377,12 @@ fn media_type_field(bytes: &[u8]) -> Option<String> {
         media_type: Option<String>,
     }
     serde_json::from_slice::<Probe>(bytes).ok()?.media_type
+}
+
+fn offline_miss(proxy: &str, what: &str) -> RegistryError {
+    RegistryError::ManifestUnknown(format!(
+        "{what} (proxy {proxy} is offline and does not hold it)"
+    ))
 }
 
 fn internal(e: impl std::fmt::Display) -> RegistryError {

@@ -25,6 +25,12 @@ impl Registry {
     ) -> Result<Response, RegistryError> {
         let proxy = self.proxy(resolved);
         let name = &proxy.config.name;
+        if proxy.config.offline {
+            return Err(RegistryError::NameUnknown {
+                name: resolved.client_name.clone(),
+                why: format!("proxy {name} is offline; tag lists come from the upstream"),
+            });
+        }
         let mut path = format!("v2/{}/tags/list", resolved.repo);
         let params = {
             let mut params = url::form_urlencoded::Serializer::new(String::new());

@@ -1,20 +1,25 @@
-//! The metadata index: tag → digest, manifest media types, fetch times.
+//! The metadata index: tag → digest, manifest media types and references, blob sizes and
+//! last use, fetch times.
 //!
 //! An embedded redb database beside the store. Values are small JSON records so the
-//! format is easy to inspect and to extend with fields.
+//! format is easy to inspect and to extend with fields. Last-use times are collected in
+//! memory and written in batches: a cache hit costs no disk write.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use airlock_types::Digest;
-use redb::{Database, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
 /// Where a tag lives: which proxy, which repository, which tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +34,16 @@ impl TagKey {
     // cannot contain '/', so this encoding is unambiguous.
     fn encode(&self) -> String {
         format!("{}/{}:{}", self.proxy, self.repo, self.tag)
+    }
+
+    fn decode(key: &str) -> Option<Self> {
+        let (proxy, rest) = key.split_once('/')?;
+        let (repo, tag) = rest.rsplit_once(':')?;
+        Some(Self {
+            proxy: proxy.to_owned(),
+            repo: repo.to_owned(),
+            tag: tag.to_owned(),
+        })
     }
 }
 
@@ -46,12 +61,32 @@ pub struct TagRecord {
 pub struct ManifestRecord {
     pub media_type: String,
     pub size: u64,
+    /// What the manifest references: config and layers, or an index's child manifests.
+    #[serde(default)]
+    pub refs: Vec<Digest>,
+}
+
+/// A committed blob: its size and when a client last received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub last_used: u64,
+}
+
+/// Everything eviction needs to decide, read in one transaction.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub blobs: HashMap<Digest, BlobRecord>,
+    pub manifests: HashMap<Digest, ManifestRecord>,
+    pub tags: Vec<(TagKey, Digest)>,
 }
 
 /// The metadata index. Cheap to clone.
 #[derive(Clone)]
 pub struct MetaIndex {
     db: Arc<Database>,
+    touches: Arc<Mutex<HashMap<Digest, u64>>>,
+    total: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MetaIndex {
@@ -75,23 +110,42 @@ impl MetaIndex {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)
             .map_err(|e| StoreError::Index(format!("opening {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(index_err)?;
-        txn.open_table(TAGS).map_err(index_err)?;
-        txn.open_table(MANIFESTS).map_err(index_err)?;
-        txn.commit().map_err(index_err)?;
-        Ok(Self { db: Arc::new(db) })
+        Self::init(db)
     }
 
-    /// An index in a temporary file, for tests.
+    /// An index held in memory, for tests.
     pub fn temporary() -> Result<Self, StoreError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(index_err)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(index_err)?;
         txn.open_table(TAGS).map_err(index_err)?;
         txn.open_table(MANIFESTS).map_err(index_err)?;
+        txn.open_table(BLOBS).map_err(index_err)?;
         txn.commit().map_err(index_err)?;
-        Ok(Self { db: Arc::new(db) })
+        // The stored size is summed from the index, never from a scan of the store.
+        let txn = db.begin_read().map_err(index_err)?;
+        let mut total = 0;
+        for entry in txn
+            .open_table(BLOBS)
+            .map_err(index_err)?
+            .iter()
+            .map_err(index_err)?
+        {
+            let (_, value) = entry.map_err(index_err)?;
+            if let Ok(record) = serde_json::from_slice::<BlobRecord>(value.value()) {
+                total += record.size;
+            }
+        }
+        Ok(Self {
+            db: Arc::new(db),
+            touches: Arc::new(Mutex::new(HashMap::new())),
+            total: Arc::new(AtomicU64::new(total)),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -158,6 +212,156 @@ impl MetaIndex {
         record: &ManifestRecord,
     ) -> Result<(), StoreError> {
         self.put(MANIFESTS, digest.to_string(), record).await
+    }
+
+    /// Records a committed blob (new or again) as used now.
+    pub async fn record_blob(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
+        let key = digest.to_string();
+        let record = BlobRecord {
+            size,
+            last_used: unix_now(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
+        let total = self.total.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(index_err)?;
+            let previous = txn
+                .open_table(BLOBS)
+                .map_err(index_err)?
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(index_err)?
+                .and_then(|old| serde_json::from_slice::<BlobRecord>(old.value()).ok());
+            txn.commit().map_err(index_err)?;
+            if previous.is_none() {
+                total.fetch_add(size, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Notes that a client received `digest` now; written at the next [`Self::flush_touches`].
+    pub fn touch(&self, digest: &Digest) {
+        self.touches
+            .lock()
+            .expect("touch lock")
+            .insert(digest.clone(), unix_now());
+    }
+
+    /// Writes collected last-use times in one transaction.
+    pub async fn flush_touches(&self) -> Result<usize, StoreError> {
+        let touches = std::mem::take(&mut *self.touches.lock().expect("touch lock"));
+        if touches.is_empty() {
+            return Ok(0);
+        }
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(index_err)?;
+            let mut written = 0;
+            {
+                let mut table = txn.open_table(BLOBS).map_err(index_err)?;
+                for (digest, when) in touches {
+                    let key = digest.to_string();
+                    let current = table
+                        .get(key.as_str())
+                        .map_err(index_err)?
+                        .and_then(|v| serde_json::from_slice::<BlobRecord>(v.value()).ok());
+                    if let Some(mut record) = current {
+                        record.last_used = record.last_used.max(when);
+                        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(index_err)?;
+                        written += 1;
+                    }
+                }
+            }
+            txn.commit().map_err(index_err)?;
+            Ok(written)
+        })
+        .await
+    }
+
+    /// Bytes of committed blobs the index knows about.
+    pub fn total_size(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Reads blobs, manifests and tags in one consistent view.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let mut snapshot = Snapshot::default();
+            for entry in txn
+                .open_table(BLOBS)
+                .map_err(index_err)?
+                .iter()
+                .map_err(index_err)?
+            {
+                let (key, value) = entry.map_err(index_err)?;
+                if let (Ok(digest), Ok(record)) =
+                    (key.value().parse(), serde_json::from_slice(value.value()))
+                {
+                    snapshot.blobs.insert(digest, record);
+                }
+            }
+            for entry in txn
+                .open_table(MANIFESTS)
+                .map_err(index_err)?
+                .iter()
+                .map_err(index_err)?
+            {
+                let (key, value) = entry.map_err(index_err)?;
+                if let (Ok(digest), Ok(record)) =
+                    (key.value().parse(), serde_json::from_slice(value.value()))
+                {
+                    snapshot.manifests.insert(digest, record);
+                }
+            }
+            for entry in txn
+                .open_table(TAGS)
+                .map_err(index_err)?
+                .iter()
+                .map_err(index_err)?
+            {
+                let (key, value) = entry.map_err(index_err)?;
+                let record: Option<TagRecord> = serde_json::from_slice(value.value()).ok();
+                if let (Some(tag), Some(record)) = (TagKey::decode(key.value()), record) {
+                    snapshot.tags.push((tag, record.digest));
+                }
+            }
+            Ok(snapshot)
+        })
+        .await
+    }
+
+    /// Removes the records of deleted blobs (and manifests) and of tags that pointed at them.
+    pub async fn forget(&self, digests: Vec<Digest>, tags: Vec<TagKey>) -> Result<(), StoreError> {
+        let total = self.total.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(index_err)?;
+            let mut freed = 0;
+            {
+                let mut blobs = txn.open_table(BLOBS).map_err(index_err)?;
+                let mut manifests = txn.open_table(MANIFESTS).map_err(index_err)?;
+                for digest in &digests {
+                    let key = digest.to_string();
+                    if let Some(old) = blobs.remove(key.as_str()).map_err(index_err)? {
+                        if let Ok(record) = serde_json::from_slice::<BlobRecord>(old.value()) {
+                            freed += record.size;
+                        }
+                    }
+                    manifests.remove(key.as_str()).map_err(index_err)?;
+                }
+                let mut tag_table = txn.open_table(TAGS).map_err(index_err)?;
+                for tag in &tags {
+                    tag_table.remove(tag.encode().as_str()).map_err(index_err)?;
+                }
+            }
+            txn.commit().map_err(index_err)?;
+            total.fetch_sub(freed.min(total.load(Ordering::Relaxed)), Ordering::Relaxed);
+            Ok(())
+        })
+        .await
     }
 
     /// Counts of records, for the status page and tests.

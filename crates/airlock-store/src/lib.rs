@@ -5,6 +5,7 @@
 //! (a local directory, see [`layout`]) and [`MemoryStore`] (tests). Nothing outside the fs
 //! backend assumes blobs live in local files, so an object-store backend can follow.
 
+pub mod evict;
 mod fs;
 mod index;
 pub mod layout;
@@ -17,7 +18,7 @@ use airlock_types::Digest;
 use tokio::io::AsyncRead;
 
 pub use fs::FsStore;
-pub use index::{ManifestRecord, MetaIndex, TagKey, TagRecord, unix_now};
+pub use index::{BlobRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now};
 pub use memory::MemoryStore;
 
 /// A stream of blob bytes.

@@ -160,6 +160,7 @@ async fn index_round_trip_survives_reopen() {
                 &ManifestRecord {
                     media_type: record.media_type.clone(),
                     size: 1,
+                    refs: vec![],
                 },
             )
             .await
@@ -172,4 +173,107 @@ async fn index_round_trip_survives_reopen() {
         1
     );
     assert_eq!(index.counts().await.unwrap(), (1, 1));
+}
+
+#[tokio::test]
+async fn sizes_and_last_use_survive_reopen_and_eviction_deletes_files_then_records() {
+    use airlock_store::evict::{Policy, evict};
+    use airlock_store::{ManifestRecord, MetaIndex, TagKey, TagRecord};
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path().join("store-v1")).await.unwrap();
+    let path = dir.path().join("index-v1.redb");
+    let index = MetaIndex::open(&path).unwrap();
+    let layer = vec![1u8; 4096];
+    let layer_digest = Digest::of(&layer);
+    put(&store, &layer_digest, &layer).await.unwrap();
+    index.record_blob(&layer_digest, 4096).await.unwrap();
+    let manifest = format!(r#"{{"layers":[{{"digest":"{layer_digest}"}}]}}"#).into_bytes();
+    let manifest_digest = Digest::of(&manifest);
+    put(&store, &manifest_digest, &manifest).await.unwrap();
+    index
+        .record_blob(&manifest_digest, manifest.len() as u64)
+        .await
+        .unwrap();
+    index
+        .set_manifest(
+            &manifest_digest,
+            &ManifestRecord {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: manifest.len() as u64,
+                refs: airlock_store::evict::manifest_refs(&manifest),
+            },
+        )
+        .await
+        .unwrap();
+    let tag = TagKey {
+        proxy: "p".into(),
+        repo: "r".into(),
+        tag: "t".into(),
+    };
+    index
+        .set_tag(
+            &tag,
+            &TagRecord {
+                digest: manifest_digest.clone(),
+                media_type: "m".into(),
+                checked_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    index.record_blob(&layer_digest, 4096).await.unwrap();
+    assert_eq!(
+        index.total_size(),
+        4096 + manifest.len() as u64,
+        "re-recording a blob does not count it twice"
+    );
+    index.touch(&layer_digest);
+    assert_eq!(index.flush_touches().await.unwrap(), 1);
+    drop(index);
+
+    let index = MetaIndex::open(&path).unwrap();
+    assert_eq!(
+        index.total_size(),
+        4096 + manifest.len() as u64,
+        "size comes back from the index"
+    );
+    let keep_all = Policy {
+        max_size: Some(1 << 20),
+        unused_for: None,
+        grace: Duration::ZERO,
+    };
+    assert_eq!(
+        evict(&store, &index, &keep_all, &HashSet::new())
+            .await
+            .unwrap()
+            .blobs_removed,
+        0
+    );
+    let pinned: HashSet<Digest> = [manifest_digest.clone()].into();
+    let tiny = Policy {
+        max_size: Some(1),
+        unused_for: None,
+        grace: Duration::ZERO,
+    };
+    assert_eq!(
+        evict(&store, &index, &tiny, &pinned)
+            .await
+            .unwrap()
+            .blobs_removed,
+        0,
+        "pins hold"
+    );
+    let report = evict(&store, &index, &tiny, &HashSet::new()).await.unwrap();
+    assert_eq!(report.blobs_removed, 2);
+    assert_eq!(report.size_after, 0);
+    assert_eq!(store.stat(&layer_digest).await.unwrap(), None);
+    assert_eq!(
+        index.tag(&tag).await.unwrap(),
+        None,
+        "the tag went with its manifest"
+    );
+    assert!(index.manifest(&manifest_digest).await.unwrap().is_none());
 }

@@ -45,6 +45,12 @@ pub enum Fault {
     Truncate(usize),
     /// Replace the body with other bytes of the same length.
     WrongBytes,
+    /// Truncate the first response only (the connection drops mid-body); with
+    /// `expire_tokens`, every token issued so far stops working at that moment.
+    TruncateOnce {
+        keep: usize,
+        expire_tokens: bool,
+    },
 }
 
 #[derive(Default)]
@@ -61,6 +67,8 @@ struct Shared {
     redirect_blobs: Mutex<bool>,
     requests: Mutex<HashMap<String, u64>>,
     tokens_issued: AtomicU64,
+    /// Tokens numbered below this are expired.
+    tokens_valid_from: AtomicU64,
     addr: SocketAddr,
 }
 
@@ -88,6 +96,7 @@ impl FakeRegistry {
             redirect_blobs: Mutex::new(false),
             requests: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
+            tokens_valid_from: AtomicU64::new(0),
             addr,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -261,7 +270,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer tok-")),
+            .and_then(|v| v.strip_prefix("Bearer tok-"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= shared.tokens_valid_from.load(Ordering::Relaxed)),
         AuthMode::Basic { username, password } => basic_ok(&request, &username, &password),
         AuthMode::MalformedChallenge => false,
     };
@@ -301,21 +312,42 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         return response;
     }
 
-    let response = route(&shared, &method, &path);
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = route(&shared, &method, &path, range.as_deref());
     match fault {
         Some(Fault::Truncate(keep)) => truncate(response, keep).await,
+        Some(Fault::TruncateOnce {
+            keep,
+            expire_tokens,
+        }) => {
+            shared
+                .inner
+                .lock()
+                .unwrap()
+                .faults
+                .retain(|(suffix, _)| !path.ends_with(suffix.as_str()));
+            if expire_tokens {
+                let issued = shared.tokens_issued.load(Ordering::Relaxed);
+                shared.tokens_valid_from.store(issued, Ordering::Relaxed);
+            }
+            truncate(response, keep).await
+        }
         Some(Fault::WrongBytes) => wrong_bytes(response).await,
         _ => response,
     }
 }
 
-fn route(shared: &Shared, method: &Method, path: &str) -> Response {
+fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> Response {
     if path == "/v2/" {
         return axum::Json(serde_json::json!({})).into_response();
     }
     if let Some(hex) = path.strip_prefix("/cdn/") {
         let digest: Digest = format!("sha256:{hex}").parse().unwrap();
-        return blob_response(shared, method, &digest);
+        return blob_response(shared, method, &digest, range);
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return StatusCode::NOT_FOUND.into_response();
@@ -388,16 +420,39 @@ fn route(shared: &Shared, method: &Method, path: &str) -> Response {
                 )
                     .into_response();
             }
-            blob_response(shared, method, &digest)
+            blob_response(shared, method, &digest, range)
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
-fn blob_response(shared: &Shared, method: &Method, digest: &Digest) -> Response {
+fn blob_response(
+    shared: &Shared,
+    method: &Method,
+    digest: &Digest,
+    range: Option<&str>,
+) -> Response {
     let Some(bytes) = shared.inner.lock().unwrap().blobs.get(digest).cloned() else {
         return oci_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
     };
+    // Open-ended ranges only (`bytes=N-`): what a resuming client sends.
+    let start = range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let Some(start) = start.filter(|&s| s < bytes.len()) {
+        let total = bytes.len();
+        let rest = bytes[start..].to_vec();
+        let mut response = Response::new(Body::from(rest));
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total - start));
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{}/{total}", total - 1)).unwrap(),
+        );
+        return response;
+    }
     let len = bytes.len();
     let body = if method == Method::HEAD {
         Body::empty()

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use airlock_store::{BlobRead, BlobStore, PartialSource, StoreError};
+use airlock_store::{BlobRead, BlobStore, MetaIndex, PartialSource, StoreError};
 use airlock_types::Digest;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -65,6 +65,13 @@ struct Download {
 /// A future that sends the upstream request for a blob.
 pub type Request = Pin<Box<dyn Future<Output = Result<reqwest::Response, UpstreamError>> + Send>>;
 
+/// Sends the upstream request for a blob; `Some(offset)` asks for the rest from `offset`
+/// (`Range: bytes=offset-`) to resume after a dropped connection.
+pub type RequestFn = Box<dyn Fn(Option<u64>) -> Request + Send + Sync>;
+
+/// How many times one download resumes after the upstream connection broke.
+const MAX_RESUMES: u32 = 3;
+
 /// Counters the gateway turns into metrics.
 #[derive(Debug, Default)]
 pub struct FetchStats {
@@ -77,6 +84,7 @@ pub struct FetchStats {
 /// The downloads under way, by digest.
 pub struct Downloads {
     store: Arc<dyn BlobStore>,
+    index: MetaIndex,
     inflight: Mutex<HashMap<Digest, Arc<Download>>>,
     stats: Arc<FetchStats>,
 }
@@ -98,9 +106,10 @@ pub struct BlobBody {
 const CHUNK: usize = 64 * 1024;
 
 impl Downloads {
-    pub fn new(store: Arc<dyn BlobStore>) -> Self {
+    pub fn new(store: Arc<dyn BlobStore>, index: MetaIndex) -> Self {
         Self {
             store,
+            index,
             inflight: Mutex::new(HashMap::new()),
             stats: Arc::new(FetchStats::default()),
         }
@@ -121,7 +130,7 @@ impl Downloads {
         self: &Arc<Self>,
         digest: &Digest,
         offset: u64,
-        request: impl FnOnce() -> Request,
+        request: RequestFn,
     ) -> Result<BlobBody, FetchError> {
         let download = {
             let mut inflight = self.inflight.lock().expect("inflight lock");
@@ -139,10 +148,7 @@ impl Downloads {
                 self.stats
                     .started
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(
-                    self.clone()
-                        .run(digest.clone(), download.clone(), request()),
-                );
+                tokio::spawn(self.clone().run(digest.clone(), download.clone(), request));
                 download
             }
         };
@@ -186,7 +192,7 @@ impl Downloads {
         })
     }
 
-    async fn run(self: Arc<Self>, digest: Digest, download: Arc<Download>, request: Request) {
+    async fn run(self: Arc<Self>, digest: Digest, download: Arc<Download>, request: RequestFn) {
         let result = self.download(&digest, &download, request).await;
         let state = match result {
             Ok(size) => State::Done { size },
@@ -206,22 +212,13 @@ impl Downloads {
         &self,
         digest: &Digest,
         download: &Download,
-        request: Request,
+        request: RequestFn,
     ) -> Result<u64, FetchError> {
-        let response = request
+        let response = request(None)
             .await
             .map_err(|e| FetchError::Upstream(Arc::new(e)))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            return Err(FetchError::Status {
-                status,
-                retry_after,
-            });
+        if response.status() != StatusCode::OK {
+            return Err(status_error(&response));
         }
         let total = response.content_length();
         let mut writer = self.store.create(digest).await?;
@@ -229,10 +226,24 @@ impl Downloads {
         download
             .state
             .send_replace(State::Receiving { total, written: 0 });
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| FetchError::Body(crate::error_chain(&e.without_url())))?;
+        let mut body = response.bytes_stream().boxed();
+        let mut resumes = 0;
+        loop {
+            let chunk = match body.next().await {
+                None => break,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    let reason = crate::error_chain(&e.without_url());
+                    let written = writer.written();
+                    if total.is_none() || resumes >= MAX_RESUMES {
+                        return Err(FetchError::Body(reason));
+                    }
+                    resumes += 1;
+                    tracing::info!(target: "airlock::fetch", %digest, written, %reason, "upstream connection broke; resuming with Range");
+                    body = resume(&request, written).await?;
+                    continue;
+                }
+            };
             writer.write(&chunk).await?;
             self.stats
                 .bytes_fetched
@@ -255,8 +266,50 @@ impl Downloads {
                 });
             }
         }
-        Ok(writer.commit().await?)
+        let size = writer.commit().await?;
+        self.index.record_blob(digest, size).await?;
+        Ok(size)
     }
+}
+
+fn status_error(response: &reqwest::Response) -> FetchError {
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    FetchError::Status {
+        status: response.status(),
+        retry_after,
+    }
+}
+
+type ByteStream = futures_util::stream::BoxStream<'static, Result<Bytes, reqwest::Error>>;
+
+/// Asks for the rest of the blob from `offset`; only a matching 206 continues the download.
+async fn resume(request: &RequestFn, offset: u64) -> Result<ByteStream, FetchError> {
+    let response = request(Some(offset))
+        .await
+        .map_err(|e| FetchError::Upstream(Arc::new(e)))?;
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Err(FetchError::Body(format!(
+            "upstream answered {} to a resume from byte {offset}; starting over on the next request",
+            response.status()
+        )));
+    }
+    let starts_at = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    if starts_at != Some(offset) {
+        return Err(FetchError::Body(format!(
+            "upstream resumed at {starts_at:?}, not at byte {offset}"
+        )));
+    }
+    Ok(response.bytes_stream().boxed())
 }
 
 /// Follows one download for one reader.

@@ -1,0 +1,183 @@
+//! `/metrics` in Prometheus text format: requests by route and status, cache results,
+//! bytes served from cache and fetched upstream, upstream errors by proxy, downloads in
+//! flight, store size and evictions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use airlock_registry::{CacheOutcome, Registry, ServedBy, UpstreamFailure};
+
+/// Counters the request path and the maintenance task update.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    cache: Mutex<BTreeMap<&'static str, u64>>,
+    upstream_errors: Mutex<BTreeMap<String, u64>>,
+    served_from_cache: AtomicU64,
+    pub evicted_blobs: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+}
+
+/// The route label of a path: a small fixed set, never the raw path.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/v2" | "/v2/" => "v2_base",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        "/ca.crt" => "ca",
+        "/" => "status",
+        p if p.starts_with("/api/") => "harbor_api",
+        p if p.starts_with("/v2/") && p.contains("/manifests/") => "manifest",
+        p if p.starts_with("/v2/") && p.contains("/blobs/") => "blob",
+        p if p.starts_with("/v2/") && p.ends_with("/tags/list") => "tags",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    pub(crate) fn record(
+        &self,
+        path: &str,
+        status: u16,
+        served: Option<&ServedBy>,
+        failure: Option<&UpstreamFailure>,
+        bytes: Option<u64>,
+    ) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((route_of(path), status))
+            .or_default() += 1;
+        if let Some(served) = served {
+            *self
+                .cache
+                .lock()
+                .expect("metrics lock")
+                .entry(served.cache.as_str())
+                .or_default() += 1;
+            if matches!(
+                served.cache,
+                CacheOutcome::Hit | CacheOutcome::Revalidated | CacheOutcome::Stale
+            ) {
+                self.served_from_cache
+                    .fetch_add(bytes.unwrap_or(0), Ordering::Relaxed);
+            }
+        }
+        if let Some(failure) = failure {
+            *self
+                .upstream_errors
+                .lock()
+                .expect("metrics lock")
+                .entry(failure.proxy.clone())
+                .or_default() += 1;
+        }
+    }
+
+    pub(crate) fn render(&self, registry: &Registry) -> String {
+        let mut out = String::new();
+        let mut section = |name: &str, kind: &str, help: &str, lines: Vec<String>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for line in lines {
+                let _ = writeln!(out, "{name}{line}");
+            }
+        };
+        section(
+            "airlock_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+            self.requests
+                .lock()
+                .expect("metrics lock")
+                .iter()
+                .map(|((route, status), n)| {
+                    format!("{{route=\"{route}\",status=\"{status}\"}} {n}")
+                })
+                .collect(),
+        );
+        section(
+            "airlock_cache_requests_total",
+            "counter",
+            "Registry responses by cache result (hit, miss, revalidated, stale, pass).",
+            self.cache
+                .lock()
+                .expect("metrics lock")
+                .iter()
+                .map(|(r, n)| format!("{{result=\"{r}\"}} {n}"))
+                .collect(),
+        );
+        section(
+            "airlock_cache_served_bytes_total",
+            "counter",
+            "Bytes of responses served from the cache.",
+            vec![format!(
+                " {}",
+                self.served_from_cache.load(Ordering::Relaxed)
+            )],
+        );
+        let stats = registry.downloads().stats();
+        section(
+            "airlock_upstream_fetched_bytes_total",
+            "counter",
+            "Blob bytes received from upstreams.",
+            vec![format!(" {}", stats.bytes_fetched.load(Ordering::Relaxed))],
+        );
+        section(
+            "airlock_upstream_downloads_total",
+            "counter",
+            "Blob downloads started, joined by a concurrent request, or failed.",
+            vec![
+                format!(
+                    "{{result=\"started\"}} {}",
+                    stats.started.load(Ordering::Relaxed)
+                ),
+                format!(
+                    "{{result=\"joined\"}} {}",
+                    stats.joined.load(Ordering::Relaxed)
+                ),
+                format!(
+                    "{{result=\"failed\"}} {}",
+                    stats.failed.load(Ordering::Relaxed)
+                ),
+            ],
+        );
+        section(
+            "airlock_upstream_errors_total",
+            "counter",
+            "Requests that failed because an upstream failed, by proxy.",
+            self.upstream_errors
+                .lock()
+                .expect("metrics lock")
+                .iter()
+                .map(|(p, n)| format!("{{proxy=\"{p}\"}} {n}"))
+                .collect(),
+        );
+        section(
+            "airlock_downloads_in_flight",
+            "gauge",
+            "Blob downloads under way.",
+            vec![format!(" {}", registry.downloads().in_flight())],
+        );
+        section(
+            "airlock_store_bytes",
+            "gauge",
+            "Bytes held in the store.",
+            vec![format!(" {}", registry.index().total_size())],
+        );
+        section(
+            "airlock_evicted_blobs_total",
+            "counter",
+            "Blobs removed by eviction.",
+            vec![format!(" {}", self.evicted_blobs.load(Ordering::Relaxed))],
+        );
+        section(
+            "airlock_evicted_bytes_total",
+            "counter",
+            "Bytes removed by eviction.",
+            vec![format!(" {}", self.evicted_bytes.load(Ordering::Relaxed))],
+        );
+        out
+    }
+}

@@ -1,0 +1,211 @@
+//! The cache's behaviour under failure and operation: resume after a dropped connection
+//! with a token that expired meanwhile, offline proxies, pins checked at startup, metrics.
+
+// Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+#![allow(clippy::unnecessary_debug_formatting)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airlock_config::Config;
+use airlock_gateway::Gateway;
+use airlock_testkit::{AuthMode, FakeRegistry, Fault, Image};
+use airlock_types::Digest;
+
+/// Starts a gateway that runs until the test ends.
+async fn start(dir: &std::path::Path, text: &str) -> SocketAddr {
+    let (addr, stop) = start_stoppable(dir, text).await;
+    std::mem::forget(stop);
+    addr
+}
+
+/// Starts a gateway; it stops when the returned sender is dropped.
+async fn start_stoppable(
+    dir: &std::path::Path,
+    text: &str,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{text}",
+        dir.join("data")
+    );
+    let config = Config::from_toml_str(&text, "test").expect("test config is valid");
+    // A previous gateway on the same data_dir may still be letting go of the index.
+    let mut attempts = 0;
+    let gateway = loop {
+        match Gateway::bind(config.clone()).await {
+            Ok(gateway) => break gateway,
+            Err(_) if attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("gateway binds: {e}"),
+        }
+    };
+    let addr = gateway.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+fn proxy(upstream: &str, extra: &str) -> String {
+    format!(
+        "[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{upstream}\"\nhost = \"docker.io\"\n{extra}\n"
+    )
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    client.get(url).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn dropped_connection_resumes_with_range_and_a_fresh_token() {
+    let upstream = FakeRegistry::start(AuthMode::Token).await;
+    let image = Image::random(&[3 << 20]);
+    upstream.push_image("library/big", "1", &image);
+    let digest = Digest::of(&image.layers[0]);
+    upstream.fault(
+        &format!("/blobs/{digest}"),
+        Fault::TruncateOnce {
+            keep: 1 << 20,
+            expire_tokens: true,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &proxy(&upstream.url(), "")).await;
+    let response = get(&format!("http://{addr}/v2/hub/library/big/blobs/{digest}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        Digest::of(&response.bytes().await.unwrap()),
+        digest,
+        "every byte, in order"
+    );
+    // 401 (no token yet), the broken GET, 401 (token expired meanwhile), the resume.
+    assert_eq!(
+        upstream.count("GET", &format!("/v2/library/big/blobs/{digest}")),
+        4
+    );
+    assert_eq!(
+        upstream.tokens_issued(),
+        2,
+        "the expired token was replaced"
+    );
+}
+
+#[tokio::test]
+async fn offline_proxy_never_contacts_the_upstream() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[100]);
+    upstream.push_image("library/app", "1", &image);
+    let dir = tempfile::tempdir().unwrap();
+    let (online, stop) = start_stoppable(dir.path(), &proxy(&upstream.url(), "")).await;
+    assert_eq!(
+        get(&format!("http://{online}/v2/hub/library/app/manifests/1"))
+            .await
+            .status(),
+        200
+    );
+    let before = upstream.total_requests();
+    drop(stop);
+
+    let offline = start(
+        dir.path(),
+        &proxy(&upstream.url(), "offline = true\ntag_ttl = \"0s\""),
+    )
+    .await;
+    let hit = get(&format!("http://{offline}/v2/hub/library/app/manifests/1")).await;
+    assert_eq!(hit.status(), 200);
+    assert_eq!(
+        hit.headers()["x-airlock-cache"],
+        "hit",
+        "an offline proxy does not revalidate"
+    );
+    let miss = get(&format!(
+        "http://{offline}/v2/hub/library/app/blobs/{}",
+        Digest::of(&image.layers[0])
+    ))
+    .await;
+    assert_eq!(miss.status(), 404);
+    let body: serde_json::Value = miss.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "BLOB_UNKNOWN");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("offline")
+    );
+    assert_eq!(
+        upstream.total_requests(),
+        before,
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn pins_naming_no_proxy_stop_startup_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n[cache]\npin = [\"quay.io/org/app:1\"]\n{}",
+        dir.path(),
+        proxy("http://127.0.0.1:9", "")
+    );
+    let config = Config::from_toml_str(&text, "test").unwrap();
+    let error = Gateway::bind(config).await.unwrap_err().to_string();
+    assert!(
+        error.contains("quay.io/org/app:1") && error.contains("no proxy"),
+        "{error}"
+    );
+    let good = text.replace("quay.io/org/app:1", "docker.io/library/postgres:15");
+    assert!(
+        Gateway::bind(Config::from_toml_str(&good, "test").unwrap())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_cache_results_and_upstream_errors() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[1000]);
+    upstream.push_image("library/m", "1", &image);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &proxy(&upstream.url(), "")).await;
+    let blob = format!(
+        "http://{addr}/v2/hub/library/m/blobs/{}",
+        Digest::of(&image.layers[0])
+    );
+    get(&blob).await.bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    get(&blob).await.bytes().await.unwrap();
+    upstream.fault("/manifests/broken", Fault::Status(503));
+    get(&format!("http://{addr}/v2/hub/library/m/manifests/broken")).await;
+    let metrics = get(&format!("http://{addr}/metrics"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "airlock_http_requests_total{route=\"blob\",status=\"200\"} 2",
+        "airlock_http_requests_total{route=\"manifest\",status=\"502\"} 1",
+        "airlock_cache_requests_total{result=\"hit\"} 1",
+        "airlock_cache_requests_total{result=\"miss\"} 1",
+        "airlock_cache_served_bytes_total 1000",
+        "airlock_upstream_fetched_bytes_total 1000",
+        "airlock_upstream_downloads_total{result=\"started\"} 1",
+        "airlock_upstream_errors_total{proxy=\"hub\"} 1",
+        "airlock_downloads_in_flight 0",
+        "airlock_store_bytes 1000",
+        "# TYPE airlock_evicted_blobs_total counter",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
+}
