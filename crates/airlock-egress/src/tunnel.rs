@@ -1,6 +1,6 @@
 //! Tunnels: relaying bytes both ways once a request is allowed.
 //!
-//! Each direction is its own copy loop so that end-of-stream is propagated as a half-close
+//! Each direction is its own loop so that end-of-stream is propagated as a half-close
 //! (`shutdown(Write)` on the other socket) while the opposite direction keeps flowing. The
 //! tunnel ends when both directions have finished, on the first error, when no byte has
 //! moved for the idle timeout, at the maximum lifetime, or when the server shuts down;
@@ -10,9 +10,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
@@ -62,8 +61,8 @@ impl Activity {
 /// Relay between `client` and `upstream` until the tunnel ends. `shutdown` turning true
 /// closes the tunnel.
 pub async fn relay(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
+    client: TcpStream,
+    upstream: TcpStream,
     limits: TunnelLimits,
     metrics: &EgressMetrics,
     mut shutdown: watch::Receiver<bool>,
@@ -75,11 +74,9 @@ pub async fn relay(
     };
     let up_bytes = AtomicU64::new(0);
     let down_bytes = AtomicU64::new(0);
-    let (client_r, client_w) = client.split();
-    let (upstream_r, upstream_w) = upstream.split();
-    let up = pump(
-        client_r,
-        upstream_w,
+    let up = pump::<Chan>(
+        &client,
+        &upstream,
         Side::Client,
         &up_bytes,
         &activity,
@@ -87,9 +84,9 @@ pub async fn relay(
             metrics.add_up(n);
         },
     );
-    let down = pump(
-        upstream_r,
-        client_w,
+    let down = pump::<Chan>(
+        &upstream,
+        &client,
         Side::Upstream,
         &down_bytes,
         &activity,
@@ -146,15 +143,15 @@ fn error_close(side: Side) -> CloseReason {
     }
 }
 
-/// Copy one direction; on end-of-stream, half-close the writer. The error names the socket
+/// Move one direction; on end-of-stream, half-close the writer. The error names the socket
 /// that failed (`from` is the reading side).
 ///
-/// The buffer exists only while data is flowing: it is allocated when the socket becomes
-/// readable and released once it is drained, so a thousand idle tunnels cost sockets and
-/// task state, not a thousand pairs of 64 KiB buffers.
-async fn pump(
-    reader: ReadHalf<'_>,
-    mut writer: WriteHalf<'_>,
+/// The channel (a kernel pipe, or a buffer) exists only while data is flowing: it is made
+/// when the socket becomes readable and dropped once the socket is drained, so a thousand
+/// idle tunnels cost sockets and task state, not a thousand pairs of buffers.
+async fn pump<C: Channel>(
+    reader: &TcpStream,
+    writer: &TcpStream,
     from: Side,
     count: &AtomicU64,
     activity: &Activity,
@@ -166,24 +163,115 @@ async fn pump(
     };
     loop {
         reader.readable().await.map_err(|_| from)?;
-        let mut buf = Vec::with_capacity(BUFFER);
+        let mut channel = C::open().map_err(|_| from)?;
         loop {
-            buf.clear();
-            let n = match reader.try_read_buf(&mut buf) {
+            let n = match reader.try_io(Interest::READABLE, || channel.fill(reader)) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return Err(from),
             };
             if n == 0 {
                 // The peer may already be gone; the other direction will report that.
-                let _ = writer.shutdown().await;
+                let _ = socket2::SockRef::from(writer).shutdown(std::net::Shutdown::Write);
                 return Ok(());
             }
-            writer.write_all(&buf).await.map_err(|_| to)?;
+            let mut left = n;
+            while left > 0 {
+                writer.writable().await.map_err(|_| to)?;
+                match writer.try_io(Interest::WRITABLE, || channel.drain(writer, left)) {
+                    Ok(m) => left -= m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Err(to),
+                }
+            }
             count.fetch_add(n as u64, Ordering::Relaxed);
             on_bytes(n as u64);
             activity.touch();
         }
+    }
+}
+
+/// Where bytes wait between the two sockets. `fill` reads once from the socket; `drain`
+/// writes up to `len` of what is held. Both are non-blocking and report `WouldBlock`.
+trait Channel: Sized {
+    fn open() -> io::Result<Self>;
+    fn fill(&mut self, from: &TcpStream) -> io::Result<usize>;
+    fn drain(&mut self, to: &TcpStream, len: usize) -> io::Result<usize>;
+}
+
+/// Linux: `splice(2)` through a pipe, so the bytes never enter user space.
+#[cfg(target_os = "linux")]
+type Chan = PipeChannel;
+#[cfg(not(target_os = "linux"))]
+type Chan = BufferChannel;
+
+#[cfg(target_os = "linux")]
+struct PipeChannel {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+impl Channel for PipeChannel {
+    fn open() -> io::Result<Self> {
+        use rustix::pipe::{PipeFlags, pipe_with};
+        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        Ok(Self { read, write })
+    }
+
+    fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
+        use rustix::pipe::{SpliceFlags, splice};
+        Ok(splice(
+            from,
+            None,
+            &self.write,
+            None,
+            BUFFER,
+            SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+        )?)
+    }
+
+    fn drain(&mut self, to: &TcpStream, len: usize) -> io::Result<usize> {
+        use rustix::pipe::{SpliceFlags, splice};
+        Ok(splice(
+            &self.read,
+            None,
+            to,
+            None,
+            len,
+            SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+        )?)
+    }
+}
+
+/// Portable: a user-space buffer.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+struct BufferChannel {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Channel for BufferChannel {
+    fn open() -> io::Result<Self> {
+        Ok(Self {
+            buf: vec![0; BUFFER],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
+        let n = from.try_read(&mut self.buf)?;
+        (self.start, self.end) = (0, n);
+        Ok(n)
+    }
+
+    fn drain(&mut self, to: &TcpStream, len: usize) -> io::Result<usize> {
+        let end = self.end.min(self.start + len);
+        let n = to.try_write(&self.buf[self.start..end])?;
+        self.start += n;
+        Ok(n)
     }
 }
 
@@ -195,5 +283,63 @@ async fn idle_expiry(activity: &Activity, idle: Duration) {
             return;
         }
         sleep_until(expires).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// Both channel kinds move every byte in order and pass end-of-stream on as a FIN.
+    async fn moves_bytes_and_eof<C: Channel>() {
+        let (mut source, from) = pair().await;
+        let (to, mut sink) = pair().await;
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let activity = Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        };
+        let count = AtomicU64::new(0);
+        let sender = {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                source.write_all(&payload).await.unwrap();
+                source.shutdown().await.unwrap();
+                source
+            })
+        };
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            sink.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        pump::<C>(&from, &to, Side::Client, &count, &activity, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(count.load(Ordering::Relaxed), payload.len() as u64);
+        assert_eq!(reader.await.unwrap(), payload);
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn buffer_channel_relays() {
+        moves_bytes_and_eof::<BufferChannel>().await;
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pipe_channel_relays() {
+        moves_bytes_and_eof::<PipeChannel>().await;
     }
 }
