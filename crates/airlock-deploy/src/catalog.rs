@@ -140,3 +140,35 @@ pub const ACME_DOMAINS: &[&str] = &["acme-v02.api.letsencrypt.org"];
 
 /// `k3s_selinux_channel` values rpm.rancher.io publishes.
 pub const SELINUX_CHANNELS: &[&str] = &["stable", "latest", "testing"];
+
+/// Variables airlock reads (besides `harbor_<key>_proxy_project` for each registry); a name
+/// one or two typos away from one of these is probably meant to be it.
+pub const KNOWN_VARS: &[&str] = &[
+    "air_gapped",
+    "staging_k3s_token",
+    "external_url",
+    "harbor_subdomain",
+    "harbor_storage_size",
+    "tls_cert_path",
+    "tls_key_path",
+    "tls_mode",
+    "acmedns_host",
+    "squid_extra_allowed_domains",
+    "squid_port",
+    "keycloak_microsoft_client_id",
+    "keycloak_gh_client_id",
+    "k3s_version",
+    "k3s_artifact_download_timeout",
+    "k3s_selinux_enabled",
+    "k3s_selinux_channel",
+    "k3s_selinux_rpm_site",
+    "package_proxy_mode",
+    "airlock_data_dir",
+    "airlock_cache_max_size",
+    "airlock_ca_file",
+    "registry_insecure_skip_verify",
+    "ansible_host",
+    "ansible_user",
+    "ansible_port",
+    "ansible_connection",
+];

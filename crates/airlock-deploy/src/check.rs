@@ -38,6 +38,7 @@ pub fn check(inventory: &Inventory, secret: Option<&VaultSecret>) -> Report {
     let vault = check_vault(inventory, secret);
     diagnostics.extend(vault.diagnostics);
     diagnostics.extend(placeholders(inventory));
+    diagnostics.extend(near_misses(inventory));
     let (site, site_diags) = Site::read(inventory, secret);
     diagnostics.extend(
         site_diags
@@ -188,6 +189,60 @@ fn placeholders(inventory: &Inventory) -> Vec<Diagnostic> {
     out
 }
 
+/// Edit distance (insertions, deletions, substitutions, adjacent swaps), for typo hints.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+fn near_misses(inventory: &Inventory) -> Vec<Diagnostic> {
+    let projects: Vec<String> = crate::catalog::REGISTRIES
+        .iter()
+        .map(|r| format!("harbor_{}_proxy_project", r.key))
+        .collect();
+    let known: Vec<&str> = crate::catalog::KNOWN_VARS
+        .iter()
+        .copied()
+        .chain(projects.iter().map(String::as_str))
+        .collect();
+    let mut out = Vec::new();
+    for var in inventory.all_vars() {
+        if var.name.len() < 6 || known.contains(&var.name.as_str()) {
+            continue;
+        }
+        if let Some(meant) = known.iter().find(|k| distance(&var.name, k) <= 2) {
+            out.push(Diagnostic::warning(
+                &inventory.file,
+                var.mark.line,
+                format!(
+                    "`{}` is not a variable airlock reads; did you mean `{meant}`?",
+                    var.name
+                ),
+                format!("rename it to `{meant}`, or ignore this if another tool reads it"),
+            ));
+        }
+    }
+    out
+}
+
 /// A human summary of the site an inventory describes.
 pub fn summary(report: &Report) -> String {
     let site = &report.site;
@@ -284,4 +339,15 @@ pub fn summary(report: &Report) -> String {
         report.vault_values, report.vault_decrypted
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn distances() {
+        assert_eq!(super::distance("air_gapped", "air_gapped"), 0);
+        assert_eq!(super::distance("air_gaped", "air_gapped"), 1);
+        assert_eq!(super::distance("sqiud_port", "squid_port"), 1);
+        assert_eq!(super::distance("", "abc"), 3);
+    }
 }

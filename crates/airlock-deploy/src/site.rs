@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use crate::catalog::{self, PackageEntry};
+use crate::catalog;
 use crate::inventory::{Diagnostic, HostVars, Inventory, Var, VarError};
 use crate::vault::VaultSecret;
 
@@ -34,7 +34,7 @@ pub struct Site {
     pub cert_manager: bool,
     pub mirrors: Vec<Mirror>,
     pub package_proxy_mode: PackageProxyMode,
-    pub packages: Vec<PackageEntry>,
+    pub packages: Vec<PackageProxy>,
     pub identity_providers: Vec<&'static str>,
     pub egress: Egress,
     pub k3s: K3s,
@@ -99,6 +99,18 @@ pub struct K3s {
     pub version: Option<String>,
     pub selinux: bool,
     pub selinux_channel: String,
+    /// Where the `SELinux` RPMs come from (`k3s_selinux_rpm_site`).
+    pub selinux_rpm_site: String,
+    /// Seconds to wait for each K3s artifact download.
+    pub artifact_download_timeout: Option<u64>,
+}
+
+/// A package repository the gateway proxies at `/repository/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageProxy {
+    pub name: &'static str,
+    pub format: &'static str,
+    pub upstream: String,
 }
 
 impl Site {
@@ -430,13 +442,24 @@ impl<'a> Reader<'a> {
         let cert_manager = self.tls_mode_is_cert_manager();
         let mirrors = self.mirrors();
         let package_proxy_mode = self.package_proxy_mode();
+        let (identity_providers, egress) = self.egress(cert_manager);
+        let k3s = self.k3s();
         let packages = if package_proxy_mode == PackageProxyMode::Gateway {
-            catalog::PACKAGES.to_vec()
+            catalog::PACKAGES
+                .iter()
+                .map(|p| PackageProxy {
+                    name: p.name,
+                    format: p.format,
+                    upstream: if p.name == "rancher-k3s" {
+                        format!("https://{}/", k3s.selinux_rpm_site)
+                    } else {
+                        p.upstream.to_owned()
+                    },
+                })
+                .collect()
         } else {
             Vec::new()
         };
-        let (identity_providers, egress) = self.egress(cert_manager);
-        let k3s = self.k3s();
         Site {
             inventory: self.inventory.file.clone(),
             air_gapped,
@@ -786,7 +809,48 @@ impl<'a> Reader<'a> {
     fn k3s(&mut self) -> K3s {
         let version = self
             .text(Scope::ClusterThenStaging, "k3s_version")
-            .map(|(v, _)| v);
+            .and_then(|(v, line)| {
+                let v = v.trim().to_owned();
+                if is_k3s_version(&v) {
+                    Some(v)
+                } else {
+                    self.error(
+                        line,
+                        format!("`k3s_version` `{v}` is not a K3s release name"),
+                        "write it as GitHub names K3s releases, e.g. `v1.31.4+k3s1`",
+                    );
+                    None
+                }
+            });
+        let selinux_rpm_site = match self.text(Scope::ClusterThenStaging, "k3s_selinux_rpm_site") {
+            Some((site, line)) => {
+                let host = host_of_url(&site);
+                if is_hostname(&host) {
+                    host
+                } else {
+                    self.error(
+                        line,
+                        format!("`k3s_selinux_rpm_site` `{site}` is not a host name"),
+                        "write e.g. `rpm.rancher.io` (or `rpm-testing.rancher.io`)",
+                    );
+                    "rpm.rancher.io".to_owned()
+                }
+            }
+            None => "rpm.rancher.io".to_owned(),
+        };
+        let artifact_download_timeout = self
+            .text(Scope::ClusterThenStaging, "k3s_artifact_download_timeout")
+            .and_then(|(t, line)| match t.trim().parse::<u64>() {
+                Ok(seconds) if seconds > 0 => Some(seconds),
+                _ => {
+                    self.error(
+                        line,
+                        format!("`k3s_artifact_download_timeout` must be a number of seconds, found `{t}`"),
+                        "write e.g. `k3s_artifact_download_timeout: 600`",
+                    );
+                    None
+                }
+            });
         let selinux = self.flag(Scope::ClusterThenStaging, "k3s_selinux_enabled", false);
         let selinux_channel = match self.text(Scope::ClusterThenStaging, "k3s_selinux_channel") {
             Some((channel, line)) => {
@@ -808,6 +872,8 @@ impl<'a> Reader<'a> {
             version,
             selinux,
             selinux_channel,
+            selinux_rpm_site,
+            artifact_download_timeout,
         }
     }
 }
@@ -822,6 +888,23 @@ pub fn host_of_url(url: &str) -> String {
         _ => host,
     };
     host.to_ascii_lowercase()
+}
+
+/// `v1.31.4+k3s1` or `v1.32.0-rc1+k3s1`: how K3s names its releases.
+fn is_k3s_version(v: &str) -> bool {
+    let Some((semver, build)) = v.strip_prefix('v').and_then(|r| r.split_once("+k3s")) else {
+        return false;
+    };
+    let core = semver
+        .split_once('-')
+        .map_or(semver, |(core, pre)| if pre.is_empty() { "" } else { core });
+    let numbers: Vec<&str> = core.split('.').collect();
+    numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && !build.is_empty()
+        && build.chars().all(|c| c.is_ascii_digit())
 }
 
 /// A DNS name (or IPv4 address): dot-separated labels of letters, digits and inner `-`.
@@ -897,6 +980,21 @@ mod tests {
         assert!(!is_hostname("a..b"));
         assert!(!is_hostname("a_b.example"));
         assert!(!is_hostname("*.example.com"));
+    }
+
+    #[test]
+    fn k3s_versions() {
+        assert!(is_k3s_version("v1.31.4+k3s1"));
+        assert!(is_k3s_version("v1.32.0-rc1+k3s2"));
+        for bad in [
+            "1.31.4+k3s1",
+            "v1.31+k3s1",
+            "v1.31.4",
+            "v1.31.4+k3s",
+            "latest",
+        ] {
+            assert!(!is_k3s_version(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -430,3 +430,53 @@ fn a_wholly_encrypted_inventory_is_read_with_the_password() {
         .to_string();
     assert!(err.contains("wrong vault password"), "{err}");
 }
+
+#[test]
+fn likely_typos_of_known_variables_are_flagged() {
+    let text = common::site(
+        "    sqiud_port: 3128\n    harbor_dir: /scout/harbor\n",
+        "    air_gaped: true\n",
+    );
+    let report = check(&common::parse(&text), None);
+    let hints: Vec<(usize, &str)> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("did you mean"))
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        hints,
+        [
+            (
+                line_of(&text, "sqiud_port"),
+                "`sqiud_port` is not a variable airlock reads; did you mean `squid_port`?"
+            ),
+            (
+                line_of(&text, "air_gaped"),
+                "`air_gaped` is not a variable airlock reads; did you mean `air_gapped`?"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn k3s_settings_reach_the_site() {
+    let text = common::site(
+        "    package_proxy_mode: airlock\n",
+        "    k3s_selinux_rpm_site: rpm-testing.rancher.io\n    k3s_artifact_download_timeout: 900\n    k3s_selinux_enabled: yes\n    k3s_selinux_channel: latest\n",
+    );
+    let report = check(&common::parse(&text), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let k3s = &report.site.k3s;
+    assert_eq!(k3s.version.as_deref(), Some("v1.31.4+k3s1"));
+    assert!(k3s.selinux);
+    assert_eq!(k3s.selinux_channel, "latest");
+    assert_eq!(k3s.artifact_download_timeout, Some(900));
+    let rancher = report
+        .site
+        .packages
+        .iter()
+        .find(|p| p.name == "rancher-k3s")
+        .unwrap();
+    assert_eq!(rancher.upstream, "https://rpm-testing.rancher.io/");
+}

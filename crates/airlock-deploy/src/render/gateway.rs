@@ -90,7 +90,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> String {
     proxies.extend(site.packages.iter().map(|p| Proxy {
         name: p.name,
         format: p.format,
-        upstream: p.upstream,
+        upstream: &p.upstream,
         host: None,
     }));
     let config = Config {
