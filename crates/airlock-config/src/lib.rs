@@ -44,6 +44,9 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<ProxyConfig>,
+    /// The CONNECT egress proxy; absent means it does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<airlock_egress::EgressConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -290,6 +293,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(egress) = &self.egress {
+            egress.resolve().map_err(|e| format!("[egress] {e}"))?;
         }
         if let Some(default) = &self.server.default_proxy {
             match self.proxy(default) {

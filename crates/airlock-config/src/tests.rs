@@ -149,3 +149,18 @@ fn pins_and_offline() {
     assert!(err("[cache]\npin = [\"postgres\"]").contains("[cache] pin"));
     assert!(err("[cache]\npin = [\"library/postgres\"]").contains("[cache] pin"));
 }
+
+#[test]
+fn egress_section_is_checked_at_load() {
+    let config = Config::embedded_default();
+    let egress = config.egress.as_ref().expect("the default runs the egress proxy");
+    assert_eq!(egress.listen.port(), 3128);
+    assert!(egress.allow.is_empty());
+    let ok = parse("[egress]\nlisten = \"127.0.0.1:3128\"\nallow = [\"login.microsoftonline.com\", \"*.github.com\"]").unwrap();
+    assert_eq!(ok.egress.unwrap().ports, vec![443]);
+    for bad in ["*.com", "https://x.example", "x.example:443", ".x.example"] {
+        let message = err(&format!("[egress]\nallow = [\"{bad}\"]"));
+        assert!(message.contains("[egress]"), "{bad}: {message}");
+    }
+    assert!(err("[egress]\nlisten_on = \"x\"").contains("unknown field"));
+}

@@ -37,6 +37,8 @@ pub enum GatewayError {
         "[[proxy]] {name}: format {format} is not served by this version of airlock yet; remove it or use an oci proxy"
     )]
     UnsupportedFormat { name: String, format: &'static str },
+    #[error("[egress] {0}")]
+    Egress(airlock_egress::EgressConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +53,7 @@ pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub ca_pem: Option<String>,
     pub metrics: metrics::Metrics,
+    pub egress: Option<Arc<airlock_egress::EgressPolicy>>,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -84,12 +87,17 @@ pub(crate) async fn build(
     let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
+    let egress = match &config.egress {
+        Some(egress) => Some(Arc::new(egress.resolve().map_err(GatewayError::Egress)?)),
+        None => None,
+    };
     Ok((
         Arc::new(AppState {
             config,
             registry,
             ca_pem,
             metrics: metrics::Metrics::default(),
+            egress,
         }),
         tls,
     ))

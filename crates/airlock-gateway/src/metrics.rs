@@ -20,6 +20,14 @@ pub(crate) struct Metrics {
     pub evicted_bytes: AtomicU64,
 }
 
+/// Writes one metric family: help, type and sample lines (suffixes after the name).
+fn section(out: &mut String, name: &str, kind: &str, help: &str, lines: Vec<String>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for line in lines {
+        let _ = writeln!(out, "{name}{line}");
+    }
+}
+
 /// The route label of a path: a small fixed set, never the raw path.
 fn route_of(path: &str) -> &'static str {
     match path {
@@ -76,15 +84,14 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn render(&self, registry: &Registry) -> String {
+    pub(crate) fn render(
+        &self,
+        registry: &Registry,
+        egress: Option<&std::sync::Arc<airlock_egress::EgressPolicy>>,
+    ) -> String {
         let mut out = String::new();
-        let mut section = |name: &str, kind: &str, help: &str, lines: Vec<String>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for line in lines {
-                let _ = writeln!(out, "{name}{line}");
-            }
-        };
         section(
+            &mut out,
             "airlock_http_requests_total",
             "counter",
             "HTTP requests by route and status.",
@@ -98,6 +105,7 @@ impl Metrics {
                 .collect(),
         );
         section(
+            &mut out,
             "airlock_cache_requests_total",
             "counter",
             "Registry responses by cache result (hit, miss, revalidated, stale, pass).",
@@ -109,6 +117,7 @@ impl Metrics {
                 .collect(),
         );
         section(
+            &mut out,
             "airlock_cache_served_bytes_total",
             "counter",
             "Bytes of responses served from the cache.",
@@ -119,12 +128,14 @@ impl Metrics {
         );
         let stats = registry.downloads().stats();
         section(
+            &mut out,
             "airlock_upstream_fetched_bytes_total",
             "counter",
             "Blob bytes received from upstreams.",
             vec![format!(" {}", stats.bytes_fetched.load(Ordering::Relaxed))],
         );
         section(
+            &mut out,
             "airlock_upstream_downloads_total",
             "counter",
             "Blob downloads started, joined by a concurrent request, or failed.",
@@ -144,6 +155,7 @@ impl Metrics {
             ],
         );
         section(
+            &mut out,
             "airlock_upstream_errors_total",
             "counter",
             "Requests that failed because an upstream failed, by proxy.",
@@ -155,29 +167,36 @@ impl Metrics {
                 .collect(),
         );
         section(
+            &mut out,
             "airlock_downloads_in_flight",
             "gauge",
             "Blob downloads under way.",
             vec![format!(" {}", registry.downloads().in_flight())],
         );
         section(
+            &mut out,
             "airlock_store_bytes",
             "gauge",
             "Bytes held in the store.",
             vec![format!(" {}", registry.index().total_size())],
         );
         section(
+            &mut out,
             "airlock_evicted_blobs_total",
             "counter",
             "Blobs removed by eviction.",
             vec![format!(" {}", self.evicted_blobs.load(Ordering::Relaxed))],
         );
         section(
+            &mut out,
             "airlock_evicted_bytes_total",
             "counter",
             "Bytes removed by eviction.",
             vec![format!(" {}", self.evicted_bytes.load(Ordering::Relaxed))],
         );
+        if let Some(egress) = egress {
+            egress.metrics().write_prometheus(&mut out);
+        }
         out
     }
 }

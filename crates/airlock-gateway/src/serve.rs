@@ -21,6 +21,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A bound, ready-to-serve gateway.
 pub struct Gateway {
     listener: TcpListener,
+    egress_listener: Option<TcpListener>,
     app: axum::Router,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
@@ -43,13 +44,32 @@ impl Gateway {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
+        let egress_listener = match &state.egress {
+            Some(policy) => {
+                let addr = policy.listen();
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| GatewayError::Bind { addr, source })?,
+                )
+            }
+            None => None,
+        };
         let app = routes::router(state.clone());
         Ok(Self {
             listener,
+            egress_listener,
             app,
             tls: tls.map(|t| TlsAcceptor::from(t.server_config)),
             state,
         })
+    }
+
+    /// Where the egress proxy listens, when it runs.
+    pub fn egress_addr(&self) -> Option<SocketAddr> {
+        self.egress_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -79,6 +99,20 @@ impl Gateway {
             "gateway listening"
         );
         let upkeep = tokio::spawn(crate::maintenance::run(self.state.clone()));
+        let (stop_egress, egress_stopped) = tokio::sync::watch::channel(false);
+        let egress = match (self.egress_listener, self.state.egress.clone()) {
+            (Some(listener), Some(policy)) => {
+                let mut stopped = egress_stopped;
+                Some(tokio::spawn(airlock_egress::serve(
+                    policy,
+                    listener,
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                )))
+            }
+            _ => None,
+        };
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -140,6 +174,7 @@ impl Gateway {
         }
         drop(self.listener);
         upkeep.abort();
+        let _ = stop_egress.send(true);
         if let Err(error) = self.state.registry.index().flush_touches().await {
             tracing::warn!(target: "airlock::gateway", %error, "could not record last-use times at shutdown");
         }
@@ -148,6 +183,17 @@ impl Gateway {
         tokio::select! {
             () = graceful.shutdown() => tracing::info!(target: "airlock::gateway", "all connections closed"),
             () = tokio::time::sleep(grace) => tracing::warn!(target: "airlock::gateway", "grace period over: closing remaining connections"),
+        }
+        if let Some(egress) = egress {
+            match egress.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "airlock::egress", %error, "egress proxy stopped with an error");
+                }
+                Err(error) => {
+                    tracing::warn!(target: "airlock::egress", %error, "egress proxy task failed");
+                }
+            }
         }
         Ok(())
     }

@@ -209,3 +209,39 @@ async fn metrics_count_requests_cache_results_and_upstream_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn egress_proxy_runs_inside_serve_and_reports_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n\
+         [egress]\nlisten = \"127.0.0.1:0\"\nallow = [\"login.example.org\"]\n",
+        dir.path()
+    );
+    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
+        .await
+        .unwrap();
+    let (http, egress) = (
+        gateway.local_addr(),
+        gateway.egress_addr().expect("egress listens"),
+    );
+    tokio::spawn(gateway.serve(std::future::pending()));
+    let mut stream = tokio::net::TcpStream::connect(egress).await.unwrap();
+    stream
+        .write_all(b"CONNECT evil.example.net:443 HTTP/1.1\r\nHost: evil.example.net:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let metrics = get(&format!("http://{http}/metrics"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("airlock_egress"),
+        "egress metrics are exported:\n{metrics}"
+    );
+}

@@ -675,3 +675,22 @@ async fn starts_and_serves_cache_with_upstream_unreachable() {
         image.layers[0]
     );
 }
+
+#[tokio::test]
+async fn concurrent_cold_tag_requests_share_one_upstream_fetch() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[10]);
+    upstream.push_image("library/popular", "1", &image);
+    let gw = start(&hub(&upstream, "")).await;
+    let url = gw.url("/v2/dockerhub-proxy/library/popular/manifests/1");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await.bytes().await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), image.manifest);
+    }
+    assert_eq!(upstream.count("GET", "/v2/library/popular/manifests/1"), 1);
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use airlock_config::{Config, Format, ProxyConfig};
 use airlock_store::{BlobStore, MetaIndex};
 use airlock_upstream::Upstream;
-use airlock_upstream::fetch::Downloads;
+use airlock_upstream::fetch::{Downloads, KeyedLocks};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -83,6 +83,7 @@ pub struct Registry {
     store: Arc<dyn BlobStore>,
     index: MetaIndex,
     downloads: Arc<Downloads>,
+    tag_locks: KeyedLocks,
 }
 
 /// Why the registry could not be built from a configuration.
@@ -134,6 +135,7 @@ impl Registry {
             store,
             index,
             downloads,
+            tag_locks: KeyedLocks::default(),
         };
         for pin in &config.cache.pin {
             registry.parse_pin(pin).map_err(|error| SetupError::Pin {

@@ -133,18 +133,23 @@ impl Registry {
             repo: resolved.repo.to_string(),
             tag: tag.to_owned(),
         };
-        let cached = match self.index.tag(&key).await.map_err(internal)? {
-            Some(record) if acceptable(accept, &record.media_type) => self
-                .cached_manifest(&record.digest)
-                .await?
-                .map(|m| (record, m)),
-            _ => None,
-        };
-        if let Some((record, manifest)) = cached {
-            let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
-            if age < proxy.config.tag_ttl.0 || proxy.config.offline {
+        if let Some((record, manifest)) = self.cached_tag(&key, accept).await? {
+            if proxy.is_fresh(&record) {
                 return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
             }
+        }
+        // One upstream conversation per tag: concurrent requests wait here, then find
+        // what the first one fetched.
+        let _turn = self
+            .tag_locks
+            .lock(&format!("{}/{}:{tag}", key.proxy, key.repo))
+            .await;
+        let cached = self.cached_tag(&key, accept).await?;
+        if let Some((record, manifest)) = cached {
+            if proxy.is_fresh(&record) {
+                return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
+            }
+            let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
             match self.revalidate(proxy, resolved, tag, accept, &record).await {
                 Revalidation::Current => {
                     let refreshed = TagRecord {
@@ -195,6 +200,21 @@ impl Registry {
         };
         self.index.set_tag(&key, &record).await.map_err(internal)?;
         Ok(respond(&manifest, head, name, CacheOutcome::Miss))
+    }
+
+    /// The cached manifest a tag points at, if the client accepts its media type.
+    async fn cached_tag(
+        &self,
+        key: &TagKey,
+        accept: &[String],
+    ) -> Result<Option<(TagRecord, Manifest)>, RegistryError> {
+        match self.index.tag(key).await.map_err(internal)? {
+            Some(record) if acceptable(accept, &record.media_type) => Ok(self
+                .cached_manifest(&record.digest)
+                .await?
+                .map(|m| (record, m))),
+            _ => Ok(None),
+        }
     }
 
     async fn revalidate(
@@ -359,6 +379,14 @@ impl Registry {
             media_type,
             bytes,
         })
+    }
+}
+
+impl OciProxy {
+    /// Whether a cached tag may be served without asking the upstream.
+    fn is_fresh(&self, record: &TagRecord) -> bool {
+        let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
+        age < self.config.tag_ttl.0 || self.config.offline
     }
 }
 

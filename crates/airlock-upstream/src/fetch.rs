@@ -389,3 +389,27 @@ impl LiveReader {
         }
     }
 }
+
+/// Takes turns per key: work on one key (a tag being fetched or revalidated) happens once
+/// at a time while other keys go on. Entries vanish when nobody holds or waits for them.
+#[derive(Debug, Default)]
+pub struct KeyedLocks {
+    locks: Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().expect("keyed locks");
+            locks.retain(|_, weak| weak.strong_count() > 0);
+            if let Some(lock) = locks.get(key).and_then(std::sync::Weak::upgrade) {
+                lock
+            } else {
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                lock
+            }
+        };
+        lock.lock_owned().await
+    }
+}
