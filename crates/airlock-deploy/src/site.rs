@@ -1,10 +1,28 @@
 //! The deployment an inventory describes, read once into typed settings.
 //!
 //! Each setting is looked up where Scout's playbooks look for it: gateway settings on the
-//! staging host (`external_url`, `tls_cert_path`, `squid_*`, `harbor_*`), cluster settings on
-//! the first `server` host (`keycloak_*`, `tls_mode`, `acmedns_host`, `k3s_*`). Settings that
-//! both sides share fall back from one to the other. Every bad value becomes a [`Diagnostic`]
-//! on its line; vault values are decrypted only when a setting needs them.
+//! staging host, cluster settings on the first `server` host; settings both sides share fall
+//! back from one to the other. Every bad value becomes a [`Diagnostic`] on its line; vault
+//! values are decrypted only when a setting needs them, and never echoed.
+//!
+//! | variable | read on | effect (default) |
+//! |---|---|---|
+//! | `air_gapped` | any | require a staging node (false) |
+//! | `staging_k3s_token` | staging | must be set when there is a staging node |
+//! | `external_url` | staging | gateway hostname (the inventory name) |
+//! | `harbor_subdomain` | staging, then server | registry name `<sub>.<hostname>`; `''` = hostname (`harbor`) |
+//! | `harbor_<key>_proxy_project` | staging, then server | project of that registry (Scout's names) |
+//! | `tls_cert_path`, `tls_key_path` | staging | gateway certificate files (self-signed) |
+//! | `tls_mode`, `acmedns_host` | server, then staging | `cert_manager` opens Let's Encrypt and acme-dns |
+//! | `keycloak_microsoft_client_id`, `keycloak_gh_client_id` | server, then staging | open the IdP's domains |
+//! | `squid_port`, `squid_extra_allowed_domains` | staging, then server | egress port (3128), extra exact names |
+//! | `package_proxy_mode` | staging, then server | `airlock`/`nexus`: package proxies and clients (`none`) |
+//! | `k3s_version`, `k3s_selinux_*`, `k3s_artifact_download_timeout` | server, then staging | K3s install |
+//! | `harbor_storage_size`, `airlock_cache_max_size` | staging | cache size limit (none) |
+//! | `airlock_data_dir` | staging | gateway store (`/var/lib/airlock`) |
+//! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/airlock/ca.crt` when self-signed) |
+//! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
+//! | `ansible_host`, `ansible_user`, `ansible_port`, `ansible_connection` | each host | SSH target |
 
 use std::path::PathBuf;
 
