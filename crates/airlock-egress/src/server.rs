@@ -186,8 +186,11 @@ impl Connection {
         decision.port = Some(request.port);
         self.policy.check_target(&request.host, request.port)?;
 
+        // On a wildcard listener, the address this client reached is one of the gateway's.
         let mut own = vec![self.listen];
-        if let Ok(local) = client.local_addr() {
+        if self.listen.ip().is_unspecified()
+            && let Ok(local) = client.local_addr()
+        {
             own.push(local);
         }
         let (upstream, ip) =

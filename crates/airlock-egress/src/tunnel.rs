@@ -18,6 +18,9 @@ use tokio::time::{Instant, sleep_until};
 use crate::decision::CloseReason;
 use crate::metrics::EgressMetrics;
 
+/// Reads of each burst start in a buffer this big; one that fills it switches to bulk.
+const SMALL: usize = 16 * 1024;
+/// The size of one bulk move.
 const BUFFER: usize = 64 * 1024;
 
 /// How long a tunnel may live.
@@ -146,10 +149,11 @@ fn error_close(side: Side) -> CloseReason {
 /// Move one direction; on end-of-stream, half-close the writer. The error names the socket
 /// that failed (`from` is the reading side).
 ///
-/// The channel (a kernel pipe, or a buffer) exists only while data is flowing: it is made
-/// when the socket becomes readable and dropped once the socket is drained, so a thousand
-/// idle tunnels cost sockets and task state, not a thousand pairs of buffers.
-async fn pump<C: Channel>(
+/// Reads start in a small buffer; a read that fills it means bulk data, and the rest of
+/// the burst goes through the `Bulk` channel (a kernel pipe on Linux). Both exist only
+/// while data is flowing: made when the socket becomes readable, dropped once it is
+/// drained, so a thousand idle tunnels cost sockets and task state, not buffers.
+async fn pump<Bulk: Channel>(
     reader: &TcpStream,
     writer: &TcpStream,
     from: Side,
@@ -163,9 +167,14 @@ async fn pump<C: Channel>(
     };
     loop {
         reader.readable().await.map_err(|_| from)?;
-        let mut channel = C::open().map_err(|_| from)?;
+        let mut small = BufferChannel::with_capacity(SMALL);
+        let mut bulk: Option<Bulk> = None;
         loop {
-            let n = match reader.try_io(Interest::READABLE, || channel.fill(reader)) {
+            let filled = match &mut bulk {
+                Some(ch) => reader.try_io(Interest::READABLE, || ch.fill(reader)),
+                None => reader.try_io(Interest::READABLE, || small.fill(reader)),
+            };
+            let n = match filled {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return Err(from),
@@ -178,7 +187,11 @@ async fn pump<C: Channel>(
             let mut left = n;
             while left > 0 {
                 writer.writable().await.map_err(|_| to)?;
-                match writer.try_io(Interest::WRITABLE, || channel.drain(writer, left)) {
+                let drained = match &mut bulk {
+                    Some(ch) => writer.try_io(Interest::WRITABLE, || ch.drain(writer, left)),
+                    None => writer.try_io(Interest::WRITABLE, || small.drain(writer, left)),
+                };
+                match drained {
                     Ok(m) => left -= m,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return Err(to),
@@ -187,6 +200,9 @@ async fn pump<C: Channel>(
             count.fetch_add(n as u64, Ordering::Relaxed);
             on_bytes(n as u64);
             activity.touch();
+            if bulk.is_none() && n >= SMALL {
+                bulk = Some(Bulk::open().map_err(|_| from)?);
+            }
         }
     }
 }
@@ -244,31 +260,35 @@ impl Channel for PipeChannel {
     }
 }
 
-/// Portable: a user-space buffer.
-#[cfg_attr(target_os = "linux", allow(dead_code))]
+/// A user-space buffer: the first reads of every burst, and the bulk channel elsewhere
+/// than Linux.
 struct BufferChannel {
     buf: Vec<u8>,
     start: usize,
-    end: usize,
+}
+
+impl BufferChannel {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(capacity),
+            start: 0,
+        }
+    }
 }
 
 impl Channel for BufferChannel {
     fn open() -> io::Result<Self> {
-        Ok(Self {
-            buf: vec![0; BUFFER],
-            start: 0,
-            end: 0,
-        })
+        Ok(Self::with_capacity(BUFFER))
     }
 
     fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
-        let n = from.try_read(&mut self.buf)?;
-        (self.start, self.end) = (0, n);
-        Ok(n)
+        self.buf.clear();
+        self.start = 0;
+        from.try_read_buf(&mut self.buf)
     }
 
     fn drain(&mut self, to: &TcpStream, len: usize) -> io::Result<usize> {
-        let end = self.end.min(self.start + len);
+        let end = self.buf.len().min(self.start + len);
         let n = to.try_write(&self.buf[self.start..end])?;
         self.start += n;
         Ok(n)
