@@ -61,7 +61,7 @@ fn the_scout_shaped_example_passes_with_placeholder_warnings() {
 }
 
 #[test]
-fn without_a_password_vault_values_are_a_warning_but_needed_secrets_are_errors() {
+fn without_a_password_vault_values_are_a_warning() {
     let report = check(&common::example(), None);
     let warning = report
         .diagnostics
@@ -70,12 +70,35 @@ fn without_a_password_vault_values_are_a_warning_but_needed_secrets_are_errors()
         .expect("a warning about unchecked vault values");
     assert_eq!(warning.line, 11);
     assert_eq!(
+        warning.message,
+        "5 vault-encrypted value(s) were not checked: no vault password"
+    );
+    assert_eq!(errors(&report.diagnostics), []);
+    assert_eq!(report.vault_decrypted, 0);
+}
+
+#[test]
+fn a_setting_that_is_vault_encrypted_needs_the_password() {
+    let snippet = airlock_deploy::vault::encrypt_string_snippet(
+        "squid_port",
+        b"3128",
+        &common::secret(),
+        None,
+    )
+    .unwrap();
+    let indented: String = snippet.lines().flat_map(|l| ["    ", l, "\n"]).collect();
+    let text = common::site(&indented, "");
+    let report = check(&common::parse(&text), None);
+    assert_eq!(
         errors(&report.diagnostics),
         [(
-            30,
-            "`staging_k3s_token` is vault-encrypted and no vault password was given".to_owned()
+            line_of(&text, "squid_port"),
+            "`squid_port` is vault-encrypted and no vault password was given".to_owned()
         )]
     );
+    let report = check(&common::parse(&text), Some(&common::secret()));
+    assert_eq!(errors(&report.diagnostics), []);
+    assert_eq!(report.site.egress.port, 3128);
 }
 
 #[test]

@@ -285,6 +285,16 @@ fn render_writes_every_file() {
 }
 
 #[test]
+fn render_needs_no_password_when_no_rendered_setting_is_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut command = with_inventory(&["render"], &fixture("inventory.example.yaml"));
+    command.arg("--out").arg(&out);
+    ok(&run(command, b""));
+    assert!(out.join("staging/airlock.toml").is_file());
+}
+
+#[test]
 fn render_refuses_an_inventory_with_errors() {
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("inventory.yaml");
