@@ -27,7 +27,7 @@ impl Registry {
         let name = proxy.config.name.clone();
         let spec = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
         if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
-            self.index.touch(digest);
+            self.index.touch(digest, size);
             return self.serve_stored(digest, size, spec, head, &name).await;
         }
         if proxy.config.offline {

@@ -267,7 +267,7 @@ impl Registry {
         else {
             return Ok(None);
         };
-        self.index.touch(digest);
+        self.index.touch(digest, bytes.len() as u64);
         Ok(Some(Manifest {
             digest: digest.clone(),
             media_type: record.media_type,

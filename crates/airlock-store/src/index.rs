@@ -85,7 +85,8 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct MetaIndex {
     db: Arc<Database>,
-    touches: Arc<Mutex<HashMap<Digest, u64>>>,
+    /// digest → (when, size): the size lets a flush adopt a blob whose record a crash lost.
+    touches: Arc<Mutex<HashMap<Digest, (u64, u64)>>>,
     total: Arc<AtomicU64>,
 }
 
@@ -240,12 +241,14 @@ impl MetaIndex {
         .await
     }
 
-    /// Notes that a client received `digest` now; written at the next [`Self::flush_touches`].
-    pub fn touch(&self, digest: &Digest) {
+    /// Notes that a client received the blob `digest` of `size` bytes now; written at the
+    /// next [`Self::flush_touches`]. A committed blob without a record (a crash between the
+    /// rename and the record) gets one then.
+    pub fn touch(&self, digest: &Digest, size: u64) {
         self.touches
             .lock()
             .expect("touch lock")
-            .insert(digest.clone(), unix_now());
+            .insert(digest.clone(), (unix_now(), size));
     }
 
     /// Writes collected last-use times in one transaction.
@@ -254,28 +257,39 @@ impl MetaIndex {
         if touches.is_empty() {
             return Ok(0);
         }
+        let total = self.total.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(index_err)?;
-            let mut written = 0;
+            let mut adopted = 0;
+            let written = touches.len();
             {
                 let mut table = txn.open_table(BLOBS).map_err(index_err)?;
-                for (digest, when) in touches {
+                for (digest, (when, size)) in touches {
                     let key = digest.to_string();
                     let current = table
                         .get(key.as_str())
                         .map_err(index_err)?
                         .and_then(|v| serde_json::from_slice::<BlobRecord>(v.value()).ok());
-                    if let Some(mut record) = current {
-                        record.last_used = record.last_used.max(when);
-                        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
-                        table
-                            .insert(key.as_str(), bytes.as_slice())
-                            .map_err(index_err)?;
-                        written += 1;
-                    }
+                    let record = if let Some(record) = current {
+                        BlobRecord {
+                            last_used: record.last_used.max(when),
+                            ..record
+                        }
+                    } else {
+                        adopted += size;
+                        BlobRecord {
+                            size,
+                            last_used: when,
+                        }
+                    };
+                    let bytes = serde_json::to_vec(&record).map_err(index_err)?;
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(index_err)?;
                 }
             }
             txn.commit().map_err(index_err)?;
+            total.fetch_add(adopted, Ordering::Relaxed);
             Ok(written)
         })
         .await

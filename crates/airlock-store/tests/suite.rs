@@ -230,7 +230,7 @@ async fn sizes_and_last_use_survive_reopen_and_eviction_deletes_files_then_recor
         4096 + manifest.len() as u64,
         "re-recording a blob does not count it twice"
     );
-    index.touch(&layer_digest);
+    index.touch(&layer_digest, 4096);
     assert_eq!(index.flush_touches().await.unwrap(), 1);
     drop(index);
 

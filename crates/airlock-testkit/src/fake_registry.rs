@@ -65,6 +65,8 @@ struct Shared {
     inner: Mutex<Inner>,
     auth: Mutex<AuthMode>,
     redirect_blobs: Mutex<bool>,
+    /// Pause after every 64 KiB of a blob body, to make downloads take a while.
+    throttle: Mutex<Option<std::time::Duration>>,
     requests: Mutex<HashMap<String, u64>>,
     tokens_issued: AtomicU64,
     /// Tokens numbered below this are expired.
@@ -94,6 +96,7 @@ impl FakeRegistry {
             inner: Mutex::new(Inner::default()),
             auth: Mutex::new(auth),
             redirect_blobs: Mutex::new(false),
+            throttle: Mutex::new(None),
             requests: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
             tokens_valid_from: AtomicU64::new(0),
@@ -183,6 +186,11 @@ impl FakeRegistry {
             .unwrap()
             .faults
             .push((path_suffix.to_owned(), fault));
+    }
+
+    /// Slows blob bodies down: a pause after every 64 KiB.
+    pub fn throttle(&self, pause: Option<std::time::Duration>) {
+        *self.shared.throttle.lock().unwrap() = pause;
     }
 
     pub fn clear_faults(&self) {
@@ -454,10 +462,24 @@ fn blob_response(
         return response;
     }
     let len = bytes.len();
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from(bytes)
+    let throttle = *shared.throttle.lock().unwrap();
+    let body = match (method == Method::HEAD, throttle) {
+        (true, _) => Body::empty(),
+        (false, None) => Body::from(bytes),
+        (false, Some(pause)) => {
+            let chunks: Vec<bytes::Bytes> = bytes
+                .chunks(64 * 1024)
+                .map(bytes::Bytes::copy_from_slice)
+                .collect();
+            let slow = futures_util::StreamExt::then(
+                futures_util::stream::iter(chunks),
+                move |chunk| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok::<_, std::io::Error>(chunk)
+                },
+            );
+            Body::from_stream(slow)
+        }
     };
     let mut response = Response::new(body);
     response
