@@ -4,7 +4,7 @@
 //! strictly, [`host`] canonicalizes the name, [`allowlist`] decides whether it may be
 //! reached, [`resolve`] turns it into addresses once, [`address`] refuses non-public
 //! answers, [`tunnel`] relays bytes, and [`decision`] writes one log line per request.
-//! [`server`] ties the steps together behind connection caps and a shutdown signal.
+//! [`serve`] ties the steps together behind connection caps and a shutdown signal.
 //!
 //! ```no_run
 //! # async fn run(text: &str) -> Result<(), Box<dyn std::error::Error>> {
