@@ -198,9 +198,23 @@ pub struct ProxyConfig {
     /// Packages: how long index and metadata files are served before revalidation.
     #[serde(default = "default_metadata_ttl")]
     pub metadata_ttl: HumanDuration,
+    /// How long connecting to the upstream may take.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// How long the upstream may stay silent mid-response before the request fails.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
     /// Never contact the upstream: serve only what the cache holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(15)
+}
+
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
 }
 
 fn default_tag_ttl() -> HumanDuration {

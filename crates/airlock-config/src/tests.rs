@@ -153,7 +153,10 @@ fn pins_and_offline() {
 #[test]
 fn egress_section_is_checked_at_load() {
     let config = Config::embedded_default();
-    let egress = config.egress.as_ref().expect("the default runs the egress proxy");
+    let egress = config
+        .egress
+        .as_ref()
+        .expect("the default runs the egress proxy");
     assert_eq!(egress.listen.port(), 3128);
     assert!(egress.allow.is_empty());
     let ok = parse("[egress]\nlisten = \"127.0.0.1:3128\"\nallow = [\"login.microsoftonline.com\", \"*.github.com\"]").unwrap();

@@ -245,3 +245,56 @@ async fn egress_proxy_runs_inside_serve_and_reports_metrics() {
         "egress metrics are exported:\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_upstream_fails_the_download_and_the_next_request_retries() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[500_000]);
+    upstream.push_image("library/stall", "1", &image);
+    let digest = Digest::of(&image.layers[0]);
+    upstream.fault(&format!("/blobs/{digest}"), Fault::StallAfter(100_000));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &proxy(&upstream.url(), "read_timeout = \"1s\"")).await;
+    let url = format!("http://{addr}/v2/hub/library/stall/blobs/{digest}");
+    let started = std::time::Instant::now();
+    let body = get(&url).await.bytes().await;
+    assert!(
+        body.is_err(),
+        "a stalled download ends in an error, not short bytes"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the read timeout applies"
+    );
+    upstream.clear_faults();
+    let healed = get(&url).await;
+    assert_eq!(Digest::of(&healed.bytes().await.unwrap()), digest);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_start_still_streams_every_byte_to_every_waiting_client() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[1 << 20]);
+    upstream.push_image("library/slow", "1", &image);
+    upstream.throttle(Some(Duration::from_millis(5)));
+    let digest = Digest::of(&image.layers[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &proxy(&upstream.url(), "")).await;
+    let url = format!("http://{addr}/v2/hub/library/slow/blobs/{digest}");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            get(&url).await.bytes().await.unwrap()
+        }));
+        // Late joiners read what is on disk, then follow the live tail.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for client in clients {
+        assert_eq!(Digest::of(&client.await.unwrap()), digest);
+    }
+    assert_eq!(
+        upstream.count("GET", &format!("/v2/library/slow/blobs/{digest}")),
+        1
+    );
+}

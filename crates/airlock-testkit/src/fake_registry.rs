@@ -45,6 +45,8 @@ pub enum Fault {
     Truncate(usize),
     /// Replace the body with other bytes of the same length.
     WrongBytes,
+    /// Send this many body bytes, then go silent with the connection open.
+    StallAfter(usize),
     /// Truncate the first response only (the connection drops mid-body); with
     /// `expire_tokens`, every token issued so far stops working at that moment.
     TruncateOnce {
@@ -328,6 +330,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let response = route(&shared, &method, &path, range.as_deref());
     match fault {
         Some(Fault::Truncate(keep)) => truncate(response, keep).await,
+        Some(Fault::StallAfter(keep)) => stall(response, keep).await,
         Some(Fault::TruncateOnce {
             keep,
             expire_tokens,
@@ -511,6 +514,16 @@ async fn truncate(response: Response, keep: usize) -> Response {
             "fault: truncated",
         )),
     ]);
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+async fn stall(response: Response, keep: usize) -> Response {
+    let (parts, bytes) = collect(response).await;
+    let kept = bytes::Bytes::from(bytes[..keep.min(bytes.len())].to_vec());
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(kept)]),
+        futures_util::stream::pending(),
+    );
     Response::from_parts(parts, Body::from_stream(stream))
 }
 

@@ -10,7 +10,6 @@ pub mod fetch;
 mod redact;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use airlock_config::ProxyConfig;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -35,10 +34,6 @@ pub enum UpstreamError {
     #[error("cannot set up the client for proxy {proxy}: {reason}")]
     Setup { proxy: String, reason: String },
 }
-
-/// Connect and read timeouts; a blob download may take longer than either in total.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An HTTP client bound to one upstream registry, with its credentials and token cache.
 #[derive(Clone)]
@@ -74,8 +69,9 @@ impl Upstream {
         };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .connect_timeout(config.connect_timeout.0)
+            // No total timeout: a large blob may take longer than any bound; silence may not.
+            .read_timeout(config.read_timeout.0)
             .redirect(reqwest::redirect::Policy::limited(10));
         if let Some(ca_file) = &config.ca_file {
             let pem = std::fs::read(ca_file)
