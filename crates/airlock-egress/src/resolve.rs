@@ -65,3 +65,25 @@ impl Resolver for StaticResolver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn system_resolver_answers_localhost_without_the_network() {
+        let ips = SystemResolver.resolve("localhost").await.unwrap();
+        assert!(
+            !ips.is_empty() && ips.iter().all(IpAddr::is_loopback),
+            "{ips:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn static_resolver_knows_only_its_names() {
+        let r = StaticResolver::new().with("Allowed.Test", &["127.0.0.1".parse().unwrap()]);
+        assert_eq!(r.resolve("allowed.test").await.unwrap().len(), 1);
+        let err = r.resolve("other.test").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}
