@@ -183,6 +183,18 @@ fn vault_errors_say_what_to_do() {
         "{err}"
     );
 
+    let mut bad_name = airlock();
+    bad_name
+        .args([
+            "vault",
+            "new-secret",
+            "--name",
+            "db-password",
+            "--vault-password-file",
+        ])
+        .arg(&pass);
+    assert!(failed(&run(bad_name, b"")).contains("`db-password` is not a variable name"));
+
     let mut empty = airlock();
     empty
         .args([

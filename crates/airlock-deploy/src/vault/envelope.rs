@@ -34,6 +34,10 @@ pub enum VaultError {
     WrongPassword { label: Option<String> },
     #[error("vault-id label `{0}` is not allowed: use letters, digits, `_`, `-` or `.`, no `;`")]
     BadLabel(String),
+    #[error(
+        "`{0}` is not a variable name: start with a letter or `_`, then letters, digits or `_`"
+    )]
+    BadName(String),
 }
 
 /// A parsed envelope: header fields and the three binary parts of the body.
@@ -106,7 +110,7 @@ fn valid_label(label: &str) -> bool {
     !label.is_empty()
         && label
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 impl Envelope {

@@ -14,6 +14,12 @@ mod envelope;
 mod password;
 
 pub use envelope::{Envelope, VaultError, decrypt, encrypt, is_vault};
+
+/// A name Ansible accepts as a variable: a letter or `_`, then letters, digits or `_`.
+pub fn is_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 pub use password::{PasswordError, VaultSecret};
 
 /// A YAML snippet ready to paste into an inventory: `name: !vault |` and the indented envelope,
@@ -24,6 +30,9 @@ pub fn encrypt_string_snippet(
     password: &VaultSecret,
     label: Option<&str>,
 ) -> Result<String, VaultError> {
+    if !is_variable_name(name) {
+        return Err(VaultError::BadName(name.to_owned()));
+    }
     let envelope = encrypt(secret, password, label)?;
     let mut out = format!("{name}: !vault |\n");
     for line in envelope.lines() {
