@@ -17,6 +17,8 @@ pub const MAX_REQUEST_LINE: usize = 1024;
 pub const MAX_HEAD: usize = 8192;
 /// Most header fields accepted.
 pub const MAX_HEADERS: usize = 64;
+/// Bytes asked for per read of the request head.
+const READ_CHUNK: usize = 2048;
 /// Longest raw target kept for the decision log.
 const LOGGED_TARGET: usize = 300;
 
@@ -51,19 +53,21 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     deadline: Instant,
 ) -> Result<(ConnectRequest, Vec<u8>), Rejection> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    // On the heap, not in the connection's future, which lives as long as the tunnel.
+    let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut scan = Scanner::default();
     loop {
-        let n = match timeout_at(deadline, stream.read(&mut chunk)).await {
+        let start = buf.len();
+        // The scanner refuses heads over MAX_HEAD, so this stays bounded.
+        buf.reserve(READ_CHUNK);
+        let n = match timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Err(_) => return Err(Reason::HeaderTimeout.into()),
             Ok(Err(_)) => return Err(Reason::ClientGone.into()),
-            Ok(Ok(0)) if buf.is_empty() => return Err(Reason::ClientGone.into()),
+            Ok(Ok(0)) if start == 0 => return Err(Reason::ClientGone.into()),
             Ok(Ok(0)) => return Err(Reason::BadRequest.into()),
             Ok(Ok(n)) => n,
         };
-        let start = buf.len();
-        buf.extend_from_slice(&chunk[..n]);
+        debug_assert_eq!(buf.len(), start + n);
         if let Some(end) = scan.feed(&buf, start)? {
             let leftover = buf.split_off(end);
             return parse_head(&buf).map(|req| (req, leftover));
