@@ -694,3 +694,62 @@ async fn concurrent_cold_tag_requests_share_one_upstream_fetch() {
     }
     assert_eq!(upstream.count("GET", "/v2/library/popular/manifests/1"), 1);
 }
+
+#[tokio::test]
+async fn self_signed_tls_serves_http2_and_http1_to_clients_trusting_ca_crt() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[10]);
+    upstream.push_image("library/tls", "1", &image);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n{}",
+        dir.path(),
+        hub(&upstream, "")
+    );
+    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
+        .await
+        .unwrap();
+    let ca = gateway
+        .ca_pem()
+        .expect("self-signed mode has a CA")
+        .to_owned();
+    let port = gateway.local_addr().port();
+    tokio::spawn(gateway.serve(std::future::pending()));
+    let root = reqwest::Certificate::from_pem(ca.as_bytes()).unwrap();
+    let url = format!("https://localhost:{port}/v2/dockerhub-proxy/library/tls/manifests/1");
+    for (client, version) in [
+        (
+            reqwest::Client::builder().add_root_certificate(root.clone()),
+            reqwest::Version::HTTP_2,
+        ),
+        (
+            reqwest::Client::builder()
+                .add_root_certificate(root.clone())
+                .http1_only(),
+            reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let client = client.no_proxy().build().unwrap();
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.version(), version);
+        assert_eq!(response.bytes().await.unwrap(), image.manifest);
+    }
+    let served_ca = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("https://localhost:{port}/ca.crt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(served_ca, ca);
+    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(
+        untrusting.get(&url).send().await.is_err(),
+        "a client without the CA refuses the certificate"
+    );
+}
