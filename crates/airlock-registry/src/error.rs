@@ -101,6 +101,21 @@ impl RegistryError {
         }
     }
 
+    /// A small upstream body that could not be read whole.
+    pub fn body(proxy: &str, what: &str, error: &airlock_upstream::BodyError) -> RegistryError {
+        let proxy = proxy.to_owned();
+        match error {
+            airlock_upstream::BodyError::TooLarge { .. } => RegistryError::BadUpstreamContent {
+                proxy,
+                detail: format!("{what}: {error}"),
+            },
+            airlock_upstream::BodyError::Broken(_) => RegistryError::Unavailable {
+                proxy,
+                detail: format!("{what}: {error}"),
+            },
+        }
+    }
+
     /// The proxy whose upstream caused this error, if one did.
     fn upstream_proxy(&self) -> Option<&str> {
         match self {

@@ -11,7 +11,6 @@ use airlock_store::{ManifestRecord, TagKey, TagRecord, unix_now};
 use airlock_types::{Digest, Reference, media};
 use axum::body::Body;
 use axum::response::Response;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Method;
 
@@ -332,12 +331,6 @@ impl Registry {
             proxy: name.clone(),
             detail,
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_MANIFEST as u64)
-        {
-            return Err(bad(format!("manifest is larger than {MAX_MANIFEST} bytes")));
-        }
         let announced = response
             .headers()
             .get("docker-content-digest")
@@ -348,18 +341,9 @@ impl Registry {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
-        let mut bytes = Vec::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Unavailable {
-                proxy: name.clone(),
-                detail: airlock_upstream::error_chain(&e.without_url()),
-            })?;
-            if bytes.len() + chunk.len() > MAX_MANIFEST {
-                return Err(bad(format!("manifest is larger than {MAX_MANIFEST} bytes")));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = airlock_upstream::read_body(response, MAX_MANIFEST)
+            .await
+            .map_err(|e| RegistryError::body(name, "manifest", &e))?;
         let digest = Digest::of(&bytes);
         if let Some(announced) = announced {
             if let Ok(announced) = announced.parse::<Digest>() {

@@ -2,7 +2,6 @@
 //! the client used.
 
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Method;
 
@@ -67,21 +66,9 @@ impl Registry {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.contains("rel=\"next\"") || v.contains("rel=next"));
-        let mut bytes = Vec::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Unavailable {
-                proxy: name.clone(),
-                detail: airlock_upstream::error_chain(&e.without_url()),
-            })?;
-            if bytes.len() + chunk.len() > MAX_TAG_LIST {
-                return Err(RegistryError::BadUpstreamContent {
-                    proxy: name.clone(),
-                    detail: "tag list too large".into(),
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = airlock_upstream::read_body(response, MAX_TAG_LIST)
+            .await
+            .map_err(|e| RegistryError::body(name, "tag list", &e))?;
         let list: TagList =
             serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadUpstreamContent {
                 proxy: name.clone(),

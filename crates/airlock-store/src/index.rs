@@ -100,6 +100,27 @@ fn index_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Index(e.to_string())
 }
 
+/// Calls `f` with every record of `table` that decodes; a record that does not (written by
+/// a newer version, say) is skipped rather than failing the whole read.
+fn for_each<T: for<'de> Deserialize<'de>>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<'static, &'static str, &'static [u8]>,
+    mut f: impl FnMut(&str, T),
+) -> Result<(), StoreError> {
+    for entry in txn
+        .open_table(table)
+        .map_err(index_err)?
+        .iter()
+        .map_err(index_err)?
+    {
+        let (key, value) = entry.map_err(index_err)?;
+        if let Ok(record) = serde_json::from_slice(value.value()) {
+            f(key.value(), record);
+        }
+    }
+    Ok(())
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -131,17 +152,8 @@ impl MetaIndex {
         // The stored size is summed from the index, never from a scan of the store.
         let txn = db.begin_read().map_err(index_err)?;
         let mut total = 0;
-        for entry in txn
-            .open_table(BLOBS)
-            .map_err(index_err)?
-            .iter()
-            .map_err(index_err)?
-        {
-            let (_, value) = entry.map_err(index_err)?;
-            if let Ok(record) = serde_json::from_slice::<BlobRecord>(value.value()) {
-                total += record.size;
-            }
-        }
+        for_each(&txn, BLOBS, |_, record: BlobRecord| total += record.size)?;
+        drop(txn);
         Ok(Self {
             db: Arc::new(db),
             touches: Arc::new(Mutex::new(HashMap::new())),
@@ -305,44 +317,21 @@ impl MetaIndex {
         self.blocking(|db| {
             let txn = db.begin_read().map_err(index_err)?;
             let mut snapshot = Snapshot::default();
-            for entry in txn
-                .open_table(BLOBS)
-                .map_err(index_err)?
-                .iter()
-                .map_err(index_err)?
-            {
-                let (key, value) = entry.map_err(index_err)?;
-                if let (Ok(digest), Ok(record)) =
-                    (key.value().parse(), serde_json::from_slice(value.value()))
-                {
+            for_each(&txn, BLOBS, |key, record| {
+                if let Ok(digest) = key.parse() {
                     snapshot.blobs.insert(digest, record);
                 }
-            }
-            for entry in txn
-                .open_table(MANIFESTS)
-                .map_err(index_err)?
-                .iter()
-                .map_err(index_err)?
-            {
-                let (key, value) = entry.map_err(index_err)?;
-                if let (Ok(digest), Ok(record)) =
-                    (key.value().parse(), serde_json::from_slice(value.value()))
-                {
+            })?;
+            for_each(&txn, MANIFESTS, |key, record| {
+                if let Ok(digest) = key.parse() {
                     snapshot.manifests.insert(digest, record);
                 }
-            }
-            for entry in txn
-                .open_table(TAGS)
-                .map_err(index_err)?
-                .iter()
-                .map_err(index_err)?
-            {
-                let (key, value) = entry.map_err(index_err)?;
-                let record: Option<TagRecord> = serde_json::from_slice(value.value()).ok();
-                if let (Some(tag), Some(record)) = (TagKey::decode(key.value()), record) {
+            })?;
+            for_each(&txn, TAGS, |key, record: TagRecord| {
+                if let Some(tag) = TagKey::decode(key) {
                     snapshot.tags.push((tag, record.digest));
                 }
-            }
+            })?;
             Ok(snapshot)
         })
         .await

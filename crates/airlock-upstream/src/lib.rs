@@ -221,6 +221,33 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Why a small upstream body (a manifest, an index page) could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than {max} bytes")]
+    TooLarge { max: usize },
+    #[error("the connection broke mid-body: {0}")]
+    Broken(String),
+}
+
+/// Reads a whole body into memory, refusing more than `max` bytes before reading them.
+pub async fn read_body(response: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    use futures_util::StreamExt;
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge { max });
+    }
+    let mut bytes = Vec::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(error_chain(&e.without_url())))?;
+        if bytes.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge { max });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 /// `Accept` header value for a list of media types.
 pub fn accept_header(types: &[&str]) -> HeaderValue {
     HeaderValue::from_str(&types.join(", ")).expect("media types are header-safe")
