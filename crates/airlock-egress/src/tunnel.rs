@@ -352,14 +352,20 @@ mod tests {
         drop(sender.await.unwrap());
     }
 
+    const BOUND: Duration = Duration::from_secs(30);
+
     #[tokio::test]
     async fn buffer_channel_relays() {
-        moves_bytes_and_eof::<BufferChannel>().await;
+        tokio::time::timeout(BOUND, moves_bytes_and_eof::<BufferChannel>())
+            .await
+            .unwrap();
     }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn pipe_channel_relays() {
-        moves_bytes_and_eof::<PipeChannel>().await;
+        tokio::time::timeout(BOUND, moves_bytes_and_eof::<PipeChannel>())
+            .await
+            .unwrap();
     }
 }
