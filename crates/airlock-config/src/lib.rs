@@ -204,6 +204,13 @@ pub struct ProxyConfig {
     /// How long the upstream may stay silent mid-response before the request fails.
     #[serde(default = "default_read_timeout")]
     pub read_timeout: HumanDuration,
+    /// Packages: how long an upstream 404 is remembered before asking again.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: HumanDuration,
+    /// Raw: files that must hash to these sha256 values (path under the upstream → hex);
+    /// they are cached for good once verified. Other files are refreshed by `metadata_ttl`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sha256: std::collections::BTreeMap<String, String>,
     /// Never contact the upstream: serve only what the cache holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
@@ -214,6 +221,10 @@ fn default_connect_timeout() -> HumanDuration {
 }
 
 fn default_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_negative_ttl() -> HumanDuration {
     HumanDuration::from_secs(60)
 }
 
@@ -372,6 +383,21 @@ impl ProxyConfig {
             (_, Some(_)) => {
                 return Err(format!(
                     "[[proxy]] {name}: host is only for format = \"oci\""
+                ));
+            }
+        }
+        if !self.sha256.is_empty() && self.format != Format::Raw {
+            return Err(format!(
+                "[[proxy]] {name}: sha256 is only for format = \"raw\""
+            ));
+        }
+        for (path, hex) in &self.sha256 {
+            if format!("sha256:{hex}")
+                .parse::<airlock_types::Digest>()
+                .is_err()
+            {
+                return Err(format!(
+                    "[[proxy]] {name}: sha256 for {path:?} is not 64 lowercase hex digits"
                 ));
             }
         }

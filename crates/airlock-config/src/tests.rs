@@ -15,7 +15,12 @@ fn err(text: &str) -> String {
 #[test]
 fn embedded_default_has_scouts_registries() {
     let config = Config::embedded_default();
-    let names: Vec<_> = config.proxies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<_> = config
+        .proxies
+        .iter()
+        .filter(|p| p.format == Format::Oci)
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(
         names,
         [
@@ -29,6 +34,13 @@ fn embedded_default_has_scouts_registries() {
             "apachesuperset-proxy"
         ]
     );
+    let raw: Vec<_> = config
+        .proxies
+        .iter()
+        .filter(|p| p.format == Format::Raw)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(raw, ["k3s-releases", "k3s-install"]);
     assert_eq!(config.server.listen.port(), 8443);
     assert_eq!(config.tls.mode, TlsMode::SelfSigned);
     assert_eq!(config.data_dir, PathBuf::from("./airlock-data"));
@@ -166,4 +178,12 @@ fn egress_section_is_checked_at_load() {
         assert!(message.contains("[egress]"), "{bad}: {message}");
     }
     assert!(err("[egress]\nlisten_on = \"x\"").contains("unknown field"));
+}
+
+#[test]
+fn raw_sha256_lists() {
+    let ok = parse("[[proxy]]\nname = \"r\"\nformat = \"raw\"\nupstream = \"https://f.example/\"\n[proxy.sha256]\n\"v1/k3s\" = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"").unwrap();
+    assert_eq!(ok.proxies[0].sha256.len(), 1);
+    assert!(err("[[proxy]]\nname = \"r\"\nformat = \"raw\"\nupstream = \"https://f.example/\"\n[proxy.sha256]\n\"k3s\" = \"abc\"").contains("64 lowercase hex"));
+    assert!(err("[[proxy]]\nname = \"r\"\nformat = \"oci\"\nupstream = \"https://f.example/\"\n[proxy.sha256]\n\"k3s\" = \"abc\"").contains("only for format"));
 }

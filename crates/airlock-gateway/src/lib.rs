@@ -51,6 +51,7 @@ pub enum GatewayError {
 pub(crate) struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
+    pub packages: Arc<airlock_packages::Packages>,
     pub ca_pem: Option<String>,
     pub metrics: metrics::Metrics,
     pub egress: Option<Arc<airlock_egress::EgressPolicy>>,
@@ -76,7 +77,8 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), 
 pub(crate) async fn build(
     config: Config,
 ) -> Result<(Arc<AppState>, Option<tls::Tls>), GatewayError> {
-    if let Some(proxy) = config.proxies.iter().find(|p| p.format != Format::Oci) {
+    let served = |f: Format| f == Format::Oci || airlock_packages::SERVED_FORMATS.contains(&f);
+    if let Some(proxy) = config.proxies.iter().find(|p| !served(p.format)) {
         return Err(GatewayError::UnsupportedFormat {
             name: proxy.name.clone(),
             format: proxy.format.as_str(),
@@ -84,6 +86,10 @@ pub(crate) async fn build(
     }
     let (store, index) = open_store(&config).await?;
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
+    let packages = Arc::new(
+        airlock_packages::Packages::new(&config, &store, &index, &downloads)
+            .map_err(|e| GatewayError::Setup(e.into()))?,
+    );
     let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
@@ -95,6 +101,7 @@ pub(crate) async fn build(
         Arc::new(AppState {
             config,
             registry,
+            packages,
             ca_pem,
             metrics: metrics::Metrics::default(),
             egress,

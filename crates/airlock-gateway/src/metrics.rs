@@ -37,6 +37,7 @@ fn route_of(path: &str) -> &'static str {
         "/ca.crt" => "ca",
         "/" => "status",
         p if p.starts_with("/api/") => "harbor_api",
+        p if p.starts_with("/repository/") => "package",
         p if p.starts_with("/v2/") && p.contains("/manifests/") => "manifest",
         p if p.starts_with("/v2/") && p.contains("/blobs/") => "blob",
         p if p.starts_with("/v2/") && p.ends_with("/tags/list") => "tags",

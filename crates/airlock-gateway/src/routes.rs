@@ -20,6 +20,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v2/", any(airlock_registry::handle))
         .route("/v2/{*rest}", any(airlock_registry::handle))
         .with_state(state.registry.clone());
+    let packages = Router::new()
+        .route("/repository/{*rest}", any(airlock_packages::handle))
+        .with_state(state.packages.clone());
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -28,7 +31,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/ca.crt", get(ca_certificate))
         .route("/metrics", get(metrics))
         .with_state(state.clone())
+        .route("/service/rest/v1/status", get(|| async { "" }))
         .merge(registry)
+        .merge(packages)
         .layer(axum::middleware::from_fn_with_state(state, access_log))
 }
 

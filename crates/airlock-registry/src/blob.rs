@@ -11,9 +11,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Method;
 use tokio::io::AsyncReadExt;
 
-use crate::range::{self, ByteRange, RangeRequest, Spec};
 use crate::route::Resolved;
 use crate::{CacheOutcome, Registry, RegistryError, mark, with_api_version};
+use airlock_types::range::{self, ByteRange, RangeRequest, Spec};
 
 impl Registry {
     pub(crate) async fn blob(
@@ -97,7 +97,7 @@ impl Registry {
                 start,
                 end: end.map_or(size - 1, |e| e.min(size - 1)),
             };
-            partial_response_body(digest, range, size, limited(body, range.len()))
+            partial_response_body(digest, range, size, limited(body, range.byte_count()))
         } else {
             let mut out = Response::new(Body::from_stream(body.stream));
             set_blob_headers(out.headers_mut(), digest, body.size);
@@ -117,7 +117,7 @@ impl Registry {
         let (offset, length, partial) = match range::resolve(spec, size) {
             RangeRequest::Unsatisfiable => return Err(RegistryError::RangeNotSatisfiable { size }),
             RangeRequest::Full => (0, size, None),
-            RangeRequest::Partial(r) => (r.start, r.len(), Some(r)),
+            RangeRequest::Partial(r) => (r.start, r.byte_count(), Some(r)),
         };
         let body = if head {
             Body::empty()
@@ -159,7 +159,7 @@ fn limited(body: BlobBody, length: u64) -> Body {
 fn partial_response_body(digest: &Digest, range: ByteRange, size: u64, body: Body) -> Response {
     let mut out = Response::new(body);
     let headers = out.headers_mut();
-    set_blob_headers(headers, digest, Some(range.len()));
+    set_blob_headers(headers, digest, Some(range.byte_count()));
     let content_range = format!("bytes {}-{}/{size}", range.start, range.end);
     headers.insert(
         header::CONTENT_RANGE,

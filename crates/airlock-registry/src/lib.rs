@@ -7,7 +7,6 @@
 mod blob;
 mod error;
 mod manifest;
-mod range;
 pub mod route;
 mod tags;
 

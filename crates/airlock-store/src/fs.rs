@@ -8,7 +8,7 @@ use airlock_types::{Digest, Sha256Verifier};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::layout::{TEMP_SUFFIX, blob_path, temp_dir};
-use crate::{BlobRead, BlobStore, BlobWriter, PartialSource, StoreError};
+use crate::{BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
 
 /// Blobs in a local directory laid out as [`crate::layout`] describes.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl BlobStore for FsStore {
         }
     }
 
-    async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
+    async fn create(&self, expected: Option<&Digest>) -> Result<Box<dyn BlobWriter>, StoreError> {
         let name = format!("{:032x}{TEMP_SUFFIX}", rand::random::<u128>());
         let path = temp_dir(&self.root).join(name);
         let file = tokio::fs::OpenOptions::new()
@@ -73,8 +73,8 @@ impl BlobStore for FsStore {
         Ok(Box::new(FsWriter {
             file: Some(file),
             temp: Arc::new(TempFile { path }),
-            final_path: blob_path(&self.root, expected),
-            expected: expected.clone(),
+            root: self.root.clone(),
+            expected: expected.cloned(),
             verifier: Sha256Verifier::new(),
         }))
     }
@@ -138,8 +138,8 @@ impl PartialSource for TempFile {
 struct FsWriter {
     file: Option<tokio::fs::File>,
     temp: Arc<TempFile>,
-    final_path: PathBuf,
-    expected: Digest,
+    root: PathBuf,
+    expected: Option<Digest>,
     verifier: Sha256Verifier,
 }
 
@@ -166,30 +166,32 @@ impl BlobWriter for FsWriter {
         self.temp.clone()
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<u64, StoreError> {
+    async fn commit(mut self: Box<Self>) -> Result<Committed, StoreError> {
         let mut file = self.file.take().expect("commit happens once");
-        let context = || format!("committing {}", self.expected);
+        let context = || format!("committing {}", self.temp.path.display());
         file.flush().await.map_err(StoreError::io(context()))?;
         let size = self.verifier.len();
         let actual = self.verifier.clone().finish();
-        if actual != self.expected {
-            return Err(StoreError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-                size,
-            });
+        if let Some(expected) = &self.expected {
+            if &actual != expected {
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                    size,
+                });
+            }
         }
+        let final_path = blob_path(&self.root, &actual);
         file.sync_all().await.map_err(StoreError::io(context()))?;
         drop(file);
-        let parent = self
-            .final_path
+        let parent = final_path
             .parent()
             .expect("blob paths have a parent")
             .to_owned();
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(StoreError::io(context()))?;
-        tokio::fs::rename(&self.temp.path, &self.final_path)
+        tokio::fs::rename(&self.temp.path, &final_path)
             .await
             .map_err(StoreError::io(context()))?;
         // The rename is durable only once the directory entry is on disk.
@@ -197,6 +199,9 @@ impl BlobWriter for FsWriter {
             .await
             .map_err(StoreError::io(context()))?;
         dir.sync_all().await.map_err(StoreError::io(context()))?;
-        Ok(size)
+        Ok(Committed {
+            digest: actual,
+            size,
+        })
     }
 }

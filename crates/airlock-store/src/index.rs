@@ -20,6 +20,7 @@ use crate::StoreError;
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 
 /// Where a tag lives: which proxy, which repository, which tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,19 @@ pub struct ManifestRecord {
     /// What the manifest references: config and layers, or an index's child manifests.
     #[serde(default)]
     pub refs: Vec<Digest>,
+}
+
+/// A package proxy's file under a path (an index page, a metadata file): what it held when
+/// last fetched, so it can be served and revalidated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The content, or `None` when the upstream said 404 (a negative cache entry).
+    pub digest: Option<Digest>,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Unix seconds of the last successful contact with the upstream for this path.
+    pub checked_at: u64,
 }
 
 /// A committed blob: its size and when a client last received it.
@@ -148,6 +162,7 @@ impl MetaIndex {
         txn.open_table(TAGS).map_err(index_err)?;
         txn.open_table(MANIFESTS).map_err(index_err)?;
         txn.open_table(BLOBS).map_err(index_err)?;
+        txn.open_table(FILES).map_err(index_err)?;
         txn.commit().map_err(index_err)?;
         // The stored size is summed from the index, never from a scan of the store.
         let txn = db.begin_read().map_err(index_err)?;
@@ -225,6 +240,20 @@ impl MetaIndex {
         record: &ManifestRecord,
     ) -> Result<(), StoreError> {
         self.put(MANIFESTS, digest.to_string(), record).await
+    }
+
+    /// A package proxy's record for `path`.
+    pub async fn file(&self, proxy: &str, path: &str) -> Result<Option<FileRecord>, StoreError> {
+        self.get(FILES, format!("{proxy}/{path}")).await
+    }
+
+    pub async fn set_file(
+        &self,
+        proxy: &str,
+        path: &str,
+        record: &FileRecord,
+    ) -> Result<(), StoreError> {
+        self.put(FILES, format!("{proxy}/{path}"), record).await
     }
 
     /// Records a committed blob (new or again) as used now.

@@ -18,7 +18,9 @@ use airlock_types::Digest;
 use tokio::io::AsyncRead;
 
 pub use fs::FsStore;
-pub use index::{BlobRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now};
+pub use index::{
+    BlobRecord, FileRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now,
+};
 pub use memory::MemoryStore;
 
 /// A stream of blob bytes.
@@ -62,8 +64,9 @@ pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Reads a committed blob from `offset` to its end, or `None` when it is absent.
     async fn open(&self, digest: &Digest, offset: u64) -> Result<Option<BlobRead>, StoreError>;
 
-    /// Starts writing a blob that must hash to `expected`.
-    async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Starts writing a blob that must hash to `expected`; with `None`, the blob is named
+    /// by whatever its content hashes to (a file whose digest nobody published).
+    async fn create(&self, expected: Option<&Digest>) -> Result<Box<dyn BlobWriter>, StoreError>;
 
     /// Removes a committed blob; `false` when it was not there.
     async fn delete(&self, digest: &Digest) -> Result<bool, StoreError>;
@@ -93,7 +96,14 @@ pub trait BlobWriter: Send + Sync {
     fn partial(&self) -> Arc<dyn PartialSource>;
 
     /// Verifies the digest and makes the blob visible; on mismatch nothing is stored.
-    async fn commit(self: Box<Self>) -> Result<u64, StoreError>;
+    async fn commit(self: Box<Self>) -> Result<Committed, StoreError>;
+}
+
+/// A blob made visible: its digest and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// Stores `bytes` under `expected` after checking them.
@@ -102,9 +112,9 @@ pub async fn put(
     expected: &Digest,
     bytes: &[u8],
 ) -> Result<u64, StoreError> {
-    let mut writer = store.create(expected).await?;
+    let mut writer = store.create(Some(expected)).await?;
     writer.write(bytes).await?;
-    writer.commit().await
+    Ok(writer.commit().await?.size)
 }
 
 /// Reads a whole committed blob into memory (for small things such as manifests).

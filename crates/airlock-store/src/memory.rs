@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use airlock_types::{Digest, Sha256Verifier};
 
-use crate::{BlobRead, BlobStore, BlobWriter, PartialSource, StoreError};
+use crate::{BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
 
 /// Blobs held in memory.
 #[derive(Debug, Default, Clone)]
@@ -53,10 +53,10 @@ impl BlobStore for MemoryStore {
             .map(|b| reader(b, offset)))
     }
 
-    async fn create(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
+    async fn create(&self, expected: Option<&Digest>) -> Result<Box<dyn BlobWriter>, StoreError> {
         Ok(Box::new(MemoryWriter {
             store: self.clone(),
-            expected: expected.clone(),
+            expected: expected.cloned(),
             buffer: Arc::new(Buffer::default()),
             verifier: Sha256Verifier::new(),
         }))
@@ -84,7 +84,7 @@ impl PartialSource for Buffer {
 
 struct MemoryWriter {
     store: MemoryStore,
-    expected: Digest,
+    expected: Option<Digest>,
     buffer: Arc<Buffer>,
     verifier: Sha256Verifier,
 }
@@ -105,22 +105,27 @@ impl BlobWriter for MemoryWriter {
         self.buffer.clone()
     }
 
-    async fn commit(self: Box<Self>) -> Result<u64, StoreError> {
+    async fn commit(self: Box<Self>) -> Result<Committed, StoreError> {
         let size = self.verifier.len();
         let actual = self.verifier.finish();
-        if actual != self.expected {
-            return Err(StoreError::DigestMismatch {
-                expected: self.expected,
-                actual,
-                size,
-            });
+        if let Some(expected) = self.expected {
+            if actual != expected {
+                return Err(StoreError::DigestMismatch {
+                    expected,
+                    actual,
+                    size,
+                });
+            }
         }
         let bytes = self.buffer.0.lock().expect("lock").clone();
         self.store
             .blobs
             .write()
             .expect("lock")
-            .insert(self.expected, Arc::new(bytes));
-        Ok(size)
+            .insert(actual.clone(), Arc::new(bytes));
+        Ok(Committed {
+            digest: actual,
+            size,
+        })
     }
 }

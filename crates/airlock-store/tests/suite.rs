@@ -52,7 +52,7 @@ async fn mismatch_stores_nothing(store: Arc<dyn BlobStore>) {
 async fn partial_is_invisible_until_commit(store: Arc<dyn BlobStore>) {
     let bytes = vec![7u8; 100_000];
     let digest = Digest::of(&bytes);
-    let mut writer = store.create(&digest).await.unwrap();
+    let mut writer = store.create(Some(&digest)).await.unwrap();
     writer.write(&bytes[..40_000]).await.unwrap();
     assert_eq!(writer.written(), 40_000);
     assert_eq!(
@@ -73,9 +73,22 @@ async fn partial_is_invisible_until_commit(store: Arc<dyn BlobStore>) {
     );
 }
 
+async fn unnamed_blobs_are_named_by_their_content(store: Arc<dyn BlobStore>) {
+    let mut writer = store.create(None).await.unwrap();
+    writer.write(b"published without a digest").await.unwrap();
+    let committed = writer.commit().await.unwrap();
+    assert_eq!(committed.digest, Digest::of(b"published without a digest"));
+    assert_eq!(committed.size, 26);
+    let stored = read_all(store.as_ref(), &committed.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, b"published without a digest");
+}
+
 async fn dropped_writer_leaves_nothing(store: Arc<dyn BlobStore>) {
     let digest = Digest::of(b"never finished");
-    let mut writer = store.create(&digest).await.unwrap();
+    let mut writer = store.create(Some(&digest)).await.unwrap();
     writer.write(b"never").await.unwrap();
     drop(writer);
     assert_eq!(store.stat(&digest).await.unwrap(), None);
@@ -104,6 +117,11 @@ macro_rules! backend_suite {
             async fn partial_is_invisible_until_commit() {
                 let (_guard, store) = $make;
                 super::partial_is_invisible_until_commit(store).await;
+            }
+            #[tokio::test]
+            async fn unnamed_blobs_are_named_by_their_content() {
+                let (_guard, store) = $make;
+                super::unnamed_blobs_are_named_by_their_content(store).await;
             }
             #[tokio::test]
             async fn dropped_writer_leaves_nothing() {

@@ -1,8 +1,10 @@
 //! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
 //! injectable faults) and builders for images and multi-arch indexes.
 
+mod fake_files;
 mod fake_registry;
 mod image;
 
+pub use fake_files::FakeFiles;
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};

@@ -7,6 +7,7 @@ mod digest;
 pub mod media;
 mod name;
 mod notation;
+pub mod range;
 
 pub use digest::{Digest, DigestError, Sha256Verifier};
 pub use name::{NameError, Reference, RepoName};

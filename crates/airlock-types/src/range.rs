@@ -11,7 +11,8 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    pub fn len(self) -> u64 {
+    /// How many bytes the range covers (at least one: ranges are inclusive).
+    pub fn byte_count(self) -> u64 {
         self.end - self.start + 1
     }
 }

@@ -221,7 +221,7 @@ impl Downloads {
             return Err(status_error(&response));
         }
         let total = response.content_length();
-        let mut writer = self.store.create(digest).await?;
+        let mut writer = self.store.create(Some(digest)).await?;
         *download.partial.lock().expect("partial lock") = Some(writer.partial());
         download
             .state
@@ -266,7 +266,7 @@ impl Downloads {
                 });
             }
         }
-        let size = writer.commit().await?;
+        let size = writer.commit().await?.size;
         self.index.record_blob(digest, size).await?;
         Ok(size)
     }

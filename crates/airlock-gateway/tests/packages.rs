@@ -1,0 +1,241 @@
+//! Package proxies at `/repository/<name>/…`: the raw format against an in-process file
+//! server, and `curl` as a real client. Verification, TTL refresh with conditional
+//! requests, negative caching, serve-stale, offline, hostile paths.
+
+// Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+#![allow(clippy::unnecessary_debug_formatting)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airlock_config::Config;
+use airlock_gateway::Gateway;
+use airlock_testkit::FakeFiles;
+use airlock_types::Digest;
+
+async fn start(dir: &std::path::Path, proxies: &str) -> SocketAddr {
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
+        dir.join("data")
+    );
+    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    tokio::spawn(gateway.serve(std::future::pending()));
+    addr
+}
+
+fn raw(upstream: &FakeFiles, extra: &str) -> String {
+    format!(
+        "[[proxy]]\nname = \"k3s-releases\"\nformat = \"raw\"\nupstream = \"{}\"\n{extra}\n",
+        upstream.url()
+    )
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    client.get(url).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn listed_files_are_verified_and_cached_for_good() {
+    let upstream = FakeFiles::start().await;
+    let binary = b"#!/bin/sh\necho k3s stand-in\n".to_vec();
+    upstream.put("v1.30.4+k3s1/k3s", "application/octet-stream", &binary);
+    upstream.put(
+        "v1.30.4+k3s1/tampered",
+        "application/octet-stream",
+        b"not what the list says",
+    );
+    let extra = format!(
+        "[proxy.sha256]\n\"v1.30.4+k3s1/k3s\" = \"{}\"\n\"v1.30.4+k3s1/tampered\" = \"{}\"",
+        Digest::of(&binary).hex(),
+        Digest::of(b"the real thing").hex()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &raw(&upstream, &extra)).await;
+    let url = format!("http://{addr}/repository/k3s-releases/v1.30.4+k3s1/k3s");
+    for expected in ["miss", "hit"] {
+        let response = get(&url).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-airlock-cache"], expected);
+        assert_eq!(response.bytes().await.unwrap(), binary);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upstream.count("v1.30.4+k3s1/k3s"), 1);
+
+    let tampered = get(&format!(
+        "http://{addr}/repository/k3s-releases/v1.30.4+k3s1/tampered"
+    ))
+    .await;
+    let body = tampered.bytes().await;
+    assert!(
+        body.is_err() || body.unwrap().as_ref() != b"not what the list says",
+        "a mismatch never arrives whole"
+    );
+    let again = get(&format!(
+        "http://{addr}/repository/k3s-releases/v1.30.4+k3s1/tampered"
+    ))
+    .await;
+    assert_ne!(
+        again
+            .headers()
+            .get("x-airlock-cache")
+            .map(reqwest::header::HeaderValue::as_bytes),
+        Some(&b"hit"[..]),
+        "never cached"
+    );
+}
+
+#[tokio::test]
+async fn other_files_refresh_by_ttl_with_conditional_requests_and_serve_stale() {
+    let upstream = FakeFiles::start().await;
+    upstream.put("install.sh", "text/x-shellscript", b"#!/bin/sh\n# v1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &raw(&upstream, "metadata_ttl = \"0s\"")).await;
+    let url = format!("http://{addr}/repository/k3s-releases/install.sh");
+    let first = get(&url).await;
+    assert_eq!(first.headers()["x-airlock-cache"], "miss");
+    assert_eq!(first.headers()["content-type"], "text/x-shellscript");
+    let etag = first.headers()["etag"].clone();
+    assert_eq!(first.bytes().await.unwrap(), &b"#!/bin/sh\n# v1\n"[..]);
+
+    let second = get(&url).await;
+    assert_eq!(
+        second.headers()["x-airlock-cache"],
+        "revalidated",
+        "a 304 from upstream"
+    );
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let not_modified = client
+        .get(&url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304, "clients' own caches work");
+
+    upstream.put("install.sh", "text/x-shellscript", b"#!/bin/sh\n# v2\n");
+    assert_eq!(
+        get(&url).await.bytes().await.unwrap(),
+        &b"#!/bin/sh\n# v2\n"[..]
+    );
+
+    upstream.fail_with(Some(503));
+    let stale = get(&url).await;
+    assert_eq!(stale.headers()["x-airlock-cache"], "stale");
+    assert_eq!(stale.bytes().await.unwrap(), &b"#!/bin/sh\n# v2\n"[..]);
+    upstream.fail_with(None);
+
+    let ranged = client
+        .get(&url)
+        .header("range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap(), &b"/bin"[..]);
+}
+
+#[tokio::test]
+async fn missing_files_are_remembered_for_negative_ttl() {
+    let upstream = FakeFiles::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &raw(&upstream, "negative_ttl = \"1h\"")).await;
+    let url = format!("http://{addr}/repository/k3s-releases/v9.9.9/k3s");
+    assert_eq!(get(&url).await.status(), 404);
+    assert_eq!(get(&url).await.status(), 404);
+    assert_eq!(
+        upstream.count("v9.9.9/k3s"),
+        1,
+        "the second 404 came from the negative cache"
+    );
+}
+
+#[tokio::test]
+async fn hostile_paths_and_unknown_repositories() {
+    let upstream = FakeFiles::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &raw(&upstream, "")).await;
+    for (path, status) in [
+        ("/repository/k3s-releases/../../etc/passwd", 400),
+        ("/repository/k3s-releases/a/%2e%2e/b", 400),
+        ("/repository/k3s-releases/a//b", 400),
+        ("/repository/k3s-releases/a%2fb", 400),
+        ("/repository/nope/file", 404),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {answer}"
+        );
+    }
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let put = client
+        .put(format!("http://{addr}/repository/k3s-releases/x"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    assert_eq!(
+        upstream.count("etc/passwd") + upstream.count("b") + upstream.count("x"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn offline_raw_proxy_never_contacts_the_upstream() {
+    let upstream = FakeFiles::start().await;
+    upstream.put("sha256sum-amd64.txt", "text/plain", b"abc  k3s\n");
+    let dir = tempfile::tempdir().unwrap();
+    let offline = start(dir.path(), &raw(&upstream, "offline = true")).await;
+    let miss = get(&format!(
+        "http://{offline}/repository/k3s-releases/sha256sum-amd64.txt"
+    ))
+    .await;
+    assert_eq!(miss.status(), 404);
+    assert!(miss.text().await.unwrap().contains("offline"));
+    assert_eq!(upstream.count("sha256sum-amd64.txt"), 0);
+}
+
+#[tokio::test]
+async fn curl_downloads_through_the_raw_proxy() {
+    let curl = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("curl"))
+        .find(|p| p.is_file())
+        .expect("`curl` is not installed: apt-get install curl (run .ci/run)");
+    let upstream = FakeFiles::start().await;
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    upstream.put("v1/k3s", "application/octet-stream", &payload);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[proxy.sha256]\n\"v1/k3s\" = \"{}\"",
+        Digest::of(&payload).hex()
+    );
+    let addr = start(dir.path(), &raw(&upstream, &extra)).await;
+    let out = dir.path().join("k3s");
+    let url = format!("http://{addr}/repository/k3s-releases/v1/k3s");
+    let status = tokio::process::Command::new(curl)
+        .args(["--fail", "--silent", "--show-error", "--noproxy", "*", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+}

@@ -1,0 +1,57 @@
+//! Package proxy errors and the one place they become HTTP responses (plain text: pip,
+//! conda, mvn and dnf show the body to the user).
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+/// What went wrong serving a package request.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("no repository named {0:?} is configured")]
+    UnknownRepository(String),
+    #[error("path {0:?} is not allowed (empty, dot or unusual segments)")]
+    BadPath(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{path}: not found upstream")]
+    NotFoundUpstream { path: String },
+    #[error("{path}: not cached, and repository {proxy} is offline")]
+    Offline { proxy: String, path: String },
+    #[error("only GET and HEAD are supported")]
+    MethodNotAllowed,
+    #[error("upstream of {proxy} failed for {path}: {detail}")]
+    Upstream {
+        proxy: String,
+        path: String,
+        detail: String,
+    },
+    #[error("upstream of {proxy} sent {path} with the wrong content: {detail}; nothing was cached")]
+    Verification {
+        proxy: String,
+        path: String,
+        detail: String,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for PackageError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            PackageError::UnknownRepository(_)
+            | PackageError::NotFound
+            | PackageError::NotFoundUpstream { .. }
+            | PackageError::Offline { .. } => StatusCode::NOT_FOUND,
+            PackageError::BadPath(_) => StatusCode::BAD_REQUEST,
+            PackageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PackageError::Upstream { .. } | PackageError::Verification { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            PackageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(target: "airlock::packages", error = %self, "request failed");
+        }
+        (status, format!("{self}\n")).into_response()
+    }
+}

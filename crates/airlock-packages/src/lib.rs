@@ -1,0 +1,102 @@
+//! Package proxies at Nexus's paths, `/repository/<name>/…`, on the same store, upstream
+//! client and one-fetch-per-miss machinery as the registry.
+//!
+//! Every format has the same shape: a module that maps a request path to either an
+//! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
+//! ([`Origin::refreshed`]). Formats so far: `raw`.
+
+mod error;
+mod origin;
+mod raw;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use airlock_config::{Config, Format};
+use airlock_store::{BlobStore, MetaIndex};
+use airlock_upstream::Upstream;
+use airlock_upstream::fetch::Downloads;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, Uri};
+
+pub use error::PackageError;
+pub use origin::Origin;
+
+/// The formats this version serves.
+pub const SERVED_FORMATS: &[Format] = &[Format::Raw];
+
+/// Every configured package proxy, by name.
+#[derive(Debug)]
+pub struct Packages {
+    proxies: HashMap<String, Origin>,
+}
+
+impl Packages {
+    /// Builds the package proxies of `config` (formats in [`SERVED_FORMATS`]).
+    pub fn new(
+        config: &Config,
+        store: &Arc<dyn BlobStore>,
+        index: &MetaIndex,
+        downloads: &Arc<Downloads>,
+    ) -> Result<Self, airlock_upstream::UpstreamError> {
+        let mut proxies = HashMap::new();
+        for proxy in config
+            .proxies
+            .iter()
+            .filter(|p| SERVED_FORMATS.contains(&p.format))
+        {
+            let origin = Origin::new(
+                proxy.clone(),
+                Upstream::new(proxy)?,
+                store.clone(),
+                index.clone(),
+                downloads.clone(),
+            );
+            proxies.insert(proxy.name.clone(), origin);
+        }
+        Ok(Self { proxies })
+    }
+
+    async fn dispatch(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        let head = match *method {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return Err(PackageError::MethodNotAllowed),
+        };
+        let rest = uri
+            .path()
+            .strip_prefix("/repository/")
+            .ok_or(PackageError::NotFound)?;
+        let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let origin = self
+            .proxies
+            .get(name)
+            .ok_or_else(|| PackageError::UnknownRepository(name.to_owned()))?;
+        let path = origin::checked_path(path)?;
+        match origin.config().format {
+            Format::Raw => raw::serve(origin, &path, head, headers).await,
+            other => Err(PackageError::Internal(format!(
+                "format {} is not served",
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+/// The axum handler for everything under `/repository/`.
+pub async fn handle(
+    axum::extract::State(packages): axum::extract::State<Arc<Packages>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match packages.dispatch(&method, &uri, &headers).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,585 @@
+//! One package proxy's upstream and cache: immutable files verified against the digest an
+//! index published, and files refreshed by TTL (index pages, metadata, raw files without a
+//! published digest) that are revalidated with conditional requests, remembered as missing
+//! for `negative_ttl` after a 404, and served stale when the upstream cannot answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_config::ProxyConfig;
+use airlock_store::{BlobStore, FileRecord, MetaIndex, unix_now};
+use airlock_types::Digest;
+use airlock_types::range::{self, RangeRequest};
+use airlock_upstream::Upstream;
+use airlock_upstream::fetch::{Downloads, KeyedLocks, RequestFn};
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use reqwest::Method;
+use tokio::io::AsyncReadExt;
+
+use crate::PackageError;
+
+/// A package proxy: its configuration, upstream client, and the shared store.
+pub struct Origin {
+    config: ProxyConfig,
+    upstream: Upstream,
+    store: Arc<dyn BlobStore>,
+    index: MetaIndex,
+    downloads: Arc<Downloads>,
+    locks: KeyedLocks,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Origin({})", self.config.name)
+    }
+}
+
+/// Checks a request path below `/repository/<name>/`: no empty, `.` or `..` segments, no
+/// encoded separators or dots, no backslashes or control characters.
+pub fn checked_path(path: &str) -> Result<String, PackageError> {
+    let bad = || PackageError::BadPath(path.to_owned());
+    let lowered = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|t| lowered.contains(t))
+    {
+        return Err(bad());
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b);
+    if !path.bytes().all(allowed) {
+        return Err(bad());
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    if !trimmed.is_empty()
+        && trimmed
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(bad());
+    }
+    Ok(path.to_owned())
+}
+
+/// How a response relates to the cache, in `X-Airlock-Cache`.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Hit,
+    Miss,
+    Revalidated,
+    Stale,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
+impl Origin {
+    pub fn new(
+        config: ProxyConfig,
+        upstream: Upstream,
+        store: Arc<dyn BlobStore>,
+        index: MetaIndex,
+        downloads: Arc<Downloads>,
+    ) -> Self {
+        Self {
+            config,
+            upstream,
+            store,
+            index,
+            downloads,
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    fn upstream_error(&self, path: &str, detail: impl std::fmt::Display) -> PackageError {
+        PackageError::Upstream {
+            proxy: self.config.name.clone(),
+            path: path.to_owned(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A file that must hash to `digest`: from the store, or fetched once (concurrent
+    /// requests share the download) and verified before anyone else can read it.
+    pub async fn immutable(
+        &self,
+        path: &str,
+        digest: &Digest,
+        content_type: &str,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
+            self.index.touch(digest, size);
+            return self
+                .serve_stored(digest, size, content_type, head, headers, Outcome::Hit)
+                .await;
+        }
+        if self.config.offline {
+            return Err(PackageError::Offline {
+                proxy: self.config.name.clone(),
+                path: path.to_owned(),
+            });
+        }
+        let upstream = self.upstream.clone();
+        let owned = path.to_owned();
+        let request: RequestFn = Box::new(move |offset| {
+            let (upstream, path) = (upstream.clone(), owned.clone());
+            let mut headers = HeaderMap::new();
+            if let Some(offset) = offset {
+                headers.insert(
+                    header::RANGE,
+                    HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+                );
+            }
+            Box::pin(async move { upstream.send(Method::GET, &path, headers, "").await })
+        });
+        let body = self
+            .downloads
+            .fetch(digest, 0, request)
+            .await
+            .map_err(|e| match e {
+                airlock_upstream::fetch::FetchError::Status { status, .. }
+                    if status == StatusCode::NOT_FOUND =>
+                {
+                    PackageError::NotFoundUpstream {
+                        path: path.to_owned(),
+                    }
+                }
+                airlock_upstream::fetch::FetchError::Store(store) => PackageError::Verification {
+                    proxy: self.config.name.clone(),
+                    path: path.to_owned(),
+                    detail: store.to_string(),
+                },
+                other => self.upstream_error(path, other),
+            })?;
+        let mut response = Response::new(if head {
+            Body::empty()
+        } else {
+            Body::from_stream(body.stream)
+        });
+        set_headers(
+            response.headers_mut(),
+            digest,
+            content_type,
+            body.size,
+            Outcome::Miss,
+        );
+        Ok(response)
+    }
+
+    /// A file refreshed after `metadata_ttl`.
+    pub async fn refreshed(
+        &self,
+        path: &str,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        if let Some(response) = self.fresh(path, head, headers).await? {
+            return Ok(response);
+        }
+        // One upstream conversation per path: concurrent requests wait, then find the result.
+        let _turn = self.locks.lock(path).await;
+        if let Some(response) = self.fresh(path, head, headers).await? {
+            return Ok(response);
+        }
+        let cached = self
+            .index
+            .file(&self.config.name, path)
+            .await
+            .map_err(internal)?;
+        let cached_content = match &cached {
+            Some(FileRecord {
+                digest: Some(digest),
+                ..
+            }) => self
+                .store
+                .stat(digest)
+                .await
+                .map_err(internal)?
+                .map(|size| (digest.clone(), size)),
+            _ => None,
+        };
+        if self.config.offline {
+            return match (cached, cached_content) {
+                (Some(record), Some((digest, size))) => {
+                    self.serve_record(&record, &digest, size, head, headers, Outcome::Hit)
+                        .await
+                }
+                _ => Err(PackageError::Offline {
+                    proxy: self.config.name.clone(),
+                    path: path.to_owned(),
+                }),
+            };
+        }
+        let mut conditional = HeaderMap::new();
+        if let (Some(record), Some(_)) = (&cached, &cached_content) {
+            if let Some(etag) = record
+                .etag
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                conditional.insert(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = record
+                .last_modified
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                conditional.insert(header::IF_MODIFIED_SINCE, date);
+            }
+        }
+        let answer = self.upstream.send(Method::GET, path, conditional, "").await;
+        let response = match answer {
+            Ok(response) => response,
+            Err(e) => {
+                return self
+                    .stale(
+                        path,
+                        cached.as_ref(),
+                        cached_content.as_ref(),
+                        &e.to_string(),
+                        head,
+                        headers,
+                    )
+                    .await;
+            }
+        };
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            if let (Some(record), Some((digest, size))) = (&cached, &cached_content) {
+                let refreshed = FileRecord {
+                    checked_at: unix_now(),
+                    ..record.clone()
+                };
+                self.index
+                    .set_file(&self.config.name, path, &refreshed)
+                    .await
+                    .map_err(internal)?;
+                return self
+                    .serve_record(
+                        &refreshed,
+                        digest,
+                        *size,
+                        head,
+                        headers,
+                        Outcome::Revalidated,
+                    )
+                    .await;
+            }
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            let missing = FileRecord {
+                digest: None,
+                content_type: None,
+                etag: None,
+                last_modified: None,
+                checked_at: unix_now(),
+            };
+            self.index
+                .set_file(&self.config.name, path, &missing)
+                .await
+                .map_err(internal)?;
+            return Err(PackageError::NotFoundUpstream {
+                path: path.to_owned(),
+            });
+        }
+        if status != StatusCode::OK {
+            let why = format!("upstream answered {status}");
+            return self
+                .stale(
+                    path,
+                    cached.as_ref(),
+                    cached_content.as_ref(),
+                    &why,
+                    head,
+                    headers,
+                )
+                .await;
+        }
+        let text = |name: header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = text(header::CONTENT_TYPE);
+        let etag = text(header::ETAG);
+        let last_modified = text(header::LAST_MODIFIED);
+        let expected = response.content_length();
+        let committed = self.store_body(path, response).await?;
+        if expected.is_some_and(|n| n != committed.size) {
+            return Err(self.upstream_error(
+                path,
+                format!(
+                    "body ended after {} of {} bytes",
+                    committed.size,
+                    expected.unwrap_or(0)
+                ),
+            ));
+        }
+        self.index
+            .record_blob(&committed.digest, committed.size)
+            .await
+            .map_err(internal)?;
+        let record = FileRecord {
+            digest: Some(committed.digest.clone()),
+            content_type,
+            etag,
+            last_modified,
+            checked_at: unix_now(),
+        };
+        self.index
+            .set_file(&self.config.name, path, &record)
+            .await
+            .map_err(internal)?;
+        self.serve_record(
+            &record,
+            &committed.digest,
+            committed.size,
+            head,
+            headers,
+            Outcome::Miss,
+        )
+        .await
+    }
+
+    /// The cached copy when the upstream could not answer, or the upstream's failure.
+    async fn stale(
+        &self,
+        path: &str,
+        record: Option<&FileRecord>,
+        content: Option<&(Digest, u64)>,
+        why: &str,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        let (Some(record), Some((digest, size))) = (record, content) else {
+            return Err(self.upstream_error(path, why));
+        };
+        tracing::warn!(
+            target: "airlock::packages",
+            proxy = %self.config.name,
+            path,
+            reason = why,
+            "serving cached file stale: upstream could not revalidate it"
+        );
+        self.serve_record(record, digest, *size, head, headers, Outcome::Stale)
+            .await
+    }
+
+    /// Serves `path` from the cache if it is within its TTL (or remembered missing).
+    async fn fresh(
+        &self,
+        path: &str,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Option<Response>, PackageError> {
+        let Some(record) = self
+            .index
+            .file(&self.config.name, path)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
+        let Some(digest) = &record.digest else {
+            if age < self.config.negative_ttl.0 {
+                return Err(PackageError::NotFoundUpstream {
+                    path: path.to_owned(),
+                });
+            }
+            return Ok(None);
+        };
+        if age >= self.config.metadata_ttl.0 && !self.config.offline {
+            return Ok(None);
+        }
+        let Some(size) = self.store.stat(digest).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        self.serve_record(&record, digest, size, head, headers, Outcome::Hit)
+            .await
+            .map(Some)
+    }
+
+    /// Streams an upstream body into the store, named by what it hashes to.
+    async fn store_body(
+        &self,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<airlock_store::Committed, PackageError> {
+        use futures_util::StreamExt;
+        let mut writer = self.store.create(None).await.map_err(internal)?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                self.upstream_error(path, airlock_upstream::error_chain(&e.without_url()))
+            })?;
+            writer.write(&chunk).await.map_err(internal)?;
+        }
+        writer.commit().await.map_err(internal)
+    }
+
+    async fn serve_record(
+        &self,
+        record: &FileRecord,
+        digest: &Digest,
+        size: u64,
+        head: bool,
+        headers: &HeaderMap,
+        outcome: Outcome,
+    ) -> Result<Response, PackageError> {
+        self.index.touch(digest, size);
+        let content_type = record
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
+        self.serve_stored(digest, size, content_type, head, headers, outcome)
+            .await
+    }
+
+    /// Serves a stored blob with `Range` and `If-None-Match` support.
+    async fn serve_stored(
+        &self,
+        digest: &Digest,
+        size: u64,
+        content_type: &str,
+        head: bool,
+        headers: &HeaderMap,
+        outcome: Outcome,
+    ) -> Result<Response, PackageError> {
+        let etag = format!("\"{digest}\"");
+        let matches = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        if matches {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+                .headers_mut()
+                .insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
+            return Ok(response);
+        }
+        let spec = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
+        let (offset, length, partial) = match range::resolve(spec, size) {
+            RangeRequest::Unsatisfiable => {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+                );
+                return Ok(response);
+            }
+            RangeRequest::Full => (0, size, None),
+            RangeRequest::Partial(r) => (r.start, r.byte_count(), Some(r)),
+        };
+        let body = if head {
+            Body::empty()
+        } else {
+            let reader = self.store.open(digest, offset).await.map_err(internal)?;
+            let reader = reader.ok_or_else(|| {
+                PackageError::Internal(format!("{digest} vanished from the store"))
+            })?;
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                reader.take(length),
+                256 * 1024,
+            ))
+        };
+        let mut response = Response::new(body);
+        set_headers(
+            response.headers_mut(),
+            digest,
+            content_type,
+            Some(length),
+            outcome,
+        );
+        if let Some(r) = partial {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let value = format!("bytes {}-{}/{size}", r.start, r.end);
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("ascii"),
+            );
+        }
+        Ok(response)
+    }
+}
+
+fn set_headers(
+    headers: &mut HeaderMap,
+    digest: &Digest,
+    content_type: &str,
+    length: Option<u64>,
+    outcome: Outcome,
+) {
+    let content_type = HeaderValue::from_str(content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("ascii"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        "x-airlock-cache",
+        HeaderValue::from_static(outcome.as_str()),
+    );
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> PackageError {
+    PackageError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        for good in [
+            "k3s",
+            "v1.30.4%2Bk3s1/k3s",
+            "simple/",
+            "simple/numpy/",
+            "a/b-c_d.e~f/g+h",
+            "",
+        ] {
+            assert!(checked_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/%2e%2e/b",
+            "a%2Fb",
+            "a\\b",
+            "a/\u{0}",
+            "a b",
+            "a/.",
+            "%2E%2E",
+        ] {
+            assert!(checked_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}
