@@ -693,6 +693,32 @@ async fn concurrent_cold_tag_requests_share_one_upstream_fetch() {
         assert_eq!(task.await.unwrap(), image.manifest);
     }
     assert_eq!(upstream.count("GET", "/v2/library/popular/manifests/1"), 1);
+
+    let by_digest = gw.url(&format!(
+        "/v2/dockerhub-proxy/library/popular/manifests/{}",
+        image.digest
+    ));
+    let other = start(&hub(&upstream, "")).await;
+    let by_digest_elsewhere = other.url(&format!(
+        "/v2/dockerhub-proxy/library/popular/manifests/{}",
+        image.digest
+    ));
+    drop(by_digest);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let url = by_digest_elsewhere.clone();
+            tokio::spawn(async move { get(&url).await.bytes().await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), image.manifest);
+    }
+    let path = format!("/v2/library/popular/manifests/{}", image.digest);
+    assert_eq!(
+        upstream.count("GET", &path),
+        1,
+        "concurrent misses of one digest: one fetch"
+    );
 }
 
 #[tokio::test]

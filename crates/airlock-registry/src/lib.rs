@@ -82,6 +82,7 @@ pub struct Registry {
     store: Arc<dyn BlobStore>,
     index: MetaIndex,
     downloads: Arc<Downloads>,
+    /// Turns per tag or manifest digest: one upstream conversation for each at a time.
     tag_locks: KeyedLocks,
 }
 

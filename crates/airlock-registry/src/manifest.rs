@@ -85,6 +85,16 @@ impl Registry {
                         CacheOutcome::Hit,
                     ));
                 }
+                // Concurrent misses of one digest wait for the first fetch, then hit.
+                let _turn = self.tag_locks.lock(&digest.to_string()).await;
+                if let Some(manifest) = self.cached_manifest(digest).await? {
+                    return Ok(respond(
+                        &manifest,
+                        head,
+                        &proxy.config.name,
+                        CacheOutcome::Hit,
+                    ));
+                }
                 if proxy.config.offline {
                     return Err(offline_miss(
                         &proxy.config.name,
