@@ -31,6 +31,8 @@ pub enum PackageError {
         path: String,
         detail: String,
     },
+    #[error("none of the representations in Accept: {0} is served here")]
+    NotAcceptable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -43,6 +45,7 @@ impl IntoResponse for PackageError {
             | PackageError::NotFoundUpstream { .. }
             | PackageError::Offline { .. } => StatusCode::NOT_FOUND,
             PackageError::BadPath(_) => StatusCode::BAD_REQUEST,
+            PackageError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             PackageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PackageError::Upstream { .. } | PackageError::Verification { .. } => {
                 StatusCode::BAD_GATEWAY

@@ -3,10 +3,11 @@
 //!
 //! Every format has the same shape: a module that maps a request path to either an
 //! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
-//! ([`Origin::refreshed`]). Formats so far: `raw`.
+//! ([`Origin::refreshed`]). Formats so far: `raw` and `pypi`.
 
 mod error;
 mod origin;
+mod pypi;
 mod raw;
 
 use std::collections::HashMap;
@@ -20,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, Uri};
 
 pub use error::PackageError;
-pub use origin::Origin;
+pub use origin::{Check, Document, Origin, Variant};
 
 /// The formats this version serves.
-pub const SERVED_FORMATS: &[Format] = &[Format::Raw];
+pub const SERVED_FORMATS: &[Format] = &[Format::Raw, Format::Pypi];
 
 /// Every configured package proxy, by name.
 #[derive(Debug)]
@@ -80,6 +81,7 @@ impl Packages {
         let path = origin::checked_path(path)?;
         match origin.config().format {
             Format::Raw => raw::serve(origin, &path, head, headers).await,
+            Format::Pypi => pypi::serve(origin, &path, head, headers).await,
             other => Err(PackageError::Internal(format!(
                 "format {} is not served",
                 other.as_str()

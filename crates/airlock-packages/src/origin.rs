@@ -2,6 +2,8 @@
 //! index published, and files refreshed by TTL (index pages, metadata, raw files without a
 //! published digest) that are revalidated with conditional requests, remembered as missing
 //! for `negative_ttl` after a 404, and served stale when the upstream cannot answer.
+//! Documents (index pages a format rewrites) are refreshed files too, cached once per
+//! representation, bounded in size and checked before they are cached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,55 @@ pub fn checked_path(path: &str) -> Result<String, PackageError> {
     Ok(path.to_owned())
 }
 
+/// Checks a document's bytes (and upstream `Content-Type`) before they are cached.
+pub type Check<'a> = dyn Fn(&[u8], Option<&str>) -> Result<(), String> + Send + Sync + 'a;
+
+/// One representation of a document: cached under its own key, asked for with `accept`.
+#[derive(Debug, Clone, Copy)]
+pub struct Variant<'a> {
+    /// Distinguishes the cache entry (`<path>#<name>`; `#` never occurs in a request path).
+    pub name: &'a str,
+    pub accept: &'a str,
+}
+
+/// A document's cached bytes, for a format to rewrite.
+#[derive(Debug)]
+pub struct Document {
+    pub bytes: Vec<u8>,
+    /// The upstream's `Content-Type`.
+    pub content_type: Option<String>,
+    /// `X-Airlock-Cache`: hit, miss, revalidated or stale.
+    pub cache: &'static str,
+}
+
+/// What [`Origin::refresh`] looks up: the upstream path, its cache key, and for documents
+/// the `Accept` sent and the bound and check applied before caching.
+struct Refresh<'a> {
+    path: &'a str,
+    key: &'a str,
+    accept: Option<&'a str>,
+    checked: Option<(usize, &'a Check<'a>)>,
+}
+
+impl<'a> Refresh<'a> {
+    fn plain(path: &'a str) -> Self {
+        Self {
+            path,
+            key: path,
+            accept: None,
+            checked: None,
+        }
+    }
+}
+
+/// A cache entry with content, and how it was obtained.
+struct Found {
+    record: FileRecord,
+    digest: Digest,
+    size: u64,
+    outcome: Outcome,
+}
+
 /// How a response relates to the cache, in `X-Airlock-Cache`.
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
@@ -102,6 +153,11 @@ impl Origin {
 
     pub fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+
+    /// The upstream URL `reference` (a path, or an absolute URL an index gave) resolves to.
+    pub fn upstream_url(&self, reference: &str) -> reqwest::Url {
+        self.upstream.url(reference)
     }
 
     fn upstream_error(&self, path: &str, detail: impl std::fmt::Display) -> PackageError {
@@ -188,17 +244,73 @@ impl Origin {
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Response, PackageError> {
-        if let Some(response) = self.fresh(path, head, headers).await? {
-            return Ok(response);
+        let found = self.refresh(&Refresh::plain(path)).await?;
+        self.serve_record(
+            &found.record,
+            &found.digest,
+            found.size,
+            head,
+            headers,
+            found.outcome,
+        )
+        .await
+    }
+
+    /// A small document refreshed after `metadata_ttl` and handed back whole, for a format
+    /// to rewrite (index pages). Each `variant` of `path` (one per `Accept` sent upstream)
+    /// is cached on its own; a body larger than `max` bytes, or one `check` rejects, is
+    /// never cached and counts as an upstream failure (the previous copy is served stale).
+    pub async fn document(
+        &self,
+        path: &str,
+        variant: &Variant<'_>,
+        max: usize,
+        check: &Check<'_>,
+    ) -> Result<Document, PackageError> {
+        let key = format!("{path}#{}", variant.name);
+        let found = self
+            .refresh(&Refresh {
+                path,
+                key: &key,
+                accept: Some(variant.accept),
+                checked: Some((max, check)),
+            })
+            .await?;
+        self.index.touch(&found.digest, found.size);
+        if found.size > max as u64 {
+            return Err(self.upstream_error(path, format!("the page is larger than {max} bytes")));
         }
-        // One upstream conversation per path: concurrent requests wait, then find the result.
-        let _turn = self.locks.lock(path).await;
-        if let Some(response) = self.fresh(path, head, headers).await? {
-            return Ok(response);
+        let mut reader = self
+            .store
+            .open(&found.digest, 0)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                PackageError::Internal(format!("{} vanished from the store", found.digest))
+            })?;
+        let mut bytes = Vec::with_capacity(usize::try_from(found.size).unwrap_or(0));
+        reader.read_to_end(&mut bytes).await.map_err(internal)?;
+        Ok(Document {
+            bytes,
+            content_type: found.record.content_type,
+            cache: found.outcome.as_str(),
+        })
+    }
+
+    /// The cache entry of `spec.key`: fresh from the cache, revalidated, fetched, or stale.
+    async fn refresh(&self, spec: &Refresh<'_>) -> Result<Found, PackageError> {
+        let path = spec.path;
+        if let Some(found) = self.fresh(spec).await? {
+            return Ok(found);
+        }
+        // One upstream conversation per key: concurrent requests wait, then find the result.
+        let _turn = self.locks.lock(spec.key).await;
+        if let Some(found) = self.fresh(spec).await? {
+            return Ok(found);
         }
         let cached = self
             .index
-            .file(&self.config.name, path)
+            .file(&self.config.name, spec.key)
             .await
             .map_err(internal)?;
         let cached_content = match &cached {
@@ -215,10 +327,12 @@ impl Origin {
         };
         if self.config.offline {
             return match (cached, cached_content) {
-                (Some(record), Some((digest, size))) => {
-                    self.serve_record(&record, &digest, size, head, headers, Outcome::Hit)
-                        .await
-                }
+                (Some(record), Some((digest, size))) => Ok(Found {
+                    record,
+                    digest,
+                    size,
+                    outcome: Outcome::Hit,
+                }),
                 _ => Err(PackageError::Offline {
                     proxy: self.config.name.clone(),
                     path: path.to_owned(),
@@ -226,6 +340,9 @@ impl Origin {
             };
         }
         let mut conditional = HeaderMap::new();
+        if let Some(accept) = spec.accept.and_then(|v| HeaderValue::from_str(v).ok()) {
+            conditional.insert(header::ACCEPT, accept);
+        }
         if let (Some(record), Some(_)) = (&cached, &cached_content) {
             if let Some(etag) = record
                 .etag
@@ -242,21 +359,10 @@ impl Origin {
                 conditional.insert(header::IF_MODIFIED_SINCE, date);
             }
         }
-        let answer = self.upstream.send(Method::GET, path, conditional, "").await;
-        let response = match answer {
+        let stale = |why: String| self.stale(path, cached.clone(), cached_content.clone(), why);
+        let response = match self.upstream.send(Method::GET, path, conditional, "").await {
             Ok(response) => response,
-            Err(e) => {
-                return self
-                    .stale(
-                        path,
-                        cached.as_ref(),
-                        cached_content.as_ref(),
-                        &e.to_string(),
-                        head,
-                        headers,
-                    )
-                    .await;
-            }
+            Err(e) => return stale(e.to_string()),
         };
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
@@ -266,19 +372,15 @@ impl Origin {
                     ..record.clone()
                 };
                 self.index
-                    .set_file(&self.config.name, path, &refreshed)
+                    .set_file(&self.config.name, spec.key, &refreshed)
                     .await
                     .map_err(internal)?;
-                return self
-                    .serve_record(
-                        &refreshed,
-                        digest,
-                        *size,
-                        head,
-                        headers,
-                        Outcome::Revalidated,
-                    )
-                    .await;
+                return Ok(Found {
+                    record: refreshed,
+                    digest: digest.clone(),
+                    size: *size,
+                    outcome: Outcome::Revalidated,
+                });
             }
         }
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
@@ -290,7 +392,7 @@ impl Origin {
                 checked_at: unix_now(),
             };
             self.index
-                .set_file(&self.config.name, path, &missing)
+                .set_file(&self.config.name, spec.key, &missing)
                 .await
                 .map_err(internal)?;
             return Err(PackageError::NotFoundUpstream {
@@ -298,17 +400,7 @@ impl Origin {
             });
         }
         if status != StatusCode::OK {
-            let why = format!("upstream answered {status}");
-            return self
-                .stale(
-                    path,
-                    cached.as_ref(),
-                    cached_content.as_ref(),
-                    &why,
-                    head,
-                    headers,
-                )
-                .await;
+            return stale(format!("upstream answered {status}"));
         }
         let text = |name: header::HeaderName| {
             response
@@ -320,18 +412,35 @@ impl Origin {
         let content_type = text(header::CONTENT_TYPE);
         let etag = text(header::ETAG);
         let last_modified = text(header::LAST_MODIFIED);
-        let expected = response.content_length();
-        let committed = self.store_body(path, response).await?;
-        if expected.is_some_and(|n| n != committed.size) {
-            return Err(self.upstream_error(
-                path,
-                format!(
-                    "body ended after {} of {} bytes",
-                    committed.size,
-                    expected.unwrap_or(0)
-                ),
-            ));
-        }
+        let committed = match spec.checked {
+            None => {
+                let expected = response.content_length();
+                let committed = self.store_body(path, response).await?;
+                if expected.is_some_and(|n| n != committed.size) {
+                    return Err(self.upstream_error(
+                        path,
+                        format!(
+                            "body ended after {} of {} bytes",
+                            committed.size,
+                            expected.unwrap_or(0)
+                        ),
+                    ));
+                }
+                committed
+            }
+            Some((max, check)) => {
+                let bytes = match airlock_upstream::read_body(response, max).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => return stale(e.to_string()),
+                };
+                if let Err(why) = check(&bytes, content_type.as_deref()) {
+                    return stale(why);
+                }
+                let mut writer = self.store.create(None).await.map_err(internal)?;
+                writer.write(&bytes).await.map_err(internal)?;
+                writer.commit().await.map_err(internal)?
+            }
+        };
         self.index
             .record_blob(&committed.digest, committed.size)
             .await
@@ -344,30 +453,25 @@ impl Origin {
             checked_at: unix_now(),
         };
         self.index
-            .set_file(&self.config.name, path, &record)
+            .set_file(&self.config.name, spec.key, &record)
             .await
             .map_err(internal)?;
-        self.serve_record(
-            &record,
-            &committed.digest,
-            committed.size,
-            head,
-            headers,
-            Outcome::Miss,
-        )
-        .await
+        Ok(Found {
+            record,
+            digest: committed.digest,
+            size: committed.size,
+            outcome: Outcome::Miss,
+        })
     }
 
     /// The cached copy when the upstream could not answer, or the upstream's failure.
-    async fn stale(
+    fn stale(
         &self,
         path: &str,
-        record: Option<&FileRecord>,
-        content: Option<&(Digest, u64)>,
-        why: &str,
-        head: bool,
-        headers: &HeaderMap,
-    ) -> Result<Response, PackageError> {
+        record: Option<FileRecord>,
+        content: Option<(Digest, u64)>,
+        why: String,
+    ) -> Result<Found, PackageError> {
         let (Some(record), Some((digest, size))) = (record, content) else {
             return Err(self.upstream_error(path, why));
         };
@@ -378,30 +482,29 @@ impl Origin {
             reason = why,
             "serving cached file stale: upstream could not revalidate it"
         );
-        self.serve_record(record, digest, *size, head, headers, Outcome::Stale)
-            .await
+        Ok(Found {
+            record,
+            digest,
+            size,
+            outcome: Outcome::Stale,
+        })
     }
 
-    /// Serves `path` from the cache if it is within its TTL (or remembered missing).
-    async fn fresh(
-        &self,
-        path: &str,
-        head: bool,
-        headers: &HeaderMap,
-    ) -> Result<Option<Response>, PackageError> {
+    /// The cache entry of `spec.key` if it is within its TTL (or remembered missing).
+    async fn fresh(&self, spec: &Refresh<'_>) -> Result<Option<Found>, PackageError> {
         let Some(record) = self
             .index
-            .file(&self.config.name, path)
+            .file(&self.config.name, spec.key)
             .await
             .map_err(internal)?
         else {
             return Ok(None);
         };
         let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
-        let Some(digest) = &record.digest else {
+        let Some(digest) = record.digest.clone() else {
             if age < self.config.negative_ttl.0 {
                 return Err(PackageError::NotFoundUpstream {
-                    path: path.to_owned(),
+                    path: spec.path.to_owned(),
                 });
             }
             return Ok(None);
@@ -409,12 +512,15 @@ impl Origin {
         if age >= self.config.metadata_ttl.0 && !self.config.offline {
             return Ok(None);
         }
-        let Some(size) = self.store.stat(digest).await.map_err(internal)? else {
+        let Some(size) = self.store.stat(&digest).await.map_err(internal)? else {
             return Ok(None);
         };
-        self.serve_record(&record, digest, size, head, headers, Outcome::Hit)
-            .await
-            .map(Some)
+        Ok(Some(Found {
+            record,
+            digest,
+            size,
+            outcome: Outcome::Hit,
+        }))
     }
 
     /// Streams an upstream body into the store, named by what it hashes to.

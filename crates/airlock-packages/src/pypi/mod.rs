@@ -1,0 +1,522 @@
+//! `format = "pypi"`: the simple repository API at `/repository/<name>/simple/`, in HTML
+//! (PEP 503) and JSON (PEP 691) by `Accept`, with every file URL rewritten to the gateway.
+//!
+//! Paths below the proxy:
+//!
+//! ```text
+//! simple/                                  root index, refreshed by TTL
+//! simple/<project>/                        project page, refreshed by TTL; other spellings → 301
+//! packages/<project>/<sha256>/<filename>   a file, immutable, verified against <sha256>
+//! packages/<project>/<sha256>/<filename>.metadata
+//!                                          its PEP 658 metadata, verified against the hash the
+//!                                          project page gives for it
+//! ```
+//!
+//! Upstream pages are parsed into one model ([`ProjectPage`]) and rendered in the client's
+//! representation, so an upstream that only speaks HTML still serves JSON clients. Files the
+//! index gives no sha256 for are left out of the page: airlock could not verify them. A
+//! metadata file is advertised only when the index gives its sha256, because then it is
+//! served here, verified; pip fails hard on advertised metadata it cannot fetch.
+
+mod html;
+mod json;
+
+use std::collections::BTreeMap;
+
+use airlock_types::Digest;
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::{Check, Origin, PackageError, Variant};
+
+/// PEP 691 JSON.
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+/// PEP 691's name for PEP 503 HTML.
+const HTML: &str = "application/vnd.pypi.simple.v1+html";
+/// A project page larger than this is refused (pypi.org's largest are a few MiB).
+const MAX_PROJECT_PAGE: usize = 32 * 1024 * 1024;
+/// The root index lists every project (pypi.org's is tens of MiB).
+const MAX_ROOT_PAGE: usize = 256 * 1024 * 1024;
+
+/// The upstream representations airlock caches, each under its own key.
+const UPSTREAM_JSON: Variant<'static> = Variant {
+    name: "json",
+    accept: "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01",
+};
+const UPSTREAM_HTML: Variant<'static> = Variant {
+    name: "html",
+    accept: "application/vnd.pypi.simple.v1+html, text/html;q=0.01",
+};
+
+/// What a client asked for, by `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Representation {
+    Json,
+    /// HTML, answered with this media type (`text/html` or PEP 691's name for it).
+    Html(&'static str),
+}
+
+/// One distribution file of a project page, whichever representation it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DistFile {
+    filename: String,
+    url: String,
+    hashes: BTreeMap<String, String>,
+    requires_python: Option<String>,
+    /// `Some("")` when yanked without a reason (PEP 592).
+    yanked: Option<String>,
+    /// PEP 658/714: `Some` when the index offers a metadata file, with its hashes.
+    metadata: Option<BTreeMap<String, String>>,
+    size: Option<u64>,
+    upload_time: Option<String>,
+}
+
+/// A project page (PEP 503/691/700).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ProjectPage {
+    versions: Option<Vec<String>>,
+    files: Vec<DistFile>,
+}
+
+/// Maps a request path below `/repository/<name>/` to an index page or a file.
+pub(crate) async fn serve(
+    origin: &Origin,
+    path: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["simple"] => Ok(redirect(origin, "simple/")),
+        ["simple", ""] => root(origin, head, headers).await,
+        ["simple", project] | ["simple", project, ""] => {
+            let normal = normalize(project)?;
+            if normal != *project || !path.ends_with('/') {
+                return Ok(redirect(origin, &format!("simple/{normal}/")));
+            }
+            project_page(origin, &normal, head, headers).await
+        }
+        ["packages", project, sha256, filename] => {
+            file(origin, project, sha256, filename, head, headers).await
+        }
+        _ => Err(PackageError::NotFound),
+    }
+}
+
+/// PEP 503 normalization, after checking the name against PEP 508's grammar (which also
+/// keeps traversal and separators out).
+fn normalize(name: &str) -> Result<String, PackageError> {
+    let bytes = name.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 200
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
+    if !valid {
+        return Err(PackageError::BadPath(format!(
+            "{name} (not a Python project name)"
+        )));
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if "-_.".contains(c) {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    Ok(out)
+}
+
+/// Chooses the representation from `Accept` (PEP 691): highest quality wins, JSON on a tie;
+/// no `Accept` means HTML.
+fn negotiate(headers: &HeaderMap) -> Result<Representation, PackageError> {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return Ok(Representation::Html("text/html"));
+    };
+    let accept = accept
+        .to_str()
+        .map_err(|_| PackageError::NotAcceptable("(not text)".to_owned()))?;
+    let mut best: Option<(u16, u8, Representation)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        // Quality in thousandths: header values have at most three decimals.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let quality = (quality.clamp(0.0, 1.0) * 1000.0).round() as u16;
+        let (rank, representation) = match media.as_str() {
+            JSON | "application/vnd.pypi.simple.latest+json" => (3, Representation::Json),
+            HTML | "application/vnd.pypi.simple.latest+html" => (2, Representation::Html(HTML)),
+            "text/html" | "*/*" | "text/*" => (1, Representation::Html("text/html")),
+            _ => continue,
+        };
+        if quality == 0 {
+            continue;
+        }
+        if best.is_none_or(|(q, r, _)| (quality, rank) > (q, r)) {
+            best = Some((quality, rank, representation));
+        }
+    }
+    best.map(|(_, _, r)| r)
+        .ok_or_else(|| PackageError::NotAcceptable(accept.to_owned()))
+}
+
+fn redirect(origin: &Origin, path: &str) -> Response {
+    let location = format!("/repository/{}/{path}", origin.config().name);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Parses an upstream page by its `Content-Type`.
+fn parse_project(bytes: &[u8], content_type: Option<&str>) -> Result<ProjectPage, String> {
+    if content_type.is_some_and(|t| t.contains("json")) {
+        json::parse_project(bytes)
+    } else {
+        html::parse_project(bytes)
+    }
+}
+
+fn parse_root(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<String>, String> {
+    if content_type.is_some_and(|t| t.contains("json")) {
+        json::parse_root(bytes)
+    } else {
+        html::parse_root(bytes)
+    }
+}
+
+fn upstream_variant(representation: Representation) -> &'static Variant<'static> {
+    match representation {
+        Representation::Json => &UPSTREAM_JSON,
+        Representation::Html(_) => &UPSTREAM_HTML,
+    }
+}
+
+async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Response, PackageError> {
+    let representation = negotiate(headers)?;
+    let check: &Check<'_> = &|bytes, content_type| {
+        parse_root(bytes, content_type)
+            .map(drop)
+            .map_err(|e| format!("malformed index page: {e}"))
+    };
+    let document = origin
+        .document(
+            "simple/",
+            upstream_variant(representation),
+            MAX_ROOT_PAGE,
+            check,
+        )
+        .await?;
+    let projects = parse_root(&document.bytes, document.content_type.as_deref())
+        .map_err(|e| malformed(origin, "simple/", &e))?;
+    let projects: Vec<(String, String)> = projects
+        .into_iter()
+        .filter_map(|name| normalize(&name).ok().map(|normal| (name, normal)))
+        .collect();
+    let body = match representation {
+        Representation::Json => json::render_root(&projects),
+        Representation::Html(_) => html::render_root(&projects),
+    };
+    Ok(index_response(
+        body,
+        representation,
+        document.cache,
+        head,
+        headers,
+    ))
+}
+
+/// A project page as the upstream has it now (or as cached), parsed.
+async fn fetch_project(
+    origin: &Origin,
+    project: &str,
+    variant: &Variant<'_>,
+) -> Result<(ProjectPage, &'static str), PackageError> {
+    let path = format!("simple/{project}/");
+    let check: &Check<'_> = &|bytes, content_type| {
+        parse_project(bytes, content_type)
+            .map(drop)
+            .map_err(|e| format!("malformed index page: {e}"))
+    };
+    let document = origin
+        .document(&path, variant, MAX_PROJECT_PAGE, check)
+        .await?;
+    let mut page = parse_project(&document.bytes, document.content_type.as_deref())
+        .map_err(|e| malformed(origin, &path, &e))?;
+    let base = origin.upstream_url(&path);
+    page.files.retain_mut(|file| match base.join(&file.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            file.url = url.to_string();
+            true
+        }
+        _ => {
+            tracing::warn!(target: "airlock::packages", proxy = %origin.config().name,
+                project, url = %file.url, "left out a file whose URL is not http(s)");
+            false
+        }
+    });
+    Ok((page, document.cache))
+}
+
+async fn project_page(
+    origin: &Origin,
+    project: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    let representation = negotiate(headers)?;
+    let (mut page, cache) =
+        fetch_project(origin, project, upstream_variant(representation)).await?;
+    let prefix = format!("/repository/{}/packages/{project}", origin.config().name);
+    page.files.retain_mut(|file| rewrite(file, &prefix));
+    let body = match representation {
+        Representation::Json => json::render_project(project, &page),
+        Representation::Html(_) => html::render_project(project, &page),
+    };
+    Ok(index_response(body, representation, cache, head, headers))
+}
+
+/// Points `file` at the gateway; `false` (leave it out) when it has no usable sha256 or a
+/// filename that cannot be a path segment.
+fn rewrite(file: &mut DistFile, prefix: &str) -> bool {
+    let Some(sha256) = file.hashes.get("sha256").and_then(|h| sha256_hex(h)) else {
+        tracing::debug!(target: "airlock::packages", filename = %file.filename,
+            "left out a file the index gives no sha256 for");
+        return false;
+    };
+    if !safe_filename(&file.filename) {
+        return false;
+    }
+    if file
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.get("sha256").and_then(|h| sha256_hex(h)).is_none())
+    {
+        // Served only when it can be verified, so advertised only then.
+        file.metadata = None;
+    }
+    file.url = format!("{prefix}/{sha256}/{}", file.filename);
+    true
+}
+
+fn sha256_hex(value: &str) -> Option<String> {
+    (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| value.to_ascii_lowercase())
+}
+
+/// A filename that is one plain path segment.
+fn safe_filename(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+!~".contains(&b))
+}
+
+fn index_response(
+    body: String,
+    representation: Representation,
+    cache: &'static str,
+    head: bool,
+    request: &HeaderMap,
+) -> Response {
+    let content_type = match representation {
+        Representation::Json => JSON,
+        Representation::Html(media) => media,
+    };
+    // Named by the bytes sent, so clients' conditional requests work across refreshes.
+    let etag = format!("\"{}\"", Digest::of(body.as_bytes()).hex());
+    let matches = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let length = body.len();
+    let mut response = Response::new(if head || matches {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
+    if matches {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if matches {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+        return response;
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert("x-airlock-cache", HeaderValue::from_static(cache));
+    response
+}
+
+/// A distribution file or its `.metadata`, verified against the hash the project page gives.
+async fn file(
+    origin: &Origin,
+    project: &str,
+    sha256: &str,
+    filename: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    let normal = normalize(project)?;
+    let bad = || PackageError::BadPath(format!("packages/{project}/{sha256}/{filename}"));
+    if normal != project || !safe_filename(filename) {
+        return Err(bad());
+    }
+    let sha256 = sha256_hex(sha256).filter(|h| h == sha256).ok_or_else(bad)?;
+    let file_digest: Digest = format!("sha256:{sha256}").parse().map_err(|_| bad())?;
+    let metadata_of = filename.strip_suffix(".metadata");
+    // Even a stored file is served only as the page lists it: a known sha256 alone must not
+    // reach blobs cached for other projects or proxies.
+    let wanted = metadata_of.unwrap_or(filename);
+    let (page, _) = fetch_project(origin, project, &UPSTREAM_JSON).await?;
+    let listed = page
+        .files
+        .iter()
+        .find(|f| {
+            f.filename == wanted
+                && f.hashes
+                    .get("sha256")
+                    .and_then(|h| sha256_hex(h))
+                    .as_deref()
+                    == Some(&sha256)
+        })
+        .ok_or_else(|| PackageError::NotFoundUpstream {
+            path: format!("{wanted} with sha256 {sha256} in the index of {project}"),
+        })?;
+    if metadata_of.is_some() {
+        let hex = listed
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("sha256"))
+            .and_then(|h| sha256_hex(h))
+            .ok_or_else(|| PackageError::NotFoundUpstream {
+                path: format!("{filename} (the index gives no sha256 for it)"),
+            })?;
+        let digest: Digest = format!("sha256:{hex}").parse().map_err(|_| bad())?;
+        let url = format!("{}.metadata", listed.url);
+        origin
+            .immutable(&url, &digest, content_type(filename), head, headers)
+            .await
+    } else {
+        origin
+            .immutable(
+                &listed.url,
+                &file_digest,
+                content_type(filename),
+                head,
+                headers,
+            )
+            .await
+    }
+}
+
+fn content_type(filename: &str) -> &'static str {
+    let extension = std::path::Path::new(filename)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("metadata") => "text/plain; charset=utf-8",
+        Some("whl" | "zip") => "application/zip",
+        Some("gz") => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
+fn malformed(origin: &Origin, path: &str, detail: &str) -> PackageError {
+    PackageError::Upstream {
+        proxy: origin.config().name.clone(),
+        path: path.to_owned(),
+        detail: format!("malformed index page: {detail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalized_and_checked() {
+        assert_eq!(normalize("Foo_Bar..baz").unwrap(), "foo-bar-baz");
+        assert_eq!(normalize("requests").unwrap(), "requests");
+        for bad in ["..", "-a", "a-", "a/b", "", "a%2fb", "é"] {
+            assert!(normalize(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn accept_chooses_the_representation() {
+        let pick = |accept: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            negotiate(&headers)
+        };
+        assert_eq!(
+            pick("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01").unwrap(),
+            Representation::Json
+        );
+        assert_eq!(
+            pick("text/html").unwrap(),
+            Representation::Html("text/html")
+        );
+        assert_eq!(
+            pick("application/vnd.pypi.simple.v1+json;q=0.5, application/vnd.pypi.simple.v1+html")
+                .unwrap(),
+            Representation::Html(HTML)
+        );
+        assert!(pick("application/xml").is_err());
+        assert_eq!(
+            negotiate(&HeaderMap::new()).unwrap(),
+            Representation::Html("text/html")
+        );
+    }
+
+    #[test]
+    fn files_without_sha256_or_verifiable_metadata() {
+        let file = DistFile {
+            filename: "a-1.0-py3-none-any.whl".into(),
+            url: "https://files.example/a.whl".into(),
+            hashes: BTreeMap::from([("md5".into(), "00".into())]),
+            requires_python: None,
+            yanked: None,
+            metadata: Some(BTreeMap::new()),
+            size: None,
+            upload_time: None,
+        };
+        assert!(!rewrite(&mut file.clone(), "/p"));
+        let mut with = file;
+        with.hashes.insert("sha256".into(), "A".repeat(64));
+        assert!(rewrite(&mut with, "/p"));
+        assert_eq!(
+            with.url,
+            format!("/p/{}/a-1.0-py3-none-any.whl", "a".repeat(64))
+        );
+        assert_eq!(
+            with.metadata, None,
+            "metadata without a sha256 is not advertised"
+        );
+        assert_eq!(
+            with.hashes["sha256"],
+            "A".repeat(64),
+            "hashes kept as given"
+        );
+    }
+}
