@@ -262,6 +262,32 @@ async fn a_file_that_does_not_match_its_index_is_an_error_and_never_cached() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_upstream_fetch() {
+    let upstream = FakePypi::start().await;
+    let (wheel, _) = sample(&upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &upstream, "").await;
+    let page = format!("http://{addr}/repository/pypi-proxy/simple/alpha/");
+    let file = format!(
+        "http://{addr}/repository/pypi-proxy/packages/alpha/{}/alpha-1.0-py3-none-any.whl",
+        Digest::of(&wheel).hex()
+    );
+    for url in [page, file] {
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { get(&url, Some(JSON)).await.bytes().await.unwrap() })
+            })
+            .collect();
+        for request in requests {
+            assert!(!request.await.unwrap().is_empty());
+        }
+    }
+    assert_eq!(upstream.count("simple/alpha/"), 1);
+    assert_eq!(upstream.count("files/alpha-1.0-py3-none-any.whl"), 1);
+}
+
 #[tokio::test]
 async fn project_names_are_normalized_with_redirects_and_checked() {
     let upstream = FakePypi::start().await;
