@@ -87,7 +87,7 @@ async fn json_and_html_by_accept_each_cached_with_vary() {
     let body: serde_json::Value = first.json().await.unwrap();
     assert_eq!(body["name"], "alpha");
     assert_eq!(body["meta"]["api-version"], "1.1");
-    assert_eq!(body["versions"], serde_json::json!(["1.0", "0.9.tar.gz"]));
+    assert_eq!(body["versions"], serde_json::json!(["1.0", "0.9"]));
     let wheel_hex = Digest::of(&wheel).hex().to_owned();
     let file = &body["files"][0];
     assert_eq!(

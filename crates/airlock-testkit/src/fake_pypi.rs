@@ -238,7 +238,8 @@ fn project_page(project: &str, dists: &[Dist], json: bool, base: &str) -> String
     if json {
         let mut versions: Vec<String> = dists
             .iter()
-            .filter_map(|d| d.filename.split('-').nth(1).map(str::to_owned))
+            .filter_map(|d| d.filename.split('-').nth(1))
+            .map(|v| v.trim_end_matches(".tar.gz").to_owned())
             .collect();
         versions.dedup();
         let files: Vec<_> = dists
