@@ -41,6 +41,11 @@ fn embedded_default_has_scouts_registries() {
         .map(|p| p.name.as_str())
         .collect();
     assert_eq!(raw, ["k3s-releases", "k3s-install"]);
+    assert!(
+        config
+            .proxy("pypi-proxy")
+            .is_some_and(|p| p.format == Format::Pypi)
+    );
     assert_eq!(config.server.listen.port(), 8443);
     assert_eq!(config.tls.mode, TlsMode::SelfSigned);
     assert_eq!(config.data_dir, PathBuf::from("./airlock-data"));

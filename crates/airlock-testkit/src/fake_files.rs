@@ -15,6 +15,7 @@ struct Inner {
     files: HashMap<String, (String, Vec<u8>)>,
     failing: Option<u16>,
     requests: HashMap<String, u64>,
+    authorized: u64,
 }
 
 /// A running file server. Stops when dropped.
@@ -71,6 +72,11 @@ impl FakeFiles {
         self.inner.lock().unwrap().failing = status;
     }
 
+    /// Requests that carried an `Authorization` header.
+    pub fn authorized_requests(&self) -> u64 {
+        self.inner.lock().unwrap().authorized
+    }
+
     /// Requests that arrived for `/path` (any method).
     pub fn count(&self, path: &str) -> u64 {
         self.inner
@@ -87,6 +93,9 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
     let path = request.uri().path().to_owned();
     let mut inner = inner.lock().unwrap();
     *inner.requests.entry(path.clone()).or_default() += 1;
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        inner.authorized += 1;
+    }
     if let Some(status) = inner.failing {
         return StatusCode::from_u16(status).unwrap().into_response();
     }

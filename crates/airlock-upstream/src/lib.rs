@@ -143,6 +143,11 @@ impl Upstream {
         scope: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
         let url = self.url(path);
+        // Credentials and tokens go only to the configured upstream itself: an index may
+        // point at files on other hosts, and those must never see them.
+        if url.origin() != self.inner.base.origin() {
+            return self.request(method, &url, headers).await;
+        }
         let mut attempt_headers = headers.clone();
         if let Some(value) = self.inner.auth.cached(&url, scope) {
             attempt_headers.insert(header::AUTHORIZATION, value);
