@@ -2,7 +2,7 @@
 //! streamed to every client that asks meanwhile; single-range requests honoured.
 
 use airlock_types::Digest;
-use airlock_upstream::fetch::{BlobBody, RequestFn};
+use airlock_upstream::fetch::BlobBody;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -39,50 +39,14 @@ impl Registry {
         let scope = format!("repository:{}:pull", resolved.repo);
         let not_found = || RegistryError::BlobUnknown(digest.to_string());
         if head {
-            let response = proxy
-                .upstream
-                .send(Method::HEAD, &path, HeaderMap::new(), &scope)
-                .await
-                .map_err(|e| RegistryError::from_upstream(&name, &e))?;
-            if response.status() != StatusCode::OK {
-                return Err(RegistryError::from_upstream_status(
-                    &name,
-                    response.status(),
-                    None,
-                    not_found,
-                ));
-            }
-            let mut out = Response::new(Body::empty());
-            // reqwest reports a HEAD body's length (0), not the header: read the header.
-            let length = response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            set_blob_headers(out.headers_mut(), digest, length);
-            return Ok(mark(
-                with_api_version(StatusCode::OK, out),
-                &name,
-                CacheOutcome::Pass,
-            ));
+            return self.head_upstream(resolved, digest, &path, &scope).await;
         }
         // Suffix ranges need the size first; they are rare on a miss, so serve the whole blob.
         let wanted = match spec {
             Some(Spec::From(start, end)) => Some((start, end)),
             _ => None,
         };
-        let upstream = proxy.upstream.clone();
-        let request: RequestFn = Box::new(move |offset| {
-            let (upstream, path, scope) = (upstream.clone(), path.clone(), scope.clone());
-            let mut headers = HeaderMap::new();
-            if let Some(offset) = offset {
-                headers.insert(
-                    header::RANGE,
-                    HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
-                );
-            }
-            Box::pin(async move { upstream.send(Method::GET, &path, headers, &scope).await })
-        });
+        let request = proxy.upstream.resumable_get(&path, &scope);
         let body = self
             .downloads
             .fetch(digest, wanted.map_or(0, |(start, _)| start), request)
@@ -104,6 +68,45 @@ impl Registry {
             with_api_version(StatusCode::OK, out)
         };
         Ok(mark(response, &name, CacheOutcome::Miss))
+    }
+
+    /// HEAD of a blob the cache does not hold: asked upstream, nothing cached.
+    async fn head_upstream(
+        &self,
+        resolved: &Resolved,
+        digest: &Digest,
+        path: &str,
+        scope: &str,
+    ) -> Result<Response, RegistryError> {
+        let proxy = self.proxy(resolved);
+        let name = &proxy.config.name;
+        let not_found = || RegistryError::BlobUnknown(digest.to_string());
+        let response = proxy
+            .upstream
+            .send(Method::HEAD, path, HeaderMap::new(), scope)
+            .await
+            .map_err(|e| RegistryError::from_upstream(name, &e))?;
+        if response.status() != StatusCode::OK {
+            return Err(RegistryError::from_upstream_status(
+                name,
+                response.status(),
+                None,
+                not_found,
+            ));
+        }
+        let mut out = Response::new(Body::empty());
+        // reqwest reports a HEAD body's length (0), not the header: read the header.
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        set_blob_headers(out.headers_mut(), digest, length);
+        Ok(mark(
+            with_api_version(StatusCode::OK, out),
+            name,
+            CacheOutcome::Pass,
+        ))
     }
 
     async fn serve_stored(

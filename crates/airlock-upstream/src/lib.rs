@@ -172,6 +172,21 @@ impl Upstream {
         self.request(method, &url, retry_headers).await
     }
 
+    /// The request for a download through [`fetch::Downloads`]: a GET of `path`, from
+    /// `bytes=<offset>-` when the download resumes.
+    pub fn resumable_get(&self, path: &str, scope: &str) -> fetch::RequestFn {
+        let (upstream, path, scope) = (self.clone(), path.to_owned(), scope.to_owned());
+        Box::new(move |offset| {
+            let (upstream, path, scope) = (upstream.clone(), path.clone(), scope.clone());
+            let mut headers = HeaderMap::new();
+            if let Some(offset) = offset {
+                let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii");
+                headers.insert(header::RANGE, range);
+            }
+            Box::pin(async move { upstream.send(Method::GET, &path, headers, &scope).await })
+        })
+    }
+
     /// Forgets cached tokens for `scope`, e.g. after one expired mid-download.
     pub fn forget_token(&self, scope: &str) {
         self.inner.auth.forget(scope);
