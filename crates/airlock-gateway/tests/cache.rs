@@ -298,3 +298,29 @@ async fn a_slow_upstream_start_still_streams_every_byte_to_every_waiting_client(
         1
     );
 }
+
+#[tokio::test]
+async fn a_blob_lost_between_file_and_record_is_fetched_again() {
+    // What an eviction interrupted by kill -9 leaves: the file gone, its records still there.
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[2000]);
+    upstream.push_image("library/lost", "1", &image);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &proxy(&upstream.url(), "")).await;
+    let manifest = format!("http://{addr}/v2/hub/library/lost/manifests/1");
+    let layer = Digest::of(&image.layers[0]);
+    let blob = format!("http://{addr}/v2/hub/library/lost/blobs/{layer}");
+    assert_eq!(get(&manifest).await.status(), 200);
+    assert_eq!(get(&blob).await.bytes().await.unwrap(), image.layers[0]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let blobs = dir.path().join("data/store-v1/blobs/sha256");
+    for digest in [&layer, &image.digest] {
+        std::fs::remove_file(blobs.join(&digest.hex()[..2]).join(digest.hex())).unwrap();
+    }
+    let again = get(&manifest).await;
+    assert_eq!(again.headers()["x-airlock-cache"], "miss");
+    assert_eq!(again.bytes().await.unwrap(), image.manifest);
+    let again = get(&blob).await;
+    assert_eq!(again.headers()["x-airlock-cache"], "miss");
+    assert_eq!(again.bytes().await.unwrap(), image.layers[0]);
+}
