@@ -3,12 +3,13 @@
 //!
 //! Every format has the same shape: a module that maps a request path to either an
 //! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
-//! ([`Origin::refreshed`]). Formats so far: `raw` and `pypi`.
+//! ([`Origin::refreshed`]). Formats so far: `raw`, `pypi` and `yum`.
 
 mod error;
 mod origin;
 mod pypi;
 mod raw;
+mod yum;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub use error::PackageError;
 pub use origin::{Check, Document, Origin, Variant};
 
 /// The formats this version serves.
-pub const SERVED_FORMATS: &[Format] = &[Format::Raw, Format::Pypi];
+pub const SERVED_FORMATS: &[Format] = &[Format::Raw, Format::Pypi, Format::Yum];
 
 /// Every configured package proxy, by name.
 #[derive(Debug)]
@@ -82,6 +83,7 @@ impl Packages {
         match origin.config().format {
             Format::Raw => raw::serve(origin, &path, head, headers).await,
             Format::Pypi => pypi::serve(origin, &path, head, headers).await,
+            Format::Yum => yum::serve(origin, &path, head, headers).await,
             other => Err(PackageError::Internal(format!(
                 "format {} is not served",
                 other.as_str()

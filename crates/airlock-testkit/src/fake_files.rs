@@ -67,6 +67,32 @@ impl FakeFiles {
         );
     }
 
+    /// Serves every file below `dir` at `/<prefix><relative path>` (`prefix` empty or
+    /// ending in `/`), as `application/octet-stream`; returns how many files it loaded.
+    pub fn put_dir(&self, prefix: &str, dir: &std::path::Path) -> usize {
+        let mut pending = vec![dir.to_path_buf()];
+        let mut loaded = 0;
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).expect("read fixture directory") {
+                let path = entry.expect("fixture directory entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(dir).expect("below dir");
+                let relative = relative.to_str().expect("UTF-8 fixture path");
+                let bytes = std::fs::read(&path).expect("read fixture file");
+                self.put(
+                    &format!("{prefix}{relative}"),
+                    "application/octet-stream",
+                    &bytes,
+                );
+                loaded += 1;
+            }
+        }
+        loaded
+    }
+
     /// Answers every request with `status` (e.g. 503) until called with `None`.
     pub fn fail_with(&self, status: Option<u16>) {
         self.inner.lock().unwrap().failing = status;

@@ -1,13 +1,15 @@
 //! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
-//! injectable faults), a static file server,
-//! a Python simple index, and builders for images and multi-arch indexes.
+//! injectable faults), a static file server, a Python simple index, and builders for
+//! images, multi-arch indexes and RPM repositories.
 
 mod fake_files;
 mod fake_pypi;
 mod fake_registry;
 mod image;
+mod rpm;
 
 pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
+pub use rpm::{RpmSpec, build_rpm, createrepo};

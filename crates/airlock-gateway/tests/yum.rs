@@ -1,0 +1,470 @@
+//! The yum proxy against a repository the tests build with `rpmbuild` and `createrepo_c`
+//! (Debian packages `rpm`, `createrepo-c`), served by an in-process file server, and a
+//! real `dnf` (Debian package `dnf`) installing through the gateway, then again from the
+//! cache with the upstream stopped. Consistent snapshots, verification, hostile input.
+
+// Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+#![allow(clippy::unnecessary_debug_formatting)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use airlock_config::Config;
+use airlock_gateway::Gateway;
+use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo};
+
+const DEP: RpmSpec<'static> = RpmSpec {
+    name: "airlock-dep",
+    version: "1.0",
+    requires: None,
+};
+const APP: RpmSpec<'static> = RpmSpec {
+    name: "airlock-app",
+    version: "1.0",
+    requires: Some("airlock-dep"),
+};
+
+async fn start(dir: &Path, upstream: &str, extra: &str) -> SocketAddr {
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n\
+         [[proxy]]\nname = \"el9\"\nformat = \"yum\"\nupstream = \"{upstream}\"\n{extra}\n",
+        dir.join("data")
+    );
+    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    tokio::spawn(gateway.serve(std::future::pending()));
+    addr
+}
+
+/// Builds the two-package repository under `dir/repo`; `args` go to `createrepo_c`.
+fn repository(dir: &Path, args: &[&str]) -> PathBuf {
+    let repo = dir.join("repo");
+    build_rpm(dir, &repo, &DEP);
+    build_rpm(dir, &repo, &APP);
+    createrepo(&repo, args);
+    repo
+}
+
+/// The repository's metadata files as `createrepo_c` named them.
+fn metadata_files(repo: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo.join("repodata"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "repomd.xml")
+        .collect();
+    names.sort();
+    names
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    client.get(url).send().await.unwrap()
+}
+
+/// Status and body, where a body cut short by a failed verification counts as an error.
+async fn fetch(url: &str) -> (u16, Result<Vec<u8>, String>) {
+    let response = get(url).await;
+    let status = response.status().as_u16();
+    (
+        status,
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Runs a real `dnf` installing `package` into a fresh root under `dir`, reading no
+/// configuration, repository or cache of this machine.
+fn dnf_install(dir: &Path, repo_url: &str, package: &str) -> std::process::Output {
+    std::fs::create_dir_all(dir.join("repos.d")).unwrap();
+    let conf = dir.join("dnf.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\ngpgcheck=0\ninstall_weak_deps=0\nreposdir={}\ncachedir={}\nlogdir={}\n\
+             persistdir={}\nproxy=\n",
+            dir.join("repos.d").display(),
+            dir.join("cache").display(),
+            dir.join("log").display(),
+            dir.join("persist").display(),
+        ),
+    )
+    .unwrap();
+    Command::new("dnf")
+        .args([
+            "-y",
+            "-q",
+            "--noplugins",
+            "--releasever=9",
+            "--disablerepo=*",
+        ])
+        .arg(format!("--config={}", conf.display()))
+        .arg(format!("--installroot={}", dir.join("root").display()))
+        .arg(format!("--repofrompath=t,{repo_url}"))
+        .args([
+            "--setopt=t.gpgcheck=0",
+            "--setopt=t.repo_gpgcheck=0",
+            "install",
+        ])
+        .arg(package)
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .unwrap_or_else(|e| panic!("dnf could not run ({e}): install the Debian package `dnf`"))
+}
+
+fn assert_installed(root: &Path, output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "dnf failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in ["airlock-app", "airlock-dep"] {
+        let hello = root.join(format!("root/usr/share/{name}/hello"));
+        assert_eq!(
+            std::fs::read_to_string(&hello).unwrap_or_default(),
+            format!("{name}\n"),
+            "{hello:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnf_installs_a_package_and_its_dependency_then_from_the_cache_upstream_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("el9/", &repo);
+    let addr = start(dir.path(), &format!("{}el9/", upstream.url()), "").await;
+    let repo_url = format!("http://{addr}/repository/el9/");
+
+    let first = dir.path().join("first");
+    let url = repo_url.clone();
+    let output = {
+        let first = first.clone();
+        tokio::task::spawn_blocking(move || dnf_install(&first, &url, "airlock-app"))
+            .await
+            .unwrap()
+    };
+    assert_installed(&first, &output);
+    for rpm in [
+        "airlock-app-1.0-1.noarch.rpm",
+        "airlock-dep-1.0-1.noarch.rpm",
+    ] {
+        assert_eq!(upstream.count(&format!("el9/{rpm}")), 1, "{rpm}");
+    }
+
+    drop(upstream);
+    let second = dir.path().join("second");
+    let output = {
+        let second = second.clone();
+        tokio::task::spawn_blocking(move || dnf_install(&second, &repo_url, "airlock-app"))
+            .await
+            .unwrap()
+    };
+    assert_installed(&second, &output);
+}
+
+#[tokio::test]
+async fn repomd_is_served_with_every_listed_file_verified_and_files_keep_their_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("", &repo);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let base = format!("http://{addr}/repository/el9");
+
+    let repomd = get(&format!("{base}/repodata/repomd.xml")).await;
+    assert_eq!(repomd.status(), 200);
+    assert_eq!(repomd.headers()["x-airlock-cache"], "miss");
+    assert_eq!(
+        repomd.bytes().await.unwrap(),
+        std::fs::read(repo.join("repodata/repomd.xml")).unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let files = metadata_files(&repo);
+    assert!(files.iter().any(|f| f.ends_with("-primary.xml.gz")));
+    for file in &files {
+        assert_eq!(
+            upstream.count(&format!("repodata/{file}")),
+            1,
+            "{file} fetched with the snapshot"
+        );
+        let response = get(&format!("{base}/repodata/{file}")).await;
+        assert_eq!(response.status(), 200, "{file}");
+        assert_eq!(response.headers()["x-airlock-cache"], "hit", "{file}");
+        assert!(
+            response.headers().get("content-encoding").is_none(),
+            "{file}: no Content-Encoding"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream"
+        );
+        assert_eq!(
+            response.bytes().await.unwrap(),
+            std::fs::read(repo.join("repodata").join(file)).unwrap(),
+            "{file}: the bytes upstream sent"
+        );
+    }
+
+    for rpm in [
+        "airlock-app-1.0-1.noarch.rpm",
+        "airlock-dep-1.0-1.noarch.rpm",
+    ] {
+        for expected in ["miss", "hit"] {
+            let response = get(&format!("{base}/{rpm}")).await;
+            assert_eq!(response.status(), 200, "{rpm}");
+            assert_eq!(response.headers()["x-airlock-cache"], expected, "{rpm}");
+            assert_eq!(response.headers()["content-type"], "application/x-rpm");
+            assert_eq!(
+                response.bytes().await.unwrap(),
+                std::fs::read(repo.join(rpm)).unwrap()
+            );
+            // The store commits just after the last byte reaches the client.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(upstream.count(rpm), 1, "{rpm}");
+    }
+    let unsigned = get(&format!("{base}/repodata/repomd.xml.asc")).await;
+    assert_eq!(unsigned.status(), 404, "an unsigned repository");
+    let unknown = get(&format!("{base}/airlock-nope-1.0-1.noarch.rpm")).await;
+    assert_eq!(unknown.status(), 404, "an RPM primary does not list");
+    assert_eq!(upstream.count("airlock-nope-1.0-1.noarch.rpm"), 0);
+}
+
+#[tokio::test]
+async fn an_rpm_that_does_not_match_primary_is_an_error_and_never_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("", &repo);
+    let rpm = "airlock-dep-1.0-1.noarch.rpm";
+    let real = std::fs::read(repo.join(rpm)).unwrap();
+    let mut tampered = real.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    upstream.put(rpm, "application/x-rpm", &tampered);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let url = format!("http://{addr}/repository/el9/{rpm}");
+    for attempt in 1..=2 {
+        let (status, body) = fetch(&url).await;
+        assert!(
+            status != 200
+                || body.as_deref().is_ok_and(|b| b != tampered.as_slice())
+                || body.is_err(),
+            "attempt {attempt}: a mismatch never arrives whole"
+        );
+        assert_ne!(body.as_deref().ok(), Some(tampered.as_slice()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upstream.count(rpm), 2, "never cached: fetched again");
+
+    upstream.put(rpm, "application/x-rpm", &real);
+    let (status, body) = fetch(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), real);
+}
+
+#[tokio::test]
+async fn a_new_snapshot_is_served_only_once_its_files_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let old_repomd = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("", &repo);
+    let signature = "repodata/repomd.xml.asc";
+    upstream.put(signature, "application/pgp-signature", b"old signature");
+    let addr = start(dir.path(), &upstream.url(), "metadata_ttl = \"0s\"").await;
+    let base = format!("http://{addr}/repository/el9");
+    let (status, body) = fetch(&format!("{base}/repodata/repomd.xml")).await;
+    assert_eq!((status, body.unwrap()), (200, old_repomd.clone()));
+    let (status, body) = fetch(&format!("{base}/{signature}")).await;
+    assert_eq!((status, body.unwrap()), (200, b"old signature".to_vec()));
+
+    // Upstream publishes a new snapshot, but its primary arrives corrupted.
+    let new = RpmSpec {
+        name: "airlock-new",
+        version: "2.0",
+        requires: None,
+    };
+    build_rpm(dir.path(), &repo, &new);
+    createrepo(&repo, &[]);
+    let new_repomd = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
+    assert_ne!(new_repomd, old_repomd);
+    upstream.put_dir("", &repo);
+    let primary = metadata_files(&repo)
+        .into_iter()
+        .find(|f| f.ends_with("-primary.xml.gz"))
+        .unwrap();
+    let primary_path = format!("repodata/{primary}");
+    upstream.put(&primary_path, "application/octet-stream", b"corrupt");
+    upstream.put(signature, "application/pgp-signature", b"new signature");
+
+    let response = get(&format!("{base}/repodata/repomd.xml")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-airlock-cache"], "stale");
+    assert_eq!(
+        response.bytes().await.unwrap(),
+        old_repomd,
+        "the previous snapshot"
+    );
+    let (status, body) = fetch(&format!("{base}/{signature}")).await;
+    assert_eq!(
+        (status, body.unwrap()),
+        (200, b"old signature".to_vec()),
+        "the signature of the repomd.xml served"
+    );
+    let (status, body) = fetch(&format!("{base}/airlock-app-1.0-1.noarch.rpm")).await;
+    assert_eq!(
+        status, 200,
+        "packages of the previous snapshot keep working"
+    );
+    assert_eq!(
+        body.unwrap(),
+        std::fs::read(repo.join("airlock-app-1.0-1.noarch.rpm")).unwrap()
+    );
+
+    upstream.put(
+        &primary_path,
+        "application/octet-stream",
+        &std::fs::read(repo.join(&primary_path)).unwrap(),
+    );
+    let (status, body) = fetch(&format!("{base}/repodata/repomd.xml")).await;
+    assert_eq!((status, body.unwrap()), (200, new_repomd));
+    let (status, body) = fetch(&format!("{base}/{signature}")).await;
+    assert_eq!((status, body.unwrap()), (200, b"new signature".to_vec()));
+    let (status, body) = fetch(&format!("{base}/airlock-new-2.0-1.noarch.rpm")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body.unwrap(),
+        std::fs::read(repo.join("airlock-new-2.0-1.noarch.rpm")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn corrupted_metadata_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+
+    // A primary whose bytes do not match repomd.xml: the snapshot is not served.
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("", &repo);
+    let primary = metadata_files(&repo)
+        .into_iter()
+        .find(|f| f.ends_with("-primary.xml.gz"))
+        .unwrap();
+    upstream.put(
+        &format!("repodata/{primary}"),
+        "application/octet-stream",
+        b"\x1f\x8b not the primary",
+    );
+    let addr = start(&dir.path().join("a"), &upstream.url(), "").await;
+    let base = format!("http://{addr}/repository/el9");
+    let (status, _) = fetch(&format!("{base}/repodata/repomd.xml")).await;
+    assert_eq!(status, 502, "a snapshot whose primary cannot be verified");
+    let (status, body) = fetch(&format!("{base}/airlock-dep-1.0-1.noarch.rpm")).await;
+    assert!(status == 502 || body.is_err(), "{status}");
+    let (status, body) = fetch(&format!("{base}/repodata/{primary}")).await;
+    assert!(status == 502 || body.is_err(), "{status}");
+
+    // A repomd.xml that is not one: refused, not cached.
+    let broken = FakeFiles::start().await;
+    broken.put_dir("", &repo);
+    broken.put(
+        "repodata/repomd.xml",
+        "text/xml",
+        b"<html><body>503 Service Unavailable</body></html>",
+    );
+    let addr = start(&dir.path().join("b"), &broken.url(), "").await;
+    let url = format!("http://{addr}/repository/el9/repodata/repomd.xml");
+    for _ in 0..2 {
+        let (status, body) = fetch(&url).await;
+        assert_eq!(status, 502);
+        assert!(String::from_utf8_lossy(&body.unwrap()).contains("malformed"));
+    }
+    assert_eq!(broken.count("repodata/repomd.xml"), 2, "never cached");
+
+    // Checksums other than sha256 are refused, saying why.
+    let sha1 = FakeFiles::start().await;
+    let old = dir.path().join("sha1");
+    std::fs::create_dir_all(&old).unwrap();
+    let old_repo = repository(&old, &["--checksum", "sha1"]);
+    sha1.put_dir("", &old_repo);
+    let addr = start(&dir.path().join("c"), &sha1.url(), "").await;
+    let (status, body) = fetch(&format!("http://{addr}/repository/el9/repodata/repomd.xml")).await;
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body.unwrap()).contains("sha1 checksum"));
+}
+
+#[tokio::test]
+async fn packages_with_xml_base_are_fetched_from_that_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let packages = FakeFiles::start().await;
+    let repo = repository(
+        dir.path(),
+        &["--baseurl", &format!("{}pool/", packages.url())],
+    );
+    let metadata = FakeFiles::start().await;
+    metadata.put_dir("", &repo.join("repodata")).to_string();
+    let mut moved = 0;
+    for rpm in [
+        "airlock-app-1.0-1.noarch.rpm",
+        "airlock-dep-1.0-1.noarch.rpm",
+    ] {
+        packages.put(
+            &format!("pool/{rpm}"),
+            "application/x-rpm",
+            &std::fs::read(repo.join(rpm)).unwrap(),
+        );
+        moved += 1;
+    }
+    assert_eq!(moved, 2);
+    // put_dir put the metadata at the root; the repository root holds repodata/.
+    metadata.put_dir("repodata/", &repo.join("repodata"));
+    let addr = start(dir.path(), &metadata.url(), "").await;
+    let rpm = "airlock-dep-1.0-1.noarch.rpm";
+    let (status, body) = fetch(&format!("http://{addr}/repository/el9/{rpm}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(repo.join(rpm)).unwrap());
+    assert_eq!(packages.count(&format!("pool/{rpm}")), 1);
+    assert_eq!(metadata.count(rpm), 0);
+}
+
+#[tokio::test]
+async fn hostile_paths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = FakeFiles::start().await;
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    for path in [
+        "/repository/el9/../../etc/passwd",
+        "/repository/el9/repodata/%2e%2e/repomd.xml",
+        "/repository/el9/Packages//a.rpm",
+        "/repository/el9/repodata%2frepomd.xml",
+        "/repository/el9/Packages/..%5ca.rpm",
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    assert_eq!(upstream.count("repodata/repomd.xml"), 0);
+}

@@ -1,0 +1,76 @@
+//! RPM fixtures: tiny noarch packages built with `rpmbuild` and repositories indexed with
+//! `createrepo_c` (Debian packages `rpm` and `createrepo-c`), for yum proxy tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A package to build: one file, `/usr/share/<name>/hello`, and optionally one dependency.
+#[derive(Debug, Clone, Copy)]
+pub struct RpmSpec<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub requires: Option<&'a str>,
+}
+
+/// Builds `spec` with `rpmbuild` under `work` and moves the package into `repo`; returns
+/// its path. Panics naming the Debian package when `rpmbuild` is missing.
+pub fn build_rpm(work: &Path, repo: &Path, spec: &RpmSpec<'_>) -> PathBuf {
+    let RpmSpec {
+        name,
+        version,
+        requires,
+    } = *spec;
+    let requires = requires
+        .map(|r| format!("Requires: {r}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: {name} fixture\nLicense: MIT\n\
+         BuildArch: noarch\n{requires}\n%description\n{name} fixture\n\n%install\n\
+         mkdir -p %{{buildroot}}/usr/share/{name}\n\
+         echo {name} > %{{buildroot}}/usr/share/{name}/hello\n\n\
+         %files\n/usr/share/{name}/hello\n"
+    );
+    let top = work.join(format!("rpmbuild-{name}"));
+    std::fs::create_dir_all(&top).expect("rpmbuild top dir");
+    let spec_path = top.join(format!("{name}.spec"));
+    std::fs::write(&spec_path, text).expect("write spec");
+    run(
+        Command::new("rpmbuild")
+            .arg("-bb")
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .arg(&spec_path),
+        "rpmbuild",
+        "rpm",
+    );
+    let file = format!("{name}-{version}-1.noarch.rpm");
+    std::fs::create_dir_all(repo).expect("repo dir");
+    let target = repo.join(&file);
+    std::fs::rename(top.join("RPMS/noarch").join(&file), &target).expect("move the rpm");
+    target
+}
+
+/// Indexes `repo` with `createrepo_c` and extra `args` (`--baseurl …`, `--checksum …`).
+/// Panics naming the Debian package when `createrepo_c` is missing.
+pub fn createrepo(repo: &Path, args: &[&str]) {
+    run(
+        Command::new("createrepo_c")
+            .arg("--quiet")
+            .args(args)
+            .arg(repo),
+        "createrepo_c",
+        "createrepo-c",
+    );
+}
+
+fn run(command: &mut Command, tool: &str, package: &str) {
+    let output = command.output().unwrap_or_else(|e| {
+        panic!("{tool} could not run ({e}): install the Debian package `{package}`")
+    });
+    assert!(
+        output.status.success(),
+        "{tool} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
