@@ -3,8 +3,9 @@
 //!
 //! Every format has the same shape: a module that maps a request path to either an
 //! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
-//! ([`Origin::refreshed`]). Formats so far: `raw`, `pypi` and `yum`.
+//! ([`Origin::refreshed`]). Formats so far: `raw`, `pypi`, `conda` and `yum`.
 
+mod conda;
 mod error;
 mod origin;
 mod pypi;
@@ -25,7 +26,7 @@ pub use error::PackageError;
 pub use origin::{Check, Document, Origin, Variant};
 
 /// The formats this version serves.
-pub const SERVED_FORMATS: &[Format] = &[Format::Raw, Format::Pypi, Format::Yum];
+pub const SERVED_FORMATS: &[Format] = &[Format::Raw, Format::Pypi, Format::Conda, Format::Yum];
 
 /// Every configured package proxy, by name.
 #[derive(Debug)]
@@ -83,6 +84,7 @@ impl Packages {
         match origin.config().format {
             Format::Raw => raw::serve(origin, &path, head, headers).await,
             Format::Pypi => pypi::serve(origin, &path, head, headers).await,
+            Format::Conda => conda::serve(origin, &path, head, headers).await,
             Format::Yum => yum::serve(origin, &path, head, headers).await,
             other => Err(PackageError::Internal(format!(
                 "format {} is not served",

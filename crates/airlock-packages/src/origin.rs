@@ -297,6 +297,117 @@ impl Origin {
         })
     }
 
+    /// A file refreshed after `metadata_ttl`, as the digest and size of its cached content
+    /// and how it was obtained, for a format that derives something from it and keeps that
+    /// by digest. With `checked`, a body larger than the bound or one the check rejects is
+    /// never cached (as for [`Origin::document`]).
+    pub async fn refreshed_digest(
+        &self,
+        path: &str,
+        checked: Option<(usize, &Check<'_>)>,
+    ) -> Result<(Digest, u64, &'static str), PackageError> {
+        let found = self
+            .refresh(&Refresh {
+                path,
+                key: path,
+                accept: None,
+                checked,
+            })
+            .await?;
+        self.index.touch(&found.digest, found.size);
+        Ok((found.digest, found.size, found.outcome.as_str()))
+    }
+
+    /// A file refreshed after `metadata_ttl`, served as cached, that `check` must accept (and
+    /// be at most `max` bytes) before it is cached.
+    pub async fn refreshed_checked(
+        &self,
+        path: &str,
+        max: usize,
+        check: &Check<'_>,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        let found = self
+            .refresh(&Refresh {
+                path,
+                key: path,
+                accept: None,
+                checked: Some((max, check)),
+            })
+            .await?;
+        self.serve_record(
+            &found.record,
+            &found.digest,
+            found.size,
+            head,
+            headers,
+            found.outcome,
+        )
+        .await
+    }
+
+    /// A stored blob read whole; one larger than `max` bytes is refused.
+    pub async fn read_stored(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, PackageError> {
+        let size = self
+            .store
+            .stat(digest)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| PackageError::Internal(format!("{digest} vanished from the store")))?;
+        if size > max {
+            return Err(PackageError::Internal(format!(
+                "{digest} is {size} bytes, more than the {max} allowed"
+            )));
+        }
+        let reader = self.store.open(digest, 0).await.map_err(internal)?;
+        let mut reader = reader
+            .ok_or_else(|| PackageError::Internal(format!("{digest} vanished from the store")))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        reader.read_to_end(&mut bytes).await.map_err(internal)?;
+        Ok(bytes)
+    }
+
+    /// Serves bytes a format derived from cached content, with `If-None-Match` support.
+    pub fn serve_derived(
+        bytes: Vec<u8>,
+        content_type: &str,
+        head: bool,
+        headers: &HeaderMap,
+        cache: &'static str,
+    ) -> Response {
+        let digest = Digest::of(&bytes);
+        let etag = format!("\"{digest}\"");
+        let matches = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        let size = bytes.len() as u64;
+        let mut response = if matches {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        } else if head {
+            Response::new(Body::empty())
+        } else {
+            Response::new(Body::from(bytes))
+        };
+        let outcome = match cache {
+            "hit" => Outcome::Hit,
+            "revalidated" => Outcome::Revalidated,
+            "stale" => Outcome::Stale,
+            _ => Outcome::Miss,
+        };
+        set_headers(
+            response.headers_mut(),
+            &digest,
+            content_type,
+            (!matches).then_some(size),
+            outcome,
+        );
+        response
+    }
+
     /// The cache entry of `spec.key`: fresh from the cache, revalidated, fetched, or stale.
     async fn refresh(&self, spec: &Refresh<'_>) -> Result<Found, PackageError> {
         let path = spec.path;

@@ -1,7 +1,8 @@
 //! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
 //! injectable faults), a static file server, a Python simple index, and builders for
-//! images, multi-arch indexes and RPM repositories.
+//! images, multi-arch indexes, RPM repositories and conda channel metadata.
 
+pub mod conda;
 mod fake_files;
 mod fake_pypi;
 mod fake_registry;
