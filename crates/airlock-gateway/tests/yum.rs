@@ -1,7 +1,8 @@
 //! The yum proxy against a repository the tests build with `rpmbuild` and `createrepo_c`
 //! (Debian packages `rpm`, `createrepo-c`), served by an in-process file server, and a
 //! real `dnf` (Debian package `dnf`) installing through the gateway, then again from the
-//! cache with the upstream stopped. Consistent snapshots, verification, hostile input.
+//! cache with the upstream stopped, and checking the repomd.xml signature (`gnupg`).
+//! Consistent snapshots, verification, hostile input.
 
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use airlock_config::Config;
 use airlock_gateway::Gateway;
-use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo};
+use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo, sign_repository};
 
 const DEP: RpmSpec<'static> = RpmSpec {
     name: "airlock-dep",
@@ -83,9 +84,10 @@ async fn fetch(url: &str) -> (u16, Result<Vec<u8>, String>) {
     )
 }
 
-/// Runs a real `dnf` installing `package` into a fresh root under `dir`, reading no
-/// configuration, repository or cache of this machine.
-fn dnf_install(dir: &Path, repo_url: &str, package: &str) -> std::process::Output {
+/// Runs a real `dnf` installing `airlock-app` into a fresh root under `dir`, reading no
+/// configuration, repository or cache of this machine; `options` set how the repository
+/// `t` checks signatures.
+fn dnf_install(dir: &Path, repo_url: &str, options: &[String]) -> std::process::Output {
     std::fs::create_dir_all(dir.join("repos.d")).unwrap();
     let conf = dir.join("dnf.conf");
     std::fs::write(
@@ -111,12 +113,9 @@ fn dnf_install(dir: &Path, repo_url: &str, package: &str) -> std::process::Outpu
         .arg(format!("--config={}", conf.display()))
         .arg(format!("--installroot={}", dir.join("root").display()))
         .arg(format!("--repofrompath=t,{repo_url}"))
-        .args([
-            "--setopt=t.gpgcheck=0",
-            "--setopt=t.repo_gpgcheck=0",
-            "install",
-        ])
-        .arg(package)
+        .arg("--setopt=t.gpgcheck=0")
+        .args(options)
+        .args(["install", "airlock-app"])
         .env_remove("http_proxy")
         .env_remove("https_proxy")
         .env_remove("HTTP_PROXY")
@@ -125,6 +124,10 @@ fn dnf_install(dir: &Path, repo_url: &str, package: &str) -> std::process::Outpu
         .env_remove("ALL_PROXY")
         .output()
         .unwrap_or_else(|e| panic!("dnf could not run ({e}): install the Debian package `dnf`"))
+}
+
+fn unsigned() -> Vec<String> {
+    vec!["--setopt=t.repo_gpgcheck=0".to_owned()]
 }
 
 fn assert_installed(root: &Path, output: &std::process::Output) {
@@ -157,7 +160,7 @@ async fn dnf_installs_a_package_and_its_dependency_then_from_the_cache_upstream_
     let url = repo_url.clone();
     let output = {
         let first = first.clone();
-        tokio::task::spawn_blocking(move || dnf_install(&first, &url, "airlock-app"))
+        tokio::task::spawn_blocking(move || dnf_install(&first, &url, &unsigned()))
             .await
             .unwrap()
     };
@@ -173,11 +176,68 @@ async fn dnf_installs_a_package_and_its_dependency_then_from_the_cache_upstream_
     let second = dir.path().join("second");
     let output = {
         let second = second.clone();
-        tokio::task::spawn_blocking(move || dnf_install(&second, &repo_url, "airlock-app"))
+        tokio::task::spawn_blocking(move || dnf_install(&second, &repo_url, &unsigned()))
             .await
             .unwrap()
     };
     assert_installed(&second, &output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnf_checks_the_repomd_signature_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    sign_repository(dir.path(), &repo);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("", &repo);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let repo_url = format!("http://{addr}/repository/el9/");
+    let signed = vec![
+        "--setopt=t.repo_gpgcheck=1".to_owned(),
+        format!("--setopt=t.gpgkey={repo_url}repodata/repomd.xml.key"),
+    ];
+    let root = dir.path().join("signed");
+    let output = {
+        let (root, signed) = (root.clone(), signed.clone());
+        tokio::task::spawn_blocking(move || dnf_install(&root, &repo_url, &signed))
+            .await
+            .unwrap()
+    };
+    assert_installed(&root, &output);
+    assert_eq!(upstream.count("repodata/repomd.xml.asc"), 1);
+
+    // A signature that does not match repomd.xml: dnf refuses the repository.
+    let forged = dir.path().join("forged");
+    std::fs::create_dir_all(&forged).unwrap();
+    let other = repository(&forged, &[]);
+    sign_repository(&forged, &other);
+    let impostor = FakeFiles::start().await;
+    impostor.put_dir("", &repo);
+    impostor.put(
+        "repodata/repomd.xml.asc",
+        "application/pgp-signature",
+        &std::fs::read(other.join("repodata/repomd.xml.asc")).unwrap(),
+    );
+    let addr = start(&forged, &impostor.url(), "").await;
+    let repo_url = format!("http://{addr}/repository/el9/");
+    let signed = vec![
+        "--setopt=t.repo_gpgcheck=1".to_owned(),
+        format!("--setopt=t.gpgkey={repo_url}repodata/repomd.xml.key"),
+    ];
+    let root = forged.join("root-dir");
+    let output = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || dnf_install(&root, &repo_url, &signed))
+            .await
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a forged signature is refused");
+    assert!(
+        stderr.contains("GPG") || stderr.contains("signature"),
+        "{stderr}"
+    );
+    assert!(!root.join("root/usr/share/airlock-app/hello").exists());
 }
 
 #[tokio::test]

@@ -13,4 +13,4 @@ pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
-pub use rpm::{RpmSpec, build_rpm, createrepo};
+pub use rpm::{RpmSpec, build_rpm, createrepo, sign_repository};

@@ -1,5 +1,6 @@
 //! RPM fixtures: tiny noarch packages built with `rpmbuild` and repositories indexed with
-//! `createrepo_c` (Debian packages `rpm` and `createrepo-c`), for yum proxy tests.
+//! `createrepo_c` (Debian packages `rpm` and `createrepo-c`), signed with `gpg` (`gnupg`),
+//! for yum proxy tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,5 +73,61 @@ fn run(command: &mut Command, tool: &str, package: &str) {
         "{tool} failed: {}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Signs `repo`'s `repodata/repomd.xml` with a new key (in a keyring under `work`), writing
+/// `repomd.xml.asc` and the public key as `repomd.xml.key`. Panics naming the Debian
+/// package when `gpg` is missing.
+pub fn sign_repository(work: &Path, repo: &Path) {
+    let home = work.join("gnupg");
+    std::fs::create_dir_all(&home).expect("gnupg home");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .expect("gnupg home mode");
+    }
+    let gpg = |args: &[&str]| {
+        let mut command = Command::new("gpg");
+        command
+            .env("GNUPGHOME", &home)
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args);
+        command
+    };
+    run(
+        &mut gpg(&[
+            "--quick-gen-key",
+            "airlock test <test@airlock.invalid>",
+            "rsa2048",
+            "sign",
+            "never",
+        ]),
+        "gpg",
+        "gnupg",
+    );
+    let repodata = repo.join("repodata");
+    let key = repodata.join("repomd.xml.key");
+    let signature = repodata.join("repomd.xml.asc");
+    let repomd = repodata.join("repomd.xml");
+    run(
+        gpg(&["--armor", "--export", "--output"]).arg(&key),
+        "gpg",
+        "gnupg",
+    );
+    run(
+        gpg(&["--armor", "--detach-sign", "--output"])
+            .arg(&signature)
+            .arg(&repomd),
+        "gpg",
+        "gnupg",
     );
 }
