@@ -89,12 +89,21 @@ async fn status_page(State(state): State<Arc<AppState>>) -> String {
     use std::fmt::Write as _;
     let mut page = format!("airlock {}\n\nproxies:\n", env!("CARGO_PKG_VERSION"));
     for proxy in &state.config.proxies {
-        let host = proxy
-            .host
-            .as_deref()
-            .map(|h| format!(" (ns={h})"))
-            .unwrap_or_default();
-        let _ = writeln!(page, "  /v2/{}/…{host} → {}", proxy.name, proxy.upstream);
+        let (path, host) = match proxy.format {
+            airlock_config::Format::Oci => (
+                format!("/v2/{}/…", proxy.name),
+                proxy
+                    .host
+                    .as_deref()
+                    .map(|h| format!(" (ns={h})"))
+                    .unwrap_or_default(),
+            ),
+            format => (
+                format!("/repository/{}/… ({})", proxy.name, format.as_str()),
+                String::new(),
+            ),
+        };
+        let _ = writeln!(page, "  {path}{host} → {}", proxy.upstream);
     }
     page
 }

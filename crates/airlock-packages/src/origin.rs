@@ -13,7 +13,7 @@ use airlock_store::{BlobStore, FileRecord, MetaIndex, unix_now};
 use airlock_types::Digest;
 use airlock_types::range::{self, RangeRequest};
 use airlock_upstream::Upstream;
-use airlock_upstream::fetch::{Downloads, KeyedLocks, RequestFn};
+use airlock_upstream::fetch::{Downloads, KeyedLocks};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -190,19 +190,7 @@ impl Origin {
                 path: path.to_owned(),
             });
         }
-        let upstream = self.upstream.clone();
-        let owned = path.to_owned();
-        let request: RequestFn = Box::new(move |offset| {
-            let (upstream, path) = (upstream.clone(), owned.clone());
-            let mut headers = HeaderMap::new();
-            if let Some(offset) = offset {
-                headers.insert(
-                    header::RANGE,
-                    HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
-                );
-            }
-            Box::pin(async move { upstream.send(Method::GET, &path, headers, "").await })
-        });
+        let request = self.upstream.resumable_get(path, "");
         let body = self
             .downloads
             .fetch(digest, 0, request)
