@@ -5,25 +5,16 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use airlock_config::Config;
-use airlock_gateway::Gateway;
 use airlock_testkit::FakeFiles;
 use airlock_types::Digest;
 
 async fn start(dir: &std::path::Path, proxies: &str) -> SocketAddr {
-    let text = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
-        dir.join("data")
-    );
-    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
-        .await
-        .unwrap();
-    let addr = gateway.local_addr();
-    tokio::spawn(gateway.serve(std::future::pending()));
-    addr
+    common::start(dir, proxies).await
 }
 
 fn raw(upstream: &FakeFiles, extra: &str) -> String {

@@ -7,11 +7,11 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use airlock_config::Config;
-use airlock_gateway::Gateway;
 use airlock_testkit::{Dist, FakePypi};
 use airlock_types::Digest;
 
@@ -19,18 +19,14 @@ const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 
 async fn start(dir: &std::path::Path, upstream: &FakePypi, extra: &str) -> SocketAddr {
-    let text = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n\
-         [[proxy]]\nname = \"pypi-proxy\"\nformat = \"pypi\"\nupstream = \"{}\"\n{extra}\n",
-        dir.join("data"),
-        upstream.url()
-    );
-    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
-        .await
-        .unwrap();
-    let addr = gateway.local_addr();
-    tokio::spawn(gateway.serve(std::future::pending()));
-    addr
+    common::start(
+        dir,
+        &format!(
+            "[[proxy]]\nname = \"pypi-proxy\"\nformat = \"pypi\"\nupstream = \"{}\"\n{extra}\n",
+            upstream.url()
+        ),
+    )
+    .await
 }
 
 fn client() -> reqwest::Client {

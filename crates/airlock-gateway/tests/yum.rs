@@ -7,13 +7,13 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use airlock_config::Config;
-use airlock_gateway::Gateway;
 use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo, sign_repository};
 
 const DEP: RpmSpec<'static> = RpmSpec {
@@ -28,17 +28,13 @@ const APP: RpmSpec<'static> = RpmSpec {
 };
 
 async fn start(dir: &Path, upstream: &str, extra: &str) -> SocketAddr {
-    let text = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n\
-         [[proxy]]\nname = \"el9\"\nformat = \"yum\"\nupstream = \"{upstream}\"\n{extra}\n",
-        dir.join("data")
-    );
-    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
-        .await
-        .unwrap();
-    let addr = gateway.local_addr();
-    tokio::spawn(gateway.serve(std::future::pending()));
-    addr
+    common::start(
+        dir,
+        &format!(
+            "[[proxy]]\nname = \"el9\"\nformat = \"yum\"\nupstream = \"{upstream}\"\n{extra}\n"
+        ),
+    )
+    .await
 }
 
 /// Builds the two-package repository under `dir/repo`; `args` go to `createrepo_c`.

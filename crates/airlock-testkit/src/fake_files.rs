@@ -39,14 +39,7 @@ impl FakeFiles {
         let addr = listener.local_addr().expect("addr");
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(serve).with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let tx = crate::serve::spawn(listener, app);
         Self {
             inner,
             addr,

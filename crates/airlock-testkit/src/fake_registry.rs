@@ -105,14 +105,7 @@ impl FakeRegistry {
             addr,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let tx = crate::serve::spawn(listener, app);
         Self {
             shared,
             _shutdown: tx,

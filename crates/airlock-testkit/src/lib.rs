@@ -8,6 +8,7 @@ mod fake_pypi;
 mod fake_registry;
 mod image;
 mod rpm;
+mod serve;
 
 pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
