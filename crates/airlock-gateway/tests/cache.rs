@@ -4,6 +4,8 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -55,14 +57,7 @@ fn proxy(upstream: &str, extra: &str) -> String {
     )
 }
 
-async fn get(url: &str) -> reqwest::Response {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    client.get(url).send().await.unwrap()
-}
+use common::get;
 
 #[tokio::test]
 async fn dropped_connection_resumes_with_range_and_a_fresh_token() {

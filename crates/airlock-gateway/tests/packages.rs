@@ -24,14 +24,7 @@ fn raw(upstream: &FakeFiles, extra: &str) -> String {
     )
 }
 
-async fn get(url: &str) -> reqwest::Response {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    client.get(url).send().await.unwrap()
-}
+use common::get;
 
 #[tokio::test]
 async fn listed_files_are_verified_and_cached_for_good() {
@@ -161,12 +154,7 @@ async fn hostile_paths_and_unknown_repositories() {
         ("/repository/k3s-releases/a%2fb", 400),
         ("/repository/nope/file", 404),
     ] {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
+        let answer = common::raw_get(addr, path).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{path}: {answer}"
@@ -203,12 +191,7 @@ async fn offline_raw_proxy_never_contacts_the_upstream() {
 
 #[tokio::test]
 async fn curl_downloads_through_the_raw_proxy() {
-    let curl = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("curl"))
-        .find(|p| p.is_file())
-        .expect("`curl` is not installed: apt-get install curl (run .ci/run)");
+    let curl = airlock_testkit::require_tool("curl", "curl");
     let upstream = FakeFiles::start().await;
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     upstream.put("v1/k3s", "application/octet-stream", &payload);

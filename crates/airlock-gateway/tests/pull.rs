@@ -4,6 +4,8 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -64,16 +66,6 @@ fn client() -> reqwest::Client {
 
 async fn get(url: &str) -> reqwest::Response {
     client().get(url).send().await.unwrap()
-}
-
-async fn raw_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 async fn error_code(response: reqwest::Response) -> (u16, String) {
@@ -451,7 +443,7 @@ async fn bad_names_and_traversal_never_reach_upstream() {
     ];
     for (path, status) in cases {
         // Raw requests: an HTTP client library would normalize the dot segments away.
-        let response = raw_get(gw.addr, path).await;
+        let response = common::raw_get(gw.addr, path).await;
         assert!(
             response.starts_with(&format!("HTTP/1.1 {status} ")),
             "{path}: {response}"

@@ -312,12 +312,7 @@ async fn project_names_are_normalized_with_redirects_and_checked() {
         ("/repository/pypi-proxy/simple/nothere/", 404),
         ("/repository/pypi-proxy/elsewhere", 404),
     ] {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
+        let answer = common::raw_get(addr, path).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{path}: {answer}"

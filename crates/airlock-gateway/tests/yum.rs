@@ -57,14 +57,7 @@ fn metadata_files(repo: &Path) -> Vec<String> {
     names
 }
 
-async fn get(url: &str) -> reqwest::Response {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    client.get(url).send().await.unwrap()
-}
+use common::get;
 
 /// Status and body, where a body cut short by a failed verification counts as an error.
 async fn fetch(url: &str) -> (u16, Result<Vec<u8>, String>) {
@@ -514,12 +507,7 @@ async fn hostile_paths_are_refused() {
         "/repository/el9/repodata%2frepomd.xml",
         "/repository/el9/Packages/..%5ca.rpm",
     ] {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
+        let answer = common::raw_get(addr, path).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
     }
     assert_eq!(upstream.count("repodata/repomd.xml"), 0);

@@ -9,9 +9,11 @@ mod fake_registry;
 mod image;
 mod rpm;
 mod serve;
+mod tools;
 
 pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
 pub use rpm::{RpmSpec, build_rpm, createrepo, sign_repository};
+pub use tools::require_tool;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_testkit::{Image, Index, Platform, tar_layer};
+use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
 use airlock_types::Digest;
 
 /// A child process killed when the test ends, however it ends.
@@ -23,17 +23,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn require(tool: &str, package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!("`{tool}` is not installed: apt-get install {package} (run .ci/run)")
-    })
 }
 
 fn free_port() -> u16 {
@@ -71,7 +60,7 @@ fn port_open(port: u16) -> bool {
 }
 
 fn start_registry(dir: &Path, port: u16) -> Running {
-    let binary = require("docker-registry", "docker-registry");
+    let binary = require_tool("docker-registry", "docker-registry");
     let config = dir.join("registry.yml");
     std::fs::write(
         &config,
@@ -135,7 +124,7 @@ fn cert_dir(dir: &Path) -> PathBuf {
 }
 
 fn push(layout: &Path, tag: &str, registry_port: u16, repo: &str, all: bool) {
-    let mut cmd = Command::new(require("skopeo", "skopeo"));
+    let mut cmd = Command::new(require_tool("skopeo", "skopeo"));
     cmd.args(["copy", "--dest-tls-verify=false", "--preserve-digests"]);
     if all {
         cmd.arg("--all");
@@ -162,7 +151,7 @@ struct Containerd {
 }
 
 fn start_containerd(dir: &Path) -> Containerd {
-    let binary = require("containerd", "containerd");
+    let binary = require_tool("containerd", "containerd");
     std::fs::create_dir_all(dir).unwrap();
     let socket = dir.join("c.sock");
     let config = dir.join("config.toml");
@@ -189,7 +178,7 @@ fn start_containerd(dir: &Path) -> Containerd {
         .spawn()
         .unwrap();
     let process = Running(child);
-    let ctr = require("ctr", "containerd");
+    let ctr = require_tool("ctr", "containerd");
     wait_until("containerd", Duration::from_secs(30), || {
         Command::new(&ctr)
             .arg("--address")
