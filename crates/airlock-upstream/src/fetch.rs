@@ -204,8 +204,10 @@ impl Downloads {
                 State::Failed(e)
             }
         };
-        download.state.send_replace(state);
+        // Leave the table first: a request that arrives once a client holds the whole blob
+        // then finds it in the store instead of joining a finished download.
         self.inflight.lock().expect("inflight lock").remove(&digest);
+        download.state.send_replace(state);
     }
 
     async fn download(
@@ -333,7 +335,12 @@ impl LiveReader {
             let available = match state {
                 State::Failed(e) => return Err(e),
                 State::Starting => None,
-                State::Receiving { written, .. } => (written > self.pos).then_some(written),
+                State::Receiving { written, total } => {
+                    // The last byte waits for the verified commit: a client never holds a
+                    // complete body whose digest did not match.
+                    let releasable = total.map_or(written, |t| written.min(t.saturating_sub(1)));
+                    (releasable > self.pos).then_some(releasable)
+                }
                 State::Done { size } => {
                     if self.pos >= size {
                         return Ok(None);
