@@ -113,10 +113,20 @@ pub const PACKAGES: &[PackageEntry] = &[
         format: "yum",
         upstream: "https://nvidia.github.io/libnvidia-container/",
     },
+];
+
+/// The K3s release assets and install script `airlock deploy` fetches through the gateway:
+/// always proxied, whatever `package_proxy_mode` says.
+pub const K3S_FILES: &[PackageEntry] = &[
     PackageEntry {
         name: "k3s-releases",
         format: "raw",
         upstream: "https://github.com/k3s-io/k3s/releases/download/",
+    },
+    PackageEntry {
+        name: "k3s-install",
+        format: "raw",
+        upstream: "https://get.k3s.io/",
     },
 ];
 
@@ -171,4 +181,14 @@ pub const KNOWN_VARS: &[&str] = &[
     "ansible_user",
     "ansible_port",
     "ansible_connection",
+    "ansible_become",
+    "ansible_become_user",
+    "ansible_become_password",
+    "ansible_become_method",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
+    "ansible_ssh_private_key_file",
+    "k3s_channel",
+    "k3s_token",
+    "airlock_upstreams",
 ];

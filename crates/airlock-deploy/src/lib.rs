@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod exec;
 pub mod explain;
 pub mod inventory;
 pub mod render;

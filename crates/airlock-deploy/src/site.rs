@@ -22,7 +22,11 @@
 //! | `airlock_data_dir` | staging | gateway store (`/var/lib/airlock`) |
 //! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/airlock/ca.crt` when self-signed) |
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
+//! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
+//! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
 //! | `ansible_host`, `ansible_user`, `ansible_port`, `ansible_connection` | each host | SSH target |
+//! | `ansible_become`, `ansible_become_user`, `ansible_become_password` | each host | sudo for deploy |
+//! | `ansible_ssh_common_args`, `ansible_ssh_extra_args`, `ansible_ssh_private_key_file` | each host | extra ssh options |
 
 use std::path::PathBuf;
 
@@ -76,6 +80,57 @@ pub struct Machine {
     pub user: Option<String>,
     pub port: u16,
     pub connection: String,
+    /// `ansible_become`: run commands as another user (root) through sudo.
+    pub escalate: Option<Become>,
+    /// `ansible_ssh_common_args` then `ansible_ssh_extra_args`, split like a shell would.
+    pub ssh_args: Vec<String>,
+    /// `ansible_ssh_private_key_file` (or `ansible_private_key_file`).
+    pub private_key: Option<String>,
+}
+
+impl Machine {
+    /// Whether commands run on the control node itself (`ansible_connection: local`).
+    pub fn is_local(&self) -> bool {
+        self.connection == "local"
+    }
+}
+
+/// Privilege escalation with sudo (`ansible_become_user`, `ansible_become_password`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Become {
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+/// A vault-decrypted value: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Known(String),
+    /// Vault-encrypted, and no vault password was given.
+    Locked,
+}
+
+impl Secret {
+    /// The plaintext; empty when locked (callers check [`Secret::is_locked`] first).
+    pub fn expose(&self) -> &str {
+        match self {
+            Secret::Known(text) => text,
+            Secret::Locked => "",
+        }
+    }
+
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Secret::Locked)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Known(_) => f.write_str("Secret(<redacted>)"),
+            Secret::Locked => f.write_str("Secret(<vault-encrypted>)"),
+        }
+    }
 }
 
 /// The gateway's certificate.
@@ -121,6 +176,10 @@ pub struct K3s {
     pub selinux_rpm_site: String,
     /// Seconds to wait for each K3s artifact download.
     pub artifact_download_timeout: Option<u64>,
+    /// `k3s_channel`: where the version comes from when `k3s_version` is not set.
+    pub channel: String,
+    /// `k3s_token`: the cluster's join secret.
+    pub token: Option<Secret>,
 }
 
 /// A package repository the gateway proxies at `/repository/<name>/`.
@@ -407,13 +466,82 @@ impl<'a> Reader<'a> {
                 22
             }),
         };
+        let escalate = self.escalate(host, &vars);
+        let mut ssh_args = Vec::new();
+        for name in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+            let Some(var) = vars.get(name) else { continue };
+            let Some(text) = self.read(var) else { continue };
+            match shell_words::split(&text) {
+                Ok(words) => ssh_args.extend(words),
+                Err(_) => self.error(
+                    var.mark.line,
+                    format!("host `{host}`: `{name}` has an unclosed quote"),
+                    "close the quote, e.g. `-o ProxyJump=\"bastion\"`",
+                ),
+            }
+        }
+        let private_key = get(self, "ansible_ssh_private_key_file")
+            .or_else(|| get(self, "ansible_private_key_file"));
         Machine {
             name: host.to_owned(),
             address,
             user,
             port,
             connection,
+            escalate,
+            ssh_args,
+            private_key,
         }
+    }
+
+    /// `ansible_become*` of one host; only sudo is supported.
+    fn escalate(&mut self, host: &str, vars: &HostVars<'a>) -> Option<Become> {
+        let on = match vars.get("ansible_become") {
+            None => false,
+            Some(var) => match var.value.as_bool() {
+                Some(b) => b,
+                None => {
+                    let text = self.read(var).unwrap_or_default();
+                    matches!(
+                        text.trim().to_ascii_lowercase().as_str(),
+                        "true" | "yes" | "on" | "1"
+                    )
+                }
+            },
+        };
+        if !on {
+            return None;
+        }
+        if let Some(var) = vars.get("ansible_become_method") {
+            let method = self.read(var).unwrap_or_default();
+            if !method.trim().is_empty() && method.trim() != "sudo" {
+                self.error(
+                    var.mark.line,
+                    format!("host `{host}`: ansible_become_method `{}` is not supported", method.trim()),
+                    "airlock escalates with `sudo`; connect as root or configure sudo",
+                );
+            }
+        }
+        let user = vars
+            .get("ansible_become_user")
+            .and_then(|v| self.read(v))
+            .map_or_else(|| "root".to_owned(), |u| u.trim().to_owned());
+        let password = vars
+            .get("ansible_become_password")
+            .or_else(|| vars.get("ansible_become_pass"))
+            .and_then(|var| self.secret_of(var));
+        Some(Become { user, password })
+    }
+
+    /// A secret variable: decrypted when a vault password was given, [`Secret::Locked`]
+    /// otherwise (rendering never needs secrets; deploy asks for the password).
+    fn secret_of(&mut self, var: &Var) -> Option<Secret> {
+        if self.secret.is_none() && var.value.vault_text().is_some() {
+            return Some(Secret::Locked);
+        }
+        self.read(var)
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret::Known(t.trim_end_matches('\n').to_owned()))
     }
 
     fn machines(&mut self, group: &str) -> Vec<Machine> {
@@ -458,11 +586,11 @@ impl<'a> Reader<'a> {
             (GatewayTls::Files { .. }, None) => None,
         };
         let cert_manager = self.tls_mode_is_cert_manager();
-        let mirrors = self.mirrors();
+        let mut mirrors = self.mirrors();
         let package_proxy_mode = self.package_proxy_mode();
         let (identity_providers, egress) = self.egress(cert_manager);
         let k3s = self.k3s();
-        let packages = if package_proxy_mode == PackageProxyMode::Gateway {
+        let mut packages: Vec<PackageProxy> = if package_proxy_mode == PackageProxyMode::Gateway {
             catalog::PACKAGES
                 .iter()
                 .map(|p| PackageProxy {
@@ -478,6 +606,17 @@ impl<'a> Reader<'a> {
         } else {
             Vec::new()
         };
+        // `airlock deploy` installs K3s from these, whatever the package proxy mode.
+        for p in catalog::K3S_FILES {
+            if !packages.iter().any(|have| have.name == p.name) {
+                packages.push(PackageProxy {
+                    name: p.name,
+                    format: p.format,
+                    upstream: p.upstream.to_owned(),
+                });
+            }
+        }
+        self.override_upstreams(&mut mirrors, &mut packages);
         Site {
             inventory: self.inventory.file.clone(),
             air_gapped,
@@ -498,6 +637,56 @@ impl<'a> Reader<'a> {
             identity_providers,
             egress,
             k3s,
+        }
+    }
+
+    /// `airlock_upstreams`: `{registry or package repository: URL}`, for sites whose
+    /// gateway reaches the public services through an internal mirror.
+    fn override_upstreams(&mut self, mirrors: &mut [Mirror], packages: &mut [PackageProxy]) {
+        let Some(var) = self.lookup(Scope::StagingThenCluster, "airlock_upstreams") else {
+            return;
+        };
+        let Some(entries) = var.value.as_map() else {
+            if !var.value.is_null() {
+                self.error(
+                    var.mark.line,
+                    format!("`airlock_upstreams` must be a mapping, found {}", var.value.describe()),
+                    "write `airlock_upstreams: {docker.io: \"https://mirror.example.org\"}`",
+                );
+            }
+            return;
+        };
+        for (key, value) in entries {
+            let line = key.mark.line;
+            let (Some(name), Some(url)) = (key.as_str(), value.as_str()) else {
+                self.error(
+                    line,
+                    "`airlock_upstreams` entries must map a name to a URL",
+                    "write `docker.io: \"https://mirror.example.org\"`",
+                );
+                continue;
+            };
+            let url = url.trim();
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || !is_hostname(&host_of_url(url)) {
+                self.error(
+                    value.mark.line,
+                    format!("`airlock_upstreams` `{name}`: `{url}` is not an http(s) URL"),
+                    "write the upstream as `https://host[:port]/path`",
+                );
+                continue;
+            }
+            if let Some(mirror) = mirrors.iter_mut().find(|m| m.registry == name) {
+                mirror.upstream = url.to_owned();
+            } else if let Some(package) = packages.iter_mut().find(|p| p.name == name) {
+                package.upstream = url.to_owned();
+            } else {
+                self.error(
+                    line,
+                    format!("`airlock_upstreams` names `{name}`, which the gateway does not proxy"),
+                    "use a registry (`docker.io`, `ghcr.io`, …) or a package repository (`k3s-releases`, `pypi-proxy`, …)",
+                );
+            }
         }
     }
 
@@ -890,12 +1079,20 @@ impl<'a> Reader<'a> {
             }
             None => "stable".to_owned(),
         };
+        let channel = self
+            .text(Scope::ClusterThenStaging, "k3s_channel")
+            .map_or_else(|| "stable".to_owned(), |(c, _)| c.trim().to_owned());
+        let token = self
+            .lookup(Scope::ClusterThenStaging, "k3s_token")
+            .and_then(|var| self.secret_of(var));
         K3s {
             version,
             selinux,
             selinux_channel,
             selinux_rpm_site,
             artifact_download_timeout,
+            channel,
+            token,
         }
     }
 }

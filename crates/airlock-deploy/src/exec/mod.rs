@@ -1,0 +1,313 @@
+//! Running commands and placing files on the site's hosts.
+//!
+//! Every stage of `airlock deploy` and every check of `airlock preflight` talks to a host
+//! through an [`Executor`]: [`ssh::Ssh`] (the system OpenSSH client with connection
+//! multiplexing, so `~/.ssh/config`, keys, agents and jump hosts keep working),
+//! [`local::Local`] (`ansible_connection: local`), and [`fake::Fake`] for unit tests.
+//!
+//! Commands are `sh -c` scripts; privilege escalation (`ansible_become`) wraps them in
+//! `sudo`. Files are written to a temporary name next to the target, then renamed, so a
+//! dropped connection never leaves half a file where a service reads it.
+
+pub mod fake;
+pub mod local;
+pub mod ssh;
+
+use std::fmt;
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use crate::site::Become;
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// Exit status; `-1` when the command was killed by a signal.
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    /// Standard output as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last `lines` lines of stderr and stdout, for an error message.
+    pub fn tail(&self, lines: usize) -> String {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        );
+        let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Bytes fed to a command's standard input.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    None,
+    Bytes(&'a [u8]),
+    /// A local file, streamed (binaries are tens of MiB).
+    File(&'a Path),
+}
+
+/// Why a command could not be run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The host could not be reached (ssh exit 255, connection refused, auth failure).
+    #[error("{host}: cannot connect: {message}")]
+    Unreachable { host: String, message: String },
+    /// The local program (ssh, sh) could not be started, or local I/O failed.
+    #[error("{host}: {message}")]
+    Local { host: String, message: String },
+    /// The command ran and exited non-zero.
+    #[error("{host}: `{command}` exited with status {status}{}", tail_block(.tail))]
+    Failed {
+        host: String,
+        command: String,
+        status: i32,
+        tail: String,
+    },
+}
+
+fn tail_block(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", indent(tail))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Ownership and permissions of a placed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// One host, reached one way.
+pub trait Executor: Send + Sync {
+    /// The inventory name of the host (what reports and errors show).
+    fn host(&self) -> &str;
+
+    /// Run `script` with `sh -c` on the host (as root when the host becomes root), feeding
+    /// `input` to its standard input. A non-zero exit is an `Ok(Output)`; only transport
+    /// problems are errors.
+    fn exec(&self, script: &str, input: Input<'_>) -> Result<Output, ExecError>;
+
+    /// Run `script`, turning a non-zero exit into [`ExecError::Failed`] with the last lines
+    /// of its output. Returns standard output.
+    fn run(&self, script: &str) -> Result<String, ExecError> {
+        let output = self.exec(script, Input::None)?;
+        if output.success() {
+            Ok(output.stdout_text())
+        } else {
+            Err(ExecError::Failed {
+                host: self.host().to_owned(),
+                command: script.to_owned(),
+                status: output.status,
+                tail: output.tail(20),
+            })
+        }
+    }
+
+    /// The file's sha256 (lowercase hex), or `None` when it does not exist.
+    fn sha256(&self, path: &str) -> Result<Option<String>, ExecError> {
+        let p = quote(path);
+        let out = self.run(&format!(
+            "if [ -f {p} ]; then sha256sum < {p}; else echo absent; fi"
+        ))?;
+        let word = out.split_whitespace().next().unwrap_or_default();
+        Ok((word != "absent").then(|| word.to_owned()))
+    }
+
+    /// The file's content, or `None` when it does not exist.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ExecError> {
+        let p = quote(path);
+        let output = self.exec(
+            &format!("if [ -f {p} ]; then cat {p}; else exit 3; fi"),
+            Input::None,
+        )?;
+        match output.status {
+            0 => Ok(Some(output.stdout)),
+            3 => Ok(None),
+            status => Err(ExecError::Failed {
+                host: self.host().to_owned(),
+                command: format!("cat {p}"),
+                status,
+                tail: output.tail(20),
+            }),
+        }
+    }
+
+    /// Write `input` to `path` (parents created, `mode` set) through a temporary file and a
+    /// rename.
+    fn write(&self, path: &str, input: Input<'_>, mode: Mode) -> Result<(), ExecError> {
+        let script = write_script(path, mode);
+        let output = self.exec(&script, input)?;
+        if output.success() {
+            Ok(())
+        } else {
+            Err(ExecError::Failed {
+                host: self.host().to_owned(),
+                command: format!("write {path}"),
+                status: output.status,
+                tail: output.tail(20),
+            })
+        }
+    }
+}
+
+/// The shell script [`Executor::write`] runs: stdin into a temporary file, then a rename.
+pub fn write_script(path: &str, mode: Mode) -> String {
+    let dir = Path::new(path)
+        .parent()
+        .map_or_else(|| "/".to_owned(), |d| d.display().to_string());
+    let target = quote(path);
+    let temp = quote(&format!("{path}.airlock-tmp"));
+    format!(
+        "set -e; mkdir -p {dir}; umask 077; cat > {temp}; chmod {mode} {temp}; mv -f {temp} {target}",
+        dir = quote(&dir)
+    )
+}
+
+/// The remote shell command line running `script`, as root through `sudo` when the host
+/// becomes and is not root already; and the password line `sudo -S` reads first, if any.
+pub fn escalated(script: &str, escalate: Option<&Become>, already_root: bool) -> (String, Option<Vec<u8>>) {
+    let plain = format!("sh -c {}", quote(script));
+    let Some(escalate) = escalate else {
+        return (plain, None);
+    };
+    if already_root && escalate.user == "root" {
+        return (plain, None);
+    }
+    let user = quote(&escalate.user);
+    match &escalate.password {
+        Some(password) => (
+            format!("sudo -H -S -p '' -u {user} -- {plain}"),
+            Some(format!("{}\n", password.expose()).into_bytes()),
+        ),
+        None => (format!("sudo -H -n -u {user} -- {plain}"), None),
+    }
+}
+
+/// `argv` for running `script` locally (see [`escalated`]).
+pub(crate) fn command_line(
+    script: &str,
+    escalate: Option<&Become>,
+    already_root: bool,
+) -> (Vec<String>, Option<Vec<u8>>) {
+    let (line, password) = escalated(script, escalate, already_root);
+    (vec!["sh".to_owned(), "-c".to_owned(), line], password)
+}
+
+/// Feeds a child's standard input from a thread (so a full stdout pipe never deadlocks).
+pub(crate) struct Feeder(JoinHandle<io::Result<()>>);
+
+/// Start writing `password` then `input` to `stdin`, closing it at the end.
+pub(crate) fn feed(
+    mut stdin: std::process::ChildStdin,
+    password: Option<Vec<u8>>,
+    input: Input<'_>,
+) -> Feeder {
+    enum Owned {
+        None,
+        Bytes(Vec<u8>),
+        File(std::path::PathBuf),
+    }
+    let owned = match input {
+        Input::None => Owned::None,
+        Input::Bytes(b) => Owned::Bytes(b.to_vec()),
+        Input::File(p) => Owned::File(p.to_owned()),
+    };
+    Feeder(std::thread::spawn(move || {
+        if let Some(password) = password {
+            stdin.write_all(&password)?;
+        }
+        match owned {
+            Owned::None => {}
+            Owned::Bytes(bytes) => stdin.write_all(&bytes)?,
+            Owned::File(path) => {
+                let mut file = std::fs::File::open(&path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                io::copy(&mut file, &mut stdin)?;
+            }
+        }
+        stdin.flush()
+    }))
+}
+
+impl Feeder {
+    /// Wait for the writer. A command that exits without reading all its input is not an
+    /// error here (its exit status says what happened); a local file that cannot be read is.
+    pub(crate) fn join(self, host: &str) -> Result<(), ExecError> {
+        match self.0.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Ok(Err(e)) => Err(ExecError::Local {
+                host: host.to_owned(),
+                message: format!("feeding the command: {e}"),
+            }),
+            Err(_) => Err(ExecError::Local {
+                host: host.to_owned(),
+                message: "the input writer panicked".to_owned(),
+            }),
+        }
+    }
+}
+
+/// Quote `text` for a POSIX shell (single quotes).
+pub fn quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
+    {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("/etc/rancher/k3s"), "/etc/rancher/k3s");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let output = Output {
+            status: 1,
+            stdout: b"one\ntwo\n".to_vec(),
+            stderr: b"three\n\nfour\n".to_vec(),
+        };
+        assert_eq!(output.tail(2), "three\nfour");
+    }
+}

@@ -1,0 +1,1 @@
+//! The system OpenSSH client, one multiplexed connection per host.
