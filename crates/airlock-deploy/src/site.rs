@@ -20,7 +20,7 @@
 //! | `k3s_version`, `k3s_selinux_*`, `k3s_artifact_download_timeout` | server, then staging | K3s install |
 //! | `harbor_storage_size`, `airlock_cache_max_size` | staging | cache size limit (none) |
 //! | `airlock_data_dir` | staging | gateway store (`/var/lib/airlock`) |
-//! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/airlock/ca.crt` when self-signed) |
+//! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/rancher/k3s/staging-ca.crt` when self-signed) |
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
 //! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
 //! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
@@ -35,7 +35,7 @@ use crate::inventory::{Diagnostic, HostVars, Inventory, Var, VarError};
 use crate::vault::VaultSecret;
 
 /// Where nodes find the gateway's CA certificate when it is self-signed.
-pub const DEFAULT_CA_FILE: &str = "/etc/airlock/ca.crt";
+pub const DEFAULT_CA_FILE: &str = "/etc/rancher/k3s/staging-ca.crt";
 
 /// The deployment, as far as airlock renders and installs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +298,9 @@ impl<'a> Reader<'a> {
                 .group("all")
                 .and_then(|g| g.vars.iter().rev().find(|v| v.name == name))
         };
+        if let Some(extra) = self.inventory.extra_var(name) {
+            return Some(extra);
+        }
         match scope {
             Scope::Staging => staging(),
             Scope::StagingThenCluster => staging().or_else(cluster),

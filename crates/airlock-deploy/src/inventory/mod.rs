@@ -79,6 +79,8 @@ pub struct Inventory {
     group_index: HashMap<String, usize>,
     hosts: Vec<Host>,
     host_index: HashMap<String, usize>,
+    /// `-e KEY=VALUE` on the command line: above everything the file sets.
+    extra: Vec<Var>,
     /// Structural problems found while reading.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -118,6 +120,7 @@ impl Inventory {
             group_index: HashMap::new(),
             hosts: Vec::new(),
             host_index: HashMap::new(),
+            extra: Vec::new(),
             diagnostics: Vec::new(),
         };
         inventory.group_mut("all", Mark { line: 1, col: 1 });
@@ -482,10 +485,34 @@ impl Inventory {
                 vars.insert(&var.name, var);
             }
         }
+        for var in &self.extra {
+            vars.insert(&var.name, var);
+        }
         HostVars {
             host: host.to_owned(),
             vars,
         }
+    }
+
+    /// Set `name` for every host, above anything the file says (Ansible's `-e`). The value
+    /// is read as YAML, so `[a, b]` and `{k: v}` give a list and a mapping.
+    pub fn set_extra(&mut self, name: &str, value: &str) -> Result<(), InventoryError> {
+        let origin = PathBuf::from(format!("-e {name}"));
+        let doc = yaml::parse_str(value, &origin)?;
+        let var = Var {
+            name: name.to_owned(),
+            value: doc.root,
+            mark: Mark { line: 0, col: 0 },
+            owner: Owner::Group("-e".to_owned()),
+        };
+        self.extra.retain(|v| v.name != name);
+        self.extra.push(var);
+        Ok(())
+    }
+
+    /// A `-e` variable, if one was given.
+    pub fn extra_var(&self, name: &str) -> Option<&Var> {
+        self.extra.iter().find(|v| v.name == name)
     }
 
     /// Every variable in the file, in the order written.
