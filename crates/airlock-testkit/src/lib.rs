@@ -9,6 +9,7 @@ mod fake_registry;
 mod image;
 mod rpm;
 mod serve;
+pub mod sshd;
 mod tools;
 
 pub use fake_files::FakeFiles;
