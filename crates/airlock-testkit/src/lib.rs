@@ -7,6 +7,7 @@ mod fake_files;
 mod fake_pypi;
 mod fake_registry;
 mod image;
+pub mod netns;
 mod rpm;
 mod serve;
 pub mod sshd;
