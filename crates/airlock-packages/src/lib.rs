@@ -3,10 +3,12 @@
 //!
 //! Every format has the same shape: a module that maps a request path to either an
 //! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
-//! ([`Origin::refreshed`]). Formats so far: `raw`, `pypi`, `conda` and `yum`.
+//! ([`Origin::refreshed`]). Formats so far: `raw`, `pypi`, `conda`, `maven` and `yum`.
 
+mod checksum;
 mod conda;
 mod error;
+mod maven;
 mod origin;
 mod pypi;
 mod raw;
@@ -26,7 +28,13 @@ pub use error::PackageError;
 pub use origin::{Check, Document, Origin, Variant};
 
 /// The formats this version serves.
-pub const SERVED_FORMATS: &[Format] = &[Format::Raw, Format::Pypi, Format::Conda, Format::Yum];
+pub const SERVED_FORMATS: &[Format] = &[
+    Format::Raw,
+    Format::Pypi,
+    Format::Conda,
+    Format::Maven,
+    Format::Yum,
+];
 
 /// Every configured package proxy, by name.
 #[derive(Debug)]
@@ -85,6 +93,7 @@ impl Packages {
             Format::Raw => raw::serve(origin, &path, head, headers).await,
             Format::Pypi => pypi::serve(origin, &path, head, headers).await,
             Format::Conda => conda::serve(origin, &path, head, headers).await,
+            Format::Maven => maven::serve(origin, &path, head, headers).await,
             Format::Yum => yum::serve(origin, &path, head, headers).await,
             other => Err(PackageError::Internal(format!(
                 "format {} is not served",

@@ -21,6 +21,7 @@ use reqwest::Method;
 use tokio::io::AsyncReadExt;
 
 use crate::PackageError;
+use crate::checksum::{Algorithm, Checksum, Hasher};
 
 /// A package proxy: its configuration, upstream client, and the shared store.
 pub struct Origin {
@@ -240,6 +241,205 @@ impl Origin {
             head,
             headers,
             found.outcome,
+        )
+        .await
+    }
+
+    /// A file refreshed after `metadata_ttl`, fetched from `source` (a path under the
+    /// upstream, or an absolute URL an index gave) and cached under `key`.
+    pub async fn refreshed_from(
+        &self,
+        source: &str,
+        key: &str,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        let found = self
+            .refresh(&Refresh {
+                path: source,
+                key,
+                accept: None,
+                checked: None,
+            })
+            .await?;
+        self.serve_record(
+            &found.record,
+            &found.digest,
+            found.size,
+            head,
+            headers,
+            found.outcome,
+        )
+        .await
+    }
+
+    /// A file that never changes once cached (a release artifact), kept under `key`: served
+    /// from the store when it was cached before, `Ok(None)` when it has to be fetched with
+    /// [`Origin::fetch_pinned`]. A 404 remembered for `negative_ttl` is an error here.
+    pub async fn pinned(
+        &self,
+        path: &str,
+        key: &str,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Option<Response>, PackageError> {
+        let Some(record) = self
+            .index
+            .file(&self.config.name, key)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let Some(digest) = record.digest.clone() else {
+            let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
+            if age < self.config.negative_ttl.0 {
+                return Err(PackageError::NotFoundUpstream {
+                    path: path.to_owned(),
+                });
+            }
+            return Ok(None);
+        };
+        let Some(size) = self.store.stat(&digest).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        self.serve_record(&record, &digest, size, head, headers, Outcome::Hit)
+            .await
+            .map(Some)
+    }
+
+    /// Fetches a file that never changes once cached and keeps it under `key`, after its
+    /// bytes matched `expected` (with `None`, the upstream published no checksum and the
+    /// bytes are kept as they came). One upstream download per key: concurrent requests
+    /// wait for it, then read the store. Bytes that do not match are never stored.
+    pub async fn fetch_pinned(
+        &self,
+        path: &str,
+        key: &str,
+        expected: Option<&Checksum>,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        let _turn = self.locks.lock(key).await;
+        if let Some(response) = self.pinned(path, key, head, headers).await? {
+            return Ok(response);
+        }
+        if self.config.offline {
+            return Err(PackageError::Offline {
+                proxy: self.config.name.clone(),
+                path: path.to_owned(),
+            });
+        }
+        let response = self
+            .upstream
+            .send(Method::GET, path, HeaderMap::new(), "")
+            .await
+            .map_err(|e| self.upstream_error(path, e))?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            let missing = FileRecord {
+                digest: None,
+                content_type: None,
+                etag: None,
+                last_modified: None,
+                checked_at: unix_now(),
+            };
+            self.index
+                .set_file(&self.config.name, key, &missing)
+                .await
+                .map_err(internal)?;
+            return Err(PackageError::NotFoundUpstream {
+                path: path.to_owned(),
+            });
+        }
+        if status != StatusCode::OK {
+            return Err(self.upstream_error(path, format!("upstream answered {status}")));
+        }
+        let text = |name: header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = text(header::CONTENT_TYPE);
+        let etag = text(header::ETAG);
+        let last_modified = text(header::LAST_MODIFIED);
+        let declared = response.content_length();
+        // A sha256 is checked by the store itself; other algorithms alongside it.
+        let sha256 = match expected {
+            Some(c) if c.algorithm == Algorithm::Sha256 => Some(
+                format!("sha256:{}", c.hex)
+                    .parse::<Digest>()
+                    .map_err(internal)?,
+            ),
+            _ => None,
+        };
+        let mut hasher = expected.map(|c| Hasher::new(c.algorithm));
+        let mut writer = self.store.create(sha256.as_ref()).await.map_err(internal)?;
+        let mut body = response.bytes_stream();
+        use futures_util::StreamExt;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                self.upstream_error(path, airlock_upstream::error_chain(&e.without_url()))
+            })?;
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&chunk);
+            }
+            writer.write(&chunk).await.map_err(internal)?;
+        }
+        if let Some(declared) = declared.filter(|n| *n != writer.written()) {
+            return Err(self.upstream_error(
+                path,
+                format!("body ended after {} of {declared} bytes", writer.written()),
+            ));
+        }
+        if let (Some(expected), Some(hasher)) = (expected, hasher) {
+            let actual = hasher.finish();
+            if actual != expected.hex {
+                // Dropping the writer discards the bytes: nothing was stored.
+                return Err(PackageError::Verification {
+                    proxy: self.config.name.clone(),
+                    path: path.to_owned(),
+                    detail: format!(
+                        "its {} is {actual}, the upstream's .{} file says {}",
+                        expected.algorithm.extension(),
+                        expected.algorithm.extension(),
+                        expected.hex
+                    ),
+                });
+            }
+        }
+        let committed = writer.commit().await.map_err(|e| match e {
+            airlock_store::StoreError::DigestMismatch { .. } => PackageError::Verification {
+                proxy: self.config.name.clone(),
+                path: path.to_owned(),
+                detail: e.to_string(),
+            },
+            other => internal(other),
+        })?;
+        self.index
+            .record_blob(&committed.digest, committed.size)
+            .await
+            .map_err(internal)?;
+        let record = FileRecord {
+            digest: Some(committed.digest.clone()),
+            content_type,
+            etag,
+            last_modified,
+            checked_at: unix_now(),
+        };
+        self.index
+            .set_file(&self.config.name, key, &record)
+            .await
+            .map_err(internal)?;
+        self.serve_record(
+            &record,
+            &committed.digest,
+            committed.size,
+            head,
+            headers,
+            Outcome::Miss,
         )
         .await
     }

@@ -1,8 +1,9 @@
 //! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
-//! injectable faults), a static file server, a Python simple index, and builders for
-//! images, multi-arch indexes, RPM repositories and conda channel metadata.
+//! injectable faults), static file and directory servers, a Python simple index, and
+//! builders for images, multi-arch indexes, RPM repositories and conda channel metadata.
 
 pub mod conda;
+mod fake_dir;
 mod fake_files;
 mod fake_pypi;
 mod fake_registry;
@@ -13,6 +14,7 @@ mod serve;
 pub mod sshd;
 mod tools;
 
+pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};

@@ -1,0 +1,179 @@
+//! `format = "maven"`: a Maven 2 layout repository (Maven Central and its mirrors) at
+//! `/repository/<name>/`, the path Nexus serves it at, so a `settings.xml` `<mirror>` can
+//! point there.
+//!
+//! Paths below the proxy:
+//!
+//! ```text
+//! …/maven-metadata.xml            refreshed by TTL at any level (group, artifact, version);
+//!                                 checked to be XML before it is cached; stale on error
+//! …/maven-metadata.xml.<sum>      refreshed by TTL, passed through
+//! <file>.sha512|.sha256|.sha1|.md5 passed through, refreshed by TTL
+//! <file>.asc                      passed through, refreshed by TTL
+//! …/<version>-SNAPSHOT/…          refreshed by TTL: a snapshot may be redeployed
+//! <group>/<artifact>/<version>/<file>
+//!                                 a release artifact: fetched once, verified against the
+//!                                 strongest checksum the upstream publishes for it
+//!                                 (.sha512, then .sha256, then .sha1), then kept for good
+//! ```
+//!
+//! A release artifact whose bytes do not match its checksum is never cached and the client
+//! gets a 502. When the upstream publishes no checksum at all (a 404 for each), the bytes
+//! are cached as they came and a debug line says so; when the checksum cannot be fetched
+//! (the upstream fails), the artifact is not fetched either. Once cached, a release
+//! artifact is served without asking the upstream again.
+
+use axum::response::Response;
+use http::HeaderMap;
+
+use crate::checksum::{Algorithm, Checksum};
+use crate::{Check, Origin, PackageError};
+
+const METADATA: &str = "maven-metadata.xml";
+/// `maven-metadata.xml` of an artifact with thousands of versions is a few hundred KiB.
+const MAX_METADATA: usize = 16 * 1024 * 1024;
+/// A checksum file holds a hex value and perhaps a file name.
+const MAX_CHECKSUM: usize = 4096;
+/// Strongest first: the first one the upstream publishes is the one checked.
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::Sha512, Algorithm::Sha256, Algorithm::Sha1];
+/// Files next to an artifact that are passed through as they are.
+const SIDECARS: [&str; 5] = [".sha512", ".sha256", ".sha1", ".md5", ".asc"];
+
+/// Maps a request path below `/repository/<name>/` to metadata, a sidecar or an artifact.
+pub(crate) async fn serve(
+    origin: &Origin,
+    path: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    if path.is_empty() || path.ends_with('/') {
+        return Err(PackageError::NotFound);
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let file = segments[segments.len() - 1];
+    if file == METADATA {
+        let check: &Check<'_> = &|bytes, _| check_metadata(bytes);
+        return origin
+            .refreshed_checked(path, MAX_METADATA, check, head, headers)
+            .await;
+    }
+    let sidecar = SIDECARS.iter().any(|s| file.ends_with(s)) || file.starts_with(METADATA);
+    let snapshot = segments.iter().any(|s| s.ends_with("-SNAPSHOT"));
+    // group (one segment or more) / artifact / version / file
+    if sidecar || snapshot || segments.len() < 4 {
+        return origin.refreshed(path, head, headers).await;
+    }
+    release(origin, path, head, headers).await
+}
+
+/// A release artifact: from the store, or fetched and verified against its checksum.
+async fn release(
+    origin: &Origin,
+    path: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    // `#` never occurs in a request path, so the key cannot collide with a refreshed file.
+    let key = format!("{path}#release");
+    if let Some(response) = origin.pinned(path, &key, head, headers).await? {
+        return Ok(response);
+    }
+    let checksum = published_checksum(origin, path).await?;
+    if checksum.is_none() {
+        tracing::debug!(
+            target: "airlock::packages",
+            proxy = %origin.config().name,
+            path,
+            "the upstream publishes no .sha512, .sha256 or .sha1 for this file: cached unverified"
+        );
+    }
+    origin
+        .fetch_pinned(path, &key, checksum.as_ref(), head, headers)
+        .await
+}
+
+/// The strongest checksum the upstream publishes for `path`, `None` when it publishes none.
+/// The checksum files are cached as refreshed files (clients ask for them too).
+async fn published_checksum(origin: &Origin, path: &str) -> Result<Option<Checksum>, PackageError> {
+    for algorithm in ALGORITHMS {
+        let sidecar = format!("{path}.{}", algorithm.extension());
+        let check: &Check<'_> = &|bytes, _| Checksum::parse(algorithm, bytes).map(|_| ());
+        match origin
+            .refreshed_digest(&sidecar, Some((MAX_CHECKSUM, check)))
+            .await
+        {
+            Ok((digest, _, _)) => {
+                let bytes = origin.read_stored(&digest, MAX_CHECKSUM as u64).await?;
+                let checksum = Checksum::parse(algorithm, &bytes).map_err(|detail| {
+                    PackageError::Upstream {
+                        proxy: origin.config().name.clone(),
+                        path: sidecar.clone(),
+                        detail,
+                    }
+                })?;
+                return Ok(Some(checksum));
+            }
+            Err(PackageError::NotFoundUpstream { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(None)
+}
+
+/// `maven-metadata.xml` must be XML whose root element is `<metadata>`.
+fn check_metadata(bytes: &[u8]) -> Result<(), String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut buf = Vec::new();
+    let mut root = None;
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => {
+                root.get_or_insert_with(|| e.local_name().as_ref().to_vec());
+                depth += 1;
+            }
+            Ok(Event::Empty(e)) => {
+                root.get_or_insert_with(|| e.local_name().as_ref().to_vec());
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) if depth > 0 => {
+                return Err("maven-metadata.xml ends inside an element".to_owned());
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("maven-metadata.xml is not XML: {e}")),
+        }
+        buf.clear();
+    }
+    match root.as_deref() {
+        Some(b"metadata") => Ok(()),
+        _ => Err("maven-metadata.xml has no <metadata> root element".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_check() {
+        assert!(
+            check_metadata(b"<?xml version=\"1.0\"?><metadata><groupId>g</groupId></metadata>")
+                .is_ok()
+        );
+        assert!(check_metadata(b"<metadata modelVersion=\"1.1.0\"/>").is_ok());
+        for bad in [
+            b"".as_slice(),
+            b"<html><body>502 Bad Gateway</body></html>",
+            b"<metadata><versioning></metadata>",
+            b"not xml at all",
+        ] {
+            assert!(
+                check_metadata(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
