@@ -1,5 +1,5 @@
 //! Package proxy errors and the one place they become HTTP responses (plain text: pip,
-//! conda, mvn and dnf show the body to the user).
+//! conda, mvn, helm and dnf show the body to the user).
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -15,6 +15,8 @@ pub enum PackageError {
     NotFound,
     #[error("{path}: not found upstream")]
     NotFoundUpstream { path: String },
+    #[error("{path}: not listed in the repository's {index}, so it is not fetched")]
+    NotListed { path: String, index: &'static str },
     #[error("{path}: not cached, and repository {proxy} is offline")]
     Offline { proxy: String, path: String },
     #[error("only GET and HEAD are supported")]
@@ -43,6 +45,7 @@ impl IntoResponse for PackageError {
             PackageError::UnknownRepository(_)
             | PackageError::NotFound
             | PackageError::NotFoundUpstream { .. }
+            | PackageError::NotListed { .. }
             | PackageError::Offline { .. } => StatusCode::NOT_FOUND,
             PackageError::BadPath(_) => StatusCode::BAD_REQUEST,
             PackageError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,

@@ -3,11 +3,12 @@
 //!
 //! Every format has the same shape: a module that maps a request path to either an
 //! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
-//! ([`Origin::refreshed`]). Formats so far: `raw`, `pypi`, `conda`, `maven` and `yum`.
+//! ([`Origin::refreshed`]). Formats: `raw`, `pypi`, `conda`, `maven`, `yum` and `helm`.
 
 mod checksum;
 mod conda;
 mod error;
+mod helm;
 mod maven;
 mod origin;
 mod pypi;
@@ -34,6 +35,7 @@ pub const SERVED_FORMATS: &[Format] = &[
     Format::Conda,
     Format::Maven,
     Format::Yum,
+    Format::Helm,
 ];
 
 /// Every configured package proxy, by name.
@@ -95,10 +97,9 @@ impl Packages {
             Format::Conda => conda::serve(origin, &path, head, headers).await,
             Format::Maven => maven::serve(origin, &path, head, headers).await,
             Format::Yum => yum::serve(origin, &path, head, headers).await,
-            other => Err(PackageError::Internal(format!(
-                "format {} is not served",
-                other.as_str()
-            ))),
+            Format::Helm => helm::serve(origin, &path, head, headers).await,
+            // OCI proxies live under /v2/, never in this map.
+            Format::Oci => Err(PackageError::NotFound),
         }
     }
 }

@@ -1,0 +1,134 @@
+//! `format = "helm"`: a Helm chart repository at `/repository/<name>/`, the upstream being
+//! the repository URL (`helm repo add x https://<host>/repository/<name>`).
+//!
+//! Paths below the proxy:
+//!
+//! ```text
+//! index.yaml                     refreshed by TTL, checked to be a Helm index before it is
+//!                                cached (stale on error); served with every chart URL in
+//!                                entries.<chart>[].urls rewritten to the gateway
+//! <path of a chart>              a chart the index lists under the upstream (relative URLs
+//!                                and absolute ones below the repository URL); immutable,
+//!                                verified against the entry's digest
+//! _ext/<host[:port]>/<path>      a chart the index lists on another host; the same
+//! <chart path>.prov              its provenance file, passed through, refreshed by TTL
+//! anything else                  refreshed by TTL, under the upstream only
+//! ```
+//!
+//! Only URLs the current index lists are fetched from other hosts, so the gateway is never
+//! an open proxy; a `.tgz` the index does not list, or lists without a sha256 `digest`, is
+//! refused: airlock never serves a chart it cannot verify.
+
+mod index;
+
+use std::sync::{Arc, Mutex};
+
+use airlock_types::Digest;
+use axum::response::Response;
+use http::HeaderMap;
+
+use crate::checksum::{Algorithm, Checksum};
+use crate::{Check, Origin, PackageError};
+
+const INDEX: &str = "index.yaml";
+/// The largest public index (Bitnami's, before it was trimmed) was about 30 MiB.
+const MAX_INDEX: usize = 128 * 1024 * 1024;
+const YAML: &str = "application/x-yaml";
+
+/// The last index each proxy rewrote, by proxy name and upstream (the rewrite depends on
+/// both) and the digest of the upstream bytes, so a chart request costs a lookup rather
+/// than a parse.
+static REWRITTEN: Mutex<Vec<(String, Digest, Arc<index::Rewritten>)>> = Mutex::new(Vec::new());
+
+/// Maps a request path below `/repository/<name>/` to the index, a chart or a file.
+pub(crate) async fn serve(
+    origin: &Origin,
+    path: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    if path.is_empty() || path.ends_with('/') {
+        return Err(PackageError::NotFound);
+    }
+    let (rewritten, cache) = current(origin).await?;
+    if path == INDEX {
+        return Ok(Origin::serve_derived(
+            rewritten.bytes.clone(),
+            YAML,
+            head,
+            headers,
+            cache,
+        ));
+    }
+    if let Some(chart) = rewritten.charts.get(path) {
+        let Some(digest) = &chart.digest else {
+            return Err(PackageError::Verification {
+                proxy: origin.config().name.clone(),
+                path: path.to_owned(),
+                detail: "index.yaml gives no usable sha256 digest for this chart, so it \
+                         cannot be verified"
+                    .to_owned(),
+            });
+        };
+        // Kept by digest: a chart republished under the same URL is fetched anew. The
+        // download is verified before the first byte goes out, so a mismatch is a clean 502.
+        let key = format!("{path}#{digest}");
+        if let Some(response) = origin.pinned(path, &key, head, headers).await? {
+            return Ok(response);
+        }
+        let checksum = Checksum {
+            algorithm: Algorithm::Sha256,
+            hex: digest.hex().to_owned(),
+        };
+        return origin
+            .fetch_pinned(&chart.url, &key, Some(&checksum), head, headers)
+            .await;
+    }
+    if let Some(chart) = path
+        .strip_suffix(".prov")
+        .and_then(|p| rewritten.charts.get(p))
+    {
+        let source = format!("{}.prov", chart.url);
+        return origin.refreshed_from(&source, path, head, headers).await;
+    }
+    let chart = std::path::Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tgz"));
+    if path.starts_with(index::EXTERNAL) || chart {
+        return Err(PackageError::NotListed {
+            path: path.to_owned(),
+            index: INDEX,
+        });
+    }
+    origin.refreshed(path, head, headers).await
+}
+
+/// The current index, rewritten: `index.yaml` refreshed by TTL (checked before it is cached,
+/// served stale when the upstream cannot answer or sends a broken one).
+async fn current(origin: &Origin) -> Result<(Arc<index::Rewritten>, &'static str), PackageError> {
+    let base = origin.upstream_url("");
+    let proxy = origin.config().name.clone();
+    let key = format!("{proxy} {base}");
+    let check: &Check<'_> = &|bytes, _| index::rewrite(bytes, &base, &proxy).map(|_| ());
+    let (digest, _, cache) = origin
+        .refreshed_digest(INDEX, Some((MAX_INDEX, check)))
+        .await?;
+    {
+        let cached = REWRITTEN.lock().expect("rewritten indexes");
+        if let Some((_, _, rewritten)) = cached.iter().find(|(k, d, _)| *k == key && *d == digest) {
+            return Ok((rewritten.clone(), cache));
+        }
+    }
+    let bytes = origin.read_stored(&digest, MAX_INDEX as u64).await?;
+    let rewritten =
+        index::rewrite(&bytes, &base, &proxy).map_err(|detail| PackageError::Upstream {
+            proxy: proxy.clone(),
+            path: INDEX.to_owned(),
+            detail,
+        })?;
+    let rewritten = Arc::new(rewritten);
+    let mut cached = REWRITTEN.lock().expect("rewritten indexes");
+    cached.retain(|(k, _, _)| *k != key);
+    cached.push((key, digest, rewritten.clone()));
+    Ok((rewritten, cache))
+}
