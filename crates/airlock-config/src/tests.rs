@@ -46,6 +46,11 @@ fn embedded_default_has_scouts_registries() {
             .proxy("pypi-proxy")
             .is_some_and(|p| p.format == Format::Pypi)
     );
+    let maven = config
+        .proxy("maven-central")
+        .expect("maven-central in the default");
+    assert_eq!(maven.format, Format::Maven);
+    assert_eq!(maven.upstream.as_str(), "https://repo1.maven.org/maven2/");
     assert_eq!(config.server.listen.port(), 8443);
     assert_eq!(config.tls.mode, TlsMode::SelfSigned);
     assert_eq!(config.data_dir, PathBuf::from("./airlock-data"));
@@ -191,4 +196,28 @@ fn raw_sha256_lists() {
     assert_eq!(ok.proxies[0].sha256.len(), 1);
     assert!(err("[[proxy]]\nname = \"r\"\nformat = \"raw\"\nupstream = \"https://f.example/\"\n[proxy.sha256]\n\"k3s\" = \"abc\"").contains("64 lowercase hex"));
     assert!(err("[[proxy]]\nname = \"r\"\nformat = \"oci\"\nupstream = \"https://f.example/\"\n[proxy.sha256]\n\"k3s\" = \"abc\"").contains("only for format"));
+}
+
+#[test]
+fn maven_and_helm_formats_are_accepted() {
+    let config = parse(
+        "[[proxy]]\nname = \"central\"\nformat = \"maven\"\nupstream = \"https://repo1.maven.org/maven2\"\nmetadata_ttl = \"10m\"\n\
+         [[proxy]]\nname = \"bitnami\"\nformat = \"helm\"\nupstream = \"https://charts.bitnami.com/bitnami\"",
+    )
+    .unwrap();
+    assert_eq!(config.proxy("central").unwrap().format, Format::Maven);
+    assert_eq!(config.proxy("bitnami").unwrap().format, Format::Helm);
+    assert_eq!(Format::Maven.as_str(), "maven");
+    assert_eq!(Format::Helm.as_str(), "helm");
+    // Like every package format, neither takes an OCI `host` nor a raw `sha256` table.
+    for format in ["maven", "helm"] {
+        assert!(
+            err(&format!("[[proxy]]\nname = \"p\"\nformat = \"{format}\"\nupstream = \"https://a\"\nhost = \"a\""))
+                .contains("only for format")
+        );
+        assert!(
+            err(&format!("[[proxy]]\nname = \"p\"\nformat = \"{format}\"\nupstream = \"https://a\"\n[proxy.sha256]\n\"k\" = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\""))
+                .contains("only for format")
+        );
+    }
 }
