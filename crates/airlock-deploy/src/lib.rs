@@ -8,13 +8,18 @@
 //! - [`check`]: `airlock inventory check`: every problem, and a summary.
 //! - [`render`]: the gateway config and every client config, from one inventory.
 //! - [`explain`]: which endpoint and path a node pulls an image from.
+//! - [`artifacts`]: K3s release files, verified, in a local content-addressed cache.
+//! - [`selinux`]: the `SELinux` packages' `.repo` through the gateway, or their dependency
+//!   closure resolved and downloaded on the control node.
 
+pub mod artifacts;
 pub mod catalog;
 pub mod check;
 pub mod exec;
 pub mod explain;
 pub mod inventory;
 pub mod render;
+pub mod selinux;
 pub mod site;
 pub mod vault;
 pub mod yaml;
