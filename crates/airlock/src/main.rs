@@ -31,6 +31,8 @@ enum Command {
     Render(cmd::render::Args),
     /// Show which endpoint and path a node will pull an image from.
     ExplainImage(cmd::render::ExplainArgs),
+    /// Check every host over SSH before a deploy: system, SELinux, disk, routes, ports.
+    Preflight(cmd::preflight::Args),
 }
 
 /// How log lines are written.
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Vault(command) => cmd::vault::run(command),
         Command::Render(args) => cmd::render::run(&args),
         Command::ExplainImage(args) => cmd::render::explain(&args),
+        Command::Preflight(args) => cmd::preflight::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

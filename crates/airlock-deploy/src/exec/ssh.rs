@@ -8,7 +8,7 @@
 //! The command line, in this order (ssh keeps the first value it sees for an option):
 //!
 //! ```text
-//! ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath=<dir>/%C -o ControlPersist=60s
+//! ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath=<dir>/<name hash>-%C -o ControlPersist=60s
 //!     [-p <ansible_port>] [-l <ansible_user>] [-i <private key>]
 //!     <ansible_ssh_common_args> <ansible_ssh_extra_args>
 //!     -o ConnectTimeout=10 -o LogLevel=ERROR
@@ -51,7 +51,7 @@ impl Ssh {
     pub fn new(machine: &Machine, control_dir: &Path) -> Self {
         Self {
             machine: machine.clone(),
-            control_path: control_dir.join("%C"),
+            control_path: control_dir.join(socket_name(&machine.name)),
         }
     }
 
@@ -125,6 +125,13 @@ impl Ssh {
             .stderr(Stdio::null())
             .status()
     }
+}
+
+/// `<8 hex digits of the inventory name>-%C`: `%C` (a hash of address, port and user) alone
+/// would let two inventory names for one machine share, and close, one master.
+fn socket_name(host: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(host.as_bytes());
+    format!("{}-%C", &hex::encode(digest)[..8])
 }
 
 impl Drop for Ssh {
@@ -281,10 +288,13 @@ mod tests {
         assert_eq!(password, None);
         assert_eq!(
             words(&args).join(" "),
-            "-o BatchMode=yes -o ControlMaster=auto -o ControlPath=/tmp/cd/%C \
-             -o ControlPersist=60s -p 2222 -l admin -i /keys/id -o ProxyJump=bastion \
-             -o ConnectTimeout=10 -o LogLevel=ERROR -- 10.0.0.7 \
-             sudo -H -n -u root -- sh -c 'echo '\\''hi'\\'''"
+            format!(
+                "-o BatchMode=yes -o ControlMaster=auto -o ControlPath=/tmp/cd/{}-%C \
+                 -o ControlPersist=60s -p 2222 -l admin -i /keys/id -o ProxyJump=bastion \
+                 -o ConnectTimeout=10 -o LogLevel=ERROR -- 10.0.0.7 \
+                 sudo -H -n -u root -- sh -c 'echo '\\''hi'\\'''",
+                &socket_name("leader.example.edu")[..8]
+            )
         );
 
         // Port 22 and no user: ~/.ssh/config decides; root needs no sudo.

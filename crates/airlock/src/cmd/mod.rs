@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod inventory;
+pub mod preflight;
 pub mod render;
 pub mod serve;
 pub mod vault;

@@ -35,7 +35,7 @@ pub struct ExplainArgs {
 }
 
 /// Read the site, refusing it when the inventory has errors (warnings are printed).
-fn load_site(inventory: &Path, password: &PasswordArgs) -> anyhow::Result<Site> {
+pub fn load_site(inventory: &Path, password: &PasswordArgs) -> anyhow::Result<Site> {
     let secret = password.secret()?;
     let parsed = Inventory::load(inventory, secret.as_ref())?;
     let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());
