@@ -17,6 +17,7 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -675,4 +676,331 @@ fn bed_pulls_through_a_gateway_started_by_hand() {
         "the pull went through the gateway: {logged}"
     );
     eprintln!("bed test took {:?}", started.elapsed());
+}
+
+/// Files `airlock deploy` writes on each node.
+const NODE_FILES: &[&str] = &[
+    "/usr/local/bin/k3s",
+    "/usr/local/share/airlock/k3s-install.sh",
+    "/etc/rancher/k3s/staging-ca.crt",
+    "/etc/rancher/k3s/registries.yaml",
+    INSTALL_LOG,
+];
+/// Files `airlock deploy` writes on staging.
+const STAGING_FILES: &[&str] = &[
+    "/usr/local/bin/airlock",
+    "/etc/airlock/airlock.toml",
+    "/etc/systemd/system/airlock.service",
+];
+const INSTALL_LOG: &str = "/var/lib/standin/k3s-install.log";
+
+fn assert_untouched(node: &Node, paths: &[&str], when: &str) {
+    for path in paths {
+        assert!(
+            node.machine.read(path).is_none(),
+            "{when}: {} must not have {path}",
+            node.name
+        );
+    }
+}
+
+/// The stand-in installer's records on `node`, oldest first.
+fn installer_runs(node: &Node) -> Vec<BTreeMap<String, String>> {
+    let Some(log) = node.machine.read(INSTALL_LOG) else {
+        return Vec::new();
+    };
+    String::from_utf8(log)
+        .unwrap()
+        .split("\n\n")
+        .filter(|record| !record.trim().is_empty())
+        .map(|record| {
+            record
+                .lines()
+                .filter_map(|line| line.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The recap: `(host, ok, changed, failed)` per host.
+fn recap(output: &str) -> Vec<(String, usize, usize, usize)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (host, counts) = line.split_once(" : ")?;
+            let mut values = counts.split_whitespace().map(|field| {
+                let (_, n) = field.split_once('=')?;
+                n.parse::<usize>().ok()
+            });
+            let ok = counts
+                .starts_with("ok=")
+                .then(|| values.next().flatten())??;
+            let changed = values.next().flatten()?;
+            let failed = values.next().flatten()?;
+            Some((host.trim().to_owned(), ok, changed, failed))
+        })
+        .collect()
+}
+
+fn mode(node: &Node, path: &str) -> String {
+    let output = node
+        .machine
+        .command("stat")
+        .args(["-c", "%a", path])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+#[ignore = "needs airlock deploy"]
+fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
+    let started = Instant::now();
+    let bed = Bed::up();
+    check_bed(&bed);
+    let nodes = [&bed.node1, &bed.node2];
+    let step = Duration::from_secs(150);
+
+    // 2. --check on a fresh site: shows what it would do, touches nothing.
+    let (ok, output) = bed.airlock(&["deploy", "--check"], step);
+    assert!(ok, "deploy --check on a fresh site succeeds:\n{output}");
+    assert!(
+        output.contains("would change"),
+        "deploy --check on a fresh site shows changes:\n{output}"
+    );
+    assert_untouched(&bed.staging, STAGING_FILES, "after --check");
+    for node in nodes {
+        assert_untouched(node, NODE_FILES, "after --check");
+    }
+
+    // 3. A tampered k3s upstream: deploy stops before any node is touched.
+    let (ok, output) = bed.airlock(&["deploy", "-e", &format!("k3s_version={TAMPERED}")], step);
+    assert!(!ok, "deploy of a tampered k3s must fail:\n{output}");
+    let lower = output.to_lowercase();
+    assert!(
+        (lower.contains("checksum") || lower.contains("sha256"))
+            && (lower.contains("mismatch") || lower.contains("does not match")),
+        "the failure names the checksum mismatch:\n{output}"
+    );
+    for node in nodes {
+        assert_untouched(node, NODE_FILES, "after the tampered release");
+    }
+
+    // 4. The deploy.
+    let (ok, output) = bed.airlock(&["deploy"], step);
+    assert!(ok, "deploy succeeds:\n{output}");
+    let hosts = recap(&output);
+    for node in [&bed.staging, &bed.node1, &bed.node2] {
+        let line = hosts.iter().find(|(host, ..)| host == node.name);
+        assert!(
+            line.is_some_and(|(_, _, _, failed)| *failed == 0),
+            "the recap lists {} without failures:\n{output}",
+            node.name
+        );
+    }
+    let staging = &bed.staging;
+    assert_eq!(mode(staging, "/usr/local/bin/airlock"), "755");
+    assert_eq!(
+        staging
+            .machine
+            .read("/usr/local/bin/airlock")
+            .map(|b| sha256_hex(&b)),
+        Some(sha256_hex(
+            &std::fs::read(env!("CARGO_BIN_EXE_airlock")).unwrap()
+        )),
+        "staging runs this airlock binary"
+    );
+    let unit = String::from_utf8(
+        staging
+            .machine
+            .read("/etc/systemd/system/airlock.service")
+            .expect("the airlock unit"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/airlock serve --config /etc/airlock/airlock.toml"),
+        "{unit}"
+    );
+    let ca = staging
+        .machine
+        .read("/var/lib/airlock/tls/ca.crt")
+        .expect("the gateway's CA on staging");
+    let ca_file = bed.path("staging-ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let health = Command::new(require_tool("curl", "curl"))
+        .args(["-sf", "--max-time", "10", "--cacert"])
+        .arg(&ca_file)
+        .arg("--resolve")
+        .arg(format!("staging.example.test:443:{}", staging.address))
+        .arg("https://staging.example.test/healthz")
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "the gateway answers /healthz over TLS with its CA: {}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    let active = bed.ssh(staging, "systemctl is-active airlock");
+    assert!(
+        active.status.success(),
+        "systemctl reports airlock active on staging"
+    );
+
+    let rendered = bed.render("rendered");
+    let registries = std::fs::read_to_string(rendered.join("nodes/registries.yaml")).unwrap();
+    let installer = fixture("k3s-install.sh");
+    for node in nodes {
+        let name = node.name;
+        assert_eq!(
+            node.machine
+                .read("/usr/local/bin/k3s")
+                .map(|b| sha256_hex(&b)),
+            Some(sha256_hex(&bed.k3s)),
+            "{name} has the upstream k3s"
+        );
+        assert_eq!(mode(node, "/usr/local/bin/k3s"), "755", "{name}: k3s mode");
+        assert_eq!(
+            node.machine.read("/usr/local/share/airlock/k3s-install.sh"),
+            Some(installer.clone()),
+            "{name} has the install script"
+        );
+        assert_eq!(
+            mode(node, "/usr/local/share/airlock/k3s-install.sh"),
+            "755",
+            "{name}: install script mode"
+        );
+        assert_eq!(
+            node.machine.read("/etc/rancher/k3s/staging-ca.crt"),
+            Some(ca.clone()),
+            "{name} trusts staging's CA"
+        );
+        let written = String::from_utf8(
+            node.machine
+                .read("/etc/rancher/k3s/registries.yaml")
+                .unwrap_or_else(|| panic!("{name} has registries.yaml")),
+        )
+        .unwrap();
+        assert!(
+            written.contains("https://harbor.staging.example.test")
+                && written.contains("ca_file: \"/etc/rancher/k3s/staging-ca.crt\"")
+                && written.contains("rewrite"),
+            "{name}: registries.yaml mirrors through the gateway:\n{written}"
+        );
+        assert_eq!(
+            without_comments(&written),
+            without_comments(&registries),
+            "{name}: registries.yaml is the rendered one"
+        );
+    }
+    let token = sha256_hex(K3S_TOKEN.as_bytes());
+    let (server, agent) = (installer_runs(&bed.node1), installer_runs(&bed.node2));
+    assert_eq!(
+        server.len(),
+        1,
+        "the installer ran once on node1: {server:?}"
+    );
+    assert_eq!(agent.len(), 1, "the installer ran once on node2: {agent:?}");
+    let (server, agent) = (&server[0], &agent[0]);
+    let at = |run: &BTreeMap<String, String>| run["at"].parse::<f64>().unwrap();
+    assert!(
+        at(server) < at(agent),
+        "the server is installed before the agent"
+    );
+    assert_eq!(server["args"], "server --node-name node1.example.test");
+    assert_eq!(agent["args"], "agent --node-name node2.example.test");
+    for run in [server, agent] {
+        assert_eq!(run["INSTALL_K3S_SKIP_DOWNLOAD"], "true", "{run:?}");
+        assert_eq!(run["INSTALL_K3S_SKIP_SELINUX_RPM"], "true", "{run:?}");
+        assert_eq!(run["INSTALL_K3S_VERSION"], GOOD, "{run:?}");
+        assert_eq!(
+            run["K3S_TOKEN_SHA256"], token,
+            "the vault's k3s_token: {run:?}"
+        );
+    }
+    assert_eq!(server["K3S_URL"], "unset", "the server joins nobody");
+    assert_eq!(
+        agent["K3S_URL"],
+        format!("https://{}:6443", bed.node1.address),
+        "the agent joins node1"
+    );
+
+    // 5. A real containerd in node2, configured from the site, pulls through the gateway.
+    let output = pull_in(
+        &bed.node2,
+        &bed.path("containerd"),
+        &rendered.join("nodes/certs.d"),
+    );
+    assert!(
+        output.contains(&bed.image.digest.to_string()),
+        "containerd in node2 pulled the upstream's manifest through the gateway: {output}"
+    );
+
+    // 6. A second run changes nothing.
+    let (ok, output) = bed.airlock(&["deploy"], step);
+    assert!(ok, "the second deploy succeeds:\n{output}");
+    let hosts = recap(&output);
+    assert_eq!(hosts.len(), 3, "the recap lists three hosts:\n{output}");
+    for (host, _, changed, failed) in &hosts {
+        assert!(
+            *changed == 0 && *failed == 0,
+            "the second deploy changes nothing on {host}:\n{output}"
+        );
+    }
+    assert_eq!(
+        installer_runs(&bed.node1).len(),
+        1,
+        "no second install on node1"
+    );
+    assert_eq!(
+        installer_runs(&bed.node2).len(),
+        1,
+        "no second install on node2"
+    );
+
+    // 7. --check after a configuration change shows exactly that change.
+    let before = staging.machine.read("/etc/airlock/airlock.toml");
+    let (ok, output) = bed.airlock(
+        &[
+            "deploy",
+            "--check",
+            "-e",
+            "squid_extra_allowed_domains=api.example.org",
+        ],
+        step,
+    );
+    assert!(ok, "deploy --check after a change succeeds:\n{output}");
+    let targets: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .collect();
+    assert!(
+        targets.len() == 1 && targets[0].contains("/etc/airlock/airlock.toml"),
+        "exactly one file would change, airlock.toml:\n{output}"
+    );
+    assert!(
+        output
+            .lines()
+            .any(|l| l.starts_with('+') && !l.starts_with("+++") && l.contains("api.example.org")),
+        "the diff adds api.example.org:\n{output}"
+    );
+    assert!(
+        output
+            .lines()
+            .any(|l| l.contains("would") && l.contains("restart") && l.contains("airlock")),
+        "--check says airlock would restart:\n{output}"
+    );
+    assert_eq!(
+        staging.machine.read("/etc/airlock/airlock.toml"),
+        before,
+        "--check leaves airlock.toml alone"
+    );
+    eprintln!("deploy test took {:?}", started.elapsed());
 }
