@@ -520,7 +520,10 @@ impl<'a> Reader<'a> {
             if !method.trim().is_empty() && method.trim() != "sudo" {
                 self.error(
                     var.mark.line,
-                    format!("host `{host}`: ansible_become_method `{}` is not supported", method.trim()),
+                    format!(
+                        "host `{host}`: ansible_become_method `{}` is not supported",
+                        method.trim()
+                    ),
                     "airlock escalates with `sudo`; connect as root or configure sudo",
                 );
             }
@@ -653,7 +656,10 @@ impl<'a> Reader<'a> {
             if !var.value.is_null() {
                 self.error(
                     var.mark.line,
-                    format!("`airlock_upstreams` must be a mapping, found {}", var.value.describe()),
+                    format!(
+                        "`airlock_upstreams` must be a mapping, found {}",
+                        var.value.describe()
+                    ),
                     "write `airlock_upstreams: {docker.io: \"https://mirror.example.org\"}`",
                 );
             }

@@ -31,6 +31,8 @@ enum Command {
     Render(cmd::render::Args),
     /// Show which endpoint and path a node will pull an image from.
     ExplainImage(cmd::render::ExplainArgs),
+    /// Install the gateway and an air-gapped K3s cluster over SSH, idempotently.
+    Deploy(Box<cmd::deploy::Args>),
     /// Check every host over SSH before a deploy: system, SELinux, disk, routes, ports.
     Preflight(cmd::preflight::Args),
 }
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Vault(command) => cmd::vault::run(command),
         Command::Render(args) => cmd::render::run(&args),
         Command::ExplainImage(args) => cmd::render::explain(&args),
+        Command::Deploy(args) => cmd::deploy::run(&args),
         Command::Preflight(args) => cmd::preflight::run(&args),
     };
     match result {

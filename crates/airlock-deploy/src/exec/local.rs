@@ -66,7 +66,6 @@ fn current_uid() -> Option<u32> {
         .ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,7 +78,10 @@ mod tests {
         assert_eq!(local.run("echo hello").unwrap(), "hello\n");
         let err = local.run("echo broken >&2; exit 4").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("status 4") && text.contains("broken"), "{text}");
+        assert!(
+            text.contains("status 4") && text.contains("broken"),
+            "{text}"
+        );
 
         let path = dir.path().join("sub/file.txt");
         let path = path.to_str().unwrap();

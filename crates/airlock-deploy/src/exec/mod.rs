@@ -192,7 +192,11 @@ pub fn write_script(path: &str, mode: Mode) -> String {
 
 /// The remote shell command line running `script`, as root through `sudo` when the host
 /// becomes and is not root already; and the password line `sudo -S` reads first, if any.
-pub fn escalated(script: &str, escalate: Option<&Become>, already_root: bool) -> (String, Option<Vec<u8>>) {
+pub fn escalated(
+    script: &str,
+    escalate: Option<&Become>,
+    already_root: bool,
+) -> (String, Option<Vec<u8>>) {
     let plain = format!("sh -c {}", quote(script));
     let Some(escalate) = escalate else {
         return (plain, None);
@@ -247,9 +251,8 @@ pub(crate) fn feed(
             Owned::None => {}
             Owned::Bytes(bytes) => stdin.write_all(&bytes)?,
             Owned::File(path) => {
-                let mut file = std::fs::File::open(&path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                })?;
+                let mut file = std::fs::File::open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
                 io::copy(&mut file, &mut stdin)?;
             }
         }

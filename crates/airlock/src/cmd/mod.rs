@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod config;
+pub mod deploy;
 pub mod inventory;
 pub mod preflight;
 pub mod render;

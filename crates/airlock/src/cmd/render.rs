@@ -36,8 +36,22 @@ pub struct ExplainArgs {
 
 /// Read the site, refusing it when the inventory has errors (warnings are printed).
 pub fn load_site(inventory: &Path, password: &PasswordArgs) -> anyhow::Result<Site> {
+    load_with(inventory, password, &[]).map(|(_, site)| site)
+}
+
+/// [`load_site`] with `-e KEY=VALUE` variables above the file's; also returns the inventory.
+pub fn load_with(
+    inventory: &Path,
+    password: &PasswordArgs,
+    extra: &[(String, String)],
+) -> anyhow::Result<(Inventory, Site)> {
     let secret = password.secret()?;
-    let parsed = Inventory::load(inventory, secret.as_ref())?;
+    let mut parsed = Inventory::load(inventory, secret.as_ref())?;
+    for (name, value) in extra {
+        parsed
+            .set_extra(name, value)
+            .with_context(|| format!("-e {name}=…"))?;
+    }
     let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());
     diagnostics.extend(parsed.diagnostics.iter().cloned());
     airlock_deploy::inventory::sort_diagnostics(&mut diagnostics);
@@ -52,7 +66,7 @@ pub fn load_site(inventory: &Path, password: &PasswordArgs) -> anyhow::Result<Si
             inventory.display()
         );
     }
-    Ok(site)
+    Ok((parsed, site))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {

@@ -1,0 +1,536 @@
+//! `airlock deploy`: the gateway and an air-gapped K3s cluster, installed over SSH in
+//! stages, each idempotent and reported per host.
+//!
+//! 1. [`staging`]: `airlock` + `airlock.toml` + systemd unit; restart only on change;
+//!    `/healthz` from the control node; the CA read back when self-signed.
+//! 2. artifacts: `k3s`, its checksum file and the install script into the control node's
+//!    cache (through an [`ArtifactSource`]), verified before any node sees them.
+//! 3. `SELinux`: `k3s-selinux` and `container-selinux` on nodes that enforce it.
+//! 4. [`nodes`]: files, the installer (servers first, then agents), restarts, Ready.
+//!
+//! `--check` runs every comparison and prints what would change, changing nothing.
+
+pub mod files;
+pub mod nodes;
+pub mod report;
+pub mod selinux;
+pub mod staging;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::exec::{ExecError, Executor};
+use crate::inventory::Inventory;
+use crate::render::Rendered;
+use crate::site::{Machine, Site, Staging};
+use nodes::Role;
+use report::Report;
+
+/// How deploy runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Compare and report; change nothing.
+    pub check: bool,
+    /// Only these hosts (inventory names or group names); `None` = every host.
+    pub limit: Option<Vec<String>>,
+    /// The airlock binary installed on the staging node.
+    pub airlock_binary: PathBuf,
+    /// The control node's artifact cache.
+    pub cache_dir: PathBuf,
+    /// How long to wait for the gateway to answer and for nodes to become Ready.
+    pub wait_timeout: Duration,
+    /// Progress bars for downloads.
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            check: false,
+            limit: None,
+            airlock_binary: PathBuf::new(),
+            cache_dir: PathBuf::new(),
+            wait_timeout: Duration::from_secs(300),
+            progress: false,
+        }
+    }
+}
+
+/// A stage that stopped: where, why, and how to go on.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` failed{}: {message}\n  what to do: {hint}", host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default())]
+pub struct DeployError {
+    pub stage: &'static str,
+    pub host: Option<String>,
+    pub message: String,
+    pub hint: String,
+}
+
+impl DeployError {
+    pub fn local(stage: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            stage,
+            host: None,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// A command on `host` failed: the error carries the command, status and output tail.
+    pub fn host(stage: &'static str, host: &str, error: ExecError) -> Self {
+        let hint = match &error {
+            ExecError::Unreachable { .. } => format!(
+                "check that `ssh {host}` works from this machine (keys, ~/.ssh/config, ansible_host/ansible_port); then run deploy again, or with `--limit` to leave {host} out"
+            ),
+            _ => format!(
+                "fix the cause on {host}, then run deploy again (`--limit {host}` runs only that host)"
+            ),
+        };
+        Self {
+            stage,
+            host: Some(host.to_owned()),
+            message: error.to_string(),
+            hint,
+        }
+    }
+
+    pub fn host_message(
+        stage: &'static str,
+        host: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Self {
+            stage,
+            host: Some(host.to_owned()),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// The verified K3s files for one CPU architecture, in the control node's cache.
+#[derive(Debug, Clone)]
+pub struct K3sFiles {
+    pub version: String,
+    pub binary: PathBuf,
+    pub binary_sha256: String,
+    pub script: PathBuf,
+    pub script_sha256: String,
+}
+
+/// How the control node reaches the gateway (for downloads through its raw proxies).
+#[derive(Debug, Clone)]
+pub struct GatewayLink {
+    pub staging: Staging,
+    pub ca: Option<Vec<u8>>,
+    pub insecure: bool,
+}
+
+/// Where K3s artifacts and SELinux RPMs come from; verifies them before returning.
+pub trait ArtifactSource: Sync {
+    /// K3s for `arch` (`amd64`, `arm64`, `arm`).
+    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sFiles, String>;
+    /// `k3s-selinux`, `container-selinux` and what they need from Rancher's repository,
+    /// for RHEL `el_major` on `arch` (`uname -m`).
+    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<selinux::CachedRpm>, String>;
+}
+
+/// Hosts reached one way or another (SSH, local, fake).
+pub type Connect<'a> = dyn Fn(&Machine) -> Arc<dyn Executor> + Sync + 'a;
+
+/// The sha256 of a local file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Whether `host` is in `--limit` (a host name or a group it belongs to).
+pub fn in_limit(inventory: &Inventory, limit: Option<&[String]>, host: &str) -> bool {
+    let Some(limit) = limit else { return true };
+    limit
+        .iter()
+        .any(|l| l == host || inventory.hosts_of(l).iter().any(|h| *h == host))
+}
+
+/// Names in `--limit` that are neither a host nor a group of the inventory.
+pub fn unknown_limits(inventory: &Inventory, limit: &[String]) -> Vec<String> {
+    limit
+        .iter()
+        .filter(|l| inventory.host(l).is_none() && inventory.group(l).is_none())
+        .cloned()
+        .collect()
+}
+
+/// Map `uname -m` to K3s's architecture names.
+pub fn k3s_arch(uname: &str) -> Option<&'static str> {
+    match uname.trim() {
+        "x86_64" | "amd64" => Some("amd64"),
+        "aarch64" | "arm64" => Some("arm64"),
+        "armv7l" | "armv7" | "armhf" => Some("arm"),
+        _ => None,
+    }
+}
+
+/// Run every stage. Stops at the first stage that fails on any host.
+pub fn deploy(
+    site: &Site,
+    inventory: &Inventory,
+    rendered: &Rendered,
+    connect: &Connect<'_>,
+    artifacts: &dyn ArtifactSource,
+    options: &Options,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let limit = options.limit.as_deref();
+    let chosen = |m: &Machine| in_limit(inventory, limit, &m.name);
+    let staging = site.staging.as_ref();
+    let nodes: Vec<(&Machine, Role)> = node_roles(site)
+        .into_iter()
+        .filter(|(m, _)| chosen(m))
+        .collect();
+    check_secrets(
+        site,
+        staging
+            .map(|s| &s.machine)
+            .into_iter()
+            .chain(nodes.iter().map(|(m, _)| *m)),
+        !nodes.is_empty(),
+    )?;
+
+    // 1. staging
+    let mut gateway = None;
+    if let Some(staging) = staging {
+        let exec = connect(&staging.machine);
+        let ca = if chosen(&staging.machine) {
+            report.stage(
+                "staging",
+                &format!("the gateway on {}", staging.machine.name),
+            );
+            let config = rendered.get("staging/airlock.toml").ok_or_else(|| {
+                DeployError::local(
+                    "staging",
+                    "the rendered gateway config is missing",
+                    "report this as a bug",
+                )
+            })?;
+            let files = staging::files(site, config, options)?;
+            staging::run(site, staging, exec.as_ref(), &files, options, report)?
+        } else {
+            let path = format!("{}/tls/ca.crt", site.data_dir.trim_end_matches('/'));
+            exec.read(&path)
+                .map_err(|e| DeployError::host("staging", &staging.machine.name, e))?
+        };
+        gateway = Some(GatewayLink {
+            staging: staging.clone(),
+            ca,
+            insecure: site.insecure_skip_verify,
+        });
+    }
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let execs: Vec<Arc<dyn Executor>> = nodes.iter().map(|(m, _)| connect(m)).collect();
+
+    // 2. artifacts, for every architecture the nodes have
+    report.stage(
+        "artifacts",
+        "K3s binary, checksums and install script on the control node",
+    );
+    let unames = parallel(&execs, |exec| {
+        exec.run("uname -m")
+            .map(|u| u.trim().to_owned())
+            .map_err(|e| DeployError::host("artifacts", exec.host(), e))
+    })?;
+    let arches = unames
+        .iter()
+        .zip(&execs)
+        .map(|(uname, exec)| {
+            k3s_arch(uname).ok_or_else(|| {
+                DeployError::host_message(
+                    "artifacts",
+                    exec.host(),
+                    format!("unsupported CPU architecture `{uname}`"),
+                    "K3s ships amd64, arm64 and armhf binaries",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut fetched: Vec<(&str, K3sFiles)> = Vec::new();
+    for arch in &arches {
+        if fetched.iter().any(|(a, _)| a == arch) {
+            continue;
+        }
+        let files = artifacts.k3s(arch, gateway.as_ref()).map_err(|message| {
+            DeployError::local(
+                "artifacts",
+                message,
+                "nothing was changed on the nodes; fix the source of the K3s files (or the gateway's k3s-releases proxy) and run deploy again",
+            )
+        })?;
+        report.ok(
+            "localhost",
+            &format!(
+                "k3s {} ({arch}) verified: sha256 {}",
+                files.version, files.binary_sha256
+            ),
+        );
+        fetched.push((arch, files));
+    }
+
+    // 3. SELinux
+    report.stage(
+        "selinux",
+        "k3s-selinux and container-selinux where SELinux is on",
+    );
+    let indices: Vec<usize> = (0..execs.len()).collect();
+    parallel(&indices, |&i| {
+        selinux::run(
+            site,
+            execs[i].as_ref(),
+            &unames[i],
+            gateway.as_ref(),
+            artifacts,
+            options.check,
+            report,
+        )
+    })?;
+
+    // 4. nodes: the first server, the other servers, then agents
+    report.stage("nodes", "K3s files, installer, registry config");
+    let token = site
+        .k3s
+        .token
+        .as_ref()
+        .map(|t| t.expose().to_owned())
+        .unwrap_or_default();
+    let registries = rendered.get("nodes/registries.yaml").unwrap_or_default();
+    let ca_pem = gateway
+        .as_ref()
+        .and_then(|g| g.ca.as_ref())
+        .map(|c| String::from_utf8_lossy(c).into_owned());
+    let ca = match (&site.ca_file, &ca_pem) {
+        (Some(path), Some(pem)) => Some((path.as_str(), pem.as_str())),
+        _ => None,
+    };
+    let first_server = site.servers.first().ok_or_else(|| {
+        DeployError::local(
+            "nodes",
+            "the inventory has no `server` host",
+            "add the K3s server under `server: hosts:`",
+        )
+    })?;
+    let server_url = format!("https://{}:6443", first_server.address);
+    let run_node = |i: usize| -> Result<(), DeployError> {
+        let (files, role) = (
+            &fetched
+                .iter()
+                .find(|(a, _)| *a == arches[i])
+                .expect("fetched every arch")
+                .1,
+            nodes[i].1,
+        );
+        let inputs = nodes::Inputs {
+            version: &files.version,
+            binary: (&files.binary, &files.binary_sha256),
+            script: (&files.script, &files.script_sha256),
+            ca,
+            registries,
+            token: &token,
+            server_url: &server_url,
+        };
+        nodes::run(execs[i].as_ref(), role, &inputs, options.check, report)
+    };
+    for wave in [&[Role::FirstServer][..], &[Role::Server], &[Role::Agent]] {
+        let members: Vec<usize> = (0..nodes.len())
+            .filter(|i| wave.contains(&nodes[*i].1))
+            .collect();
+        parallel(&members, |i| run_node(*i))?;
+    }
+    if options.check {
+        return Ok(());
+    }
+    let all_names: Vec<String> = node_roles(site)
+        .iter()
+        .map(|(m, _)| m.name.clone())
+        .collect();
+    let server = connect(first_server);
+    nodes::wait_ready(server.as_ref(), &all_names, options.wait_timeout, report)
+}
+
+/// Every node with its role: the first server, other servers, agents.
+pub fn node_roles(site: &Site) -> Vec<(&Machine, Role)> {
+    let mut out = Vec::new();
+    for (i, server) in site.servers.iter().enumerate() {
+        out.push((
+            server,
+            if i == 0 {
+                Role::FirstServer
+            } else {
+                Role::Server
+            },
+        ));
+    }
+    for agent in &site.agents {
+        if !out.iter().any(|(m, _)| m.name == agent.name) {
+            out.push((agent, Role::Agent));
+        }
+    }
+    out
+}
+
+/// Vault values deploy needs must have been decrypted.
+fn check_secrets<'m>(
+    site: &Site,
+    machines: impl Iterator<Item = &'m Machine>,
+    needs_token: bool,
+) -> Result<(), DeployError> {
+    let locked_hint = "pass --vault-password-file FILE (or set ANSIBLE_VAULT_PASSWORD_FILE)";
+    for machine in machines {
+        if machine
+            .escalate
+            .as_ref()
+            .and_then(|b| b.password.as_ref())
+            .is_some_and(crate::site::Secret::is_locked)
+        {
+            return Err(DeployError::host_message(
+                "inventory",
+                &machine.name,
+                "`ansible_become_password` is vault-encrypted and no vault password was given",
+                locked_hint,
+            ));
+        }
+    }
+    if needs_token {
+        match &site.k3s.token {
+            None => {
+                return Err(DeployError::local(
+                    "inventory",
+                    "`k3s_token` is not set: nodes need it to join the cluster",
+                    "`airlock vault new-secret --name k3s_token` prints one to put under `k3s_cluster: vars:`",
+                ));
+            }
+            Some(t) if t.is_locked() => {
+                return Err(DeployError::local(
+                    "inventory",
+                    "`k3s_token` is vault-encrypted and no vault password was given",
+                    locked_hint,
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Run `f` for every item on its own thread; the first error (in item order) wins.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, DeployError> + Sync,
+) -> Result<Vec<R>, DeployError> {
+    let results: Vec<Result<R, DeployError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(|| f(item))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(DeployError::local(
+                        "deploy",
+                        "a worker thread panicked",
+                        "report this as a bug",
+                    ))
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::inventory::Inventory;
+
+    pub(crate) const INVENTORY: &str = "\
+all:
+  vars:
+    ansible_user: root
+    air_gapped: true
+staging:
+  hosts:
+    staging.example.test:
+      ansible_host: 10.0.0.2
+  vars:
+    staging_k3s_token: abc
+server:
+  hosts:
+    s1.example.test: {ansible_host: 10.0.0.3}
+agents:
+  hosts:
+    w1.example.test: {ansible_host: 10.0.0.4}
+k3s_cluster:
+  children: {server: {}, agents: {}}
+  vars:
+    k3s_token: s3cret
+    k3s_version: v1.31.4+k3s1
+";
+
+    pub(crate) fn inventory() -> Inventory {
+        Inventory::parse_str(INVENTORY, Path::new("inventory.yaml")).unwrap()
+    }
+
+    pub(crate) fn site() -> Site {
+        let (site, diagnostics) = Site::read(&inventory(), None);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        site
+    }
+
+    #[test]
+    fn limit_matches_hosts_and_groups() {
+        let inv = inventory();
+        let limit = vec!["agents".to_owned()];
+        assert!(in_limit(&inv, Some(&limit), "w1.example.test"));
+        assert!(!in_limit(&inv, Some(&limit), "s1.example.test"));
+        assert!(in_limit(&inv, None, "s1.example.test"));
+        assert_eq!(
+            unknown_limits(&inv, &["nope".to_owned(), "server".to_owned()]),
+            ["nope"]
+        );
+    }
+
+    #[test]
+    fn roles_put_the_first_server_first() {
+        let site = site();
+        let roles: Vec<_> = node_roles(&site)
+            .iter()
+            .map(|(m, r)| (m.name.clone(), *r))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("s1.example.test".to_owned(), Role::FirstServer),
+                ("w1.example.test".to_owned(), Role::Agent)
+            ]
+        );
+    }
+
+    #[test]
+    fn architectures() {
+        assert_eq!(k3s_arch("x86_64\n"), Some("amd64"));
+        assert_eq!(k3s_arch("aarch64"), Some("arm64"));
+        assert_eq!(k3s_arch("sparc64"), None);
+    }
+}

@@ -1,0 +1,360 @@
+//! Stage `nodes`: K3s binary, install script, the gateway's CA and `registries.yaml` on each
+//! node; the installer (air-gapped: it downloads nothing) only when how K3s is installed
+//! changed; a restart only when its registry config changed; then every node Ready.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use super::DeployError;
+use super::files::{FileSpec, ensure};
+use super::report::Report;
+use crate::exec::{ExecError, Executor, Input, quote};
+
+pub const K3S_BINARY: &str = "/usr/local/bin/k3s";
+pub const INSTALL_SCRIPT: &str = "/usr/local/share/airlock/k3s-install.sh";
+pub const REGISTRIES: &str = "/etc/rancher/k3s/registries.yaml";
+/// How K3s was installed (no secrets: the token only as a hash); a change re-runs the
+/// installer.
+pub const MARKER: &str = "/etc/rancher/k3s/airlock-install.env";
+
+/// A node's part in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The first server: starts the cluster.
+    FirstServer,
+    /// Another server: joins the first.
+    Server,
+    Agent,
+}
+
+impl Role {
+    fn exec(self) -> &'static str {
+        match self {
+            Role::FirstServer | Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+
+    fn service(self) -> &'static str {
+        match self {
+            Role::FirstServer | Role::Server => "k3s",
+            Role::Agent => "k3s-agent",
+        }
+    }
+}
+
+/// What every node gets (the same for all nodes of one architecture).
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub version: &'a str,
+    pub binary: (&'a Path, &'a str),
+    pub script: (&'a Path, &'a str),
+    /// Where the CA goes on the node, and the PEM.
+    pub ca: Option<(&'a str, &'a str)>,
+    pub registries: &'a str,
+    pub token: &'a str,
+    /// `https://<first server>:6443`.
+    pub server_url: &'a str,
+}
+
+/// The installer's environment and arguments: fed on stdin, so the token never appears in
+/// a process list.
+pub fn installer_script(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
+    let mut script = String::from("set -e\n");
+    script.push_str("export INSTALL_K3S_SKIP_DOWNLOAD=true\n");
+    script.push_str("export INSTALL_K3S_SKIP_SELINUX_RPM=true\n");
+    script.push_str(&format!(
+        "export INSTALL_K3S_VERSION={}\n",
+        quote(inputs.version)
+    ));
+    script.push_str(&format!("export K3S_TOKEN={}\n", quote(inputs.token)));
+    if role != Role::FirstServer {
+        script.push_str(&format!("export K3S_URL={}\n", quote(inputs.server_url)));
+    }
+    script.push_str(&format!(
+        "exec sh {INSTALL_SCRIPT} {} --node-name {}\n",
+        role.exec(),
+        quote(name)
+    ));
+    script
+}
+
+/// The marker: everything that, when changed, means the installer must run again.
+pub fn marker(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
+    let server_url = if role == Role::FirstServer {
+        ""
+    } else {
+        inputs.server_url
+    };
+    format!(
+        "# Written by `airlock deploy`: how K3s was installed on this node.\n\
+role={}\nnode_name={name}\nversion={}\nserver_url={server_url}\nk3s_sha256={}\ninstall_sh_sha256={}\ntoken_sha256={}\n",
+        role.exec(),
+        inputs.version,
+        inputs.binary.1,
+        inputs.script.1,
+        hex::encode(Sha256::digest(inputs.token.as_bytes())),
+    )
+}
+
+/// Run the stage on one node.
+pub fn run(
+    exec: &dyn Executor,
+    role: Role,
+    inputs: &Inputs<'_>,
+    check: bool,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let host = exec.host().to_owned();
+    let fail = |e: ExecError| DeployError::host("nodes", &host, e);
+    let mut files = vec![
+        FileSpec::local(
+            K3S_BINARY,
+            inputs.binary.0.to_owned(),
+            inputs.binary.1.to_owned(),
+            0o755,
+        ),
+        FileSpec::local(
+            INSTALL_SCRIPT,
+            inputs.script.0.to_owned(),
+            inputs.script.1.to_owned(),
+            0o755,
+        ),
+    ];
+    if let Some((path, pem)) = inputs.ca {
+        files.push(FileSpec::text(path, pem, 0o644));
+    }
+    files.push(FileSpec::text(REGISTRIES, inputs.registries, 0o644));
+    let mut config_changed = false;
+    for spec in &files {
+        let changed = ensure(exec, spec, check, report).map_err(fail)?;
+        config_changed |= changed && spec.path != K3S_BINARY && spec.path != INSTALL_SCRIPT;
+    }
+    let marker = FileSpec::text(MARKER, marker(&host, role, inputs), 0o644);
+    let installed = exec.sha256(MARKER).map_err(fail)?;
+    if installed.as_deref() == Some(marker.sha256().as_str()) {
+        report.ok(
+            &host,
+            &format!("K3s {} installed ({})", inputs.version, role.exec()),
+        );
+        if config_changed {
+            let service = role.service();
+            if !check {
+                exec.run(&format!("systemctl restart {service}"))
+                    .map_err(fail)?;
+            }
+            report.changed(
+                &host,
+                &format!("restart {service} (its registry config changed)"),
+                None,
+            );
+        }
+        return Ok(());
+    }
+    if !check {
+        let script = installer_script(&host, role, inputs);
+        let output = exec
+            .exec("sh -s", Input::Bytes(script.as_bytes()))
+            .map_err(fail)?;
+        if !output.success() {
+            return Err(fail(ExecError::Failed {
+                host: host.clone(),
+                command: format!("sh {INSTALL_SCRIPT} {} --node-name {host}", role.exec()),
+                status: output.status,
+                tail: output.tail(20),
+            }));
+        }
+        // Written only after the installer succeeded, so a failed install runs again.
+        ensure(
+            exec,
+            &marker,
+            false,
+            &Report::new(Box::new(std::io::sink()), false),
+        )
+        .map_err(fail)?;
+    }
+    report.changed(
+        &host,
+        &format!(
+            "run the K3s installer ({} {}, air-gapped)",
+            role.exec(),
+            inputs.version
+        ),
+        None,
+    );
+    Ok(())
+}
+
+/// Wait until `k3s kubectl get nodes` on the first server shows every node Ready.
+pub fn wait_ready(
+    server: &dyn Executor,
+    nodes: &[String],
+    timeout: Duration,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let started = Instant::now();
+    let mut missing: Vec<String>;
+    loop {
+        let listing = server.exec(
+            &format!("{K3S_BINARY} kubectl get nodes --no-headers"),
+            Input::None,
+        );
+        let ready = match &listing {
+            Ok(output) if output.success() => ready_nodes(&output.stdout_text()),
+            _ => Vec::new(),
+        };
+        missing = nodes
+            .iter()
+            .filter(|n| !ready.contains(n))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            for node in nodes {
+                report.ok(node, "Ready");
+            }
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(DeployError::host_message(
+        "nodes",
+        server.host(),
+        format!(
+            "not Ready after {} s: {}",
+            timeout.as_secs(),
+            missing.join(", ")
+        ),
+        "look at `journalctl -u k3s` / `-u k3s-agent` on those nodes; `k3s kubectl describe node` on the server",
+    ))
+}
+
+/// Names of Ready nodes in `kubectl get nodes --no-headers` output.
+pub fn ready_nodes(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let status = words.next()?;
+            status
+                .split(',')
+                .any(|s| s == "Ready")
+                .then(|| name.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::fake::Fake;
+
+    fn with_inputs<R>(f: impl FnOnce(&Inputs<'_>) -> R) -> R {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, script) = (dir.path().join("k3s"), dir.path().join("install.sh"));
+        std::fs::write(&bin, b"k3s").unwrap();
+        std::fs::write(&script, b"#!/bin/sh\n").unwrap();
+        let bin_sha = hex::encode(Sha256::digest(b"k3s"));
+        let script_sha = hex::encode(Sha256::digest(b"#!/bin/sh\n"));
+        let inputs = Inputs {
+            version: "v1.31.4+k3s1",
+            binary: (&bin, &bin_sha),
+            script: (&script, &script_sha),
+            ca: Some(("/etc/rancher/k3s/staging-ca.crt", "PEM\n")),
+            registries: "mirrors: {}\n",
+            token: "s3cret",
+            server_url: "https://10.0.0.1:6443",
+        };
+        f(&inputs)
+    }
+
+    fn quiet() -> Report {
+        Report::new(Box::new(std::io::sink()), false)
+    }
+
+    #[test]
+    fn installer_gets_air_gapped_environment_on_stdin() {
+        with_inputs(|inputs| {
+            let agent = installer_script("w1", Role::Agent, inputs);
+            assert!(agent.contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
+            assert!(agent.contains("INSTALL_K3S_SKIP_SELINUX_RPM=true"));
+            assert!(agent.contains("export K3S_URL=https://10.0.0.1:6443"));
+            assert!(agent.contains("agent --node-name w1"));
+            let server = installer_script("s1", Role::FirstServer, inputs);
+            assert!(!server.contains("K3S_URL"));
+            assert!(server.contains("server --node-name s1"));
+            assert!(!marker("s1", Role::FirstServer, inputs).contains("s3cret"));
+        });
+    }
+
+    #[test]
+    fn first_run_installs_second_run_changes_nothing() {
+        with_inputs(|inputs| {
+            let node = Fake::new("w1");
+            let report = quiet();
+            run(&node, Role::Agent, inputs, false, &report).unwrap();
+            let installs = |n: &Fake| n.commands().iter().filter(|c| *c == "sh -s").count();
+            assert_eq!(installs(&node), 1);
+            assert_eq!(node.file(K3S_BINARY).unwrap(), b"k3s");
+            assert!(node.file(MARKER).is_some());
+            let again = quiet();
+            run(&node, Role::Agent, inputs, false, &again).unwrap();
+            assert_eq!(installs(&node), 1);
+            assert_eq!(again.counts()["w1"].changed, 0);
+        });
+    }
+
+    #[test]
+    fn registry_change_restarts_without_reinstalling() {
+        with_inputs(|inputs| {
+            let node = Fake::new("w1");
+            run(&node, Role::Agent, inputs, false, &quiet()).unwrap();
+            let changed = Inputs {
+                registries: "mirrors: {docker.io: {}}\n",
+                ..inputs.clone()
+            };
+            run(&node, Role::Agent, &changed, false, &quiet()).unwrap();
+            let commands = node.commands();
+            assert_eq!(
+                commands.iter().filter(|c| *c == "sh -s").count(),
+                1,
+                "{commands:?}"
+            );
+            assert!(
+                commands.contains(&"systemctl restart k3s-agent".to_owned()),
+                "{commands:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn failed_installer_stops_and_runs_again_next_time() {
+        with_inputs(|inputs| {
+            let node = Fake::new("w1");
+            node.answer("sh -s", 1, "[ERROR] Failed to find memory cgroup");
+            let err = run(&node, Role::Agent, inputs, false, &quiet()).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("w1") && text.contains("status 1") && text.contains("memory cgroup"),
+                "{text}"
+            );
+            assert!(
+                node.file(MARKER).is_none(),
+                "a failed install leaves no marker"
+            );
+        });
+    }
+
+    #[test]
+    fn ready_nodes_parses_kubectl() {
+        let listing = "s1   Ready    control-plane,master   5m   v1.31.4+k3s1\n\
+w1   NotReady   <none>   1m   v1.31.4+k3s1\n\
+w2   Ready,SchedulingDisabled   <none>   1m   v1.31.4+k3s1\n";
+        assert_eq!(ready_nodes(listing), ["s1", "w2"]);
+    }
+}

@@ -1,0 +1,201 @@
+//! Stage `selinux`: Rancher's `k3s-selinux` and `container-selinux` on nodes that run
+//! SELinux (or all nodes when `k3s_selinux_enabled` is true). With a `rancher-k3s` yum proxy
+//! on the gateway, a `.repo` file and `dnf install`; without one, RPMs resolved and verified
+//! on the control node, copied over and installed from files. No Kubernetes Job.
+
+use super::files::{FileSpec, ensure};
+use super::report::Report;
+use super::{ArtifactSource, DeployError, GatewayLink};
+use crate::exec::{ExecError, Executor, Input, quote};
+use crate::site::Site;
+
+pub const REPO_FILE: &str = "/etc/yum.repos.d/airlock-k3s-selinux.repo";
+/// Where RPMs copied from the control node wait to be installed.
+pub const RPM_DIR: &str = "/var/lib/airlock/rpms";
+pub const PACKAGES: [&str; 2] = ["k3s-selinux", "container-selinux"];
+
+/// `getenforce`, or what `/sys/fs/selinux` says, or `Disabled`.
+pub const MODE_SCRIPT: &str = "if command -v getenforce >/dev/null 2>&1; then getenforce; \
+elif [ -r /sys/fs/selinux/enforce ]; then \
+if [ \"$(cat /sys/fs/selinux/enforce)\" = 1 ]; then echo Enforcing; else echo Permissive; fi; \
+else echo Disabled; fi";
+
+/// Whether a node needs the policy packages: always when the inventory says so, else when
+/// SELinux is not disabled there.
+pub fn wanted(site: &Site, mode: &str) -> bool {
+    site.k3s.selinux || !mode.trim().eq_ignore_ascii_case("disabled")
+}
+
+/// One node. `arch` is `uname -m`'s (`x86_64`, `aarch64`).
+pub fn run(
+    site: &Site,
+    exec: &dyn Executor,
+    arch: &str,
+    gateway: Option<&GatewayLink>,
+    artifacts: &dyn ArtifactSource,
+    check: bool,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let host = exec.host().to_owned();
+    let fail = |e: ExecError| DeployError::host("selinux", &host, e);
+    let mode = exec.run(MODE_SCRIPT).map_err(fail)?;
+    if !wanted(site, &mode) {
+        report.skipped(&host, "SELinux is disabled here (set k3s_selinux_enabled: true to install its K3s policy anyway)");
+        return Ok(());
+    }
+    let os_release = exec
+        .read("/etc/os-release")
+        .map_err(fail)?
+        .unwrap_or_default();
+    let el = crate::selinux::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
+        DeployError::host_message(
+            "selinux",
+            &host,
+            format!("SELinux is {} but {e}", mode.trim()),
+            "K3s's SELinux policy is published for RHEL-compatible systems (Rocky Linux 9 above all); disable SELinux on this node or reinstall it with a RHEL-compatible OS",
+        )
+    })?;
+    let installed_query = format!("rpm -q {} >/dev/null 2>&1", PACKAGES.join(" "));
+    let installed = exec
+        .exec(&installed_query, Input::None)
+        .map_err(fail)?
+        .success();
+    let through_gateway = gateway.filter(|_| site.has_package("rancher-k3s"));
+    let install = if let Some(gateway) = through_gateway {
+        let base = format!("https://{}/repository", gateway.staging.hostname);
+        let ca = site.ca_file.as_deref().unwrap_or_default();
+        let repo = crate::selinux::repo_file(site, &base, ca, el);
+        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), check, report).map_err(fail)?;
+        format!("dnf -y install {}", PACKAGES.join(" "))
+    } else {
+        if installed {
+            report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
+            return Ok(());
+        }
+        let rpms = artifacts.selinux_rpms(el, arch).map_err(|message| {
+            DeployError::local(
+                "selinux",
+                message,
+                "the control node resolves the RPMs from k3s_selinux_rpm_site; check it is reachable, or set package_proxy_mode so the gateway proxies them",
+            )
+        })?;
+        let mut paths = Vec::new();
+        for rpm in &rpms {
+            let path = format!("{RPM_DIR}/{}", rpm.file_name);
+            let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
+            ensure(exec, &spec, check, report).map_err(fail)?;
+            paths.push(quote(&path));
+        }
+        format!("dnf -y install {}", paths.join(" "))
+    };
+    if installed {
+        report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
+        return Ok(());
+    }
+    if !check {
+        exec.run(&install).map_err(fail)?;
+    }
+    report.changed(
+        &host,
+        &format!("install {} (SELinux {})", PACKAGES.join(", "), mode.trim()),
+        None,
+    );
+    Ok(())
+}
+
+/// An RPM verified into the control node's cache.
+#[derive(Debug, Clone)]
+pub struct CachedRpm {
+    pub file_name: String,
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::K3sFiles;
+    use crate::exec::fake::Fake;
+
+    struct Rpms(std::path::PathBuf);
+    impl ArtifactSource for Rpms {
+        fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sFiles, String> {
+            unreachable!()
+        }
+        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, String> {
+            assert_eq!((el, arch), (9, "x86_64"));
+            Ok(vec![CachedRpm {
+                file_name: "k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                path: self.0.clone(),
+                sha256: crate::deploy::sha256_file(&self.0).unwrap(),
+            }])
+        }
+    }
+
+    const ROCKY: &str =
+        "NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n";
+
+    fn quiet() -> Report {
+        Report::new(Box::new(std::io::sink()), false)
+    }
+
+    #[test]
+    fn disabled_selinux_is_skipped() {
+        let site = super::super::tests::site();
+        let node = Fake::new("n");
+        node.answer("getenforce", 0, "Disabled\n");
+        let dir = tempfile::tempdir().unwrap();
+        run(
+            &site,
+            &node,
+            "x86_64",
+            None,
+            &Rpms(dir.path().join("x")),
+            false,
+            &quiet(),
+        )
+        .unwrap();
+        assert!(!node.commands().iter().any(|c| c.contains("dnf")));
+    }
+
+    #[test]
+    fn enforcing_node_without_a_yum_proxy_gets_rpm_files() {
+        let site = super::super::tests::site();
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = dir.path().join("k3s-selinux.rpm");
+        std::fs::write(&rpm, b"rpm bytes").unwrap();
+        let node = Fake::new("n");
+        node.answer("getenforce", 0, "Enforcing\n");
+        node.answer("rpm -q", 1, "");
+        node.put("/etc/os-release", ROCKY);
+        run(&site, &node, "x86_64", None, &Rpms(rpm), false, &quiet()).unwrap();
+        let copied = format!("{RPM_DIR}/k3s-selinux-1.6-1.el9.noarch.rpm");
+        assert_eq!(node.file(&copied).unwrap(), b"rpm bytes");
+        assert!(
+            node.commands()
+                .contains(&format!("dnf -y install {copied}")),
+            "{:?}",
+            node.commands()
+        );
+    }
+
+    #[test]
+    fn enforcing_debian_node_is_refused_with_advice() {
+        let site = super::super::tests::site();
+        let node = Fake::new("n");
+        node.answer("getenforce", 0, "Enforcing\n");
+        node.put("/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+        let dir = tempfile::tempdir().unwrap();
+        let err = run(
+            &site,
+            &node,
+            "x86_64",
+            None,
+            &Rpms(dir.path().join("x")),
+            false,
+            &quiet(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("RHEL-compatible"), "{err}");
+    }
+}

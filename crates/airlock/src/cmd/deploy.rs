@@ -1,0 +1,193 @@
+//! `airlock deploy`: install the gateway and an air-gapped K3s cluster over SSH.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_deploy::artifacts::{self, GatewayAccess, Sources};
+use airlock_deploy::deploy::selinux::CachedRpm;
+use airlock_deploy::deploy::{self, ArtifactSource, GatewayLink, K3sFiles, report::Report};
+use airlock_deploy::exec::{self, Executor};
+use airlock_deploy::render;
+use airlock_deploy::selinux;
+use airlock_deploy::site::{Machine, Site};
+
+use super::vault::PasswordArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Ansible inventory (YAML).
+    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
+    pub inventory: PathBuf,
+    /// Show what would change (file diffs, restarts) and change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Only these hosts or groups (comma-separated; may be repeated).
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub limit: Vec<String>,
+    /// Set an inventory variable for every host, above the file's (`KEY=VALUE`; VALUE is YAML).
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE", value_parser = parse_extra)]
+    pub extra: Vec<(String, String)>,
+    /// The airlock binary to install on the staging node (default: this one).
+    #[arg(long, value_name = "FILE")]
+    pub airlock_binary: Option<PathBuf>,
+    /// Where downloaded K3s artifacts are kept between runs
+    /// (default: `$XDG_CACHE_HOME/airlock`, or `~/.cache/airlock`).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds to wait for the gateway to answer and for nodes to become Ready.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub wait_timeout: u64,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+fn parse_extra(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("`{key}` is not a variable name"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("airlock")
+}
+
+/// K3s artifacts for the control node's cache, fetched directly or through the gateway.
+struct Fetcher<'a> {
+    site: &'a Site,
+    cache_dir: PathBuf,
+    progress: bool,
+}
+
+impl ArtifactSource for Fetcher<'_> {
+    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sFiles, String> {
+        let access = gateway.map(|g| GatewayAccess {
+            base: format!("https://{}/repository", g.staging.hostname),
+            resolve: g
+                .staging
+                .machine
+                .address
+                .parse()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, deploy::staging::PORT)),
+            ca_pem: g.ca.clone(),
+        });
+        let sources = Sources::for_site(self.site, access);
+        let k3s = &self.site.k3s;
+        let fetched = artifacts::fetch_k3s(
+            &sources,
+            k3s.version.as_deref(),
+            &k3s.channel,
+            arch,
+            &self.cache_dir,
+            k3s.artifact_download_timeout.map(Duration::from_secs),
+            self.progress,
+        )
+        .map_err(|e| e.to_string())?;
+        eprintln!(
+            "k3s {} for {arch}: {} ({})",
+            fetched.version, fetched.route, fetched.binary.url
+        );
+        Ok(K3sFiles {
+            version: fetched.version,
+            binary: fetched.binary.path,
+            binary_sha256: fetched.binary.sha256,
+            script: fetched.install_script.path,
+            script_sha256: fetched.install_script.sha256,
+        })
+    }
+
+    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, String> {
+        let http = artifacts::Http::new(
+            None,
+            self.site
+                .k3s
+                .artifact_download_timeout
+                .map(Duration::from_secs),
+            self.progress,
+        )
+        .map_err(|e| e.to_string())?;
+        let repo = selinux::rancher_repo(self.site, el_major);
+        let closure = selinux::resolve_closure(&[repo], &deploy::selinux::PACKAGES, arch, &http)
+            .map_err(|e| e.to_string())?;
+        for left in &closure.left_to_os {
+            eprintln!(
+                "note: {} is left to the node's own repositories",
+                left.requirement
+            );
+        }
+        let cached =
+            selinux::download_rpms(&closure, &self.cache_dir, &http).map_err(|e| e.to_string())?;
+        Ok(cached
+            .into_iter()
+            .map(|c| CachedRpm {
+                file_name: c.package.file_name,
+                path: c.path,
+                sha256: c.sha256,
+            })
+            .collect())
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let (inventory, site) = super::render::load_with(&args.inventory, &args.password, &args.extra)?;
+    let limit = (!args.limit.is_empty()).then(|| args.limit.clone());
+    if let Some(limit) = &limit {
+        let unknown = deploy::unknown_limits(&inventory, limit);
+        anyhow::ensure!(
+            unknown.is_empty(),
+            "--limit names no host or group of the inventory: {}",
+            unknown.join(", ")
+        );
+    }
+    let rendered = render::render(&site)?;
+    let airlock_binary = match &args.airlock_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
+    let progress = std::io::stderr().is_terminal();
+    let options = deploy::Options {
+        check: args.check,
+        limit,
+        airlock_binary,
+        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        wait_timeout: Duration::from_secs(args.wait_timeout),
+        progress,
+    };
+    let control = tempfile::Builder::new().prefix("airlock-ssh-").tempdir()?;
+    let connections: std::sync::Mutex<Vec<(String, Arc<dyn Executor>)>> =
+        std::sync::Mutex::default();
+    let connect = |machine: &Machine| -> Arc<dyn Executor> {
+        let mut open = connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, e)) = open.iter().find(|(n, _)| *n == machine.name) {
+            return e.clone();
+        }
+        let e: Arc<dyn Executor> = Arc::from(exec::connect(machine, control.path()));
+        open.push((machine.name.clone(), e.clone()));
+        e
+    };
+    let fetcher = Fetcher {
+        site: &site,
+        cache_dir: options.cache_dir.clone(),
+        progress,
+    };
+    let report = Report::new(Box::new(std::io::stdout()), args.check);
+    let result = deploy::deploy(
+        &site, &inventory, &rendered, &connect, &fetcher, &options, &report,
+    );
+    report.recap();
+    drop(connections);
+    result.map_err(anyhow::Error::from)
+}
