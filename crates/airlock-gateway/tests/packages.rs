@@ -143,6 +143,30 @@ async fn missing_files_are_remembered_for_negative_ttl() {
 }
 
 #[tokio::test]
+async fn the_upstream_root_is_a_file_too() {
+    // get.k3s.io serves the K3s install script at `/`: `/repository/k3s-install/` is it.
+    let upstream = FakeFiles::start().await;
+    upstream.put("install.sh", "text/plain", b"#!/bin/sh\necho install\n");
+    let dir = tempfile::tempdir().unwrap();
+    let proxies = format!(
+        "[[proxy]]\nname = \"k3s-install\"\nformat = \"raw\"\nupstream = \"{}install.sh\"\n",
+        upstream.url()
+    );
+    let addr = start(dir.path(), &proxies).await;
+    for path in ["/repository/k3s-install/", "/repository/k3s-install"] {
+        let response = get(&format!("http://{addr}{path}")).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.bytes().await.unwrap().as_ref(),
+            b"#!/bin/sh\necho install\n"
+        );
+    }
+    assert_eq!(upstream.count("install.sh"), 1, "the second request is a hit");
+    let sub = get(&format!("http://{addr}/repository/k3s-install/sub/")).await;
+    assert_eq!(sub.status(), 404, "other directories have no file");
+}
+
+#[tokio::test]
 async fn hostile_paths_and_unknown_repositories() {
     let upstream = FakeFiles::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -13,8 +13,15 @@ pub(crate) async fn serve(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, PackageError> {
-    if path.is_empty() || path.ends_with('/') {
+    // The empty path is the upstream itself (`get.k3s.io` serves its install script at
+    // `/`); other directory paths have no file to serve.
+    if path.ends_with('/') {
         return Err(PackageError::NotFound);
+    }
+    if path.is_empty() {
+        // The upstream URL as configured (not the directory form requests under it use).
+        let url = origin.config().upstream.to_string();
+        return origin.refreshed_from(&url, "", head, headers).await;
     }
     match origin.config().sha256.get(path) {
         Some(hex) => {
