@@ -499,18 +499,15 @@ impl<'a> Reader<'a> {
 
     /// `ansible_become*` of one host; only sudo is supported.
     fn escalate(&mut self, host: &str, vars: &HostVars<'a>) -> Option<Become> {
-        let on = match vars.get("ansible_become") {
-            None => false,
-            Some(var) => match var.value.as_bool() {
-                Some(b) => b,
-                None => {
-                    let text = self.read(var).unwrap_or_default();
-                    matches!(
-                        text.trim().to_ascii_lowercase().as_str(),
-                        "true" | "yes" | "on" | "1"
-                    )
-                }
-            },
+        let var = vars.get("ansible_become")?;
+        let on = if let Some(b) = var.value.as_bool() {
+            b
+        } else {
+            let text = self.read(var).unwrap_or_default();
+            matches!(
+                text.trim().to_ascii_lowercase().as_str(),
+                "true" | "yes" | "on" | "1"
+            )
         };
         if !on {
             return None;
@@ -686,9 +683,9 @@ impl<'a> Reader<'a> {
                 continue;
             }
             if let Some(mirror) = mirrors.iter_mut().find(|m| m.registry == name) {
-                mirror.upstream = url.to_owned();
+                url.clone_into(&mut mirror.upstream);
             } else if let Some(package) = packages.iter_mut().find(|p| p.name == name) {
-                package.upstream = url.to_owned();
+                url.clone_into(&mut package.upstream);
             } else {
                 self.error(
                     line,

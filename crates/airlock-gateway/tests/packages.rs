@@ -161,7 +161,11 @@ async fn the_upstream_root_is_a_file_too() {
             b"#!/bin/sh\necho install\n"
         );
     }
-    assert_eq!(upstream.count("install.sh"), 1, "the second request is a hit");
+    assert_eq!(
+        upstream.count("install.sh"),
+        1,
+        "the second request is a hit"
+    );
     let sub = get(&format!("http://{addr}/repository/k3s-install/sub/")).await;
     assert_eq!(sub.status(), 404, "other directories have no file");
 }

@@ -33,7 +33,7 @@ enum Command {
     ExplainImage(cmd::render::ExplainArgs),
     /// Install the gateway and an air-gapped K3s cluster over SSH, idempotently.
     Deploy(Box<cmd::deploy::Args>),
-    /// Check every host over SSH before a deploy: system, SELinux, disk, routes, ports.
+    /// Check every host over SSH before a deploy: system, `SELinux`, disk, routes, ports.
     Preflight(cmd::preflight::Args),
 }
 

@@ -89,7 +89,7 @@ pub fn ensure(
     if !check {
         match &spec.source {
             Source::Text(text) => {
-                exec.write(&spec.path, Input::Bytes(text.as_bytes()), spec.mode)?
+                exec.write(&spec.path, Input::Bytes(text.as_bytes()), spec.mode)?;
             }
             Source::Local { path, .. } => exec.write(&spec.path, Input::File(path), spec.mode)?,
         }

@@ -81,6 +81,7 @@ impl DeployError {
     }
 
     /// A command on `host` failed: the error carries the command, status and output tail.
+    #[allow(clippy::needless_pass_by_value)] // called as `.map_err(|e| DeployError::host(…, e))`
     pub fn host(stage: &'static str, host: &str, error: ExecError) -> Self {
         let hint = match &error {
             ExecError::Unreachable { .. } => format!(
@@ -131,7 +132,7 @@ pub struct GatewayLink {
     pub insecure: bool,
 }
 
-/// Where K3s artifacts and SELinux RPMs come from; verifies them before returning.
+/// Where K3s artifacts and `SELinux` RPMs come from; verifies them before returning.
 pub trait ArtifactSource: Sync {
     /// K3s for `arch` (`amd64`, `arm64`, `arm`).
     fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sFiles, String>;
@@ -163,7 +164,7 @@ pub fn in_limit(inventory: &Inventory, limit: Option<&[String]>, host: &str) -> 
     let Some(limit) = limit else { return true };
     limit
         .iter()
-        .any(|l| l == host || inventory.hosts_of(l).iter().any(|h| *h == host))
+        .any(|l| l == host || inventory.hosts_of(l).contains(&host))
 }
 
 /// Names in `--limit` that are neither a host nor a group of the inventory.

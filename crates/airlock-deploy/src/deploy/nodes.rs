@@ -2,6 +2,7 @@
 //! node; the installer (air-gapped: it downloads nothing) only when how K3s is installed
 //! changed; a restart only when its registry config changed; then every node Ready.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -65,19 +66,21 @@ pub fn installer_script(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
     let mut script = String::from("set -e\n");
     script.push_str("export INSTALL_K3S_SKIP_DOWNLOAD=true\n");
     script.push_str("export INSTALL_K3S_SKIP_SELINUX_RPM=true\n");
-    script.push_str(&format!(
-        "export INSTALL_K3S_VERSION={}\n",
+    let _ = writeln!(
+        script,
+        "export INSTALL_K3S_VERSION={}",
         quote(inputs.version)
-    ));
-    script.push_str(&format!("export K3S_TOKEN={}\n", quote(inputs.token)));
+    );
+    let _ = writeln!(script, "export K3S_TOKEN={}", quote(inputs.token));
     if role != Role::FirstServer {
-        script.push_str(&format!("export K3S_URL={}\n", quote(inputs.server_url)));
+        let _ = writeln!(script, "export K3S_URL={}", quote(inputs.server_url));
     }
-    script.push_str(&format!(
-        "exec sh {INSTALL_SCRIPT} {} --node-name {}\n",
+    let _ = writeln!(
+        script,
+        "exec sh {INSTALL_SCRIPT} {} --node-name {}",
         role.exec(),
         quote(name)
-    ));
+    );
     script
 }
 

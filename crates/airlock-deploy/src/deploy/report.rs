@@ -1,6 +1,7 @@
 //! What deploy did, host by host, as it happens, and a recap at the end (like Ansible's).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -107,10 +108,11 @@ impl Report {
             text.push_str(" (check mode: nothing was changed)");
         }
         for (host, c) in &counts {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "\n{host:<width$} : ok={} changed={} failed={}",
                 c.ok, c.changed, c.failed
-            ));
+            );
         }
         self.print(&text);
     }

@@ -1,5 +1,5 @@
 //! Stage `selinux`: Rancher's `k3s-selinux` and `container-selinux` on nodes that run
-//! SELinux (or all nodes when `k3s_selinux_enabled` is true). With a `rancher-k3s` yum proxy
+//! `SELinux` (or all nodes when `k3s_selinux_enabled` is true). With a `rancher-k3s` yum proxy
 //! on the gateway, a `.repo` file and `dnf install`; without one, RPMs resolved and verified
 //! on the control node, copied over and installed from files. No Kubernetes Job.
 
@@ -21,7 +21,7 @@ if [ \"$(cat /sys/fs/selinux/enforce)\" = 1 ]; then echo Enforcing; else echo Pe
 else echo Disabled; fi";
 
 /// Whether a node needs the policy packages: always when the inventory says so, else when
-/// SELinux is not disabled there.
+/// `SELinux` is not disabled there.
 pub fn wanted(site: &Site, mode: &str) -> bool {
     site.k3s.selinux || !mode.trim().eq_ignore_ascii_case("disabled")
 }

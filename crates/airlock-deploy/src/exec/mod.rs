@@ -291,6 +291,16 @@ pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// The executor for `machine`: [`local::Local`] for `ansible_connection: local`, else
+/// [`ssh::Ssh`] with its master connection's socket in `control_dir`.
+pub fn connect(machine: &crate::site::Machine, control_dir: &Path) -> Box<dyn Executor> {
+    if machine.is_local() {
+        Box::new(local::Local::new(&machine.name, machine.escalate.clone()))
+    } else {
+        Box::new(ssh::Ssh::new(machine, control_dir))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,15 +322,5 @@ mod tests {
             stderr: b"three\n\nfour\n".to_vec(),
         };
         assert_eq!(output.tail(2), "three\nfour");
-    }
-}
-
-/// The executor for `machine`: [`local::Local`] for `ansible_connection: local`, else
-/// [`ssh::Ssh`] with its master connection's socket in `control_dir`.
-pub fn connect(machine: &crate::site::Machine, control_dir: &Path) -> Box<dyn Executor> {
-    if machine.is_local() {
-        Box::new(local::Local::new(&machine.name, machine.escalate.clone()))
-    } else {
-        Box::new(ssh::Ssh::new(machine, control_dir))
     }
 }
