@@ -942,6 +942,14 @@ fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
         output.contains(&bed.image.digest.to_string()),
         "containerd in node2 pulled the upstream's manifest through the gateway: {output}"
     );
+    let served = staging
+        .machine
+        .read("/var/lib/standin/systemd/airlock.log")
+        .expect("the gateway's log on staging");
+    assert!(
+        String::from_utf8_lossy(&served).contains("ns=docker.io"),
+        "the gateway on staging served containerd's mirror requests"
+    );
 
     // 6. A second run changes nothing.
     let (ok, output) = bed.airlock(&["deploy"], step);
