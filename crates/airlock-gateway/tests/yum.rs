@@ -512,3 +512,224 @@ async fn hostile_paths_are_refused() {
     }
     assert_eq!(upstream.count("repodata/repomd.xml"), 0);
 }
+
+/// Where the nested repositories below live on the fake upstream, as on `rpm.rancher.io`.
+const NESTED: &str = "k3s/stable/common/centos/9/noarch/";
+
+/// Builds a repository of `specs` under `dir/<name>`, its packages in `Packages/`.
+fn packages_repository(dir: &Path, name: &str, specs: &[RpmSpec<'_>]) -> PathBuf {
+    let work = dir.join(format!("{name}-build"));
+    let repo = dir.join(name);
+    for spec in specs {
+        build_rpm(&work, &repo.join("Packages"), spec);
+    }
+    createrepo(&repo, &[]);
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnf_installs_from_a_repository_nested_below_the_upstream_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir(NESTED, &repo);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let repo_url = format!("http://{addr}/repository/el9/{NESTED}");
+
+    let root = dir.path().join("nested");
+    let output = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || dnf_install(&root, &repo_url, &unsigned()))
+            .await
+            .unwrap()
+    };
+    assert_installed(&root, &output);
+    assert_eq!(upstream.count(&format!("{NESTED}repodata/repomd.xml")), 1);
+    for rpm in [
+        "airlock-app-1.0-1.noarch.rpm",
+        "airlock-dep-1.0-1.noarch.rpm",
+    ] {
+        assert_eq!(upstream.count(&format!("{NESTED}{rpm}")), 1, "{rpm}");
+    }
+    assert_eq!(
+        upstream.count("repodata/repomd.xml"),
+        0,
+        "the snapshot dnf read names the packages' repository: no search above it"
+    );
+}
+
+#[tokio::test]
+async fn a_nested_repository_is_a_verified_snapshot_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir(NESTED, &repo);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let base = format!("http://{addr}/repository/el9/{NESTED}");
+
+    let repomd = get(&format!("{base}repodata/repomd.xml")).await;
+    assert_eq!(repomd.status(), 200);
+    assert_eq!(repomd.headers()["x-airlock-cache"], "miss");
+    assert_eq!(
+        repomd.bytes().await.unwrap(),
+        std::fs::read(repo.join("repodata/repomd.xml")).unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for file in metadata_files(&repo) {
+        let path = format!("{NESTED}repodata/{file}");
+        assert_eq!(upstream.count(&path), 1, "{file} fetched with the snapshot");
+        let response = get(&format!("{base}repodata/{file}")).await;
+        assert_eq!(response.status(), 200, "{file}");
+        assert_eq!(response.headers()["x-airlock-cache"], "hit", "{file}");
+        assert!(response.headers().get("content-encoding").is_none());
+    }
+    let unsigned = get(&format!("{base}repodata/repomd.xml.asc")).await;
+    assert_eq!(unsigned.status(), 404, "an unsigned repository");
+    let unknown = get(&format!("{base}airlock-nope-1.0-1.noarch.rpm")).await;
+    assert_eq!(unknown.status(), 404, "an RPM primary does not list");
+    assert_eq!(
+        upstream.count(&format!("{NESTED}airlock-nope-1.0-1.noarch.rpm")),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_rpm_in_a_nested_repository_is_refused_and_never_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path(), &[]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir(NESTED, &repo);
+    let rpm = format!("{NESTED}airlock-dep-1.0-1.noarch.rpm");
+    let real = std::fs::read(repo.join("airlock-dep-1.0-1.noarch.rpm")).unwrap();
+    let mut tampered = real.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    upstream.put(&rpm, "application/x-rpm", &tampered);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let base = format!("http://{addr}/repository/el9/");
+    let (status, _) = fetch(&format!("{base}{NESTED}repodata/repomd.xml")).await;
+    assert_eq!(status, 200);
+    let url = format!("{base}{rpm}");
+    for attempt in 1..=2 {
+        let (status, body) = fetch(&url).await;
+        assert!(
+            status != 200 || body.is_err(),
+            "attempt {attempt}: a mismatch never arrives whole ({status})"
+        );
+        assert_ne!(body.as_deref().ok(), Some(tampered.as_slice()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upstream.count(&rpm), 2, "never cached: fetched again");
+
+    upstream.put(&rpm, "application/x-rpm", &real);
+    let (status, body) = fetch(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), real);
+}
+
+#[tokio::test]
+async fn an_rpm_requested_first_is_found_by_searching_the_directories_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = packages_repository(dir.path(), "repo", &[DEP, APP]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir(NESTED, &repo);
+    // A repository at the upstream root as well, which must not be the one chosen.
+    let top = packages_repository(dir.path(), "top", &[DEP]);
+    upstream.put_dir("", &top);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let base = format!("http://{addr}/repository/el9/");
+
+    // A fresh gateway knows no snapshot: the directories above the package are tried,
+    // deepest first, until one's repomd.xml lists it.
+    let dep = "Packages/airlock-dep-1.0-1.noarch.rpm";
+    let (status, body) = fetch(&format!("{base}{NESTED}{dep}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(repo.join(dep)).unwrap());
+    let packages_repomd = format!("{NESTED}Packages/repodata/repomd.xml");
+    assert_eq!(upstream.count(&packages_repomd), 1, "tried first, missing");
+    assert_eq!(upstream.count(&format!("{NESTED}repodata/repomd.xml")), 1);
+    assert_eq!(
+        upstream.count("repodata/repomd.xml"),
+        0,
+        "not searched further"
+    );
+    assert_eq!(upstream.count(&format!("{NESTED}{dep}")), 1);
+
+    // Now the snapshot is known: the next package goes straight to it.
+    let app = "Packages/airlock-app-1.0-1.noarch.rpm";
+    let (status, body) = fetch(&format!("{base}{NESTED}{app}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(repo.join(app)).unwrap());
+    assert_eq!(upstream.count(&packages_repomd), 1);
+
+    // The root repository serves its own copy, verified against its own primary.
+    let (status, body) = fetch(&format!("{base}{dep}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(top.join(dep)).unwrap());
+    assert_eq!(upstream.count(dep), 1);
+
+    // A package no repository above it lists: 404, and the file is never fetched.
+    let nope = format!("{NESTED}Packages/airlock-nope-1.0-1.noarch.rpm");
+    upstream.put(&nope, "application/x-rpm", b"not listed anywhere");
+    let (status, _) = fetch(&format!("{base}{nope}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(upstream.count(&nope), 0);
+}
+
+#[tokio::test]
+async fn sibling_nested_repositories_keep_their_own_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let nine = packages_repository(dir.path(), "nine", &[DEP, APP]);
+    sign_repository(&dir.path().join("nine-keys"), &nine);
+    let old = RpmSpec {
+        name: "airlock-old",
+        version: "8.0",
+        requires: None,
+    };
+    let eight = packages_repository(dir.path(), "eight", &[old]);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("9/x86_64/", &nine);
+    upstream.put_dir("8/x86_64/", &eight);
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let base = format!("http://{addr}/repository/el9/");
+
+    for (root, repo) in [("9/x86_64/", &nine), ("8/x86_64/", &eight)] {
+        let (status, body) = fetch(&format!("{base}{root}repodata/repomd.xml")).await;
+        assert_eq!(status, 200, "{root}");
+        assert_eq!(
+            body.unwrap(),
+            std::fs::read(repo.join("repodata/repomd.xml")).unwrap(),
+            "{root}"
+        );
+    }
+    let (status, body) = fetch(&format!("{base}9/x86_64/repodata/repomd.xml.asc")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body.unwrap(),
+        std::fs::read(nine.join("repodata/repomd.xml.asc")).unwrap()
+    );
+    let (status, _) = fetch(&format!("{base}8/x86_64/repodata/repomd.xml.asc")).await;
+    assert_eq!(status, 404, "the signature of 9 is not the signature of 8");
+
+    let old_rpm = "Packages/airlock-old-8.0-1.noarch.rpm";
+    let (status, body) = fetch(&format!("{base}8/x86_64/{old_rpm}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(eight.join(old_rpm)).unwrap());
+    let app_rpm = "Packages/airlock-app-1.0-1.noarch.rpm";
+    let (status, body) = fetch(&format!("{base}9/x86_64/{app_rpm}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), std::fs::read(nine.join(app_rpm)).unwrap());
+
+    // Each repository's packages are only its own, even where the upstream has the file.
+    upstream.put(
+        &format!("9/x86_64/{old_rpm}"),
+        "application/x-rpm",
+        &std::fs::read(eight.join(old_rpm)).unwrap(),
+    );
+    let (status, _) = fetch(&format!("{base}9/x86_64/{old_rpm}")).await;
+    assert_eq!(status, 404, "8's package is not in 9's primary");
+    assert_eq!(upstream.count(&format!("9/x86_64/{old_rpm}")), 0);
+    let (status, _) = fetch(&format!("{base}8/x86_64/{app_rpm}")).await;
+    assert_eq!(status, 404, "9's package is not in 8's primary");
+    assert_eq!(upstream.count(&format!("8/x86_64/{app_rpm}")), 0);
+}

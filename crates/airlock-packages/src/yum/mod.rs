@@ -1,20 +1,29 @@
-//! `format = "yum"`: an RPM repository (dnf, yum, zypper) at `/repository/<name>/`.
+//! `format = "yum"`: RPM repositories (dnf, yum, zypper) below `/repository/<name>/`.
 //!
-//! Paths below the proxy, relative to the repository root:
+//! An upstream may hold one repository at its root or many below it (EPEL's
+//! `9/Everything/x86_64/`, `k3s/stable/common/centos/9/noarch/`): every request belongs to
+//! the repository at a directory `<root>` (empty, or ending in `/`) below the upstream.
+//! Paths below the proxy:
 //!
 //! ```text
-//! repodata/repomd.xml             refreshed by TTL; served only once every file it lists
-//!                                 is in the store, verified (a consistent snapshot); until
-//!                                 a new one is, the previous one is served (stale)
-//! repodata/repomd.xml.asc         fetched with repomd.xml and kept in its snapshot, so the
-//!                                 signature always matches the repomd.xml served
-//! repodata/<file listed there>    immutable, verified against repomd.xml's sha256
-//! repodata/<sha256>-<name>        immutable, verified against the sha256 in its name (a file
-//!                                 of an older snapshot a client may still be reading)
-//! <location of a package>.rpm     immutable, verified against primary.xml's sha256; fetched
-//!                                 from the location's xml:base when it has one
-//! anything else                   refreshed by TTL (repomd.xml.key, .repo files, GPG keys)
+//! <root>repodata/repomd.xml           refreshed by TTL; served only once every file it lists
+//!                                     is in the store, verified (a consistent snapshot of the
+//!                                     repository at <root>); until a new one is, the previous
+//!                                     one is served (stale)
+//! <root>repodata/repomd.xml.asc       fetched with repomd.xml and kept in its snapshot, so the
+//!                                     signature always matches the repomd.xml served
+//! <root>repodata/<file listed there>  immutable, verified against repomd.xml's sha256
+//! <root>repodata/<sha256>-<name>      immutable, verified against the sha256 in its name (a
+//!                                     file of an older snapshot a client may still be reading)
+//! <root><location of a package>.rpm   immutable, verified against primary.xml's sha256; fetched
+//!                                     from the location's xml:base when it has one
+//! anything else                       refreshed by TTL (repomd.xml.key, .repo files, GPG keys)
 //! ```
+//!
+//! A package's `<root>` is the deepest directory above it whose snapshot is known, else the
+//! deepest whose `repodata/repomd.xml` exists and lists it: up to [`MAX_DEPTH`] directories
+//! above the package are tried, deepest first (a missing `repomd.xml` is remembered for
+//! `negative_ttl`, so the search costs upstream requests once).
 //!
 //! Checksums other than sha256 (sha1 and md5 in old repositories, sha512) are refused with
 //! a 502 that says so: airlock caches only what it verified. Files are served with the
@@ -36,9 +45,14 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::{Check, Origin, PackageError, Variant};
 
-const REPOMD: &str = "repodata/repomd.xml";
+/// The directory of a repository's metadata, below its root.
+const REPODATA: &str = "repodata/";
+/// The metadata index, in [`REPODATA`].
+const REPOMD: &str = "repomd.xml";
 /// The detached signature of `repomd.xml`, kept in the snapshot so the pair always matches.
-const SIGNATURE: &str = "repodata/repomd.xml.asc";
+const SIGNATURE: &str = "repomd.xml.asc";
+/// How many directories above a package are tried as its repository's root.
+const MAX_DEPTH: usize = 8;
 /// A signature is a few hundred bytes.
 const MAX_SIGNATURE: usize = 64 * 1024;
 /// `repomd.xml` is a few KiB; anything this large is not one.
@@ -62,15 +76,45 @@ pub(crate) async fn serve(
     if path.is_empty() || path.ends_with('/') {
         return Err(PackageError::NotFound);
     }
-    if path == REPOMD {
-        return snapshot(origin, head, headers).await;
+    if let Some((root, name)) = metadata_path(path) {
+        return metadata(origin, root, name, head, headers).await;
     }
-    if path == SIGNATURE {
-        let (snapshot, cache) = current(origin).await?;
+    let rpm = std::path::Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("rpm"));
+    if rpm {
+        return package(origin, path, head, headers).await;
+    }
+    origin.refreshed(path, head, headers).await
+}
+
+/// `<root>repodata/<name>` as the repository root (empty, or ending in `/`) and the name.
+fn metadata_path(path: &str) -> Option<(&str, &str)> {
+    let at = match path.rfind("/repodata/") {
+        Some(slash) => slash + 1,
+        None if path.starts_with(REPODATA) => 0,
+        None => return None,
+    };
+    let name = &path[at + REPODATA.len()..];
+    (!name.is_empty()).then(|| (&path[..at], name))
+}
+
+/// A file in `<root>repodata/`.
+async fn metadata(
+    origin: &Origin,
+    root: &str,
+    name: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, PackageError> {
+    let path = format!("{root}{REPODATA}{name}");
+    if name == REPOMD {
+        return snapshot(origin, root, head, headers).await;
+    }
+    if name == SIGNATURE {
+        let (snapshot, cache) = current(origin, root).await?;
         let Some(signature) = snapshot.signature.clone() else {
-            return Err(PackageError::NotFoundUpstream {
-                path: path.to_owned(),
-            });
+            return Err(PackageError::NotFoundUpstream { path });
         };
         return Ok(serve_bytes(
             signature,
@@ -80,31 +124,25 @@ pub(crate) async fn serve(
             headers,
         ));
     }
-    if let Some(name) = path.strip_prefix("repodata/") {
-        // Named by their sha256, files of older snapshots stay servable without one.
-        if let Some(digest) = named_digest(name) {
-            return origin.immutable(path, &digest, OCTETS, head, headers).await;
-        }
-        if name.starts_with("repomd.xml") {
-            return origin.refreshed(path, head, headers).await;
-        }
-        let (snapshot, _) = current(origin).await?;
-        if let Some(entry) = snapshot.entries.iter().find(|e| e.href == path) {
-            let digest = sha256(origin, path, entry.checksum.as_ref())?;
-            let source = located(entry.base.as_deref(), &entry.href);
-            return origin
-                .immutable(&source, &digest, OCTETS, head, headers)
-                .await;
-        }
-        return origin.refreshed(path, head, headers).await;
+    // Named by their sha256, files of older snapshots stay servable without one.
+    if let Some(digest) = named_digest(name) {
+        return origin
+            .immutable(&path, &digest, OCTETS, head, headers)
+            .await;
     }
-    let rpm = std::path::Path::new(path)
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("rpm"));
-    if rpm {
-        return package(origin, path, head, headers).await;
+    if name.starts_with(REPOMD) {
+        return origin.refreshed(&path, head, headers).await;
     }
-    origin.refreshed(path, head, headers).await
+    let (snapshot, _) = current(origin, root).await?;
+    let href = format!("{REPODATA}{name}");
+    if let Some(entry) = snapshot.entries.iter().find(|e| e.href == href) {
+        let digest = sha256(origin, &path, entry.checksum.as_ref())?;
+        let source = located(root, entry.base.as_deref(), &entry.href);
+        return origin
+            .immutable(&source, &digest, OCTETS, head, headers)
+            .await;
+    }
+    origin.refreshed(&path, head, headers).await
 }
 
 /// A `repomd.xml` whose listed files are all in the store, verified.
@@ -117,30 +155,36 @@ struct Snapshot {
     signature: Option<Vec<u8>>,
 }
 
-/// The last snapshot each proxy served whole, by proxy name and upstream, so a newer
-/// `repomd.xml` whose files cannot be verified yet does not interrupt clients. In memory: after
-/// a restart the first usable snapshot takes its place.
+/// The last snapshot of each repository served whole, by proxy name, upstream and root, so
+/// a newer `repomd.xml` whose files cannot be verified yet does not interrupt clients. In
+/// memory: after a restart the first usable snapshot takes its place.
 static LAST_GOOD: Mutex<Vec<(String, Arc<Snapshot>)>> = Mutex::new(Vec::new());
 
-fn snapshot_key(origin: &Origin) -> String {
-    format!("{} {}", origin.config().name, origin.upstream_url(""))
+fn snapshot_key(origin: &Origin, root: &str) -> String {
+    format!(
+        "{} {} {root}",
+        origin.config().name,
+        origin.upstream_url("")
+    )
 }
 
-/// The current snapshot: `repomd.xml` refreshed by TTL and checked to parse before it is
-/// cached, then every file it lists fetched into the store and verified. When that fails,
-/// the last snapshot served whole (marked stale), or the failure.
-async fn current(origin: &Origin) -> Result<(Arc<Snapshot>, &'static str), PackageError> {
-    match verified(origin).await {
+/// The current snapshot of the repository at `root`: `repomd.xml` refreshed by TTL and
+/// checked to parse before it is cached, then every file it lists fetched into the store and
+/// verified. When that fails, the last snapshot served whole (marked stale), or the failure.
+async fn current(
+    origin: &Origin,
+    root: &str,
+) -> Result<(Arc<Snapshot>, &'static str), PackageError> {
+    let key = snapshot_key(origin, root);
+    match verified(origin, root).await {
         Ok((snapshot, cache)) => {
             let snapshot = Arc::new(snapshot);
-            let key = snapshot_key(origin);
             let mut last = LAST_GOOD.lock().expect("snapshots");
             last.retain(|(k, _)| *k != key);
             last.push((key, snapshot.clone()));
             Ok((snapshot, cache))
         }
         Err(error) => {
-            let key = snapshot_key(origin);
             let last = LAST_GOOD.lock().expect("snapshots");
             let Some((_, snapshot)) = last.iter().find(|(k, _)| *k == key) else {
                 return Err(error);
@@ -148,6 +192,7 @@ async fn current(origin: &Origin) -> Result<(Arc<Snapshot>, &'static str), Packa
             tracing::warn!(
                 target: "airlock::packages",
                 proxy = %origin.config().name,
+                root,
                 %error,
                 "serving the previous repomd.xml: the new one is not usable"
             );
@@ -156,19 +201,34 @@ async fn current(origin: &Origin) -> Result<(Arc<Snapshot>, &'static str), Packa
     }
 }
 
-async fn verified(origin: &Origin) -> Result<(Snapshot, &'static str), PackageError> {
+/// Whether a snapshot of the repository at `root` was served whole since the start.
+fn known(origin: &Origin, root: &str) -> bool {
+    let key = snapshot_key(origin, root);
+    LAST_GOOD
+        .lock()
+        .expect("snapshots")
+        .iter()
+        .any(|(k, _)| *k == key)
+}
+
+async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str), PackageError> {
+    let repomd = format!("{root}{REPODATA}{REPOMD}");
     let check: &Check<'_> = &|bytes, _| {
         repomd::parse(bytes)
             .map(|_| ())
             .map_err(|e| format!("malformed repository metadata: {e}"))
     };
     let document = origin
-        .document(REPOMD, &UPSTREAM_XML, MAX_REPOMD, check)
+        .document(&repomd, &UPSTREAM_XML, MAX_REPOMD, check)
         .await?;
-    let entries = repomd::parse(&document.bytes).map_err(|e| malformed(origin, REPOMD, &e))?;
+    let entries = repomd::parse(&document.bytes).map_err(|e| malformed(origin, &repomd, &e))?;
     for entry in &entries {
-        let digest = sha256(origin, &entry.href, entry.checksum.as_ref())?;
-        let source = located(entry.base.as_deref(), &entry.href);
+        let digest = sha256(
+            origin,
+            &format!("{root}{}", entry.href),
+            entry.checksum.as_ref(),
+        )?;
+        let source = located(root, entry.base.as_deref(), &entry.href);
         ensure_stored(origin, &source, &digest).await?;
     }
     let accept_any = Variant {
@@ -176,7 +236,12 @@ async fn verified(origin: &Origin) -> Result<(Snapshot, &'static str), PackageEr
         accept: "*/*",
     };
     let signature = match origin
-        .document(SIGNATURE, &accept_any, MAX_SIGNATURE, &|_, _| Ok(()))
+        .document(
+            &format!("{root}{REPODATA}{SIGNATURE}"),
+            &accept_any,
+            MAX_SIGNATURE,
+            &|_, _| Ok(()),
+        )
         .await
     {
         Ok(signature) => Some(signature.bytes),
@@ -196,10 +261,11 @@ async fn verified(origin: &Origin) -> Result<(Snapshot, &'static str), PackageEr
 /// could not serve whole.
 async fn snapshot(
     origin: &Origin,
+    root: &str,
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, PackageError> {
-    let (snapshot, cache) = current(origin).await?;
+    let (snapshot, cache) = current(origin, root).await?;
     let content_type = snapshot.content_type.as_deref().unwrap_or("text/xml");
     Ok(serve_bytes(
         snapshot.bytes.clone(),
@@ -272,37 +338,83 @@ async fn ensure_stored(origin: &Origin, source: &str, digest: &Digest) -> Result
     Ok(())
 }
 
-/// A package listed in primary metadata, verified against its sha256 there.
+/// A package listed in the primary metadata of the repository above it, verified against
+/// its sha256 there.
 async fn package(
     origin: &Origin,
     path: &str,
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, PackageError> {
-    let packages = packages(origin).await?;
-    let Some(package) = packages.get(path) else {
-        return Err(PackageError::NotFoundUpstream {
-            path: format!("{path} (not in the repository's primary metadata)"),
-        });
-    };
+    let (root, package) = locate(origin, path).await?;
     let digest = sha256(origin, path, Some(&package.checksum))?;
-    let source = located(package.base.as_deref(), path);
+    let source = located(root, package.base.as_deref(), &path[root.len()..]);
     origin.immutable(&source, &digest, RPM, head, headers).await
 }
 
-/// The packages of the current snapshot's primary metadata, parsed once per primary.
-async fn packages(origin: &Origin) -> Result<Arc<primary::Packages>, PackageError> {
-    let (snapshot, _) = current(origin).await?;
+/// The repository root above `path` whose primary metadata lists it, and its listing: the
+/// roots whose snapshot is known first, then the others, each deepest first. A repository
+/// that cannot be read is skipped, and its failure reported when no other lists the package.
+async fn locate<'p>(
+    origin: &Origin,
+    path: &'p str,
+) -> Result<(&'p str, primary::Package), PackageError> {
+    let roots = ancestors(path);
+    let (known, unknown): (Vec<&str>, Vec<&str>) =
+        roots.iter().partition(|root| known(origin, root));
+    let mut failure = None;
+    for root in known.into_iter().chain(unknown) {
+        match packages(origin, root).await {
+            Ok(packages) => {
+                if let Some(package) = packages.get(&path[root.len()..]) {
+                    return Ok((root, package.clone()));
+                }
+            }
+            Err(PackageError::NotFoundUpstream { .. }) => {}
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| PackageError::NotFoundUpstream {
+        path: format!("{path} (not in the primary metadata of a repository above it)"),
+    }))
+}
+
+/// The directories above `path` (each empty or ending in `/`), deepest first, at most
+/// [`MAX_DEPTH`] of them.
+fn ancestors(path: &str) -> Vec<&str> {
+    let mut roots = Vec::new();
+    let mut end = path.rfind('/').map_or(0, |slash| slash + 1);
+    loop {
+        roots.push(&path[..end]);
+        if end == 0 || roots.len() == MAX_DEPTH {
+            return roots;
+        }
+        end = path[..end - 1].rfind('/').map_or(0, |slash| slash + 1);
+    }
+}
+
+/// The packages of the repository at `root`'s current snapshot, parsed once per primary.
+async fn packages(origin: &Origin, root: &str) -> Result<Arc<primary::Packages>, PackageError> {
+    let (snapshot, _) = current(origin, root).await?;
     let entry = snapshot
         .entries
         .iter()
         .find(|e| e.kind == "primary")
-        .ok_or_else(|| malformed(origin, REPOMD, "no primary metadata"))?;
-    let digest = sha256(origin, &entry.href, entry.checksum.as_ref())?;
+        .ok_or_else(|| {
+            malformed(
+                origin,
+                &format!("{root}{REPODATA}{REPOMD}"),
+                "no primary metadata",
+            )
+        })?;
+    let path = format!("{root}{}", entry.href);
+    let digest = sha256(origin, &path, entry.checksum.as_ref())?;
     if let Some(packages) = primary::cached(&digest) {
         return Ok(packages);
     }
-    let source = located(entry.base.as_deref(), &entry.href);
+    let source = located(root, entry.base.as_deref(), &entry.href);
     let response = origin
         .immutable(&source, &digest, OCTETS, false, &HeaderMap::new())
         .await?;
@@ -310,14 +422,14 @@ async fn packages(origin: &Origin) -> Result<Arc<primary::Packages>, PackageErro
         .await
         .map_err(|e| PackageError::Verification {
             proxy: origin.config().name.clone(),
-            path: entry.href.clone(),
+            path: path.clone(),
             detail: format!("{e} (or larger than {MAX_PRIMARY} bytes)"),
         })?;
     let href = entry.href.clone();
     let parsed = tokio::task::spawn_blocking(move || primary::parse(&href, &bytes))
         .await
         .map_err(|e| PackageError::Internal(e.to_string()))?
-        .map_err(|e| malformed(origin, &entry.href, &e))?;
+        .map_err(|e| malformed(origin, &path, &e))?;
     let parsed = Arc::new(parsed);
     primary::remember(digest, parsed.clone());
     Ok(parsed)
@@ -362,12 +474,18 @@ fn named_digest(name: &str) -> Option<Digest> {
     format!("sha256:{hex}").parse().ok()
 }
 
-/// Where to fetch `href` from: below `xml:base` when the metadata gives one.
-fn located(base: Option<&str>, href: &str) -> String {
-    match base {
-        Some(base) if base.ends_with('/') => format!("{base}{href}"),
-        Some(base) => format!("{base}/{href}"),
-        None => href.to_owned(),
+/// Where to fetch `href` of the repository at `root` from: below `xml:base` when the
+/// metadata gives one (a relative one is relative to the repository root).
+fn located(root: &str, base: Option<&str>, href: &str) -> String {
+    let base = match base {
+        Some(base) if base.contains("://") || base.starts_with('/') => base.to_owned(),
+        Some(base) => format!("{root}{base}"),
+        None => return format!("{root}{href}"),
+    };
+    if base.ends_with('/') {
+        format!("{base}{href}")
+    } else {
+        format!("{base}/{href}")
     }
 }
 
@@ -403,14 +521,51 @@ mod tests {
 
     #[test]
     fn xml_base() {
-        assert_eq!(located(None, "Packages/a.rpm"), "Packages/a.rpm");
+        assert_eq!(located("", None, "Packages/a.rpm"), "Packages/a.rpm");
+        assert_eq!(located("9/x86_64/", None, "a.rpm"), "9/x86_64/a.rpm");
+        for root in ["", "9/x86_64/"] {
+            assert_eq!(
+                located(root, Some("http://mirror/el9/"), "a.rpm"),
+                "http://mirror/el9/a.rpm"
+            );
+            assert_eq!(
+                located(root, Some("http://mirror/el9"), "a.rpm"),
+                "http://mirror/el9/a.rpm"
+            );
+        }
         assert_eq!(
-            located(Some("http://mirror/el9/"), "a.rpm"),
-            "http://mirror/el9/a.rpm"
+            located("9/x86_64/", Some("pool"), "a.rpm"),
+            "9/x86_64/pool/a.rpm"
+        );
+    }
+
+    #[test]
+    fn repository_roots() {
+        assert_eq!(
+            metadata_path("repodata/repomd.xml"),
+            Some(("", "repomd.xml"))
         );
         assert_eq!(
-            located(Some("http://mirror/el9"), "a.rpm"),
-            "http://mirror/el9/a.rpm"
+            metadata_path("9/Everything/x86_64/repodata/repomd.xml.asc"),
+            Some(("9/Everything/x86_64/", "repomd.xml.asc"))
         );
+        for other in [
+            "a.rpm",
+            "x/repodata",
+            "xrepodata/repomd.xml",
+            "repodata.rpm",
+        ] {
+            assert_eq!(metadata_path(other), None, "{other}");
+        }
+        assert_eq!(ancestors("a.rpm"), vec![""]);
+        assert_eq!(
+            ancestors("k3s/stable/Packages/a.rpm"),
+            vec!["k3s/stable/Packages/", "k3s/stable/", "k3s/", ""]
+        );
+        let deep = "1/2/3/4/5/6/7/8/9/10/a.rpm";
+        let roots = ancestors(deep);
+        assert_eq!(roots.len(), MAX_DEPTH);
+        assert_eq!(roots[0], "1/2/3/4/5/6/7/8/9/10/");
+        assert_eq!(roots[MAX_DEPTH - 1], "1/2/3/");
     }
 }
