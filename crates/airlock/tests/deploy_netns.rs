@@ -761,7 +761,6 @@ fn without_comments(text: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs deploy --check to pass on a fresh site (the gateway is not running yet to fetch artifacts through)"]
 fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
     let started = Instant::now();
     let bed = Bed::up();

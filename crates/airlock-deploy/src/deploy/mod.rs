@@ -275,20 +275,43 @@ pub fn deploy(
         if fetched.iter().any(|(a, _)| a == arch) {
             continue;
         }
-        let files = artifacts.k3s(arch, gateway.as_ref()).map_err(|message| {
-            DeployError::local(
-                "artifacts",
-                message,
-                "nothing was changed on the nodes; fix the source of the K3s files (or the gateway's k3s-releases proxy) and run deploy again",
-            )
-        })?;
-        report.ok(
-            "localhost",
-            &format!(
-                "k3s {} ({arch}) verified: sha256 {}",
-                files.version, files.binary_sha256
-            ),
-        );
+        let files = match artifacts.k3s(arch, gateway.as_ref()) {
+            Ok(files) => {
+                report.ok(
+                    "localhost",
+                    &format!(
+                        "k3s {} ({arch}) verified: sha256 {}",
+                        files.version, files.binary_sha256
+                    ),
+                );
+                files
+            }
+            // Before the first deploy the gateway is not there to fetch through: --check
+            // still shows everything else, with the K3s files as unknown.
+            Err(message) if options.check => {
+                report.note(&format!(
+                    "note: K3s files not fetched in check mode ({message}); they show as unknown"
+                ));
+                K3sFiles {
+                    version: site
+                        .k3s
+                        .version
+                        .clone()
+                        .unwrap_or_else(|| "(unknown)".to_owned()),
+                    binary: PathBuf::new(),
+                    binary_sha256: "(not fetched)".to_owned(),
+                    script: PathBuf::new(),
+                    script_sha256: "(not fetched)".to_owned(),
+                }
+            }
+            Err(message) => {
+                return Err(DeployError::local(
+                    "artifacts",
+                    message,
+                    "nothing was changed on the nodes; fix the source of the K3s files (or the gateway's k3s-releases proxy) and run deploy again",
+                ));
+            }
+        };
         fetched.push((arch, files));
     }
 
