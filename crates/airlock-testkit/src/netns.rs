@@ -334,7 +334,7 @@ impl Machine {
     }
 
     /// The command prefix that enters the machine (`nsenter` into its network and mount
-    /// namespaces), for helpers that take one.
+    /// namespaces), for starters that take one, like `Sshd::start_with_prefix`.
     pub fn prefix(&self) -> Vec<String> {
         vec![
             crate::require_tool("nsenter", "util-linux")
