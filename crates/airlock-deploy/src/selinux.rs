@@ -95,7 +95,8 @@ fn rancher_path(site: &Site, el_major: u32) -> String {
 }
 
 /// The upstream URL of Rancher's `SELinux` repository for RHEL `el_major`: the `rancher-k3s`
-/// proxy's upstream (`k3s_selinux_rpm_site`, or `airlock_upstreams`) and [`rancher_path`].
+/// proxy's upstream (`k3s_selinux_rpm_site`, or `airlock_upstreams`) and the channel path
+/// (`k3s/<channel>/common/centos/<el>/noarch`).
 pub fn rancher_repo(site: &Site, el_major: u32) -> String {
     let root = site
         .packages
