@@ -665,8 +665,12 @@ async fn an_rpm_requested_first_is_found_by_searching_the_directories_above_it()
     // The root repository serves its own copy, verified against its own primary.
     let (status, body) = fetch(&format!("{base}{dep}")).await;
     assert_eq!(status, 200);
-    assert_eq!(body.unwrap(), std::fs::read(top.join(dep)).unwrap());
-    assert_eq!(upstream.count(dep), 1);
+    let top_dep = std::fs::read(top.join(dep)).unwrap();
+    assert_eq!(body.unwrap(), top_dep);
+    // Two rpmbuild runs in the same second make identical files: the store already holds
+    // those verified bytes, so nothing is fetched.
+    let identical = top_dep == std::fs::read(repo.join(dep)).unwrap();
+    assert_eq!(upstream.count(dep), u64::from(!identical));
 
     // A package no repository above it lists: 404, and the file is never fetched.
     let nope = format!("{NESTED}Packages/airlock-nope-1.0-1.noarch.rpm");
