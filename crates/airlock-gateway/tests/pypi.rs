@@ -1,7 +1,7 @@
 //! The pypi format at `/repository/<name>/simple/`: PEP 503 HTML and PEP 691 JSON by
 //! `Accept` against an in-process index, file URLs rewritten and verified, PEP 658 metadata,
 //! yanking and PEP 700 fields kept, hostile pages and names, and a real `pip` installing a
-//! small tree of wheels (via `--index-url`), then again through a `pip.conf` with the
+//! small tree of wheels and an sdist it builds (via `--index-url`), then again through a `pip.conf` with the
 //! upstream stopped.
 
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
@@ -442,7 +442,45 @@ def wheel(name, version, requires=()):
 wheel("alpha", "1.0", ["beta>=1.0", "gamma"])
 wheel("beta", "1.0")
 wheel("beta", "2.0")
-wheel("gamma", "0.5", ["beta"])
+wheel("gamma", "0.5", ["beta", "delta"])
+
+# delta is an sdist: pip builds it with an in-tree PEP 517 backend that needs nothing else.
+import io, tarfile
+BACKEND = """
+import base64, hashlib, os, zipfile
+NAME, VERSION = "delta", "0.3"
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    dist = f"{NAME}-{VERSION}.dist-info"
+    with open(os.path.join(NAME, "__init__.py")) as f:
+        files = {f"{NAME}/__init__.py": f.read()}
+    files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n"
+    files[f"{dist}/WHEEL"] = "Wheel-Version: 1.0\\nGenerator: delta-backend\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = "\\n".join(record) + "\\n"
+    filename = f"{NAME}-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return filename
+"""
+sdist_files = {
+    "delta-0.3/PKG-INFO": "Metadata-Version: 2.1\nName: delta\nVersion: 0.3\n",
+    "delta-0.3/pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+    "delta-0.3/backend.py": BACKEND,
+    "delta-0.3/delta/__init__.py": "VERSION = '0.3'  # built from the sdist\n",
+}
+with tarfile.open(os.path.join(out, "delta-0.3.tar.gz"), "w:gz") as t:
+    for path, text in sdist_files.items():
+        data = text.encode()
+        info = tarfile.TarInfo(path)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
 "#;
 
 /// How pip is pointed at the gateway: `--index-url`, or a `pip.conf` (the index is then the
@@ -498,6 +536,14 @@ async fn pip_installs_a_tree_of_wheels_then_again_with_the_upstream_stopped() {
         .unwrap();
     assert!(built.success());
     let upstream = FakePypi::start().await;
+    let sdist = std::fs::read(wheels.join("delta-0.3.tar.gz")).unwrap();
+    upstream.add(
+        "delta",
+        Dist {
+            requires_python: Some(">=3.7".into()),
+            ..Dist::new("delta-0.3.tar.gz", &sdist)
+        },
+    );
     for (project, version, yanked) in [
         ("alpha", "1.0", None),
         ("beta", "1.0", None),
@@ -554,6 +600,7 @@ async fn pip_installs_a_tree_of_wheels_then_again_with_the_upstream_stopped() {
         [
             "alpha-1.0-py3-none-any.whl",
             "beta-1.0-py3-none-any.whl",
+            "delta-0.3.tar.gz",
             "gamma-0.5-py3-none-any.whl"
         ],
         "the yanked beta 2.0 is not chosen"
@@ -592,7 +639,12 @@ async fn pip_installs_a_tree_of_wheels_then_again_with_the_upstream_stopped() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    for package in ["alpha", "beta", "gamma"] {
+    assert_eq!(
+        std::fs::read_to_string(target.join("delta/__init__.py")).unwrap(),
+        "VERSION = '0.3'  # built from the sdist\n",
+        "pip built the sdist it got through the gateway"
+    );
+    for package in ["alpha", "beta", "gamma", "delta"] {
         assert!(
             target.join(package).join("__init__.py").is_file(),
             "{package}"
