@@ -418,10 +418,6 @@ impl Origin {
             },
             other => internal(other),
         })?;
-        self.index
-            .record_blob(&committed.digest, committed.size)
-            .await
-            .map_err(internal)?;
         let record = FileRecord {
             digest: Some(committed.digest.clone()),
             content_type,
@@ -430,7 +426,13 @@ impl Origin {
             checked_at: unix_now(),
         };
         self.index
-            .set_file(&self.config.name, key, &record)
+            .record_file_blob(
+                &committed.digest,
+                committed.size,
+                &self.config.name,
+                key,
+                &record,
+            )
             .await
             .map_err(internal)?;
         self.serve_record(
@@ -740,10 +742,6 @@ impl Origin {
                 writer.commit().await.map_err(internal)?
             }
         };
-        self.index
-            .record_blob(&committed.digest, committed.size)
-            .await
-            .map_err(internal)?;
         let record = FileRecord {
             digest: Some(committed.digest.clone()),
             content_type,
@@ -752,7 +750,13 @@ impl Origin {
             checked_at: unix_now(),
         };
         self.index
-            .set_file(&self.config.name, spec.key, &record)
+            .record_file_blob(
+                &committed.digest,
+                committed.size,
+                &self.config.name,
+                spec.key,
+                &record,
+            )
             .await
             .map_err(internal)?;
         Ok(Found {

@@ -258,6 +258,30 @@ impl MetaIndex {
 
     /// Records a committed blob (new or again) as used now.
     pub async fn record_blob(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
+        self.record_blob_and_file(digest, size, None).await
+    }
+
+    /// [`Self::record_blob`] and [`Self::set_file`] in one transaction (one durable commit
+    /// on a package proxy's miss instead of two).
+    pub async fn record_file_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        proxy: &str,
+        path: &str,
+        record: &FileRecord,
+    ) -> Result<(), StoreError> {
+        let file = serde_json::to_vec(record).map_err(index_err)?;
+        self.record_blob_and_file(digest, size, Some((format!("{proxy}/{path}"), file)))
+            .await
+    }
+
+    async fn record_blob_and_file(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: Option<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         let key = digest.to_string();
         let record = BlobRecord {
             size,
@@ -273,6 +297,12 @@ impl MetaIndex {
                 .insert(key.as_str(), bytes.as_slice())
                 .map_err(index_err)?
                 .and_then(|old| serde_json::from_slice::<BlobRecord>(old.value()).ok());
+            if let Some((file_key, file)) = &file {
+                txn.open_table(FILES)
+                    .map_err(index_err)?
+                    .insert(file_key.as_str(), file.as_slice())
+                    .map_err(index_err)?;
+            }
             txn.commit().map_err(index_err)?;
             if previous.is_none() {
                 total.fetch_add(size, Ordering::Relaxed);
