@@ -418,23 +418,9 @@ impl Origin {
             },
             other => internal(other),
         })?;
-        let record = FileRecord {
-            digest: Some(committed.digest.clone()),
-            content_type,
-            etag,
-            last_modified,
-            checked_at: unix_now(),
-        };
-        self.index
-            .record_file_blob(
-                &committed.digest,
-                committed.size,
-                &self.config.name,
-                key,
-                &record,
-            )
-            .await
-            .map_err(internal)?;
+        let record = self
+            .remember(key, &committed, content_type, etag, last_modified)
+            .await?;
         self.serve_record(
             &record,
             &committed.digest,
@@ -742,6 +728,27 @@ impl Origin {
                 writer.commit().await.map_err(internal)?
             }
         };
+        let record = self
+            .remember(spec.key, &committed, content_type, etag, last_modified)
+            .await?;
+        Ok(Found {
+            record,
+            digest: committed.digest,
+            size: committed.size,
+            outcome: Outcome::Miss,
+        })
+    }
+
+    /// Records a verified, committed file under `key` (with the blob it is, in one index
+    /// transaction) as fetched now.
+    async fn remember(
+        &self,
+        key: &str,
+        committed: &airlock_store::Committed,
+        content_type: Option<String>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> Result<FileRecord, PackageError> {
         let record = FileRecord {
             digest: Some(committed.digest.clone()),
             content_type,
@@ -754,17 +761,12 @@ impl Origin {
                 &committed.digest,
                 committed.size,
                 &self.config.name,
-                spec.key,
+                key,
                 &record,
             )
             .await
             .map_err(internal)?;
-        Ok(Found {
-            record,
-            digest: committed.digest,
-            size: committed.size,
-            outcome: Outcome::Miss,
-        })
+        Ok(record)
     }
 
     /// The cached copy when the upstream could not answer, or the upstream's failure.
