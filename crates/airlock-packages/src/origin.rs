@@ -234,15 +234,7 @@ impl Origin {
         headers: &HeaderMap,
     ) -> Result<Response, PackageError> {
         let found = self.refresh(&Refresh::plain(path)).await?;
-        self.serve_record(
-            &found.record,
-            &found.digest,
-            found.size,
-            head,
-            headers,
-            found.outcome,
-        )
-        .await
+        self.serve_found(&found, head, headers).await
     }
 
     /// A file refreshed after `metadata_ttl`, fetched from `source` (a path under the
@@ -262,15 +254,7 @@ impl Origin {
                 checked: None,
             })
             .await?;
-        self.serve_record(
-            &found.record,
-            &found.digest,
-            found.size,
-            head,
-            headers,
-            found.outcome,
-        )
-        .await
+        self.serve_found(&found, head, headers).await
     }
 
     /// A file that never changes once cached (a release artifact), kept under `key`: served
@@ -512,15 +496,7 @@ impl Origin {
                 checked: Some((max, check)),
             })
             .await?;
-        self.serve_record(
-            &found.record,
-            &found.digest,
-            found.size,
-            head,
-            headers,
-            found.outcome,
-        )
-        .await
+        self.serve_found(&found, head, headers).await
     }
 
     /// A stored blob read whole; one larger than `max` bytes is refused.
@@ -844,6 +820,24 @@ impl Origin {
             writer.write(&chunk).await.map_err(internal)?;
         }
         writer.commit().await.map_err(internal)
+    }
+
+    /// Serves what [`Origin::refresh`] found.
+    async fn serve_found(
+        &self,
+        found: &Found,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response, PackageError> {
+        self.serve_record(
+            &found.record,
+            &found.digest,
+            found.size,
+            head,
+            headers,
+            found.outcome,
+        )
+        .await
     }
 
     async fn serve_record(
