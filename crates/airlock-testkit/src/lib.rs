@@ -20,4 +20,4 @@ pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
 pub use rpm::{RpmSpec, build_rpm, createrepo, sign_repository};
-pub use tools::require_tool;
+pub use tools::{ContainerdFiles, containerd_config, require_tool};

@@ -482,23 +482,8 @@ fn start_upstreams(dir: &Path, inet: &Netns, subnet: Subnet) -> (Vec<Running>, V
 /// A real containerd inside `node` (its network and mount namespaces); `ctr` pulls
 /// `docker.io/<IMAGE>:1` with `hosts` as its hosts dir, from inside the node too.
 fn pull_in(node: &Node, dir: &Path, hosts: &Path) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let socket = dir.join("c.sock");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 2\nroot = {:?}\nstate = {:?}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.devmapper\"]\n\
-             [grpc]\naddress = {:?}\n[ttrpc]\naddress = {:?}\n[plugins.\"io.containerd.internal.v1.opt\"]\npath = {:?}\n",
-            dir.join("root"),
-            dir.join("state"),
-            socket,
-            dir.join("t.sock"),
-            dir.join("opt"),
-        ),
-    )
-    .unwrap();
+    let airlock_testkit::ContainerdFiles { config, socket } =
+        airlock_testkit::containerd_config(dir);
     let log = dir.join("containerd.log");
     let _containerd = Running(
         node.machine

@@ -152,23 +152,8 @@ struct Containerd {
 
 fn start_containerd(dir: &Path) -> Containerd {
     let binary = require_tool("containerd", "containerd");
-    std::fs::create_dir_all(dir).unwrap();
-    let socket = dir.join("c.sock");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 2\nroot = {:?}\nstate = {:?}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.devmapper\"]\n\
-             [grpc]\naddress = {:?}\n[ttrpc]\naddress = {:?}\n[plugins.\"io.containerd.internal.v1.opt\"]\npath = {:?}\n",
-            dir.join("root"),
-            dir.join("state"),
-            socket,
-            dir.join("t.sock"),
-            dir.join("opt"),
-        ),
-    )
-    .unwrap();
+    let airlock_testkit::ContainerdFiles { config, socket } =
+        airlock_testkit::containerd_config(dir);
     let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
     let child = Command::new(binary)
         .arg("--config")
