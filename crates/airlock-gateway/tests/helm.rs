@@ -137,12 +137,16 @@ async fn repos() -> Repos {
     }
 }
 
+/// How the gateway names a file server in `_ext/` paths: scheme, host, port.
 fn host_of(files: &FakeFiles) -> String {
     files
         .url()
         .trim_start_matches("http://")
         .trim_end_matches('/')
-        .to_owned()
+        .replacen(':', "/", 1)
+        .split_once('/')
+        .map(|(host, port)| format!("http/{host}/{port}"))
+        .expect("host:port")
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use http::StatusCode;
 pub enum PackageError {
     #[error("no repository named {0:?} is configured")]
     UnknownRepository(String),
-    #[error("path {0:?} is not allowed (empty, dot or unusual segments)")]
+    /// A path the gateway will not map to the upstream, with the reason in parentheses.
+    #[error("path {0} is refused")]
     BadPath(String),
     #[error("not found")]
     NotFound,

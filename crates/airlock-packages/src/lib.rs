@@ -64,7 +64,7 @@ impl Packages {
                 store.clone(),
                 index.clone(),
                 downloads.clone(),
-            );
+            )?;
             proxies.insert(proxy.name.clone(), origin);
         }
         Ok(Self { proxies })
@@ -90,7 +90,8 @@ impl Packages {
             .proxies
             .get(name)
             .ok_or_else(|| PackageError::UnknownRepository(name.to_owned()))?;
-        let path = origin::checked_path(path)?;
+        let path = airlock_upstream::target::client_path(path)
+            .map_err(|refused| PackageError::BadPath(format!("{path:?} ({refused})")))?;
         match origin.config().format {
             Format::Raw => raw::serve(origin, &path, head, headers).await,
             Format::Pypi => pypi::serve(origin, &path, head, headers).await,

@@ -1,19 +1,23 @@
 //! One package proxy's upstream and cache: immutable files verified against the digest an
 //! index published, and files refreshed by TTL (index pages, metadata, raw files without a
 //! published digest) that are revalidated with conditional requests, remembered as missing
-//! for `negative_ttl` after a 404, and served stale when the upstream cannot answer.
-//! Documents (index pages a format rewrites) are refreshed files too, cached once per
-//! representation, bounded in size and checked before they are cached.
+//! for `negative_ttl` after a 404 (in a bounded in-memory map: a client must not be able to
+//! grow the durable index by asking for paths that do not exist), and served stale when the
+//! upstream cannot answer. Documents (index pages a format rewrites) are refreshed files
+//! too, cached once per representation, bounded in size and checked before they are cached.
+//!
+//! Every upstream request names a [`Target`]: a path under the upstream, or a URL a parsed
+//! index listed; `airlock_upstream::target` decides what either may reach.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use airlock_config::ProxyConfig;
 use airlock_store::{BlobStore, FileRecord, MetaIndex, unix_now};
 use airlock_types::Digest;
 use airlock_types::range::{self, RangeRequest};
-use airlock_upstream::Upstream;
-use airlock_upstream::fetch::{Downloads, KeyedLocks};
+use airlock_upstream::fetch::{Downloads, FetchError, KeyedLocks};
+use airlock_upstream::{Target, Upstream, UpstreamError};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,6 +27,9 @@ use tokio::io::AsyncReadExt;
 use crate::PackageError;
 use crate::checksum::{Algorithm, Checksum, Hasher};
 
+/// How many upstream 404s a proxy remembers; the oldest are forgotten first.
+const MISSING_KEPT: usize = 8192;
+
 /// A package proxy: its configuration, upstream client, and the shared store.
 pub struct Origin {
     config: ProxyConfig,
@@ -31,38 +38,16 @@ pub struct Origin {
     index: MetaIndex,
     downloads: Arc<Downloads>,
     locks: KeyedLocks,
+    /// Keys the upstream answered 404 for, and when.
+    missing: Mutex<hashlink::LruCache<String, Instant>>,
+    /// The config's `sha256` table by canonical path (`%2B` and `+` are one file).
+    pins: std::collections::HashMap<String, Digest>,
 }
 
 impl std::fmt::Debug for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Origin({})", self.config.name)
     }
-}
-
-/// Checks a request path below `/repository/<name>/`: no empty, `.` or `..` segments, no
-/// encoded separators or dots, no backslashes or control characters.
-pub fn checked_path(path: &str) -> Result<String, PackageError> {
-    let bad = || PackageError::BadPath(path.to_owned());
-    let lowered = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|t| lowered.contains(t))
-    {
-        return Err(bad());
-    }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b);
-    if !path.bytes().all(allowed) {
-        return Err(bad());
-    }
-    let trimmed = path.strip_suffix('/').unwrap_or(path);
-    if !trimmed.is_empty()
-        && trimmed
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return Err(bad());
-    }
-    Ok(path.to_owned())
 }
 
 /// Checks a document's bytes (and upstream `Content-Type`) before they are cached.
@@ -86,10 +71,10 @@ pub struct Document {
     pub cache: &'static str,
 }
 
-/// What [`Origin::refresh`] looks up: the upstream path, its cache key, and for documents
-/// the `Accept` sent and the bound and check applied before caching.
+/// What [`Origin::refresh`] looks up: the upstream target, its cache key, and for
+/// documents the `Accept` sent and the bound and check applied before caching.
 struct Refresh<'a> {
-    path: &'a str,
+    target: Target,
     key: &'a str,
     accept: Option<&'a str>,
     checked: Option<(usize, &'a Check<'a>)>,
@@ -98,11 +83,15 @@ struct Refresh<'a> {
 impl<'a> Refresh<'a> {
     fn plain(path: &'a str) -> Self {
         Self {
-            path,
+            target: Target::from(path),
             key: path,
             accept: None,
             checked: None,
         }
+    }
+
+    fn path(&self) -> &str {
+        self.target.as_str()
     }
 }
 
@@ -135,30 +124,50 @@ impl Outcome {
 }
 
 impl Origin {
+    /// Fails when a `sha256` path of the config is not a plain path below the upstream.
     pub fn new(
         config: ProxyConfig,
         upstream: Upstream,
         store: Arc<dyn BlobStore>,
         index: MetaIndex,
         downloads: Arc<Downloads>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, UpstreamError> {
+        let mut pins = std::collections::HashMap::new();
+        for (path, hex) in &config.sha256 {
+            let setup = |reason: String| UpstreamError::Setup {
+                proxy: config.name.clone(),
+                reason,
+            };
+            let canonical = airlock_upstream::target::client_path(path)
+                .map_err(|e| setup(format!("sha256 path {path:?} is refused: {e}")))?;
+            let digest =
+                Digest::sha256_hex(hex).map_err(|e| setup(format!("sha256 for {path:?}: {e}")))?;
+            pins.insert(canonical, digest);
+        }
+        Ok(Self {
             config,
             upstream,
             store,
             index,
             downloads,
             locks: KeyedLocks::default(),
-        }
+            missing: Mutex::new(hashlink::LruCache::new(MISSING_KEPT)),
+            pins,
+        })
+    }
+
+    /// The digest the config pins the file at canonical `path` to.
+    pub fn pin(&self, path: &str) -> Option<&Digest> {
+        self.pins.get(path)
     }
 
     pub fn config(&self) -> &ProxyConfig {
         &self.config
     }
 
-    /// The upstream URL `reference` (a path, or an absolute URL an index gave) resolves to.
-    pub fn upstream_url(&self, reference: &str) -> reqwest::Url {
-        self.upstream.url(reference)
+    /// The upstream base URL (a directory), for resolving what an index lists.
+    pub fn upstream_base(&self) -> &reqwest::Url {
+        self.upstream.base()
     }
 
     fn upstream_error(&self, path: &str, detail: impl std::fmt::Display) -> PackageError {
@@ -169,16 +178,53 @@ impl Origin {
         }
     }
 
-    /// A file that must hash to `digest`: from the store, or fetched once (concurrent
-    /// requests share the download) and verified before anyone else can read it.
+    /// An upstream request that failed or was refused, as the client should see it: a path
+    /// that would leave the upstream is the client's error, anything else the upstream's.
+    fn request_error(&self, path: &str, error: UpstreamError) -> PackageError {
+        match error {
+            UpstreamError::PathRefused { path, reason } => {
+                PackageError::BadPath(format!("{path} ({})", reason.reason))
+            }
+            other => self.upstream_error(path, other),
+        }
+    }
+
+    /// Whether the upstream answered 404 for `key` less than `negative_ttl` ago.
+    fn known_missing(&self, key: &str) -> bool {
+        let mut missing = self.missing.lock().expect("missing map");
+        match missing.get(key) {
+            Some(at) if at.elapsed() < self.config.negative_ttl.0 => true,
+            Some(_) => {
+                missing.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that the upstream answered 404 for `key`.
+    fn remember_missing(&self, key: &str) {
+        self.missing
+            .lock()
+            .expect("missing map")
+            .insert(key.to_owned(), Instant::now());
+    }
+
+    /// A file that must hash to `digest`: from the store, or fetched once from `source`
+    /// (concurrent requests share the download) and verified before the first byte goes
+    /// out. A client of a missing file waits for the whole download: a package pinned by
+    /// a digest is never partly delivered (`curl … | sh` must not run a tampered script's
+    /// first line), and a mismatch is an error status, not a broken body.
     pub async fn immutable(
         &self,
-        path: &str,
+        source: impl Into<Target>,
         digest: &Digest,
         content_type: &str,
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Response, PackageError> {
+        let source = source.into();
+        let path = source.as_str();
         if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
             self.index.touch(digest, size);
             return self
@@ -191,39 +237,56 @@ impl Origin {
                 path: path.to_owned(),
             });
         }
-        let request = self.upstream.resumable_get(path, "");
+        // Refused targets fail here, before a download task exists.
+        self.upstream
+            .url(&source)
+            .map_err(|e| self.request_error(path, e))?;
+        let request = self.upstream.resumable_get(source.clone(), "");
+        let fetch_error = |e: FetchError| match e {
+            FetchError::Status { status, .. } if status == StatusCode::NOT_FOUND => {
+                PackageError::NotFoundUpstream {
+                    path: path.to_owned(),
+                }
+            }
+            FetchError::Store(store) => PackageError::Verification {
+                proxy: self.config.name.clone(),
+                path: path.to_owned(),
+                detail: store.to_string(),
+            },
+            other => self.upstream_error(path, other),
+        };
         let body = self
             .downloads
             .fetch(digest, 0, request)
             .await
-            .map_err(|e| match e {
-                airlock_upstream::fetch::FetchError::Status { status, .. }
-                    if status == StatusCode::NOT_FOUND =>
-                {
-                    PackageError::NotFoundUpstream {
-                        path: path.to_owned(),
-                    }
-                }
-                airlock_upstream::fetch::FetchError::Store(store) => PackageError::Verification {
-                    proxy: self.config.name.clone(),
-                    path: path.to_owned(),
-                    detail: store.to_string(),
-                },
-                other => self.upstream_error(path, other),
-            })?;
-        let mut response = Response::new(if head {
-            Body::empty()
-        } else {
-            Body::from_stream(body.stream)
-        });
-        set_headers(
-            response.headers_mut(),
-            digest,
-            content_type,
-            body.size,
-            Outcome::Miss,
-        );
-        Ok(response)
+            .map_err(fetch_error)?;
+        if head {
+            // No body goes out, so nothing unverified can: answer now, the download goes on.
+            let mut response = Response::new(Body::empty());
+            set_headers(
+                response.headers_mut(),
+                digest,
+                content_type,
+                body.size,
+                Outcome::Miss,
+            );
+            return Ok(response);
+        }
+        // The download's stream ends only after the verified commit, or with its error.
+        let mut stream = body.stream;
+        use futures_util::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            chunk.map_err(fetch_error)?;
+        }
+        let size = self
+            .store
+            .stat(digest)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| PackageError::Internal(format!("{digest} vanished from the store")))?;
+        self.index.touch(digest, size);
+        self.serve_stored(digest, size, content_type, false, headers, Outcome::Miss)
+            .await
     }
 
     /// A file refreshed after `metadata_ttl`.
@@ -237,18 +300,18 @@ impl Origin {
         self.serve_found(&found, head, headers).await
     }
 
-    /// A file refreshed after `metadata_ttl`, fetched from `source` (a path under the
-    /// upstream, or an absolute URL an index gave) and cached under `key`.
+    /// A file refreshed after `metadata_ttl`, fetched from `source` (the configured
+    /// upstream URL, or a URL an index listed) and cached under `key`.
     pub async fn refreshed_from(
         &self,
-        source: &str,
+        source: Target,
         key: &str,
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Response, PackageError> {
         let found = self
             .refresh(&Refresh {
-                path: source,
+                target: source,
                 key,
                 accept: None,
                 checked: None,
@@ -267,6 +330,11 @@ impl Origin {
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Option<Response>, PackageError> {
+        if self.known_missing(key) {
+            return Err(PackageError::NotFoundUpstream {
+                path: path.to_owned(),
+            });
+        }
         let Some(record) = self
             .index
             .file(&self.config.name, key)
@@ -276,12 +344,6 @@ impl Origin {
             return Ok(None);
         };
         let Some(digest) = record.digest.clone() else {
-            let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
-            if age < self.config.negative_ttl.0 {
-                return Err(PackageError::NotFoundUpstream {
-                    path: path.to_owned(),
-                });
-            }
             return Ok(None);
         };
         let Some(size) = self.store.stat(&digest).await.map_err(internal)? else {
@@ -298,12 +360,14 @@ impl Origin {
     /// wait for it, then read the store. Bytes that do not match are never stored.
     pub async fn fetch_pinned(
         &self,
-        path: &str,
+        source: impl Into<Target>,
         key: &str,
         expected: Option<&Checksum>,
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Response, PackageError> {
+        let source = source.into();
+        let path = source.as_str();
         let _turn = self.locks.lock(key).await;
         if let Some(response) = self.pinned(path, key, head, headers).await? {
             return Ok(response);
@@ -316,22 +380,12 @@ impl Origin {
         }
         let response = self
             .upstream
-            .send(Method::GET, path, HeaderMap::new(), "")
+            .send(Method::GET, source.clone(), HeaderMap::new(), "")
             .await
-            .map_err(|e| self.upstream_error(path, e))?;
+            .map_err(|e| self.request_error(path, e))?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            let missing = FileRecord {
-                digest: None,
-                content_type: None,
-                etag: None,
-                last_modified: None,
-                checked_at: unix_now(),
-            };
-            self.index
-                .set_file(&self.config.name, key, &missing)
-                .await
-                .map_err(internal)?;
+            self.remember_missing(key);
             return Err(PackageError::NotFoundUpstream {
                 path: path.to_owned(),
             });
@@ -430,7 +484,7 @@ impl Origin {
         let key = format!("{path}#{}", variant.name);
         let found = self
             .refresh(&Refresh {
-                path,
+                target: Target::from(path),
                 key: &key,
                 accept: Some(variant.accept),
                 checked: Some((max, check)),
@@ -468,7 +522,7 @@ impl Origin {
     ) -> Result<(Digest, u64, &'static str), PackageError> {
         let found = self
             .refresh(&Refresh {
-                path,
+                target: Target::from(path),
                 key: path,
                 accept: None,
                 checked,
@@ -490,7 +544,7 @@ impl Origin {
     ) -> Result<Response, PackageError> {
         let found = self
             .refresh(&Refresh {
-                path,
+                target: Target::from(path),
                 key: path,
                 accept: None,
                 checked: Some((max, check)),
@@ -562,7 +616,7 @@ impl Origin {
 
     /// The cache entry of `spec.key`: fresh from the cache, revalidated, fetched, or stale.
     async fn refresh(&self, spec: &Refresh<'_>) -> Result<Found, PackageError> {
-        let path = spec.path;
+        let path = spec.path();
         if let Some(found) = self.fresh(spec).await? {
             return Ok(found);
         }
@@ -623,8 +677,15 @@ impl Origin {
             }
         }
         let stale = |why: String| self.stale(path, cached.clone(), cached_content.clone(), why);
-        let response = match self.upstream.send(Method::GET, path, conditional, "").await {
+        let response = match self
+            .upstream
+            .send(Method::GET, spec.target.clone(), conditional, "")
+            .await
+        {
             Ok(response) => response,
+            Err(e @ (UpstreamError::PathRefused { .. } | UpstreamError::UrlRefused { .. })) => {
+                return Err(self.request_error(path, e));
+            }
             Err(e) => return stale(e.to_string()),
         };
         let status = response.status();
@@ -647,17 +708,7 @@ impl Origin {
             }
         }
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            let missing = FileRecord {
-                digest: None,
-                content_type: None,
-                etag: None,
-                last_modified: None,
-                checked_at: unix_now(),
-            };
-            self.index
-                .set_file(&self.config.name, spec.key, &missing)
-                .await
-                .map_err(internal)?;
+            self.remember_missing(spec.key);
             return Err(PackageError::NotFoundUpstream {
                 path: path.to_owned(),
             });
@@ -773,6 +824,11 @@ impl Origin {
 
     /// The cache entry of `spec.key` if it is within its TTL (or remembered missing).
     async fn fresh(&self, spec: &Refresh<'_>) -> Result<Option<Found>, PackageError> {
+        if self.known_missing(spec.key) {
+            return Err(PackageError::NotFoundUpstream {
+                path: spec.path().to_owned(),
+            });
+        }
         let Some(record) = self
             .index
             .file(&self.config.name, spec.key)
@@ -783,11 +839,6 @@ impl Origin {
         };
         let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
         let Some(digest) = record.digest.clone() else {
-            if age < self.config.negative_ttl.0 {
-                return Err(PackageError::NotFoundUpstream {
-                    path: spec.path.to_owned(),
-                });
-            }
             return Ok(None);
         };
         if age >= self.config.metadata_ttl.0 && !self.config.offline {
@@ -953,38 +1004,4 @@ fn set_headers(
 
 fn internal(e: impl std::fmt::Display) -> PackageError {
     PackageError::Internal(e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths() {
-        for good in [
-            "k3s",
-            "v1.30.4%2Bk3s1/k3s",
-            "simple/",
-            "simple/numpy/",
-            "a/b-c_d.e~f/g+h",
-            "",
-        ] {
-            assert!(checked_path(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "../x",
-            "a/../b",
-            "a//b",
-            "./a",
-            "a/%2e%2e/b",
-            "a%2Fb",
-            "a\\b",
-            "a/\u{0}",
-            "a b",
-            "a/.",
-            "%2E%2E",
-        ] {
-            assert!(checked_path(bad).is_err(), "{bad:?}");
-        }
-    }
 }

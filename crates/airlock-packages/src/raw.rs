@@ -1,7 +1,8 @@
 //! `format = "raw"`: any path under the upstream. Files listed in the proxy's `sha256`
-//! table are immutable and verified; the rest are refreshed after `metadata_ttl`.
+//! table are immutable and verified before the first byte goes out; the rest are refreshed
+//! after `metadata_ttl`.
 
-use airlock_types::Digest;
+use airlock_upstream::Target;
 use axum::response::Response;
 use http::HeaderMap;
 
@@ -20,14 +21,12 @@ pub(crate) async fn serve(
     }
     if path.is_empty() {
         // The upstream URL as configured (not the directory form requests under it use).
-        let url = origin.config().upstream.to_string();
-        return origin.refreshed_from(&url, "", head, headers).await;
+        let url = Target::Url(origin.config().upstream.to_string());
+        return origin.refreshed_from(url, "", head, headers).await;
     }
-    match origin.config().sha256.get(path) {
-        Some(hex) => {
-            let digest: Digest = format!("sha256:{hex}")
-                .parse()
-                .map_err(|e| PackageError::Internal(format!("{e}")))?;
+    match origin.pin(path) {
+        Some(digest) => {
+            let digest = digest.clone();
             origin
                 .immutable(path, &digest, "application/octet-stream", head, headers)
                 .await

@@ -38,6 +38,12 @@ impl Digest {
         "sha256"
     }
 
+    /// A sha256 digest from its 64 lowercase hex digits (as indexes and checksum files
+    /// publish it, without the `sha256:` prefix).
+    pub fn sha256_hex(hex: &str) -> Result<Self, DigestError> {
+        format!("sha256:{hex}").parse()
+    }
+
     /// Builds a digest from raw hash output.
     pub fn from_sha256(bytes: [u8; 32]) -> Self {
         Self {

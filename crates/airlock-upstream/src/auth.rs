@@ -89,11 +89,12 @@ impl Auth {
     pub(crate) async fn answer(
         &self,
         url: &url::Url,
+        base: &url::Url,
         scope: &str,
         challenges: &[Challenge],
     ) -> Result<Option<HeaderValue>, UpstreamError> {
         if let Some(bearer) = challenges.iter().find(|c| c.is("bearer")) {
-            return self.fetch_token(url, scope, bearer).await.map(Some);
+            return self.fetch_token(url, base, scope, bearer).await.map(Some);
         }
         if challenges.iter().any(|c| c.is("basic")) {
             if let Some(credentials) = &self.credentials {
@@ -107,6 +108,7 @@ impl Auth {
     async fn fetch_token(
         &self,
         url: &url::Url,
+        base: &url::Url,
         scope: &str,
         challenge: &Challenge,
     ) -> Result<HeaderValue, UpstreamError> {
@@ -120,6 +122,18 @@ impl Auth {
         let mut token_url = url::Url::parse(realm).map_err(|_| bad("realm is not a URL"))?;
         if !matches!(token_url.scheme(), "http" | "https") {
             return Err(bad("realm is not an http(s) URL"));
+        }
+        if !token_url.username().is_empty() || token_url.password().is_some() {
+            return Err(bad("realm carries credentials of its own"));
+        }
+        // The realm is the upstream's word; credentials follow it only over TLS, or to the
+        // upstream's own origin (a plain-http upstream with its own token service).
+        let trusted_realm = token_url.scheme() == "https" || token_url.origin() == base.origin();
+        if self.credentials.is_some() && !trusted_realm {
+            return Err(bad(
+                "realm is plain http on another host: credentials are sent only to an https \
+                 realm or the upstream's own origin",
+            ));
         }
         {
             let mut query = token_url.query_pairs_mut();

@@ -8,6 +8,7 @@ mod auth;
 mod challenge;
 pub mod fetch;
 mod redact;
+pub mod target;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use reqwest::{Method, StatusCode};
 
 pub use challenge::{Challenge, parse_challenges};
 pub use redact::RedactedUrl;
+pub use target::Target;
 
 /// Why an upstream could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,18 @@ pub enum UpstreamError {
     BadChallenge { url: RedactedUrl, reason: String },
     #[error("cannot set up the client for proxy {proxy}: {reason}")]
     Setup { proxy: String, reason: String },
+    /// A path that would leave the upstream (see [`target`]); never requested.
+    #[error("path {path:?} is refused: {}", .reason.reason)]
+    PathRefused {
+        path: String,
+        reason: target::Refused,
+    },
+    /// A URL an index listed that airlock will not fetch (see [`target`]).
+    #[error("URL {url} is refused: {}", .reason.reason)]
+    UrlRefused {
+        url: String,
+        reason: target::Refused,
+    },
 }
 
 /// An HTTP client bound to one upstream registry, with its credentials and token cache.
@@ -72,7 +86,7 @@ impl Upstream {
             .connect_timeout(config.connect_timeout.0)
             // No total timeout: a large blob may take longer than any bound; silence may not.
             .read_timeout(config.read_timeout.0)
-            .redirect(reqwest::redirect::Policy::limited(10));
+            .redirect(redirect_policy());
         if let Some(ca_file) = &config.ca_file {
             let pem = std::fs::read(ca_file)
                 .map_err(|e| setup(format!("reading ca_file {}: {e}", ca_file.display())))?;
@@ -124,25 +138,41 @@ impl Upstream {
         &self.inner.proxy
     }
 
-    /// The URL of `path` (relative, no leading slash) under the upstream base.
-    pub fn url(&self, path: &str) -> url::Url {
-        self.inner
-            .base
-            .join(path)
-            .expect("relative paths join onto an http(s) base")
+    /// The upstream base URL (a directory: its path ends in `/`).
+    pub fn base(&self) -> &url::Url {
+        &self.inner.base
     }
 
-    /// Sends a request for `path` with the given headers, answering an auth challenge once.
+    /// The URL `target` stands for, or why it is refused (see [`target`]).
+    pub fn url(&self, target: &Target) -> Result<url::Url, UpstreamError> {
+        match target {
+            Target::Path(path) => {
+                target::join(&self.inner.base, path).map_err(|reason| UpstreamError::PathRefused {
+                    path: path.clone(),
+                    reason,
+                })
+            }
+            Target::Url(text) => {
+                target::listed(&self.inner.base, text).map_err(|reason| UpstreamError::UrlRefused {
+                    url: text.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Sends a request for `target` with the given headers, answering an auth challenge
+    /// once.
     ///
     /// `scope` is the OCI token scope the request needs (`repository:<name>:pull`).
     pub async fn send(
         &self,
         method: Method,
-        path: &str,
+        target: impl Into<Target>,
         headers: HeaderMap,
         scope: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let url = self.url(path);
+        let url = self.url(&target.into())?;
         // Credentials and tokens go only to the configured upstream itself: an index may
         // point at files on other hosts, and those must never see them.
         if url.origin() != self.inner.base.origin() {
@@ -153,7 +183,11 @@ impl Upstream {
             attempt_headers.insert(header::AUTHORIZATION, value);
         }
         let response = self.request(method.clone(), &url, attempt_headers).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        // A 401 is answered only when the upstream itself sent it: one from a host a
+        // redirect led to (a CDN, object storage) goes back to the client as it is.
+        if response.status() != StatusCode::UNAUTHORIZED
+            || response.url().origin() != self.inner.base.origin()
+        {
             return Ok(response);
         }
         let challenges: Vec<Challenge> = response
@@ -163,7 +197,12 @@ impl Upstream {
             .filter_map(|v| v.to_str().ok())
             .flat_map(parse_challenges)
             .collect();
-        let Some(value) = self.inner.auth.answer(&url, scope, &challenges).await? else {
+        let Some(value) = self
+            .inner
+            .auth
+            .answer(&url, &self.inner.base, scope, &challenges)
+            .await?
+        else {
             // No challenge we can answer: the 401 goes back to the client as it is.
             return Ok(response);
         };
@@ -174,16 +213,16 @@ impl Upstream {
 
     /// The request for a download through [`fetch::Downloads`]: a GET of `path`, from
     /// `bytes=<offset>-` when the download resumes.
-    pub fn resumable_get(&self, path: &str, scope: &str) -> fetch::RequestFn {
-        let (upstream, path, scope) = (self.clone(), path.to_owned(), scope.to_owned());
+    pub fn resumable_get(&self, target: impl Into<Target>, scope: &str) -> fetch::RequestFn {
+        let (upstream, target, scope) = (self.clone(), target.into(), scope.to_owned());
         Box::new(move |offset| {
-            let (upstream, path, scope) = (upstream.clone(), path.clone(), scope.clone());
+            let (upstream, path, scope) = (upstream.clone(), target.clone(), scope.clone());
             let mut headers = HeaderMap::new();
             if let Some(offset) = offset {
                 let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii");
                 headers.insert(header::RANGE, range);
             }
-            Box::pin(async move { upstream.send(Method::GET, &path, headers, &scope).await })
+            Box::pin(async move { upstream.send(Method::GET, path, headers, &scope).await })
         })
     }
 
@@ -225,6 +264,30 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// Redirects are followed (object storage, CDNs) up to ten times, but never to a scheme
+/// other than http(s), from `https` down to `http`, or to a URL with credentials in it.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let next = attempt.url();
+        let downgrade = next.scheme() == "http"
+            && attempt
+                .previous()
+                .iter()
+                .any(|previous| previous.scheme() == "https");
+        if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else if !matches!(next.scheme(), "http" | "https") {
+            attempt.error("a redirect to a scheme other than http(s)")
+        } else if downgrade {
+            attempt.error("a redirect from https down to http")
+        } else if !next.username().is_empty() || next.password().is_some() {
+            attempt.error("a redirect to a URL with credentials")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The error and its causes on one line.

@@ -14,6 +14,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use airlock_types::Digest;
+use airlock_upstream::Target;
 use axum::response::Response;
 use http::HeaderMap;
 use rmpv::Value;
@@ -149,7 +150,10 @@ async fn index(
     }
     let bytes = origin.read_stored(&digest, MAX_INDEX as u64).await?;
     let local = format!("/repository/{}/{subdir}/", origin.config().name);
-    let index_url = origin.upstream_url(&path);
+    let index_url = origin
+        .upstream_base()
+        .join(&path)
+        .map_err(|e| PackageError::Internal(format!("{path}: {e}")))?;
     let rewritten =
         rewrite(&bytes, &local, &index_url).map_err(|detail| PackageError::Upstream {
             proxy: origin.config().name.clone(),
@@ -205,15 +209,9 @@ pub(super) async fn serve_shard(
         .parse()
         .map_err(|e| PackageError::Internal(format!("{e}")))?;
     let (index, _) = index(origin, subdir).await?;
-    let location = format!("{}{file}", index.shards_base);
+    let location = Target::Url(format!("{}{file}", index.shards_base));
     origin
-        .immutable(
-            &location,
-            &digest,
-            "application/octet-stream",
-            head,
-            headers,
-        )
+        .immutable(location, &digest, "application/octet-stream", head, headers)
         .await
 }
 

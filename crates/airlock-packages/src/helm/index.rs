@@ -31,7 +31,8 @@ pub(super) const EXTERNAL: &str = "_ext/";
 
 /// Parses `bytes` as a Helm repository index and rewrites its chart URLs: a URL under the
 /// upstream `base` becomes `/repository/<proxy>/<path below base>`, any other http(s) URL
-/// `/repository/<proxy>/_ext/<host[:port]>/<path>`. Other URLs are left as they are.
+/// `/repository/<proxy>/_ext/<scheme>/<host>/<port>/<path>` (no `:` in it: a client path
+/// never carries one). Other URLs are left as they are.
 pub(super) fn rewrite(bytes: &[u8], base: &Url, proxy: &str) -> Result<Rewritten, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "index.yaml is not UTF-8".to_owned())?;
     refuse_aliases(text)?;
@@ -142,17 +143,18 @@ fn gateway_path(base: &Url, reference: &str) -> Option<String> {
     let path = if under_base {
         url.path()[base.path().len()..].to_owned()
     } else {
-        let host = url.host_str()?;
-        let host = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
-        format!("{EXTERNAL}{host}{}", url.path())
+        format!(
+            "{EXTERNAL}{}/{}/{}{}",
+            url.scheme(),
+            url.host_str()?,
+            url.port_or_known_default()?,
+            url.path()
+        )
     };
-    let servable = !path.is_empty()
-        && !path.ends_with('/')
-        && (!under_base || !path.starts_with(EXTERNAL))
-        && crate::origin::checked_path(&path).is_ok();
+    // Keyed as a client's request for it will read once canonical.
+    let path = airlock_upstream::target::client_path(&path).ok()?;
+    let servable =
+        !path.is_empty() && !path.ends_with('/') && (!under_base || !path.starts_with(EXTERNAL));
     servable.then_some(path)
 }
 
@@ -203,8 +205,8 @@ mod tests {
             [
                 "/repository/helm-x/app-1.0.0.tgz",
                 "/repository/helm-x/sub/app-1.0.0.tgz",
-                "/repository/helm-x/_ext/github.com/o/r/releases/download/app-1.0.0/app-1.0.0.tgz",
-                "/repository/helm-x/_ext/mirror.example.org:8080/app-1.0.0.tgz",
+                "/repository/helm-x/_ext/https/github.com/443/o/r/releases/download/app-1.0.0/app-1.0.0.tgz",
+                "/repository/helm-x/_ext/http/mirror.example.org/8080/app-1.0.0.tgz",
                 "oci://registry.example.com/app",
             ]
         );
@@ -217,8 +219,7 @@ mod tests {
             Some("1.10")
         );
         assert_eq!(doc["generated"].as_str(), Some("2024-01-01T00:00:00Z"));
-        let chart =
-            &rewritten.charts["_ext/github.com/o/r/releases/download/app-1.0.0/app-1.0.0.tgz"];
+        let chart = &rewritten.charts["_ext/https/github.com/443/o/r/releases/download/app-1.0.0/app-1.0.0.tgz"];
         assert_eq!(
             chart.url,
             "https://github.com/o/r/releases/download/app-1.0.0/app-1.0.0.tgz"
@@ -244,7 +245,10 @@ mod tests {
             let path = gateway_path(&base(), reference);
             if reference == "../outside.tgz" {
                 // Outside the base: served as an external URL of the same host.
-                assert_eq!(path.as_deref(), Some("_ext/charts.example.com/outside.tgz"));
+                assert_eq!(
+                    path.as_deref(),
+                    Some("_ext/https/charts.example.com/443/outside.tgz")
+                );
             } else {
                 assert_eq!(path, None, "{reference}");
             }

@@ -10,7 +10,8 @@
 //! <path of a chart>              a chart the index lists under the upstream (relative URLs
 //!                                and absolute ones below the repository URL); immutable,
 //!                                verified against the entry's digest
-//! _ext/<host[:port]>/<path>      a chart the index lists on another host; the same
+//! _ext/<scheme>/<host>/<port>/<path>
+//!                                a chart the index lists on another host; the same
 //! <chart path>.prov              its provenance file, passed through, refreshed by TTL
 //! anything else                  refreshed by TTL, under the upstream only
 //! ```
@@ -24,6 +25,7 @@ mod index;
 use std::sync::{Arc, Mutex};
 
 use airlock_types::Digest;
+use airlock_upstream::Target;
 use axum::response::Response;
 use http::HeaderMap;
 
@@ -81,15 +83,21 @@ pub(crate) async fn serve(
             hex: digest.hex().to_owned(),
         };
         return origin
-            .fetch_pinned(&chart.url, &key, Some(&checksum), head, headers)
+            .fetch_pinned(
+                Target::Url(chart.url.clone()),
+                &key,
+                Some(&checksum),
+                head,
+                headers,
+            )
             .await;
     }
     if let Some(chart) = path
         .strip_suffix(".prov")
         .and_then(|p| rewritten.charts.get(p))
     {
-        let source = format!("{}.prov", chart.url);
-        return origin.refreshed_from(&source, path, head, headers).await;
+        let source = Target::Url(format!("{}.prov", chart.url));
+        return origin.refreshed_from(source, path, head, headers).await;
     }
     let chart = std::path::Path::new(path)
         .extension()
@@ -106,7 +114,7 @@ pub(crate) async fn serve(
 /// The current index, rewritten: `index.yaml` refreshed by TTL (checked before it is cached,
 /// served stale when the upstream cannot answer or sends a broken one).
 async fn current(origin: &Origin) -> Result<(Arc<index::Rewritten>, &'static str), PackageError> {
-    let base = origin.upstream_url("");
+    let base = origin.upstream_base().clone();
     let proxy = origin.config().name.clone();
     let key = format!("{proxy} {base}");
     let check: &Check<'_> = &|bytes, _| index::rewrite(bytes, &base, &proxy).map(|_| ());

@@ -24,6 +24,7 @@ mod json;
 use std::collections::BTreeMap;
 
 use airlock_types::Digest;
+use airlock_upstream::Target;
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -255,7 +256,10 @@ async fn fetch_project(
         .await?;
     let mut page = parse_project(&document.bytes, document.content_type.as_deref())
         .map_err(|e| malformed(origin, &path, &e))?;
-    let base = origin.upstream_url(&path);
+    let base = origin
+        .upstream_base()
+        .join(&path)
+        .map_err(|e| malformed(origin, &path, &e.to_string()))?;
     page.files.retain_mut(|file| match base.join(&file.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             file.url = url.to_string();
@@ -411,14 +415,14 @@ async fn file(
                 path: format!("{filename} (the index gives no sha256 for it)"),
             })?;
         let digest: Digest = format!("sha256:{hex}").parse().map_err(|_| bad())?;
-        let url = format!("{}.metadata", listed.url);
+        let url = Target::Url(format!("{}.metadata", listed.url));
         origin
-            .immutable(&url, &digest, content_type(filename), head, headers)
+            .immutable(url, &digest, content_type(filename), head, headers)
             .await
     } else {
         origin
             .immutable(
-                &listed.url,
+                Target::Url(listed.url.clone()),
                 &file_digest,
                 content_type(filename),
                 head,

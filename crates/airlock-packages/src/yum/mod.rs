@@ -38,9 +38,9 @@ mod repomd;
 use std::sync::{Arc, Mutex};
 
 use airlock_types::Digest;
+use airlock_upstream::Target;
 use axum::body::Body;
 use axum::response::Response;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::{Check, Origin, PackageError, Variant};
@@ -137,9 +137,14 @@ async fn metadata(
     let href = format!("{REPODATA}{name}");
     if let Some(entry) = snapshot.entries.iter().find(|e| e.href == href) {
         let digest = sha256(origin, &path, entry.checksum.as_ref())?;
-        let source = located(root, entry.base.as_deref(), &entry.href);
+        let source = located(
+            origin.upstream_base(),
+            root,
+            entry.base.as_deref(),
+            &entry.href,
+        );
         return origin
-            .immutable(&source, &digest, OCTETS, head, headers)
+            .immutable(source, &digest, OCTETS, head, headers)
             .await;
     }
     origin.refreshed(&path, head, headers).await
@@ -161,11 +166,7 @@ struct Snapshot {
 static LAST_GOOD: Mutex<Vec<(String, Arc<Snapshot>)>> = Mutex::new(Vec::new());
 
 fn snapshot_key(origin: &Origin, root: &str) -> String {
-    format!(
-        "{} {} {root}",
-        origin.config().name,
-        origin.upstream_url("")
-    )
+    format!("{} {} {root}", origin.config().name, origin.upstream_base())
 }
 
 /// The current snapshot of the repository at `root`: `repomd.xml` refreshed by TTL and
@@ -228,8 +229,13 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str
             &format!("{root}{}", entry.href),
             entry.checksum.as_ref(),
         )?;
-        let source = located(root, entry.base.as_deref(), &entry.href);
-        ensure_stored(origin, &source, &digest).await?;
+        let source = located(
+            origin.upstream_base(),
+            root,
+            entry.base.as_deref(),
+            &entry.href,
+        );
+        ensure_stored(origin, source, &digest).await?;
     }
     let accept_any = Variant {
         name: "signature",
@@ -314,28 +320,16 @@ fn serve_bytes(
 }
 
 /// Fetches `source` into the store (verified against `digest`) unless it is there already.
-async fn ensure_stored(origin: &Origin, source: &str, digest: &Digest) -> Result<(), PackageError> {
-    let response = origin
+async fn ensure_stored(
+    origin: &Origin,
+    source: Target,
+    digest: &Digest,
+) -> Result<(), PackageError> {
+    // A miss answers only once the file is verified and stored; the body is not needed.
+    origin
         .immutable(source, digest, OCTETS, false, &HeaderMap::new())
-        .await?;
-    if response
-        .headers()
-        .get("x-airlock-cache")
-        .map(HeaderValue::as_bytes)
-        == Some(b"hit")
-    {
-        return Ok(());
-    }
-    // The download verifies as it streams; its last chunk is an error on a mismatch.
-    let mut body = response.into_body().into_data_stream();
-    while let Some(chunk) = body.next().await {
-        chunk.map_err(|e| PackageError::Verification {
-            proxy: origin.config().name.clone(),
-            path: source.to_owned(),
-            detail: e.to_string(),
-        })?;
-    }
-    Ok(())
+        .await
+        .map(drop)
 }
 
 /// A package listed in the primary metadata of the repository above it, verified against
@@ -348,8 +342,13 @@ async fn package(
 ) -> Result<Response, PackageError> {
     let (root, package) = locate(origin, path).await?;
     let digest = sha256(origin, path, Some(&package.checksum))?;
-    let source = located(root, package.base.as_deref(), &path[root.len()..]);
-    origin.immutable(&source, &digest, RPM, head, headers).await
+    let source = located(
+        origin.upstream_base(),
+        root,
+        package.base.as_deref(),
+        &path[root.len()..],
+    );
+    origin.immutable(source, &digest, RPM, head, headers).await
 }
 
 /// The repository root above `path` whose primary metadata lists it, and its listing: the
@@ -414,9 +413,14 @@ async fn packages(origin: &Origin, root: &str) -> Result<Arc<primary::Packages>,
     if let Some(packages) = primary::cached(&digest) {
         return Ok(packages);
     }
-    let source = located(root, entry.base.as_deref(), &entry.href);
+    let source = located(
+        origin.upstream_base(),
+        root,
+        entry.base.as_deref(),
+        &entry.href,
+    );
     let response = origin
-        .immutable(&source, &digest, OCTETS, false, &HeaderMap::new())
+        .immutable(source, &digest, OCTETS, false, &HeaderMap::new())
         .await?;
     let bytes = axum::body::to_bytes(response.into_body(), MAX_PRIMARY)
         .await
@@ -476,16 +480,25 @@ fn named_digest(name: &str) -> Option<Digest> {
 
 /// Where to fetch `href` of the repository at `root` from: below `xml:base` when the
 /// metadata gives one (a relative one is relative to the repository root).
-fn located(root: &str, base: Option<&str>, href: &str) -> String {
-    let base = match base {
-        Some(base) if base.contains("://") || base.starts_with('/') => base.to_owned(),
-        Some(base) => format!("{root}{base}"),
-        None => return format!("{root}{href}"),
+/// Where a listed file comes from: `href` below the repository at `root`, or below the
+/// entry's `xml:base`.
+fn located(upstream: &reqwest::Url, root: &str, base: Option<&str>, href: &str) -> Target {
+    let joined = |base: &str| {
+        if base.ends_with('/') {
+            format!("{base}{href}")
+        } else {
+            format!("{base}/{href}")
+        }
     };
-    if base.ends_with('/') {
-        format!("{base}{href}")
-    } else {
-        format!("{base}/{href}")
+    match base {
+        // Absolute: an index-listed URL, checked as such before it is fetched.
+        Some(base) if base.contains("://") => Target::Url(joined(base)),
+        Some(base) if base.starts_with('/') => match upstream.join(&joined(base)) {
+            Ok(url) => Target::Url(url.to_string()),
+            Err(_) => Target::Path(joined(base)),
+        },
+        Some(base) => Target::Path(joined(&format!("{root}{base}"))),
+        None => Target::Path(format!("{root}{href}")),
     }
 }
 
@@ -521,21 +534,34 @@ mod tests {
 
     #[test]
     fn xml_base() {
-        assert_eq!(located("", None, "Packages/a.rpm"), "Packages/a.rpm");
-        assert_eq!(located("9/x86_64/", None, "a.rpm"), "9/x86_64/a.rpm");
+        let upstream = reqwest::Url::parse("https://repo.example.org/el/").unwrap();
+        let path = |p: &str| Target::Path(p.to_owned());
+        let url = |u: &str| Target::Url(u.to_owned());
+        assert_eq!(
+            located(&upstream, "", None, "Packages/a.rpm"),
+            path("Packages/a.rpm")
+        );
+        assert_eq!(
+            located(&upstream, "9/x86_64/", None, "a.rpm"),
+            path("9/x86_64/a.rpm")
+        );
         for root in ["", "9/x86_64/"] {
             assert_eq!(
-                located(root, Some("http://mirror/el9/"), "a.rpm"),
-                "http://mirror/el9/a.rpm"
+                located(&upstream, root, Some("http://mirror/el9/"), "a.rpm"),
+                url("http://mirror/el9/a.rpm")
             );
             assert_eq!(
-                located(root, Some("http://mirror/el9"), "a.rpm"),
-                "http://mirror/el9/a.rpm"
+                located(&upstream, root, Some("http://mirror/el9"), "a.rpm"),
+                url("http://mirror/el9/a.rpm")
             );
         }
         assert_eq!(
-            located("9/x86_64/", Some("pool"), "a.rpm"),
-            "9/x86_64/pool/a.rpm"
+            located(&upstream, "9/x86_64/", Some("pool"), "a.rpm"),
+            path("9/x86_64/pool/a.rpm")
+        );
+        assert_eq!(
+            located(&upstream, "9/", Some("/other/"), "a.rpm"),
+            url("https://repo.example.org/other/a.rpm")
         );
     }
 
