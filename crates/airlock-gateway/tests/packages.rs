@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use airlock_testkit::FakeFiles;
 use airlock_types::Digest;
+use futures_util::StreamExt;
 
 async fn start(dir: &std::path::Path, proxies: &str) -> SocketAddr {
     common::start(dir, proxies).await
@@ -240,4 +241,107 @@ async fn curl_downloads_through_the_raw_proxy() {
         .unwrap();
     assert!(status.success());
     assert_eq!(std::fs::read(&out).unwrap(), payload);
+}
+
+/// Serves `body` at `/<name>` in `chunks` pieces `pause` apart, chunked (no
+/// `Content-Length`): a slow, tampering upstream.
+async fn slow_server(name: &str, body: Vec<u8>, chunks: usize, pause: Duration) -> SocketAddr {
+    use axum::body::Body;
+    let path = format!("/{name}");
+    let app = axum::Router::new().route(
+        &path,
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move {
+                let size = body.len().div_ceil(chunks);
+                let pieces: Vec<Vec<u8>> = body.chunks(size).map(<[u8]>::to_vec).collect();
+                let stream = futures_util::stream::iter(pieces).then(move |piece| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok::<_, std::io::Error>(piece)
+                });
+                Body::from_stream(stream)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// `curl … | sh` on a pinned install script never runs a byte of a tampered one: the
+/// gateway answers only once the download is verified, so the error is the status, and
+/// the shell sees no script at all. Regression: the script used to stream as it arrived.
+#[tokio::test]
+async fn a_tampered_pinned_script_never_reaches_the_shell() {
+    let curl = airlock_testkit::require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let genuine = format!("#!/bin/sh\necho genuine > {}\n", marker.display()).into_bytes();
+    let mut tampered = format!("#!/bin/sh\necho tampered > {}\n", marker.display()).into_bytes();
+    tampered.extend(std::iter::repeat_n(b'#', 64 * 1024));
+    tampered.push(b'\n');
+    let upstream = slow_server("install.sh", tampered, 8, Duration::from_millis(150)).await;
+    let genuine_upstream =
+        slow_server("install.sh", genuine.clone(), 4, Duration::from_millis(50)).await;
+    let proxies = format!(
+        "[[proxy]]\nname = \"k3s-install\"\nformat = \"raw\"\nupstream = \"http://{upstream}/\"\n[proxy.sha256]\n\"install.sh\" = \"{hex}\"\n\
+         [[proxy]]\nname = \"k3s-install-genuine\"\nformat = \"raw\"\nupstream = \"http://{genuine_upstream}/\"\n[proxy.sha256]\n\"install.sh\" = \"{hex}\"\n",
+        hex = Digest::of(&genuine).hex()
+    );
+    let addr = start(dir.path(), &proxies).await;
+    let run = {
+        let curl = curl.clone();
+        move |proxy: &str| {
+            let command = format!(
+                "{} -sS --max-time 30 http://{addr}/repository/{proxy}/install.sh | sh",
+                curl.display()
+            );
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .output()
+                .unwrap()
+        }
+    };
+    // With the tampered script upstream: the shell never runs it.
+    let output = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run("k3s-install")
+    })
+    .await
+    .unwrap();
+    assert!(
+        !marker.exists(),
+        "the shell ran the tampered script: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The status says so before any body byte: curl reports 502 and writes only the
+    // gateway's error text, never a byte of the script.
+    let saved = dir.path().join("saved");
+    let status = tokio::process::Command::new(&curl)
+        .args(["-sS", "--max-time", "30", "-o"])
+        .arg(&saved)
+        .args(["-w", "%{http_code}"])
+        .arg(format!("http://{addr}/repository/k3s-install/install.sh"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "502");
+    let saved = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        !saved.contains("#!/bin/sh") && !saved.contains("tampered >"),
+        "{saved}"
+    );
+    assert!(saved.contains("wrong content"), "{saved}");
+    // The genuine script, as slowly and without a length, runs once verified.
+    let output = tokio::task::spawn_blocking(move || run("k3s-install-genuine"))
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "genuine\n");
 }

@@ -96,6 +96,26 @@ impl FakeFiles {
         self.inner.lock().unwrap().authorized
     }
 
+    /// Every request that arrived, any path and method: the access log of a stand-in for an
+    /// internal service that nothing should reach.
+    pub fn total_requests(&self) -> u64 {
+        self.inner.lock().unwrap().requests.values().sum()
+    }
+
+    /// The distinct paths requests arrived for, as sent (not decoded).
+    pub fn requested_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .inner
+            .lock()
+            .unwrap()
+            .requests
+            .keys()
+            .cloned()
+            .collect();
+        paths.sort();
+        paths
+    }
+
     /// Requests that arrived for `/path` (any method).
     pub fn count(&self, path: &str) -> u64 {
         self.inner
