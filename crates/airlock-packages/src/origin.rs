@@ -31,6 +31,8 @@ pub struct Origin {
     index: MetaIndex,
     downloads: Arc<Downloads>,
     locks: KeyedLocks,
+    /// What the format derived from this proxy's cached documents.
+    pub(crate) derived: crate::derived::Derived,
 }
 
 impl std::fmt::Debug for Origin {
@@ -142,6 +144,7 @@ impl Origin {
         index: MetaIndex,
         downloads: Arc<Downloads>,
     ) -> Self {
+        let derived = crate::derived::Derived::new(&config.name);
         Self {
             config,
             upstream,
@@ -149,6 +152,7 @@ impl Origin {
             index,
             downloads,
             locks: KeyedLocks::default(),
+            derived,
         }
     }
 
