@@ -225,6 +225,11 @@ where
         value
     }
 
+    /// Forgets `key`.
+    pub(crate) fn remove(&self, key: &K) {
+        lock(&self.slots).map.remove(key);
+    }
+
     /// The value of `key`, computed by `compute` when it is not kept: once, however many
     /// requests ask at the same time (they wait for the first one's result). A failure is
     /// not kept; the next request computes again.
