@@ -567,3 +567,157 @@ async fn py_rattler_solves_and_installs_through_channel_alias_then_with_the_upst
         "packages are fetched once: {log}"
     );
 }
+
+/// A zstd frame of `blocks` RLE blocks of 128 KiB zeros: four bytes per 128 KiB, so a
+/// few hundred KiB claim gigabytes.
+fn zstd_bomb(blocks: u32) -> Vec<u8> {
+    // Magic, a descriptor without content size, a 128 KiB window.
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    for i in 0..blocks {
+        let header = ((128 * 1024) << 3) | (1 << 1) | u32::from(i + 1 == blocks);
+        frame.extend_from_slice(&header.to_le_bytes()[..3]);
+        frame.push(0);
+    }
+    frame
+}
+
+#[tokio::test]
+async fn byte_identical_shard_indexes_of_two_proxies_are_rewritten_for_each() {
+    let upstream = FakeFiles::start().await;
+    let shard = zstd_compress(b"\x80 a shard both channels share");
+    let shard_hex = Digest::of(&shard).hex().to_owned();
+    // The same bytes behind both channels: an absolute base_url, relative shards.
+    let index = shard_index(
+        "noarch",
+        "https://conda.example/forge/noarch/",
+        "./shards/",
+        &[("a", &shard)],
+    );
+    for channel in ["a", "b"] {
+        upstream.put(
+            &format!("{channel}/noarch/repodata_shards.msgpack.zst"),
+            "application/octet-stream",
+            &index,
+        );
+        upstream.put(
+            &format!("{channel}/noarch/shards/{shard_hex}.msgpack.zst"),
+            "application/octet-stream",
+            &shard,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = upstream.url();
+    let addr = common::start(
+        dir.path(),
+        &format!(
+            "[[proxy]]\nname = \"forge-a\"\nformat = \"conda\"\nupstream = \"{url}a/\"\n\
+             [[proxy]]\nname = \"forge-b\"\nformat = \"conda\"\nupstream = \"{url}b/\"\n"
+        ),
+    )
+    .await;
+    for name in ["forge-a", "forge-b"] {
+        let response = get(&format!(
+            "http://{addr}/repository/{name}/noarch/repodata_shards.msgpack.zst"
+        ))
+        .await;
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(
+            shard_index_urls(&response.bytes().await.unwrap()),
+            (
+                format!("/repository/{name}/noarch/"),
+                "./shards/".to_owned()
+            ),
+            "{name} serves its own rewrite"
+        );
+    }
+    // Relative shards are fetched from each proxy's own upstream.
+    let response = get(&format!(
+        "http://{addr}/repository/forge-b/noarch/shards/{shard_hex}.msgpack.zst"
+    ))
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), shard);
+    assert_eq!(
+        upstream.count(&format!("b/noarch/shards/{shard_hex}.msgpack.zst")),
+        1
+    );
+    assert_eq!(
+        upstream.count(&format!("a/noarch/shards/{shard_hex}.msgpack.zst")),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_zstd_bomb_shard_index_is_refused_quickly_and_never_cached() {
+    let upstream = FakeFiles::start().await;
+    // 4 GiB of zeros claimed by 128 KiB.
+    let bomb = zstd_bomb(32 * 1024);
+    upstream.put(
+        "noarch/repodata_shards.msgpack.zst",
+        "application/octet-stream",
+        &bomb,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &upstream.url(), "").await;
+    let url = format!("http://{addr}/repository/conda-forge/noarch/repodata_shards.msgpack.zst");
+    let started = std::time::Instant::now();
+    let response = get(&url).await;
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("decompresses to more than"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "reading stops at the bound: {:?}",
+        started.elapsed()
+    );
+    // Nothing was cached: the fixed index is fetched at once and served.
+    let index = shard_index("noarch", "./", "./shards/", &[]);
+    upstream.put(
+        "noarch/repodata_shards.msgpack.zst",
+        "application/octet-stream",
+        &index,
+    );
+    let response = get(&url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.count("noarch/repodata_shards.msgpack.zst"), 2);
+}
+
+#[tokio::test]
+async fn rewritten_shard_indexes_stay_bounded_per_proxy() {
+    let upstream = FakeFiles::start().await;
+    let subdirs: Vec<String> = (0..12).map(|i| format!("sub-{i}")).collect();
+    for subdir in &subdirs {
+        upstream.put(
+            &format!("{subdir}/repodata_shards.msgpack.zst"),
+            "application/octet-stream",
+            &shard_index(subdir, "https://conda.example/x/", "./shards/", &[]),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = "forge-bounded";
+    let addr = common::start(
+        dir.path(),
+        &format!(
+            "[[proxy]]\nname = \"{name}\"\nformat = \"conda\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    for subdir in &subdirs {
+        let response = get(&format!(
+            "http://{addr}/repository/{name}/{subdir}/repodata_shards.msgpack.zst"
+        ))
+        .await;
+        assert_eq!(response.status(), 200, "{subdir}");
+    }
+    let stats = airlock_packages::derived::stats(name);
+    let table = stats
+        .iter()
+        .find(|t| t.name == "conda-shard-index")
+        .unwrap();
+    assert_eq!(table.computed, 12, "each index rewritten once: {stats:?}");
+    assert!(
+        table.kept <= table.capacity && table.capacity < 12,
+        "{stats:?}"
+    );
+}

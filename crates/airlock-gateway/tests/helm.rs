@@ -481,3 +481,60 @@ async fn a_chart_listed_without_a_digest_is_refused() {
     assert!(String::from_utf8(body.unwrap()).unwrap().contains("digest"));
     assert_eq!(upstream.count("nodigest-1.0.0.tgz"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_parse_the_index_once() {
+    let repos = repos().await;
+    // An index large enough that parsing it takes a while.
+    let mut entries: Vec<String> = (0..3_000)
+        .map(|i| {
+            entry(
+                &format!("filler-{i}"),
+                "1.0.0",
+                &format!("charts/filler-{i}-1.0.0.tgz"),
+                &[],
+            )
+        })
+        .collect();
+    entries.push(entry(
+        "local",
+        "1.0.0",
+        "charts/local-1.0.0.tgz",
+        &repos.local,
+    ));
+    repos
+        .upstream
+        .put("stable/index.yaml", "application/x-yaml", &index(&entries));
+    let dir = tempfile::tempdir().unwrap();
+    let name = "charts-parsed-once";
+    let addr = common::start(
+        dir.path(),
+        &format!(
+            "[[proxy]]\nname = \"{name}\"\nformat = \"helm\"\nupstream = \"{}stable/\"\n",
+            repos.upstream.url()
+        ),
+    )
+    .await;
+    let base = format!("http://{addr}/repository/{name}");
+    // Index and chart requests at once: every one needs the rewritten index.
+    let requests: Vec<_> = (0..24)
+        .map(|i| {
+            let url = if i % 3 == 0 {
+                format!("{base}/charts/local-1.0.0.tgz")
+            } else {
+                format!("{base}/index.yaml")
+            };
+            tokio::spawn(async move { fetch(&url).await })
+        })
+        .collect();
+    for request in requests {
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.is_some_and(|b| !b.is_empty()));
+    }
+    let stats = airlock_packages::derived::stats(name);
+    let table = stats.iter().find(|t| t.name == "helm-index").unwrap();
+    assert_eq!(table.computed, 1, "parsed once: {stats:?}");
+    assert!(table.kept <= table.capacity, "{stats:?}");
+    assert_eq!(repos.upstream.count("stable/index.yaml"), 1);
+}

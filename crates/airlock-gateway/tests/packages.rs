@@ -143,6 +143,64 @@ async fn missing_files_are_remembered_for_negative_ttl() {
     );
 }
 
+/// Regression: every distinct path a client asked for, upstream 404s included, used to
+/// write a durable index row (~25 KB each) that nothing removed.
+#[tokio::test]
+async fn upstream_404s_do_not_grow_the_index() {
+    let upstream = FakeFiles::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &raw(&upstream, "negative_ttl = \"1h\"")).await;
+    let index = dir
+        .path()
+        .join("data")
+        .join(airlock_store::layout::INDEX_FILE);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |n: u32| {
+        client
+            .get(format!(
+                "http://{addr}/repository/k3s-releases/missing/{n}/{}",
+                "x".repeat(900)
+            ))
+            .send()
+    };
+    get(0).await.unwrap();
+    let before = std::fs::metadata(&index).unwrap().len();
+    for n in 1..=400 {
+        assert_eq!(get(n).await.unwrap().status(), 404);
+    }
+    let after = std::fs::metadata(&index).unwrap().len();
+    assert!(
+        after.saturating_sub(before) < 256 * 1024,
+        "the index grew from {before} to {after} bytes for 400 missing paths"
+    );
+    // Still remembered: the second ask is answered from memory.
+    assert_eq!(get(7).await.unwrap().status(), 404);
+    assert_eq!(upstream.total_requests(), 401);
+}
+
+/// Regression: pins were looked up by the path as the client encoded it, so
+/// `v1.30.4%2Bk3s1/…` missed the `v1.30.4+k3s1/…` pin and was served unverified.
+#[tokio::test]
+async fn a_percent_encoded_path_is_the_pinned_file() {
+    let upstream = FakeFiles::start().await;
+    upstream.put("v1.30.4+k3s1/k3s", "application/octet-stream", b"tampered");
+    let extra = format!(
+        "[proxy.sha256]\n\"v1.30.4+k3s1/k3s\" = \"{}\"",
+        Digest::of(b"genuine").hex()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), &raw(&upstream, &extra)).await;
+    for spelling in [
+        "v1.30.4%2Bk3s1/k3s",
+        "v1.30.4%2bk3s1/k3s",
+        "v1.30.4+k3s1/k3s",
+    ] {
+        let response = get(&format!("http://{addr}/repository/k3s-releases/{spelling}")).await;
+        assert_eq!(response.status(), 502, "{spelling}");
+        assert!(!response.text().await.unwrap().contains("tampered"));
+    }
+}
+
 #[tokio::test]
 async fn the_upstream_root_is_a_file_too() {
     // get.k3s.io serves the K3s install script at `/`: `/repository/k3s-install/` is it.

@@ -655,3 +655,60 @@ async fn pip_installs_a_tree_of_wheels_then_again_with_the_upstream_stopped() {
         "VERSION = '1.0'\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_root_requests_parse_the_root_page_once_per_representation() {
+    let upstream = FakePypi::start().await;
+    // A root page large enough that parsing it takes a while.
+    let mut html = String::from("<!DOCTYPE html><html><body>\n");
+    for i in 0..50_000 {
+        use std::fmt::Write as _;
+        writeln!(html, "<a href=\"/simple/project-{i}/\">Project_{i}</a>").unwrap();
+    }
+    html.push_str("</body></html>\n");
+    upstream.put_page("simple/", "text/html", html.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let name = "pypi-root-once";
+    let addr = common::start(
+        dir.path(),
+        &format!(
+            "[[proxy]]\nname = \"{name}\"\nformat = \"pypi\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    let url = format!("http://{addr}/repository/{name}/simple/");
+    let requests: Vec<_> = (0..24)
+        .map(|i| {
+            let url = url.clone();
+            let accept = if i % 2 == 0 { JSON } else { "text/html" };
+            tokio::spawn(async move {
+                let response = get(&url, Some(accept)).await;
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap()
+            })
+        })
+        .collect();
+    let mut bodies = std::collections::HashSet::new();
+    for request in requests {
+        bodies.insert(request.await.unwrap());
+    }
+    assert_eq!(bodies.len(), 2, "one JSON and one HTML rendering");
+    assert!(
+        bodies
+            .iter()
+            .all(|b| String::from_utf8_lossy(b).contains("49999"))
+    );
+    // And again, all from what was derived.
+    for accept in [JSON, "text/html"] {
+        assert_eq!(get(&url, Some(accept)).await.status(), 200);
+    }
+    let stats = airlock_packages::derived::stats(name);
+    let root = stats.iter().find(|t| t.name == "pypi-root").unwrap();
+    assert_eq!(
+        root.computed, 2,
+        "parsed once per representation: {stats:?}"
+    );
+    assert!(root.kept <= root.capacity, "{stats:?}");
+    assert_eq!(upstream.count("simple/"), 2, "one fetch per representation");
+}

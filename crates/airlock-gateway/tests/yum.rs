@@ -737,3 +737,49 @@ async fn sibling_nested_repositories_keep_their_own_snapshots() {
     assert_eq!(status, 404, "9's package is not in 8's primary");
     assert_eq!(upstream.count(&format!("8/x86_64/{app_rpm}")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_nonexistent_roots_leave_the_yum_tables_bounded() {
+    let upstream = FakeFiles::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "el9-bounded";
+    let addr = common::start(
+        dir.path(),
+        &format!(
+            "[[proxy]]\nname = \"{name}\"\nformat = \"yum\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    let base = format!("http://{addr}/repository/{name}/");
+    // Each request tries two roots nobody else tries (d<i>/x/ and d<i>/) and the top one.
+    let requests: u64 = 1_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..requests {
+        if tasks.len() >= 16 {
+            assert_eq!(tasks.join_next().await.unwrap().unwrap(), 404);
+        }
+        let url = format!("{base}d{i}/x/a-1.0-1.noarch.rpm");
+        tasks.spawn(async move { get(&url).await.status().as_u16() });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 404);
+    }
+    let stats = airlock_packages::derived::stats(name);
+    let table = |name: &str| stats.iter().find(|t| t.name == name).unwrap();
+    let missing = table("yum-no-repository");
+    // Concurrent first requests may each record the top directory.
+    assert!(
+        (2 * requests + 1..=2 * requests + 16).contains(&missing.computed),
+        "{stats:?}"
+    );
+    assert!(missing.kept <= missing.capacity, "{stats:?}");
+    assert!(missing.capacity < 2_000, "{stats:?}");
+    let last_good = table("yum-last-good");
+    assert_eq!(
+        last_good.kept, 0,
+        "only roots with a valid repomd.xml: {stats:?}"
+    );
+    // The top directory was asked upstream once, then remembered as holding nothing.
+    assert_eq!(upstream.count("repodata/repomd.xml"), 1);
+}

@@ -7,6 +7,7 @@
 
 mod checksum;
 mod conda;
+pub mod derived;
 mod error;
 mod helm;
 mod maven;

@@ -42,6 +42,8 @@ pub struct Origin {
     missing: Mutex<hashlink::LruCache<String, Instant>>,
     /// The config's `sha256` table by canonical path (`%2B` and `+` are one file).
     pins: std::collections::HashMap<String, Digest>,
+    /// What the format derived from this proxy's cached documents.
+    pub(crate) derived: crate::derived::Derived,
 }
 
 impl std::fmt::Debug for Origin {
@@ -144,6 +146,7 @@ impl Origin {
                 Digest::sha256_hex(hex).map_err(|e| setup(format!("sha256 for {path:?}: {e}")))?;
             pins.insert(canonical, digest);
         }
+        let derived = crate::derived::Derived::new(&config.name);
         Ok(Self {
             config,
             upstream,
@@ -151,6 +154,7 @@ impl Origin {
             index,
             downloads,
             locks: KeyedLocks::default(),
+            derived,
             missing: Mutex::new(hashlink::LruCache::new(MISSING_KEPT)),
             pins,
         })

@@ -1,33 +1,38 @@
 //! A subdir's `repodata.json`: served byte-exact, and the source of the sha256 every package
 //! is verified against.
 //!
-//! The filename → sha256 map is kept in memory per repodata *content* (keyed by its digest,
-//! so a refresh that changes nothing reuses it and a changed file builds a new one), for the
-//! last [`MAPS_KEPT`] repodata files. A package request then costs one metadata-index
-//! lookup (is repodata.json still fresh?) and one hash-map lookup; the file is parsed once
-//! per change, when it is fetched (the check that keeps a malformed one out of the cache
-//! builds the map) or after a restart.
+//! The filename → sha256 map is kept in the proxy's derived tables per subdir and repodata
+//! *content* (keyed by its digest, so a refresh that changes nothing reuses it and a
+//! changed file builds a new one), for the last [`MAPS_KEPT`] repodata files. A package
+//! request then costs one metadata-index lookup (is repodata.json still fresh?) and one
+//! hash-map lookup; the file is parsed once per change, when it is fetched (the check that
+//! keeps a malformed one out of the cache builds the map) or after a restart, and never on
+//! an async worker thread: a repodata.json can be hundreds of MiB.
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use airlock_types::Digest;
 use axum::response::Response;
 use http::HeaderMap;
 use serde::Deserialize;
 
+use crate::derived::{Table, blocking, in_place};
 use crate::{Origin, PackageError};
 
 /// conda-forge's largest repodata.json is a few hundred MiB.
 const MAX_REPODATA: usize = 1024 * 1024 * 1024;
-/// Package maps kept in memory (one per subdir in use, typically `noarch` and a platform).
-const MAPS_KEPT: usize = 8;
+/// Package maps kept per proxy (one per subdir in use, typically `noarch` and a platform,
+/// and the previous one while a refresh is picked up).
+const MAPS_KEPT: usize = 4;
+/// The derived table holding them.
+const TABLE: &str = "conda-repodata";
 
 type Sha256Map = HashMap<String, [u8; 32]>;
 
-/// The maps in memory, most recently used first, by repodata digest.
-static MAPS: Mutex<Vec<(Digest, Arc<Sha256Map>)>> = Mutex::new(Vec::new());
+/// The subdir and the digest of its repodata.json.
+type Key = (String, Digest);
 
 #[derive(Deserialize)]
 struct Repodata {
@@ -71,38 +76,34 @@ fn decode_hex(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn remember(digest: Digest, map: Arc<Sha256Map>) {
-    let mut maps = MAPS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    maps.retain(|(d, _)| *d != digest);
-    maps.insert(0, (digest, map));
-    maps.truncate(MAPS_KEPT);
+fn maps(origin: &Origin) -> Arc<Table<Key, Sha256Map>> {
+    origin.derived.table(TABLE, MAPS_KEPT, None)
 }
 
-fn recall(digest: &Digest) -> Option<Arc<Sha256Map>> {
-    let mut maps = MAPS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let at = maps.iter().position(|(d, _)| d == digest)?;
-    let entry = maps.remove(at);
-    let map = entry.1.clone();
-    maps.insert(0, entry);
-    Some(map)
-}
-
-/// Checks repodata.json before it is cached, keeping the map it parsed.
-fn check(bytes: &[u8], _content_type: Option<&str>) -> Result<(), String> {
-    let map = parse(bytes)?;
-    remember(Digest::of(bytes), Arc::new(map));
-    Ok(())
+/// Checks repodata.json before it is cached (off the async threads), keeping the map it
+/// parsed; content already parsed is not parsed again.
+fn checker(
+    origin: &Origin,
+    subdir: &str,
+) -> impl Fn(&[u8], Option<&str>) -> Result<(), String> + Send + Sync + use<> {
+    let maps = maps(origin);
+    let subdir = subdir.to_owned();
+    move |bytes, _| {
+        in_place(|| {
+            let key = (subdir.clone(), Digest::of(bytes));
+            if maps.get(&key).is_none() {
+                maps.fill(key, parse(bytes)?);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Refreshes `<subdir>/repodata.json` (checked before it is cached) and returns its digest.
 async fn refresh(origin: &Origin, subdir: &str) -> Result<Digest, PackageError> {
     let path = format!("{subdir}/repodata.json");
     let (digest, _, _) = origin
-        .refreshed_digest(&path, Some((MAX_REPODATA, &check)))
+        .refreshed_digest(&path, Some((MAX_REPODATA, &checker(origin, subdir))))
         .await?;
     Ok(digest)
 }
@@ -116,27 +117,26 @@ pub(super) async fn serve(
 ) -> Result<Response, PackageError> {
     let path = format!("{subdir}/repodata.json");
     origin
-        .refreshed_checked(&path, MAX_REPODATA, &check, head, headers)
+        .refreshed_checked(&path, MAX_REPODATA, &checker(origin, subdir), head, headers)
         .await
 }
 
-/// The filename → sha256 map of the subdir's current repodata.json.
+/// The filename → sha256 map of the subdir's current repodata.json: parsed once per
+/// content, however many package requests ask at the same time.
 async fn sha256_map(origin: &Origin, subdir: &str) -> Result<Arc<Sha256Map>, PackageError> {
     let digest = refresh(origin, subdir).await?;
-    if let Some(map) = recall(&digest) {
-        return Ok(map);
-    }
-    let bytes = origin.read_stored(&digest, MAX_REPODATA as u64).await?;
-    let parsed = tokio::task::spawn_blocking(move || parse(&bytes))
+    maps(origin)
+        .get_or_compute((subdir.to_owned(), digest.clone()), || async {
+            let bytes = origin.read_stored(&digest, MAX_REPODATA as u64).await?;
+            blocking(move || parse(&bytes))
+                .await?
+                .map_err(|detail| PackageError::Upstream {
+                    proxy: origin.config().name.clone(),
+                    path: format!("{subdir}/repodata.json"),
+                    detail,
+                })
+        })
         .await
-        .map_err(|e| PackageError::Internal(e.to_string()))?;
-    let map = Arc::new(parsed.map_err(|detail| PackageError::Upstream {
-        proxy: origin.config().name.clone(),
-        path: format!("{subdir}/repodata.json"),
-        detail,
-    })?);
-    remember(digest, map.clone());
-    Ok(map)
 }
 
 /// A package, verified against the sha256 its subdir's repodata.json gives it.

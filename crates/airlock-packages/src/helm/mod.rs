@@ -22,7 +22,7 @@
 
 mod index;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use airlock_types::Digest;
 use airlock_upstream::Target;
@@ -30,6 +30,7 @@ use axum::response::Response;
 use http::HeaderMap;
 
 use crate::checksum::{Algorithm, Checksum};
+use crate::derived::{blocking, in_place};
 use crate::{Check, Origin, PackageError};
 
 const INDEX: &str = "index.yaml";
@@ -37,10 +38,13 @@ const INDEX: &str = "index.yaml";
 const MAX_INDEX: usize = 128 * 1024 * 1024;
 const YAML: &str = "application/x-yaml";
 
-/// The last index each proxy rewrote, by proxy name and upstream (the rewrite depends on
-/// both) and the digest of the upstream bytes, so a chart request costs a lookup rather
-/// than a parse.
-static REWRITTEN: Mutex<Vec<(String, Digest, Arc<index::Rewritten>)>> = Mutex::new(Vec::new());
+/// Rewritten indexes kept per proxy: the current one, and the previous one while a
+/// refresh is picked up.
+const INDEXES_KEPT: usize = 2;
+/// The derived table holding them, by upstream URL (the rewrite depends on it and the
+/// proxy, the table's owner) and the digest of the upstream bytes, so a chart request
+/// costs a lookup rather than a parse.
+const TABLE: &str = "helm-index";
 
 /// Maps a request path below `/repository/<name>/` to the index, a chart or a file.
 pub(crate) async fn serve(
@@ -112,31 +116,40 @@ pub(crate) async fn serve(
 }
 
 /// The current index, rewritten: `index.yaml` refreshed by TTL (checked before it is cached,
-/// served stale when the upstream cannot answer or sends a broken one).
+/// served stale when the upstream cannot answer or sends a broken one). Parsed once per
+/// upstream index, off the async threads, however many requests ask at the same time: the
+/// check that lets a fetched index into the cache keeps its rewrite.
 async fn current(origin: &Origin) -> Result<(Arc<index::Rewritten>, &'static str), PackageError> {
     let base = origin.upstream_base().clone();
     let proxy = origin.config().name.clone();
-    let key = format!("{proxy} {base}");
-    let check: &Check<'_> = &|bytes, _| index::rewrite(bytes, &base, &proxy).map(|_| ());
+    let table =
+        origin
+            .derived
+            .table::<(String, Digest), index::Rewritten>(TABLE, INDEXES_KEPT, None);
+    let check: &Check<'_> = &|bytes, _| {
+        in_place(|| {
+            let key = (base.to_string(), Digest::of(bytes));
+            if table.get(&key).is_none() {
+                table.fill(key, index::rewrite(bytes, &base, &proxy)?);
+            }
+            Ok(())
+        })
+    };
     let (digest, _, cache) = origin
         .refreshed_digest(INDEX, Some((MAX_INDEX, check)))
         .await?;
-    {
-        let cached = REWRITTEN.lock().expect("rewritten indexes");
-        if let Some((_, _, rewritten)) = cached.iter().find(|(k, d, _)| *k == key && *d == digest) {
-            return Ok((rewritten.clone(), cache));
-        }
-    }
-    let bytes = origin.read_stored(&digest, MAX_INDEX as u64).await?;
-    let rewritten =
-        index::rewrite(&bytes, &base, &proxy).map_err(|detail| PackageError::Upstream {
-            proxy: proxy.clone(),
-            path: INDEX.to_owned(),
-            detail,
-        })?;
-    let rewritten = Arc::new(rewritten);
-    let mut cached = REWRITTEN.lock().expect("rewritten indexes");
-    cached.retain(|(k, _, _)| *k != key);
-    cached.push((key, digest, rewritten.clone()));
+    let rewritten = table
+        .get_or_compute((base.to_string(), digest.clone()), || async {
+            let bytes = origin.read_stored(&digest, MAX_INDEX as u64).await?;
+            let (base, proxy) = (base.clone(), proxy.clone());
+            blocking(move || index::rewrite(&bytes, &base, &proxy))
+                .await?
+                .map_err(|detail| PackageError::Upstream {
+                    proxy: origin.config().name.clone(),
+                    path: INDEX.to_owned(),
+                    detail,
+                })
+        })
+        .await?;
     Ok((rewritten, cache))
 }

@@ -25,10 +25,11 @@ use std::collections::BTreeMap;
 
 use airlock_types::Digest;
 use airlock_upstream::Target;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::derived::{blocking, in_place};
 use crate::{Check, Origin, PackageError, Variant};
 
 /// PEP 691 JSON.
@@ -39,6 +40,12 @@ const HTML: &str = "application/vnd.pypi.simple.v1+html";
 const MAX_PROJECT_PAGE: usize = 32 * 1024 * 1024;
 /// The root index lists every project (pypi.org's is tens of MiB).
 const MAX_ROOT_PAGE: usize = 256 * 1024 * 1024;
+/// Rendered root pages kept per proxy: one per representation, and the previous ones while
+/// a refresh is picked up.
+const ROOTS_KEPT: usize = 4;
+/// The derived table holding them, by upstream representation, whether the upstream sent
+/// JSON, and the digest of its page.
+const ROOT_TABLE: &str = "pypi-root";
 
 /// The upstream representations airlock caches, each under its own key.
 const UPSTREAM_JSON: Variant<'static> = Variant {
@@ -205,33 +212,80 @@ fn upstream_variant(representation: Representation) -> &'static Variant<'static>
     }
 }
 
-async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Response, PackageError> {
-    let representation = negotiate(headers)?;
-    let check: &Check<'_> = &|bytes, content_type| {
-        parse_root(bytes, content_type)
-            .map(drop)
-            .map_err(|e| format!("malformed index page: {e}"))
-    };
-    let document = origin
-        .document(
-            "simple/",
-            upstream_variant(representation),
-            MAX_ROOT_PAGE,
-            check,
-        )
-        .await?;
-    let projects = parse_root(&document.bytes, document.content_type.as_deref())
-        .map_err(|e| malformed(origin, "simple/", &e))?;
+/// The root page as served: rendered once per upstream page and representation.
+struct RootPage {
+    body: Bytes,
+    etag: String,
+}
+
+type RootKey = (&'static str, bool, Digest);
+
+/// Parses an upstream root page and renders it in the representation `variant` stands for.
+fn render_root(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    variant: &Variant<'_>,
+) -> Result<RootPage, String> {
+    let projects =
+        parse_root(bytes, content_type).map_err(|e| format!("malformed index page: {e}"))?;
     let projects: Vec<(String, String)> = projects
         .into_iter()
         .filter_map(|name| normalize(&name).ok().map(|normal| (name, normal)))
         .collect();
-    let body = match representation {
-        Representation::Json => json::render_root(&projects),
-        Representation::Html(_) => html::render_root(&projects),
+    let body = if variant.name == UPSTREAM_JSON.name {
+        json::render_root(&projects)
+    } else {
+        html::render_root(&projects)
     };
+    let etag = etag_of(body.as_bytes());
+    Ok(RootPage {
+        body: Bytes::from(body),
+        etag,
+    })
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| t.contains("json"))
+}
+
+/// `simple/`: the upstream's root page (every project on the index, tens of MiB) parsed and
+/// rendered once per upstream page and representation, off the async threads, however many
+/// requests ask at the same time; the check that lets a fetched page into the cache keeps
+/// its rendering.
+async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Response, PackageError> {
+    let representation = negotiate(headers)?;
+    let variant = upstream_variant(representation);
+    let table = origin
+        .derived
+        .table::<RootKey, RootPage>(ROOT_TABLE, ROOTS_KEPT, None);
+    let check: &Check<'_> = &|bytes, content_type| {
+        in_place(|| {
+            let key = (variant.name, is_json(content_type), Digest::of(bytes));
+            if table.get(&key).is_none() {
+                table.fill(key, render_root(bytes, content_type, variant)?);
+            }
+            Ok(())
+        })
+    };
+    let document = origin
+        .document("simple/", variant, MAX_ROOT_PAGE, check)
+        .await?;
+    let json = is_json(document.content_type.as_deref());
+    let content_type = document.content_type;
+    let bytes = document.bytes;
+    // The document comes without its digest: hashing tens of MiB is work for the blocking
+    // pool too.
+    let (digest, bytes) = blocking(move || (Digest::of(&bytes), bytes)).await?;
+    let page = table
+        .get_or_compute((variant.name, json, digest), || async {
+            blocking(move || render_root(&bytes, content_type.as_deref(), variant))
+                .await?
+                .map_err(|e| malformed(origin, "simple/", &e))
+        })
+        .await?;
     Ok(index_response(
-        body,
+        page.body.clone(),
+        &page.etag,
         representation,
         document.cache,
         head,
@@ -289,7 +343,15 @@ async fn project_page(
         Representation::Json => json::render_project(project, &page),
         Representation::Html(_) => html::render_project(project, &page),
     };
-    Ok(index_response(body, representation, cache, head, headers))
+    let etag = etag_of(body.as_bytes());
+    Ok(index_response(
+        Bytes::from(body),
+        &etag,
+        representation,
+        cache,
+        head,
+        headers,
+    ))
 }
 
 /// Points `file` at the gateway; `false` (leave it out) when it has no usable sha256 or a
@@ -329,8 +391,15 @@ fn safe_filename(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.+!~".contains(&b))
 }
 
+/// An index page's `ETag`: named by the bytes sent, so clients' conditional requests work
+/// across refreshes.
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", Digest::of(body).hex())
+}
+
 fn index_response(
-    body: String,
+    body: Bytes,
+    etag: &str,
     representation: Representation,
     cache: &'static str,
     head: bool,
@@ -340,8 +409,6 @@ fn index_response(
         Representation::Json => JSON,
         Representation::Html(media) => media,
     };
-    // Named by the bytes sent, so clients' conditional requests work across refreshes.
-    let etag = format!("\"{}\"", Digest::of(body.as_bytes()).hex());
     let matches = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -356,7 +423,7 @@ fn index_response(
         *response.status_mut() = StatusCode::NOT_MODIFIED;
     }
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&etag) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, value);
     }
     if matches {

@@ -28,14 +28,20 @@
 //! Checksums other than sha256 (sha1 and md5 in old repositories, sha512) are refused with
 //! a 502 that says so: airlock caches only what it verified. Files are served with the
 //! bytes upstream sent and no `Content-Encoding`, so `.gz`/`.zst`/`.xz` metadata reaches
-//! dnf exactly as its checksum describes. Parsed primaries are cached in memory by digest
-//! (see [`primary`]), so once the primary has been parsed an RPM request costs a
-//! `repomd.xml` lookup, a store check of each file it lists, and a hash-map lookup.
+//! dnf exactly as its checksum describes. Parsed primaries are kept in the proxy's derived
+//! tables by digest (parsed once, off the async threads, however many requests ask at the
+//! same time), so once the primary has been parsed an RPM request costs a `repomd.xml`
+//! lookup, a store check of each file it lists, and a hash-map lookup.
+//!
+//! Everything this module keeps in memory is bounded: the last good snapshot of at most
+//! [`SNAPSHOTS_KEPT`] repository roots (only roots whose `repomd.xml` was valid and whose
+//! files verified), the directories found to hold no repository for `negative_ttl` (at
+//! most [`MISSING_KEPT`]), and [`PRIMARIES_KEPT`] parsed primaries.
 
 mod primary;
 mod repomd;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use airlock_types::Digest;
 use airlock_upstream::Target;
@@ -43,6 +49,7 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::derived::{Table, blocking};
 use crate::{Check, Origin, PackageError, Variant};
 
 /// The directory of a repository's metadata, below its root.
@@ -63,6 +70,14 @@ const UPSTREAM_XML: Variant<'static> = Variant {
     name: "repomd",
     accept: "application/xml, text/xml;q=0.9, */*;q=0.1",
 };
+/// Repository roots whose last good snapshot is kept per proxy (EPEL-style upstreams hold
+/// a few dozen: releases × architectures × variants).
+const SNAPSHOTS_KEPT: usize = 256;
+/// Directories per proxy remembered as holding no repository (each RPM request for an
+/// unknown path may try up to [`MAX_DEPTH`] of them).
+const MISSING_KEPT: usize = 1024;
+/// Parsed primaries kept per proxy (tens of MiB each for a large repository).
+const PRIMARIES_KEPT: usize = 4;
 const RPM: &str = "application/x-rpm";
 const OCTETS: &str = "application/octet-stream";
 
@@ -160,13 +175,21 @@ struct Snapshot {
     signature: Option<Vec<u8>>,
 }
 
-/// The last snapshot of each repository served whole, by proxy name, upstream and root, so
-/// a newer `repomd.xml` whose files cannot be verified yet does not interrupt clients. In
-/// memory: after a restart the first usable snapshot takes its place.
-static LAST_GOOD: Mutex<Vec<(String, Arc<Snapshot>)>> = Mutex::new(Vec::new());
+/// The last snapshot of each repository served whole, by root, so a newer `repomd.xml`
+/// whose files cannot be verified yet does not interrupt clients. In memory: after a
+/// restart the first usable snapshot takes its place.
+fn last_good(origin: &Origin) -> Arc<Table<String, Snapshot>> {
+    origin.derived.table("yum-last-good", SNAPSHOTS_KEPT, None)
+}
 
-fn snapshot_key(origin: &Origin, root: &str) -> String {
-    format!("{} {} {root}", origin.config().name, origin.upstream_base())
+/// Roots whose `repodata/repomd.xml` the upstream answered 404 for, remembered for
+/// `negative_ttl` so searching the directories above a package skips them.
+fn no_repository(origin: &Origin) -> Arc<Table<String, ()>> {
+    origin.derived.table(
+        "yum-no-repository",
+        MISSING_KEPT,
+        Some(origin.config().negative_ttl.0),
+    )
 }
 
 /// The current snapshot of the repository at `root`: `repomd.xml` refreshed by TTL and
@@ -176,18 +199,13 @@ async fn current(
     origin: &Origin,
     root: &str,
 ) -> Result<(Arc<Snapshot>, &'static str), PackageError> {
-    let key = snapshot_key(origin, root);
     match verified(origin, root).await {
         Ok((snapshot, cache)) => {
-            let snapshot = Arc::new(snapshot);
-            let mut last = LAST_GOOD.lock().expect("snapshots");
-            last.retain(|(k, _)| *k != key);
-            last.push((key, snapshot.clone()));
-            Ok((snapshot, cache))
+            no_repository(origin).remove(&root.to_owned());
+            Ok((last_good(origin).fill(root.to_owned(), snapshot), cache))
         }
         Err(error) => {
-            let last = LAST_GOOD.lock().expect("snapshots");
-            let Some((_, snapshot)) = last.iter().find(|(k, _)| *k == key) else {
+            let Some(snapshot) = last_good(origin).get(&root.to_owned()) else {
                 return Err(error);
             };
             tracing::warn!(
@@ -197,19 +215,14 @@ async fn current(
                 %error,
                 "serving the previous repomd.xml: the new one is not usable"
             );
-            Ok((snapshot.clone(), "stale"))
+            Ok((snapshot, "stale"))
         }
     }
 }
 
-/// Whether a snapshot of the repository at `root` was served whole since the start.
+/// Whether a snapshot of the repository at `root` was served whole (and is still kept).
 fn known(origin: &Origin, root: &str) -> bool {
-    let key = snapshot_key(origin, root);
-    LAST_GOOD
-        .lock()
-        .expect("snapshots")
-        .iter()
-        .any(|(k, _)| *k == key)
+    last_good(origin).get(&root.to_owned()).is_some()
 }
 
 async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str), PackageError> {
@@ -361,15 +374,23 @@ async fn locate<'p>(
     let roots = ancestors(path);
     let (known, unknown): (Vec<&str>, Vec<&str>) =
         roots.iter().partition(|root| known(origin, root));
+    let missing = no_repository(origin);
     let mut failure = None;
     for root in known.into_iter().chain(unknown) {
+        if missing.get(&root.to_owned()).is_some() {
+            continue;
+        }
         match packages(origin, root).await {
             Ok(packages) => {
                 if let Some(package) = packages.get(&path[root.len()..]) {
                     return Ok((root, package.clone()));
                 }
             }
-            Err(PackageError::NotFoundUpstream { .. }) => {}
+            Err(PackageError::NotFoundUpstream { path }) => {
+                if path == format!("{root}{REPODATA}{REPOMD}") {
+                    missing.fill(root.to_owned(), ());
+                }
+            }
             Err(error) => {
                 failure.get_or_insert(error);
             }
@@ -410,33 +431,32 @@ async fn packages(origin: &Origin, root: &str) -> Result<Arc<primary::Packages>,
         })?;
     let path = format!("{root}{}", entry.href);
     let digest = sha256(origin, &path, entry.checksum.as_ref())?;
-    if let Some(packages) = primary::cached(&digest) {
-        return Ok(packages);
-    }
-    let source = located(
-        origin.upstream_base(),
-        root,
-        entry.base.as_deref(),
-        &entry.href,
-    );
-    let response = origin
-        .immutable(source, &digest, OCTETS, false, &HeaderMap::new())
-        .await?;
-    let bytes = axum::body::to_bytes(response.into_body(), MAX_PRIMARY)
+    let primaries: Arc<Table<Digest, primary::Packages>> =
+        origin.derived.table("yum-primary", PRIMARIES_KEPT, None);
+    primaries
+        .get_or_compute(digest.clone(), || async {
+            let source = located(
+                origin.upstream_base(),
+                root,
+                entry.base.as_deref(),
+                &entry.href,
+            );
+            let response = origin
+                .immutable(source, &digest, OCTETS, false, &HeaderMap::new())
+                .await?;
+            let bytes = axum::body::to_bytes(response.into_body(), MAX_PRIMARY)
+                .await
+                .map_err(|e| PackageError::Verification {
+                    proxy: origin.config().name.clone(),
+                    path: path.clone(),
+                    detail: format!("{e} (or larger than {MAX_PRIMARY} bytes)"),
+                })?;
+            let href = entry.href.clone();
+            blocking(move || primary::parse(&href, &bytes))
+                .await?
+                .map_err(|e| malformed(origin, &path, &e))
+        })
         .await
-        .map_err(|e| PackageError::Verification {
-            proxy: origin.config().name.clone(),
-            path: path.clone(),
-            detail: format!("{e} (or larger than {MAX_PRIMARY} bytes)"),
-        })?;
-    let href = entry.href.clone();
-    let parsed = tokio::task::spawn_blocking(move || primary::parse(&href, &bytes))
-        .await
-        .map_err(|e| PackageError::Internal(e.to_string()))?
-        .map_err(|e| malformed(origin, &path, &e))?;
-    let parsed = Arc::new(parsed);
-    primary::remember(digest, parsed.clone());
-    Ok(parsed)
 }
 
 /// The sha256 a listing gives for `path`, or a refusal naming the algorithm it used.

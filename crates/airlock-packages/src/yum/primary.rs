@@ -1,20 +1,15 @@
 //! `primary.xml(.gz|.zst)`: every package's location and sha256, decompressed as a stream
-//! with a bound, parsed once per primary file (by its digest) and kept in a small cache.
+//! with a bound; parsed once per primary file (by its digest) and kept in the proxy's
+//! derived tables (see `yum::packages`).
 
+use quick_xml::events::Event;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::sync::{Arc, Mutex};
-
-use airlock_types::Digest;
-use quick_xml::events::Event;
 
 use super::repomd::attribute;
 
 /// Decompressed primary metadata larger than this is refused (Fedora's is ~100 MiB).
 const MAX_DECOMPRESSED: u64 = 2 * 1024 * 1024 * 1024;
-/// Parsed primaries kept in memory; keyed by content, so shared safely by every proxy.
-const CACHED_PRIMARIES: usize = 8;
-
 /// Where one package is and what it must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Package {
@@ -26,28 +21,6 @@ pub(super) struct Package {
 
 /// A repository's packages by location `href` (relative to the repository root).
 pub(super) type Packages = HashMap<String, Package>;
-
-/// Recently parsed primaries, most recent last.
-static CACHE: Mutex<Vec<(Digest, Arc<Packages>)>> = Mutex::new(Vec::new());
-
-/// The packages of the primary file with content `digest`, if parsed recently.
-pub(super) fn cached(digest: &Digest) -> Option<Arc<Packages>> {
-    let cache = CACHE.lock().expect("primary cache");
-    cache
-        .iter()
-        .find(|(d, _)| d == digest)
-        .map(|(_, packages)| packages.clone())
-}
-
-/// Remembers `packages` as the content of primary `digest`, dropping the oldest entry.
-pub(super) fn remember(digest: Digest, packages: Arc<Packages>) {
-    let mut cache = CACHE.lock().expect("primary cache");
-    cache.retain(|(d, _)| *d != digest);
-    if cache.len() >= CACHED_PRIMARIES {
-        cache.remove(0);
-    }
-    cache.push((digest, packages));
-}
 
 /// Decompresses (by the file name's extension) and parses a primary file.
 pub(super) fn parse(href: &str, bytes: &[u8]) -> Result<Packages, String> {
