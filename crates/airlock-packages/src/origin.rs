@@ -282,12 +282,7 @@ impl Origin {
         while let Some(chunk) = stream.next().await {
             chunk.map_err(fetch_error)?;
         }
-        let size = self
-            .store
-            .stat(digest)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| PackageError::Internal(format!("{digest} vanished from the store")))?;
+        let size = self.stored_size(digest).await?;
         self.index.touch(digest, size);
         self.serve_stored(digest, size, content_type, false, headers, Outcome::Miss)
             .await
@@ -557,14 +552,18 @@ impl Origin {
         self.serve_found(&found, head, headers).await
     }
 
-    /// A stored blob read whole; one larger than `max` bytes is refused.
-    pub async fn read_stored(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, PackageError> {
-        let size = self
-            .store
+    /// The size of a blob that must be in the store.
+    async fn stored_size(&self, digest: &Digest) -> Result<u64, PackageError> {
+        self.store
             .stat(digest)
             .await
             .map_err(internal)?
-            .ok_or_else(|| PackageError::Internal(format!("{digest} vanished from the store")))?;
+            .ok_or_else(|| PackageError::Internal(format!("{digest} vanished from the store")))
+    }
+
+    /// A stored blob read whole; one larger than `max` bytes is refused.
+    pub async fn read_stored(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, PackageError> {
+        let size = self.stored_size(digest).await?;
         if size > max {
             return Err(PackageError::Internal(format!(
                 "{digest} is {size} bytes, more than the {max} allowed"
