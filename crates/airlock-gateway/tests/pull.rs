@@ -771,3 +771,60 @@ async fn self_signed_tls_serves_http2_and_http1_to_clients_trusting_ca_crt() {
         "a client without the CA refuses the certificate"
     );
 }
+
+/// A range on a blob miss whose upstream sends no `Content-Length` used to be answered 200
+/// with the bytes from the range start: a shifted body labelled as the whole blob.
+#[tokio::test]
+async fn range_on_miss_without_upstream_length_never_serves_shifted_body_as_whole() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[300_000]);
+    upstream.push_image("library/chunked", "1", &image);
+    upstream.chunked_blobs(true);
+    // Slow enough that the request arrives while the size is still unknown.
+    upstream.throttle(Some(Duration::from_millis(40)));
+    let gw = start(&hub(&upstream, "")).await;
+    let layer = &image.layers[0];
+    let url = gw.url(&format!(
+        "/v2/dockerhub-proxy/library/chunked/blobs/{}",
+        Digest::of(layer)
+    ));
+    for (spec, start, end) in [
+        ("bytes=1000-1999", 1000, 2000),
+        ("bytes=5000-", 5000, layer.len()),
+    ] {
+        let response = client()
+            .get(&url)
+            .header("range", spec)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap();
+        match status {
+            206 => {
+                assert_eq!(
+                    headers["content-range"],
+                    format!("bytes {start}-{}/{}", end - 1, layer.len()).as_str()
+                );
+                assert_eq!(body, &layer[start..end], "{spec}: the asked-for bytes");
+            }
+            200 => {
+                if let Some(length) = headers.get("content-length") {
+                    assert_eq!(length, layer.len().to_string().as_str());
+                }
+                assert_eq!(body.len(), layer.len(), "{spec}: a 200 is the whole blob");
+                assert_eq!(body, layer.as_slice(), "{spec}: a 200 starts at byte 0");
+            }
+            other => panic!("{spec}: unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        upstream.count(
+            "GET",
+            &format!("/v2/library/chunked/blobs/{}", Digest::of(layer))
+        ),
+        1,
+        "both requests share one upstream download"
+    );
+}

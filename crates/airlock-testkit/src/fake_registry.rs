@@ -67,6 +67,8 @@ struct Shared {
     inner: Mutex<Inner>,
     auth: Mutex<AuthMode>,
     redirect_blobs: Mutex<bool>,
+    /// Send blob bodies chunked, without `Content-Length` (as some CDNs and proxies do).
+    chunked_blobs: Mutex<bool>,
     /// Pause after every 64 KiB of a blob body, to make downloads take a while.
     throttle: Mutex<Option<std::time::Duration>>,
     requests: Mutex<HashMap<String, u64>>,
@@ -98,6 +100,7 @@ impl FakeRegistry {
             inner: Mutex::new(Inner::default()),
             auth: Mutex::new(auth),
             redirect_blobs: Mutex::new(false),
+            chunked_blobs: Mutex::new(false),
             throttle: Mutex::new(None),
             requests: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
@@ -199,6 +202,11 @@ impl FakeRegistry {
     /// Serve blobs as 307 redirects to `/cdn/<digest>`, like Docker Hub's CDN.
     pub fn redirect_blobs(&self, on: bool) {
         *self.shared.redirect_blobs.lock().unwrap() = on;
+    }
+
+    /// Send blob bodies chunked, with no `Content-Length`: the size is unknown until the end.
+    pub fn chunked_blobs(&self, on: bool) {
+        *self.shared.chunked_blobs.lock().unwrap() = on;
     }
 
     /// How many `METHOD path` requests arrived (path without query).
@@ -459,9 +467,17 @@ fn blob_response(
     }
     let len = bytes.len();
     let throttle = *shared.throttle.lock().unwrap();
+    let chunked = *shared.chunked_blobs.lock().unwrap();
     let body = match (method == Method::HEAD, throttle) {
         (true, _) => Body::empty(),
-        (false, None) => Body::from(bytes),
+        (false, None) if !chunked => Body::from(bytes),
+        (false, None) => {
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+                .chunks(64 * 1024)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            Body::from_stream(futures_util::stream::iter(chunks))
+        }
         (false, Some(pause)) => {
             let chunks: Vec<bytes::Bytes> = bytes
                 .chunks(64 * 1024)
@@ -478,9 +494,11 @@ fn blob_response(
         }
     };
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if !chunked {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
