@@ -828,3 +828,94 @@ async fn range_on_miss_without_upstream_length_never_serves_shifted_body_as_whol
         "both requests share one upstream download"
     );
 }
+
+/// A client refusing indexes used to replace the multi-arch index cached for a tag with the
+/// single-platform manifest the upstream gave it, and nodes of every other architecture then
+/// got that manifest until `tag_ttl` ran out.
+#[tokio::test]
+async fn tag_cache_is_not_keyed_by_the_kind_of_manifest() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let platform = |arch| Platform { os: "linux", arch };
+    let amd = Image::from_layers(vec![b"amd64".to_vec()], platform("amd64"));
+    let arm = Image::from_layers(vec![b"arm64".to_vec()], platform("arm64"));
+    let index = Index::new(vec![
+        (platform("amd64"), amd.clone()),
+        (platform("arm64"), arm.clone()),
+    ]);
+    upstream.push_index("library/multi", "1", &index);
+    let gw = start(&hub(&upstream, "tag_ttl = \"1h\"")).await;
+    let url = gw.url("/v2/dockerhub-proxy/library/multi/manifests/1");
+    // containerd's Accept, and one of a client that knows no index type.
+    let index_capable = "application/vnd.docker.distribution.manifest.v2+json, \
+        application/vnd.docker.distribution.manifest.list.v2+json, \
+        application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*";
+    let single_only = "application/vnd.docker.distribution.manifest.v2+json, \
+        application/vnd.oci.image.manifest.v1+json";
+    let fetch = |accept: &'static str, head: bool| {
+        let url = url.clone();
+        async move {
+            let request = if head {
+                client().head(&url)
+            } else {
+                client().get(&url)
+            };
+            let response = request.header("accept", accept).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{accept}");
+            let cache = response.headers()["x-airlock-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let digest = response.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (cache, digest, content_type, response.bytes().await.unwrap())
+        }
+    };
+
+    let (cache, _, content_type, body) = fetch(index_capable, false).await;
+    assert_eq!(
+        (cache.as_str(), content_type.as_str()),
+        ("miss", index.media_type)
+    );
+    assert_eq!(body, index.manifest);
+
+    let (cache, digest, content_type, body) = fetch(single_only, false).await;
+    assert_eq!(
+        cache, "miss",
+        "another kind of client is another upstream answer"
+    );
+    assert_eq!(
+        digest,
+        amd.digest.to_string(),
+        "what the upstream gives for that Accept"
+    );
+    assert_eq!(content_type, amd.media_type);
+    assert_eq!(body, amd.manifest);
+
+    for head in [true, false] {
+        let (cache, digest, content_type, body) = fetch(index_capable, head).await;
+        assert_eq!(cache, "hit");
+        assert_eq!(
+            digest,
+            index.digest.to_string(),
+            "head={head}: still the index"
+        );
+        assert_eq!(content_type, index.media_type);
+        if !head {
+            assert_eq!(body, index.manifest, "byte-exact");
+        }
+        let (cache, digest, _, _) = fetch(single_only, head).await;
+        assert_eq!(cache, "hit");
+        assert_eq!(digest, amd.digest.to_string());
+    }
+    assert_eq!(
+        upstream.count("GET", "/v2/library/multi/manifests/1"),
+        2,
+        "one upstream fetch per kind of client, then the cache"
+    );
+}

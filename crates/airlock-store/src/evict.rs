@@ -223,6 +223,7 @@ mod tests {
                     proxy: "p".into(),
                     repo: name.into(),
                     tag: "t".into(),
+                    variant: String::new(),
                 },
                 d(name),
             ));

@@ -4,6 +4,15 @@
 //! An embedded redb database beside the store. Values are small JSON records so the
 //! format is easy to inspect and to extend with fields. Last-use times are collected in
 //! memory and written in batches: a cache hit costs no disk write.
+//!
+//! The format of keys and records is versioned by [`SCHEMA`], kept in the `meta` table;
+//! opening an older index upgrades it in place in one transaction, and an index written by a
+//! newer airlock is refused rather than misread.
+//!
+//! | schema | change |
+//! |---|---|
+//! | 1 | tags keyed `proxy/repo:tag` (no `meta` table) |
+//! | 2 | tags keyed per `Accept` variant: `proxy/repo:tag` for clients that take every manifest kind, `proxy/repo:tag#variant` otherwise; schema-1 tags that are not an index are marked for revalidation, since a client that refused indexes may have put a single-platform manifest there |
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,29 +30,45 @@ const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Where a tag lives: which proxy, which repository, which tag.
+/// The version of the index's key and record formats this build reads and writes.
+pub const SCHEMA: u64 = 2;
+
+/// Where a tag lives: which proxy, which repository, which tag, and for which kind of
+/// client: upstreams answer a tag by the client's `Accept`, so one tag can name an index for
+/// one client and a single-platform manifest for another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagKey {
     pub proxy: String,
     pub repo: String,
     pub tag: String,
+    /// The registry's name for the class of `Accept` the tag was fetched under; empty for
+    /// clients that accept every manifest kind. At most a few distinct values per tag.
+    pub variant: String,
 }
 
 impl TagKey {
-    // Repository names and tags cannot contain ':' (distribution grammar), proxy names
-    // cannot contain '/', so this encoding is unambiguous.
+    // Repository names and tags cannot contain ':' or '#' (distribution grammar), proxy
+    // names cannot contain '/', so this encoding is unambiguous. The empty variant keeps
+    // the schema-1 form.
     fn encode(&self) -> String {
-        format!("{}/{}:{}", self.proxy, self.repo, self.tag)
+        if self.variant.is_empty() {
+            format!("{}/{}:{}", self.proxy, self.repo, self.tag)
+        } else {
+            format!("{}/{}:{}#{}", self.proxy, self.repo, self.tag, self.variant)
+        }
     }
 
     fn decode(key: &str) -> Option<Self> {
         let (proxy, rest) = key.split_once('/')?;
+        let (rest, variant) = rest.split_once('#').unwrap_or((rest, ""));
         let (repo, tag) = rest.rsplit_once(':')?;
         Some(Self {
             proxy: proxy.to_owned(),
             repo: repo.to_owned(),
             tag: tag.to_owned(),
+            variant: variant.to_owned(),
         })
     }
 }
@@ -135,6 +160,66 @@ fn for_each<T: for<'de> Deserialize<'de>>(
     Ok(())
 }
 
+/// Brings an index of an older schema to [`SCHEMA`] inside `txn`; refuses a newer one.
+fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(index_err)?;
+    // An index without a version predates versioning: schema 1 (or new and empty, for
+    // which the upgrade has nothing to do).
+    let found = meta
+        .get("schema")
+        .map_err(index_err)?
+        .map_or(1, |v| v.value());
+    if found > SCHEMA {
+        return Err(StoreError::Index(format!(
+            "the index has schema {found}, newer than this airlock reads ({SCHEMA}); \
+             run the airlock version that wrote it, or move the index file aside to start \
+             an empty one"
+        )));
+    }
+    if found < 2 {
+        let stale = stale_single_manifest_tags(txn)?;
+        if stale > 0 {
+            tracing::info!(
+                target: "airlock::index",
+                tags = stale,
+                "index upgraded to schema 2: tags not naming an index are revalidated on next use"
+            );
+        }
+    }
+    if found != SCHEMA {
+        meta.insert("schema", SCHEMA).map_err(index_err)?;
+    }
+    Ok(())
+}
+
+/// Schema 1 → 2: every schema-1 tag now reads as the variant of clients that accept every
+/// manifest kind. One naming an index is that; one naming a single manifest may be what a
+/// client that refused indexes got, so it is marked unchecked and revalidated on next use
+/// (an offline proxy keeps serving it: it has nothing better).
+fn stale_single_manifest_tags(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut tags = txn.open_table(TAGS).map_err(index_err)?;
+    let mut rewrite = Vec::new();
+    for entry in tags.iter().map_err(index_err)? {
+        let (key, value) = entry.map_err(index_err)?;
+        let Ok(record) = serde_json::from_slice::<TagRecord>(value.value()) else {
+            continue;
+        };
+        if !airlock_types::media::is_index(&record.media_type) && record.checked_at != 0 {
+            rewrite.push((key.value().to_owned(), record));
+        }
+    }
+    for (key, record) in &rewrite {
+        let record = TagRecord {
+            checked_at: 0,
+            ..record.clone()
+        };
+        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
+        tags.insert(key.as_str(), bytes.as_slice())
+            .map_err(index_err)?;
+    }
+    Ok(rewrite.len())
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -163,6 +248,7 @@ impl MetaIndex {
         txn.open_table(MANIFESTS).map_err(index_err)?;
         txn.open_table(BLOBS).map_err(index_err)?;
         txn.open_table(FILES).map_err(index_err)?;
+        upgrade(&txn)?;
         txn.commit().map_err(index_err)?;
         // The stored size is summed from the index, never from a scan of the store.
         let txn = db.begin_read().map_err(index_err)?;
@@ -228,6 +314,38 @@ impl MetaIndex {
 
     pub async fn set_tag(&self, key: &TagKey, record: &TagRecord) -> Result<(), StoreError> {
         self.put(TAGS, key.encode(), record).await
+    }
+
+    /// Every variant of the tag `key` names (its own `variant` is ignored), the variant of
+    /// clients that accept every manifest kind first.
+    pub async fn tag_variants(&self, key: &TagKey) -> Result<Vec<(TagKey, TagRecord)>, StoreError> {
+        let base = TagKey {
+            variant: String::new(),
+            ..key.clone()
+        }
+        .encode();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let table = txn.open_table(TAGS).map_err(index_err)?;
+            // Tags are made of `[A-Za-z0-9_.-]`, all above '$': between `base` and
+            // `base$` lie exactly `base` and `base#…`.
+            let end = format!("{base}$");
+            let mut found = Vec::new();
+            for entry in table
+                .range(base.as_str()..end.as_str())
+                .map_err(index_err)?
+            {
+                let (key, value) = entry.map_err(index_err)?;
+                if let (Some(tag), Ok(record)) = (
+                    TagKey::decode(key.value()),
+                    serde_json::from_slice(value.value()),
+                ) {
+                    found.push((tag, record));
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     pub async fn manifest(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StoreError> {

@@ -162,6 +162,7 @@ async fn index_round_trip_survives_reopen() {
         proxy: "dockerhub-proxy".into(),
         repo: "library/nginx".into(),
         tag: "1.27".into(),
+        variant: String::new(),
     };
     let record = TagRecord {
         digest: Digest::of(b"m"),
@@ -230,6 +231,7 @@ async fn sizes_and_last_use_survive_reopen_and_eviction_deletes_files_then_recor
         proxy: "p".into(),
         repo: "r".into(),
         tag: "t".into(),
+        variant: String::new(),
     };
     index
         .set_tag(
@@ -294,4 +296,173 @@ async fn sizes_and_last_use_survive_reopen_and_eviction_deletes_files_then_recor
         "the tag went with its manifest"
     );
     assert!(index.manifest(&manifest_digest).await.unwrap().is_none());
+}
+
+/// Writes rows straight into an index file the way a schema-1 airlock left them: no `meta`
+/// table, tags keyed `proxy/repo:tag`.
+fn write_schema_1(path: &std::path::Path, tags: &[(&str, &airlock_store::TagRecord)]) {
+    let tables: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tags");
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(tables).unwrap();
+        for (key, record) in tags {
+            table
+                .insert(*key, serde_json::to_vec(record).unwrap().as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// Schema 2 keys tags by the kind of client; schema-1 rows must read as the variant of
+/// clients that take every manifest kind, the ones that may hold a single-platform
+/// manifest a client refusing indexes put there marked for revalidation, and an index of a
+/// newer schema refused rather than misread.
+#[tokio::test]
+async fn tag_cache_is_not_keyed_by_the_kind_of_manifest_schema_1_rows_upgrade_cleanly() {
+    use airlock_store::{MetaIndex, TagKey, TagRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index-v1.redb");
+    let index_record = TagRecord {
+        digest: Digest::of(b"index"),
+        media_type: airlock_types::media::OCI_INDEX.into(),
+        checked_at: 1000,
+    };
+    let single_record = TagRecord {
+        digest: Digest::of(b"amd64 manifest"),
+        media_type: airlock_types::media::DOCKER_MANIFEST_V2.into(),
+        checked_at: 1000,
+    };
+    write_schema_1(
+        &path,
+        &[
+            ("hub/library/multi:1", &index_record),
+            ("hub/library/single:1", &single_record),
+        ],
+    );
+    let key = |repo: &str, variant: &str| TagKey {
+        proxy: "hub".into(),
+        repo: repo.into(),
+        tag: "1".into(),
+        variant: variant.into(),
+    };
+    for round in 0..2 {
+        let index = MetaIndex::open(&path).unwrap();
+        assert_eq!(
+            index.tag(&key("library/multi", "")).await.unwrap(),
+            Some(index_record.clone()),
+            "round {round}: an index is what every-kind clients get: kept as it was"
+        );
+        assert_eq!(
+            index.tag(&key("library/single", "")).await.unwrap(),
+            Some(TagRecord {
+                checked_at: 0,
+                ..single_record.clone()
+            }),
+            "round {round}: a single manifest is kept but revalidated on next use"
+        );
+        assert_eq!(
+            index
+                .tag(&key("library/single", "docker-manifest"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    let index = MetaIndex::open(&path).unwrap();
+    index
+        .set_tag(&key("library/single", ""), &single_record)
+        .await
+        .unwrap();
+    drop(index);
+    let index = MetaIndex::open(&path).unwrap();
+    assert_eq!(
+        index.tag(&key("library/single", "")).await.unwrap(),
+        Some(single_record.clone()),
+        "the upgrade runs once"
+    );
+    drop(index);
+
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+        .unwrap()
+        .insert("schema", 3)
+        .unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let error = MetaIndex::open(&path).unwrap_err().to_string();
+    assert!(error.contains("schema 3"), "{error}");
+}
+
+#[tokio::test]
+async fn tag_variants_are_separate_records_and_all_go_with_their_manifests() {
+    use airlock_store::evict::{Policy, evict};
+    use airlock_store::{MetaIndex, TagKey, TagRecord};
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    let store = MemoryStore::new();
+    let index = MetaIndex::temporary().unwrap();
+    let key = |variant: &str| TagKey {
+        proxy: "hub".into(),
+        repo: "library/multi".into(),
+        tag: "1".into(),
+        variant: variant.into(),
+    };
+    let mut records = Vec::new();
+    for (variant, bytes) in [("", &b"index"[..]), ("docker-manifest", b"amd64")] {
+        let digest = Digest::of(bytes);
+        put(&store, &digest, bytes).await.unwrap();
+        index
+            .record_blob(&digest, bytes.len() as u64)
+            .await
+            .unwrap();
+        let record = TagRecord {
+            digest,
+            media_type: "m".into(),
+            checked_at: 1,
+        };
+        index.set_tag(&key(variant), &record).await.unwrap();
+        records.push((key(variant), record));
+    }
+    // A neighbour whose name extends the tag's is no variant of it.
+    index
+        .set_tag(
+            &TagKey {
+                tag: "1.1".into(),
+                ..key("")
+            },
+            &records[0].1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        index.tag(&key("")).await.unwrap(),
+        Some(records[0].1.clone())
+    );
+    assert_eq!(
+        index.tag(&key("docker-manifest")).await.unwrap(),
+        Some(records[1].1.clone())
+    );
+    assert_eq!(
+        index.tag_variants(&key("oci-manifest")).await.unwrap(),
+        records,
+        "every variant, the every-kind one first"
+    );
+    let everything = Policy {
+        max_size: Some(0),
+        unused_for: None,
+        grace: Duration::ZERO,
+    };
+    evict(&store, &index, &everything, &HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        index.counts().await.unwrap(),
+        (0, 0),
+        "no tag outlives its blob"
+    );
 }

@@ -328,7 +328,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let response = route(&shared, &method, &path, range.as_deref());
+    let accept: Vec<String> = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let response = route(&shared, &method, &path, range.as_deref(), &accept);
     match fault {
         Some(Fault::Truncate(keep)) => truncate(response, keep).await,
         Some(Fault::StallAfter(keep)) => stall(response, keep).await,
@@ -353,7 +362,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
 }
 
-fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> Response {
+fn route(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    range: Option<&str>,
+    accept: &[String],
+) -> Response {
     if path == "/v2/" {
         return axum::Json(serde_json::json!({})).into_response();
     }
@@ -396,6 +411,10 @@ fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> R
             let Some((media_type, bytes)) = found else {
                 return oci_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
             };
+            let Some((media_type, bytes)) = negotiate(shared, repo, media_type, bytes, accept)
+            else {
+                return oci_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+            };
             let digest = Digest::of(&bytes).to_string();
             let len = bytes.len();
             let body = if method == Method::HEAD {
@@ -436,6 +455,37 @@ fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> R
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// What a registry answers for a manifest under the client's `Accept`: an index to a client
+/// that does not take indexes becomes its linux/amd64 child when the client takes that
+/// (distribution rewrites Docker manifest lists so; the fake does it for OCI indexes too),
+/// else nothing. Everything else is served as stored.
+fn negotiate(
+    shared: &Shared,
+    repo: &str,
+    media_type: String,
+    bytes: Vec<u8>,
+    accept: &[String],
+) -> Option<(String, Vec<u8>)> {
+    let takes = |t: &str| accept.is_empty() || accept.iter().any(|a| a == "*/*" || a == t);
+    if !airlock_types::media::is_index(&media_type) || takes(&media_type) {
+        return Some((media_type, bytes));
+    }
+    let index: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let child = index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")?;
+    let digest = child["digest"].as_str()?;
+    let (child_type, child_bytes) = shared
+        .inner
+        .lock()
+        .unwrap()
+        .manifests
+        .get(&(repo.to_owned(), digest.to_owned()))
+        .cloned()?;
+    takes(&child_type).then_some((child_type, child_bytes))
 }
 
 fn blob_response(
