@@ -389,12 +389,12 @@ async fn tag_cache_is_not_keyed_by_the_kind_of_manifest_schema_1_rows_upgrade_cl
     let txn = db.begin_write().unwrap();
     txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
         .unwrap()
-        .insert("schema", 3)
+        .insert("schema", 99)
         .unwrap();
     txn.commit().unwrap();
     drop(db);
     let error = MetaIndex::open(&path).unwrap_err().to_string();
-    assert!(error.contains("schema 3"), "{error}");
+    assert!(error.contains("schema 99"), "{error}");
 }
 
 #[tokio::test]
@@ -465,4 +465,215 @@ async fn tag_variants_are_separate_records_and_all_go_with_their_manifests() {
         (0, 0),
         "no tag outlives its blob"
     );
+}
+
+fn file_record(digest: Option<Digest>) -> airlock_store::FileRecord {
+    airlock_store::FileRecord {
+        digest,
+        content_type: Some("text/html".into()),
+        etag: Some("\"e\"".into()),
+        last_modified: None,
+        checked_at: 1,
+    }
+}
+
+/// Eviction deleted a package file's blob but left its row (proxy, path) → digest behind:
+/// one row per distinct path ever cached, forever.
+#[tokio::test]
+async fn index_rows_removed_with_their_blobs_and_growth_stays_bounded() {
+    use airlock_store::MetaIndex;
+    use airlock_store::evict::{Policy, evict};
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    let store = MemoryStore::new();
+    let index = MetaIndex::temporary().unwrap();
+    let everything = Policy {
+        max_size: Some(0),
+        unused_for: None,
+        grace: Duration::ZERO,
+    };
+    for round in 0..5 {
+        for i in 0..100 {
+            let body = format!("round {round} page {i}");
+            let digest = Digest::of(body.as_bytes());
+            put(&store, &digest, body.as_bytes()).await.unwrap();
+            let path = format!("simple/project-{round}-{i}/");
+            index
+                .record_file_blob(
+                    &digest,
+                    body.len() as u64,
+                    "pypi",
+                    &path,
+                    &file_record(Some(digest.clone())),
+                )
+                .await
+                .unwrap();
+            // The same content under a second path: both rows name the blob.
+            if i % 10 == 0 {
+                index
+                    .set_file(
+                        "pypi",
+                        &format!("{path}index.html"),
+                        &file_record(Some(digest)),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(index.file_count().await.unwrap(), 110);
+        let report = evict(&store, &index, &everything, &HashSet::new())
+            .await
+            .unwrap();
+        assert_eq!(report.blobs_removed, 100);
+        assert_eq!(report.file_rows_removed, 110, "round {round}");
+        assert_eq!(
+            index.file_count().await.unwrap(),
+            0,
+            "round {round}: no row outlives its blob"
+        );
+        assert!(store.is_empty());
+    }
+
+    // A row whose blob stays is kept; so is the blob of a row that is not evicted.
+    let kept = Digest::of(b"kept");
+    put(&store, &kept, b"kept").await.unwrap();
+    index
+        .record_file_blob(
+            &kept,
+            4,
+            "pypi",
+            "simple/kept/",
+            &file_record(Some(kept.clone())),
+        )
+        .await
+        .unwrap();
+    let nothing = Policy {
+        max_size: None,
+        unused_for: None,
+        grace: Duration::ZERO,
+    };
+    let report = evict(&store, &index, &nothing, &HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((report.blobs_removed, report.file_rows_removed), (0, 0));
+    assert!(index.file("pypi", "simple/kept/").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn forget_file_and_negative_rows_dropped_at_startup() {
+    use airlock_store::MetaIndex;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index-v1.redb");
+    let content = Digest::of(b"page");
+    {
+        let index = MetaIndex::open(&path).unwrap();
+        for i in 0..3 {
+            index
+                .set_file("pypi", &format!("simple/missing-{i}/"), &file_record(None))
+                .await
+                .unwrap();
+        }
+        index
+            .set_file(
+                "pypi",
+                "simple/present/",
+                &file_record(Some(content.clone())),
+            )
+            .await
+            .unwrap();
+        index
+            .set_file("pypi", "simple/other/", &file_record(Some(content.clone())))
+            .await
+            .unwrap();
+        assert!(index.forget_file("pypi", "simple/other/").await.unwrap());
+        assert!(!index.forget_file("pypi", "simple/other/").await.unwrap());
+        assert!(index.file("pypi", "simple/other/").await.unwrap().is_none());
+        assert_eq!(index.file_count().await.unwrap(), 4);
+    }
+    let index = MetaIndex::open(&path).unwrap();
+    assert_eq!(
+        index.file_count().await.unwrap(),
+        1,
+        "negative rows of older versions are dropped at startup"
+    );
+    assert_eq!(
+        index
+            .file("pypi", "simple/present/")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        Some(content)
+    );
+}
+
+/// File rows written before `file_blobs` existed are found by eviction too: the upgrade to
+/// schema 3 indexes them.
+#[tokio::test]
+async fn index_rows_removed_with_their_blobs_after_upgrade_from_schema_2() {
+    use airlock_store::MetaIndex;
+    use airlock_store::evict::{Policy, evict};
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index-v1.redb");
+    let store = MemoryStore::new();
+    let body = b"<html>old page</html>";
+    let digest = Digest::of(body);
+    put(&store, &digest, body).await.unwrap();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .unwrap()
+            .insert("schema", 2)
+            .unwrap();
+        let mut files = txn
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("files"))
+            .unwrap();
+        let record = serde_json::to_vec(&file_record(Some(digest.clone()))).unwrap();
+        files.insert("pypi/simple/old/", record.as_slice()).unwrap();
+        drop(files);
+        txn.commit().unwrap();
+    }
+    let index = MetaIndex::open(&path).unwrap();
+    index.record_blob(&digest, body.len() as u64).await.unwrap();
+    let everything = Policy {
+        max_size: Some(0),
+        unused_for: None,
+        grace: Duration::ZERO,
+    };
+    let report = evict(&store, &index, &everything, &HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!((report.blobs_removed, report.file_rows_removed), (1, 1));
+    assert_eq!(index.file_count().await.unwrap(), 0);
+}
+
+/// A path whose content changed names the new blob only: evicting the old blob leaves it.
+#[tokio::test]
+async fn a_file_row_moves_with_its_content() {
+    use airlock_store::MetaIndex;
+    let index = MetaIndex::temporary().unwrap();
+    let (old, new) = (Digest::of(b"v1"), Digest::of(b"v2"));
+    index
+        .record_file_blob(
+            &old,
+            2,
+            "helm",
+            "index.yaml",
+            &file_record(Some(old.clone())),
+        )
+        .await
+        .unwrap();
+    index
+        .set_file("helm", "index.yaml", &file_record(Some(new.clone())))
+        .await
+        .unwrap();
+    assert_eq!(index.forget(vec![old], vec![]).await.unwrap(), 0);
+    assert_eq!(index.file_count().await.unwrap(), 1);
+    assert_eq!(index.forget(vec![new], vec![]).await.unwrap(), 1);
+    assert_eq!(index.file_count().await.unwrap(), 0);
 }
