@@ -771,3 +771,151 @@ async fn self_signed_tls_serves_http2_and_http1_to_clients_trusting_ca_crt() {
         "a client without the CA refuses the certificate"
     );
 }
+
+/// A range on a blob miss whose upstream sends no `Content-Length` used to be answered 200
+/// with the bytes from the range start: a shifted body labelled as the whole blob.
+#[tokio::test]
+async fn range_on_miss_without_upstream_length_never_serves_shifted_body_as_whole() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[300_000]);
+    upstream.push_image("library/chunked", "1", &image);
+    upstream.chunked_blobs(true);
+    // Slow enough that the request arrives while the size is still unknown.
+    upstream.throttle(Some(Duration::from_millis(40)));
+    let gw = start(&hub(&upstream, "")).await;
+    let layer = &image.layers[0];
+    let url = gw.url(&format!(
+        "/v2/dockerhub-proxy/library/chunked/blobs/{}",
+        Digest::of(layer)
+    ));
+    for (spec, start, end) in [
+        ("bytes=1000-1999", 1000, 2000),
+        ("bytes=5000-", 5000, layer.len()),
+    ] {
+        let response = client()
+            .get(&url)
+            .header("range", spec)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap();
+        match status {
+            206 => {
+                assert_eq!(
+                    headers["content-range"],
+                    format!("bytes {start}-{}/{}", end - 1, layer.len()).as_str()
+                );
+                assert_eq!(body, &layer[start..end], "{spec}: the asked-for bytes");
+            }
+            200 => {
+                if let Some(length) = headers.get("content-length") {
+                    assert_eq!(length, layer.len().to_string().as_str());
+                }
+                assert_eq!(body.len(), layer.len(), "{spec}: a 200 is the whole blob");
+                assert_eq!(body, layer.as_slice(), "{spec}: a 200 starts at byte 0");
+            }
+            other => panic!("{spec}: unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        upstream.count(
+            "GET",
+            &format!("/v2/library/chunked/blobs/{}", Digest::of(layer))
+        ),
+        1,
+        "both requests share one upstream download"
+    );
+}
+
+/// A client refusing indexes used to replace the multi-arch index cached for a tag with the
+/// single-platform manifest the upstream gave it, and nodes of every other architecture then
+/// got that manifest until `tag_ttl` ran out.
+#[tokio::test]
+async fn tag_cache_is_not_keyed_by_the_kind_of_manifest() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let platform = |arch| Platform { os: "linux", arch };
+    let amd = Image::from_layers(vec![b"amd64".to_vec()], platform("amd64"));
+    let arm = Image::from_layers(vec![b"arm64".to_vec()], platform("arm64"));
+    let index = Index::new(vec![
+        (platform("amd64"), amd.clone()),
+        (platform("arm64"), arm.clone()),
+    ]);
+    upstream.push_index("library/multi", "1", &index);
+    let gw = start(&hub(&upstream, "tag_ttl = \"1h\"")).await;
+    let url = gw.url("/v2/dockerhub-proxy/library/multi/manifests/1");
+    // containerd's Accept, and one of a client that knows no index type.
+    let index_capable = "application/vnd.docker.distribution.manifest.v2+json, \
+        application/vnd.docker.distribution.manifest.list.v2+json, \
+        application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*";
+    let single_only = "application/vnd.docker.distribution.manifest.v2+json, \
+        application/vnd.oci.image.manifest.v1+json";
+    let fetch = |accept: &'static str, head: bool| {
+        let url = url.clone();
+        async move {
+            let request = if head {
+                client().head(&url)
+            } else {
+                client().get(&url)
+            };
+            let response = request.header("accept", accept).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{accept}");
+            let cache = response.headers()["x-airlock-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let digest = response.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (cache, digest, content_type, response.bytes().await.unwrap())
+        }
+    };
+
+    let (cache, _, content_type, body) = fetch(index_capable, false).await;
+    assert_eq!(
+        (cache.as_str(), content_type.as_str()),
+        ("miss", index.media_type)
+    );
+    assert_eq!(body, index.manifest);
+
+    let (cache, digest, content_type, body) = fetch(single_only, false).await;
+    assert_eq!(
+        cache, "miss",
+        "another kind of client is another upstream answer"
+    );
+    assert_eq!(
+        digest,
+        amd.digest.to_string(),
+        "what the upstream gives for that Accept"
+    );
+    assert_eq!(content_type, amd.media_type);
+    assert_eq!(body, amd.manifest);
+
+    for head in [true, false] {
+        let (cache, digest, content_type, body) = fetch(index_capable, head).await;
+        assert_eq!(cache, "hit");
+        assert_eq!(
+            digest,
+            index.digest.to_string(),
+            "head={head}: still the index"
+        );
+        assert_eq!(content_type, index.media_type);
+        if !head {
+            assert_eq!(body, index.manifest, "byte-exact");
+        }
+        let (cache, digest, _, _) = fetch(single_only, head).await;
+        assert_eq!(cache, "hit");
+        assert_eq!(digest, amd.digest.to_string());
+    }
+    assert_eq!(
+        upstream.count("GET", "/v2/library/multi/manifests/1"),
+        2,
+        "one upstream fetch per kind of client, then the cache"
+    );
+}

@@ -52,6 +52,8 @@ impl Registry {
             .fetch(digest, wanted.map_or(0, |(start, _)| start), request)
             .await
             .map_err(|e| RegistryError::from_fetch(&name, e, not_found))?;
+        // A known size means the stream starts at the range; an unknown one means it starts
+        // at 0, and the client gets the whole blob as a plain 200.
         let response = if let (Some((start, end)), Some(rest)) = (wanted, body.size) {
             let size = start + rest;
             if rest == 0 {
@@ -63,6 +65,7 @@ impl Registry {
             };
             partial_response_body(digest, range, size, limited(body, range.byte_count()))
         } else {
+            debug_assert_eq!(body.start, 0, "a 200 carries the blob from its first byte");
             let mut out = Response::new(Body::from_stream(body.stream));
             set_blob_headers(out.headers_mut(), digest, body.size);
             with_api_version(StatusCode::OK, out)

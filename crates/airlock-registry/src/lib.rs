@@ -185,13 +185,16 @@ impl Registry {
                     proxy: pin.proxy.clone(),
                     repo: pin.repo.to_string(),
                     tag: tag.clone(),
+                    variant: String::new(),
                 };
-                let record = self
+                // What clients taking every manifest kind got (an index reaches every
+                // platform); else what some other client got.
+                let variants = self
                     .index
-                    .tag(&key)
+                    .tag_variants(&key)
                     .await
                     .map_err(|e| RegistryError::Internal(e.to_string()))?;
-                Ok(record.map(|r| r.digest))
+                Ok(variants.into_iter().next().map(|(_, r)| r.digest))
             }
         }
     }

@@ -4,6 +4,12 @@
 //! while younger than the proxy's `tag_ttl`, then revalidated with a HEAD (which Docker Hub
 //! does not count as a pull); when the upstream cannot answer, the cached tag is served
 //! stale with a warning.
+//!
+//! Upstreams answer a tag by `Accept`: a multi-platform tag is an index for a client that
+//! takes indexes and one platform's manifest (or an error) for a client that does not, as
+//! distribution's handler does for Docker manifest lists. So a tag is cached per class of
+//! `Accept` ([`variant`]), and each class gets what the upstream gives it, never what
+//! another class got.
 
 use std::time::Duration;
 
@@ -47,6 +53,33 @@ fn accepted(headers: &HeaderMap) -> Vec<String> {
 
 fn acceptable(accept: &[String], media_type: &str) -> bool {
     accept.is_empty() || accept.iter().any(|a| a == "*/*" || a == media_type)
+}
+
+/// Short names of the manifest kinds a tag variant is made of, in a fixed order.
+const KINDS: [(&str, &str); 4] = [
+    (media::OCI_INDEX, "oci-index"),
+    (media::OCI_MANIFEST, "oci-manifest"),
+    (media::DOCKER_MANIFEST_LIST, "docker-list"),
+    (media::DOCKER_MANIFEST_V2, "docker-manifest"),
+];
+
+/// The class of `accept` a cached tag is kept under: which known manifest kinds it names.
+/// Empty for a client that accepts them all (or anything), as most do; other media types
+/// are ignored, so a client cannot mint more than a handful of variants per tag.
+fn variant(accept: &[String]) -> String {
+    if accept.is_empty() || accept.iter().any(|a| a == "*/*") {
+        return String::new();
+    }
+    let named: Vec<&str> = KINDS
+        .iter()
+        .filter(|(media_type, _)| accept.iter().any(|a| a == media_type))
+        .map(|(_, short)| *short)
+        .collect();
+    match named.len() {
+        0 => "other".to_owned(),
+        n if n == KINDS.len() => String::new(),
+        _ => named.join("+"),
+    }
 }
 
 fn upstream_accept(accept: &[String]) -> HeaderMap {
@@ -141,6 +174,7 @@ impl Registry {
             proxy: name.clone(),
             repo: resolved.repo.to_string(),
             tag: tag.to_owned(),
+            variant: variant(accept),
         };
         if let Some((record, manifest)) = self.cached_tag(&key, accept).await? {
             if proxy.is_fresh(&record) {
@@ -438,4 +472,36 @@ fn respond(manifest: &Manifest, head: bool, proxy: &str, cache: CacheOutcome) ->
         HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are header-safe"),
     );
     mark(with_api_version(StatusCode::OK, response), proxy, cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant_of(accept: &[&str]) -> String {
+        variant(&accept.iter().map(|&a| a.to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn variants_name_the_manifest_kinds_a_client_takes() {
+        assert_eq!(variant_of(&[]), "");
+        assert_eq!(variant_of(&["*/*"]), "");
+        assert_eq!(
+            variant_of(media::ALL_MANIFESTS),
+            "",
+            "all kinds is the same as anything"
+        );
+        assert_eq!(variant_of(&[media::DOCKER_MANIFEST_V2]), "docker-manifest");
+        assert_eq!(
+            variant_of(&[media::DOCKER_MANIFEST_V2, media::OCI_MANIFEST]),
+            variant_of(&[media::OCI_MANIFEST, media::DOCKER_MANIFEST_V2]),
+            "order does not matter"
+        );
+        assert_eq!(
+            variant_of(&[media::OCI_INDEX, "application/x-one", "application/x-two"]),
+            "oci-index",
+            "unknown types do not mint variants"
+        );
+        assert_eq!(variant_of(&["application/x-one"]), "other");
+    }
 }

@@ -30,6 +30,8 @@ pub struct Policy {
 pub struct Report {
     pub blobs_removed: usize,
     pub bytes_freed: u64,
+    /// Package proxies' file rows that named a removed blob.
+    pub file_rows_removed: usize,
     pub size_after: u64,
 }
 
@@ -141,13 +143,14 @@ pub async fn evict(
         .filter(|(_, d)| gone.contains(d))
         .map(|(t, _)| t.clone())
         .collect();
-    index.forget(doomed.clone(), tags).await?;
+    report.file_rows_removed = index.forget(doomed.clone(), tags).await?;
     report.size_after = index.total_size();
     if report.blobs_removed > 0 {
         tracing::info!(
             target: "airlock::evict",
             blobs = report.blobs_removed,
             bytes = report.bytes_freed,
+            file_rows = report.file_rows_removed,
             size_after = report.size_after,
             "evicted"
         );
@@ -223,6 +226,7 @@ mod tests {
                     proxy: "p".into(),
                     repo: name.into(),
                     tag: "t".into(),
+                    variant: String::new(),
                 },
                 d(name),
             ));

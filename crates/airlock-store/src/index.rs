@@ -4,6 +4,16 @@
 //! An embedded redb database beside the store. Values are small JSON records so the
 //! format is easy to inspect and to extend with fields. Last-use times are collected in
 //! memory and written in batches: a cache hit costs no disk write.
+//!
+//! The format of keys and records is versioned by [`SCHEMA`], kept in the `meta` table;
+//! opening an older index upgrades it in place in one transaction, and an index written by a
+//! newer airlock is refused rather than misread.
+//!
+//! | schema | change |
+//! |---|---|
+//! | 1 | tags keyed `proxy/repo:tag` (no `meta` table) |
+//! | 2 | tags keyed per `Accept` variant: `proxy/repo:tag` for clients that take every manifest kind, `proxy/repo:tag#variant` otherwise; schema-1 tags that are not an index are marked for revalidation, since a client that refused indexes may have put a single-platform manifest there |
+//! | 3 | `file_blobs`: `<digest> <proxy>/<path>` for every file row naming a blob, so eviction finds a blob's file rows without a scan; built from the file rows on upgrade |
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,29 +31,47 @@ const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Which file rows name a blob: `<digest> <file key>`. Digests hold no space.
+const FILE_BLOBS: TableDefinition<&str, ()> = TableDefinition::new("file_blobs");
 
-/// Where a tag lives: which proxy, which repository, which tag.
+/// The version of the index's key and record formats this build reads and writes.
+pub const SCHEMA: u64 = 3;
+
+/// Where a tag lives: which proxy, which repository, which tag, and for which kind of
+/// client: upstreams answer a tag by the client's `Accept`, so one tag can name an index for
+/// one client and a single-platform manifest for another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagKey {
     pub proxy: String,
     pub repo: String,
     pub tag: String,
+    /// The registry's name for the class of `Accept` the tag was fetched under; empty for
+    /// clients that accept every manifest kind. At most a few distinct values per tag.
+    pub variant: String,
 }
 
 impl TagKey {
-    // Repository names and tags cannot contain ':' (distribution grammar), proxy names
-    // cannot contain '/', so this encoding is unambiguous.
+    // Repository names and tags cannot contain ':' or '#' (distribution grammar), proxy
+    // names cannot contain '/', so this encoding is unambiguous. The empty variant keeps
+    // the schema-1 form.
     fn encode(&self) -> String {
-        format!("{}/{}:{}", self.proxy, self.repo, self.tag)
+        if self.variant.is_empty() {
+            format!("{}/{}:{}", self.proxy, self.repo, self.tag)
+        } else {
+            format!("{}/{}:{}#{}", self.proxy, self.repo, self.tag, self.variant)
+        }
     }
 
     fn decode(key: &str) -> Option<Self> {
         let (proxy, rest) = key.split_once('/')?;
+        let (rest, variant) = rest.split_once('#').unwrap_or((rest, ""));
         let (repo, tag) = rest.rsplit_once(':')?;
         Some(Self {
             proxy: proxy.to_owned(),
             repo: repo.to_owned(),
             tag: tag.to_owned(),
+            variant: variant.to_owned(),
         })
     }
 }
@@ -135,6 +163,187 @@ fn for_each<T: for<'de> Deserialize<'de>>(
     Ok(())
 }
 
+/// Brings an index of an older schema to [`SCHEMA`] inside `txn`; refuses a newer one.
+fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(index_err)?;
+    // An index without a version predates versioning: schema 1 (or new and empty, for
+    // which the upgrade has nothing to do).
+    let found = meta
+        .get("schema")
+        .map_err(index_err)?
+        .map_or(1, |v| v.value());
+    if found > SCHEMA {
+        return Err(StoreError::Index(format!(
+            "the index has schema {found}, newer than this airlock reads ({SCHEMA}); \
+             run the airlock version that wrote it, or move the index file aside to start \
+             an empty one"
+        )));
+    }
+    if found < 2 {
+        let stale = stale_single_manifest_tags(txn)?;
+        if stale > 0 {
+            tracing::info!(
+                target: "airlock::index",
+                tags = stale,
+                "index upgraded to schema 2: tags not naming an index are revalidated on next use"
+            );
+        }
+    }
+    if found < 3 {
+        // Schema 3 arrives with 404s kept in memory: rows of older ones go, once.
+        let negative = drop_negative_files(txn)?;
+        if negative > 0 {
+            tracing::info!(
+                target: "airlock::index",
+                rows = negative,
+                "dropped file rows of negative results (404s are no longer kept in the index)"
+            );
+        }
+        let indexed = index_file_blobs(txn)?;
+        if indexed > 0 {
+            tracing::info!(
+                target: "airlock::index",
+                rows = indexed,
+                "index upgraded to schema 3: file rows indexed by blob"
+            );
+        }
+    }
+    if found != SCHEMA {
+        meta.insert("schema", SCHEMA).map_err(index_err)?;
+    }
+    Ok(())
+}
+
+/// Schema 1 → 2: every schema-1 tag now reads as the variant of clients that accept every
+/// manifest kind. One naming an index is that; one naming a single manifest may be what a
+/// client that refused indexes got, so it is marked unchecked and revalidated on next use
+/// (an offline proxy keeps serving it: it has nothing better).
+fn stale_single_manifest_tags(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut tags = txn.open_table(TAGS).map_err(index_err)?;
+    let mut rewrite = Vec::new();
+    for entry in tags.iter().map_err(index_err)? {
+        let (key, value) = entry.map_err(index_err)?;
+        let Ok(record) = serde_json::from_slice::<TagRecord>(value.value()) else {
+            continue;
+        };
+        if !airlock_types::media::is_index(&record.media_type) && record.checked_at != 0 {
+            rewrite.push((key.value().to_owned(), record));
+        }
+    }
+    for (key, record) in &rewrite {
+        let record = TagRecord {
+            checked_at: 0,
+            ..record.clone()
+        };
+        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
+        tags.insert(key.as_str(), bytes.as_slice())
+            .map_err(index_err)?;
+    }
+    Ok(rewrite.len())
+}
+
+/// Just the digest of a [`FileRecord`], for scans that need nothing else.
+#[derive(Deserialize)]
+struct FileDigest {
+    digest: Option<Digest>,
+}
+
+/// Removes file rows whose digest is `None`: negative results, which older versions kept in
+/// the index (one row per path that ever answered 404). Runs once, in the upgrade to
+/// schema 3: no start after that scans the file rows.
+fn drop_negative_files(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut files = txn.open_table(FILES).map_err(index_err)?;
+    let mut negative = Vec::new();
+    for entry in files.iter().map_err(index_err)? {
+        let (key, value) = entry.map_err(index_err)?;
+        // A row that does not decode is left alone, like everywhere else in this module.
+        if let Ok(FileDigest { digest: None }) = serde_json::from_slice(value.value()) {
+            negative.push(key.value().to_owned());
+        }
+    }
+    for key in &negative {
+        files.remove(key.as_str()).map_err(index_err)?;
+    }
+    Ok(negative.len())
+}
+
+/// Schema 2 → 3: a `file_blobs` entry for every file row that names a blob.
+fn index_file_blobs(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let files = txn.open_table(FILES).map_err(index_err)?;
+    let mut by_blob = txn.open_table(FILE_BLOBS).map_err(index_err)?;
+    let mut indexed = 0;
+    for entry in files.iter().map_err(index_err)? {
+        let (key, value) = entry.map_err(index_err)?;
+        if let Ok(FileDigest {
+            digest: Some(digest),
+        }) = serde_json::from_slice(value.value())
+        {
+            by_blob
+                .insert(file_blob_key(&digest, key.value()).as_str(), ())
+                .map_err(index_err)?;
+            indexed += 1;
+        }
+    }
+    Ok(indexed)
+}
+
+fn file_key(proxy: &str, path: &str) -> String {
+    format!("{proxy}/{path}")
+}
+
+fn file_blob_key(digest: &Digest, file_key: &str) -> String {
+    format!("{digest} {file_key}")
+}
+
+/// Writes a file row and keeps `file_blobs` in step with the digest it names now.
+fn write_file(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    record: &[u8],
+    digest: Option<&Digest>,
+) -> Result<(), StoreError> {
+    let previous = txn
+        .open_table(FILES)
+        .map_err(index_err)?
+        .insert(key, record)
+        .map_err(index_err)?
+        .and_then(|old| serde_json::from_slice::<FileDigest>(old.value()).ok())
+        .and_then(|old| old.digest);
+    let mut by_blob = txn.open_table(FILE_BLOBS).map_err(index_err)?;
+    if let Some(previous) = previous.as_ref().filter(|p| Some(*p) != digest) {
+        by_blob
+            .remove(file_blob_key(previous, key).as_str())
+            .map_err(index_err)?;
+    }
+    if let Some(digest) = digest {
+        by_blob
+            .insert(file_blob_key(digest, key).as_str(), ())
+            .map_err(index_err)?;
+    }
+    Ok(())
+}
+
+/// Removes the file rows naming `digest`; returns how many.
+fn remove_files_of(txn: &redb::WriteTransaction, digest: &Digest) -> Result<usize, StoreError> {
+    let mut by_blob = txn.open_table(FILE_BLOBS).map_err(index_err)?;
+    // Every entry of `digest` starts with `<digest> `; ' ' + 1 is '!'.
+    let start = format!("{digest} ");
+    let end = format!("{digest}!");
+    let mut keys = Vec::new();
+    for entry in by_blob
+        .range(start.as_str()..end.as_str())
+        .map_err(index_err)?
+    {
+        keys.push(entry.map_err(index_err)?.0.value().to_owned());
+    }
+    let mut files = txn.open_table(FILES).map_err(index_err)?;
+    for key in &keys {
+        by_blob.remove(key.as_str()).map_err(index_err)?;
+        files.remove(&key[start.len()..]).map_err(index_err)?;
+    }
+    Ok(keys.len())
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -163,6 +372,8 @@ impl MetaIndex {
         txn.open_table(MANIFESTS).map_err(index_err)?;
         txn.open_table(BLOBS).map_err(index_err)?;
         txn.open_table(FILES).map_err(index_err)?;
+        txn.open_table(FILE_BLOBS).map_err(index_err)?;
+        upgrade(&txn)?;
         txn.commit().map_err(index_err)?;
         // The stored size is summed from the index, never from a scan of the store.
         let txn = db.begin_read().map_err(index_err)?;
@@ -230,6 +441,38 @@ impl MetaIndex {
         self.put(TAGS, key.encode(), record).await
     }
 
+    /// Every variant of the tag `key` names (its own `variant` is ignored), the variant of
+    /// clients that accept every manifest kind first.
+    pub async fn tag_variants(&self, key: &TagKey) -> Result<Vec<(TagKey, TagRecord)>, StoreError> {
+        let base = TagKey {
+            variant: String::new(),
+            ..key.clone()
+        }
+        .encode();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let table = txn.open_table(TAGS).map_err(index_err)?;
+            // Tags are made of `[A-Za-z0-9_.-]`, all above '$': between `base` and
+            // `base$` lie exactly `base` and `base#…`.
+            let end = format!("{base}$");
+            let mut found = Vec::new();
+            for entry in table
+                .range(base.as_str()..end.as_str())
+                .map_err(index_err)?
+            {
+                let (key, value) = entry.map_err(index_err)?;
+                if let (Some(tag), Ok(record)) = (
+                    TagKey::decode(key.value()),
+                    serde_json::from_slice(value.value()),
+                ) {
+                    found.push((tag, record));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     pub async fn manifest(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StoreError> {
         self.get(MANIFESTS, digest.to_string()).await
     }
@@ -244,7 +487,7 @@ impl MetaIndex {
 
     /// A package proxy's record for `path`.
     pub async fn file(&self, proxy: &str, path: &str) -> Result<Option<FileRecord>, StoreError> {
-        self.get(FILES, format!("{proxy}/{path}")).await
+        self.get(FILES, file_key(proxy, path)).await
     }
 
     pub async fn set_file(
@@ -253,7 +496,41 @@ impl MetaIndex {
         path: &str,
         record: &FileRecord,
     ) -> Result<(), StoreError> {
-        self.put(FILES, format!("{proxy}/{path}"), record).await
+        let key = file_key(proxy, path);
+        let digest = record.digest.clone();
+        let bytes = serde_json::to_vec(record).map_err(index_err)?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(index_err)?;
+            write_file(&txn, &key, &bytes, digest.as_ref())?;
+            txn.commit().map_err(index_err)
+        })
+        .await
+    }
+
+    /// Removes a package proxy's record for `path`; `false` when there was none.
+    pub async fn forget_file(&self, proxy: &str, path: &str) -> Result<bool, StoreError> {
+        let key = file_key(proxy, path);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(index_err)?;
+            let removed = txn
+                .open_table(FILES)
+                .map_err(index_err)?
+                .remove(key.as_str())
+                .map_err(index_err)?
+                .map(|old| serde_json::from_slice::<FileDigest>(old.value()).ok());
+            if let Some(Some(FileDigest {
+                digest: Some(digest),
+            })) = &removed
+            {
+                txn.open_table(FILE_BLOBS)
+                    .map_err(index_err)?
+                    .remove(file_blob_key(digest, &key).as_str())
+                    .map_err(index_err)?;
+            }
+            txn.commit().map_err(index_err)?;
+            Ok(removed.is_some())
+        })
+        .await
     }
 
     /// Records a committed blob (new or again) as used now.
@@ -272,15 +549,19 @@ impl MetaIndex {
         record: &FileRecord,
     ) -> Result<(), StoreError> {
         let file = serde_json::to_vec(record).map_err(index_err)?;
-        self.record_blob_and_file(digest, size, Some((format!("{proxy}/{path}"), file)))
-            .await
+        self.record_blob_and_file(
+            digest,
+            size,
+            Some((file_key(proxy, path), file, record.digest.clone())),
+        )
+        .await
     }
 
     async fn record_blob_and_file(
         &self,
         digest: &Digest,
         size: u64,
-        file: Option<(String, Vec<u8>)>,
+        file: Option<(String, Vec<u8>, Option<Digest>)>,
     ) -> Result<(), StoreError> {
         let key = digest.to_string();
         let record = BlobRecord {
@@ -297,11 +578,8 @@ impl MetaIndex {
                 .insert(key.as_str(), bytes.as_slice())
                 .map_err(index_err)?
                 .and_then(|old| serde_json::from_slice::<BlobRecord>(old.value()).ok());
-            if let Some((file_key, file)) = &file {
-                txn.open_table(FILES)
-                    .map_err(index_err)?
-                    .insert(file_key.as_str(), file.as_slice())
-                    .map_err(index_err)?;
+            if let Some((key, file, names)) = &file {
+                write_file(&txn, key, file, names.as_ref())?;
             }
             txn.commit().map_err(index_err)?;
             if previous.is_none() {
@@ -396,12 +674,25 @@ impl MetaIndex {
         .await
     }
 
-    /// Removes the records of deleted blobs (and manifests) and of tags that pointed at them.
-    pub async fn forget(&self, digests: Vec<Digest>, tags: Vec<TagKey>) -> Result<(), StoreError> {
+    /// Removes the records of deleted blobs (and manifests), of tags that pointed at them and
+    /// of package proxies' files whose content they were, in one transaction. Returns how
+    /// many file rows went.
+    ///
+    /// File rows are found through `file_blobs`, so the write lock is held for what goes,
+    /// not for a scan of every file row (about a second per million rows).
+    pub async fn forget(
+        &self,
+        digests: Vec<Digest>,
+        tags: Vec<TagKey>,
+    ) -> Result<usize, StoreError> {
         let total = self.total.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(index_err)?;
             let mut freed = 0;
+            let mut files = 0;
+            for digest in &digests {
+                files += remove_files_of(&txn, digest)?;
+            }
             {
                 let mut blobs = txn.open_table(BLOBS).map_err(index_err)?;
                 let mut manifests = txn.open_table(MANIFESTS).map_err(index_err)?;
@@ -421,7 +712,7 @@ impl MetaIndex {
             }
             txn.commit().map_err(index_err)?;
             total.fetch_sub(freed.min(total.load(Ordering::Relaxed)), Ordering::Relaxed);
-            Ok(())
+            Ok(files)
         })
         .await
     }
@@ -441,6 +732,18 @@ impl MetaIndex {
                 .len()
                 .map_err(index_err)?;
             Ok((tags, manifests))
+        })
+        .await
+    }
+
+    /// How many package-proxy file rows the index holds.
+    pub async fn file_count(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            txn.open_table(FILES)
+                .map_err(index_err)?
+                .len()
+                .map_err(index_err)
         })
         .await
     }

@@ -5,10 +5,13 @@
 //! ├── store-v1/
 //! │   ├── blobs/sha256/ab/abcdef0123…   committed blobs, verified, named by digest
 //! │   └── tmp/<random>.part             writes in progress; removed at startup
-//! ├── index-v1.redb                     metadata: tags → digests, media types, times
+//! ├── index-v1.redb                     metadata: tags → digests, media types, times;
+//! │                                     its key/record schema is versioned inside (index.rs)
 //! └── tls/                              generated CA and server certificate
 //! ```
 //! A change of layout bumps the `-v1` suffix; an old layout is then left alone, not misread.
+//! The index file keeps its name across schema changes: it is upgraded in place, because
+//! a fresh one would forget every blob the store holds.
 
 use std::path::{Path, PathBuf};
 

@@ -67,6 +67,8 @@ struct Shared {
     inner: Mutex<Inner>,
     auth: Mutex<AuthMode>,
     redirect_blobs: Mutex<bool>,
+    /// Send blob bodies chunked, without `Content-Length` (as some CDNs and proxies do).
+    chunked_blobs: Mutex<bool>,
     /// Pause after every 64 KiB of a blob body, to make downloads take a while.
     throttle: Mutex<Option<std::time::Duration>>,
     requests: Mutex<HashMap<String, u64>>,
@@ -98,6 +100,7 @@ impl FakeRegistry {
             inner: Mutex::new(Inner::default()),
             auth: Mutex::new(auth),
             redirect_blobs: Mutex::new(false),
+            chunked_blobs: Mutex::new(false),
             throttle: Mutex::new(None),
             requests: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
@@ -199,6 +202,11 @@ impl FakeRegistry {
     /// Serve blobs as 307 redirects to `/cdn/<digest>`, like Docker Hub's CDN.
     pub fn redirect_blobs(&self, on: bool) {
         *self.shared.redirect_blobs.lock().unwrap() = on;
+    }
+
+    /// Send blob bodies chunked, with no `Content-Length`: the size is unknown until the end.
+    pub fn chunked_blobs(&self, on: bool) {
+        *self.shared.chunked_blobs.lock().unwrap() = on;
     }
 
     /// How many `METHOD path` requests arrived (path without query).
@@ -320,7 +328,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let response = route(&shared, &method, &path, range.as_deref());
+    let accept: Vec<String> = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let response = route(&shared, &method, &path, range.as_deref(), &accept);
     match fault {
         Some(Fault::Truncate(keep)) => truncate(response, keep).await,
         Some(Fault::StallAfter(keep)) => stall(response, keep).await,
@@ -345,7 +362,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
 }
 
-fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> Response {
+fn route(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    range: Option<&str>,
+    accept: &[String],
+) -> Response {
     if path == "/v2/" {
         return axum::Json(serde_json::json!({})).into_response();
     }
@@ -386,6 +409,10 @@ fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> R
                 .get(&(repo.to_owned(), last.to_owned()))
                 .cloned();
             let Some((media_type, bytes)) = found else {
+                return oci_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+            };
+            let Some((media_type, bytes)) = negotiate(shared, repo, media_type, bytes, accept)
+            else {
                 return oci_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
             };
             let digest = Digest::of(&bytes).to_string();
@@ -430,6 +457,37 @@ fn route(shared: &Shared, method: &Method, path: &str, range: Option<&str>) -> R
     }
 }
 
+/// What a registry answers for a manifest under the client's `Accept`: an index to a client
+/// that does not take indexes becomes its linux/amd64 child when the client takes that
+/// (distribution rewrites Docker manifest lists so; the fake does it for OCI indexes too),
+/// else nothing. Everything else is served as stored.
+fn negotiate(
+    shared: &Shared,
+    repo: &str,
+    media_type: String,
+    bytes: Vec<u8>,
+    accept: &[String],
+) -> Option<(String, Vec<u8>)> {
+    let takes = |t: &str| accept.is_empty() || accept.iter().any(|a| a == "*/*" || a == t);
+    if !airlock_types::media::is_index(&media_type) || takes(&media_type) {
+        return Some((media_type, bytes));
+    }
+    let index: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let child = index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")?;
+    let digest = child["digest"].as_str()?;
+    let (child_type, child_bytes) = shared
+        .inner
+        .lock()
+        .unwrap()
+        .manifests
+        .get(&(repo.to_owned(), digest.to_owned()))
+        .cloned()?;
+    takes(&child_type).then_some((child_type, child_bytes))
+}
+
 fn blob_response(
     shared: &Shared,
     method: &Method,
@@ -459,9 +517,17 @@ fn blob_response(
     }
     let len = bytes.len();
     let throttle = *shared.throttle.lock().unwrap();
+    let chunked = *shared.chunked_blobs.lock().unwrap();
     let body = match (method == Method::HEAD, throttle) {
         (true, _) => Body::empty(),
-        (false, None) => Body::from(bytes),
+        (false, None) if !chunked => Body::from(bytes),
+        (false, None) => {
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+                .chunks(64 * 1024)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            Body::from_stream(futures_util::stream::iter(chunks))
+        }
         (false, Some(pause)) => {
             let chunks: Vec<bytes::Bytes> = bytes
                 .chunks(64 * 1024)
@@ -478,9 +544,11 @@ fn blob_response(
         }
     };
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if !chunked {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),

@@ -97,8 +97,12 @@ impl std::fmt::Debug for Downloads {
     }
 }
 
-/// A blob ready to stream: its total size when known, and the bytes.
+/// A blob ready to stream from `start`: how many bytes the stream carries when known, and
+/// the bytes.
 pub struct BlobBody {
+    /// The blob offset of the first byte: the offset asked for when the size is known, else
+    /// 0 (see [`Downloads::fetch`]).
+    pub start: u64,
     pub size: Option<u64>,
     pub stream: futures_util::stream::BoxStream<'static, Result<Bytes, FetchError>>,
 }
@@ -126,6 +130,11 @@ impl Downloads {
 
     /// The bytes of `digest` from `offset`: joins the download under way, or starts one with
     /// `request`. Returns once the upstream answered, so the caller knows status and size.
+    ///
+    /// When the upstream sent no `Content-Length` and the download is still running, the
+    /// stream starts at byte 0 whatever `offset` was (`BlobBody::start` says so): nobody
+    /// can tell yet whether `offset` lies inside the blob, and a caller that labelled bytes
+    /// from `offset` as the whole blob would serve a shifted body.
     pub async fn fetch(
         self: &Arc<Self>,
         digest: &Digest,
@@ -165,12 +174,13 @@ impl Downloads {
                 return Err(FetchError::Abandoned);
             }
         };
+        let start = if total.is_some() { offset } else { 0 };
         let reader = LiveReader {
             store: self.store.clone(),
             digest: digest.clone(),
             download,
             rx,
-            pos: offset,
+            pos: start,
             reader: None,
             reading_partial: false,
         };
@@ -187,7 +197,8 @@ impl Downloads {
         })
         .boxed();
         Ok(BlobBody {
-            size: total.map(|t| t.saturating_sub(offset)),
+            start,
+            size: total.map(|t| t.saturating_sub(start)),
             stream,
         })
     }
