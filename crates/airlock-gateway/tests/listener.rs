@@ -492,3 +492,50 @@ fn listener_limits_are_validated_at_load() {
     );
     assert!(invalid("max_header_size = \"1KiB\"").contains("out of range"));
 }
+
+/// Shutdown still drains: a request in flight when shutdown starts is answered in full,
+/// idle connections are closed, and `serve` returns once the last connection is gone.
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight_and_closes_idle_connections() {
+    let upstream = slow_upstream(Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\
+         [tls]\nmode = \"off\"\n\
+         [[proxy]]\nname = \"slow\"\nformat = \"raw\"\nupstream = \"http://{upstream}/\"\n",
+        dir.path().join("data")
+    );
+    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.serve(async {
+        let _ = stopped.await;
+    }));
+    let mut idle: Box<dyn Stream> = Box::new(TcpStream::connect(addr).await.unwrap());
+    assert_eq!(request(&mut idle, "/healthz", "").await.0, 200);
+    let mut busy: Box<dyn Stream> = Box::new(TcpStream::connect(addr).await.unwrap());
+    busy.write_all(b"GET /repository/slow/file.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(1)).await,
+        "an idle connection is closed at shutdown"
+    );
+    let (status, body) = read_response(&mut busy).await;
+    assert_eq!((status, body.as_str()), (200, "slow\n"));
+    timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve returns once drained")
+        .unwrap()
+        .unwrap();
+    let drained = stopping.elapsed();
+    assert!(
+        drained < Duration::from_secs(5),
+        "drained in {drained:?}, not at the grace period's end"
+    );
+}
