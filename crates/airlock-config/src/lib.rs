@@ -72,6 +72,22 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    /// How long a client has to send a complete request head: from the end of the TLS
+    /// handshake for the first request, from its first byte for later ones.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// How long a connection with no request in flight stays open.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Open connections, all clients together; more are closed as they arrive.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Open connections from one client IP address.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
+    /// The largest request head (request line and headers; on HTTP/2 the header list).
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
 }
 
 fn default_listen() -> SocketAddr {
@@ -86,6 +102,40 @@ fn default_grace() -> HumanDuration {
     HumanDuration::from_secs(10)
 }
 
+// Ten seconds is ample for any real client on the site network (a request head is one
+// packet), and short enough that a slowloris client pins a slot only briefly.
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+// Sixty seconds keeps connections warm across the gaps between a pull's manifest and
+// layer requests or pip's resolve and download phases, while an abandoned connection
+// gives its slot back within a minute. Clients retry an idempotent request that races a
+// close, so a server-side idle timeout below theirs (Go's is 90s) costs nothing.
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_max_connections() -> u32 {
+    4096
+}
+
+// A node pulling many images at once opens tens of connections; 256 leaves room for that
+// and for a NAT gateway fronting a few nodes, yet one client cannot take all 4096 slots.
+fn default_max_connections_per_client() -> u32 {
+    256
+}
+
+fn default_max_header_size() -> ByteSize {
+    ByteSize(64 << 10)
+}
+
+/// The smallest `max_header_size`: hyper's HTTP/1 read buffer cannot be smaller.
+pub const MIN_HEADER_SIZE: u64 = 8 << 10;
+/// The largest `max_header_size`: far above any real request head; beyond this a client
+/// could make each connection hold megabytes.
+pub const MAX_HEADER_SIZE: u64 = 1 << 20;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -94,6 +144,11 @@ impl Default for ServerConfig {
             extra_names: Vec::new(),
             default_proxy: None,
             shutdown_grace: default_grace(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_header_size: default_max_header_size(),
         }
     }
 }
@@ -275,9 +330,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.server.hostname.is_empty() {
-            return Err("[server] hostname must not be empty".into());
-        }
+        self.server.validate()?;
         match (self.tls.mode, &self.tls.cert, &self.tls.key) {
             (TlsMode::Files, Some(_), Some(_))
             | (TlsMode::SelfSigned | TlsMode::Off, None, None) => {}
@@ -336,6 +389,44 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.hostname.is_empty() {
+            return Err("[server] hostname must not be empty".into());
+        }
+        for (key, value) in [
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err(format!(
+                    "[server] {key} must be longer than zero (e.g. \"10s\")"
+                ));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            return Err(
+                "[server] max_connections and max_connections_per_client must be at least 1".into(),
+            );
+        }
+        if self.max_connections_per_client > self.max_connections {
+            return Err(format!(
+                "[server] max_connections_per_client ({}) is above max_connections ({}); lower it or raise max_connections",
+                self.max_connections_per_client, self.max_connections
+            ));
+        }
+        if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&self.max_header_size.0) {
+            return Err(format!(
+                "[server] max_header_size {} is out of range: write {} to {}",
+                self.max_header_size,
+                ByteSize(MIN_HEADER_SIZE),
+                ByteSize(MAX_HEADER_SIZE)
+            ));
         }
         Ok(())
     }

@@ -221,3 +221,62 @@ fn maven_and_helm_formats_are_accepted() {
         );
     }
 }
+
+#[test]
+fn listener_limits_have_safe_defaults_and_are_checked() {
+    let server = Config::embedded_default().server;
+    assert_eq!(server.header_timeout, HumanDuration::from_secs(10));
+    assert_eq!(server.idle_timeout, HumanDuration::from_secs(60));
+    assert_eq!(server.max_connections, 4096);
+    assert_eq!(server.max_connections_per_client, 256);
+    assert_eq!(server.max_header_size, ByteSize(64 << 10));
+    // A file without the keys gets the same values the embedded default writes out.
+    let unset = parse("").unwrap().server;
+    assert_eq!(
+        (
+            unset.header_timeout,
+            unset.idle_timeout,
+            unset.max_connections,
+            unset.max_connections_per_client,
+            unset.max_header_size
+        ),
+        (
+            server.header_timeout,
+            server.idle_timeout,
+            server.max_connections,
+            server.max_connections_per_client,
+            server.max_header_size
+        )
+    );
+    let set = parse(
+        "[server]\nheader_timeout = \"2s\"\nidle_timeout = \"5m\"\nmax_connections = 10\n\
+         max_connections_per_client = 10\nmax_header_size = \"16KiB\"",
+    )
+    .unwrap()
+    .server;
+    assert_eq!(set.header_timeout, HumanDuration::from_secs(2));
+    assert_eq!(set.idle_timeout, HumanDuration::from_secs(300));
+    assert_eq!(
+        (set.max_connections, set.max_connections_per_client),
+        (10, 10)
+    );
+    assert_eq!(set.max_header_size, ByteSize(16 << 10));
+
+    assert!(err("[server]\nheader_timeout = \"0s\"").contains("header_timeout must be longer"));
+    assert!(err("[server]\nidle_timeout = \"0s\"").contains("idle_timeout must be longer"));
+    assert!(err("[server]\nmax_connections = 0").contains("at least 1"));
+    assert!(err("[server]\nmax_connections_per_client = 0").contains("at least 1"));
+    assert!(err("[server]\nmax_connections = -1").contains("invalid value"));
+    let over = err("[server]\nmax_connections = 100\nmax_connections_per_client = 101");
+    assert!(
+        over.contains("max_connections_per_client (101) is above max_connections (100)"),
+        "{over}"
+    );
+    let small = err("[server]\nmax_header_size = \"4KiB\"");
+    assert!(
+        small.contains("max_header_size 4KiB is out of range: write 8KiB to 1MiB"),
+        "{small}"
+    );
+    assert!(err("[server]\nmax_header_size = \"2MiB\"").contains("out of range"));
+    assert!(err("[server]\nheader_timeout = \"soon\"").contains("invalid duration"));
+}

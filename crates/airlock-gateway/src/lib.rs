@@ -1,8 +1,9 @@
 //! Wiring for `airlock serve`: configuration → store, registry and routes; the listener
 //! with TLS (HTTP/1.1 and HTTP/2); health, Harbor-compatible status endpoints and the CA
 //! download; `/metrics`; one access-log line per request; store upkeep (last-use times,
-//! eviction); graceful shutdown.
+//! eviction); connection caps and timeouts; graceful shutdown.
 
+mod limits;
 mod maintenance;
 mod metrics;
 mod routes;
@@ -54,6 +55,7 @@ pub(crate) struct AppState {
     pub packages: Arc<airlock_packages::Packages>,
     pub ca_pem: Option<String>,
     pub metrics: metrics::Metrics,
+    pub connections: limits::ConnectionLimits,
     pub egress: Option<Arc<airlock_egress::EgressPolicy>>,
 }
 
@@ -97,8 +99,10 @@ pub(crate) async fn build(
         Some(egress) => Some(Arc::new(egress.resolve().map_err(GatewayError::Egress)?)),
         None => None,
     };
+    let connections = limits::ConnectionLimits::new(&config.server);
     Ok((
         Arc::new(AppState {
+            connections,
             config,
             registry,
             packages,

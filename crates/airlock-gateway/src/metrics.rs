@@ -1,6 +1,7 @@
 //! `/metrics` in Prometheus text format: requests by route and status, cache results,
 //! bytes served from cache and fetched upstream, upstream errors by proxy, downloads in
-//! flight, store size and evictions.
+//! flight, store size and evictions, and the listener's open, refused and timed-out
+//! connections.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use airlock_registry::{CacheOutcome, Registry, ServedBy, UpstreamFailure};
+
+use crate::limits::{ConnectionLimits, Expiry, Refused};
 
 /// Counters the request path and the maintenance task update.
 #[derive(Debug, Default)]
@@ -18,6 +21,8 @@ pub(crate) struct Metrics {
     served_from_cache: AtomicU64,
     pub evicted_blobs: AtomicU64,
     pub evicted_bytes: AtomicU64,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    timed_out: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Writes one metric family: help, type and sample lines (suffixes after the name).
@@ -85,12 +90,71 @@ impl Metrics {
         }
     }
 
+    /// A connection closed on arrival because a cap was reached.
+    pub(crate) fn connection_refused(&self, reason: Refused) {
+        *self
+            .refused
+            .lock()
+            .expect("metrics lock")
+            .entry(reason.as_str())
+            .or_default() += 1;
+    }
+
+    /// A connection closed for being slow or idle.
+    pub(crate) fn connection_timed_out(&self, reason: Expiry) {
+        *self
+            .timed_out
+            .lock()
+            .expect("metrics lock")
+            .entry(reason.as_str())
+            .or_default() += 1;
+    }
+
     pub(crate) fn render(
         &self,
         registry: &Registry,
+        connections: &ConnectionLimits,
         egress: Option<&std::sync::Arc<airlock_egress::EgressPolicy>>,
     ) -> String {
         let mut out = String::new();
+        section(
+            &mut out,
+            "airlock_connections_open",
+            "gauge",
+            "Connections open on the gateway listener.",
+            vec![format!(" {}", connections.open())],
+        );
+        section(
+            &mut out,
+            "airlock_connection_clients",
+            "gauge",
+            "Client addresses with a connection open on the gateway listener.",
+            vec![format!(" {}", connections.clients())],
+        );
+        section(
+            &mut out,
+            "airlock_connections_refused_total",
+            "counter",
+            "Connections closed on arrival because a [server] cap was reached, by cap.",
+            self.refused
+                .lock()
+                .expect("metrics lock")
+                .iter()
+                .map(|(r, n)| format!("{{reason=\"{r}\"}} {n}"))
+                .collect(),
+        );
+        section(
+            &mut out,
+            "airlock_connections_timed_out_total",
+            "counter",
+            "Connections closed for a slow TLS handshake, a slow request head or idleness.",
+            self.timed_out
+                .lock()
+                .expect("metrics lock")
+                .iter()
+                .map(|(r, n)| format!("{{reason=\"{r}\"}} {n}"))
+                .collect(),
+        );
         section(
             &mut out,
             "airlock_http_requests_total",

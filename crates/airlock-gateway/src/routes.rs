@@ -81,7 +81,9 @@ async fn ca_certificate(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.registry, state.egress.as_ref()),
+        state
+            .metrics
+            .render(&state.registry, &state.connections, state.egress.as_ref()),
     )
 }
 

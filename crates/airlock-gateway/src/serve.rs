@@ -1,22 +1,33 @@
-//! The listener: accept, TLS handshake, HTTP/1.1 or HTTP/2, graceful shutdown.
+//! The listener: accept under the connection caps, TLS handshake, HTTP/1.1 or HTTP/2
+//! with header and idle timeouts, graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_config::Config;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use airlock_config::{Config, ServerConfig};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::{Activity, Expiry, Tracked, Watched};
 use crate::{AppState, GatewayError, build, routes};
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a connection closed by the watchdog may take to say goodbye.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// hyper's smallest HTTP/1 read buffer (`max_header_size` is validated to be at least this).
+const MIN_HTTP1_BUFFER: usize = 8 << 10;
+
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A bound, ready-to-serve gateway.
 pub struct Gateway {
@@ -89,7 +100,6 @@ impl Gateway {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), GatewayError> {
-        let graceful = GracefulShutdown::new();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(
             target: "airlock::gateway",
@@ -113,6 +123,8 @@ impl Gateway {
             }
             _ => None,
         };
+        let builder = http_builder(&self.state.config.server);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -128,51 +140,47 @@ impl Gateway {
                     continue;
                 }
             };
+            // Admitted here, in accept order, so the caps are exact; a refused connection is
+            // closed at once (dropping the stream), before any TLS work is spent on it.
+            let slot = match self.state.connections.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    self.state.metrics.connection_refused(reason);
+                    self.state.connections.warn_refused(reason, peer.ip());
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(self.app.clone());
-            let watcher = graceful.watcher();
+            let connection = Connection {
+                app: self.app.clone(),
+                builder: builder.clone(),
+                state: self.state.clone(),
+                stopping: stopping.clone(),
+                peer,
+            };
             let tls = self.tls.clone();
             tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let result = match tls {
+                let _slot = slot;
+                match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(tls_stream)) => {
-                                watcher
-                                    .watch(
-                                        builder
-                                            .serve_connection_with_upgrades(
-                                                TokioIo::new(tls_stream),
-                                                service,
-                                            )
-                                            .into_owned(),
-                                    )
-                                    .await
-                            }
+                            Ok(Ok(tls_stream)) => connection.serve(tls_stream).await,
                             Ok(Err(error)) => {
                                 tracing::debug!(target: "airlock::gateway", %peer, %error, "TLS handshake failed");
-                                return;
                             }
-                            Err(_) => return,
+                            Err(_) => connection
+                                .state
+                                .metrics
+                                .connection_timed_out(Expiry::Handshake),
                         }
                     }
-                    None => {
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            )
-                            .await
-                    }
-                };
-                if let Err(error) = result {
-                    tracing::debug!(target: "airlock::gateway", %peer, %error, "connection ended with an error");
+                    None => connection.serve(stream).await,
                 }
             });
         }
         drop(self.listener);
+        drop(stopping);
         upkeep.abort();
         let _ = stop_egress.send(true);
         if let Err(error) = self.state.registry.index().flush_touches().await {
@@ -180,8 +188,10 @@ impl Gateway {
         }
         let grace = self.state.config.server.shutdown_grace.0;
         tracing::info!(target: "airlock::gateway", grace_secs = grace.as_secs(), "shutting down: draining requests");
+        let _ = stop.send(true);
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!(target: "airlock::gateway", "all connections closed"),
+            // Every connection task holds a receiver until it ends.
+            () = stop.closed() => tracing::info!(target: "airlock::gateway", "all connections closed"),
             () = tokio::time::sleep(grace) => tracing::warn!(target: "airlock::gateway", "grace period over: closing remaining connections"),
         }
         if let Some(egress) = egress {
@@ -196,6 +206,79 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 settings of every connection.
+fn http_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let max_header_size = server.max_header_size.0 as usize;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // Header and idle timeouts are the watchdog's (see `limits`): hyper's header timer
+        // would also cut idle keep-alive connections at the header timeout.
+        .header_read_timeout(None)
+        .keep_alive(true)
+        // hyper answers 431 when a request head does not fit its read buffer. The same
+        // bound caps its write buffer, which costs nothing here: blob bodies come in 256KiB
+        // chunks and a chunk is always written whole.
+        .max_buf_size(max_header_size.max(MIN_HTTP1_BUFFER));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+        // Pings find peers that vanished mid-download without closing the connection.
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
+}
+
+/// What one accepted connection needs to be served.
+struct Connection {
+    app: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    state: Arc<AppState>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` until the client closes, the watchdog closes it for being slow
+    /// or idle, or shutdown drains it.
+    async fn serve<T>(mut self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Activity::start(&self.state.config.server);
+        let service = Tracked::new(TowerToHyperService::new(self.app), activity.clone());
+        let connection = self.builder.serve_connection_with_upgrades(
+            TokioIo::new(Watched::new(io, activity.clone())),
+            service,
+        );
+        tokio::pin!(connection);
+        let peer = self.peer;
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = async { drop(self.stopping.wait_for(|stop| *stop).await) } => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+            why = activity.expired() => {
+                self.state.metrics.connection_timed_out(why);
+                tracing::debug!(target: "airlock::gateway", %peer, reason = why.as_str(), "closing connection");
+                // An idle connection gets a goodbye (HTTP/2 GOAWAY) if the client takes it
+                // promptly. A half-sent request head gets none: hyper would wait for the
+                // head to finish before closing.
+                if why == Expiry::Idle {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, connection).await;
+                }
+                return;
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(target: "airlock::gateway", %peer, %error, "connection ended with an error");
+        }
     }
 }
 
