@@ -184,14 +184,27 @@ fn keycloak_regexes_match_only_their_host() {
         "",
     ));
     let mappings = rendered.get("keycloak-proxy-mappings.txt").unwrap().trim();
-    let entries: Vec<&str> = mappings.split(',').collect();
+    let entries: Vec<(&str, &str)> = mappings
+        .split(',')
+        .map(|m| m.split_once(';').unwrap())
+        .collect();
     assert_eq!(
         entries,
         [
-            r"^a\.example\.com$;http://gw.example.org:3128",
-            r"^b-c\.example\.org$;http://gw.example.org:3128"
+            ("^a[.]example[.]com$", "http://gw.example.org:3128"),
+            ("^b-c[.]example[.]org$", "http://gw.example.org:3128")
         ]
     );
+    // As Keycloak applies them: the whole host name must match.
+    let matches = |pattern: &str, host: &str| {
+        let re = regex_automata::meta::Regex::new(pattern).unwrap();
+        let input = regex_automata::Input::new(host).anchored(regex_automata::Anchored::Yes);
+        re.find(input).is_some_and(|m| m.end() == host.len())
+    };
+    assert!(matches(entries[0].0, "a.example.com"));
+    assert!(!matches(entries[0].0, "aXexample.com"));
+    assert!(!matches(entries[0].0, "x.a.example.com"));
+    assert!(matches(entries[1].0, "b-c.example.org"));
 }
 
 #[test]
