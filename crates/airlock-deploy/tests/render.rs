@@ -207,6 +207,28 @@ fn keycloak_regexes_match_only_their_host() {
     assert!(matches(entries[1].0, "b-c.example.org"));
 }
 
+/// Regression: the gateway holds a pinned file back until it is verified, longer than pip's
+/// 15 s, dnf's 30 s or conda's 60 s default read timeouts for a large file.
+#[test]
+fn clients_wait_for_verified_downloads() {
+    let rendered = rendered(&common::example(), Some(&common::secret()));
+    for (path, setting) in [
+        ("clients/pip.conf", "timeout = 300"),
+        ("clients/condarc", "remote_read_timeout_secs: 300"),
+    ] {
+        let text = rendered.get(path).unwrap();
+        assert!(text.lines().any(|l| l == setting), "{path}:\n{text}");
+    }
+    let repo = rendered.get("clients/airlock.repo").unwrap();
+    let sections = repo.matches("\n[").count();
+    assert!(sections > 0, "{repo}");
+    assert_eq!(
+        repo.lines().filter(|l| *l == "timeout=300").count(),
+        sections,
+        "every repository waits:\n{repo}"
+    );
+}
+
 #[test]
 fn connected_site_without_staging_cannot_render() {
     let text = "server:\n  hosts:\n    cp:\nk3s_cluster:\n  children:\n    server:\n";
