@@ -184,13 +184,48 @@ fn keycloak_regexes_match_only_their_host() {
         "",
     ));
     let mappings = rendered.get("keycloak-proxy-mappings.txt").unwrap().trim();
-    let entries: Vec<&str> = mappings.split(',').collect();
+    let entries: Vec<(&str, &str)> = mappings
+        .split(',')
+        .map(|m| m.split_once(';').unwrap())
+        .collect();
     assert_eq!(
         entries,
         [
-            r"^a\.example\.com$;http://gw.example.org:3128",
-            r"^b-c\.example\.org$;http://gw.example.org:3128"
+            ("^a[.]example[.]com$", "http://gw.example.org:3128"),
+            ("^b-c[.]example[.]org$", "http://gw.example.org:3128")
         ]
+    );
+    // As Keycloak applies them: the whole host name must match.
+    let matches = |pattern: &str, host: &str| {
+        let re = regex_automata::meta::Regex::new(pattern).unwrap();
+        let input = regex_automata::Input::new(host).anchored(regex_automata::Anchored::Yes);
+        re.find(input).is_some_and(|m| m.end() == host.len())
+    };
+    assert!(matches(entries[0].0, "a.example.com"));
+    assert!(!matches(entries[0].0, "aXexample.com"));
+    assert!(!matches(entries[0].0, "x.a.example.com"));
+    assert!(matches(entries[1].0, "b-c.example.org"));
+}
+
+/// Regression: the gateway holds a pinned file back until it is verified, longer than pip's
+/// 15 s, dnf's 30 s or conda's 60 s default read timeouts for a large file.
+#[test]
+fn clients_wait_for_verified_downloads() {
+    let rendered = rendered(&common::example(), Some(&common::secret()));
+    for (path, setting) in [
+        ("clients/pip.conf", "timeout = 300"),
+        ("clients/condarc", "remote_read_timeout_secs: 300"),
+    ] {
+        let text = rendered.get(path).unwrap();
+        assert!(text.lines().any(|l| l == setting), "{path}:\n{text}");
+    }
+    let repo = rendered.get("clients/airlock.repo").unwrap();
+    let sections = repo.matches("\n[").count();
+    assert!(sections > 0, "{repo}");
+    assert_eq!(
+        repo.lines().filter(|l| *l == "timeout=300").count(),
+        sections,
+        "every repository waits:\n{repo}"
     );
 }
 

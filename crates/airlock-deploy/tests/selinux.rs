@@ -414,7 +414,9 @@ fn the_repo_file_points_at_the_gateways_rancher_proxy() {
          gpgcheck=1\n\
          repo_gpgcheck=0\n\
          gpgkey=https://gw.example.org/repository/rancher-k3s/public.key\n\
-         sslcacert=/etc/rancher/k3s/staging-ca.crt\n"
+         sslcacert=/etc/rancher/k3s/staging-ca.crt\n\
+         # The gateway answers once a file is fully downloaded and verified: wait for large ones.\n\
+         timeout=300\n"
     );
     let without_ca =
         airlock_deploy::selinux::repo_file(&site, "https://gw.example.org/repository", "", 8);

@@ -138,6 +138,66 @@ fn encrypt_string_with_vault_id_and_file_round_trip() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "plain notes\n");
 }
 
+/// Regression: `vault decrypt --output` wrote plaintext through a predictable temporary
+/// (`.<name>.airlock-tmp`, opened without `O_EXCL`, so a symlink there was followed) and left
+/// it world-readable under a permissive umask.
+#[cfg(unix)]
+#[test]
+fn vault_decrypt_output_is_0600_under_umask_000_and_follows_no_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pass = password_file(dir.path());
+    let vaulted = dir.path().join("secrets.yml");
+    std::fs::write(&vaulted, "k3s_token: plain-secret\n").unwrap();
+    let mut encrypt = airlock();
+    encrypt
+        .args(["vault", "encrypt"])
+        .arg(&vaulted)
+        .arg("--vault-password-file")
+        .arg(&pass);
+    ok(&run(encrypt, b""));
+
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let output = out_dir.join("secrets.plain.yml");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "not yours\n").unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join(".secrets.plain.yml.airlock-tmp")).unwrap();
+
+    // A umask of 000 would make a default-mode file 0666.
+    let mut decrypt = Command::new("sh");
+    decrypt
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_airlock"))
+        .args(["vault", "decrypt"])
+        .arg(&vaulted)
+        .arg("--output")
+        .arg(&output)
+        .arg("--vault-password-file")
+        .arg(&pass)
+        .env_remove("ANSIBLE_VAULT_PASSWORD_FILE");
+    ok(&run(decrypt, b""));
+
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "k3s_token: plain-secret\n"
+    );
+    let mode = std::fs::symlink_metadata(&output)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "plaintext mode {mode:o}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not yours\n");
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+}
+
 #[test]
 fn vault_errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();

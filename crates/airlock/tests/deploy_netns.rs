@@ -738,6 +738,16 @@ fn mode(node: &Node, path: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+fn owner(node: &Node, path: &str) -> String {
+    let output = node
+        .machine
+        .command("stat")
+        .args(["-c", "%U:%G", path])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 fn without_comments(text: &str) -> String {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -761,6 +771,10 @@ fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
         "deploy --check on a fresh site shows changes:\n{output}"
     );
     assert_untouched(&bed.staging, STAGING_FILES, "after --check");
+    assert!(
+        !bed.ssh(&bed.staging, "id -u airlock").status.success(),
+        "--check creates no user"
+    );
     for node in nodes {
         assert_untouched(node, NODE_FILES, "after --check");
     }
@@ -837,6 +851,20 @@ fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
         active.status.success(),
         "systemctl reports airlock active on staging"
     );
+    // Least privilege: its own user (the stand-in systemctl honours User= and the ambient
+    // capability, so port 443 above was bound without root), its own data directory.
+    let user = bed.ssh(
+        staging,
+        "stat -c %U:%G /proc/$(cat /var/lib/standin/systemd/airlock.pid)",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&user.stdout).trim(),
+        "airlock:airlock",
+        "the gateway runs as the airlock user"
+    );
+    assert_eq!(mode(staging, "/var/lib/airlock"), "700");
+    assert_eq!(owner(staging, "/var/lib/airlock"), "airlock:airlock");
+    assert_eq!(mode(staging, "/var/lib/airlock/tls/ca.crt"), "600");
 
     let rendered = bed.render("rendered");
     let registries = std::fs::read_to_string(rendered.join("nodes/registries.yaml")).unwrap();
@@ -860,6 +888,11 @@ fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
             mode(node, "/usr/local/share/airlock/k3s-install.sh"),
             "755",
             "{name}: install script mode"
+        );
+        assert_eq!(
+            mode(node, "/etc/rancher/k3s/airlock-install.env"),
+            "600",
+            "{name}: the install marker is root's alone"
         );
         assert_eq!(
             node.machine.read("/etc/rancher/k3s/staging-ca.crt"),

@@ -1,18 +1,24 @@
-//! Placing a file on a host only when its content differs, and showing the difference.
+//! Placing a file on a host only when it differs (content, mode or owner), and showing the
+//! difference.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
 use super::report::Report;
-use crate::exec::{ExecError, Executor, Input, Mode};
+use crate::exec::{ExecError, Executor, FileState, Input, Perms};
+
+/// Who owns what deploy places, unless a spec says otherwise: deploy runs as root, and a
+/// file another user owns could be rewritten by that user.
+pub const ROOT: &str = "root:root";
 
 /// A file as it should be on a host.
 #[derive(Debug, Clone)]
 pub struct FileSpec {
     pub path: String,
     pub source: Source,
-    pub mode: Mode,
+    pub perms: Perms,
     /// Shown in reports instead of a diff (secrets, binaries).
     pub opaque: bool,
 }
@@ -33,7 +39,7 @@ impl FileSpec {
         Self {
             path: path.to_owned(),
             source: Source::Text(content.into()),
-            mode: Mode(mode),
+            perms: Perms::owned(mode, ROOT),
             opaque: false,
         }
     }
@@ -45,9 +51,16 @@ impl FileSpec {
                 path: local,
                 sha256,
             },
-            mode: Mode(mode),
+            perms: Perms::owned(mode, ROOT),
             opaque: true,
         }
+    }
+
+    /// The same file owned by `owner` (`user:group`) instead of root.
+    #[must_use]
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.perms.owner = Some(owner.to_owned());
+        self
     }
 
     pub fn sha256(&self) -> String {
@@ -59,7 +72,9 @@ impl FileSpec {
 }
 
 /// Make `spec` true on the host. Returns whether the file changed (in check mode: would
-/// change); the report gets one line, with a unified diff for text files.
+/// change); the report gets one line, with a unified diff for text files and a line for a
+/// wrong mode or owner. Any difference rewrites the whole file (a fresh temporary, renamed),
+/// never a `chmod` in place, which would follow a symlink planted at the path.
 pub fn ensure(
     exec: &dyn Executor,
     spec: &FileSpec,
@@ -67,35 +82,57 @@ pub fn ensure(
     report: &Report,
 ) -> Result<bool, ExecError> {
     let host = exec.host();
-    let current = exec.sha256(&spec.path)?;
+    let current = exec.stat(&spec.path)?;
     let wanted = spec.sha256();
-    if current.as_deref() == Some(wanted.as_str()) {
+    let same_content = current.as_ref().is_some_and(|c| c.sha256 == wanted);
+    let perms = perms_detail(current.as_ref(), &spec.perms);
+    if same_content && perms.is_none() {
         report.ok(host, &spec.path);
         return Ok(false);
     }
-    let detail = match (&spec.source, spec.opaque) {
-        (Source::Text(text), false) => {
-            let old = match current {
-                Some(_) => exec.read(&spec.path)?.unwrap_or_default(),
-                None => Vec::new(),
-            };
-            Some(diff(&spec.path, &String::from_utf8_lossy(&old), text))
+    let mut detail = if same_content {
+        String::new()
+    } else {
+        match (&spec.source, spec.opaque) {
+            (Source::Text(text), false) => {
+                let old = match current {
+                    Some(_) => exec.read(&spec.path)?.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                diff(&spec.path, &String::from_utf8_lossy(&old), text)
+            }
+            _ => match &current {
+                Some(old) => format!("    sha256 {} -> {wanted}\n", short(&old.sha256)),
+                None => format!("    new file, sha256 {wanted}\n"),
+            },
         }
-        _ => Some(match current {
-            Some(old) => format!("    sha256 {} -> {wanted}", short(&old)),
-            None => format!("    new file, sha256 {wanted}"),
-        }),
     };
+    if let Some(perms) = perms {
+        detail.push_str(&perms);
+    }
     if !check {
         match &spec.source {
             Source::Text(text) => {
-                exec.write(&spec.path, Input::Bytes(text.as_bytes()), spec.mode)?;
+                exec.write(&spec.path, Input::Bytes(text.as_bytes()), &spec.perms)?;
             }
-            Source::Local { path, .. } => exec.write(&spec.path, Input::File(path), spec.mode)?,
+            Source::Local { path, .. } => exec.write(&spec.path, Input::File(path), &spec.perms)?,
         }
     }
-    report.changed(host, &spec.path, detail.as_deref());
+    report.changed(host, &spec.path, Some(detail.trim_end()));
     Ok(true)
+}
+
+/// The report lines for an existing file whose mode or owner is not the wanted one.
+fn perms_detail(current: Option<&FileState>, wanted: &Perms) -> Option<String> {
+    let current = current?;
+    let mut out = String::new();
+    if current.mode != wanted.mode {
+        let _ = writeln!(out, "    mode {} -> {}", current.mode, wanted.mode);
+    }
+    if let Some(owner) = wanted.owner.as_deref().filter(|o| *o != current.owner) {
+        let _ = writeln!(out, "    owner {} -> {owner}", current.owner);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn short(hex: &str) -> &str {
@@ -114,10 +151,29 @@ pub fn diff(path: &str, old: &str, new: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::Mode;
     use crate::exec::fake::Fake;
 
     fn report() -> Report {
         Report::new(Box::new(std::io::sink()), false)
+    }
+
+    type Sink = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+    /// A report whose output the test can read.
+    fn captured(check: bool) -> (Sink, Report) {
+        struct W(Sink);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        (sink.clone(), Report::new(Box::new(W(sink)), check))
     }
 
     #[test]
@@ -142,23 +198,55 @@ mod tests {
         let host = Fake::new("n1");
         host.put("/etc/x.conf", "a\nb\n");
         let spec = FileSpec::text("/etc/x.conf", "a\nc\n", 0o644);
-        let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let r = Report::new(Box::new(W(sink.clone())), true);
+        let (sink, r) = captured(true);
         assert!(ensure(&host, &spec, true, &r).unwrap());
         assert_eq!(host.file("/etc/x.conf").unwrap(), b"a\nb\n");
         let text = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
         assert!(text.contains("would change: n1: /etc/x.conf"), "{text}");
         assert!(text.contains("-b\n+c"), "{text}");
+    }
+
+    /// Regression: a file with the wanted content counted as up to date whatever its mode
+    /// or owner, so a key left world-readable (or owned by another user) stayed that way.
+    #[test]
+    fn right_content_with_wrong_mode_or_owner_is_changed_and_fixed() {
+        let host = Fake::new("n1");
+        host.put_with("/etc/airlock/tls.key", "KEY\n", 0o644, "root:root");
+        let spec =
+            FileSpec::text("/etc/airlock/tls.key", "KEY\n", 0o600).owned_by("airlock:airlock");
+        let (sink, r) = captured(true);
+        assert!(
+            ensure(&host, &spec, true, &r).unwrap(),
+            "check mode sees it"
+        );
+        let text = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("would change: n1: /etc/airlock/tls.key"),
+            "{text}"
+        );
+        assert!(text.contains("mode 0644 -> 0600"), "{text}");
+        assert!(
+            text.contains("owner root:root -> airlock:airlock"),
+            "{text}"
+        );
+        assert_eq!(
+            host.mode("/etc/airlock/tls.key"),
+            Some(Mode(0o644)),
+            "check changes nothing"
+        );
+
+        assert!(ensure(&host, &spec, false, &report()).unwrap());
+        assert_eq!(host.mode("/etc/airlock/tls.key"), Some(Mode(0o600)));
+        assert_eq!(
+            host.owner("/etc/airlock/tls.key").unwrap(),
+            "airlock:airlock"
+        );
+        assert!(!ensure(&host, &spec, false, &report()).unwrap());
+
+        host.put_with("/etc/x.conf", "a\n", 0o644, "nobody:nogroup");
+        let root_owned = FileSpec::text("/etc/x.conf", "a\n", 0o644);
+        assert!(ensure(&host, &root_owned, false, &report()).unwrap());
+        assert_eq!(host.owner("/etc/x.conf").unwrap(), "root:root");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac as _};
+use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
 use super::DeployError;
@@ -16,8 +18,9 @@ use crate::exec::{ExecError, Executor, Input, quote};
 pub const K3S_BINARY: &str = "/usr/local/bin/k3s";
 pub const INSTALL_SCRIPT: &str = "/usr/local/share/airlock/k3s-install.sh";
 pub const REGISTRIES: &str = "/etc/rancher/k3s/registries.yaml";
-/// How K3s was installed (no secrets: the token only as a hash); a change re-runs the
-/// installer.
+/// How K3s was installed; a change re-runs the installer. The token is in it only as an
+/// HMAC keyed with a random per-node salt stored beside it, so the file cannot be used to
+/// test guesses against a table, and it is root's alone (0600).
 pub const MARKER: &str = "/etc/rancher/k3s/airlock-install.env";
 
 /// A node's part in the cluster.
@@ -84,22 +87,62 @@ pub fn installer_script(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
     script
 }
 
-/// The marker: everything that, when changed, means the installer must run again.
-pub fn marker(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
+/// The marker: everything that, when changed, means the installer must run again. `salt`
+/// keys the token's HMAC (hex, 16 random bytes when the node has no marker yet).
+pub fn marker(name: &str, role: Role, inputs: &Inputs<'_>, salt: &str) -> String {
+    format!(
+        "# Written by `airlock deploy`: how K3s was installed on this node.\n{}token_salt={salt}\ntoken_hmac_sha256={}\n",
+        marker_fields(name, role, inputs),
+        token_hmac(salt, inputs.token),
+    )
+}
+
+/// Markers of earlier versions: the token as its bare sha256. Recognized only to replace them
+/// without reinstalling K3s.
+fn legacy_marker(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
+    format!(
+        "# Written by `airlock deploy`: how K3s was installed on this node.\n{}token_sha256={}\n",
+        marker_fields(name, role, inputs),
+        hex::encode(Sha256::digest(inputs.token.as_bytes())),
+    )
+}
+
+fn marker_fields(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
     let server_url = if role == Role::FirstServer {
         ""
     } else {
         inputs.server_url
     };
     format!(
-        "# Written by `airlock deploy`: how K3s was installed on this node.\n\
-role={}\nnode_name={name}\nversion={}\nserver_url={server_url}\nk3s_sha256={}\ninstall_sh_sha256={}\ntoken_sha256={}\n",
+        "role={}\nnode_name={name}\nversion={}\nserver_url={server_url}\nk3s_sha256={}\ninstall_sh_sha256={}\n",
         role.exec(),
         inputs.version,
         inputs.binary.1,
         inputs.script.1,
-        hex::encode(Sha256::digest(inputs.token.as_bytes())),
     )
+}
+
+/// HMAC-SHA256 of the token keyed with the salt (hex).
+fn token_hmac(salt: &str, token: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(salt.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(token.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The salt of an installed marker, or a fresh one.
+fn salt_of(installed: Option<&str>) -> String {
+    installed
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("token_salt=")))
+        .filter(|salt| salt.len() == 32 && salt.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(
+            || {
+                let mut bytes = [0u8; 16];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                hex::encode(bytes)
+            },
+            str::to_owned,
+        )
 }
 
 /// Run the stage on one node.
@@ -135,9 +178,18 @@ pub fn run(
         let changed = ensure(exec, spec, check, report).map_err(fail)?;
         config_changed |= changed && spec.path != K3S_BINARY && spec.path != INSTALL_SCRIPT;
     }
-    let marker = FileSpec::text(MARKER, marker(&host, role, inputs), 0o644);
-    let installed = exec.sha256(MARKER).map_err(fail)?;
-    if installed.as_deref() == Some(marker.sha256().as_str()) {
+    let installed = exec
+        .read(MARKER)
+        .map_err(fail)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    let wanted = marker(&host, role, inputs, &salt_of(installed.as_deref()));
+    let marker = FileSpec::text(MARKER, wanted.as_str(), 0o600);
+    let current = installed
+        .as_deref()
+        .is_some_and(|text| text == wanted || text == legacy_marker(&host, role, inputs));
+    if current {
+        // Also replaces a legacy marker, and fixes a marker's mode or owner.
+        ensure(exec, &marker, check, report).map_err(fail)?;
         report.ok(
             &host,
             &format!("K3s {} installed ({})", inputs.version, role.exec()),
@@ -291,7 +343,10 @@ mod tests {
             let server = installer_script("s1", Role::FirstServer, inputs);
             assert!(!server.contains("K3S_URL"));
             assert!(server.contains("server --node-name s1"));
-            assert!(!marker("s1", Role::FirstServer, inputs).contains("s3cret"));
+            let salt = salt_of(None);
+            let written = marker("s1", Role::FirstServer, inputs, &salt);
+            assert!(!written.contains("s3cret"));
+            assert!(!written.contains(&hex::encode(Sha256::digest(b"s3cret"))));
         });
     }
 
@@ -308,6 +363,64 @@ mod tests {
             let again = quiet();
             run(&node, Role::Agent, inputs, false, &again).unwrap();
             assert_eq!(installs(&node), 1);
+            assert_eq!(again.counts()["w1"].changed, 0);
+        });
+    }
+
+    /// Regression: the marker held the bare sha256 of the K3s token, world-readable (0644),
+    /// so anyone on the node could test token guesses offline against it.
+    #[test]
+    fn marker_holds_a_salted_hmac_of_the_token_and_is_root_only() {
+        with_inputs(|inputs| {
+            let node = Fake::new("w1");
+            run(&node, Role::Agent, inputs, false, &quiet()).unwrap();
+            let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
+            assert!(
+                !text.contains(&hex::encode(Sha256::digest(b"s3cret"))),
+                "{text}"
+            );
+            let salt = text
+                .lines()
+                .find_map(|l| l.strip_prefix("token_salt="))
+                .unwrap();
+            assert_eq!(salt.len(), 32);
+            assert!(text.contains(&format!("token_hmac_sha256={}", token_hmac(salt, "s3cret"))));
+            assert_eq!(node.mode(MARKER), Some(crate::exec::Mode(0o600)));
+            assert_eq!(node.owner(MARKER).unwrap(), "root:root");
+
+            let other = Fake::new("w1");
+            run(&other, Role::Agent, inputs, false, &quiet()).unwrap();
+            assert_ne!(other.file(MARKER), node.file(MARKER), "salts are per node");
+
+            let new_token = Inputs {
+                token: "rotated",
+                ..inputs.clone()
+            };
+            run(&node, Role::Agent, &new_token, false, &quiet()).unwrap();
+            let installs = node.commands().iter().filter(|c| *c == "sh -s").count();
+            assert_eq!(installs, 2, "a new token reinstalls");
+        });
+    }
+
+    #[test]
+    fn legacy_markers_are_replaced_without_reinstalling() {
+        with_inputs(|inputs| {
+            let node = Fake::new("w1");
+            node.put(MARKER, legacy_marker("w1", Role::Agent, inputs));
+            let report = quiet();
+            run(&node, Role::Agent, inputs, false, &report).unwrap();
+            // The other files are new on this fake node; no installer run is what matters.
+            assert!(
+                !node.commands().iter().any(|c| c == "sh -s"),
+                "{:?}",
+                node.commands()
+            );
+            let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
+            assert!(text.contains("token_hmac_sha256="), "{text}");
+            assert!(!text.contains("token_sha256="), "{text}");
+            assert_eq!(node.mode(MARKER), Some(crate::exec::Mode(0o600)));
+            let again = quiet();
+            run(&node, Role::Agent, inputs, false, &again).unwrap();
             assert_eq!(again.counts()["w1"].changed, 0);
         });
     }

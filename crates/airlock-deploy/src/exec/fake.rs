@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{ExecError, Executor, Input, Mode, Output};
+use super::{ExecError, Executor, FileState, Input, Mode, Output, Perms};
 
 /// A host that exists only in memory.
 #[derive(Debug, Default)]
@@ -14,9 +14,16 @@ pub struct Fake {
     state: Mutex<State>,
 }
 
+#[derive(Debug, Clone)]
+struct FakeFile {
+    content: Vec<u8>,
+    mode: Mode,
+    owner: String,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    files: BTreeMap<String, (Vec<u8>, Mode)>,
+    files: BTreeMap<String, FakeFile>,
     log: Vec<String>,
     answers: Vec<(String, Output)>,
     unreachable: bool,
@@ -36,21 +43,36 @@ impl Fake {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Put a file on the host.
+    /// Put a file on the host (0644, owned by root).
     pub fn put(&self, path: &str, content: impl Into<Vec<u8>>) {
-        self.state()
-            .files
-            .insert(path.to_owned(), (content.into(), Mode(0o644)));
+        self.put_with(path, content, 0o644, "root:root");
+    }
+
+    /// Put a file on the host with this mode and `user:group` owner.
+    pub fn put_with(&self, path: &str, content: impl Into<Vec<u8>>, mode: u32, owner: &str) {
+        self.state().files.insert(
+            path.to_owned(),
+            FakeFile {
+                content: content.into(),
+                mode: Mode(mode),
+                owner: owner.to_owned(),
+            },
+        );
     }
 
     /// A file on the host, if any.
     pub fn file(&self, path: &str) -> Option<Vec<u8>> {
-        self.state().files.get(path).map(|(c, _)| c.clone())
+        self.state().files.get(path).map(|f| f.content.clone())
     }
 
     /// The mode a file was written with.
     pub fn mode(&self, path: &str) -> Option<Mode> {
-        self.state().files.get(path).map(|(_, m)| *m)
+        self.state().files.get(path).map(|f| f.mode)
+    }
+
+    /// The `user:group` owning a file.
+    pub fn owner(&self, path: &str) -> Option<String> {
+        self.state().files.get(path).map(|f| f.owner.clone())
     }
 
     /// Answer every script containing `needle` with this status and stdout (first match wins).
@@ -117,17 +139,26 @@ impl Executor for Fake {
             .state()
             .files
             .get(path)
-            .map(|(c, _)| hex::encode(Sha256::digest(c))))
+            .map(|f| hex::encode(Sha256::digest(&f.content))))
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<FileState>, ExecError> {
+        self.reachable()?;
+        Ok(self.state().files.get(path).map(|f| FileState {
+            sha256: hex::encode(Sha256::digest(&f.content)),
+            mode: f.mode,
+            owner: f.owner.clone(),
+        }))
     }
 
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ExecError> {
         self.reachable()?;
         let mut state = self.state();
         state.log.push(format!("read {path}"));
-        Ok(state.files.get(path).map(|(c, _)| c.clone()))
+        Ok(state.files.get(path).map(|f| f.content.clone()))
     }
 
-    fn write(&self, path: &str, input: Input<'_>, mode: Mode) -> Result<(), ExecError> {
+    fn write(&self, path: &str, input: Input<'_>, perms: &Perms) -> Result<(), ExecError> {
         self.reachable()?;
         let content = match input {
             Input::None => Vec::new(),
@@ -139,7 +170,19 @@ impl Executor for Fake {
         };
         let mut state = self.state();
         state.log.push(format!("write {path}"));
-        state.files.insert(path.to_owned(), (content, mode));
+        // Files are written as root: a write without an owner leaves them root's.
+        let owner = perms
+            .owner
+            .clone()
+            .unwrap_or_else(|| "root:root".to_owned());
+        state.files.insert(
+            path.to_owned(),
+            FakeFile {
+                content,
+                mode: perms.mode,
+                owner,
+            },
+        );
         Ok(())
     }
 }

@@ -69,7 +69,7 @@ fn current_uid() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::Mode;
+    use crate::exec::{Mode, Perms};
 
     #[test]
     fn runs_scripts_and_places_files() {
@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(local.sha256(path).unwrap(), None);
         assert_eq!(local.read(path).unwrap(), None);
         local
-            .write(path, Input::Bytes(b"content\n"), Mode(0o640))
+            .write(path, Input::Bytes(b"content\n"), &Perms::mode(0o640))
             .unwrap();
         assert_eq!(local.read(path).unwrap().unwrap(), b"content\n");
         assert_eq!(
@@ -103,6 +103,48 @@ mod tests {
         assert!(!std::path::Path::new(&format!("{path}.airlock-tmp")).exists());
     }
 
+    /// Regression: files went through `<path>.airlock-tmp`, opened with `cat >`, so a symlink
+    /// planted at that name sent the content (as root) wherever it pointed.
+    #[test]
+    fn a_symlink_at_the_old_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let path = dir.path().join("token");
+        std::os::unix::fs::symlink(&victim, dir.path().join("token.airlock-tmp")).unwrap();
+        let local = Local::new("localhost", None);
+        let path = path.to_str().unwrap();
+        local
+            .write(path, Input::Bytes(b"secret"), &Perms::mode(0o600))
+            .unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(path).unwrap(), b"secret");
+        let state = local.stat(path).unwrap().unwrap();
+        assert_eq!(state.mode, Mode(0o600));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "no temporary left: {names:?}");
+    }
+
+    #[test]
+    fn a_symlink_at_the_target_is_reported_as_such_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "same").unwrap();
+        let path = dir.path().join("conf");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let local = Local::new("localhost", None);
+        let path = path.to_str().unwrap();
+        assert_eq!(local.stat(path).unwrap().unwrap().mode, Mode(0o777));
+        local
+            .write(path, Input::Bytes(b"same"), &Perms::mode(0o644))
+            .unwrap();
+        assert!(std::fs::symlink_metadata(path).unwrap().is_file());
+        assert_eq!(local.stat(path).unwrap().unwrap().mode, Mode(0o644));
+    }
+
     #[test]
     fn streams_a_local_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -112,7 +154,11 @@ mod tests {
         let local = Local::new("localhost", None);
         let target = dir.path().join("copy");
         local
-            .write(target.to_str().unwrap(), Input::File(&source), Mode(0o755))
+            .write(
+                target.to_str().unwrap(),
+                Input::File(&source),
+                &Perms::mode(0o755),
+            )
             .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), data);
     }

@@ -94,7 +94,7 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
-/// Ownership and permissions of a placed file.
+/// Permission bits of a placed file (`chmod` octal, including setuid/setgid/sticky).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
@@ -102,6 +102,40 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04o}", self.0)
     }
+}
+
+/// Who may read a placed file: its mode and, when it matters, its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Perms {
+    pub mode: Mode,
+    /// `user:group` as `chown` takes it; `None` leaves the owner to whoever writes.
+    pub owner: Option<String>,
+}
+
+impl Perms {
+    pub fn mode(mode: u32) -> Self {
+        Self {
+            mode: Mode(mode),
+            owner: None,
+        }
+    }
+
+    pub fn owned(mode: u32, owner: &str) -> Self {
+        Self {
+            mode: Mode(mode),
+            owner: Some(owner.to_owned()),
+        }
+    }
+}
+
+/// A regular file as found on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    /// Lowercase hex sha256 of the content.
+    pub sha256: String,
+    pub mode: Mode,
+    /// `user:group`.
+    pub owner: String,
 }
 
 /// One host, reached one way.
@@ -140,6 +174,20 @@ pub trait Executor: Send + Sync {
         Ok((word != "absent").then(|| word.to_owned()))
     }
 
+    /// Content hash, mode and owner of the file at `path`, or `None` when there is none. A
+    /// symlink is reported with its own mode (0777), so it never passes for the file it
+    /// points to and is replaced rather than written through.
+    fn stat(&self, path: &str) -> Result<Option<FileState>, ExecError> {
+        let p = quote(path);
+        let out = self.run(&format!(
+            "if [ -L {p} ] || [ -f {p} ]; then stat -c '%a %U:%G' {p}; sha256sum < {p}; else echo absent; fi"
+        ))?;
+        parse_stat(&out).map_err(|message| ExecError::Local {
+            host: self.host().to_owned(),
+            message: format!("stat {path}: {message}"),
+        })
+    }
+
     /// The file's content, or `None` when it does not exist.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ExecError> {
         let p = quote(path);
@@ -159,10 +207,10 @@ pub trait Executor: Send + Sync {
         }
     }
 
-    /// Write `input` to `path` (parents created, `mode` set) through a temporary file and a
-    /// rename.
-    fn write(&self, path: &str, input: Input<'_>, mode: Mode) -> Result<(), ExecError> {
-        let script = write_script(path, mode);
+    /// Write `input` to `path` (parents created, `perms` set before the content is visible)
+    /// through a fresh temporary file and a rename.
+    fn write(&self, path: &str, input: Input<'_>, perms: &Perms) -> Result<(), ExecError> {
+        let script = write_script(path, perms);
         let output = self.exec(&script, input)?;
         if output.success() {
             Ok(())
@@ -178,16 +226,59 @@ pub trait Executor: Send + Sync {
 }
 
 /// The shell script [`Executor::write`] runs: stdin into a temporary file, then a rename.
-pub fn write_script(path: &str, mode: Mode) -> String {
-    let dir = Path::new(path)
+///
+/// The temporary comes from `mktemp` (random name, `O_EXCL`, 0600), so nothing planted at a
+/// predictable name next to the target is followed; owner and mode are set before the
+/// rename, so the target never shows the content with other permissions. A failure removes
+/// the temporary.
+pub fn write_script(path: &str, perms: &Perms) -> String {
+    let target = Path::new(path);
+    let dir = target
         .parent()
         .map_or_else(|| "/".to_owned(), |d| d.display().to_string());
-    let target = quote(path);
-    let temp = quote(&format!("{path}.airlock-tmp"));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let template = quote(&format!(
+        "{}/.{name}.airlock-XXXXXX",
+        dir.trim_end_matches('/')
+    ));
+    let chown = perms
+        .owner
+        .as_deref()
+        .map(|owner| format!(" chown {} \"$tmp\";", quote(owner)))
+        .unwrap_or_default();
     format!(
-        "set -e; mkdir -p {dir}; umask 077; cat > {temp}; chmod {mode} {temp}; mv -f {temp} {target}",
-        dir = quote(&dir)
+        "set -e; mkdir -p {dir}; tmp=$(mktemp {template}); trap 'rm -f \"$tmp\"' EXIT; \
+cat > \"$tmp\"; chmod {mode} \"$tmp\";{chown} mv -f \"$tmp\" {target}; trap - EXIT",
+        dir = quote(&dir),
+        mode = perms.mode,
+        target = quote(path),
     )
+}
+
+/// Parse what [`Executor::stat`]'s script prints.
+fn parse_stat(out: &str) -> Result<Option<FileState>, String> {
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default().trim();
+    if first == "absent" {
+        return Ok(None);
+    }
+    let (mode, owner) = first
+        .split_once(' ')
+        .ok_or_else(|| format!("unexpected output {out:?}"))?;
+    let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("unexpected mode {mode:?}"))?;
+    let sha256 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .filter(|h| h.len() == 64)
+        .ok_or_else(|| format!("no sha256 in {out:?}"))?;
+    Ok(Some(FileState {
+        sha256: sha256.to_owned(),
+        mode: Mode(mode),
+        owner: owner.to_owned(),
+    }))
 }
 
 /// The remote shell command line running `script`, as root through `sudo` when the host
@@ -312,6 +403,21 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote("$(reboot)"), "'$(reboot)'");
+    }
+
+    #[test]
+    fn stat_output_is_parsed() {
+        let sha = "a".repeat(64);
+        assert_eq!(parse_stat("absent\n").unwrap(), None);
+        assert_eq!(
+            parse_stat(&format!("4755 root:wheel\n{sha}  -\n")).unwrap(),
+            Some(FileState {
+                sha256: sha,
+                mode: Mode(0o4755),
+                owner: "root:wheel".to_owned(),
+            })
+        );
+        assert!(parse_stat("644 root:root\n").is_err());
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Drop for ControlDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::Mode;
+    use crate::exec::{Mode, Perms};
     use crate::site::Become;
     use airlock_testkit::sshd::Sshd;
     use std::net::{IpAddr, Ipv4Addr};
@@ -340,7 +340,7 @@ mod tests {
         let target = target.to_str().unwrap();
         assert_eq!(ssh.read(target).unwrap(), None);
         assert_eq!(ssh.sha256(target).unwrap(), None);
-        ssh.write(target, Input::Bytes(b"content\n"), Mode(0o600))
+        ssh.write(target, Input::Bytes(b"content\n"), &Perms::mode(0o600))
             .unwrap();
         assert_eq!(ssh.read(target).unwrap().unwrap(), b"content\n");
         assert_eq!(
@@ -352,6 +352,13 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
         );
+        let state = ssh.stat(target).unwrap().unwrap();
+        assert_eq!(state.mode, Mode(0o600));
+        assert_eq!(
+            state.sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"content\n"))
+        );
+        assert_eq!(ssh.stat(&format!("{target}.missing")).unwrap(), None);
     }
 
     #[test]
@@ -366,8 +373,12 @@ mod tests {
             .collect();
         std::fs::write(&source, &data).unwrap();
         let target = dir.path().join("usr/local/bin/k3s");
-        ssh.write(target.to_str().unwrap(), Input::File(&source), Mode(0o755))
-            .unwrap();
+        ssh.write(
+            target.to_str().unwrap(),
+            Input::File(&source),
+            &Perms::mode(0o755),
+        )
+        .unwrap();
         assert!(std::fs::read(&target).unwrap() == data, "content differs");
         assert_eq!(
             ssh.sha256(target.to_str().unwrap()).unwrap().unwrap(),
@@ -375,7 +386,11 @@ mod tests {
         );
         let missing = dir.path().join("not-there");
         let err = ssh
-            .write(target.to_str().unwrap(), Input::File(&missing), Mode(0o755))
+            .write(
+                target.to_str().unwrap(),
+                Input::File(&missing),
+                &Perms::mode(0o755),
+            )
             .unwrap_err();
         assert!(matches!(err, ExecError::Local { .. }), "{err}");
     }

@@ -1,5 +1,10 @@
 //! Package clients pointed at the gateway's `/repository/<name>/` paths (Nexus-compatible):
 //! pip, conda, Maven and dnf.
+//!
+//! The gateway sends a file pinned by a checksum only once it is downloaded and verified, so a
+//! client may see no byte for as long as the upstream download takes: pip, conda and dnf get a
+//! read timeout of [`READ_TIMEOUT_SECS`] (their defaults are 15, 60 and 30 s). Maven's
+//! resolver already waits 30 minutes.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -26,6 +31,14 @@ pub(super) fn all(site: &Site, staging: &Staging) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// Seconds a client waits for the first byte of a response: enough for a large file to be
+/// fetched and verified upstream before the gateway answers.
+pub const READ_TIMEOUT_SECS: u32 = 300;
+
+/// The comment above each timeout setting (`#` comment syntax).
+pub const TIMEOUT_WHY: &str =
+    "# The gateway answers once a file is fully downloaded and verified: wait for large ones.";
+
 /// CA file clients must trust, when the gateway's certificate is self-signed.
 fn client_ca(site: &Site) -> Option<&str> {
     match site.tls {
@@ -36,7 +49,10 @@ fn client_ca(site: &Site) -> Option<&str> {
 
 fn pip_conf(site: &Site, base: &str) -> String {
     let mut out = header(site, "#");
-    let _ = writeln!(out, "[global]\nindex-url = {base}/pypi-proxy/simple/");
+    let _ = writeln!(
+        out,
+        "[global]\nindex-url = {base}/pypi-proxy/simple/\n{TIMEOUT_WHY}\ntimeout = {READ_TIMEOUT_SECS}"
+    );
     if let Some(ca) = client_ca(site) {
         let _ = writeln!(out, "cert = {ca}");
     }
@@ -56,6 +72,10 @@ fn condarc(site: &Site, base: &str) -> String {
     if let Some(ca) = client_ca(site) {
         let _ = writeln!(out, "ssl_verify: {ca}");
     }
+    let _ = writeln!(
+        out,
+        "{TIMEOUT_WHY}\nremote_read_timeout_secs: {READ_TIMEOUT_SECS}"
+    );
     out
 }
 
@@ -81,6 +101,7 @@ fn settings_xml(base: &str) -> String {
 
 fn dnf_repo(site: &Site, base: &str) -> String {
     let mut out = header(site, "#");
+    let _ = writeln!(out, "{TIMEOUT_WHY}");
     let ca = client_ca(site)
         .map(|ca| format!("sslcacert={ca}\n"))
         .unwrap_or_default();
@@ -111,7 +132,7 @@ fn dnf_repo(site: &Site, base: &str) -> String {
         }
         let _ = write!(
             out,
-            "\n[airlock-{name}]\nname={title}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=1\ngpgkey={gpgkey}\n{ca}"
+            "\n[airlock-{name}]\nname={title}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=1\ngpgkey={gpgkey}\n{ca}timeout={READ_TIMEOUT_SECS}\n"
         );
     }
     out

@@ -14,6 +14,8 @@ mod clients;
 mod gateway;
 mod nodes;
 
+pub use clients::{READ_TIMEOUT_SECS, TIMEOUT_WHY};
+
 use std::path::{Path, PathBuf};
 
 use crate::site::{PackageProxyMode, Site, Staging};

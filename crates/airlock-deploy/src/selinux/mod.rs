@@ -16,6 +16,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
@@ -147,6 +148,12 @@ pub fn repo_file(
         text.push_str(ca_path_on_node);
         text.push('\n');
     }
+    let _ = writeln!(
+        text,
+        "{}\ntimeout={}",
+        crate::render::TIMEOUT_WHY,
+        crate::render::READ_TIMEOUT_SECS
+    );
     text
 }
 

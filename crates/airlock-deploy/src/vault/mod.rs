@@ -11,6 +11,7 @@
 //! in constant time before anything is decrypted.
 
 mod envelope;
+pub mod file;
 mod password;
 
 pub use envelope::{Envelope, VaultError, decrypt, encrypt, is_vault};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use airlock_deploy::vault::file::Content;
 use airlock_deploy::vault::{self, VaultSecret};
 
 /// Where the vault password comes from; shared by every command that reads vault data.
@@ -130,7 +131,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let text = read_text(&file)?;
             let plain = vault::decrypt(&text, &password.require_secret()?)
                 .with_context(|| format!("decrypting {}", file.display()))?;
-            write_out(output.as_deref().unwrap_or(&file), &plain)
+            write_out(
+                output.as_deref().unwrap_or(&file),
+                &plain,
+                Content::Plaintext,
+            )
         }
         Command::Encrypt {
             file,
@@ -143,13 +148,17 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 bail!("{} is already vault-encrypted", file.display());
             }
             let text = vault::encrypt(&plain, &password.require_secret()?, password.label())?;
-            write_out(output.as_deref().unwrap_or(&file), text.as_bytes())
+            write_out(
+                output.as_deref().unwrap_or(&file),
+                text.as_bytes(),
+                Content::Envelope,
+            )
         }
         Command::View { file, password } => {
             let text = read_text(&file)?;
             let plain = vault::decrypt(&text, &password.require_secret()?)
                 .with_context(|| format!("decrypting {}", file.display()))?;
-            write_out(Path::new("-"), &plain)
+            write_out(Path::new("-"), &plain, Content::Plaintext)
         }
     }
 }
@@ -166,34 +175,20 @@ fn strip_one_newline(secret: &mut Vec<u8>) {
 fn print_snippet(name: &str, secret: &[u8], password: &PasswordArgs) -> anyhow::Result<()> {
     let snippet =
         vault::encrypt_string_snippet(name, secret, &password.require_secret()?, password.label())?;
-    write_out(Path::new("-"), snippet.as_bytes())
+    write_out(Path::new("-"), snippet.as_bytes(), Content::Envelope)
 }
 
 fn read_text(file: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
 }
 
-/// Write to stdout for `-`, else replace the file atomically (temp file + rename), keeping its
-/// permissions when it already exists.
-fn write_out(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Write to stdout for `-`, else replace the file atomically (see
+/// [`airlock_deploy::vault::file`]: a fresh 0600 temporary, renamed into place).
+fn write_out(path: &Path, bytes: &[u8], content: Content) -> anyhow::Result<()> {
     if path == Path::new("-") {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(bytes)?;
         return Ok(stdout.flush()?);
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.airlock-tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(&tmp, meta.permissions())?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    Ok(vault::file::write(path, bytes, content)?)
 }
