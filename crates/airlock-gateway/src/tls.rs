@@ -153,21 +153,22 @@ fn ca_params() -> CertificateParams {
     params
 }
 
+/// Writes a key or certificate through a temporary created new (`O_EXCL`, a random name,
+/// mode 0600 from the start) beside `path`, then renamed over it: nothing planted in the
+/// directory is followed, and no one reads the key half-written or world-readable.
 fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".airlock-tls-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| file_err(dir, e))?;
     file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(|e| file_err(file.path(), e))?;
+    file.persist(path).map_err(|e| file_err(path, e.error))?;
+    Ok(())
 }
 
 type Material = (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
@@ -282,6 +283,28 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Regression: keys were written through `<name>.tmp`, opened without `O_EXCL`, so a
+    /// symlink planted there received the CA key.
+    #[test]
+    fn keys_are_written_through_fresh_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("stolen");
+        std::fs::write(&elsewhere, "").unwrap();
+        for planted in ["ca.tmp", "server.tmp"] {
+            std::os::unix::fs::symlink(&elsewhere, dir.path().join(planted)).unwrap();
+        }
+        setup(&Config::embedded_default(), dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["ca.key", "server.key"] {
+            let meta = std::fs::symlink_metadata(dir.path().join(key)).unwrap();
+            assert!(meta.is_file(), "{key}");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key}");
+        }
     }
 
     #[test]
