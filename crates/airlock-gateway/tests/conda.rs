@@ -362,7 +362,7 @@ async fn cached_channel_is_served_stale_when_the_upstream_fails() {
     let base = format!("http://{addr}/repository/conda-forge/noarch");
     assert_eq!(get(&format!("{base}/p-1.0-0.tar.bz2")).await.status(), 200);
     upstream.fail_with(Some(503));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let response = get(&format!("{base}/repodata.json")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-airlock-cache"], "stale");
@@ -530,7 +530,7 @@ async fn py_rattler_solves_and_installs_through_channel_alias_then_with_the_upst
         if round == "offline" {
             drop(server.take());
             // Past metadata_ttl: repodata must come from the cache, stale.
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            tokio::time::sleep(Duration::from_millis(2100)).await;
         }
         for mode in ["plain", "zst", "shards"] {
             let output = run(mode, round).await.unwrap();

@@ -188,7 +188,7 @@ async fn mvn_resolves_a_plugin_and_artifacts_through_the_gateway_and_offline() {
         sha256_hex(&junit).as_bytes(),
     );
     upstream.put(&format!("{JUNIT_JAR}.sha1"), sha1_hex(&junit).as_bytes());
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let output = mvn(
         dir.path(),
         addr,
@@ -218,7 +218,7 @@ async fn mvn_resolves_a_plugin_and_artifacts_through_the_gateway_and_offline() {
     // The upstream goes away: a fresh local repository resolves the same from the cache
     // (maven-metadata.xml served stale, release artifacts immutable).
     upstream.fail_with(Some(503));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let before = artifact_requests(&upstream);
     let output = mvn(
         dir.path(),

@@ -844,7 +844,10 @@ impl Origin {
         let Some(digest) = record.digest.clone() else {
             return Ok(None);
         };
-        if age >= self.config.metadata_ttl.0 && !self.config.offline {
+        // Fetch times are whole seconds: an age equal to the TTL may be a moment old, so a
+        // file is fresh for at least `metadata_ttl`, up to a second more (0 is never fresh).
+        let ttl = self.config.metadata_ttl.0;
+        if (age > ttl || ttl.is_zero()) && !self.config.offline {
             return Ok(None);
         }
         let Some(size) = self.store.stat(&digest).await.map_err(internal)? else {

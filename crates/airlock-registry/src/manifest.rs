@@ -414,7 +414,9 @@ impl OciProxy {
     /// Whether a cached tag may be served without asking the upstream.
     fn is_fresh(&self, record: &TagRecord) -> bool {
         let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
-        age < self.config.tag_ttl.0 || self.config.offline
+        // Whole seconds: fresh for at least `tag_ttl`, up to a second more (0: never).
+        let ttl = self.config.tag_ttl.0;
+        (age <= ttl && !ttl.is_zero()) || self.config.offline
     }
 }
 
