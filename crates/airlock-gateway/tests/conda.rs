@@ -464,7 +464,7 @@ async fn py_rattler_solves_and_installs_through_channel_alias_then_with_the_upst
         .output();
     assert!(
         check.is_ok_and(|o| o.status.success()),
-        "py-rattler is not installed: python3 -m pip install py-rattler (run .ci/run)"
+        "py-rattler is not installed: python3 -m pip install py-rattler (run scripts/test.sh)"
     );
     let dir = tempfile::tempdir().unwrap();
     let channel = dir.path().join("channels").join("forge");

@@ -119,7 +119,7 @@ fn require_debian_repository() {
     ] {
         assert!(
             Path::new(DEBIAN_REPO).join(path).exists(),
-            "{DEBIAN_REPO}/{path} is missing: apt-get install {package} (run .ci/run)"
+            "{DEBIAN_REPO}/{path} is missing: apt-get install {package} (run scripts/test.sh)"
         );
     }
 }

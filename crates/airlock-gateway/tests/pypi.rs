@@ -524,7 +524,7 @@ async fn pip_installs_a_tree_of_wheels_then_again_with_the_upstream_stopped() {
         .output();
     assert!(
         version.is_ok_and(|o| o.status.success()),
-        "`python3 -m pip` is not available: apt-get install python3-pip (run .ci/run)"
+        "`python3 -m pip` is not available: apt-get install python3-pip (run scripts/test.sh)"
     );
     let dir = tempfile::tempdir().unwrap();
     let wheels = dir.path().join("wheels");

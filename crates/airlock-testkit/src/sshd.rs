@@ -155,7 +155,7 @@ fn sshd_path() -> PathBuf {
         .chain([PathBuf::from("/usr/sbin/sshd")])
         .find(|p| p.is_absolute() && p.is_file())
         .unwrap_or_else(|| {
-            panic!("`sshd` is not installed: apt-get install openssh-server (run .ci/run)")
+            panic!("`sshd` is not installed: apt-get install openssh-server (run scripts/test.sh)")
         })
 }
 

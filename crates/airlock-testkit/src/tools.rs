@@ -11,7 +11,7 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
         .map(|dir| dir.join(tool))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
-            panic!("`{tool}` is not installed: apt-get install {package} (run .ci/run)")
+            panic!("`{tool}` is not installed: apt-get install {package} (run scripts/test.sh)")
         })
 }
 

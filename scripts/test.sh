@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: install what the tests need (apt, pip; as
+# root), check formatting and lints, run every test. The README's test command, and what
+# CI runs (.ci/run). Every tool a test needs is installed here, and a test whose tool is
+# missing fails loudly instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  docker-registry   # distribution 2.8: the real upstream for OCI interop tests
+  skopeo            # real OCI client
+  containerd        # real containerd + ctr, pulling through hosts.toml
+  ansible-core      # real ansible-vault for vault interop tests
+  curl              # real proxy client for egress and raw-proxy tests
+  rpm               # rpmbuild: the yum tests build their packages
+  createrepo-c      # createrepo_c: the yum tests build their repositories
+  dnf               # real yum client
+  gnupg             # signs the yum test repository
+  maven             # real Maven client (and Debian's Maven repository as an upstream)
+  libmaven-dependency-plugin-java  # `mvn dependency:get`, resolved through the gateway
+  junit4            # an artifact with maven-metadata.xml in Debian's Maven repository
+  openssh-server    # sshd on the deploy/preflight test hosts
+  openssh-client    # ssh: deploy's transport
+  sudo              # privilege escalation (ansible_become) over ssh
+  iproute2          # ip netns / veth / bridge for the deploy test bed
+  util-linux        # unshare, nsenter: separate mount namespaces per test host
+  python3           # static file servers in tests
+  systemd           # systemd-analyze security: the exposure score of the gateway's unit
+  passwd            # useradd: deploy creates the gateway's system user on the test bed
+  ca-certificates
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The conda client the conda interop test drives (pinned: the version the test was written for).
+if ! python3 -c "import rattler" 2>/dev/null; then
+  echo "installing: py-rattler"
+  python3 -m pip install --quiet --disable-pip-version-check py-rattler==0.28.0
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+echo "== tests (the README's test command)"
+cargo test --workspace --locked
