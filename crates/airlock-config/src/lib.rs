@@ -483,10 +483,7 @@ impl ProxyConfig {
             ));
         }
         for (path, hex) in &self.sha256 {
-            if format!("sha256:{hex}")
-                .parse::<airlock_types::Digest>()
-                .is_err()
-            {
+            if airlock_types::Digest::sha256_hex(hex).is_err() {
                 return Err(format!(
                     "[[proxy]] {name}: sha256 for {path:?} is not 64 lowercase hex digits"
                 ));

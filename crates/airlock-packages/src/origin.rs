@@ -405,11 +405,9 @@ impl Origin {
         let declared = response.content_length();
         // A sha256 is checked by the store itself; other algorithms alongside it.
         let sha256 = match expected {
-            Some(c) if c.algorithm == Algorithm::Sha256 => Some(
-                format!("sha256:{}", c.hex)
-                    .parse::<Digest>()
-                    .map_err(internal)?,
-            ),
+            Some(c) if c.algorithm == Algorithm::Sha256 => {
+                Some(Digest::sha256_hex(&c.hex).map_err(internal)?)
+            }
             _ => None,
         };
         let mut hasher = expected.map(|c| Hasher::new(c.algorithm));

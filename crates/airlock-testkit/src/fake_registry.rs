@@ -373,7 +373,7 @@ fn route(
         return axum::Json(serde_json::json!({})).into_response();
     }
     if let Some(hex) = path.strip_prefix("/cdn/") {
-        let digest: Digest = format!("sha256:{hex}").parse().unwrap();
+        let digest = Digest::sha256_hex(hex).unwrap();
         return blob_response(shared, method, &digest, range);
     }
     let Some(rest) = path.strip_prefix("/v2/") else {

@@ -160,9 +160,7 @@ pub(super) async fn serve_package(
         let _ = write!(hex, "{b:02x}");
         hex
     });
-    let digest: Digest = format!("sha256:{hex}")
-        .parse()
-        .map_err(|e| PackageError::Internal(format!("{e}")))?;
+    let digest = Digest::sha256_hex(&hex).map_err(|e| PackageError::Internal(format!("{e}")))?;
     let content_type = if std::path::Path::new(file)
         .extension()
         .is_some_and(|e| e == "conda")

@@ -308,9 +308,7 @@ pub(super) async fn serve_shard(
         .ok_or_else(|| {
             PackageError::BadPath(format!("{subdir}/shards/{file} (not <sha256>.msgpack.zst)"))
         })?;
-    let digest: Digest = format!("sha256:{hex}")
-        .parse()
-        .map_err(|e| PackageError::Internal(format!("{e}")))?;
+    let digest = Digest::sha256_hex(hex).map_err(|e| PackageError::Internal(format!("{e}")))?;
     let (index, _) = index(origin, subdir).await?;
     let location = Target::Url(format!("{}{file}", index.shards_base));
     origin

@@ -89,9 +89,7 @@ fn rewrite_version(
         return Err(format!("index.yaml: an entry of {name} is not a mapping"));
     };
     let digest = match version.get(&Yaml::String("digest".to_owned())) {
-        Some(Yaml::String(hex)) => format!("sha256:{}", hex.to_ascii_lowercase())
-            .parse::<Digest>()
-            .ok(),
+        Some(Yaml::String(hex)) => Digest::sha256_hex(&hex.to_ascii_lowercase()).ok(),
         _ => None,
     };
     let Some(urls) = version.get_mut(&Yaml::String("urls".to_owned())) else {

@@ -452,7 +452,7 @@ async fn file(
         return Err(bad());
     }
     let sha256 = sha256_hex(sha256).filter(|h| h == sha256).ok_or_else(bad)?;
-    let file_digest: Digest = format!("sha256:{sha256}").parse().map_err(|_| bad())?;
+    let file_digest = Digest::sha256_hex(&sha256).map_err(|_| bad())?;
     let metadata_of = filename.strip_suffix(".metadata");
     // Even a stored file is served only as the page lists it: a known sha256 alone must not
     // reach blobs cached for other projects or proxies.
@@ -481,7 +481,7 @@ async fn file(
             .ok_or_else(|| PackageError::NotFoundUpstream {
                 path: format!("{filename} (the index gives no sha256 for it)"),
             })?;
-        let digest: Digest = format!("sha256:{hex}").parse().map_err(|_| bad())?;
+        let digest = Digest::sha256_hex(&hex).map_err(|_| bad())?;
         let url = Target::Url(format!("{}.metadata", listed.url));
         origin
             .immutable(url, &digest, content_type(filename), head, headers)

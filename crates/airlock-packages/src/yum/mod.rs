@@ -471,9 +471,9 @@ fn sha256(
         detail,
     };
     match checksum {
-        Some((kind, hex)) if kind == "sha256" => format!("sha256:{hex}")
-            .parse()
-            .map_err(|e| refuse(format!("bad sha256 checksum {hex:?}: {e}"))),
+        Some((kind, hex)) if kind == "sha256" => {
+            Digest::sha256_hex(hex).map_err(|e| refuse(format!("bad sha256 checksum {hex:?}: {e}")))
+        }
         Some((kind, _)) => Err(refuse(format!(
             "the repository metadata gives a {kind} checksum; airlock verifies sha256 only \
              (regenerate the repository with createrepo_c's default checksum)"
@@ -495,7 +495,7 @@ fn named_digest(name: &str) -> Option<Digest> {
     if !valid {
         return None;
     }
-    format!("sha256:{hex}").parse().ok()
+    Digest::sha256_hex(hex).ok()
 }
 
 /// Where to fetch `href` of the repository at `root` from: below `xml:base` when the
