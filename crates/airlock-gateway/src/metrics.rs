@@ -59,19 +59,9 @@ impl Metrics {
         failure: Option<&UpstreamFailure>,
         bytes: Option<u64>,
     ) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((route_of(path), status))
-            .or_default() += 1;
+        count(&self.requests, (route_of(path), status));
         if let Some(served) = served {
-            *self
-                .cache
-                .lock()
-                .expect("metrics lock")
-                .entry(served.cache.as_str())
-                .or_default() += 1;
+            count(&self.cache, served.cache.as_str());
             if matches!(
                 served.cache,
                 CacheOutcome::Hit | CacheOutcome::Revalidated | CacheOutcome::Stale
@@ -81,33 +71,18 @@ impl Metrics {
             }
         }
         if let Some(failure) = failure {
-            *self
-                .upstream_errors
-                .lock()
-                .expect("metrics lock")
-                .entry(failure.proxy.clone())
-                .or_default() += 1;
+            count(&self.upstream_errors, failure.proxy.clone());
         }
     }
 
     /// A connection closed on arrival because a cap was reached.
     pub(crate) fn connection_refused(&self, reason: Refused) {
-        *self
-            .refused
-            .lock()
-            .expect("metrics lock")
-            .entry(reason.as_str())
-            .or_default() += 1;
+        count(&self.refused, reason.as_str());
     }
 
     /// A connection closed for being slow or idle.
     pub(crate) fn connection_timed_out(&self, reason: Expiry) {
-        *self
-            .timed_out
-            .lock()
-            .expect("metrics lock")
-            .entry(reason.as_str())
-            .or_default() += 1;
+        count(&self.timed_out, reason.as_str());
     }
 
     pub(crate) fn render(
@@ -264,4 +239,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Adds one to `key`'s counter.
+fn count<K: Ord>(counters: &Mutex<BTreeMap<K, u64>>, key: K) {
+    *counters
+        .lock()
+        .expect("metrics lock")
+        .entry(key)
+        .or_default() += 1;
 }
