@@ -259,13 +259,13 @@ impl Origin {
             },
             other => self.upstream_error(path, other),
         };
-        let body = self
-            .downloads
-            .fetch(digest, 0, request)
-            .await
-            .map_err(fetch_error)?;
         if head {
             // No body goes out, so nothing unverified can: answer now, the download goes on.
+            let body = self
+                .downloads
+                .fetch(digest, 0, request)
+                .await
+                .map_err(fetch_error)?;
             let mut response = Response::new(Body::empty());
             set_headers(
                 response.headers_mut(),
@@ -276,13 +276,11 @@ impl Origin {
             );
             return Ok(response);
         }
-        // The download's stream ends only after the verified commit, or with its error.
-        let mut stream = body.stream;
-        use futures_util::StreamExt;
-        while let Some(chunk) = stream.next().await {
-            chunk.map_err(fetch_error)?;
-        }
-        let size = self.stored_size(digest).await?;
+        let size = self
+            .downloads
+            .complete(digest, request)
+            .await
+            .map_err(fetch_error)?;
         self.index.touch(digest, size);
         self.serve_stored(digest, size, content_type, false, headers, Outcome::Miss)
             .await

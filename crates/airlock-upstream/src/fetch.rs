@@ -128,6 +128,49 @@ impl Downloads {
         self.inflight.lock().expect("inflight lock").len()
     }
 
+    /// Joins the download of `digest` under way, or starts one with `request`, and waits
+    /// until it is verified and in the store: its size, or why it failed. For callers that
+    /// must not send a byte before the whole file is verified (package files pinned by a
+    /// digest); they serve it from the store afterwards.
+    pub async fn complete(
+        self: &Arc<Self>,
+        digest: &Digest,
+        request: RequestFn,
+    ) -> Result<u64, FetchError> {
+        let download = self.join_or_start(digest, request);
+        let mut rx = download.state.subscribe();
+        loop {
+            match rx.borrow_and_update().clone() {
+                State::Starting | State::Receiving { .. } => {}
+                State::Done { size } => return Ok(size),
+                State::Failed(e) => return Err(e),
+            }
+            if rx.changed().await.is_err() {
+                return Err(FetchError::Abandoned);
+            }
+        }
+    }
+
+    fn join_or_start(self: &Arc<Self>, digest: &Digest, request: RequestFn) -> Arc<Download> {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        if let Some(existing) = inflight.get(digest) {
+            self.stats
+                .joined
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return existing.clone();
+        }
+        let download = Arc::new(Download {
+            state: watch::channel(State::Starting).0,
+            partial: Mutex::new(None),
+        });
+        inflight.insert(digest.clone(), download.clone());
+        self.stats
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(self.clone().run(digest.clone(), download.clone(), request));
+        download
+    }
+
     /// The bytes of `digest` from `offset`: joins the download under way, or starts one with
     /// `request`. Returns once the upstream answered, so the caller knows status and size.
     ///
@@ -141,26 +184,7 @@ impl Downloads {
         offset: u64,
         request: RequestFn,
     ) -> Result<BlobBody, FetchError> {
-        let download = {
-            let mut inflight = self.inflight.lock().expect("inflight lock");
-            if let Some(existing) = inflight.get(digest) {
-                self.stats
-                    .joined
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                existing.clone()
-            } else {
-                let download = Arc::new(Download {
-                    state: watch::channel(State::Starting).0,
-                    partial: Mutex::new(None),
-                });
-                inflight.insert(digest.clone(), download.clone());
-                self.stats
-                    .started
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(self.clone().run(digest.clone(), download.clone(), request));
-                download
-            }
-        };
+        let download = self.join_or_start(digest, request);
         let mut rx = download.state.subscribe();
         let total = loop {
             let state = rx.borrow_and_update().clone();
