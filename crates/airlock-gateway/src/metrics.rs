@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use airlock_registry::{CacheOutcome, Registry, ServedBy, UpstreamFailure};
+use airlock_registry::Registry;
+use airlock_types::{ServedBy, UpstreamFailure};
 
 use crate::limits::{ConnectionLimits, Expiry, Refused};
 
@@ -16,7 +17,8 @@ use crate::limits::{ConnectionLimits, Expiry, Refused};
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    cache: Mutex<BTreeMap<&'static str, u64>>,
+    /// By proxy and cache result.
+    cache: Mutex<BTreeMap<(String, &'static str), u64>>,
     upstream_errors: Mutex<BTreeMap<String, u64>>,
     served_from_cache: AtomicU64,
     pub evicted_blobs: AtomicU64,
@@ -61,11 +63,8 @@ impl Metrics {
     ) {
         count(&self.requests, (route_of(path), status));
         if let Some(served) = served {
-            count(&self.cache, served.cache.as_str());
-            if matches!(
-                served.cache,
-                CacheOutcome::Hit | CacheOutcome::Revalidated | CacheOutcome::Stale
-            ) {
+            count(&self.cache, (served.proxy.clone(), served.cache.as_str()));
+            if served.cache.from_cache() {
                 self.served_from_cache
                     .fetch_add(bytes.unwrap_or(0), Ordering::Relaxed);
             }
@@ -148,12 +147,12 @@ impl Metrics {
             &mut out,
             "airlock_cache_requests_total",
             "counter",
-            "Registry responses by cache result (hit, miss, revalidated, stale, pass).",
+            "Registry and package responses by proxy and cache result (hit, miss, revalidated, stale, pass).",
             self.cache
                 .lock()
                 .expect("metrics lock")
                 .iter()
-                .map(|(r, n)| format!("{{result=\"{r}\"}} {n}"))
+                .map(|((p, r), n)| format!("{{proxy=\"{p}\",result=\"{r}\"}} {n}"))
                 .collect(),
         );
         section(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use airlock_registry::{ServedBy, UpstreamFailure};
+use airlock_types::{ServedBy, UpstreamFailure};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;

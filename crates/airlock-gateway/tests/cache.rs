@@ -188,8 +188,8 @@ async fn metrics_count_requests_cache_results_and_upstream_errors() {
     for line in [
         "airlock_http_requests_total{route=\"blob\",status=\"200\"} 2",
         "airlock_http_requests_total{route=\"manifest\",status=\"502\"} 1",
-        "airlock_cache_requests_total{result=\"hit\"} 1",
-        "airlock_cache_requests_total{result=\"miss\"} 1",
+        "airlock_cache_requests_total{proxy=\"hub\",result=\"hit\"} 1",
+        "airlock_cache_requests_total{proxy=\"hub\",result=\"miss\"} 1",
         "airlock_cache_served_bytes_total 1000",
         "airlock_upstream_fetched_bytes_total 1000",
         "airlock_upstream_downloads_total{result=\"started\"} 1",

@@ -59,6 +59,18 @@ impl IntoResponse for PackageError {
         if status.is_server_error() {
             tracing::warn!(target: "airlock::packages", error = %self, "request failed");
         }
-        (status, format!("{self}\n")).into_response()
+        let failed_upstream = match &self {
+            PackageError::Upstream { proxy, .. } | PackageError::Verification { proxy, .. } => {
+                Some(proxy.clone())
+            }
+            _ => None,
+        };
+        let mut response = (status, format!("{self}\n")).into_response();
+        if let Some(proxy) = failed_upstream {
+            response
+                .extensions_mut()
+                .insert(airlock_types::UpstreamFailure { proxy });
+        }
+        response
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use airlock_config::{Config, Format};
 use airlock_store::{BlobStore, MetaIndex};
+use airlock_types::{CacheOutcome, ServedBy};
 use airlock_upstream::Upstream;
 use airlock_upstream::fetch::Downloads;
 use axum::response::{IntoResponse, Response};
@@ -106,15 +107,59 @@ impl Packages {
     }
 }
 
-/// The axum handler for everything under `/repository/`.
+/// The axum handler for everything under `/repository/`. Every response of a configured
+/// proxy is marked with its name and cache outcome ([`ServedBy`]) for the access log and
+/// the metrics; one that failed on the upstream also carries
+/// [`airlock_types::UpstreamFailure`] (set where the error becomes a response).
 pub async fn handle(
     axum::extract::State(packages): axum::extract::State<Arc<Packages>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match packages.dispatch(&method, &uri, &headers).await {
+    let (result, looked_up) =
+        origin::recording_lookups(packages.dispatch(&method, &uri, &headers)).await;
+    let mut response = match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
+    };
+    if let Some(proxy) = packages.proxy_of(&uri) {
+        let cache = outcome_of(&response, looked_up);
+        response.extensions_mut().insert(ServedBy {
+            proxy: proxy.to_owned(),
+            cache,
+        });
     }
+    response
+}
+
+impl Packages {
+    /// The configured proxy a `/repository/` path names, if any.
+    fn proxy_of(&self, uri: &Uri) -> Option<&str> {
+        let rest = uri.path().strip_prefix("/repository/")?;
+        let name = rest.split_once('/').map_or(rest, |(name, _)| name);
+        self.proxies
+            .get_key_value(name)
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// How a response relates to the cache: the typed outcome the origin marked it with, else
+/// the `X-Airlock-Cache` a format set on a response it built, else (a format's own 304)
+/// the outcome of the document lookup it was built from. An error the origin did not mark
+/// never got an answer from the cache: `pass`.
+fn outcome_of(response: &Response, looked_up: Option<CacheOutcome>) -> CacheOutcome {
+    if let Some(outcome) = response.extensions().get::<CacheOutcome>() {
+        return *outcome;
+    }
+    if response.status().is_client_error() || response.status().is_server_error() {
+        return CacheOutcome::Pass;
+    }
+    response
+        .headers()
+        .get("x-airlock-cache")
+        .and_then(|value| value.to_str().ok())
+        .and_then(CacheOutcome::parse)
+        .or(looked_up)
+        .unwrap_or(CacheOutcome::Pass)
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use airlock_config::ProxyConfig;
 use airlock_store::{BlobStore, FileRecord, MetaIndex, unix_now};
-use airlock_types::Digest;
 use airlock_types::range::{self, RangeRequest};
+use airlock_types::{CacheOutcome, Digest};
 use airlock_upstream::fetch::{Downloads, FetchError, KeyedLocks};
 use airlock_upstream::{Target, Upstream, UpstreamError};
 use axum::body::Body;
@@ -97,32 +97,37 @@ impl<'a> Refresh<'a> {
     }
 }
 
+tokio::task_local! {
+    /// The outcome of the last document lookup of the request being handled, for the
+    /// responses a format builds itself without an outcome (a pypi index's 304).
+    static LOOKED_UP: std::cell::Cell<Option<CacheOutcome>>;
+}
+
+/// Runs a request's handler, handing back its result and the outcome of its last document
+/// lookup (if it made one).
+pub(crate) async fn recording_lookups<T>(
+    handler: impl Future<Output = T>,
+) -> (T, Option<CacheOutcome>) {
+    LOOKED_UP
+        .scope(std::cell::Cell::new(None), async move {
+            let result = handler.await;
+            (result, LOOKED_UP.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Notes a document lookup's outcome for [`recording_lookups`]; outside one (a spawned
+/// task) there is nobody to tell.
+fn record_lookup(outcome: CacheOutcome) {
+    let _ = LOOKED_UP.try_with(|cell| cell.set(Some(outcome)));
+}
+
 /// A cache entry with content, and how it was obtained.
 struct Found {
     record: FileRecord,
     digest: Digest,
     size: u64,
-    outcome: Outcome,
-}
-
-/// How a response relates to the cache, in `X-Airlock-Cache`.
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Hit,
-    Miss,
-    Revalidated,
-    Stale,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Revalidated => "revalidated",
-            Outcome::Stale => "stale",
-        }
-    }
+    outcome: CacheOutcome,
 }
 
 impl Origin {
@@ -232,7 +237,7 @@ impl Origin {
         if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
             self.index.touch(digest, size);
             return self
-                .serve_stored(digest, size, content_type, head, headers, Outcome::Hit)
+                .serve_stored(digest, size, content_type, head, headers, CacheOutcome::Hit)
                 .await;
         }
         if self.config.offline {
@@ -267,13 +272,8 @@ impl Origin {
                 .await
                 .map_err(fetch_error)?;
             let mut response = Response::new(Body::empty());
-            set_headers(
-                response.headers_mut(),
-                digest,
-                content_type,
-                body.size,
-                Outcome::Miss,
-            );
+            set_headers(response.headers_mut(), digest, content_type, body.size);
+            mark(&mut response, CacheOutcome::Miss);
             return Ok(response);
         }
         let size = self
@@ -282,8 +282,15 @@ impl Origin {
             .await
             .map_err(fetch_error)?;
         self.index.touch(digest, size);
-        self.serve_stored(digest, size, content_type, false, headers, Outcome::Miss)
-            .await
+        self.serve_stored(
+            digest,
+            size,
+            content_type,
+            false,
+            headers,
+            CacheOutcome::Miss,
+        )
+        .await
     }
 
     /// A file refreshed after `metadata_ttl`.
@@ -346,7 +353,7 @@ impl Origin {
         let Some(size) = self.store.stat(&digest).await.map_err(internal)? else {
             return Ok(None);
         };
-        self.serve_record(&record, &digest, size, head, headers, Outcome::Hit)
+        self.serve_record(&record, &digest, size, head, headers, CacheOutcome::Hit)
             .await
             .map(Some)
     }
@@ -460,7 +467,7 @@ impl Origin {
             committed.size,
             head,
             headers,
-            Outcome::Miss,
+            CacheOutcome::Miss,
         )
         .await
     }
@@ -499,6 +506,7 @@ impl Origin {
             })?;
         let mut bytes = Vec::with_capacity(usize::try_from(found.size).unwrap_or(0));
         reader.read_to_end(&mut bytes).await.map_err(internal)?;
+        record_lookup(found.outcome);
         Ok(Document {
             bytes,
             content_type: found.record.content_type,
@@ -524,6 +532,7 @@ impl Origin {
             })
             .await?;
         self.index.touch(&found.digest, found.size);
+        record_lookup(found.outcome);
         Ok((found.digest, found.size, found.outcome.as_str()))
     }
 
@@ -597,19 +606,14 @@ impl Origin {
         } else {
             Response::new(Body::from(bytes))
         };
-        let outcome = match cache {
-            "hit" => Outcome::Hit,
-            "revalidated" => Outcome::Revalidated,
-            "stale" => Outcome::Stale,
-            _ => Outcome::Miss,
-        };
+        let outcome = CacheOutcome::parse(cache).unwrap_or(CacheOutcome::Miss);
         set_headers(
             response.headers_mut(),
             &digest,
             content_type,
             (!matches).then_some(size),
-            outcome,
         );
+        mark(&mut response, outcome);
         response
     }
 
@@ -647,7 +651,7 @@ impl Origin {
                     record,
                     digest,
                     size,
-                    outcome: Outcome::Hit,
+                    outcome: CacheOutcome::Hit,
                 }),
                 _ => Err(PackageError::Offline {
                     proxy: self.config.name.clone(),
@@ -702,7 +706,7 @@ impl Origin {
                     record: refreshed,
                     digest: digest.clone(),
                     size: *size,
-                    outcome: Outcome::Revalidated,
+                    outcome: CacheOutcome::Revalidated,
                 });
             }
         }
@@ -761,7 +765,7 @@ impl Origin {
             record,
             digest: committed.digest,
             size: committed.size,
-            outcome: Outcome::Miss,
+            outcome: CacheOutcome::Miss,
         })
     }
 
@@ -817,7 +821,7 @@ impl Origin {
             record,
             digest,
             size,
-            outcome: Outcome::Stale,
+            outcome: CacheOutcome::Stale,
         })
     }
 
@@ -853,7 +857,7 @@ impl Origin {
             record,
             digest,
             size,
-            outcome: Outcome::Hit,
+            outcome: CacheOutcome::Hit,
         }))
     }
 
@@ -900,7 +904,7 @@ impl Origin {
         size: u64,
         head: bool,
         headers: &HeaderMap,
-        outcome: Outcome,
+        outcome: CacheOutcome,
     ) -> Result<Response, PackageError> {
         self.index.touch(digest, size);
         let content_type = record
@@ -919,7 +923,7 @@ impl Origin {
         content_type: &str,
         head: bool,
         headers: &HeaderMap,
-        outcome: Outcome,
+        outcome: CacheOutcome,
     ) -> Result<Response, PackageError> {
         let etag = format!("\"{digest}\"");
         let matches = headers
@@ -932,6 +936,7 @@ impl Origin {
             response
                 .headers_mut()
                 .insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
+            mark(&mut response, outcome);
             return Ok(response);
         }
         let spec = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
@@ -943,6 +948,7 @@ impl Origin {
                     header::CONTENT_RANGE,
                     HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
                 );
+                mark(&mut response, outcome);
                 return Ok(response);
             }
             RangeRequest::Full => (0, size, None),
@@ -961,13 +967,8 @@ impl Origin {
             ))
         };
         let mut response = Response::new(body);
-        set_headers(
-            response.headers_mut(),
-            digest,
-            content_type,
-            Some(length),
-            outcome,
-        );
+        set_headers(response.headers_mut(), digest, content_type, Some(length));
+        mark(&mut response, outcome);
         if let Some(r) = partial {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let value = format!("bytes {}-{}/{size}", r.start, r.end);
@@ -980,13 +981,7 @@ impl Origin {
     }
 }
 
-fn set_headers(
-    headers: &mut HeaderMap,
-    digest: &Digest,
-    content_type: &str,
-    length: Option<u64>,
-    outcome: Outcome,
-) {
+fn set_headers(headers: &mut HeaderMap, digest: &Digest, content_type: &str, length: Option<u64>) {
     let content_type = HeaderValue::from_str(content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
@@ -995,13 +990,19 @@ fn set_headers(
         HeaderValue::from_str(&format!("\"{digest}\"")).expect("ascii"),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        "x-airlock-cache",
-        HeaderValue::from_static(outcome.as_str()),
-    );
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
+}
+
+/// Tells the client (`X-Airlock-Cache`) and the access log (the typed outcome, in the
+/// response extensions) how the response relates to the cache.
+fn mark(response: &mut Response, outcome: CacheOutcome) {
+    response.headers_mut().insert(
+        "x-airlock-cache",
+        HeaderValue::from_static(outcome.as_str()),
+    );
+    response.extensions_mut().insert(outcome);
 }
 
 fn internal(e: impl std::fmt::Display) -> PackageError {

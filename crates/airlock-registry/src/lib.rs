@@ -21,51 +21,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
+pub use airlock_types::{CacheOutcome, ServedBy, UpstreamFailure};
 pub use error::RegistryError;
 use route::{Resolved, Routes, Target};
 
 /// `Docker-Distribution-API-Version` value.
 pub const API_VERSION: &str = "registry/2.0";
-
-/// How a response relates to the cache; the access log and `X-Airlock-Cache` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    /// Served from the cache without asking the upstream.
-    Hit,
-    /// Served from the cache after the upstream confirmed it is current.
-    Revalidated,
-    /// Served from the cache because the upstream could not be asked.
-    Stale,
-    /// Fetched from the upstream (and cached).
-    Miss,
-    /// Passed through from the upstream without caching.
-    Pass,
-}
-
-impl CacheOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Revalidated => "revalidated",
-            CacheOutcome::Stale => "stale",
-            CacheOutcome::Miss => "miss",
-            CacheOutcome::Pass => "pass",
-        }
-    }
-}
-
-/// Which proxy served a response; the access log reads it from the response extensions.
-#[derive(Debug, Clone)]
-pub struct ServedBy {
-    pub proxy: String,
-    pub cache: CacheOutcome,
-}
-
-/// Which proxy's upstream made a request fail; the metrics count it.
-#[derive(Debug, Clone)]
-pub struct UpstreamFailure {
-    pub proxy: String,
-}
 
 /// One configured OCI proxy.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
 //! Pure types shared by every airlock crate: digests, repository names, image references,
-//! media types, and the duration and size notations of the configuration.
+//! media types, the duration and size notations of the configuration, and what a proxy
+//! tells the access log about a response it served.
 //!
 //! Nothing here performs I/O; everything is cheap to test exhaustively.
 
@@ -8,7 +9,9 @@ pub mod media;
 mod name;
 mod notation;
 pub mod range;
+mod served;
 
 pub use digest::{Digest, DigestError, Sha256Verifier};
 pub use name::{NameError, Reference, RepoName};
 pub use notation::{ByteSize, HumanDuration, NotationError};
+pub use served::{CacheOutcome, ServedBy, UpstreamFailure};
