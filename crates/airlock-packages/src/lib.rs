@@ -117,14 +117,12 @@ pub async fn handle(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (result, looked_up) =
-        origin::recording_lookups(packages.dispatch(&method, &uri, &headers)).await;
-    let mut response = match result {
+    let mut response = match packages.dispatch(&method, &uri, &headers).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
     if let Some(proxy) = packages.proxy_of(&uri) {
-        let cache = outcome_of(&response, looked_up);
+        let cache = outcome_of(&response);
         response.extensions_mut().insert(ServedBy {
             proxy: proxy.to_owned(),
             cache,
@@ -145,10 +143,9 @@ impl Packages {
 }
 
 /// How a response relates to the cache: the typed outcome the origin marked it with, else
-/// the `X-Airlock-Cache` a format set on a response it built, else (a format's own 304)
-/// the outcome of the document lookup it was built from. An error the origin did not mark
-/// never got an answer from the cache: `pass`.
-fn outcome_of(response: &Response, looked_up: Option<CacheOutcome>) -> CacheOutcome {
+/// the `X-Airlock-Cache` a format set on a response it built. An error the origin did not
+/// mark never got an answer from the cache: `pass`.
+fn outcome_of(response: &Response) -> CacheOutcome {
     if let Some(outcome) = response.extensions().get::<CacheOutcome>() {
         return *outcome;
     }
@@ -160,6 +157,5 @@ fn outcome_of(response: &Response, looked_up: Option<CacheOutcome>) -> CacheOutc
         .get("x-airlock-cache")
         .and_then(|value| value.to_str().ok())
         .and_then(CacheOutcome::parse)
-        .or(looked_up)
         .unwrap_or(CacheOutcome::Pass)
 }

@@ -97,31 +97,6 @@ impl<'a> Refresh<'a> {
     }
 }
 
-tokio::task_local! {
-    /// The outcome of the last document lookup of the request being handled, for the
-    /// responses a format builds itself without an outcome (a pypi index's 304).
-    static LOOKED_UP: std::cell::Cell<Option<CacheOutcome>>;
-}
-
-/// Runs a request's handler, handing back its result and the outcome of its last document
-/// lookup (if it made one).
-pub(crate) async fn recording_lookups<T>(
-    handler: impl Future<Output = T>,
-) -> (T, Option<CacheOutcome>) {
-    LOOKED_UP
-        .scope(std::cell::Cell::new(None), async move {
-            let result = handler.await;
-            (result, LOOKED_UP.with(std::cell::Cell::get))
-        })
-        .await
-}
-
-/// Notes a document lookup's outcome for [`recording_lookups`]; outside one (a spawned
-/// task) there is nobody to tell.
-fn record_lookup(outcome: CacheOutcome) {
-    let _ = LOOKED_UP.try_with(|cell| cell.set(Some(outcome)));
-}
-
 /// A cache entry with content, and how it was obtained.
 struct Found {
     record: FileRecord,
@@ -506,7 +481,6 @@ impl Origin {
             })?;
         let mut bytes = Vec::with_capacity(usize::try_from(found.size).unwrap_or(0));
         reader.read_to_end(&mut bytes).await.map_err(internal)?;
-        record_lookup(found.outcome);
         Ok(Document {
             bytes,
             content_type: found.record.content_type,
@@ -532,7 +506,6 @@ impl Origin {
             })
             .await?;
         self.index.touch(&found.digest, found.size);
-        record_lookup(found.outcome);
         Ok((found.digest, found.size, found.outcome.as_str()))
     }
 

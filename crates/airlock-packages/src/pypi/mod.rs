@@ -426,6 +426,7 @@ fn index_response(
     if let Ok(value) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, value);
     }
+    headers.insert("x-airlock-cache", HeaderValue::from_static(cache));
     if matches {
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
         return response;
@@ -433,7 +434,6 @@ fn index_response(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert("x-airlock-cache", HeaderValue::from_static(cache));
     response
 }
 
