@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use airlock_testkit::{Dist, FakePypi};
 use airlock_types::Digest;
@@ -22,22 +21,7 @@ async fn start(dir: &std::path::Path, upstream: &FakePypi, extra: &str) -> Socke
     .await
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(url: &str, accept: Option<&str>) -> reqwest::Response {
-    let mut request = client().get(url);
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    request.send().await.unwrap()
-}
+use common::{client, get_accepting as get};
 
 /// One wheel of project `alpha` on the upstream.
 fn sample(upstream: &FakePypi) -> Vec<u8> {

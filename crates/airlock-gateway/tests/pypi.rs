@@ -29,22 +29,7 @@ async fn start(dir: &std::path::Path, upstream: &FakePypi, extra: &str) -> Socke
     .await
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(url: &str, accept: Option<&str>) -> reqwest::Response {
-    let mut request = client().get(url);
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    request.send().await.unwrap()
-}
+use common::{client, get_accepting as get};
 
 fn sample(upstream: &FakePypi) -> (Vec<u8>, Vec<u8>) {
     let wheel = b"PK stand-in for a wheel".to_vec();

@@ -34,6 +34,26 @@ pub async fn get(url: &str) -> reqwest::Response {
     client.get(url).send().await.unwrap()
 }
 
+/// A client with no proxy from the environment, no redirects followed (tests look at them),
+/// and a 30 s bound.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A GET with [`client`], sending `Accept: accept` when given.
+pub async fn get_accepting(url: &str, accept: Option<&str>) -> reqwest::Response {
+    let mut request = client().get(url);
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    request.send().await.unwrap()
+}
+
 /// A GET written by hand on a raw socket, returning the whole answer: an HTTP client
 /// library would normalize away the dot segments and encodings these tests send.
 pub async fn raw_get(addr: SocketAddr, path: &str) -> String {
