@@ -110,24 +110,14 @@ impl Metrics {
             "airlock_connections_refused_total",
             "counter",
             "Connections closed on arrival because a [server] cap was reached, by cap.",
-            self.refused
-                .lock()
-                .expect("metrics lock")
-                .iter()
-                .map(|(r, n)| format!("{{reason=\"{r}\"}} {n}"))
-                .collect(),
+            by_reason(&self.refused),
         );
         section(
             &mut out,
             "airlock_connections_timed_out_total",
             "counter",
             "Connections closed for a slow TLS handshake, a slow request head or idleness.",
-            self.timed_out
-                .lock()
-                .expect("metrics lock")
-                .iter()
-                .map(|(r, n)| format!("{{reason=\"{r}\"}} {n}"))
-                .collect(),
+            by_reason(&self.timed_out),
         );
         section(
             &mut out,
@@ -247,4 +237,14 @@ fn count<K: Ord>(counters: &Mutex<BTreeMap<K, u64>>, key: K) {
         .expect("metrics lock")
         .entry(key)
         .or_default() += 1;
+}
+
+/// One `{reason="…"} n` sample line per reason counted.
+fn by_reason(counters: &Mutex<BTreeMap<&'static str, u64>>) -> Vec<String> {
+    counters
+        .lock()
+        .expect("metrics lock")
+        .iter()
+        .map(|(reason, n)| format!("{{reason=\"{reason}\"}} {n}"))
+        .collect()
 }
