@@ -38,13 +38,12 @@
 //! files verified), the directories found to hold no repository for `negative_ttl` (at
 //! most [`MISSING_KEPT`]), and [`PRIMARIES_KEPT`] parsed primaries.
 
-mod primary;
-mod repomd;
-
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use airlock_types::Digest;
 use airlock_upstream::Target;
+use airlock_yum::{Checksum, Detail, RepodataError, Repomd};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -66,6 +65,8 @@ const MAX_SIGNATURE: usize = 64 * 1024;
 const MAX_REPOMD: usize = 4 * 1024 * 1024;
 /// Compressed primary metadata larger than this is refused.
 const MAX_PRIMARY: usize = 512 * 1024 * 1024;
+/// Decompressed primary metadata larger than this is refused (Fedora's is ~100 MiB).
+const MAX_PRIMARY_XML: u64 = 2 * 1024 * 1024 * 1024;
 const UPSTREAM_XML: Variant<'static> = Variant {
     name: "repomd",
     accept: "application/xml, text/xml;q=0.9, */*;q=0.1",
@@ -150,7 +151,7 @@ async fn metadata(
     }
     let (snapshot, _) = current(origin, root).await?;
     let href = format!("{REPODATA}{name}");
-    if let Some(entry) = snapshot.entries.iter().find(|e| e.href == href) {
+    if let Some(entry) = snapshot.repomd.entries.iter().find(|e| e.href == href) {
         let digest = sha256(origin, &path, entry.checksum.as_ref())?;
         let source = located(
             origin.upstream_base(),
@@ -170,7 +171,7 @@ async fn metadata(
 struct Snapshot {
     bytes: Vec<u8>,
     content_type: Option<String>,
-    entries: Vec<repomd::Entry>,
+    repomd: Repomd,
     /// `repomd.xml.asc`, fetched with `repomd.xml`; `None` when the repository has none.
     signature: Option<Vec<u8>>,
 }
@@ -228,15 +229,16 @@ fn known(origin: &Origin, root: &str) -> bool {
 async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str), PackageError> {
     let repomd = format!("{root}{REPODATA}{REPOMD}");
     let check: &Check<'_> = &|bytes, _| {
-        repomd::parse(bytes)
+        Repomd::parse(bytes)
             .map(|_| ())
             .map_err(|e| format!("malformed repository metadata: {e}"))
     };
     let document = origin
         .document(&repomd, &UPSTREAM_XML, MAX_REPOMD, check)
         .await?;
-    let entries = repomd::parse(&document.bytes).map_err(|e| malformed(origin, &repomd, &e))?;
-    for entry in &entries {
+    let parsed =
+        Repomd::parse(&document.bytes).map_err(|e| malformed(origin, &repomd, &e.to_string()))?;
+    for entry in &parsed.entries {
         let digest = sha256(
             origin,
             &format!("{root}{}", entry.href),
@@ -270,7 +272,7 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str
     let snapshot = Snapshot {
         bytes: document.bytes,
         content_type: document.content_type,
-        entries,
+        repomd: parsed,
         signature,
     };
     Ok((snapshot, document.cache))
@@ -367,10 +369,7 @@ async fn package(
 /// The repository root above `path` whose primary metadata lists it, and its listing: the
 /// roots whose snapshot is known first, then the others, each deepest first. A repository
 /// that cannot be read is skipped, and its failure reported when no other lists the package.
-async fn locate<'p>(
-    origin: &Origin,
-    path: &'p str,
-) -> Result<(&'p str, primary::Package), PackageError> {
+async fn locate<'p>(origin: &Origin, path: &'p str) -> Result<(&'p str, Listed), PackageError> {
     let roots = ancestors(path);
     let (known, unknown): (Vec<&str>, Vec<&str>) =
         roots.iter().partition(|root| known(origin, root));
@@ -416,22 +415,12 @@ fn ancestors(path: &str) -> Vec<&str> {
 }
 
 /// The packages of the repository at `root`'s current snapshot, parsed once per primary.
-async fn packages(origin: &Origin, root: &str) -> Result<Arc<primary::Packages>, PackageError> {
+async fn packages(origin: &Origin, root: &str) -> Result<Arc<Listing>, PackageError> {
     let (snapshot, _) = current(origin, root).await?;
-    let entry = snapshot
-        .entries
-        .iter()
-        .find(|e| e.kind == "primary")
-        .ok_or_else(|| {
-            malformed(
-                origin,
-                &format!("{root}{REPODATA}{REPOMD}"),
-                "no primary metadata",
-            )
-        })?;
+    let entry = snapshot.repomd.primary();
     let path = format!("{root}{}", entry.href);
     let digest = sha256(origin, &path, entry.checksum.as_ref())?;
-    let primaries: Arc<Table<Digest, primary::Packages>> =
+    let primaries: Arc<Table<Digest, Listing>> =
         origin.derived.table("yum-primary", PRIMARIES_KEPT, None);
     primaries
         .get_or_compute(digest.clone(), || async {
@@ -452,18 +441,50 @@ async fn packages(origin: &Origin, root: &str) -> Result<Arc<primary::Packages>,
                     detail: format!("{e} (or larger than {MAX_PRIMARY} bytes)"),
                 })?;
             let href = entry.href.clone();
-            blocking(move || primary::parse(&href, &bytes))
+            blocking(move || listing(&href, &bytes))
                 .await?
-                .map_err(|e| malformed(origin, &path, &e))
+                .map_err(|e| malformed(origin, &path, &e.to_string()))
         })
         .await
+}
+
+/// Where one package is and what it must hash to.
+#[derive(Debug, Clone)]
+struct Listed {
+    /// `xml:base` of its location, when it lives outside the repository.
+    base: Option<String>,
+    checksum: Checksum,
+}
+
+/// A repository's packages by location `href` (relative to the repository root).
+type Listing = HashMap<String, Listed>;
+
+/// The packages a primary file (`href`, compressed as its name says) lists, by location.
+fn listing(href: &str, bytes: &[u8]) -> Result<Listing, RepodataError> {
+    let mut listing = Listing::new();
+    airlock_yum::read_primary(href, bytes, MAX_PRIMARY_XML, Detail::Locations, |package| {
+        let (Some(href), Some(checksum)) = (package.href, package.checksum) else {
+            return Err(RepodataError::Malformed(
+                "primary: a <package> lacks a location or checksum".to_owned(),
+            ));
+        };
+        listing.insert(
+            href,
+            Listed {
+                base: package.base,
+                checksum,
+            },
+        );
+        Ok(())
+    })?;
+    Ok(listing)
 }
 
 /// The sha256 a listing gives for `path`, or a refusal naming the algorithm it used.
 fn sha256(
     origin: &Origin,
     path: &str,
-    checksum: Option<&(String, String)>,
+    checksum: Option<&Checksum>,
 ) -> Result<Digest, PackageError> {
     let refuse = |detail: String| PackageError::Upstream {
         proxy: origin.config().name.clone(),
@@ -471,10 +492,10 @@ fn sha256(
         detail,
     };
     match checksum {
-        Some((kind, hex)) if kind == "sha256" => {
+        Some(Checksum { kind, hex }) if kind == "sha256" => {
             Digest::sha256_hex(hex).map_err(|e| refuse(format!("bad sha256 checksum {hex:?}: {e}")))
         }
-        Some((kind, _)) => Err(refuse(format!(
+        Some(Checksum { kind, .. }) => Err(refuse(format!(
             "the repository metadata gives a {kind} checksum; airlock verifies sha256 only \
              (regenerate the repository with createrepo_c's default checksum)"
         ))),
@@ -498,8 +519,6 @@ fn named_digest(name: &str) -> Option<Digest> {
     Digest::sha256_hex(hex).ok()
 }
 
-/// Where to fetch `href` of the repository at `root` from: below `xml:base` when the
-/// metadata gives one (a relative one is relative to the repository root).
 /// Where a listed file comes from: `href` below the repository at `root`, or below the
 /// entry's `xml:base`.
 fn located(upstream: &reqwest::Url, root: &str, base: Option<&str>, href: &str) -> Target {
