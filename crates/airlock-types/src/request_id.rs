@@ -8,7 +8,8 @@
 //! id.
 
 /// A request id: a plain token, safe to write into a log line or a header as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct RequestId(String);
 
 impl RequestId {
@@ -57,7 +58,12 @@ mod tests {
 
     #[test]
     fn plain_tokens_are_kept() {
-        for sent in ["abc", "0af7651916cd43dd8448eb211c80319c", "lb-1.req_42", &"a".repeat(64)] {
+        for sent in [
+            "abc",
+            "0af7651916cd43dd8448eb211c80319c",
+            "lb-1.req_42",
+            &"a".repeat(64),
+        ] {
             assert_eq!(RequestId::parse(sent).unwrap().as_str(), sent);
         }
     }
@@ -80,7 +86,10 @@ mod tests {
         let fresh = RequestId::from_client(Some(b"evil\r\nX-Injected: 1"));
         assert_eq!(fresh.as_str().len(), 32);
         assert_ne!(fresh.as_str(), "evil");
-        assert_eq!(RequestId::from_client(Some(&[0xff, 0xfe])).as_str().len(), 32);
+        assert_eq!(
+            RequestId::from_client(Some(&[0xff, 0xfe])).as_str().len(),
+            32
+        );
     }
 
     #[test]
