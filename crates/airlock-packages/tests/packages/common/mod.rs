@@ -1,9 +1,6 @@
 //! Starts the package proxies alone: `airlock_packages::Packages` over a store in a temporary
 //! directory, mounted at `/repository/` on a loopback port, as the gateway mounts it.
 
-// Each test module uses its own subset of these.
-#![allow(dead_code, unused_imports)]
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
