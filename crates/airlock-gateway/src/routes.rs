@@ -122,11 +122,7 @@ async fn status_page(State(state): State<Arc<AppState>>) -> String {
 
 /// One structured line per request: id, method, route, upstream, status, bytes, duration,
 /// cache; the request runs in a span carrying its id, and the response carries the id.
-async fn access_log(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = RequestId::from_client(
         request
@@ -145,7 +141,6 @@ async fn access_log(
         path,
         proxy = tracing::field::Empty,
     );
-    request.extensions_mut().insert(id.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
     let served = response.extensions().get::<ServedBy>().cloned();
     if let Some(served) = &served {
