@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use airlock_types::RequestId;
 use serde::Serialize;
 
 macro_rules! reasons {
@@ -110,6 +111,8 @@ impl CloseReason {
 /// One request's record, written as the decision log line when the connection ends.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
+    /// A fresh id per connection, so the line can be found and quoted.
+    pub request_id: RequestId,
     /// When the connection was accepted, RFC 3339 UTC.
     pub time: String,
     pub client: SocketAddr,
@@ -131,6 +134,7 @@ pub struct Decision {
 impl Decision {
     pub fn new(client: SocketAddr, started: SystemTime) -> Self {
         Self {
+            request_id: RequestId::generate(),
             time: rfc3339(started),
             client,
             raw_target: None,
@@ -158,6 +162,7 @@ impl Decision {
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
             target: "airlock::egress",
+            request_id = self.request_id.as_str(),
             time = %self.time,
             client = %self.client,
             raw_target = self.raw_target.as_deref().unwrap_or(""),

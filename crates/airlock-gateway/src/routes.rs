@@ -1,18 +1,28 @@
 //! The HTTP surface: `/v2/…` to the registry, health and Harbor-compatible status
 //! endpoints, the CA download, a plain status page, and the access log.
+//!
+//! Every request gets a [`RequestId`]: the one a client (or a load balancer in front) sent
+//! in `X-Request-Id` when it is a plain token, otherwise a fresh one. It names the request's
+//! `tracing` span (which the upstream fetches' spans nest in), its access-log line, and is
+//! returned as `X-Request-Id` on every response the router makes, errors and refusals
+//! included.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use airlock_types::{ServedBy, UpstreamFailure};
+use airlock_types::{RequestId, ServedBy, UpstreamFailure};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use tracing::Instrument as _;
 
 use crate::AppState;
+
+/// The request id header, read from clients and set on every response.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let registry = Router::new()
@@ -110,14 +120,36 @@ async fn status_page(State(state): State<Arc<AppState>>) -> String {
     page
 }
 
-/// One structured line per request: method, route, upstream, status, bytes, duration, cache.
+/// One structured line per request: id, method, route, upstream, status, bytes, duration,
+/// cache; the request runs in a span carrying its id, and the response carries the id.
 async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let id = RequestId::from_client(
+        request
+            .headers()
+            .get(&REQUEST_ID)
+            .map(HeaderValue::as_bytes),
+    );
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        target: "airlock::request",
+        "request",
+        request_id = id.as_str(),
+        %method,
+        path,
+        proxy = tracing::field::Empty,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
     let served = response.extensions().get::<ServedBy>().cloned();
+    if let Some(served) = &served {
+        span.record("proxy", served.proxy.as_str());
+    }
+    response.headers_mut().insert(
+        REQUEST_ID,
+        HeaderValue::from_str(id.as_str()).expect("a request id is a plain token"),
+    );
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -132,6 +164,7 @@ async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: 
     );
     tracing::info!(
         target: "airlock::access",
+        request_id = id.as_str(),
         %method,
         path,
         query = query.as_deref().unwrap_or(""),

@@ -1,12 +1,14 @@
 //! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
 //! injectable faults), static file and directory servers, a Python simple index, and
-//! builders for images, multi-arch indexes, RPM repositories and conda channel metadata.
+//! builders for images, multi-arch indexes, RPM repositories and conda channel metadata,
+//! and the HTTP clients the integration tests use.
 
 pub mod conda;
 mod fake_dir;
 mod fake_files;
 mod fake_pypi;
 mod fake_registry;
+pub mod http;
 mod image;
 pub mod netns;
 mod rpm;

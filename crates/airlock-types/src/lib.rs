@@ -1,17 +1,21 @@
 //! Pure types shared by every airlock crate: digests, repository names, image references,
-//! media types, the duration and size notations of the configuration, and what a proxy
-//! tells the access log about a response it served.
+//! media types, `PyPI` project names, the duration and size notations of the configuration,
+//! what a proxy tells the access log about a response it served, and request ids.
 //!
-//! Nothing here performs I/O; everything is cheap to test exhaustively.
+//! Nothing here performs I/O (a fresh request id reads the thread's random generator);
+//! everything is cheap to test exhaustively.
 
 mod digest;
 pub mod media;
 mod name;
 mod notation;
+pub mod pypi;
 pub mod range;
+mod request_id;
 mod served;
 
 pub use digest::{Digest, DigestError, Sha256Verifier};
 pub use name::{NameError, Reference, RepoName};
 pub use notation::{ByteSize, HumanDuration, NotationError};
+pub use request_id::RequestId;
 pub use served::{CacheOutcome, ServedBy, UpstreamFailure};

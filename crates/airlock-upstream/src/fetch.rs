@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::UpstreamError;
 
@@ -167,7 +168,12 @@ impl Downloads {
         self.stats
             .started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(self.clone().run(digest.clone(), download.clone(), request));
+        // One download serves every waiter; its spans nest in the request that started it.
+        tokio::spawn(
+            self.clone()
+                .run(digest.clone(), download.clone(), request)
+                .in_current_span(),
+        );
         download
     }
 

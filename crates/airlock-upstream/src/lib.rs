@@ -15,6 +15,7 @@ use std::sync::Arc;
 use airlock_config::ProxyConfig;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
+use tracing::Instrument as _;
 
 pub use challenge::{Challenge, parse_challenges};
 pub use redact::RedactedUrl;
@@ -165,6 +166,10 @@ impl Upstream {
     /// once.
     ///
     /// `scope` is the OCI token scope the request needs (`repository:<name>:pull`).
+    ///
+    /// It runs in an `upstream` span (a child of the client request's span) that records the
+    /// proxy, method and redacted URL, then the status, the announced length (`bytes`) and
+    /// the time to the response head (`ms`).
     pub async fn send(
         &self,
         method: Method,
@@ -173,6 +178,39 @@ impl Upstream {
         scope: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
         let url = self.url(&target.into())?;
+        let span = tracing::info_span!(
+            target: "airlock::upstream",
+            "upstream",
+            upstream = self.inner.proxy.as_str(),
+            %method,
+            url = %RedactedUrl::new(&url),
+            status = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            ms = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .exchange(method, url, headers, scope)
+            .instrument(span.clone())
+            .await;
+        if let Ok(response) = &result {
+            span.record("status", response.status().as_u16());
+            if let Some(length) = response.content_length() {
+                span.record("bytes", length);
+            }
+        }
+        span.record("ms", started.elapsed().as_millis() as u64);
+        result
+    }
+
+    /// One request to `url`, answering an auth challenge once (see [`Upstream::send`]).
+    async fn exchange(
+        &self,
+        method: Method,
+        url: url::Url,
+        headers: HeaderMap,
+        scope: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
         // Credentials and tokens go only to the configured upstream itself: an index may
         // point at files on other hosts, and those must never see them.
         if url.origin() != self.inner.base.origin() {

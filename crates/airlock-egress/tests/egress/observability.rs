@@ -86,6 +86,7 @@ async fn one_json_decision_line_per_request() {
         for d in &decisions {
             assert_eq!(d["target"], "airlock::egress");
             for field in [
+                "request_id",
                 "time",
                 "client",
                 "raw_target",
@@ -103,6 +104,11 @@ async fn one_json_decision_line_per_request() {
                 assert!(d.get(field).is_some(), "missing {field}: {d}");
             }
         }
+        let ids: std::collections::HashSet<_> = decisions
+            .iter()
+            .map(|d| d["request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3, "one id per connection: {ids:?}");
         let allowed = decisions.iter().find(|d| d["decision"] == "allow").unwrap();
         assert_eq!(allowed["host"], "allowed.test");
         assert_eq!(allowed["port"], u64::from(port));

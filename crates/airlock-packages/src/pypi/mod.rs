@@ -115,30 +115,8 @@ pub(crate) async fn serve(
 /// PEP 503 normalization, after checking the name against PEP 508's grammar (which also
 /// keeps traversal and separators out).
 fn normalize(name: &str) -> Result<String, PackageError> {
-    let bytes = name.as_bytes();
-    let valid = !bytes.is_empty()
-        && bytes.len() <= 200
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
-    if !valid {
-        return Err(PackageError::BadPath(format!(
-            "{name} (not a Python project name)"
-        )));
-    }
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if "-_.".contains(c) {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    Ok(out)
+    airlock_types::pypi::normalize(name)
+        .map_err(|_| PackageError::BadPath(format!("{name} (not a Python project name)")))
 }
 
 /// Chooses the representation from `Accept` (PEP 691): highest quality wins, JSON on a tie;

@@ -1,27 +1,27 @@
 //! The cache's behaviour under failure and operation: resume after a dropped connection
-//! with a token that expired meanwhile, offline proxies, pins checked at startup, metrics.
+//! with a token that expired meanwhile, offline proxies, pins checked at startup.
 
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::Server;
 use airlock_config::Config;
-use airlock_gateway::Gateway;
 use airlock_testkit::{AuthMode, FakeRegistry, Fault, Image};
 use airlock_types::Digest;
 
-/// Starts a gateway that runs until the test ends.
+/// Starts a registry server that runs until the test ends.
 async fn start(dir: &std::path::Path, text: &str) -> SocketAddr {
     let (addr, stop) = start_stoppable(dir, text).await;
     std::mem::forget(stop);
     addr
 }
 
-/// Starts a gateway; it stops when the returned sender is dropped.
+/// Starts a registry server; it stops when the returned sender is dropped.
 async fn start_stoppable(
     dir: &std::path::Path,
     text: &str,
@@ -31,21 +31,21 @@ async fn start_stoppable(
         dir.join("data")
     );
     let config = Config::from_toml_str(&text, "test").expect("test config is valid");
-    // A previous gateway on the same data_dir may still be letting go of the index.
+    // A previous server on the same data_dir may still be letting go of the index.
     let mut attempts = 0;
-    let gateway = loop {
-        match Gateway::bind(config.clone()).await {
-            Ok(gateway) => break gateway,
+    let server = loop {
+        match Server::bind(config.clone()).await {
+            Ok(server) => break server,
             Err(_) if attempts < 50 => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => panic!("gateway binds: {e}"),
+            Err(e) => panic!("the registry starts: {e}"),
         }
     };
-    let addr = gateway.local_addr();
+    let addr = server.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(async {
+    tokio::spawn(server.serve(async {
         let _ = rx.await;
     }));
     (addr, tx)
@@ -151,93 +151,16 @@ async fn pins_naming_no_proxy_stop_startup_with_a_clear_error() {
         proxy("http://127.0.0.1:9", "")
     );
     let config = Config::from_toml_str(&text, "test").unwrap();
-    let error = Gateway::bind(config).await.unwrap_err().to_string();
+    let error = Server::bind(config).await.unwrap_err().to_string();
     assert!(
         error.contains("quay.io/org/app:1") && error.contains("no proxy"),
         "{error}"
     );
     let good = text.replace("quay.io/org/app:1", "docker.io/library/postgres:15");
     assert!(
-        Gateway::bind(Config::from_toml_str(&good, "test").unwrap())
+        Server::bind(Config::from_toml_str(&good, "test").unwrap())
             .await
             .is_ok()
-    );
-}
-
-#[tokio::test]
-async fn metrics_count_requests_cache_results_and_upstream_errors() {
-    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
-    let image = Image::random(&[1000]);
-    upstream.push_image("library/m", "1", &image);
-    let dir = tempfile::tempdir().unwrap();
-    let addr = start(dir.path(), &proxy(&upstream.url(), "")).await;
-    let blob = format!(
-        "http://{addr}/v2/hub/library/m/blobs/{}",
-        Digest::of(&image.layers[0])
-    );
-    get(&blob).await.bytes().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    get(&blob).await.bytes().await.unwrap();
-    upstream.fault("/manifests/broken", Fault::Status(503));
-    get(&format!("http://{addr}/v2/hub/library/m/manifests/broken")).await;
-    let metrics = get(&format!("http://{addr}/metrics"))
-        .await
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "airlock_http_requests_total{route=\"blob\",status=\"200\"} 2",
-        "airlock_http_requests_total{route=\"manifest\",status=\"502\"} 1",
-        "airlock_cache_requests_total{proxy=\"hub\",result=\"hit\"} 1",
-        "airlock_cache_requests_total{proxy=\"hub\",result=\"miss\"} 1",
-        "airlock_cache_served_bytes_total 1000",
-        "airlock_upstream_fetched_bytes_total 1000",
-        "airlock_upstream_downloads_total{result=\"started\"} 1",
-        "airlock_upstream_errors_total{proxy=\"hub\"} 1",
-        "airlock_downloads_in_flight 0",
-        "airlock_store_bytes 1000",
-        "# TYPE airlock_evicted_blobs_total counter",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in:\n{metrics}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn egress_proxy_runs_inside_serve_and_reports_metrics() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n\
-         [egress]\nlisten = \"127.0.0.1:0\"\nallow = [\"login.example.org\"]\n",
-        dir.path()
-    );
-    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
-        .await
-        .unwrap();
-    let (http, egress) = (
-        gateway.local_addr(),
-        gateway.egress_addr().expect("egress listens"),
-    );
-    tokio::spawn(gateway.serve(std::future::pending()));
-    let mut stream = tokio::net::TcpStream::connect(egress).await.unwrap();
-    stream
-        .write_all(b"CONNECT evil.example.net:443 HTTP/1.1\r\nHost: evil.example.net:443\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    let metrics = get(&format!("http://{http}/metrics"))
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("airlock_egress"),
-        "egress metrics are exported:\n{metrics}"
     );
 }
 

@@ -4,13 +4,13 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::Server;
 use airlock_config::Config;
-use airlock_gateway::Gateway;
 use airlock_testkit::{AuthMode, FakeRegistry, Fault, Image, Index, Platform};
 use airlock_types::Digest;
 
@@ -32,10 +32,10 @@ async fn start_in(dir: tempfile::TempDir, proxies: &str) -> Running {
         dir.path().join("data")
     );
     let config = Config::from_toml_str(&text, "test").expect("test config is valid");
-    let gateway = Gateway::bind(config).await.expect("gateway binds");
-    let addr = gateway.local_addr();
+    let server = Server::bind(config).await.expect("the registry starts");
+    let addr = server.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(async {
+    tokio::spawn(server.serve(async {
         let _ = rx.await;
     }));
     Running {
@@ -78,42 +78,6 @@ async fn error_code(response: reqwest::Response) -> (u16, String) {
             .unwrap_or_default()
             .to_owned(),
     )
-}
-
-#[tokio::test]
-async fn base_endpoint_and_status_endpoints() {
-    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
-    let gw = start(&hub(&upstream, "")).await;
-    let response = get(&gw.url("/v2/")).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["docker-distribution-api-version"],
-        "registry/2.0"
-    );
-    assert_eq!(get(&gw.url("/healthz")).await.status(), 200);
-    let health: serde_json::Value = get(&gw.url("/api/v2.0/health")).await.json().await.unwrap();
-    assert_eq!(health["status"], "healthy");
-    let info: serde_json::Value = get(&gw.url("/api/v2.0/systeminfo"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        info["harbor_version"]
-            .as_str()
-            .unwrap()
-            .starts_with("airlock-")
-    );
-    assert_eq!(
-        get(&gw.url("/ca.crt")).await.status(),
-        404,
-        "tls off: no generated CA"
-    );
-    assert_eq!(
-        upstream.total_requests(),
-        0,
-        "nothing here needs the upstream"
-    );
 }
 
 #[tokio::test]
@@ -216,9 +180,9 @@ async fn default_proxy_serves_unprefixed_paths() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::from_toml_str(&text, "test").unwrap();
     config.data_dir = dir.path().to_owned();
-    let gateway = Gateway::bind(config).await.unwrap();
-    let addr = gateway.local_addr();
-    tokio::spawn(gateway.serve(std::future::pending()));
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(std::future::pending()));
     let response = get(&format!("http://{addr}/v2/redis/manifests/7")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap(), image.manifest);
@@ -710,65 +674,6 @@ async fn concurrent_cold_tag_requests_share_one_upstream_fetch() {
         upstream.count("GET", &path),
         1,
         "concurrent misses of one digest: one fetch"
-    );
-}
-
-#[tokio::test]
-async fn self_signed_tls_serves_http2_and_http1_to_clients_trusting_ca_crt() {
-    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
-    let image = Image::random(&[10]);
-    upstream.push_image("library/tls", "1", &image);
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n{}",
-        dir.path(),
-        hub(&upstream, "")
-    );
-    let gateway = Gateway::bind(Config::from_toml_str(&text, "test").unwrap())
-        .await
-        .unwrap();
-    let ca = gateway
-        .ca_pem()
-        .expect("self-signed mode has a CA")
-        .to_owned();
-    let port = gateway.local_addr().port();
-    tokio::spawn(gateway.serve(std::future::pending()));
-    let root = reqwest::Certificate::from_pem(ca.as_bytes()).unwrap();
-    let url = format!("https://localhost:{port}/v2/dockerhub-proxy/library/tls/manifests/1");
-    for (client, version) in [
-        (
-            reqwest::Client::builder().add_root_certificate(root.clone()),
-            reqwest::Version::HTTP_2,
-        ),
-        (
-            reqwest::Client::builder()
-                .add_root_certificate(root.clone())
-                .http1_only(),
-            reqwest::Version::HTTP_11,
-        ),
-    ] {
-        let client = client.no_proxy().build().unwrap();
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.version(), version);
-        assert_eq!(response.bytes().await.unwrap(), image.manifest);
-    }
-    let served_ca = reqwest::Client::builder()
-        .add_root_certificate(root)
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("https://localhost:{port}/ca.crt"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(served_ca, ca);
-    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
-    assert!(
-        untrusting.get(&url).send().await.is_err(),
-        "a client without the CA refuses the certificate"
     );
 }
 

@@ -4,7 +4,7 @@
 //! index's digests, refuses tampered charts, malformed indexes and hosts the index never
 //! named, and serves the index stale when the upstream fails.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

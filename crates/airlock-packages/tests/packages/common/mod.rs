@@ -1,0 +1,42 @@
+//! Starts the package proxies alone: `airlock_packages::Packages` over a store in a temporary
+//! directory, mounted at `/repository/` on a loopback port, as the gateway mounts it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use airlock_config::Config;
+use airlock_packages::Packages;
+use airlock_store::{BlobStore, FsStore, MetaIndex, layout};
+use airlock_upstream::fetch::Downloads;
+use axum::Router;
+use axum::routing::any;
+
+pub use airlock_testkit::http::{client, get, get_accepting, raw_get};
+
+/// Serves the package proxies of the given `[[proxy]]` tables on a free loopback port,
+/// plain HTTP, their data under `dir/data`; they run until the test ends.
+pub async fn start(dir: &Path, proxies: &str) -> SocketAddr {
+    let text = format!(
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
+        dir.join("data").display().to_string()
+    );
+    let config = Config::from_toml_str(&text, "test").expect("test config is valid");
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(
+        FsStore::open(layout::store_root(&config.data_dir))
+            .await
+            .unwrap(),
+    );
+    let index = MetaIndex::open(&layout::index_path(&config.data_dir)).unwrap();
+    let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
+    let packages =
+        Arc::new(Packages::new(&config, &store, &index, &downloads).expect("the proxies start"));
+    let app = Router::new()
+        .route("/repository/{*rest}", any(airlock_packages::handle))
+        .with_state(packages);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
