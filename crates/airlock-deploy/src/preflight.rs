@@ -21,8 +21,8 @@ use std::io;
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::time::Duration;
 
-use crate::exec::{ExecError, Executor, Input, quote};
-use crate::site::{Machine, Site};
+use airlock_remote::{ExecError, Executor, Input, quote};
+use airlock_site::site::{Machine, Site};
 
 /// Free space `/var/lib/rancher` needs: K3s' images, containerd's content and the pods'
 /// writable layers.
@@ -643,8 +643,8 @@ fn reach_row(exec: &dyn Executor, target: &str, port: u16, serve_fix: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::fake::Fake;
-    use crate::inventory::Inventory;
+    use airlock_ansible::inventory::Inventory;
+    use airlock_remote::fake::Fake;
 
     const ROCKY: &str = "NAME=\"Rocky Linux\"\nVERSION=\"9.4 (Blue Onyx)\"\nID=\"rocky\"\n\
                          ID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n\

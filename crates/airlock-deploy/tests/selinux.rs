@@ -388,9 +388,9 @@ fn malformed_metadata_is_a_clear_error() {
 
 mod common;
 
-fn site_with(staging_vars: &str, cluster_vars: &str) -> airlock_deploy::site::Site {
+fn site_with(staging_vars: &str, cluster_vars: &str) -> airlock_site::site::Site {
     let inventory = common::parse(&common::site(staging_vars, cluster_vars));
-    let (site, diagnostics) = airlock_deploy::site::Site::read(&inventory, None);
+    let (site, diagnostics) = airlock_site::site::Site::read(&inventory, None);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     site
 }

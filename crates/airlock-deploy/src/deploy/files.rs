@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use sha2::{Digest as _, Sha256};
 
 use super::report::Report;
-use crate::exec::{ExecError, Executor, FileState, Input, Perms};
+use airlock_remote::{ExecError, Executor, FileState, Input, Perms};
 
 /// Who owns what deploy places, unless a spec says otherwise: deploy runs as root, and a
 /// file another user owns could be rewritten by that user.
@@ -151,8 +151,8 @@ pub fn diff(path: &str, old: &str, new: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::Mode;
-    use crate::exec::fake::Fake;
+    use airlock_remote::Mode;
+    use airlock_remote::fake::Fake;
 
     fn report() -> Report {
         Report::new(Box::new(std::io::sink()), false)

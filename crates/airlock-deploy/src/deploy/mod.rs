@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::exec::{ExecError, Executor};
-use crate::inventory::Inventory;
-use crate::render::Rendered;
-use crate::site::{Machine, Site, Staging};
+use airlock_ansible::inventory::Inventory;
+use airlock_remote::{ExecError, Executor};
+use airlock_site::render::Rendered;
+use airlock_site::site::{Machine, Site, Staging};
 use nodes::Role;
 use report::Report;
 
@@ -428,7 +428,7 @@ fn check_secrets<'m>(
             .escalate
             .as_ref()
             .and_then(|b| b.password.as_ref())
-            .is_some_and(crate::site::Secret::is_locked)
+            .is_some_and(airlock_site::site::Secret::is_locked)
         {
             return Err(DeployError::host_message(
                 "inventory",
@@ -486,7 +486,7 @@ fn parallel<T: Sync, R: Send>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::inventory::Inventory;
+    use airlock_ansible::inventory::Inventory;
 
     pub(crate) const INVENTORY: &str = "\
 all:

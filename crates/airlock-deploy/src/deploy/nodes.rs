@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::DeployError;
 use super::files::{FileSpec, ensure};
 use super::report::Report;
-use crate::exec::{ExecError, Executor, Input, quote};
+use airlock_remote::{ExecError, Executor, Input, quote};
 
 pub const K3S_BINARY: &str = "/usr/local/bin/k3s";
 pub const INSTALL_SCRIPT: &str = "/usr/local/share/airlock/k3s-install.sh";
@@ -307,7 +307,7 @@ pub fn ready_nodes(listing: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::fake::Fake;
+    use airlock_remote::fake::Fake;
 
     fn with_inputs<R>(f: impl FnOnce(&Inputs<'_>) -> R) -> R {
         let dir = tempfile::tempdir().unwrap();
@@ -385,7 +385,7 @@ mod tests {
                 .unwrap();
             assert_eq!(salt.len(), 32);
             assert!(text.contains(&format!("token_hmac_sha256={}", token_hmac(salt, "s3cret"))));
-            assert_eq!(node.mode(MARKER), Some(crate::exec::Mode(0o600)));
+            assert_eq!(node.mode(MARKER), Some(airlock_remote::Mode(0o600)));
             assert_eq!(node.owner(MARKER).unwrap(), "root:root");
 
             let other = Fake::new("w1");
@@ -418,7 +418,7 @@ mod tests {
             let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
             assert!(text.contains("token_hmac_sha256="), "{text}");
             assert!(!text.contains("token_sha256="), "{text}");
-            assert_eq!(node.mode(MARKER), Some(crate::exec::Mode(0o600)));
+            assert_eq!(node.mode(MARKER), Some(airlock_remote::Mode(0o600)));
             let again = quiet();
             run(&node, Role::Agent, inputs, false, &again).unwrap();
             assert_eq!(again.counts()["w1"].changed, 0);

@@ -6,8 +6,8 @@
 use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink};
-use crate::exec::{ExecError, Executor, Input, quote};
-use crate::site::Site;
+use airlock_remote::{ExecError, Executor, Input, quote};
+use airlock_site::site::Site;
 
 pub const REPO_FILE: &str = "/etc/yum.repos.d/airlock-k3s-selinux.repo";
 /// Where RPMs copied from the control node wait to be installed.
@@ -115,7 +115,7 @@ pub struct CachedRpm {
 mod tests {
     use super::*;
     use crate::deploy::K3sFiles;
-    use crate::exec::fake::Fake;
+    use airlock_remote::fake::Fake;
 
     struct Rpms(std::path::PathBuf);
     impl ArtifactSource for Rpms {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{DeployError, Options};
-use crate::exec::{ExecError, Executor, quote};
-use crate::site::{GatewayTls, Site, Staging};
+use airlock_remote::{ExecError, Executor, quote};
+use airlock_site::site::{GatewayTls, Site, Staging};
 
 pub const BINARY: &str = "/usr/local/bin/airlock";
 pub const CONFIG: &str = "/etc/airlock/airlock.toml";
@@ -149,7 +149,7 @@ fn ensure_user(
 ) -> Result<bool, ExecError> {
     let host = exec.host();
     let exists = exec
-        .exec(&format!("id -u {USER}"), crate::exec::Input::None)?
+        .exec(&format!("id -u {USER}"), airlock_remote::Input::None)?
         .success();
     if exists {
         report.ok(host, &format!("system user {USER}"));
@@ -236,7 +236,7 @@ pub fn run(
     let active = exec
         .exec(
             &format!("systemctl is-active --quiet {SERVICE}"),
-            crate::exec::Input::None,
+            airlock_remote::Input::None,
         )
         .map_err(fail)?
         .success();
@@ -374,7 +374,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::fake::Fake;
+    use airlock_remote::fake::Fake;
 
     fn options(dir: &std::path::Path, check: bool) -> Options {
         let binary = dir.join("airlock");
@@ -488,7 +488,7 @@ mod tests {
         );
         let key = key.to_str().unwrap();
         assert_eq!(host.owner(key).unwrap(), "airlock:airlock");
-        assert_eq!(host.mode(key), Some(crate::exec::Mode(0o600)));
+        assert_eq!(host.mode(key), Some(airlock_remote::Mode(0o600)));
         assert_eq!(host.owner(cert.to_str().unwrap()).unwrap(), "root:root");
         assert_eq!(host.owner(UNIT).unwrap(), "root:root");
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use airlock_deploy::artifacts::{self, GatewayAccess, Sources};
 use airlock_deploy::deploy::selinux::CachedRpm;
 use airlock_deploy::deploy::{self, ArtifactSource, GatewayLink, K3sFiles, report::Report};
-use airlock_deploy::exec::{self, Executor};
-use airlock_deploy::render;
 use airlock_deploy::selinux;
-use airlock_deploy::site::{Machine, Site};
+use airlock_remote::{self as exec, Executor};
+use airlock_site::render;
+use airlock_site::site::{Machine, Site};
 
 use super::vault::PasswordArgs;
 

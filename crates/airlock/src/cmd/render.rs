@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use airlock_deploy::inventory::Inventory;
-use airlock_deploy::site::Site;
-use airlock_deploy::{explain, render};
+use airlock_ansible::inventory::Inventory;
+use airlock_site::site::Site;
+use airlock_site::{explain, render};
 
 use super::vault::PasswordArgs;
 
@@ -54,7 +54,7 @@ pub fn load_with(
     }
     let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());
     diagnostics.extend(parsed.diagnostics.iter().cloned());
-    airlock_deploy::inventory::sort_diagnostics(&mut diagnostics);
+    airlock_ansible::inventory::sort_diagnostics(&mut diagnostics);
     for diagnostic in &diagnostics {
         eprintln!("{diagnostic}");
     }
@@ -78,7 +78,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (path, _) in &rendered.files {
         println!("{}", args.out.join(path).display());
     }
-    if site.package_proxy_mode != airlock_deploy::site::PackageProxyMode::Gateway {
+    if site.package_proxy_mode != airlock_site::site::PackageProxyMode::Gateway {
         eprintln!(
             "note: package_proxy_mode is not `airlock`/`nexus`, so no package proxies and no clients/ files were rendered"
         );

@@ -31,8 +31,8 @@
 use std::path::PathBuf;
 
 use crate::catalog;
-use crate::inventory::{Diagnostic, HostVars, Inventory, Var, VarError};
-use crate::vault::VaultSecret;
+use airlock_ansible::inventory::{Diagnostic, HostVars, Inventory, Var, VarError};
+use airlock_ansible::vault::VaultSecret;
 
 /// Where nodes find the gateway's CA certificate when it is self-signed.
 pub const DEFAULT_CA_FILE: &str = "/etc/rancher/k3s/staging-ca.crt";
