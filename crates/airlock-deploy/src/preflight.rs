@@ -21,8 +21,9 @@ use std::io;
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::time::Duration;
 
+use airlock_ansible::connection::Machine;
 use airlock_remote::{ExecError, Executor, Input, quote};
-use airlock_site::site::{Machine, Site};
+use airlock_site::site::Site;
 
 /// Free space `/var/lib/rancher` needs: K3s' images, containerd's content and the pods'
 /// writable layers.

@@ -18,7 +18,7 @@ use std::io::{self, Write as _};
 use std::path::Path;
 use std::thread::JoinHandle;
 
-use airlock_site::site::Become;
+use airlock_ansible::connection::Become;
 
 /// What a finished command left behind.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -384,7 +384,10 @@ pub fn quote(text: &str) -> String {
 
 /// The executor for `machine`: [`local::Local`] for `ansible_connection: local`, else
 /// [`ssh::Ssh`] with its master connection's socket in `control_dir`.
-pub fn connect(machine: &airlock_site::site::Machine, control_dir: &Path) -> Box<dyn Executor> {
+pub fn connect(
+    machine: &airlock_ansible::connection::Machine,
+    control_dir: &Path,
+) -> Box<dyn Executor> {
     if machine.is_local() {
         Box::new(local::Local::new(&machine.name, machine.escalate.clone()))
     } else {

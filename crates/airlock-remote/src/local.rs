@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 
 use super::{ExecError, Executor, Input, Output};
-use airlock_site::site::Become;
+use airlock_ansible::connection::Become;
 
 /// The control node, as a host of the inventory.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{ExecError, Executor, Input, Output};
-use airlock_site::site::Machine;
+use airlock_ansible::connection::Machine;
 
 /// Seconds ssh waits for the TCP connection.
 pub const CONNECT_TIMEOUT_SECS: u32 = 10;
@@ -242,7 +242,7 @@ impl Drop for ControlDir {
 mod tests {
     use super::*;
     use crate::{Mode, Perms};
-    use airlock_site::site::Become;
+    use airlock_ansible::connection::Become;
     use airlock_testkit::sshd::Sshd;
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};

@@ -253,7 +253,7 @@ pub fn summary(report: &Report) -> String {
         "connected (air_gapped is false)"
     };
     let _ = writeln!(out, "{}: {mode} K3s site", site.inventory.display());
-    let machine = |m: &crate::site::Machine| {
+    let machine = |m: &airlock_ansible::connection::Machine| {
         let user = m
             .user
             .as_deref()

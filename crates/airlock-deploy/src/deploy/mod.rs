@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
+use airlock_ansible::connection::Machine;
 use airlock_ansible::inventory::Inventory;
 use airlock_remote::{ExecError, Executor};
 use airlock_site::render::Rendered;
-use airlock_site::site::{Machine, Site, Staging};
+use airlock_site::site::{Site, Staging};
 use nodes::Role;
 use report::Report;
 
@@ -428,7 +429,7 @@ fn check_secrets<'m>(
             .escalate
             .as_ref()
             .and_then(|b| b.password.as_ref())
-            .is_some_and(airlock_site::site::Secret::is_locked)
+            .is_some_and(airlock_ansible::vault::Secret::is_locked)
         {
             return Err(DeployError::host_message(
                 "inventory",

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_ansible::connection::Machine;
 use airlock_deploy::artifacts::{self, GatewayAccess, Sources};
 use airlock_deploy::deploy::selinux::CachedRpm;
 use airlock_deploy::deploy::{self, ArtifactSource, GatewayLink, K3sFiles, report::Report};
 use airlock_deploy::selinux;
 use airlock_remote::{self as exec, Executor};
 use airlock_site::render;
-use airlock_site::site::{Machine, Site};
+use airlock_site::site::Site;
 
 use super::vault::PasswordArgs;
 
