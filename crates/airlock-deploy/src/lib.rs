@@ -9,4 +9,4 @@
 pub mod artifacts;
 pub mod deploy;
 pub mod preflight;
-pub mod selinux;
+pub mod selinux_rpms;

@@ -10,10 +10,11 @@
 //!
 //! `--check` runs every comparison and prints what would change, changing nothing.
 
+pub mod fetcher;
 pub mod files;
 pub mod nodes;
 pub mod report;
-pub mod selinux;
+pub mod selinux_policy;
 pub mod staging;
 
 use std::io::Read as _;
@@ -28,6 +29,9 @@ use airlock_ansible::inventory::Inventory;
 use airlock_remote::{ExecError, Executor};
 use airlock_site::render::Rendered;
 use airlock_site::site::{Site, Staging};
+
+use crate::artifacts::{ArtifactError, K3sArtifacts};
+use crate::selinux_rpms::{CachedRpm, SelinuxError};
 use nodes::Role;
 use report::Report;
 
@@ -115,16 +119,6 @@ impl DeployError {
     }
 }
 
-/// The verified K3s files for one CPU architecture, in the control node's cache.
-#[derive(Debug, Clone)]
-pub struct K3sFiles {
-    pub version: String,
-    pub binary: PathBuf,
-    pub binary_sha256: String,
-    pub script: PathBuf,
-    pub script_sha256: String,
-}
-
 /// How the control node reaches the gateway (for downloads through its raw proxies).
 #[derive(Debug, Clone)]
 pub struct GatewayLink {
@@ -134,12 +128,24 @@ pub struct GatewayLink {
 }
 
 /// Where K3s artifacts and `SELinux` RPMs come from; verifies them before returning.
+/// [`fetcher::Fetcher`] is the control node's cache; unit tests put fakes here.
 pub trait ArtifactSource: Sync {
     /// K3s for `arch` (`amd64`, `arm64`, `arm`).
-    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sFiles, String>;
+    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError>;
     /// `k3s-selinux`, `container-selinux` and what they need from Rancher's repository,
     /// for RHEL `el_major` on `arch` (`uname -m`).
-    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<selinux::CachedRpm>, String>;
+    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError>;
+}
+
+/// Why an [`ArtifactSource`] could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A download or the cache (K3s releases, and the HTTP client for RPMs).
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// Resolving or downloading the `SELinux` RPMs.
+    #[error(transparent)]
+    Rpm(#[from] SelinuxError),
 }
 
 /// Hosts reached one way or another (SSH, local, fake).
@@ -271,7 +277,8 @@ pub fn deploy(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut fetched: Vec<(&str, K3sFiles)> = Vec::new();
+    // `None`: not fetched (check mode only).
+    let mut fetched: Vec<(&str, Option<K3sArtifacts>)> = Vec::new();
     for arch in &arches {
         if fetched.iter().any(|(a, _)| a == arch) {
             continue;
@@ -282,10 +289,10 @@ pub fn deploy(
                     "localhost",
                     &format!(
                         "k3s {} ({arch}) verified: sha256 {}",
-                        files.version, files.binary_sha256
+                        files.version, files.binary.sha256
                     ),
                 );
-                files
+                Some(files)
             }
             // Before the first deploy the gateway is not there to fetch through: --check
             // still shows everything else, with the K3s files as unknown.
@@ -293,22 +300,12 @@ pub fn deploy(
                 report.note(&format!(
                     "note: K3s files not fetched in check mode ({message}); they show as unknown"
                 ));
-                K3sFiles {
-                    version: site
-                        .k3s
-                        .version
-                        .clone()
-                        .unwrap_or_else(|| "(unknown)".to_owned()),
-                    binary: PathBuf::new(),
-                    binary_sha256: "(not fetched)".to_owned(),
-                    script: PathBuf::new(),
-                    script_sha256: "(not fetched)".to_owned(),
-                }
+                None
             }
             Err(message) => {
                 return Err(DeployError::local(
                     "artifacts",
-                    message,
+                    message.to_string(),
                     "nothing was changed on the nodes; fix the source of the K3s files (or the gateway's k3s-releases proxy) and run deploy again",
                 ));
             }
@@ -323,7 +320,7 @@ pub fn deploy(
     );
     let indices: Vec<usize> = (0..execs.len()).collect();
     parallel(&indices, |&i| {
-        selinux::run(
+        selinux_policy::run(
             site,
             execs[i].as_ref(),
             &unames[i],
@@ -359,19 +356,28 @@ pub fn deploy(
         )
     })?;
     let server_url = format!("https://{}:6443", first_server.address);
+    let unknown_version = site
+        .k3s
+        .version
+        .clone()
+        .unwrap_or_else(|| "(unknown)".to_owned());
+    let not_fetched = (Path::new(""), "(not fetched)");
     let run_node = |i: usize| -> Result<(), DeployError> {
         let (files, role) = (
-            &fetched
+            fetched
                 .iter()
                 .find(|(a, _)| *a == arches[i])
                 .expect("fetched every arch")
-                .1,
+                .1
+                .as_ref(),
             nodes[i].1,
         );
         let inputs = nodes::Inputs {
-            version: &files.version,
-            binary: (&files.binary, &files.binary_sha256),
-            script: (&files.script, &files.script_sha256),
+            version: files.map_or(unknown_version.as_str(), |f| &f.version),
+            binary: files.map_or(not_fetched, |f| (&f.binary.path, &f.binary.sha256)),
+            script: files.map_or(not_fetched, |f| {
+                (&f.install_script.path, &f.install_script.sha256)
+            }),
             ca,
             registries,
             token: &token,

@@ -6,13 +6,13 @@
 use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink};
+use crate::selinux_rpms::PACKAGES;
 use airlock_remote::{ExecError, Executor, Input, quote};
 use airlock_site::site::Site;
 
 pub const REPO_FILE: &str = "/etc/yum.repos.d/airlock-k3s-selinux.repo";
 /// Where RPMs copied from the control node wait to be installed.
 pub const RPM_DIR: &str = "/var/lib/airlock/rpms";
-pub const PACKAGES: [&str; 2] = ["k3s-selinux", "container-selinux"];
 
 /// `getenforce`, or what `/sys/fs/selinux` says, or `Disabled`.
 pub const MODE_SCRIPT: &str = "if command -v getenforce >/dev/null 2>&1; then getenforce; \
@@ -47,7 +47,7 @@ pub fn run(
         .read("/etc/os-release")
         .map_err(fail)?
         .unwrap_or_default();
-    let el = crate::selinux::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
+    let el = crate::selinux_rpms::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
         DeployError::host_message(
             "selinux",
             &host,
@@ -64,7 +64,7 @@ pub fn run(
     let install = if let Some(gateway) = through_gateway {
         let base = format!("https://{}/repository", gateway.staging.hostname);
         let ca = site.ca_file.as_deref().unwrap_or_default();
-        let repo = crate::selinux::repo_file(site, &base, ca, el);
+        let repo = crate::selinux_rpms::repo_file(site, &base, ca, el);
         ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), check, report).map_err(fail)?;
         format!("dnf -y install {}", PACKAGES.join(" "))
     } else {
@@ -75,13 +75,13 @@ pub fn run(
         let rpms = artifacts.selinux_rpms(el, arch).map_err(|message| {
             DeployError::local(
                 "selinux",
-                message,
+                message.to_string(),
                 "the control node resolves the RPMs from k3s_selinux_rpm_site; check it is reachable, or set package_proxy_mode so the gateway proxies them",
             )
         })?;
         let mut paths = Vec::new();
         for rpm in &rpms {
-            let path = format!("{RPM_DIR}/{}", rpm.file_name);
+            let path = format!("{RPM_DIR}/{}", rpm.package.file_name);
             let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
             ensure(exec, &spec, check, report).map_err(fail)?;
             paths.push(quote(&path));
@@ -103,31 +103,41 @@ pub fn run(
     Ok(())
 }
 
-/// An RPM verified into the control node's cache.
-#[derive(Debug, Clone)]
-pub struct CachedRpm {
-    pub file_name: String,
-    pub path: std::path::PathBuf,
-    pub sha256: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::K3sFiles;
+    use crate::artifacts::K3sArtifacts;
+    use crate::deploy::SourceError;
+    use crate::selinux_rpms::{CachedRpm, Checksum, Evr, RpmPackage};
     use airlock_remote::fake::Fake;
 
     struct Rpms(std::path::PathBuf);
     impl ArtifactSource for Rpms {
-        fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sFiles, String> {
+        fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError> {
             unreachable!()
         }
-        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, String> {
+        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError> {
             assert_eq!((el, arch), (9, "x86_64"));
+            let sha256 = crate::deploy::sha256_file(&self.0).unwrap();
             Ok(vec![CachedRpm {
-                file_name: "k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                package: RpmPackage {
+                    name: "k3s-selinux".to_owned(),
+                    arch: "noarch".to_owned(),
+                    evr: Evr {
+                        epoch: 0,
+                        version: "1.6".to_owned(),
+                        release: "1.el9".to_owned(),
+                    },
+                    url: "https://rpm.example.test/k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                    file_name: "k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                    checksum: Checksum {
+                        kind: "sha256".to_owned(),
+                        hex: sha256.clone(),
+                    },
+                    size: None,
+                },
                 path: self.0.clone(),
-                sha256: crate::deploy::sha256_file(&self.0).unwrap(),
+                sha256,
             }])
         }
     }
