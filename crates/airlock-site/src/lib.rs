@@ -5,10 +5,12 @@
 //! - [`check`]: `airlock inventory check`: every problem, and a summary.
 //! - [`render`]: the gateway config and every client config, from one inventory.
 //! - [`explain`]: which endpoint and path a node pulls an image from.
+//! - [`load`]: an inventory file (and `-e` variables) read into a site and its diagnostics.
 
 pub mod catalog;
 pub mod check;
 pub mod explain;
+pub mod load;
 pub mod render;
 pub mod site;
 

@@ -46,19 +46,11 @@ pub fn load_with(
     extra: &[(String, String)],
 ) -> anyhow::Result<(Inventory, Site)> {
     let secret = password.secret()?;
-    let mut parsed = Inventory::load(inventory, secret.as_ref())?;
-    for (name, value) in extra {
-        parsed
-            .set_extra(name, value)
-            .with_context(|| format!("-e {name}=…"))?;
-    }
-    let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());
-    diagnostics.extend(parsed.diagnostics.iter().cloned());
-    airlock_ansible::inventory::sort_diagnostics(&mut diagnostics);
-    for diagnostic in &diagnostics {
+    let loaded = airlock_site::load::load(inventory, secret.as_ref(), extra)?;
+    for diagnostic in &loaded.diagnostics {
         eprintln!("{diagnostic}");
     }
-    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let errors = loaded.errors();
     if errors > 0 {
         anyhow::bail!(
             "{} has {errors} error(s); `airlock inventory check -i {}` lists everything",
@@ -66,7 +58,7 @@ pub fn load_with(
             inventory.display()
         );
     }
-    Ok((parsed, site))
+    Ok((loaded.inventory, loaded.site))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
