@@ -5,7 +5,7 @@
 
 use super::files::{FileSpec, ensure};
 use super::report::Report;
-use super::{ArtifactSource, DeployError, GatewayLink};
+use super::{ArtifactSource, DeployError, GatewayLink, Mode};
 use crate::selinux_rpms::PACKAGES;
 use airlock_remote::{ExecError, Executor, Input, quote};
 use airlock_site::site::Site;
@@ -33,13 +33,13 @@ pub fn run(
     arch: &str,
     gateway: Option<&GatewayLink>,
     artifacts: &dyn ArtifactSource,
-    check: bool,
+    mode: Mode,
     report: &Report,
 ) -> Result<(), DeployError> {
     let host = exec.host().to_owned();
     let fail = |e: ExecError| DeployError::host("selinux", &host, e);
-    let mode = exec.run(MODE_SCRIPT).map_err(fail)?;
-    if !wanted(site, &mode) {
+    let selinux = exec.run(MODE_SCRIPT).map_err(fail)?;
+    if !wanted(site, &selinux) {
         report.skipped(&host, "SELinux is disabled here (set k3s_selinux_enabled: true to install its K3s policy anyway)");
         return Ok(());
     }
@@ -51,7 +51,7 @@ pub fn run(
         DeployError::host_message(
             "selinux",
             &host,
-            format!("SELinux is {} but {e}", mode.trim()),
+            format!("SELinux is {} but {e}", selinux.trim()),
             "K3s's SELinux policy is published for RHEL-compatible systems (Rocky Linux 9 above all); disable SELinux on this node or reinstall it with a RHEL-compatible OS",
         )
     })?;
@@ -65,7 +65,7 @@ pub fn run(
         let base = format!("https://{}/repository", gateway.staging.hostname);
         let ca = site.ca_file.as_deref().unwrap_or_default();
         let repo = crate::selinux_rpms::repo_file(site, &base, ca, el);
-        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), check, report).map_err(fail)?;
+        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), mode, report).map_err(fail)?;
         format!("dnf -y install {}", PACKAGES.join(" "))
     } else {
         if installed {
@@ -83,7 +83,7 @@ pub fn run(
         for rpm in &rpms {
             let path = format!("{RPM_DIR}/{}", rpm.package.file_name);
             let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
-            ensure(exec, &spec, check, report).map_err(fail)?;
+            ensure(exec, &spec, mode, report).map_err(fail)?;
             paths.push(quote(&path));
         }
         format!("dnf -y install {}", paths.join(" "))
@@ -92,12 +92,16 @@ pub fn run(
         report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
         return Ok(());
     }
-    if !check {
+    if mode == Mode::Apply {
         exec.run(&install).map_err(fail)?;
     }
     report.changed(
         &host,
-        &format!("install {} (SELinux {})", PACKAGES.join(", "), mode.trim()),
+        &format!(
+            "install {} (SELinux {})",
+            PACKAGES.join(", "),
+            selinux.trim()
+        ),
         None,
     );
     Ok(())
@@ -146,7 +150,7 @@ mod tests {
         "NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n";
 
     fn quiet() -> Report {
-        Report::new(Box::new(std::io::sink()), false)
+        Report::new(Box::new(std::io::sink()), Mode::Apply)
     }
 
     #[test]
@@ -161,7 +165,7 @@ mod tests {
             "x86_64",
             None,
             &Rpms(dir.path().join("x")),
-            false,
+            Mode::Apply,
             &quiet(),
         )
         .unwrap();
@@ -178,7 +182,16 @@ mod tests {
         node.answer("getenforce", 0, "Enforcing\n");
         node.answer("rpm -q", 1, "");
         node.put("/etc/os-release", ROCKY);
-        run(&site, &node, "x86_64", None, &Rpms(rpm), false, &quiet()).unwrap();
+        run(
+            &site,
+            &node,
+            "x86_64",
+            None,
+            &Rpms(rpm),
+            Mode::Apply,
+            &quiet(),
+        )
+        .unwrap();
         let copied = format!("{RPM_DIR}/k3s-selinux-1.6-1.el9.noarch.rpm");
         assert_eq!(node.file(&copied).unwrap(), b"rpm bytes");
         assert!(
@@ -202,7 +215,7 @@ mod tests {
             "x86_64",
             None,
             &Rpms(dir.path().join("x")),
-            false,
+            Mode::Apply,
             &quiet(),
         )
         .unwrap_err();

@@ -76,8 +76,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => std::env::current_exe()?,
     };
     let progress = std::io::stderr().is_terminal();
+    let mode = if args.check {
+        deploy::Mode::Check
+    } else {
+        deploy::Mode::Apply
+    };
     let options = deploy::Options {
-        check: args.check,
+        mode,
         limit,
         airlock_binary,
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
@@ -104,7 +109,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         progress,
         notes: &|note| eprintln!("{note}"),
     };
-    let report = Report::new(Box::new(std::io::stdout()), args.check);
+    let report = Report::new(Box::new(std::io::stdout()), mode);
     let result = deploy::deploy(
         &site, &inventory, &rendered, &connect, &fetcher, &options, &report,
     );
