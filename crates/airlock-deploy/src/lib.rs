@@ -2,9 +2,10 @@
 //!
 //! - [`preflight`]: what would stop a deploy, checked on every host first.
 //! - [`artifacts`]: K3s release files, verified, in a local content-addressed cache.
-//! - [`selinux`]: the `SELinux` packages' `.repo` through the gateway, or their dependency
+//! - [`selinux_rpms`]: the `SELinux` packages' `.repo` through the gateway, or their dependency
 //!   closure resolved and downloaded on the control node.
-//! - [`deploy`]: the stages of `airlock deploy`, each idempotent, with `--check` diffs.
+//! - [`deploy`]: the stages of `airlock deploy`, each idempotent, with `--check` diffs;
+//!   [`deploy::selinux_policy`] installs those packages on the nodes.
 
 pub mod artifacts;
 pub mod deploy;
