@@ -2,12 +2,11 @@
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_ansible::connection::Machine;
 use airlock_deploy::deploy::{self, fetcher::Fetcher, report::Report};
-use airlock_remote::{self as exec, Executor};
+use airlock_remote as exec;
 use airlock_site::render;
 
 use super::vault::PasswordArgs;
@@ -90,19 +89,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         progress,
     };
     let control = tempfile::Builder::new().prefix("airlock-ssh-").tempdir()?;
-    let connections: std::sync::Mutex<Vec<(String, Arc<dyn Executor>)>> =
-        std::sync::Mutex::default();
-    let connect = |machine: &Machine| -> Arc<dyn Executor> {
-        let mut open = connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, e)) = open.iter().find(|(n, _)| *n == machine.name) {
-            return e.clone();
-        }
-        let e: Arc<dyn Executor> = Arc::from(exec::connect(machine, control.path()));
-        open.push((machine.name.clone(), e.clone()));
-        e
-    };
+    let connections = exec::Connections::new(control.path());
+    let connect = |machine: &Machine| connections.get(machine);
     let fetcher = Fetcher {
         site: &site,
         cache_dir: options.cache_dir.clone(),
