@@ -1,28 +1,13 @@
-//! The control node: Ansible inventory, ansible-vault, rendering client configs.
+//! Deploying a site: the gateway on the staging node and K3s on the cluster, over SSH.
 //!
-//! - [`vault`]: ansible-vault 1.1/1.2 envelopes and password files.
-//! - [`yaml`]: YAML with line numbers and tags, the way Ansible's loader sees it.
-//! - [`inventory`]: groups, hosts, variable precedence, problems with `file:line`.
-//! - [`site`]: the deployment an inventory describes, as typed settings; [`catalog`]: what
-//!   Scout's sites mirror.
-//! - [`check`]: `airlock inventory check`: every problem, and a summary.
-//! - [`render`]: the gateway config and every client config, from one inventory.
-//! - [`explain`]: which endpoint and path a node pulls an image from.
-//! - [`exec`]: commands and files on the site's hosts; [`preflight`]: what would stop a deploy.
+//! - [`preflight`]: what would stop a deploy, checked on every host first.
 //! - [`artifacts`]: K3s release files, verified, in a local content-addressed cache.
-//! - [`selinux`]: the `SELinux` packages' `.repo` through the gateway, or their dependency
+//! - [`selinux_rpms`]: the `SELinux` packages' `.repo` through the gateway, or their dependency
 //!   closure resolved and downloaded on the control node.
+//! - [`deploy`]: the stages of `airlock deploy`, each idempotent, with `--check` diffs;
+//!   [`deploy::selinux_policy`] installs those packages on the nodes.
 
 pub mod artifacts;
-pub mod catalog;
-pub mod check;
 pub mod deploy;
-pub mod exec;
-pub mod explain;
-pub mod inventory;
 pub mod preflight;
-pub mod render;
-pub mod selinux;
-pub mod site;
-pub mod vault;
-pub mod yaml;
+pub mod selinux_rpms;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_deploy::artifacts::Http;
-use airlock_deploy::selinux::{Closure, PACKAGES, SelinuxError, download_rpms, resolve_closure};
+use airlock_deploy::selinux_rpms::{
+    Closure, PACKAGES, SelinuxError, download_rpms, resolve_closure,
+};
 use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo, require_tool};
 use sha2::{Digest, Sha256};
 
@@ -388,9 +390,9 @@ fn malformed_metadata_is_a_clear_error() {
 
 mod common;
 
-fn site_with(staging_vars: &str, cluster_vars: &str) -> airlock_deploy::site::Site {
+fn site_with(staging_vars: &str, cluster_vars: &str) -> airlock_site::site::Site {
     let inventory = common::parse(&common::site(staging_vars, cluster_vars));
-    let (site, diagnostics) = airlock_deploy::site::Site::read(&inventory, None);
+    let (site, diagnostics) = airlock_site::site::Site::read(&inventory, None);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     site
 }
@@ -398,7 +400,7 @@ fn site_with(staging_vars: &str, cluster_vars: &str) -> airlock_deploy::site::Si
 #[test]
 fn the_repo_file_points_at_the_gateways_rancher_proxy() {
     let site = site_with("", "    k3s_selinux_channel: testing\n");
-    let text = airlock_deploy::selinux::repo_file(
+    let text = airlock_deploy::selinux_rpms::repo_file(
         &site,
         "https://gw.example.org/repository/",
         "/etc/rancher/k3s/staging-ca.crt",
@@ -419,11 +421,11 @@ fn the_repo_file_points_at_the_gateways_rancher_proxy() {
          timeout=300\n"
     );
     let without_ca =
-        airlock_deploy::selinux::repo_file(&site, "https://gw.example.org/repository", "", 8);
+        airlock_deploy::selinux_rpms::repo_file(&site, "https://gw.example.org/repository", "", 8);
     assert!(without_ca.contains("/centos/8/noarch\n"));
     assert!(!without_ca.contains("sslcacert"));
     assert_eq!(
-        airlock_deploy::selinux::rancher_repo(&site, 9),
+        airlock_deploy::selinux_rpms::rancher_repo(&site, 9),
         "https://rpm.rancher.io/k3s/testing/common/centos/9/noarch/"
     );
 }

@@ -270,7 +270,7 @@ fn vault_errors_say_what_to_do() {
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../airlock-deploy/tests/fixtures")
+        .join("../airlock-site/tests/fixtures")
         .join(name)
 }
 

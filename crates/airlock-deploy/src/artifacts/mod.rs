@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::site::Site;
+use airlock_site::site::Site;
 
 mod cas;
 mod http;

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
+use super::Mode;
 use super::report::Report;
-use crate::exec::{ExecError, Executor, FileState, Input, Perms};
+use airlock_remote::{ExecError, Executor, FileState, Input, Perms};
 
 /// Who owns what deploy places, unless a spec says otherwise: deploy runs as root, and a
 /// file another user owns could be rewritten by that user.
@@ -78,7 +79,7 @@ impl FileSpec {
 pub fn ensure(
     exec: &dyn Executor,
     spec: &FileSpec,
-    check: bool,
+    mode: Mode,
     report: &Report,
 ) -> Result<bool, ExecError> {
     let host = exec.host();
@@ -110,7 +111,7 @@ pub fn ensure(
     if let Some(perms) = perms {
         detail.push_str(&perms);
     }
-    if !check {
+    if mode == Mode::Apply {
         match &spec.source {
             Source::Text(text) => {
                 exec.write(&spec.path, Input::Bytes(text.as_bytes()), &spec.perms)?;
@@ -151,17 +152,16 @@ pub fn diff(path: &str, old: &str, new: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::Mode;
-    use crate::exec::fake::Fake;
+    use airlock_remote::fake::Fake;
 
     fn report() -> Report {
-        Report::new(Box::new(std::io::sink()), false)
+        Report::new(Box::new(std::io::sink()), Mode::Apply)
     }
 
     type Sink = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
     /// A report whose output the test can read.
-    fn captured(check: bool) -> (Sink, Report) {
+    fn captured(mode: Mode) -> (Sink, Report) {
         struct W(Sink);
         impl std::io::Write for W {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -173,7 +173,7 @@ mod tests {
             }
         }
         let sink = Sink::default();
-        (sink.clone(), Report::new(Box::new(W(sink)), check))
+        (sink.clone(), Report::new(Box::new(W(sink)), mode))
     }
 
     #[test]
@@ -181,10 +181,10 @@ mod tests {
         let host = Fake::new("n1");
         let spec = FileSpec::text("/etc/x.conf", "a\nb\n", 0o600);
         let r = report();
-        assert!(ensure(&host, &spec, false, &r).unwrap());
+        assert!(ensure(&host, &spec, Mode::Apply, &r).unwrap());
         assert_eq!(host.file("/etc/x.conf").unwrap(), b"a\nb\n");
-        assert_eq!(host.mode("/etc/x.conf"), Some(Mode(0o600)));
-        assert!(!ensure(&host, &spec, false, &r).unwrap());
+        assert_eq!(host.mode("/etc/x.conf"), Some(airlock_remote::Mode(0o600)));
+        assert!(!ensure(&host, &spec, Mode::Apply, &r).unwrap());
         assert_eq!(
             host.log().iter().filter(|l| l.starts_with("write")).count(),
             1
@@ -198,8 +198,8 @@ mod tests {
         let host = Fake::new("n1");
         host.put("/etc/x.conf", "a\nb\n");
         let spec = FileSpec::text("/etc/x.conf", "a\nc\n", 0o644);
-        let (sink, r) = captured(true);
-        assert!(ensure(&host, &spec, true, &r).unwrap());
+        let (sink, r) = captured(Mode::Check);
+        assert!(ensure(&host, &spec, Mode::Check, &r).unwrap());
         assert_eq!(host.file("/etc/x.conf").unwrap(), b"a\nb\n");
         let text = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
         assert!(text.contains("would change: n1: /etc/x.conf"), "{text}");
@@ -214,9 +214,9 @@ mod tests {
         host.put_with("/etc/airlock/tls.key", "KEY\n", 0o644, "root:root");
         let spec =
             FileSpec::text("/etc/airlock/tls.key", "KEY\n", 0o600).owned_by("airlock:airlock");
-        let (sink, r) = captured(true);
+        let (sink, r) = captured(Mode::Check);
         assert!(
-            ensure(&host, &spec, true, &r).unwrap(),
+            ensure(&host, &spec, Mode::Check, &r).unwrap(),
             "check mode sees it"
         );
         let text = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
@@ -231,21 +231,24 @@ mod tests {
         );
         assert_eq!(
             host.mode("/etc/airlock/tls.key"),
-            Some(Mode(0o644)),
+            Some(airlock_remote::Mode(0o644)),
             "check changes nothing"
         );
 
-        assert!(ensure(&host, &spec, false, &report()).unwrap());
-        assert_eq!(host.mode("/etc/airlock/tls.key"), Some(Mode(0o600)));
+        assert!(ensure(&host, &spec, Mode::Apply, &report()).unwrap());
+        assert_eq!(
+            host.mode("/etc/airlock/tls.key"),
+            Some(airlock_remote::Mode(0o600))
+        );
         assert_eq!(
             host.owner("/etc/airlock/tls.key").unwrap(),
             "airlock:airlock"
         );
-        assert!(!ensure(&host, &spec, false, &report()).unwrap());
+        assert!(!ensure(&host, &spec, Mode::Apply, &report()).unwrap());
 
         host.put_with("/etc/x.conf", "a\n", 0o644, "nobody:nogroup");
         let root_owned = FileSpec::text("/etc/x.conf", "a\n", 0o644);
-        assert!(ensure(&host, &root_owned, false, &report()).unwrap());
+        assert!(ensure(&host, &root_owned, Mode::Apply, &report()).unwrap());
         assert_eq!(host.owner("/etc/x.conf").unwrap(), "root:root");
     }
 
@@ -258,12 +261,12 @@ mod tests {
         let host = Fake::new("n1");
         let spec = FileSpec::local("/usr/local/bin/k3s", local, sha, 0o755);
         let r = report();
-        assert!(ensure(&host, &spec, false, &r).unwrap());
+        assert!(ensure(&host, &spec, Mode::Apply, &r).unwrap());
         assert_eq!(
             host.file("/usr/local/bin/k3s").unwrap(),
             b"\x7fELF stand-in"
         );
-        assert!(!ensure(&host, &spec, false, &r).unwrap());
+        assert!(!ensure(&host, &spec, Mode::Apply, &r).unwrap());
         assert!(
             !host.log().iter().any(|l| l.starts_with("read")),
             "{:?}",

@@ -10,10 +10,11 @@
 //!
 //! `--check` runs every comparison and prints what would change, changing nothing.
 
+pub mod fetcher;
 pub mod files;
 pub mod nodes;
 pub mod report;
-pub mod selinux;
+pub mod selinux_policy;
 pub mod staging;
 
 use std::io::Read as _;
@@ -23,18 +24,30 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::exec::{ExecError, Executor};
-use crate::inventory::Inventory;
-use crate::render::Rendered;
-use crate::site::{Machine, Site, Staging};
+use airlock_ansible::connection::Machine;
+use airlock_ansible::inventory::Inventory;
+use airlock_remote::{ExecError, Executor};
+use airlock_site::render::Rendered;
+use airlock_site::site::{Site, Staging};
+
+use crate::artifacts::{ArtifactError, K3sArtifacts};
+use crate::selinux_rpms::{CachedRpm, SelinuxError};
 use nodes::Role;
 use report::Report;
+
+/// Whether a run changes the hosts or only shows what it would change (`--check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Compare and report; change nothing.
+    Check,
+    /// Make the changes.
+    Apply,
+}
 
 /// How deploy runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Compare and report; change nothing.
-    pub check: bool,
+    pub mode: Mode,
     /// Only these hosts (inventory names or group names); `None` = every host.
     pub limit: Option<Vec<String>>,
     /// The airlock binary installed on the staging node.
@@ -50,7 +63,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            check: false,
+            mode: Mode::Apply,
             limit: None,
             airlock_binary: PathBuf::new(),
             cache_dir: PathBuf::new(),
@@ -114,16 +127,6 @@ impl DeployError {
     }
 }
 
-/// The verified K3s files for one CPU architecture, in the control node's cache.
-#[derive(Debug, Clone)]
-pub struct K3sFiles {
-    pub version: String,
-    pub binary: PathBuf,
-    pub binary_sha256: String,
-    pub script: PathBuf,
-    pub script_sha256: String,
-}
-
 /// How the control node reaches the gateway (for downloads through its raw proxies).
 #[derive(Debug, Clone)]
 pub struct GatewayLink {
@@ -133,12 +136,24 @@ pub struct GatewayLink {
 }
 
 /// Where K3s artifacts and `SELinux` RPMs come from; verifies them before returning.
+/// [`fetcher::Fetcher`] is the control node's cache; unit tests put fakes here.
 pub trait ArtifactSource: Sync {
     /// K3s for `arch` (`amd64`, `arm64`, `arm`).
-    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sFiles, String>;
+    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError>;
     /// `k3s-selinux`, `container-selinux` and what they need from Rancher's repository,
     /// for RHEL `el_major` on `arch` (`uname -m`).
-    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<selinux::CachedRpm>, String>;
+    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError>;
+}
+
+/// Why an [`ArtifactSource`] could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A download or the cache (K3s releases, and the HTTP client for RPMs).
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// Resolving or downloading the `SELinux` RPMs.
+    #[error(transparent)]
+    Rpm(#[from] SelinuxError),
 }
 
 /// Hosts reached one way or another (SSH, local, fake).
@@ -186,6 +201,41 @@ pub fn k3s_arch(uname: &str) -> Option<&'static str> {
     }
 }
 
+/// The stages, in order; each runs on every chosen host before the next starts.
+const STAGES: [Stage; 4] = [stage_staging, stage_artifacts, stage_selinux, stage_nodes];
+
+/// One stage of a deploy run: it reads what earlier stages left in the [`Run`] and adds
+/// its own results.
+type Stage = fn(&mut Run<'_>, Mode) -> Result<(), DeployError>;
+
+/// What the stages of one deploy share: the inputs, and what earlier stages found.
+struct Run<'a> {
+    site: &'a Site,
+    inventory: &'a Inventory,
+    rendered: &'a Rendered,
+    connect: &'a Connect<'a>,
+    artifacts: &'a dyn ArtifactSource,
+    options: &'a Options,
+    report: &'a Report,
+    /// The cluster nodes `--limit` chose, with their roles.
+    nodes: Vec<(&'a Machine, Role)>,
+    /// Set by `staging`: how the control node reaches the gateway.
+    gateway: Option<GatewayLink>,
+    /// Set by `artifacts`: one executor, `uname -m` and K3s architecture per node.
+    execs: Vec<Arc<dyn Executor>>,
+    unames: Vec<String>,
+    arches: Vec<&'static str>,
+    /// Set by `artifacts`: the K3s release per architecture (`None`: not fetched, check
+    /// mode only).
+    fetched: Vec<(&'static str, Option<K3sArtifacts>)>,
+}
+
+impl Run<'_> {
+    fn chosen(&self, machine: &Machine) -> bool {
+        in_limit(self.inventory, self.options.limit.as_deref(), &machine.name)
+    }
+}
+
 /// Run every stage. Stops at the first stage that fails on any host.
 pub fn deploy(
     site: &Site,
@@ -197,68 +247,93 @@ pub fn deploy(
     report: &Report,
 ) -> Result<(), DeployError> {
     let limit = options.limit.as_deref();
-    let chosen = |m: &Machine| in_limit(inventory, limit, &m.name);
-    let staging = site.staging.as_ref();
     let nodes: Vec<(&Machine, Role)> = node_roles(site)
         .into_iter()
-        .filter(|(m, _)| chosen(m))
+        .filter(|(m, _)| in_limit(inventory, limit, &m.name))
         .collect();
     check_secrets(
         site,
-        staging
+        site.staging
+            .as_ref()
             .map(|s| &s.machine)
             .into_iter()
             .chain(nodes.iter().map(|(m, _)| *m)),
         !nodes.is_empty(),
     )?;
-
-    // 1. staging
-    let mut gateway = None;
-    if let Some(staging) = staging {
-        let exec = connect(&staging.machine);
-        let ca = if chosen(&staging.machine) {
-            report.stage(
-                "staging",
-                &format!("the gateway on {}", staging.machine.name),
-            );
-            let config = rendered.get("staging/airlock.toml").ok_or_else(|| {
-                DeployError::local(
-                    "staging",
-                    "the rendered gateway config is missing",
-                    "report this as a bug",
-                )
-            })?;
-            let files = staging::files(site, config, options)?;
-            staging::run(site, staging, exec.as_ref(), &files, options, report)?
-        } else {
-            let path = format!("{}/tls/ca.crt", site.data_dir.trim_end_matches('/'));
-            exec.read(&path)
-                .map_err(|e| DeployError::host("staging", &staging.machine.name, e))?
-        };
-        gateway = Some(GatewayLink {
-            staging: staging.clone(),
-            ca,
-            insecure: site.insecure_skip_verify,
-        });
+    let mut run = Run {
+        site,
+        inventory,
+        rendered,
+        connect,
+        artifacts,
+        options,
+        report,
+        nodes,
+        gateway: None,
+        execs: Vec::new(),
+        unames: Vec::new(),
+        arches: Vec::new(),
+        fetched: Vec::new(),
+    };
+    for stage in STAGES {
+        stage(&mut run, options.mode)?;
     }
-    if nodes.is_empty() {
+    Ok(())
+}
+
+/// Stage 1: the gateway on the staging node, when `--limit` chose it; else its CA, read back.
+fn stage_staging(run: &mut Run<'_>, _: Mode) -> Result<(), DeployError> {
+    let (site, options, report) = (run.site, run.options, run.report);
+    let Some(staging) = site.staging.as_ref() else {
+        return Ok(());
+    };
+    let exec = (run.connect)(&staging.machine);
+    let ca = if run.chosen(&staging.machine) {
+        report.stage(
+            "staging",
+            &format!("the gateway on {}", staging.machine.name),
+        );
+        let config = run.rendered.get("staging/airlock.toml").ok_or_else(|| {
+            DeployError::local(
+                "staging",
+                "the rendered gateway config is missing",
+                "report this as a bug",
+            )
+        })?;
+        let files = staging::files(site, config, options)?;
+        staging::run(site, staging, exec.as_ref(), &files, options, report)?
+    } else {
+        let path = format!("{}/tls/ca.crt", site.data_dir.trim_end_matches('/'));
+        exec.read(&path)
+            .map_err(|e| DeployError::host("staging", &staging.machine.name, e))?
+    };
+    run.gateway = Some(GatewayLink {
+        staging: staging.clone(),
+        ca,
+        insecure: site.insecure_skip_verify,
+    });
+    Ok(())
+}
+
+/// Stage 2: K3s for every architecture the nodes have, into the control node's cache.
+fn stage_artifacts(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
+    if run.nodes.is_empty() {
         return Ok(());
     }
-    let execs: Vec<Arc<dyn Executor>> = nodes.iter().map(|(m, _)| connect(m)).collect();
-
-    // 2. artifacts, for every architecture the nodes have
-    report.stage(
+    run.execs = run.nodes.iter().map(|(m, _)| (run.connect)(m)).collect();
+    run.report.stage(
         "artifacts",
         "K3s binary, checksums and install script on the control node",
     );
-    let unames = parallel(&execs, |exec| {
+    run.unames = parallel(&run.execs, |exec| {
         exec.run("uname -m")
             .map(|u| u.trim().to_owned())
             .map_err(|e| DeployError::host("artifacts", exec.host(), e))
     })?;
-    let arches = unames
+    run.arches = run
+        .unames
         .iter()
-        .zip(&execs)
+        .zip(&run.execs)
         .map(|(uname, exec)| {
             k3s_arch(uname).ok_or_else(|| {
                 DeployError::host_message(
@@ -270,70 +345,74 @@ pub fn deploy(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut fetched: Vec<(&str, K3sFiles)> = Vec::new();
-    for arch in &arches {
-        if fetched.iter().any(|(a, _)| a == arch) {
+    for &arch in &run.arches {
+        if run.fetched.iter().any(|(a, _)| *a == arch) {
             continue;
         }
-        let files = match artifacts.k3s(arch, gateway.as_ref()) {
+        let files = match run.artifacts.k3s(arch, run.gateway.as_ref()) {
             Ok(files) => {
-                report.ok(
+                run.report.ok(
                     "localhost",
                     &format!(
                         "k3s {} ({arch}) verified: sha256 {}",
-                        files.version, files.binary_sha256
+                        files.version, files.binary.sha256
                     ),
                 );
-                files
+                Some(files)
             }
             // Before the first deploy the gateway is not there to fetch through: --check
             // still shows everything else, with the K3s files as unknown.
-            Err(message) if options.check => {
-                report.note(&format!(
+            Err(message) if mode == Mode::Check => {
+                run.report.note(&format!(
                     "note: K3s files not fetched in check mode ({message}); they show as unknown"
                 ));
-                K3sFiles {
-                    version: site
-                        .k3s
-                        .version
-                        .clone()
-                        .unwrap_or_else(|| "(unknown)".to_owned()),
-                    binary: PathBuf::new(),
-                    binary_sha256: "(not fetched)".to_owned(),
-                    script: PathBuf::new(),
-                    script_sha256: "(not fetched)".to_owned(),
-                }
+                None
             }
             Err(message) => {
                 return Err(DeployError::local(
                     "artifacts",
-                    message,
+                    message.to_string(),
                     "nothing was changed on the nodes; fix the source of the K3s files (or the gateway's k3s-releases proxy) and run deploy again",
                 ));
             }
         };
-        fetched.push((arch, files));
+        run.fetched.push((arch, files));
     }
+    Ok(())
+}
 
-    // 3. SELinux
-    report.stage(
+/// Stage 3: `SELinux` policy packages, on every node at once.
+fn stage_selinux(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
+    if run.nodes.is_empty() {
+        return Ok(());
+    }
+    run.report.stage(
         "selinux",
         "k3s-selinux and container-selinux where SELinux is on",
     );
-    let indices: Vec<usize> = (0..execs.len()).collect();
+    let run = &*run;
+    let indices: Vec<usize> = (0..run.execs.len()).collect();
     parallel(&indices, |&i| {
-        selinux::run(
-            site,
-            execs[i].as_ref(),
-            &unames[i],
-            gateway.as_ref(),
-            artifacts,
-            options.check,
-            report,
+        selinux_policy::run(
+            run.site,
+            run.execs[i].as_ref(),
+            &run.unames[i],
+            run.gateway.as_ref(),
+            run.artifacts,
+            mode,
+            run.report,
         )
     })?;
+    Ok(())
+}
 
-    // 4. nodes: the first server, the other servers, then agents
+/// Stage 4: K3s on the nodes, the first server, the other servers, then agents; then (applying)
+/// every node Ready.
+fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
+    if run.nodes.is_empty() {
+        return Ok(());
+    }
+    let (site, report) = (run.site, run.report);
     report.stage("nodes", "K3s files, installer, registry config");
     let token = site
         .k3s
@@ -341,8 +420,12 @@ pub fn deploy(
         .as_ref()
         .map(|t| t.expose().to_owned())
         .unwrap_or_default();
-    let registries = rendered.get("nodes/registries.yaml").unwrap_or_default();
-    let ca_pem = gateway
+    let registries = run
+        .rendered
+        .get("nodes/registries.yaml")
+        .unwrap_or_default();
+    let ca_pem = run
+        .gateway
         .as_ref()
         .and_then(|g| g.ca.as_ref())
         .map(|c| String::from_utf8_lossy(c).into_owned());
@@ -358,41 +441,55 @@ pub fn deploy(
         )
     })?;
     let server_url = format!("https://{}:6443", first_server.address);
+    let unknown_version = site
+        .k3s
+        .version
+        .clone()
+        .unwrap_or_else(|| "(unknown)".to_owned());
+    let not_fetched = (Path::new(""), "(not fetched)");
     let run_node = |i: usize| -> Result<(), DeployError> {
         let (files, role) = (
-            &fetched
+            run.fetched
                 .iter()
-                .find(|(a, _)| *a == arches[i])
+                .find(|(a, _)| *a == run.arches[i])
                 .expect("fetched every arch")
-                .1,
-            nodes[i].1,
+                .1
+                .as_ref(),
+            run.nodes[i].1,
         );
         let inputs = nodes::Inputs {
-            version: &files.version,
-            binary: (&files.binary, &files.binary_sha256),
-            script: (&files.script, &files.script_sha256),
+            version: files.map_or(unknown_version.as_str(), |f| &f.version),
+            binary: files.map_or(not_fetched, |f| (&f.binary.path, &f.binary.sha256)),
+            script: files.map_or(not_fetched, |f| {
+                (&f.install_script.path, &f.install_script.sha256)
+            }),
             ca,
             registries,
             token: &token,
             server_url: &server_url,
         };
-        nodes::run(execs[i].as_ref(), role, &inputs, options.check, report)
+        nodes::run(run.execs[i].as_ref(), role, &inputs, mode, report)
     };
     for wave in [&[Role::FirstServer][..], &[Role::Server], &[Role::Agent]] {
-        let members: Vec<usize> = (0..nodes.len())
-            .filter(|i| wave.contains(&nodes[*i].1))
+        let members: Vec<usize> = (0..run.nodes.len())
+            .filter(|i| wave.contains(&run.nodes[*i].1))
             .collect();
         parallel(&members, |i| run_node(*i))?;
     }
-    if options.check {
+    if mode == Mode::Check {
         return Ok(());
     }
     let all_names: Vec<String> = node_roles(site)
         .iter()
         .map(|(m, _)| m.name.clone())
         .collect();
-    let server = connect(first_server);
-    nodes::wait_ready(server.as_ref(), &all_names, options.wait_timeout, report)
+    let server = (run.connect)(first_server);
+    nodes::wait_ready(
+        server.as_ref(),
+        &all_names,
+        run.options.wait_timeout,
+        report,
+    )
 }
 
 /// Every node with its role: the first server, other servers, agents.
@@ -428,7 +525,7 @@ fn check_secrets<'m>(
             .escalate
             .as_ref()
             .and_then(|b| b.password.as_ref())
-            .is_some_and(crate::site::Secret::is_locked)
+            .is_some_and(airlock_ansible::vault::Secret::is_locked)
         {
             return Err(DeployError::host_message(
                 "inventory",
@@ -486,7 +583,7 @@ fn parallel<T: Sync, R: Send>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::inventory::Inventory;
+    use airlock_ansible::inventory::Inventory;
 
     pub(crate) const INVENTORY: &str = "\
 all:

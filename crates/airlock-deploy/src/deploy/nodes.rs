@@ -10,10 +10,10 @@ use hmac::{Hmac, Mac as _};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
-use super::DeployError;
 use super::files::{FileSpec, ensure};
 use super::report::Report;
-use crate::exec::{ExecError, Executor, Input, quote};
+use super::{DeployError, Mode};
+use airlock_remote::{ExecError, Executor, Input, quote};
 
 pub const K3S_BINARY: &str = "/usr/local/bin/k3s";
 pub const INSTALL_SCRIPT: &str = "/usr/local/share/airlock/k3s-install.sh";
@@ -150,7 +150,7 @@ pub fn run(
     exec: &dyn Executor,
     role: Role,
     inputs: &Inputs<'_>,
-    check: bool,
+    mode: Mode,
     report: &Report,
 ) -> Result<(), DeployError> {
     let host = exec.host().to_owned();
@@ -175,7 +175,7 @@ pub fn run(
     files.push(FileSpec::text(REGISTRIES, inputs.registries, 0o644));
     let mut config_changed = false;
     for spec in &files {
-        let changed = ensure(exec, spec, check, report).map_err(fail)?;
+        let changed = ensure(exec, spec, mode, report).map_err(fail)?;
         config_changed |= changed && spec.path != K3S_BINARY && spec.path != INSTALL_SCRIPT;
     }
     let installed = exec
@@ -189,14 +189,14 @@ pub fn run(
         .is_some_and(|text| text == wanted || text == legacy_marker(&host, role, inputs));
     if current {
         // Also replaces a legacy marker, and fixes a marker's mode or owner.
-        ensure(exec, &marker, check, report).map_err(fail)?;
+        ensure(exec, &marker, mode, report).map_err(fail)?;
         report.ok(
             &host,
             &format!("K3s {} installed ({})", inputs.version, role.exec()),
         );
         if config_changed {
             let service = role.service();
-            if !check {
+            if mode == Mode::Apply {
                 exec.run(&format!("systemctl restart {service}"))
                     .map_err(fail)?;
             }
@@ -208,7 +208,7 @@ pub fn run(
         }
         return Ok(());
     }
-    if !check {
+    if mode == Mode::Apply {
         let script = installer_script(&host, role, inputs);
         let output = exec
             .exec("sh -s", Input::Bytes(script.as_bytes()))
@@ -225,8 +225,8 @@ pub fn run(
         ensure(
             exec,
             &marker,
-            false,
-            &Report::new(Box::new(std::io::sink()), false),
+            Mode::Apply,
+            &Report::new(Box::new(std::io::sink()), Mode::Apply),
         )
         .map_err(fail)?;
     }
@@ -307,7 +307,7 @@ pub fn ready_nodes(listing: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::fake::Fake;
+    use airlock_remote::fake::Fake;
 
     fn with_inputs<R>(f: impl FnOnce(&Inputs<'_>) -> R) -> R {
         let dir = tempfile::tempdir().unwrap();
@@ -329,7 +329,7 @@ mod tests {
     }
 
     fn quiet() -> Report {
-        Report::new(Box::new(std::io::sink()), false)
+        Report::new(Box::new(std::io::sink()), Mode::Apply)
     }
 
     #[test]
@@ -355,13 +355,13 @@ mod tests {
         with_inputs(|inputs| {
             let node = Fake::new("w1");
             let report = quiet();
-            run(&node, Role::Agent, inputs, false, &report).unwrap();
+            run(&node, Role::Agent, inputs, Mode::Apply, &report).unwrap();
             let installs = |n: &Fake| n.commands().iter().filter(|c| *c == "sh -s").count();
             assert_eq!(installs(&node), 1);
             assert_eq!(node.file(K3S_BINARY).unwrap(), b"k3s");
             assert!(node.file(MARKER).is_some());
             let again = quiet();
-            run(&node, Role::Agent, inputs, false, &again).unwrap();
+            run(&node, Role::Agent, inputs, Mode::Apply, &again).unwrap();
             assert_eq!(installs(&node), 1);
             assert_eq!(again.counts()["w1"].changed, 0);
         });
@@ -373,7 +373,7 @@ mod tests {
     fn marker_holds_a_salted_hmac_of_the_token_and_is_root_only() {
         with_inputs(|inputs| {
             let node = Fake::new("w1");
-            run(&node, Role::Agent, inputs, false, &quiet()).unwrap();
+            run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
             let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
             assert!(
                 !text.contains(&hex::encode(Sha256::digest(b"s3cret"))),
@@ -385,18 +385,18 @@ mod tests {
                 .unwrap();
             assert_eq!(salt.len(), 32);
             assert!(text.contains(&format!("token_hmac_sha256={}", token_hmac(salt, "s3cret"))));
-            assert_eq!(node.mode(MARKER), Some(crate::exec::Mode(0o600)));
+            assert_eq!(node.mode(MARKER), Some(airlock_remote::Mode(0o600)));
             assert_eq!(node.owner(MARKER).unwrap(), "root:root");
 
             let other = Fake::new("w1");
-            run(&other, Role::Agent, inputs, false, &quiet()).unwrap();
+            run(&other, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
             assert_ne!(other.file(MARKER), node.file(MARKER), "salts are per node");
 
             let new_token = Inputs {
                 token: "rotated",
                 ..inputs.clone()
             };
-            run(&node, Role::Agent, &new_token, false, &quiet()).unwrap();
+            run(&node, Role::Agent, &new_token, Mode::Apply, &quiet()).unwrap();
             let installs = node.commands().iter().filter(|c| *c == "sh -s").count();
             assert_eq!(installs, 2, "a new token reinstalls");
         });
@@ -408,7 +408,7 @@ mod tests {
             let node = Fake::new("w1");
             node.put(MARKER, legacy_marker("w1", Role::Agent, inputs));
             let report = quiet();
-            run(&node, Role::Agent, inputs, false, &report).unwrap();
+            run(&node, Role::Agent, inputs, Mode::Apply, &report).unwrap();
             // The other files are new on this fake node; no installer run is what matters.
             assert!(
                 !node.commands().iter().any(|c| c == "sh -s"),
@@ -418,9 +418,9 @@ mod tests {
             let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
             assert!(text.contains("token_hmac_sha256="), "{text}");
             assert!(!text.contains("token_sha256="), "{text}");
-            assert_eq!(node.mode(MARKER), Some(crate::exec::Mode(0o600)));
+            assert_eq!(node.mode(MARKER), Some(airlock_remote::Mode(0o600)));
             let again = quiet();
-            run(&node, Role::Agent, inputs, false, &again).unwrap();
+            run(&node, Role::Agent, inputs, Mode::Apply, &again).unwrap();
             assert_eq!(again.counts()["w1"].changed, 0);
         });
     }
@@ -429,12 +429,12 @@ mod tests {
     fn registry_change_restarts_without_reinstalling() {
         with_inputs(|inputs| {
             let node = Fake::new("w1");
-            run(&node, Role::Agent, inputs, false, &quiet()).unwrap();
+            run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
             let changed = Inputs {
                 registries: "mirrors: {docker.io: {}}\n",
                 ..inputs.clone()
             };
-            run(&node, Role::Agent, &changed, false, &quiet()).unwrap();
+            run(&node, Role::Agent, &changed, Mode::Apply, &quiet()).unwrap();
             let commands = node.commands();
             assert_eq!(
                 commands.iter().filter(|c| *c == "sh -s").count(),
@@ -453,7 +453,7 @@ mod tests {
         with_inputs(|inputs| {
             let node = Fake::new("w1");
             node.answer("sh -s", 1, "[ERROR] Failed to find memory cgroup");
-            let err = run(&node, Role::Agent, inputs, false, &quiet()).unwrap_err();
+            let err = run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap_err();
             let text = err.to_string();
             assert!(
                 text.contains("w1") && text.contains("status 1") && text.contains("memory cgroup"),

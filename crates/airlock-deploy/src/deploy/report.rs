@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Mutex;
 
+use super::Mode;
+
 /// Tasks per host by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -17,16 +19,16 @@ pub struct Counts {
 pub struct Report {
     out: Mutex<Box<dyn Write + Send>>,
     counts: Mutex<BTreeMap<String, Counts>>,
-    check: bool,
+    mode: Mode,
 }
 
 impl Report {
-    /// `check`: outcomes read "would change" instead of "changed".
-    pub fn new(out: Box<dyn Write + Send>, check: bool) -> Self {
+    /// In [`Mode::Check`], outcomes read "would change" instead of "changed".
+    pub fn new(out: Box<dyn Write + Send>, mode: Mode) -> Self {
         Self {
             out: Mutex::new(out),
             counts: Mutex::new(BTreeMap::new()),
-            check,
+            mode,
         }
     }
 
@@ -65,7 +67,7 @@ impl Report {
     /// (a diff) printed under it.
     pub fn changed(&self, host: &str, task: &str, detail: Option<&str>) {
         self.count(host, |c| c.changed += 1);
-        let verb = if self.check {
+        let verb = if self.mode == Mode::Check {
             "would change"
         } else {
             "changed"
@@ -104,7 +106,7 @@ impl Report {
         let counts = self.counts();
         let width = counts.keys().map(String::len).max().unwrap_or(0);
         let mut text = String::from("\nRECAP");
-        if self.check {
+        if self.mode == Mode::Check {
             text.push_str(" (check mode: nothing was changed)");
         }
         for (host, c) in &counts {
@@ -138,7 +140,7 @@ mod tests {
     #[test]
     fn recap_counts_per_host() {
         let sink = Sink::default();
-        let report = Report::new(Box::new(sink.clone()), false);
+        let report = Report::new(Box::new(sink.clone()), Mode::Apply);
         report.ok("a", "x");
         report.changed("a", "y", Some("+new"));
         report.failed("bb", "z", "boom");

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::files::{FileSpec, ensure};
 use super::report::Report;
-use super::{DeployError, Options};
-use crate::exec::{ExecError, Executor, quote};
-use crate::site::{GatewayTls, Site, Staging};
+use super::{DeployError, Mode, Options};
+use airlock_remote::{ExecError, Executor, quote};
+use airlock_site::site::{GatewayTls, Site, Staging};
 
 pub const BINARY: &str = "/usr/local/bin/airlock";
 pub const CONFIG: &str = "/etc/airlock/airlock.toml";
@@ -144,18 +144,18 @@ fn refuse_home(path: &str, var: &str) -> Result<(), DeployError> {
 fn ensure_user(
     exec: &dyn Executor,
     data_dir: &str,
-    check: bool,
+    mode: Mode,
     report: &Report,
 ) -> Result<bool, ExecError> {
     let host = exec.host();
     let exists = exec
-        .exec(&format!("id -u {USER}"), crate::exec::Input::None)?
+        .exec(&format!("id -u {USER}"), airlock_remote::Input::None)?
         .success();
     if exists {
         report.ok(host, &format!("system user {USER}"));
         return Ok(false);
     }
-    if !check {
+    if mode == Mode::Apply {
         exec.run(&format!(
             "useradd --system --user-group --no-create-home --home-dir {} --shell /usr/sbin/nologin {USER}",
             quote(data_dir)
@@ -170,7 +170,7 @@ fn ensure_user(
 fn ensure_data_dir(
     exec: &dyn Executor,
     data_dir: &str,
-    check: bool,
+    mode: Mode,
     report: &Report,
 ) -> Result<bool, ExecError> {
     let host = exec.host();
@@ -195,7 +195,7 @@ then echo wrong; else echo ok; fi"
             });
         }
     };
-    if !check {
+    if mode == Mode::Apply {
         exec.run(&format!(
             "install -d -m 0700 -o {USER} -g {USER} {d} && chown -R {OWNER} {d} && chmod -R go-rwx {d}"
         ))?;
@@ -216,16 +216,16 @@ pub fn run(
 ) -> Result<Option<Vec<u8>>, DeployError> {
     let host = exec.host().to_owned();
     let fail = |e| DeployError::host("staging", &host, e);
-    let mut changed = ensure_user(exec, &site.data_dir, options.check, report).map_err(fail)?;
-    changed |= ensure_data_dir(exec, &site.data_dir, options.check, report).map_err(fail)?;
+    let mut changed = ensure_user(exec, &site.data_dir, options.mode, report).map_err(fail)?;
+    changed |= ensure_data_dir(exec, &site.data_dir, options.mode, report).map_err(fail)?;
     let mut unit_changed = false;
     for spec in files {
-        let c = ensure(exec, spec, options.check, report).map_err(fail)?;
+        let c = ensure(exec, spec, options.mode, report).map_err(fail)?;
         changed |= c;
         unit_changed |= c && spec.path == UNIT;
     }
     if unit_changed {
-        if !options.check {
+        if options.mode == Mode::Apply {
             exec.run(&format!(
                 "systemctl daemon-reload && systemctl enable {SERVICE}"
             ))
@@ -236,7 +236,7 @@ pub fn run(
     let active = exec
         .exec(
             &format!("systemctl is-active --quiet {SERVICE}"),
-            crate::exec::Input::None,
+            airlock_remote::Input::None,
         )
         .map_err(fail)?
         .success();
@@ -246,7 +246,7 @@ pub fn run(
         } else {
             "it was not running"
         };
-        if !options.check {
+        if options.mode == Mode::Apply {
             exec.run(&format!("systemctl restart {SERVICE}"))
                 .map_err(fail)?;
         }
@@ -255,7 +255,7 @@ pub fn run(
         report.ok(&host, &format!("{SERVICE} running"));
     }
     let ca_path = format!("{}/tls/ca.crt", site.data_dir.trim_end_matches('/'));
-    if options.check {
+    if options.mode == Mode::Check {
         return exec.read(&ca_path).map_err(fail);
     }
     let started = Instant::now();
@@ -374,13 +374,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::fake::Fake;
+    use airlock_remote::fake::Fake;
 
-    fn options(dir: &std::path::Path, check: bool) -> Options {
+    fn options(dir: &std::path::Path, mode: Mode) -> Options {
         let binary = dir.join("airlock");
         std::fs::write(&binary, b"airlock binary").unwrap();
         Options {
-            check,
+            mode,
             airlock_binary: binary,
             cache_dir: dir.join("cache"),
             wait_timeout: Duration::from_secs(1),
@@ -454,7 +454,7 @@ mod tests {
     #[test]
     fn creates_the_user_and_hands_it_the_data_dir_and_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = options(dir.path(), false);
+        let opts = options(dir.path(), Mode::Apply);
         let (cert, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
         std::fs::write(&cert, "CERT").unwrap();
         std::fs::write(&key, "KEY").unwrap();
@@ -468,12 +468,12 @@ mod tests {
         // First match wins, and the directory check also asks `id -u`.
         host.answer("find ", 0, "wrong\n");
         host.answer("id -u airlock", 1, "");
-        let report = Report::new(Box::new(std::io::sink()), false);
+        let report = Report::new(Box::new(std::io::sink()), Mode::Apply);
         for spec in &files {
-            ensure(&host, spec, false, &report).unwrap();
+            ensure(&host, spec, Mode::Apply, &report).unwrap();
         }
-        assert!(ensure_user(&host, &site.data_dir, false, &report).unwrap());
-        assert!(ensure_data_dir(&host, &site.data_dir, false, &report).unwrap());
+        assert!(ensure_user(&host, &site.data_dir, Mode::Apply, &report).unwrap());
+        assert!(ensure_data_dir(&host, &site.data_dir, Mode::Apply, &report).unwrap());
         let commands = host.commands();
         assert!(
             commands.iter().any(|c| c.starts_with("useradd --system")
@@ -488,7 +488,7 @@ mod tests {
         );
         let key = key.to_str().unwrap();
         assert_eq!(host.owner(key).unwrap(), "airlock:airlock");
-        assert_eq!(host.mode(key), Some(crate::exec::Mode(0o600)));
+        assert_eq!(host.mode(key), Some(airlock_remote::Mode(0o600)));
         assert_eq!(host.owner(cert.to_str().unwrap()).unwrap(), "root:root");
         assert_eq!(host.owner(UNIT).unwrap(), "root:root");
     }
@@ -496,7 +496,7 @@ mod tests {
     #[test]
     fn paths_under_home_directories_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = options(dir.path(), false);
+        let opts = options(dir.path(), Mode::Apply);
         let mut site = super::super::tests::site();
         site.data_dir = "/home/ops/airlock".to_owned();
         let err = files(&site, "", &opts).unwrap_err().to_string();
@@ -509,14 +509,14 @@ mod tests {
     #[test]
     fn check_mode_reports_the_restart_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = options(dir.path(), true);
+        let opts = options(dir.path(), Mode::Check);
         let site = super::super::tests::site();
         let staging = site.staging.clone().unwrap();
         let host = Fake::new("staging");
         host.answer("is-active", 3, "");
         host.answer("find ", 0, "ok\n");
         let files = files(&site, "listen = 1\n", &opts).unwrap();
-        let report = Report::new(Box::new(std::io::sink()), true);
+        let report = Report::new(Box::new(std::io::sink()), Mode::Check);
         run(&site, &staging, &host, &files, &opts, &report).unwrap();
         assert!(host.file(CONFIG).is_none());
         assert!(

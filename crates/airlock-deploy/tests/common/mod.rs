@@ -1,27 +1,8 @@
-//! Shared helpers for the integration tests: the fixture inventory and small inline ones.
+//! Shared helpers for the integration tests: small inline inventories.
 
-#![allow(dead_code)]
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-
-use airlock_deploy::inventory::Inventory;
-use airlock_deploy::vault::VaultSecret;
-
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-pub fn example_path() -> PathBuf {
-    fixtures().join("inventory.example.yaml")
-}
-
-pub fn example() -> Inventory {
-    Inventory::load(&example_path(), None).unwrap()
-}
-
-pub fn secret() -> VaultSecret {
-    VaultSecret::from_file(&fixtures().join("vault-password"), None).unwrap()
-}
+use airlock_ansible::inventory::Inventory;
 
 pub fn parse(text: &str) -> Inventory {
     Inventory::parse_str(text, Path::new("inventory.yaml")).unwrap()

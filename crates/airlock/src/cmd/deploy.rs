@@ -2,16 +2,12 @@
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_deploy::artifacts::{self, GatewayAccess, Sources};
-use airlock_deploy::deploy::selinux::CachedRpm;
-use airlock_deploy::deploy::{self, ArtifactSource, GatewayLink, K3sFiles, report::Report};
-use airlock_deploy::exec::{self, Executor};
-use airlock_deploy::render;
-use airlock_deploy::selinux;
-use airlock_deploy::site::{Machine, Site};
+use airlock_ansible::connection::Machine;
+use airlock_deploy::deploy::{self, fetcher::Fetcher, report::Report};
+use airlock_remote as exec;
+use airlock_site::render;
 
 use super::vault::PasswordArgs;
 
@@ -62,83 +58,6 @@ fn default_cache_dir() -> PathBuf {
         .join("airlock")
 }
 
-/// K3s artifacts for the control node's cache, fetched directly or through the gateway.
-struct Fetcher<'a> {
-    site: &'a Site,
-    cache_dir: PathBuf,
-    progress: bool,
-}
-
-impl ArtifactSource for Fetcher<'_> {
-    fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sFiles, String> {
-        let access = gateway.map(|g| GatewayAccess {
-            base: format!("https://{}/repository", g.staging.hostname),
-            resolve: g
-                .staging
-                .machine
-                .address
-                .parse()
-                .ok()
-                .map(|ip| std::net::SocketAddr::new(ip, deploy::staging::PORT)),
-            ca_pem: g.ca.clone(),
-        });
-        let sources = Sources::for_site(self.site, access);
-        let k3s = &self.site.k3s;
-        let fetched = artifacts::fetch_k3s(
-            &sources,
-            k3s.version.as_deref(),
-            &k3s.channel,
-            arch,
-            &self.cache_dir,
-            k3s.artifact_download_timeout.map(Duration::from_secs),
-            self.progress,
-        )
-        .map_err(|e| e.to_string())?;
-        eprintln!(
-            "k3s {} for {arch}: {} ({})",
-            fetched.version, fetched.route, fetched.binary.url
-        );
-        Ok(K3sFiles {
-            version: fetched.version,
-            binary: fetched.binary.path,
-            binary_sha256: fetched.binary.sha256,
-            script: fetched.install_script.path,
-            script_sha256: fetched.install_script.sha256,
-        })
-    }
-
-    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, String> {
-        let http = artifacts::Http::new(
-            None,
-            self.site
-                .k3s
-                .artifact_download_timeout
-                .map(Duration::from_secs),
-            self.progress,
-        )
-        .map_err(|e| e.to_string())?;
-        let repo = selinux::rancher_repo(self.site, el_major);
-        let closure = selinux::resolve_closure(&[repo], &deploy::selinux::PACKAGES, arch, &http)
-            .map_err(|e| e.to_string())?;
-        for left in &closure.left_to_os {
-            eprintln!(
-                "note: {} is left to the node's own repositories",
-                left.requirement
-            );
-        }
-        let cached =
-            selinux::download_rpms(&closure, &self.cache_dir, &http).map_err(|e| e.to_string())?;
-        Ok(cached
-            .into_iter()
-            .map(|c| CachedRpm {
-                file_name: c.package.file_name,
-                path: c.path,
-                sha256: c.sha256,
-            })
-            .collect())
-    }
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let (inventory, site) = super::render::load_with(&args.inventory, &args.password, &args.extra)?;
     let limit = (!args.limit.is_empty()).then(|| args.limit.clone());
@@ -156,8 +75,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => std::env::current_exe()?,
     };
     let progress = std::io::stderr().is_terminal();
+    let mode = if args.check {
+        deploy::Mode::Check
+    } else {
+        deploy::Mode::Apply
+    };
     let options = deploy::Options {
-        check: args.check,
+        mode,
         limit,
         airlock_binary,
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
@@ -165,25 +89,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         progress,
     };
     let control = tempfile::Builder::new().prefix("airlock-ssh-").tempdir()?;
-    let connections: std::sync::Mutex<Vec<(String, Arc<dyn Executor>)>> =
-        std::sync::Mutex::default();
-    let connect = |machine: &Machine| -> Arc<dyn Executor> {
-        let mut open = connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, e)) = open.iter().find(|(n, _)| *n == machine.name) {
-            return e.clone();
-        }
-        let e: Arc<dyn Executor> = Arc::from(exec::connect(machine, control.path()));
-        open.push((machine.name.clone(), e.clone()));
-        e
-    };
+    let connections = exec::Connections::new(control.path());
+    let connect = |machine: &Machine| connections.get(machine);
     let fetcher = Fetcher {
         site: &site,
         cache_dir: options.cache_dir.clone(),
         progress,
+        notes: &|note| eprintln!("{note}"),
     };
-    let report = Report::new(Box::new(std::io::stdout()), args.check);
+    let report = Report::new(Box::new(std::io::stdout()), mode);
     let result = deploy::deploy(
         &site, &inventory, &rendered, &connect, &fetcher, &options, &report,
     );

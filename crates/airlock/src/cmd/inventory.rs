@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use airlock_deploy::check;
-use airlock_deploy::inventory::Inventory;
+use airlock_ansible::inventory::Inventory;
+use airlock_site::check;
 
 use super::vault::PasswordArgs;
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use airlock_deploy::exec::{self, ssh::ControlDir};
 use airlock_deploy::preflight;
+use airlock_remote::{self as exec, ssh::ControlDir};
 
 use super::render::load_site;
 use super::vault::PasswordArgs;

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use airlock_deploy::inventory::Inventory;
-use airlock_deploy::site::Site;
-use airlock_deploy::{explain, render};
+use airlock_ansible::inventory::Inventory;
+use airlock_site::site::Site;
+use airlock_site::{explain, render};
 
 use super::vault::PasswordArgs;
 
@@ -46,19 +46,11 @@ pub fn load_with(
     extra: &[(String, String)],
 ) -> anyhow::Result<(Inventory, Site)> {
     let secret = password.secret()?;
-    let mut parsed = Inventory::load(inventory, secret.as_ref())?;
-    for (name, value) in extra {
-        parsed
-            .set_extra(name, value)
-            .with_context(|| format!("-e {name}=…"))?;
-    }
-    let (site, mut diagnostics) = Site::read(&parsed, secret.as_ref());
-    diagnostics.extend(parsed.diagnostics.iter().cloned());
-    airlock_deploy::inventory::sort_diagnostics(&mut diagnostics);
-    for diagnostic in &diagnostics {
+    let loaded = airlock_site::load::load(inventory, secret.as_ref(), extra)?;
+    for diagnostic in &loaded.diagnostics {
         eprintln!("{diagnostic}");
     }
-    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let errors = loaded.errors();
     if errors > 0 {
         anyhow::bail!(
             "{} has {errors} error(s); `airlock inventory check -i {}` lists everything",
@@ -66,7 +58,7 @@ pub fn load_with(
             inventory.display()
         );
     }
-    Ok((parsed, site))
+    Ok((loaded.inventory, loaded.site))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -78,7 +70,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (path, _) in &rendered.files {
         println!("{}", args.out.join(path).display());
     }
-    if site.package_proxy_mode != airlock_deploy::site::PackageProxyMode::Gateway {
+    if site.package_proxy_mode != airlock_site::site::PackageProxyMode::Gateway {
         eprintln!(
             "note: package_proxy_mode is not `airlock`/`nexus`, so no package proxies and no clients/ files were rendered"
         );

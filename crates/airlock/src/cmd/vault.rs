@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use airlock_deploy::vault::file::Content;
-use airlock_deploy::vault::{self, VaultSecret};
+use airlock_ansible::vault::file::Content;
+use airlock_ansible::vault::{self, VaultSecret};
 
 /// Where the vault password comes from; shared by every command that reads vault data.
 #[derive(Debug, Clone, clap::Args)]
@@ -183,7 +183,7 @@ fn read_text(file: &Path) -> anyhow::Result<String> {
 }
 
 /// Write to stdout for `-`, else replace the file atomically (see
-/// [`airlock_deploy::vault::file`]: a fresh 0600 temporary, renamed into place).
+/// [`airlock_ansible::vault::file`]: a fresh 0600 temporary, renamed into place).
 fn write_out(path: &Path, bytes: &[u8], content: Content) -> anyhow::Result<()> {
     if path == Path::new("-") {
         let mut stdout = std::io::stdout().lock();

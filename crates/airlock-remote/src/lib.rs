@@ -16,9 +16,10 @@ pub mod ssh;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::site::Become;
+use airlock_ansible::connection::Become;
 
 /// What a finished command left behind.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -384,7 +385,10 @@ pub fn quote(text: &str) -> String {
 
 /// The executor for `machine`: [`local::Local`] for `ansible_connection: local`, else
 /// [`ssh::Ssh`] with its master connection's socket in `control_dir`.
-pub fn connect(machine: &crate::site::Machine, control_dir: &Path) -> Box<dyn Executor> {
+pub fn connect(
+    machine: &airlock_ansible::connection::Machine,
+    control_dir: &Path,
+) -> Box<dyn Executor> {
     if machine.is_local() {
         Box::new(local::Local::new(&machine.name, machine.escalate.clone()))
     } else {
@@ -392,9 +396,58 @@ pub fn connect(machine: &crate::site::Machine, control_dir: &Path) -> Box<dyn Ex
     }
 }
 
+/// One executor per host for a whole run, opened on first use and shared by every stage
+/// (so each ssh host keeps one master connection). Dropping it closes them.
+pub struct Connections<'a> {
+    control_dir: &'a Path,
+    open: Mutex<Vec<(String, Arc<dyn Executor>)>>,
+}
+
+impl<'a> Connections<'a> {
+    /// Executors whose ssh control sockets live in `control_dir`.
+    pub fn new(control_dir: &'a Path) -> Self {
+        Self {
+            control_dir,
+            open: Mutex::default(),
+        }
+    }
+
+    /// The executor for `machine`, the same one every time for the same host name.
+    pub fn get(&self, machine: &airlock_ansible::connection::Machine) -> Arc<dyn Executor> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, e)) = open.iter().find(|(n, _)| *n == machine.name) {
+            return e.clone();
+        }
+        let e: Arc<dyn Executor> = Arc::from(connect(machine, self.control_dir));
+        open.push((machine.name.clone(), e.clone()));
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_open_one_executor_per_host() {
+        let local = |name: &str| airlock_ansible::connection::Machine {
+            name: name.to_owned(),
+            address: name.to_owned(),
+            user: None,
+            port: 22,
+            connection: "local".to_owned(),
+            escalate: None,
+            ssh_args: Vec::new(),
+            private_key: None,
+        };
+        let dir = Path::new("/nonexistent");
+        let connections = Connections::new(dir);
+        let a = connections.get(&local("a"));
+        assert!(Arc::ptr_eq(&a, &connections.get(&local("a"))));
+        let b = connections.get(&local("b"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!((a.host(), b.host()), ("a", "b"));
+    }
 
     #[test]
     fn quoting() {

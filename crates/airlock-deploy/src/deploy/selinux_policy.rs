@@ -5,14 +5,14 @@
 
 use super::files::{FileSpec, ensure};
 use super::report::Report;
-use super::{ArtifactSource, DeployError, GatewayLink};
-use crate::exec::{ExecError, Executor, Input, quote};
-use crate::site::Site;
+use super::{ArtifactSource, DeployError, GatewayLink, Mode};
+use crate::selinux_rpms::PACKAGES;
+use airlock_remote::{ExecError, Executor, Input, quote};
+use airlock_site::site::Site;
 
 pub const REPO_FILE: &str = "/etc/yum.repos.d/airlock-k3s-selinux.repo";
 /// Where RPMs copied from the control node wait to be installed.
 pub const RPM_DIR: &str = "/var/lib/airlock/rpms";
-pub const PACKAGES: [&str; 2] = ["k3s-selinux", "container-selinux"];
 
 /// `getenforce`, or what `/sys/fs/selinux` says, or `Disabled`.
 pub const MODE_SCRIPT: &str = "if command -v getenforce >/dev/null 2>&1; then getenforce; \
@@ -33,13 +33,13 @@ pub fn run(
     arch: &str,
     gateway: Option<&GatewayLink>,
     artifacts: &dyn ArtifactSource,
-    check: bool,
+    mode: Mode,
     report: &Report,
 ) -> Result<(), DeployError> {
     let host = exec.host().to_owned();
     let fail = |e: ExecError| DeployError::host("selinux", &host, e);
-    let mode = exec.run(MODE_SCRIPT).map_err(fail)?;
-    if !wanted(site, &mode) {
+    let selinux = exec.run(MODE_SCRIPT).map_err(fail)?;
+    if !wanted(site, &selinux) {
         report.skipped(&host, "SELinux is disabled here (set k3s_selinux_enabled: true to install its K3s policy anyway)");
         return Ok(());
     }
@@ -47,11 +47,11 @@ pub fn run(
         .read("/etc/os-release")
         .map_err(fail)?
         .unwrap_or_default();
-    let el = crate::selinux::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
+    let el = crate::selinux_rpms::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
         DeployError::host_message(
             "selinux",
             &host,
-            format!("SELinux is {} but {e}", mode.trim()),
+            format!("SELinux is {} but {e}", selinux.trim()),
             "K3s's SELinux policy is published for RHEL-compatible systems (Rocky Linux 9 above all); disable SELinux on this node or reinstall it with a RHEL-compatible OS",
         )
     })?;
@@ -64,8 +64,8 @@ pub fn run(
     let install = if let Some(gateway) = through_gateway {
         let base = format!("https://{}/repository", gateway.staging.hostname);
         let ca = site.ca_file.as_deref().unwrap_or_default();
-        let repo = crate::selinux::repo_file(site, &base, ca, el);
-        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), check, report).map_err(fail)?;
+        let repo = crate::selinux_rpms::repo_file(site, &base, ca, el);
+        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), mode, report).map_err(fail)?;
         format!("dnf -y install {}", PACKAGES.join(" "))
     } else {
         if installed {
@@ -75,15 +75,15 @@ pub fn run(
         let rpms = artifacts.selinux_rpms(el, arch).map_err(|message| {
             DeployError::local(
                 "selinux",
-                message,
+                message.to_string(),
                 "the control node resolves the RPMs from k3s_selinux_rpm_site; check it is reachable, or set package_proxy_mode so the gateway proxies them",
             )
         })?;
         let mut paths = Vec::new();
         for rpm in &rpms {
-            let path = format!("{RPM_DIR}/{}", rpm.file_name);
+            let path = format!("{RPM_DIR}/{}", rpm.package.file_name);
             let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
-            ensure(exec, &spec, check, report).map_err(fail)?;
+            ensure(exec, &spec, mode, report).map_err(fail)?;
             paths.push(quote(&path));
         }
         format!("dnf -y install {}", paths.join(" "))
@@ -92,42 +92,56 @@ pub fn run(
         report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
         return Ok(());
     }
-    if !check {
+    if mode == Mode::Apply {
         exec.run(&install).map_err(fail)?;
     }
     report.changed(
         &host,
-        &format!("install {} (SELinux {})", PACKAGES.join(", "), mode.trim()),
+        &format!(
+            "install {} (SELinux {})",
+            PACKAGES.join(", "),
+            selinux.trim()
+        ),
         None,
     );
     Ok(())
 }
 
-/// An RPM verified into the control node's cache.
-#[derive(Debug, Clone)]
-pub struct CachedRpm {
-    pub file_name: String,
-    pub path: std::path::PathBuf,
-    pub sha256: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::K3sFiles;
-    use crate::exec::fake::Fake;
+    use crate::artifacts::K3sArtifacts;
+    use crate::deploy::SourceError;
+    use crate::selinux_rpms::{CachedRpm, Checksum, Evr, RpmPackage};
+    use airlock_remote::fake::Fake;
 
     struct Rpms(std::path::PathBuf);
     impl ArtifactSource for Rpms {
-        fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sFiles, String> {
+        fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError> {
             unreachable!()
         }
-        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, String> {
+        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError> {
             assert_eq!((el, arch), (9, "x86_64"));
+            let sha256 = crate::deploy::sha256_file(&self.0).unwrap();
             Ok(vec![CachedRpm {
-                file_name: "k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                package: RpmPackage {
+                    name: "k3s-selinux".to_owned(),
+                    arch: "noarch".to_owned(),
+                    evr: Evr {
+                        epoch: 0,
+                        version: "1.6".to_owned(),
+                        release: "1.el9".to_owned(),
+                    },
+                    url: "https://rpm.example.test/k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                    file_name: "k3s-selinux-1.6-1.el9.noarch.rpm".to_owned(),
+                    checksum: Checksum {
+                        kind: "sha256".to_owned(),
+                        hex: sha256.clone(),
+                    },
+                    size: None,
+                },
                 path: self.0.clone(),
-                sha256: crate::deploy::sha256_file(&self.0).unwrap(),
+                sha256,
             }])
         }
     }
@@ -136,7 +150,7 @@ mod tests {
         "NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n";
 
     fn quiet() -> Report {
-        Report::new(Box::new(std::io::sink()), false)
+        Report::new(Box::new(std::io::sink()), Mode::Apply)
     }
 
     #[test]
@@ -151,7 +165,7 @@ mod tests {
             "x86_64",
             None,
             &Rpms(dir.path().join("x")),
-            false,
+            Mode::Apply,
             &quiet(),
         )
         .unwrap();
@@ -168,7 +182,16 @@ mod tests {
         node.answer("getenforce", 0, "Enforcing\n");
         node.answer("rpm -q", 1, "");
         node.put("/etc/os-release", ROCKY);
-        run(&site, &node, "x86_64", None, &Rpms(rpm), false, &quiet()).unwrap();
+        run(
+            &site,
+            &node,
+            "x86_64",
+            None,
+            &Rpms(rpm),
+            Mode::Apply,
+            &quiet(),
+        )
+        .unwrap();
         let copied = format!("{RPM_DIR}/k3s-selinux-1.6-1.el9.noarch.rpm");
         assert_eq!(node.file(&copied).unwrap(), b"rpm bytes");
         assert!(
@@ -192,7 +215,7 @@ mod tests {
             "x86_64",
             None,
             &Rpms(dir.path().join("x")),
-            false,
+            Mode::Apply,
             &quiet(),
         )
         .unwrap_err();

@@ -9,9 +9,9 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use crate::inventory::{Diagnostic, Inventory, VarError, sort_diagnostics};
 use crate::site::{GatewayTls, PackageProxyMode, Site};
-use crate::vault::{VaultError, VaultSecret};
+use airlock_ansible::inventory::{Diagnostic, Inventory, VarError, sort_diagnostics};
+use airlock_ansible::vault::{VaultError, VaultSecret};
 
 /// The result of checking an inventory.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass
             };
             first_line.get_or_insert(line);
             let Some(secret) = secret else { continue };
-            match crate::vault::decrypt(node.vault_text().unwrap_or_default(), secret) {
+            match airlock_ansible::vault::decrypt(node.vault_text().unwrap_or_default(), secret) {
                 Ok(_) => pass.decrypted += 1,
                 Err(VaultError::WrongPassword { label }) => wrong.push((line, label)),
                 Err(source) => {
@@ -253,7 +253,7 @@ pub fn summary(report: &Report) -> String {
         "connected (air_gapped is false)"
     };
     let _ = writeln!(out, "{}: {mode} K3s site", site.inventory.display());
-    let machine = |m: &crate::site::Machine| {
+    let machine = |m: &airlock_ansible::connection::Machine| {
         let user = m
             .user
             .as_deref()

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use airlock_deploy::vault::{self, Envelope, VaultSecret};
+use airlock_ansible::vault::{self, Envelope, VaultSecret};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -184,7 +184,7 @@ fn airlock_reads_strings_ansible_vault_encrypted() {
             "ansible-vault encrypt_string",
         );
         let yaml = String::from_utf8(out).unwrap();
-        let doc = airlock_deploy::yaml::parse_str(&yaml, Path::new("snippet.yml")).unwrap();
+        let doc = airlock_ansible::yaml::parse_str(&yaml, Path::new("snippet.yml")).unwrap();
         let value = doc.get("token").expect("token key");
         let envelope = value.vault_text().expect("a !vault value");
         let parsed = Envelope::parse(envelope).unwrap();

@@ -52,3 +52,34 @@ pub fn random_hex_secret() -> String {
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
+
+/// A vault-decrypted value: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Known(String),
+    /// Vault-encrypted, and no vault password was given.
+    Locked,
+}
+
+impl Secret {
+    /// The plaintext; empty when locked (callers check [`Secret::is_locked`] first).
+    pub fn expose(&self) -> &str {
+        match self {
+            Secret::Known(text) => text,
+            Secret::Locked => "",
+        }
+    }
+
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Secret::Locked)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Known(_) => f.write_str("Secret(<redacted>)"),
+            Secret::Locked => f.write_str("Secret(<vault-encrypted>)"),
+        }
+    }
+}

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest as _;
 
 use crate::artifacts::{ArtifactError, Body, Cas, Http, Sink};
-use crate::site::Site;
+use airlock_site::site::Site;
 
 mod repodata;
 mod version;
@@ -151,8 +151,8 @@ pub fn repo_file(
     let _ = writeln!(
         text,
         "{}\ntimeout={}",
-        crate::render::TIMEOUT_WHY,
-        crate::render::READ_TIMEOUT_SECS
+        airlock_site::render::TIMEOUT_WHY,
+        airlock_site::render::READ_TIMEOUT_SECS
     );
     text
 }

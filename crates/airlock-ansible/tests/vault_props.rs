@@ -1,6 +1,6 @@
 //! Property tests of the vault envelope: any bytes round-trip, any tampering is detected.
 
-use airlock_deploy::vault::{Envelope, VaultError, VaultSecret};
+use airlock_ansible::vault::{Envelope, VaultError, VaultSecret};
 use proptest::prelude::*;
 
 fn secret(password: &str) -> VaultSecret {

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 
 use super::{ExecError, Executor, Input, Output};
-use crate::site::Become;
+use airlock_ansible::connection::Become;
 
 /// The control node, as a host of the inventory.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ fn current_uid() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Mode, Perms};
+    use crate::{Mode, Perms};
 
     #[test]
     fn runs_scripts_and_places_files() {

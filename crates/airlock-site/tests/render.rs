@@ -6,10 +6,10 @@ mod common;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use airlock_deploy::check::check;
-use airlock_deploy::inventory::Inventory;
-use airlock_deploy::render::{Rendered, render};
-use airlock_deploy::vault::VaultSecret;
+use airlock_ansible::inventory::Inventory;
+use airlock_ansible::vault::VaultSecret;
+use airlock_site::check::check;
+use airlock_site::render::{Rendered, render};
 
 fn rendered(inventory: &Inventory, secret: Option<&VaultSecret>) -> Rendered {
     let report = check(inventory, secret);
@@ -38,7 +38,7 @@ fn validate(rendered: &Rendered) {
             toml::from_str::<toml::Table>(content).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         if name.ends_with(".yaml") || name.ends_with("condarc") {
-            airlock_deploy::yaml::parse_str(content, path).unwrap();
+            airlock_ansible::yaml::parse_str(content, path).unwrap();
         }
     }
 }

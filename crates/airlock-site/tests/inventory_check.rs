@@ -6,9 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use airlock_deploy::check::{check, summary};
-use airlock_deploy::inventory::{Diagnostic, Inventory};
-use airlock_deploy::vault::VaultSecret;
+use airlock_ansible::inventory::{Diagnostic, Inventory};
+use airlock_ansible::vault::VaultSecret;
+use airlock_site::check::{check, summary};
 use proptest::prelude::*;
 
 fn errors(report: &[Diagnostic]) -> Vec<(usize, String)> {
@@ -79,7 +79,7 @@ fn without_a_password_vault_values_are_a_warning() {
 
 #[test]
 fn a_setting_that_is_vault_encrypted_needs_the_password() {
-    let snippet = airlock_deploy::vault::encrypt_string_snippet(
+    let snippet = airlock_ansible::vault::encrypt_string_snippet(
         "squid_port",
         b"3128",
         &common::secret(),
@@ -411,7 +411,7 @@ proptest! {
 #[test]
 fn decrypted_values_never_appear_in_diagnostics() {
     let secret = common::secret();
-    let snippet = airlock_deploy::vault::encrypt_string_snippet(
+    let snippet = airlock_ansible::vault::encrypt_string_snippet(
         "squid_port",
         b"hunter2-not-a-port",
         &secret,
@@ -437,7 +437,7 @@ fn a_wholly_encrypted_inventory_is_read_with_the_password() {
     let secret = common::secret();
     std::fs::write(
         &path,
-        airlock_deploy::vault::encrypt(plain.as_bytes(), &secret, None).unwrap(),
+        airlock_ansible::vault::encrypt(plain.as_bytes(), &secret, None).unwrap(),
     )
     .unwrap();
     let inventory = Inventory::load(&path, Some(&secret)).unwrap();

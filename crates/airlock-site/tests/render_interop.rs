@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_deploy::check::check;
-use airlock_deploy::explain::explain;
-use airlock_deploy::render::render;
+use airlock_site::check::check;
+use airlock_site::explain::explain;
+use airlock_site::render::render;
 
 fn require(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")

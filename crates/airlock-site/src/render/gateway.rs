@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn the_rendered_option_maps_each_allowed_host_to_the_gateway() {
-        let mut site = crate::deploy::tests::site();
+        let mut site = crate::testing::site();
         site.egress.allow = vec!["login.microsoftonline.com".into(), "*.github.com".into()];
         let staging = site.staging.clone().unwrap();
         let text = super::keycloak_proxy_mappings(&site, &staging);

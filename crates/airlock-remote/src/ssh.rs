@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{ExecError, Executor, Input, Output};
-use crate::site::Machine;
+use airlock_ansible::connection::Machine;
 
 /// Seconds ssh waits for the TCP connection.
 pub const CONNECT_TIMEOUT_SECS: u32 = 10;
@@ -241,8 +241,8 @@ impl Drop for ControlDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Mode, Perms};
-    use crate::site::Become;
+    use crate::{Mode, Perms};
+    use airlock_ansible::connection::Become;
     use airlock_testkit::sshd::Sshd;
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};

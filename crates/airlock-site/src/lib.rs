@@ -1,0 +1,57 @@
+//! The site an Ansible inventory describes, and everything rendered from it.
+//!
+//! - [`site`]: the deployment an inventory describes, as typed settings; [`catalog`]: what
+//!   Scout's sites mirror.
+//! - [`check`]: `airlock inventory check`: every problem, and a summary.
+//! - [`render`]: the gateway config and every client config, from one inventory.
+//! - [`explain`]: which endpoint and path a node pulls an image from.
+//! - [`load`]: an inventory file (and `-e` variables) read into a site and its diagnostics.
+
+pub mod catalog;
+pub mod check;
+pub mod explain;
+pub mod load;
+pub mod render;
+pub mod site;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A small air-gapped site for unit tests.
+
+    use std::path::Path;
+
+    use airlock_ansible::inventory::Inventory;
+
+    use crate::site::Site;
+
+    pub(crate) const INVENTORY: &str = "\
+all:
+  vars:
+    ansible_user: root
+    air_gapped: true
+staging:
+  hosts:
+    staging.example.test:
+      ansible_host: 10.0.0.2
+  vars:
+    staging_k3s_token: abc
+server:
+  hosts:
+    s1.example.test: {ansible_host: 10.0.0.3}
+agents:
+  hosts:
+    w1.example.test: {ansible_host: 10.0.0.4}
+k3s_cluster:
+  children: {server: {}, agents: {}}
+  vars:
+    k3s_token: s3cret
+    k3s_version: v1.31.4+k3s1
+";
+
+    pub(crate) fn site() -> Site {
+        let inventory = Inventory::parse_str(INVENTORY, Path::new("inventory.yaml")).unwrap();
+        let (site, diagnostics) = Site::read(&inventory, None);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        site
+    }
+}

@@ -1,0 +1,158 @@
+//! The deployment an inventory describes, read once into typed settings.
+//!
+//! Each setting is looked up where Scout's playbooks look for it: gateway settings on the
+//! staging host, cluster settings on the first `server` host; settings both sides share fall
+//! back from one to the other. Every bad value becomes a [`Diagnostic`] on its line; vault
+//! values are decrypted only when a setting needs them, and never echoed.
+//!
+//! | variable | read on | effect (default) |
+//! |---|---|---|
+//! | `air_gapped` | any | require a staging node (false) |
+//! | `staging_k3s_token` | staging | must be set when there is a staging node |
+//! | `external_url` | staging | gateway hostname (the inventory name) |
+//! | `harbor_subdomain` | staging, then server | registry name `<sub>.<hostname>`; `''` = hostname (`harbor`) |
+//! | `harbor_<key>_proxy_project` | staging, then server | project of that registry (Scout's names) |
+//! | `tls_cert_path`, `tls_key_path` | staging | gateway certificate files (self-signed) |
+//! | `tls_mode`, `acmedns_host` | server, then staging | `cert_manager` opens Let's Encrypt and acme-dns |
+//! | `keycloak_microsoft_client_id`, `keycloak_gh_client_id` | server, then staging | open the IdP's domains |
+//! | `squid_port`, `squid_extra_allowed_domains` | staging, then server | egress port (3128), extra exact names |
+//! | `package_proxy_mode` | staging, then server | `airlock`/`nexus`: package proxies and clients (`none`) |
+//! | `k3s_version`, `k3s_selinux_*`, `k3s_artifact_download_timeout` | server, then staging | K3s install |
+//! | `harbor_storage_size`, `airlock_cache_max_size` | staging | cache size limit (none) |
+//! | `airlock_data_dir` | staging | gateway store (`/var/lib/airlock`) |
+//! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/rancher/k3s/staging-ca.crt` when self-signed) |
+//! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
+//! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
+//! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
+//! | `ansible_host`, `ansible_user`, `ansible_port`, `ansible_connection` | each host | SSH target |
+//! | `ansible_become`, `ansible_become_user`, `ansible_become_password` | each host | sudo for deploy |
+//! | `ansible_ssh_common_args`, `ansible_ssh_extra_args`, `ansible_ssh_private_key_file` | each host | extra ssh options |
+
+mod reader;
+mod settings;
+mod values;
+
+use std::path::PathBuf;
+
+use airlock_ansible::connection::Machine;
+use airlock_ansible::inventory::{Diagnostic, Inventory};
+use airlock_ansible::vault::{Secret, VaultSecret};
+
+use reader::Reader;
+pub use values::{host_of_url, is_hostname};
+
+/// Where nodes find the gateway's CA certificate when it is self-signed.
+pub const DEFAULT_CA_FILE: &str = "/etc/rancher/k3s/staging-ca.crt";
+
+/// The deployment, as far as airlock renders and installs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub inventory: PathBuf,
+    pub air_gapped: bool,
+    pub staging: Option<Staging>,
+    pub servers: Vec<Machine>,
+    pub workers: Vec<Machine>,
+    pub gpu_workers: Vec<Machine>,
+    pub agents: Vec<Machine>,
+    pub data_dir: String,
+    pub cache_max_size: Option<String>,
+    pub tls: GatewayTls,
+    /// CA file on nodes for the registry (`configs.<host>.tls.ca_file`), when needed.
+    pub ca_file: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub cert_manager: bool,
+    pub mirrors: Vec<Mirror>,
+    pub package_proxy_mode: PackageProxyMode,
+    pub packages: Vec<PackageProxy>,
+    pub identity_providers: Vec<&'static str>,
+    pub egress: Egress,
+    pub k3s: K3s,
+}
+
+/// The staging node: where `airlock serve` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    pub machine: Machine,
+    /// The gateway's public name (`external_url` or the inventory name).
+    pub hostname: String,
+    /// The registry name nodes pull from: `harbor.<hostname>`, or `hostname` itself.
+    pub registry_host: String,
+}
+
+/// The gateway's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayTls {
+    SelfSigned,
+    Files { cert: String, key: String },
+}
+
+/// One public registry mirrored through a gateway project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub registry: String,
+    pub project: String,
+    pub upstream: String,
+}
+
+/// `package_proxy_mode`: whether the gateway also proxies package repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageProxyMode {
+    /// Nodes get packages some other way (or not at all).
+    None,
+    /// The gateway proxies them (`nexus` in Scout's inventories, or `airlock`).
+    Gateway,
+    /// Another proxy the site runs; airlock renders nothing for it.
+    External,
+}
+
+/// The egress proxy (Squid's replacement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    pub port: u16,
+    pub allow: Vec<String>,
+}
+
+/// K3s settings the install and the `SELinux` repository need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3s {
+    pub version: Option<String>,
+    pub selinux: bool,
+    pub selinux_channel: String,
+    /// Where the `SELinux` RPMs come from (`k3s_selinux_rpm_site`).
+    pub selinux_rpm_site: String,
+    /// Seconds to wait for each K3s artifact download.
+    pub artifact_download_timeout: Option<u64>,
+    /// `k3s_channel`: where the version comes from when `k3s_version` is not set.
+    pub channel: String,
+    /// `k3s_token`: the cluster's join secret.
+    pub token: Option<Secret>,
+}
+
+/// A package repository the gateway proxies at `/repository/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageProxy {
+    pub name: &'static str,
+    pub format: &'static str,
+    pub upstream: String,
+}
+
+impl Site {
+    /// Read the site from an inventory. Problems come back as diagnostics next to a site
+    /// filled with defaults where values were missing or bad.
+    pub fn read(inventory: &Inventory, secret: Option<&VaultSecret>) -> (Self, Vec<Diagnostic>) {
+        let mut reader = Reader::new(inventory, secret);
+        let site = reader.site();
+        (site, reader.diagnostics)
+    }
+
+    /// The gateway URL prefix for package repositories: `https://<hostname>/repository`.
+    pub fn repository_base(&self) -> Option<String> {
+        self.staging
+            .as_ref()
+            .map(|s| format!("https://{}/repository", s.hostname))
+    }
+
+    pub fn has_package(&self, name: &str) -> bool {
+        self.packages.iter().any(|p| p.name == name)
+    }
+}
