@@ -1,6 +1,6 @@
 //! Metadata files decompressed by their name's extension, within a bound.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::rc::Rc;
@@ -11,7 +11,8 @@ use crate::RepodataError;
 /// once more than `limit` bytes came out. `.xz` is decoded whole up front (its decoder
 /// writes rather than reads), within the same bound.
 ///
-/// Read errors past the bound are reported by [`Decompressed::check`].
+/// A read error of the decompressor (past the bound, or a corrupt stream) is reported by
+/// [`Decompressed::check`].
 ///
 /// # Errors
 /// [`RepodataError::UnknownCompression`] for an extension other than `.gz`, `.zst`, `.xz`,
@@ -55,35 +56,32 @@ pub fn decompressed<'a>(
             ));
         }
     };
-    let exceeded = Rc::new(Cell::new(false));
+    let failure = Rc::new(RefCell::new(None));
     Ok(Decompressed {
         reader: BufReader::new(Limited {
             inner,
             left: limit,
-            exceeded: Rc::clone(&exceeded),
+            limit,
+            failure: Rc::clone(&failure),
         }),
-        limit,
-        exceeded,
+        failure,
     })
 }
 
 /// A decompressing reader with a bound; see [`decompressed`].
 pub struct Decompressed<'a> {
     reader: BufReader<Limited<'a>>,
-    limit: u64,
-    exceeded: Rc<Cell<bool>>,
+    /// The decompressor's first failure, kept here because a parser reading through it
+    /// reports it only as an I/O error.
+    failure: Rc<RefCell<Option<RepodataError>>>,
 }
 
 impl Decompressed<'_> {
-    /// The reader's failure as a [`RepodataError`]: [`RepodataError::TooLarge`] when the
-    /// bound was hit, else `error` as it is.
+    /// `error` of a reader of this stream, or the decompressor's own failure under it
+    /// ([`RepodataError::TooLarge`], [`RepodataError::Decompress`]) when it had one.
     #[must_use]
     pub fn check(&self, error: RepodataError) -> RepodataError {
-        if self.exceeded.get() {
-            RepodataError::TooLarge(self.limit)
-        } else {
-            error
-        }
+        self.failure.borrow_mut().take().unwrap_or(error)
     }
 
     /// Everything, decompressed.
@@ -116,20 +114,30 @@ impl BufRead for Decompressed<'_> {
     }
 }
 
-/// A reader that fails once more than `left` bytes came out of `inner`.
+/// A reader that fails once more than `limit` bytes came out of `inner`, and records why
+/// it failed.
 struct Limited<'a> {
     inner: Box<dyn Read + 'a>,
     left: u64,
-    exceeded: Rc<Cell<bool>>,
+    limit: u64,
+    failure: Rc<RefCell<Option<RepodataError>>>,
 }
 
 impl Read for Limited<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
-            self.exceeded.set(true);
-            std::io::Error::other("decompressed metadata exceeds its bound")
-        })?;
+        let fail = |failure: &RefCell<Option<RepodataError>>, error: RepodataError| {
+            let message = error.to_string();
+            failure.borrow_mut().get_or_insert(error);
+            std::io::Error::other(message)
+        };
+        let n = self
+            .inner
+            .read(buf)
+            .map_err(|e| fail(&self.failure, RepodataError::Decompress(e.to_string())))?;
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| fail(&self.failure, RepodataError::TooLarge(self.limit)))?;
         Ok(n)
     }
 }

@@ -239,8 +239,14 @@ fn read<E>(
         }
         buf.clear();
     }
-    if !saw_root || depth != 0 {
-        return Err(malformed("is truncated or has no <metadata> element".to_owned()).into());
+    if !saw_root {
+        return Err(RepodataError::Malformed(
+            "not primary metadata (no <metadata> element)".to_owned(),
+        )
+        .into());
+    }
+    if depth != 0 {
+        return Err(malformed("is truncated".to_owned()).into());
     }
     Ok(())
 }
@@ -400,6 +406,16 @@ mod tests {
             PRIMARY.replace("epoch=\"1\" ver=\"2.0\" rel", "epoch=\"x\" ver=\"2.0\" rel");
         assert!(all("p.xml", bad_epoch.as_bytes(), Detail::Everything).is_err());
         assert!(all("p.xml", bad_epoch.as_bytes(), Detail::Locations).is_ok());
+        let corrupt = all("p.xml.gz", PRIMARY.as_bytes(), Detail::Everything);
+        assert!(
+            matches!(corrupt, Err(RepodataError::Decompress(_))),
+            "{corrupt:?}"
+        );
+        let other = all("p.xml", b"<filelists/>", Detail::Everything).unwrap_err();
+        assert!(
+            other.to_string().contains("not primary metadata"),
+            "{other}"
+        );
         let large = read_primary("p.xml", PRIMARY.as_bytes(), 100, Detail::Locations, |_| {
             Ok::<_, RepodataError>(())
         });

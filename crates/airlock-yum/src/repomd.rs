@@ -93,7 +93,9 @@ impl Repomd {
             return Err(malformed("ends inside a <data> element".to_owned()));
         }
         if !saw_root {
-            return Err(malformed("has no <repomd> element".to_owned()));
+            return Err(RepodataError::Malformed(
+                "not a repomd.xml (no <repomd> element)".to_owned(),
+            ));
         }
         if !entries.iter().any(|e| e.kind == "primary") {
             return Err(malformed("lists no primary metadata".to_owned()));

@@ -128,3 +128,55 @@ pub fn rpmvercmp(left: &str, right: &str) -> Ordering {
         _ => Ordering::Greater,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Dep;
+
+    #[test]
+    fn versions_compare_as_rpm_does() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        for (a, b, expected) in [
+            ("1.0", "1.0", Equal),
+            ("1.0", "2.0", Less),
+            ("2.0.1", "2.0", Greater),
+            ("1.10", "1.9", Greater),
+            ("1.0a", "1.0", Greater),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0~rc1", "1.0~rc2", Less),
+            ("1.0^git1", "1.0", Greater),
+            ("1.0^git1", "1.0.1", Less),
+            ("1.05", "1.5", Equal),
+            ("a", "1", Less),
+            ("2.229.0", "2.164.0", Greater),
+            ("1.el9", "1.el8", Greater),
+        ] {
+            assert_eq!(rpmvercmp(a, b), expected, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn requirements_with_versions() {
+        let dep = Dep {
+            name: "container-selinux".into(),
+            flags: Some("GE".into()),
+            evr: Some(Evr {
+                epoch: 2,
+                version: "2.164.2".into(),
+                release: String::new(),
+            }),
+        };
+        let at = |epoch, version: &str| Evr {
+            epoch,
+            version: version.into(),
+            release: "1.el9".into(),
+        };
+        assert!(dep.satisfied_by(Some(&at(2, "2.229.0"))));
+        assert!(dep.satisfied_by(Some(&at(2, "2.164.2"))));
+        assert!(!dep.satisfied_by(Some(&at(2, "2.100"))));
+        assert!(!dep.satisfied_by(Some(&at(1, "9.0"))));
+        assert!(dep.satisfied_by(None));
+        assert_eq!(dep.to_string(), "container-selinux >= 2:2.164.2");
+    }
+}

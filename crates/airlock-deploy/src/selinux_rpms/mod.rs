@@ -14,7 +14,6 @@
 //! sha384, sha512); sha1 and md5 are refused as insecure. `repomd.xml` itself is trusted as
 //! TLS delivered it.
 
-use std::cmp::Ordering;
 use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,10 +24,10 @@ use crate::artifacts::{ArtifactError, Body, Cas, Http, Sink};
 use airlock_site::site::Site;
 
 mod repodata;
-mod version;
 
+use airlock_yum::Dep;
+pub use airlock_yum::{Checksum, Evr, rpmvercmp};
 use repodata::read_repository;
-pub use version::{Evr, rpmvercmp};
 
 /// What K3s needs for `SELinux`.
 pub const PACKAGES: [&str; 2] = ["k3s-selinux", "container-selinux"];
@@ -157,15 +156,6 @@ pub fn repo_file(
     text
 }
 
-/// A checksum as repository metadata gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checksum {
-    /// `sha256`, `sha512`, …
-    pub kind: String,
-    /// Lowercase hex.
-    pub hex: String,
-}
-
 /// One package of the closure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpmPackage {
@@ -204,49 +194,6 @@ pub struct CachedRpm {
     /// `<cache>/sha256/<hex>`.
     pub path: PathBuf,
     pub sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Dep {
-    name: String,
-    flags: Option<String>,
-    evr: Option<Evr>,
-}
-
-impl std::fmt::Display for Dep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)?;
-        if let (Some(flags), Some(evr)) = (&self.flags, &self.evr) {
-            let op = match flags.as_str() {
-                "EQ" => "=",
-                "LT" => "<",
-                "LE" => "<=",
-                "GT" => ">",
-                "GE" => ">=",
-                other => other,
-            };
-            write!(f, " {op} {evr}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Dep {
-    /// Whether a provide of this name at `provided` (unversioned: any) satisfies it.
-    fn satisfied_by(&self, provided: Option<&Evr>) -> bool {
-        let (Some(flags), Some(wanted), Some(provided)) = (&self.flags, &self.evr, provided) else {
-            return true;
-        };
-        let ordering = provided.compare(wanted);
-        match flags.as_str() {
-            "EQ" => ordering == Ordering::Equal,
-            "LT" => ordering == Ordering::Less,
-            "LE" => ordering != Ordering::Greater,
-            "GT" => ordering == Ordering::Greater,
-            "GE" => ordering != Ordering::Less,
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -484,52 +431,6 @@ fn located(base: &str, href: &str, url: &str) -> Result<String, SelinuxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_compare_as_rpm_does() {
-        use Ordering::{Equal, Greater, Less};
-        for (a, b, expected) in [
-            ("1.0", "1.0", Equal),
-            ("1.0", "2.0", Less),
-            ("2.0.1", "2.0", Greater),
-            ("1.10", "1.9", Greater),
-            ("1.0a", "1.0", Greater),
-            ("1.0~rc1", "1.0", Less),
-            ("1.0~rc1", "1.0~rc2", Less),
-            ("1.0^git1", "1.0", Greater),
-            ("1.0^git1", "1.0.1", Less),
-            ("1.05", "1.5", Equal),
-            ("a", "1", Less),
-            ("2.229.0", "2.164.0", Greater),
-            ("1.el9", "1.el8", Greater),
-        ] {
-            assert_eq!(rpmvercmp(a, b), expected, "{a} vs {b}");
-        }
-    }
-
-    #[test]
-    fn requirements_with_versions() {
-        let dep = Dep {
-            name: "container-selinux".into(),
-            flags: Some("GE".into()),
-            evr: Some(Evr {
-                epoch: 2,
-                version: "2.164.2".into(),
-                release: String::new(),
-            }),
-        };
-        let at = |epoch, version: &str| Evr {
-            epoch,
-            version: version.into(),
-            release: "1.el9".into(),
-        };
-        assert!(dep.satisfied_by(Some(&at(2, "2.229.0"))));
-        assert!(dep.satisfied_by(Some(&at(2, "2.164.2"))));
-        assert!(!dep.satisfied_by(Some(&at(2, "2.100"))));
-        assert!(!dep.satisfied_by(Some(&at(1, "9.0"))));
-        assert!(dep.satisfied_by(None));
-        assert_eq!(dep.to_string(), "container-selinux >= 2:2.164.2");
-    }
 
     #[test]
     fn os_releases() {
