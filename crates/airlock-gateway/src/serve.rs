@@ -89,6 +89,12 @@ impl Gateway {
             .expect("a bound listener has an address")
     }
 
+    /// The package proxies this gateway serves, for what they report about themselves
+    /// ([`airlock_packages::Packages::derived_stats`]).
+    pub fn packages(&self) -> Arc<airlock_packages::Packages> {
+        self.state.packages.clone()
+    }
+
     /// The generated CA (PEM), when `tls.mode = "self-signed"`.
     pub fn ca_pem(&self) -> Option<&str> {
         self.state.ca_pem.as_deref()

@@ -7,7 +7,7 @@
 
 mod checksum;
 mod conda;
-pub mod derived;
+mod derived;
 mod error;
 mod helm;
 mod maven;
@@ -27,6 +27,7 @@ use airlock_upstream::fetch::Downloads;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, Uri};
 
+pub use derived::TableStats;
 pub use error::PackageError;
 pub use origin::{Check, Document, Origin, Variant};
 
@@ -132,6 +133,15 @@ pub async fn handle(
 }
 
 impl Packages {
+    /// What the proxy named `proxy` derived from its cached documents, table by table
+    /// (empty for an unknown proxy or one that derived nothing yet).
+    #[must_use]
+    pub fn derived_stats(&self, proxy: &str) -> Vec<TableStats> {
+        self.proxies
+            .get(proxy)
+            .map_or_else(Vec::new, |origin| origin.derived.stats())
+    }
+
     /// The configured proxy a `/repository/` path names, if any.
     fn proxy_of(&self, uri: &Uri) -> Option<&str> {
         let rest = uri.path().strip_prefix("/repository/")?;

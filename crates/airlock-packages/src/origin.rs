@@ -126,7 +126,6 @@ impl Origin {
                 Digest::sha256_hex(hex).map_err(|e| setup(format!("sha256 for {path:?}: {e}")))?;
             pins.insert(canonical, digest);
         }
-        let derived = crate::derived::Derived::new(&config.name);
         Ok(Self {
             config,
             upstream,
@@ -134,7 +133,7 @@ impl Origin {
             index,
             downloads,
             locks: KeyedLocks::default(),
-            derived,
+            derived: crate::derived::Derived::default(),
             missing: Mutex::new(hashlink::LruCache::new(MISSING_KEPT)),
             pins,
         })

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::Config;
@@ -13,6 +14,15 @@ use airlock_gateway::Gateway;
 /// Starts a gateway on a free loopback port, plain HTTP, its data under `dir/data`, with
 /// the given `[[proxy]]` tables; it runs until the test ends.
 pub async fn start(dir: &Path, proxies: &str) -> SocketAddr {
+    start_with_packages(dir, proxies).await.0
+}
+
+/// [`start`], also handing back the gateway's package proxies (for their derived-cache
+/// statistics).
+pub async fn start_with_packages(
+    dir: &Path,
+    proxies: &str,
+) -> (SocketAddr, Arc<airlock_packages::Packages>) {
     let text = format!(
         "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
         dir.join("data").display().to_string()
@@ -20,8 +30,9 @@ pub async fn start(dir: &Path, proxies: &str) -> SocketAddr {
     let config = Config::from_toml_str(&text, "test").expect("test config is valid");
     let gateway = Gateway::bind(config).await.expect("gateway binds");
     let addr = gateway.local_addr();
+    let packages = gateway.packages();
     tokio::spawn(gateway.serve(std::future::pending()));
-    addr
+    (addr, packages)
 }
 
 /// A GET with a fresh client: no proxy from the environment, a 30 s bound.
