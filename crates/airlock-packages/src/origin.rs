@@ -73,6 +73,16 @@ pub struct Document {
     pub cache: &'static str,
 }
 
+/// Where a document's cached bytes are, for a format that derives something from them.
+#[derive(Debug)]
+pub struct DocumentEntry {
+    pub digest: Digest,
+    /// The upstream's `Content-Type`.
+    pub content_type: Option<String>,
+    /// `X-Airlock-Cache`: hit, miss, revalidated or stale.
+    pub cache: &'static str,
+}
+
 /// What [`Origin::refresh`] looks up: the upstream target, its cache key, and for
 /// documents the `Accept` sent and the bound and check applied before caching.
 struct Refresh<'a> {
@@ -457,6 +467,24 @@ impl Origin {
         max: usize,
         check: &Check<'_>,
     ) -> Result<Document, PackageError> {
+        let entry = self.document_entry(path, variant, max, check).await?;
+        let bytes = self.read_stored(&entry.digest, max as u64).await?;
+        Ok(Document {
+            bytes,
+            content_type: entry.content_type,
+            cache: entry.cache,
+        })
+    }
+
+    /// [`Origin::document`] without reading it: the digest of the cached bytes, for a
+    /// format that keeps what it derives from them by digest.
+    pub async fn document_entry(
+        &self,
+        path: &str,
+        variant: &Variant<'_>,
+        max: usize,
+        check: &Check<'_>,
+    ) -> Result<DocumentEntry, PackageError> {
         let key = format!("{path}#{}", variant.name);
         let found = self
             .refresh(&Refresh {
@@ -470,18 +498,8 @@ impl Origin {
         if found.size > max as u64 {
             return Err(self.upstream_error(path, format!("the page is larger than {max} bytes")));
         }
-        let mut reader = self
-            .store
-            .open(&found.digest, 0)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                PackageError::Internal(format!("{} vanished from the store", found.digest))
-            })?;
-        let mut bytes = Vec::with_capacity(usize::try_from(found.size).unwrap_or(0));
-        reader.read_to_end(&mut bytes).await.map_err(internal)?;
-        Ok(Document {
-            bytes,
+        Ok(DocumentEntry {
+            digest: found.digest,
             content_type: found.record.content_type,
             cache: found.outcome.as_str(),
         })

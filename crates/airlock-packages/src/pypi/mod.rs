@@ -22,12 +22,14 @@ mod html;
 mod json;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use airlock_types::Digest;
 use airlock_upstream::Target;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use reqwest::Url;
 
 use crate::derived::{blocking, in_place};
 use crate::{Check, Origin, PackageError, Variant};
@@ -293,39 +295,81 @@ async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Respon
     ))
 }
 
-/// A project page as the upstream has it now (or as cached), parsed.
+/// The derived table of parsed project pages, by project, upstream representation,
+/// whether the upstream sent JSON, and the digest of its page.
+const PROJECT_TABLE: &str = "pypi-project";
+/// Parsed project pages kept per proxy: a resolver asks for each project's page, then its
+/// metadata and a file, so the pages of one install's dependency tree stay warm.
+const PROJECTS_KEPT: usize = 64;
+
+type ProjectKey = (String, &'static str, bool, Digest);
+
+/// A project page as the upstream has it now (or as cached), parsed once per upstream page
+/// (by digest) and kept in the proxy's derived cache: a file download looks its sha256 up
+/// in the page without reading or parsing the page again.
 async fn fetch_project(
     origin: &Origin,
     project: &str,
-    variant: &Variant<'_>,
-) -> Result<(ProjectPage, &'static str), PackageError> {
+    variant: &'static Variant<'static>,
+) -> Result<(Arc<ProjectPage>, &'static str), PackageError> {
     let path = format!("simple/{project}/");
-    let check: &Check<'_> = &|bytes, content_type| {
-        parse_project(bytes, content_type)
-            .map(drop)
-            .map_err(|e| format!("malformed index page: {e}"))
-    };
-    let document = origin
-        .document(&path, variant, MAX_PROJECT_PAGE, check)
-        .await?;
-    let mut page = parse_project(&document.bytes, document.content_type.as_deref())
-        .map_err(|e| malformed(origin, &path, &e))?;
     let base = origin
         .upstream_base()
         .join(&path)
         .map_err(|e| malformed(origin, &path, &e.to_string()))?;
+    let proxy = origin.config().name.as_str();
+    let table = origin
+        .derived
+        .table::<ProjectKey, ProjectPage>(PROJECT_TABLE, PROJECTS_KEPT, None);
+    let key = |json: bool, digest: Digest| (project.to_owned(), variant.name, json, digest);
+    let check: &Check<'_> = &|bytes, content_type| {
+        in_place(|| {
+            let page = parse_project(bytes, content_type)
+                .map_err(|e| format!("malformed index page: {e}"))?;
+            let key = key(is_json(content_type), Digest::of(bytes));
+            if table.get(&key).is_none() {
+                table.fill(key, resolved(page, &base, proxy, project));
+            }
+            Ok(())
+        })
+    };
+    let entry = origin
+        .document_entry(&path, variant, MAX_PROJECT_PAGE, check)
+        .await?;
+    let json = is_json(entry.content_type.as_deref());
+    let page = table
+        .get_or_compute(key(json, entry.digest.clone()), || async {
+            let bytes = origin
+                .read_stored(&entry.digest, MAX_PROJECT_PAGE as u64)
+                .await?;
+            let content_type = entry.content_type.clone();
+            let (proxy, project) = (proxy.to_owned(), project.to_owned());
+            blocking(move || {
+                parse_project(&bytes, content_type.as_deref())
+                    .map(|page| resolved(page, &base, &proxy, &project))
+            })
+            .await?
+            .map_err(|e| malformed(origin, &path, &e))
+        })
+        .await?;
+    Ok((page, entry.cache))
+}
+
+/// `page` with every file URL resolved against the page's upstream URL `base`; files whose
+/// URL is not http(s) are left out.
+fn resolved(mut page: ProjectPage, base: &Url, proxy: &str, project: &str) -> ProjectPage {
     page.files.retain_mut(|file| match base.join(&file.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             file.url = url.to_string();
             true
         }
         _ => {
-            tracing::warn!(target: "airlock::packages", proxy = %origin.config().name,
-                project, url = %file.url, "left out a file whose URL is not http(s)");
+            tracing::warn!(target: "airlock::packages", proxy, project, url = %file.url,
+                "left out a file whose URL is not http(s)");
             false
         }
     });
-    Ok((page, document.cache))
+    page
 }
 
 async fn project_page(
@@ -335,8 +379,8 @@ async fn project_page(
     headers: &HeaderMap,
 ) -> Result<Response, PackageError> {
     let representation = negotiate(headers)?;
-    let (mut page, cache) =
-        fetch_project(origin, project, upstream_variant(representation)).await?;
+    let (page, cache) = fetch_project(origin, project, upstream_variant(representation)).await?;
+    let mut page = ProjectPage::clone(&page);
     let prefix = format!("/repository/{}/packages/{project}", origin.config().name);
     page.files.retain_mut(|file| rewrite(file, &prefix));
     let body = match representation {
