@@ -17,6 +17,8 @@
 mod ingest;
 mod refresh;
 mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

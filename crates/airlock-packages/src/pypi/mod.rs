@@ -20,6 +20,8 @@
 
 mod html;
 mod json;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
