@@ -158,12 +158,18 @@ impl Origin {
         spec: Spec<'_>,
         request: &ClientRequest,
     ) -> Result<Response, PackageError> {
-        if let Freshness::Immutable(digest) = spec.freshness {
-            if request.is_head() && self.stored(digest, spec.content_type).await?.is_none() {
-                return self.announce(&spec.source, digest, spec.content_type).await;
+        let entry = match spec.freshness {
+            Freshness::Immutable(digest) if request.is_head() => {
+                match self.stored(digest, spec.content_type).await? {
+                    Some(entry) => {
+                        self.index.touch(&entry.digest, entry.size);
+                        entry
+                    }
+                    None => return self.announce(&spec.source, digest, spec.content_type).await,
+                }
             }
-        }
-        let entry = self.entry(spec).await?;
+            _ => self.entry(spec).await?,
+        };
         self.serve(&entry, request).await
     }
 
