@@ -16,22 +16,23 @@
 //! Keys say everything a value depends on besides the proxy (the table's owner): the
 //! upstream location or representation and the digest of the upstream bytes.
 //!
-//! [`stats`] reports each proxy's tables by name (values computed, entries kept): the
-//! numbers that show a burst of requests caused one parse and a table stayed bounded.
+//! [`Derived::stats`] reports a proxy's tables by name (values computed, entries kept),
+//! through the service that owns them; nothing here is process-global.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
 use crate::PackageError;
 
-/// One derived table of one proxy, as [`stats`] reports it.
+/// One derived table of one proxy, as [`Packages::derived_stats`](crate::Packages::derived_stats)
+/// reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStats {
     /// What the table holds (`helm-index`, `pypi-root`, `yum-last-good`, …).
@@ -44,40 +45,14 @@ pub struct TableStats {
     pub capacity: usize,
 }
 
-/// The derived tables of the proxy named `proxy`, by name; empty when no proxy of that name
-/// exists (or none of its tables was used yet).
-#[must_use]
-pub fn stats(proxy: &str) -> Vec<TableStats> {
-    let owners = lock(&OWNERS);
-    let Some(inner) = owners
-        .iter()
-        .rev()
-        .find(|(name, _)| name == proxy)
-        .and_then(|(_, weak)| weak.upgrade())
-    else {
-        return Vec::new();
-    };
-    let tables = lock(&inner.tables);
-    let mut out: Vec<TableStats> = tables.iter().map(|t| t.report.report()).collect();
-    out.sort_by_key(|t| t.name);
-    out
-}
-
-/// Every live [`Derived`] by proxy name, for [`stats`]: observation only, never consulted
-/// to serve a request.
-static OWNERS: Mutex<Vec<(String, Weak<Inner>)>> = Mutex::new(Vec::new());
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stays consistent across a panic (every update is one assignment).
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One proxy's derived tables.
+#[derive(Default)]
 pub(crate) struct Derived {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     tables: Mutex<Vec<Entry>>,
 }
 
@@ -100,15 +75,13 @@ impl std::fmt::Debug for Derived {
 }
 
 impl Derived {
-    /// The (empty) tables of the proxy named `proxy`.
-    pub(crate) fn new(proxy: &str) -> Self {
-        let inner = Arc::new(Inner {
-            tables: Mutex::new(Vec::new()),
-        });
-        let mut owners = lock(&OWNERS);
-        owners.retain(|(_, weak)| weak.strong_count() > 0);
-        owners.push((proxy.to_owned(), Arc::downgrade(&inner)));
-        Self { inner }
+    /// Each table by name (values computed, entries kept): the numbers that show a burst
+    /// of requests caused one parse and a table stayed bounded.
+    pub(crate) fn stats(&self) -> Vec<TableStats> {
+        let tables = lock(&self.tables);
+        let mut out: Vec<TableStats> = tables.iter().map(|t| t.report.report()).collect();
+        out.sort_by_key(|t| t.name);
+        out
     }
 
     /// The table `name` holding `V` by `K`, made on first use with `capacity` entries whose
@@ -124,7 +97,7 @@ impl Derived {
         V: Send + Sync + 'static,
     {
         let kind = TypeId::of::<Table<K, V>>();
-        let mut tables = lock(&self.inner.tables);
+        let mut tables = lock(&self.tables);
         if let Some(table) = tables
             .iter()
             .find(|t| t.name == name && t.kind == kind)
@@ -328,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_compute_once() {
-        let derived = Derived::new("derived-test-single-flight");
+        let derived = Derived::default();
         let table = derived.table::<u32, String>("t", 4, None);
         let calls = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -351,7 +324,7 @@ mod tests {
             assert_eq!(*task.await.unwrap(), "one");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let stats = stats("derived-test-single-flight");
+        let stats = derived.stats();
         assert_eq!(stats.len(), 1);
         assert_eq!(
             (stats[0].name, stats[0].computed, stats[0].kept),
@@ -397,15 +370,15 @@ mod tests {
     }
 
     #[test]
-    fn tables_are_per_proxy_name_and_type() {
-        let a = Derived::new("derived-test-a");
-        let b = Derived::new("derived-test-b");
+    fn tables_are_per_owner_name_and_type() {
+        let a = Derived::default();
+        let b = Derived::default();
         a.table::<u32, u32>("x", 2, None).fill(1, 1);
         assert!(a.table::<u32, u32>("x", 2, None).get(&1).is_some());
         assert!(b.table::<u32, u32>("x", 2, None).get(&1).is_none());
         assert!(a.table::<u32, String>("x", 2, None).get(&1).is_none());
-        drop(a);
-        assert!(stats("derived-test-a").is_empty(), "gone with its proxy");
+        assert_eq!(a.stats().len(), 2, "one per name and type");
+        assert!(b.stats().iter().all(|t| t.kept == 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

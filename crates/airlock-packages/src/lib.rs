@@ -1,13 +1,14 @@
 //! Package proxies at Nexus's paths, `/repository/<name>/…`, on the same store, upstream
 //! client and one-fetch-per-miss machinery as the registry.
 //!
-//! Every format has the same shape: a module that maps a request path to either an
-//! immutable file with a known digest ([`Origin::immutable`]) or a file refreshed by TTL
-//! ([`Origin::refreshed`]). Formats: `raw`, `pypi`, `conda`, `maven`, `yum` and `helm`.
+//! Every format has the same shape: a module that maps a request path to a [`Spec`] — an
+//! immutable file with a known digest, a pinned release artifact, or a file refreshed by
+//! TTL — and asks its [`Origin`] for it ([`Origin::get`]). Formats: `raw`, `pypi`, `conda`,
+//! `maven`, `yum` and `helm`.
 
 mod checksum;
 mod conda;
-pub mod derived;
+mod derived;
 mod error;
 mod helm;
 mod maven;
@@ -21,14 +22,15 @@ use std::sync::Arc;
 
 use airlock_config::{Config, Format};
 use airlock_store::{BlobStore, MetaIndex};
-use airlock_types::{CacheOutcome, ServedBy};
+use airlock_types::{CacheOutcome, ClientRequest, ServedBy};
 use airlock_upstream::Upstream;
 use airlock_upstream::fetch::Downloads;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, Uri};
 
+pub use derived::TableStats;
 pub use error::PackageError;
-pub use origin::{Check, Document, Origin, Variant};
+pub use origin::{Check, Document, Entry, Expected, Freshness, Origin, Spec, Variant};
 
 /// The formats this version serves.
 pub const SERVED_FORMATS: &[Format] = &[
@@ -78,11 +80,8 @@ impl Packages {
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Result<Response, PackageError> {
-        let head = match *method {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => return Err(PackageError::MethodNotAllowed),
-        };
+        let request =
+            ClientRequest::from_http(method, headers).ok_or(PackageError::MethodNotAllowed)?;
         let rest = uri
             .path()
             .strip_prefix("/repository/")
@@ -95,12 +94,12 @@ impl Packages {
         let path = airlock_upstream::target::client_path(path)
             .map_err(|refused| PackageError::BadPath(format!("{path:?} ({refused})")))?;
         match origin.config().format {
-            Format::Raw => raw::serve(origin, &path, head, headers).await,
-            Format::Pypi => pypi::serve(origin, &path, head, headers).await,
-            Format::Conda => conda::serve(origin, &path, head, headers).await,
-            Format::Maven => maven::serve(origin, &path, head, headers).await,
-            Format::Yum => yum::serve(origin, &path, head, headers).await,
-            Format::Helm => helm::serve(origin, &path, head, headers).await,
+            Format::Raw => raw::serve(origin, &path, &request).await,
+            Format::Pypi => pypi::serve(origin, &path, &request).await,
+            Format::Conda => conda::serve(origin, &path, &request).await,
+            Format::Maven => maven::serve(origin, &path, &request).await,
+            Format::Yum => yum::serve(origin, &path, &request).await,
+            Format::Helm => helm::serve(origin, &path, &request).await,
             // OCI proxies live under /v2/, never in this map.
             Format::Oci => Err(PackageError::NotFound),
         }
@@ -132,6 +131,15 @@ pub async fn handle(
 }
 
 impl Packages {
+    /// What the proxy named `proxy` derived from its cached documents, table by table
+    /// (empty for an unknown proxy or one that derived nothing yet).
+    #[must_use]
+    pub fn derived_stats(&self, proxy: &str) -> Vec<TableStats> {
+        self.proxies
+            .get(proxy)
+            .map_or_else(Vec::new, |origin| origin.derived.stats())
+    }
+
     /// The configured proxy a `/repository/` path names, if any.
     fn proxy_of(&self, uri: &Uri) -> Option<&str> {
         let rest = uri.path().strip_prefix("/repository/")?;

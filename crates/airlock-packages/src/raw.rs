@@ -2,17 +2,16 @@
 //! table are immutable and verified before the first byte goes out; the rest are refreshed
 //! after `metadata_ttl`.
 
+use airlock_types::ClientRequest;
 use airlock_upstream::Target;
 use axum::response::Response;
-use http::HeaderMap;
 
-use crate::{Origin, PackageError};
+use crate::{Origin, PackageError, Spec};
 
 pub(crate) async fn serve(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     // The empty path is the upstream itself (`get.k3s.io` serves its install script at
     // `/`); other directory paths have no file to serve.
@@ -22,15 +21,18 @@ pub(crate) async fn serve(
     if path.is_empty() {
         // The upstream URL as configured (not the directory form requests under it use).
         let url = Target::Url(origin.config().upstream.to_string());
-        return origin.refreshed_from(url, "", head, headers).await;
+        return origin.get(Spec::ttl_from(url, ""), request).await;
     }
     match origin.pin(path) {
         Some(digest) => {
             let digest = digest.clone();
             origin
-                .immutable(path, &digest, "application/octet-stream", head, headers)
+                .get(
+                    Spec::immutable(path, &digest, "application/octet-stream"),
+                    request,
+                )
                 .await
         }
-        None => origin.refreshed(path, head, headers).await,
+        None => origin.get(Spec::ttl(path), request).await,
     }
 }

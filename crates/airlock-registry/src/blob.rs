@@ -1,7 +1,8 @@
 //! Blobs: served from the store when verified there, else fetched once upstream and
 //! streamed to every client that asks meanwhile; single-range requests honoured.
 
-use airlock_types::Digest;
+use airlock_store::serve::{ServeError, StoredBlob, serve_blob};
+use airlock_types::{ClientRequest, Digest, ReadMethod};
 use airlock_upstream::fetch::BlobBody;
 use axum::body::Body;
 use axum::response::Response;
@@ -9,11 +10,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Method;
-use tokio::io::AsyncReadExt;
 
 use crate::route::Resolved;
 use crate::{CacheOutcome, Registry, RegistryError, mark, with_api_version};
-use airlock_types::range::{self, ByteRange, RangeRequest, Spec};
+use airlock_types::range::{self, ByteRange, Spec};
 
 impl Registry {
     pub(crate) async fn blob(
@@ -112,6 +112,8 @@ impl Registry {
         ))
     }
 
+    /// A blob the store holds, through the gateway's one stored-blob server. The
+    /// Distribution API has no conditional blob requests: `If-None-Match` is not consulted.
     async fn serve_stored(
         &self,
         digest: &Digest,
@@ -120,29 +122,41 @@ impl Registry {
         head: bool,
         proxy: &str,
     ) -> Result<Response, RegistryError> {
-        let (offset, length, partial) = match range::resolve(spec, size) {
-            RangeRequest::Unsatisfiable => return Err(RegistryError::RangeNotSatisfiable { size }),
-            RangeRequest::Full => (0, size, None),
-            RangeRequest::Partial(r) => (r.start, r.byte_count(), Some(r)),
+        let request = ClientRequest {
+            method: if head {
+                ReadMethod::Head
+            } else {
+                ReadMethod::Get
+            },
+            if_none_match: None,
+            range: spec,
+            accept: None,
         };
-        let body = if head {
-            Body::empty()
-        } else {
-            let reader = self.store.open(digest, offset).await.map_err(internal)?;
-            let reader = reader.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))?;
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                reader.take(length),
-                256 * 1024,
-            ))
+        let blob = StoredBlob {
+            digest,
+            size,
+            content_type: OCTETS,
         };
-        let response = if let Some(range) = partial {
-            partial_response_body(digest, range, size, body)
-        } else {
-            let mut out = Response::new(body);
-            set_blob_headers(out.headers_mut(), digest, Some(size));
-            with_api_version(StatusCode::OK, out)
+        let mut response = match serve_blob(self.store.as_ref(), blob, &request).await {
+            Ok(response) => response,
+            Err(ServeError::RangeNotSatisfiable { size }) => {
+                return Err(RegistryError::RangeNotSatisfiable { size });
+            }
+            Err(ServeError::Vanished(_)) => {
+                return Err(RegistryError::BlobUnknown(digest.to_string()));
+            }
+            Err(ServeError::Store(e)) => return Err(internal(e)),
         };
-        Ok(mark(response, proxy, CacheOutcome::Hit))
+        response.headers_mut().insert(
+            "docker-content-digest",
+            HeaderValue::from_str(&digest.to_string()).expect("ascii"),
+        );
+        let status = response.status();
+        Ok(mark(
+            with_api_version(status, response),
+            proxy,
+            CacheOutcome::Hit,
+        ))
     }
 }
 
@@ -174,24 +188,18 @@ fn partial_response_body(digest: &Digest, range: ByteRange, size: u64, body: Bod
     with_api_version(StatusCode::PARTIAL_CONTENT, out)
 }
 
+/// A blob's headers on a response that does not come from the store (a miss streamed as it
+/// downloads, a HEAD asked upstream): the store's, plus `Docker-Content-Digest`.
 fn set_blob_headers(headers: &mut HeaderMap, digest: &Digest, length: Option<u64>) {
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    airlock_store::serve::set_blob_headers(headers, digest, OCTETS, length);
     headers.insert(
         "docker-content-digest",
         HeaderValue::from_str(&digest.to_string()).expect("ascii"),
     );
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&format!("\"{digest}\"")).expect("ascii"),
-    );
-    if let Some(length) = length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
 }
+
+/// Blobs are opaque bytes to the registry.
+const OCTETS: &str = "application/octet-stream";
 
 fn internal(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Internal(e.to_string())

@@ -4,12 +4,14 @@
 //! makes them visible under their digest only after the hash matched. Backends: [`FsStore`]
 //! (a local directory, see [`layout`]) and [`MemoryStore`] (tests). Nothing outside the fs
 //! backend assumes blobs live in local files, so an object-store backend can follow.
+//! [`serve`] answers an HTTP client from a stored blob.
 
 pub mod evict;
 mod fs;
 mod index;
 pub mod layout;
 mod memory;
+pub mod serve;
 
 use std::pin::Pin;
 use std::sync::Arc;

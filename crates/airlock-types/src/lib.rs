@@ -1,6 +1,7 @@
 //! Pure types shared by every airlock crate: digests, repository names, image references,
 //! media types, `PyPI` project names, the duration and size notations of the configuration,
-//! what a proxy tells the access log about a response it served, and request ids.
+//! what a proxy tells the access log about a response it served, what a client asked of a
+//! cached file, and request ids.
 //!
 //! Nothing here performs I/O (a fresh request id reads the thread's random generator);
 //! everything is cheap to test exhaustively.
@@ -12,10 +13,12 @@ mod notation;
 pub mod pypi;
 pub mod range;
 mod request_id;
+mod request;
 mod served;
 
 pub use digest::{Digest, DigestError, Sha256Verifier};
 pub use name::{NameError, Reference, RepoName};
 pub use notation::{ByteSize, HumanDuration, NotationError};
 pub use request_id::RequestId;
+pub use request::{ClientRequest, ReadMethod};
 pub use served::{CacheOutcome, ServedBy, UpstreamFailure};

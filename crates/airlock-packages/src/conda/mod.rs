@@ -23,10 +23,10 @@
 mod repodata;
 mod shards;
 
+use airlock_types::ClientRequest;
 use axum::response::Response;
-use http::HeaderMap;
 
-use crate::{Origin, PackageError};
+use crate::{Origin, PackageError, Spec};
 
 /// Longest subdir name accepted (`linux-aarch64`, `emscripten-wasm32`, …).
 const MAX_SUBDIR: usize = 64;
@@ -37,31 +37,28 @@ const MAX_FILENAME: usize = 255;
 pub(crate) async fn serve(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let segments: Vec<&str> = path.split('/').collect();
     match segments.as_slice() {
-        ["channeldata.json"] => origin.refreshed(path, head, headers).await,
+        ["channeldata.json"] => origin.get(Spec::ttl(path), request).await,
         [subdir, file] => {
             check_subdir(subdir)?;
             match *file {
-                "repodata.json" => repodata::serve(origin, subdir, head, headers).await,
+                "repodata.json" => repodata::serve(origin, subdir, request).await,
                 "repodata.json.zst" | "repodata.json.bz2" | "current_repodata.json" => {
-                    origin.refreshed(path, head, headers).await
+                    origin.get(Spec::ttl(path), request).await
                 }
-                "repodata_shards.msgpack.zst" => {
-                    shards::serve_index(origin, subdir, head, headers).await
-                }
+                "repodata_shards.msgpack.zst" => shards::serve_index(origin, subdir, request).await,
                 _ if is_package(file) => {
-                    repodata::serve_package(origin, subdir, file, head, headers).await
+                    repodata::serve_package(origin, subdir, file, request).await
                 }
                 _ => Err(PackageError::NotFound),
             }
         }
         [subdir, "shards", file] => {
             check_subdir(subdir)?;
-            shards::serve_shard(origin, subdir, file, head, headers).await
+            shards::serve_shard(origin, subdir, file, request).await
         }
         _ => Err(PackageError::NotFound),
     }

@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
+use airlock_types::ClientRequest;
 use airlock_types::Digest;
 use axum::response::Response;
-use http::HeaderMap;
 use serde::Deserialize;
 
 use crate::derived::{Table, blocking, in_place};
-use crate::{Origin, PackageError};
+use crate::{Entry, Origin, PackageError, Spec};
 
 /// conda-forge's largest repodata.json is a few hundred MiB.
 const MAX_REPODATA: usize = 1024 * 1024 * 1024;
@@ -102,8 +102,10 @@ fn checker(
 /// Refreshes `<subdir>/repodata.json` (checked before it is cached) and returns its digest.
 async fn refresh(origin: &Origin, subdir: &str) -> Result<Digest, PackageError> {
     let path = format!("{subdir}/repodata.json");
-    let (digest, _, _) = origin
-        .refreshed_digest(&path, Some((MAX_REPODATA, &checker(origin, subdir))))
+    let Entry {
+        digest, outcome: _, ..
+    } = origin
+        .entry(Spec::ttl(&path).checked(MAX_REPODATA, &checker(origin, subdir)))
         .await?;
     Ok(digest)
 }
@@ -112,12 +114,14 @@ async fn refresh(origin: &Origin, subdir: &str) -> Result<Digest, PackageError> 
 pub(super) async fn serve(
     origin: &Origin,
     subdir: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let path = format!("{subdir}/repodata.json");
     origin
-        .refreshed_checked(&path, MAX_REPODATA, &checker(origin, subdir), head, headers)
+        .get(
+            Spec::ttl(&path).checked(MAX_REPODATA, &checker(origin, subdir)),
+            request,
+        )
         .await
 }
 
@@ -144,8 +148,7 @@ pub(super) async fn serve_package(
     origin: &Origin,
     subdir: &str,
     file: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let map = sha256_map(origin, subdir).await?;
     let path = format!("{subdir}/{file}");
@@ -170,7 +173,7 @@ pub(super) async fn serve_package(
         "application/x-bzip2"
     };
     origin
-        .immutable(&path, &digest, content_type, head, headers)
+        .get(Spec::immutable(&path, &digest, content_type), request)
         .await
 }
 

@@ -21,13 +21,13 @@ use std::io::Read;
 use std::sync::Arc;
 
 use airlock_types::Digest;
+use airlock_types::{CacheOutcome, ClientRequest};
 use airlock_upstream::Target;
 use axum::response::Response;
-use http::HeaderMap;
 use rmpv::Value;
 
 use crate::derived::{blocking, in_place};
-use crate::{Origin, PackageError};
+use crate::{Entry, Origin, PackageError, Spec};
 
 /// The compressed index (conda-forge's are a few MiB).
 const MAX_INDEX: usize = 64 * 1024 * 1024;
@@ -232,7 +232,7 @@ fn with_slash(url: &str) -> String {
 async fn index(
     origin: &Origin,
     subdir: &str,
-) -> Result<(Arc<Rewritten>, &'static str), PackageError> {
+) -> Result<(Arc<Rewritten>, CacheOutcome), PackageError> {
     let path = format!("{subdir}/repodata_shards.msgpack.zst");
     let local = format!("/repository/{}/{subdir}/", origin.config().name);
     let index_url = origin
@@ -253,8 +253,12 @@ async fn index(
             Ok(())
         })
     };
-    let (digest, _, cache) = origin
-        .refreshed_digest(&path, Some((MAX_INDEX, &check)))
+    let Entry {
+        digest,
+        outcome: cache,
+        ..
+    } = origin
+        .entry(Spec::ttl(&path).checked(MAX_INDEX, &check))
         .await?;
     let key = (index_url.to_string(), digest.clone());
     let rewritten = table
@@ -277,15 +281,13 @@ async fn index(
 pub(super) async fn serve_index(
     origin: &Origin,
     subdir: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let (index, cache) = index(origin, subdir).await?;
     Ok(Origin::serve_derived(
         index.bytes.clone(),
         "application/octet-stream",
-        head,
-        headers,
+        request,
         cache,
     ))
 }
@@ -295,8 +297,7 @@ pub(super) async fn serve_shard(
     origin: &Origin,
     subdir: &str,
     file: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let hex = file
         .strip_suffix(".msgpack.zst")
@@ -312,7 +313,10 @@ pub(super) async fn serve_shard(
     let (index, _) = index(origin, subdir).await?;
     let location = Target::Url(format!("{}{file}", index.shards_base));
     origin
-        .immutable(location, &digest, "application/octet-stream", head, headers)
+        .get(
+            Spec::immutable(location, &digest, "application/octet-stream"),
+            request,
+        )
         .await
 }
 

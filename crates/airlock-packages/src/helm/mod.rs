@@ -25,13 +25,14 @@ mod index;
 use std::sync::Arc;
 
 use airlock_types::Digest;
+use airlock_types::{CacheOutcome, ClientRequest};
 use airlock_upstream::Target;
 use axum::response::Response;
-use http::HeaderMap;
+use futures_util::future::BoxFuture;
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::derived::{blocking, in_place};
-use crate::{Check, Origin, PackageError};
+use crate::{Check, Entry, Origin, PackageError, Spec};
 
 const INDEX: &str = "index.yaml";
 /// The largest public index (Bitnami's, before it was trimmed) was about 30 MiB.
@@ -50,8 +51,7 @@ const TABLE: &str = "helm-index";
 pub(crate) async fn serve(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     if path.is_empty() || path.ends_with('/') {
         return Err(PackageError::NotFound);
@@ -61,8 +61,7 @@ pub(crate) async fn serve(
         return Ok(Origin::serve_derived(
             rewritten.bytes.clone(),
             YAML,
-            head,
-            headers,
+            request,
             cache,
         ));
     }
@@ -79,21 +78,15 @@ pub(crate) async fn serve(
         // Kept by digest: a chart republished under the same URL is fetched anew. The
         // download is verified before the first byte goes out, so a mismatch is a clean 502.
         let key = format!("{path}#{digest}");
-        if let Some(response) = origin.pinned(path, &key, head, headers).await? {
-            return Ok(response);
-        }
         let checksum = Checksum {
             algorithm: Algorithm::Sha256,
             hex: digest.hex().to_owned(),
         };
+        let source = Target::Url(chart.url.clone());
+        let expected =
+            || -> BoxFuture<'_, _> { Box::pin(std::future::ready(Ok(Some(checksum.clone())))) };
         return origin
-            .fetch_pinned(
-                Target::Url(chart.url.clone()),
-                &key,
-                Some(&checksum),
-                head,
-                headers,
-            )
+            .get(Spec::pinned(source, key, &expected), request)
             .await;
     }
     if let Some(chart) = path
@@ -101,7 +94,7 @@ pub(crate) async fn serve(
         .and_then(|p| rewritten.charts.get(p))
     {
         let source = Target::Url(format!("{}.prov", chart.url));
-        return origin.refreshed_from(source, path, head, headers).await;
+        return origin.get(Spec::ttl_from(source, path), request).await;
     }
     let chart = std::path::Path::new(path)
         .extension()
@@ -112,14 +105,14 @@ pub(crate) async fn serve(
             index: INDEX,
         });
     }
-    origin.refreshed(path, head, headers).await
+    origin.get(Spec::ttl(path), request).await
 }
 
 /// The current index, rewritten: `index.yaml` refreshed by TTL (checked before it is cached,
 /// served stale when the upstream cannot answer or sends a broken one). Parsed once per
 /// upstream index, off the async threads, however many requests ask at the same time: the
 /// check that lets a fetched index into the cache keeps its rewrite.
-async fn current(origin: &Origin) -> Result<(Arc<index::Rewritten>, &'static str), PackageError> {
+async fn current(origin: &Origin) -> Result<(Arc<index::Rewritten>, CacheOutcome), PackageError> {
     let base = origin.upstream_base().clone();
     let proxy = origin.config().name.clone();
     let table =
@@ -135,8 +128,12 @@ async fn current(origin: &Origin) -> Result<(Arc<index::Rewritten>, &'static str
             Ok(())
         })
     };
-    let (digest, _, cache) = origin
-        .refreshed_digest(INDEX, Some((MAX_INDEX, check)))
+    let Entry {
+        digest,
+        outcome: cache,
+        ..
+    } = origin
+        .entry(Spec::ttl(INDEX).checked(MAX_INDEX, check))
         .await?;
     let rewritten = table
         .get_or_compute((base.to_string(), digest.clone()), || async {

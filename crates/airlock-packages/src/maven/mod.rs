@@ -23,11 +23,12 @@
 //! (the upstream fails), the artifact is not fetched either. Once cached, a release
 //! artifact is served without asking the upstream again.
 
+use airlock_types::ClientRequest;
 use axum::response::Response;
-use http::HeaderMap;
+use futures_util::future::BoxFuture;
 
 use crate::checksum::{Algorithm, Checksum};
-use crate::{Check, Origin, PackageError};
+use crate::{Check, Entry, Origin, PackageError, Spec};
 
 const METADATA: &str = "maven-metadata.xml";
 /// `maven-metadata.xml` of an artifact with thousands of versions is a few hundred KiB.
@@ -43,8 +44,7 @@ const SIDECARS: [&str; 5] = [".sha512", ".sha256", ".sha1", ".md5", ".asc"];
 pub(crate) async fn serve(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     if path.is_empty() || path.ends_with('/') {
         return Err(PackageError::NotFound);
@@ -54,41 +54,43 @@ pub(crate) async fn serve(
     if file == METADATA {
         let check: &Check<'_> = &|bytes, _| check_metadata(bytes);
         return origin
-            .refreshed_checked(path, MAX_METADATA, check, head, headers)
+            .get(Spec::ttl(path).checked(MAX_METADATA, check), request)
             .await;
     }
     let sidecar = SIDECARS.iter().any(|s| file.ends_with(s)) || file.starts_with(METADATA);
     let snapshot = segments.iter().any(|s| s.ends_with("-SNAPSHOT"));
     // group (one segment or more) / artifact / version / file
     if sidecar || snapshot || segments.len() < 4 {
-        return origin.refreshed(path, head, headers).await;
+        return origin.get(Spec::ttl(path), request).await;
     }
-    release(origin, path, head, headers).await
+    release(origin, path, request).await
 }
 
 /// A release artifact: from the store, or fetched and verified against its checksum.
 async fn release(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     // `#` never occurs in a request path, so the key cannot collide with a refreshed file.
     let key = format!("{path}#release");
-    if let Some(response) = origin.pinned(path, &key, head, headers).await? {
-        return Ok(response);
-    }
-    let checksum = published_checksum(origin, path).await?;
-    if checksum.is_none() {
-        tracing::debug!(
-            target: "airlock::packages",
-            proxy = %origin.config().name,
-            path,
-            "the upstream publishes no .sha512, .sha256 or .sha1 for this file: cached unverified"
-        );
-    }
+    // Asked only when the artifact is not cached yet.
+    let expected = || -> BoxFuture<'_, _> {
+        Box::pin(async move {
+            let checksum = published_checksum(origin, path).await?;
+            if checksum.is_none() {
+                tracing::debug!(
+                    target: "airlock::packages",
+                    proxy = %origin.config().name,
+                    path,
+                    "the upstream publishes no .sha512, .sha256 or .sha1 for this file: cached unverified"
+                );
+            }
+            Ok(checksum)
+        })
+    };
     origin
-        .fetch_pinned(path, &key, checksum.as_ref(), head, headers)
+        .get(Spec::pinned(path, key, &expected), request)
         .await
 }
 
@@ -99,10 +101,10 @@ async fn published_checksum(origin: &Origin, path: &str) -> Result<Option<Checks
         let sidecar = format!("{path}.{}", algorithm.extension());
         let check: &Check<'_> = &|bytes, _| Checksum::parse(algorithm, bytes).map(|_| ());
         match origin
-            .refreshed_digest(&sidecar, Some((MAX_CHECKSUM, check)))
+            .entry(Spec::ttl(&sidecar).checked(MAX_CHECKSUM, check))
             .await
         {
-            Ok((digest, _, _)) => {
+            Ok(Entry { digest, .. }) => {
                 let bytes = origin.read_stored(&digest, MAX_CHECKSUM as u64).await?;
                 let checksum = Checksum::parse(algorithm, &bytes).map_err(|detail| {
                     PackageError::Upstream {

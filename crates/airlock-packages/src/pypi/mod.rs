@@ -20,17 +20,21 @@
 
 mod html;
 mod json;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use airlock_types::Digest;
+use airlock_types::{CacheOutcome, ClientRequest, Digest};
 use airlock_upstream::Target;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
+use reqwest::Url;
 
 use crate::derived::{blocking, in_place};
-use crate::{Check, Origin, PackageError, Variant};
+use crate::{Check, Origin, PackageError, Spec, Variant};
 
 /// PEP 691 JSON.
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
@@ -91,22 +95,21 @@ struct ProjectPage {
 pub(crate) async fn serve(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let segments: Vec<&str> = path.split('/').collect();
     match segments.as_slice() {
         ["simple"] => Ok(redirect(origin, "simple/")),
-        ["simple", ""] => root(origin, head, headers).await,
+        ["simple", ""] => root(origin, request).await,
         ["simple", project] | ["simple", project, ""] => {
             let normal = normalize(project)?;
             if normal != *project || !path.ends_with('/') {
                 return Ok(redirect(origin, &format!("simple/{normal}/")));
             }
-            project_page(origin, &normal, head, headers).await
+            project_page(origin, &normal, request).await
         }
         ["packages", project, sha256, filename] => {
-            file(origin, project, sha256, filename, head, headers).await
+            file(origin, project, sha256, filename, request).await
         }
         _ => Err(PackageError::NotFound),
     }
@@ -121,8 +124,8 @@ fn normalize(name: &str) -> Result<String, PackageError> {
 
 /// Chooses the representation from `Accept` (PEP 691): highest quality wins, JSON on a tie;
 /// no `Accept` means HTML.
-fn negotiate(headers: &HeaderMap) -> Result<Representation, PackageError> {
-    let Some(accept) = headers.get(header::ACCEPT) else {
+fn negotiate(request: &ClientRequest) -> Result<Representation, PackageError> {
+    let Some(accept) = &request.accept else {
         return Ok(Representation::Html("text/html"));
     };
     let accept = accept
@@ -230,8 +233,8 @@ fn is_json(content_type: Option<&str>) -> bool {
 /// rendered once per upstream page and representation, off the async threads, however many
 /// requests ask at the same time; the check that lets a fetched page into the cache keeps
 /// its rendering.
-async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Response, PackageError> {
-    let representation = negotiate(headers)?;
+async fn root(origin: &Origin, request: &ClientRequest) -> Result<Response, PackageError> {
+    let representation = negotiate(request)?;
     let variant = upstream_variant(representation);
     let table = origin
         .derived
@@ -246,7 +249,7 @@ async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Respon
         })
     };
     let document = origin
-        .document("simple/", variant, MAX_ROOT_PAGE, check)
+        .document(Spec::document("simple/", variant).checked(MAX_ROOT_PAGE, check))
         .await?;
     let json = is_json(document.content_type.as_deref());
     let content_type = document.content_type;
@@ -266,55 +269,95 @@ async fn root(origin: &Origin, head: bool, headers: &HeaderMap) -> Result<Respon
         &page.etag,
         representation,
         document.cache,
-        head,
-        headers,
+        request,
     ))
 }
 
-/// A project page as the upstream has it now (or as cached), parsed.
+/// The derived table of parsed project pages, by project, upstream representation,
+/// whether the upstream sent JSON, and the digest of its page.
+const PROJECT_TABLE: &str = "pypi-project";
+/// Parsed project pages kept per proxy: a resolver asks for each project's page, then its
+/// metadata and a file, so the pages of one install's dependency tree stay warm.
+const PROJECTS_KEPT: usize = 64;
+
+type ProjectKey = (String, &'static str, bool, Digest);
+
+/// A project page as the upstream has it now (or as cached), parsed once per upstream page
+/// (by digest) and kept in the proxy's derived cache: a file download looks its sha256 up
+/// in the page without reading or parsing the page again.
 async fn fetch_project(
     origin: &Origin,
     project: &str,
-    variant: &Variant<'_>,
-) -> Result<(ProjectPage, &'static str), PackageError> {
+    variant: &'static Variant<'static>,
+) -> Result<(Arc<ProjectPage>, CacheOutcome), PackageError> {
     let path = format!("simple/{project}/");
-    let check: &Check<'_> = &|bytes, content_type| {
-        parse_project(bytes, content_type)
-            .map(drop)
-            .map_err(|e| format!("malformed index page: {e}"))
-    };
-    let document = origin
-        .document(&path, variant, MAX_PROJECT_PAGE, check)
-        .await?;
-    let mut page = parse_project(&document.bytes, document.content_type.as_deref())
-        .map_err(|e| malformed(origin, &path, &e))?;
     let base = origin
         .upstream_base()
         .join(&path)
         .map_err(|e| malformed(origin, &path, &e.to_string()))?;
+    let proxy = origin.config().name.as_str();
+    let table = origin
+        .derived
+        .table::<ProjectKey, ProjectPage>(PROJECT_TABLE, PROJECTS_KEPT, None);
+    let key = |json: bool, digest: Digest| (project.to_owned(), variant.name, json, digest);
+    let check: &Check<'_> = &|bytes, content_type| {
+        in_place(|| {
+            let page = parse_project(bytes, content_type)
+                .map_err(|e| format!("malformed index page: {e}"))?;
+            let key = key(is_json(content_type), Digest::of(bytes));
+            if table.get(&key).is_none() {
+                table.fill(key, resolved(page, &base, proxy, project));
+            }
+            Ok(())
+        })
+    };
+    let entry = origin
+        .entry(Spec::document(&path, variant).checked(MAX_PROJECT_PAGE, check))
+        .await?;
+    let json = is_json(entry.content_type.as_deref());
+    let page = table
+        .get_or_compute(key(json, entry.digest.clone()), || async {
+            let bytes = origin
+                .read_stored(&entry.digest, MAX_PROJECT_PAGE as u64)
+                .await?;
+            let content_type = entry.content_type.clone();
+            let (proxy, project) = (proxy.to_owned(), project.to_owned());
+            blocking(move || {
+                parse_project(&bytes, content_type.as_deref())
+                    .map(|page| resolved(page, &base, &proxy, &project))
+            })
+            .await?
+            .map_err(|e| malformed(origin, &path, &e))
+        })
+        .await?;
+    Ok((page, entry.outcome))
+}
+
+/// `page` with every file URL resolved against the page's upstream URL `base`; files whose
+/// URL is not http(s) are left out.
+fn resolved(mut page: ProjectPage, base: &Url, proxy: &str, project: &str) -> ProjectPage {
     page.files.retain_mut(|file| match base.join(&file.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             file.url = url.to_string();
             true
         }
         _ => {
-            tracing::warn!(target: "airlock::packages", proxy = %origin.config().name,
-                project, url = %file.url, "left out a file whose URL is not http(s)");
+            tracing::warn!(target: "airlock::packages", proxy, project, url = %file.url,
+                "left out a file whose URL is not http(s)");
             false
         }
     });
-    Ok((page, document.cache))
+    page
 }
 
 async fn project_page(
     origin: &Origin,
     project: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
-    let representation = negotiate(headers)?;
-    let (mut page, cache) =
-        fetch_project(origin, project, upstream_variant(representation)).await?;
+    let representation = negotiate(request)?;
+    let (page, cache) = fetch_project(origin, project, upstream_variant(representation)).await?;
+    let mut page = ProjectPage::clone(&page);
     let prefix = format!("/repository/{}/packages/{project}", origin.config().name);
     page.files.retain_mut(|file| rewrite(file, &prefix));
     let body = match representation {
@@ -327,8 +370,7 @@ async fn project_page(
         &etag,
         representation,
         cache,
-        head,
-        headers,
+        request,
     ))
 }
 
@@ -379,20 +421,16 @@ fn index_response(
     body: Bytes,
     etag: &str,
     representation: Representation,
-    cache: &'static str,
-    head: bool,
-    request: &HeaderMap,
+    cache: CacheOutcome,
+    request: &ClientRequest,
 ) -> Response {
     let content_type = match representation {
         Representation::Json => JSON,
         Representation::Html(media) => media,
     };
-    let matches = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let matches = request.holds(etag, false);
     let length = body.len();
-    let mut response = Response::new(if head || matches {
+    let mut response = Response::new(if request.is_head() || matches {
         Body::empty()
     } else {
         Body::from(body)
@@ -404,7 +442,7 @@ fn index_response(
     if let Ok(value) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, value);
     }
-    headers.insert("x-airlock-cache", HeaderValue::from_static(cache));
+    headers.insert("x-airlock-cache", HeaderValue::from_static(cache.as_str()));
     if matches {
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
         return response;
@@ -421,8 +459,7 @@ async fn file(
     project: &str,
     sha256: &str,
     filename: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let normal = normalize(project)?;
     let bad = || PackageError::BadPath(format!("packages/{project}/{sha256}/{filename}"));
@@ -462,16 +499,17 @@ async fn file(
         let digest = Digest::sha256_hex(&hex).map_err(|_| bad())?;
         let url = Target::Url(format!("{}.metadata", listed.url));
         origin
-            .immutable(url, &digest, content_type(filename), head, headers)
+            .get(
+                Spec::immutable(url, &digest, content_type(filename)),
+                request,
+            )
             .await
     } else {
+        let source = Target::Url(listed.url.clone());
         origin
-            .immutable(
-                Target::Url(listed.url.clone()),
-                &file_digest,
-                content_type(filename),
-                head,
-                headers,
+            .get(
+                Spec::immutable(source, &file_digest, content_type(filename)),
+                request,
             )
             .await
     }
@@ -514,9 +552,9 @@ mod tests {
     #[test]
     fn accept_chooses_the_representation() {
         let pick = |accept: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
-            negotiate(&headers)
+            let mut request = ClientRequest::get();
+            request.accept = Some(HeaderValue::from_str(accept).unwrap());
+            negotiate(&request)
         };
         assert_eq!(
             pick("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01").unwrap(),
@@ -533,7 +571,7 @@ mod tests {
         );
         assert!(pick("application/xml").is_err());
         assert_eq!(
-            negotiate(&HeaderMap::new()).unwrap(),
+            negotiate(&ClientRequest::get()).unwrap(),
             Representation::Html("text/html")
         );
     }

@@ -41,15 +41,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use airlock_types::Digest;
+use airlock_types::{CacheOutcome, ClientRequest, Digest};
 use airlock_upstream::Target;
 use airlock_yum::{Checksum, Detail, RepodataError, Repomd};
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 
 use crate::derived::{Table, blocking};
-use crate::{Check, Origin, PackageError, Variant};
+use crate::{Check, Origin, PackageError, Spec, Variant};
 
 /// The directory of a repository's metadata, below its root.
 const REPODATA: &str = "repodata/";
@@ -86,22 +86,21 @@ const OCTETS: &str = "application/octet-stream";
 pub(crate) async fn serve(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     if path.is_empty() || path.ends_with('/') {
         return Err(PackageError::NotFound);
     }
     if let Some((root, name)) = metadata_path(path) {
-        return metadata(origin, root, name, head, headers).await;
+        return metadata(origin, root, name, request).await;
     }
     let rpm = std::path::Path::new(path)
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("rpm"));
     if rpm {
-        return package(origin, path, head, headers).await;
+        return package(origin, path, request).await;
     }
-    origin.refreshed(path, head, headers).await
+    origin.get(Spec::ttl(path), request).await
 }
 
 /// `<root>repodata/<name>` as the repository root (empty, or ending in `/`) and the name.
@@ -120,12 +119,11 @@ async fn metadata(
     origin: &Origin,
     root: &str,
     name: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let path = format!("{root}{REPODATA}{name}");
     if name == REPOMD {
-        return snapshot(origin, root, head, headers).await;
+        return snapshot(origin, root, request).await;
     }
     if name == SIGNATURE {
         let (snapshot, cache) = current(origin, root).await?;
@@ -136,18 +134,17 @@ async fn metadata(
             signature,
             "application/pgp-signature",
             cache,
-            head,
-            headers,
+            request,
         ));
     }
     // Named by their sha256, files of older snapshots stay servable without one.
     if let Some(digest) = named_digest(name) {
         return origin
-            .immutable(&path, &digest, OCTETS, head, headers)
+            .get(Spec::immutable(&path, &digest, OCTETS), request)
             .await;
     }
     if name.starts_with(REPOMD) {
-        return origin.refreshed(&path, head, headers).await;
+        return origin.get(Spec::ttl(&path), request).await;
     }
     let (snapshot, _) = current(origin, root).await?;
     let href = format!("{REPODATA}{name}");
@@ -160,10 +157,10 @@ async fn metadata(
             &entry.href,
         );
         return origin
-            .immutable(source, &digest, OCTETS, head, headers)
+            .get(Spec::immutable(source, &digest, OCTETS), request)
             .await;
     }
-    origin.refreshed(&path, head, headers).await
+    origin.get(Spec::ttl(&path), request).await
 }
 
 /// A `repomd.xml` whose listed files are all in the store, verified.
@@ -199,7 +196,7 @@ fn no_repository(origin: &Origin) -> Arc<Table<String, ()>> {
 async fn current(
     origin: &Origin,
     root: &str,
-) -> Result<(Arc<Snapshot>, &'static str), PackageError> {
+) -> Result<(Arc<Snapshot>, CacheOutcome), PackageError> {
     match verified(origin, root).await {
         Ok((snapshot, cache)) => {
             no_repository(origin).remove(&root.to_owned());
@@ -216,7 +213,7 @@ async fn current(
                 %error,
                 "serving the previous repomd.xml: the new one is not usable"
             );
-            Ok((snapshot, "stale"))
+            Ok((snapshot, CacheOutcome::Stale))
         }
     }
 }
@@ -226,7 +223,7 @@ fn known(origin: &Origin, root: &str) -> bool {
     last_good(origin).get(&root.to_owned()).is_some()
 }
 
-async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str), PackageError> {
+async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, CacheOutcome), PackageError> {
     let repomd = format!("{root}{REPODATA}{REPOMD}");
     let check: &Check<'_> = &|bytes, _| {
         Repomd::parse(bytes)
@@ -234,7 +231,7 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str
             .map_err(|e| format!("malformed repository metadata: {e}"))
     };
     let document = origin
-        .document(&repomd, &UPSTREAM_XML, MAX_REPOMD, check)
+        .document(Spec::document(&repomd, &UPSTREAM_XML).checked(MAX_REPOMD, check))
         .await?;
     let parsed =
         Repomd::parse(&document.bytes).map_err(|e| malformed(origin, &repomd, &e.to_string()))?;
@@ -258,10 +255,8 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str
     };
     let signature = match origin
         .document(
-            &format!("{root}{REPODATA}{SIGNATURE}"),
-            &accept_any,
-            MAX_SIGNATURE,
-            &|_, _| Ok(()),
+            Spec::document(&format!("{root}{REPODATA}{SIGNATURE}"), &accept_any)
+                .checked(MAX_SIGNATURE, &|_, _| Ok(())),
         )
         .await
     {
@@ -283,8 +278,7 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, &'static str
 async fn snapshot(
     origin: &Origin,
     root: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let (snapshot, cache) = current(origin, root).await?;
     let content_type = snapshot.content_type.as_deref().unwrap_or("text/xml");
@@ -292,8 +286,7 @@ async fn snapshot(
         snapshot.bytes.clone(),
         content_type,
         cache,
-        head,
-        headers,
+        request,
     ))
 }
 
@@ -301,21 +294,17 @@ async fn snapshot(
 fn serve_bytes(
     bytes: Vec<u8>,
     content_type: &str,
-    cache: &'static str,
-    head: bool,
-    headers: &HeaderMap,
+    cache: CacheOutcome,
+    request: &ClientRequest,
 ) -> Response {
     let etag = format!("\"{}\"", Digest::of(&bytes));
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let matches = request.holds(&etag, true);
     let length = bytes.len();
     let mut response = if matches {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
-    } else if head {
+    } else if request.is_head() {
         Response::new(Body::empty())
     } else {
         Response::new(Body::from(bytes))
@@ -327,7 +316,7 @@ fn serve_bytes(
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     out.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
-    out.insert("x-airlock-cache", HeaderValue::from_static(cache));
+    out.insert("x-airlock-cache", HeaderValue::from_static(cache.as_str()));
     if !matches {
         out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
@@ -342,7 +331,7 @@ async fn ensure_stored(
 ) -> Result<(), PackageError> {
     // A miss answers only once the file is verified and stored; the body is not needed.
     origin
-        .immutable(source, digest, OCTETS, false, &HeaderMap::new())
+        .entry(Spec::immutable(source, digest, OCTETS))
         .await
         .map(drop)
 }
@@ -352,8 +341,7 @@ async fn ensure_stored(
 async fn package(
     origin: &Origin,
     path: &str,
-    head: bool,
-    headers: &HeaderMap,
+    request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let (root, package) = locate(origin, path).await?;
     let digest = sha256(origin, path, Some(&package.checksum))?;
@@ -363,7 +351,9 @@ async fn package(
         package.base.as_deref(),
         &path[root.len()..],
     );
-    origin.immutable(source, &digest, RPM, head, headers).await
+    origin
+        .get(Spec::immutable(source, &digest, RPM), request)
+        .await
 }
 
 /// The repository root above `path` whose primary metadata lists it, and its listing: the
@@ -430,16 +420,17 @@ async fn packages(origin: &Origin, root: &str) -> Result<Arc<Listing>, PackageEr
                 entry.base.as_deref(),
                 &entry.href,
             );
-            let response = origin
-                .immutable(source, &digest, OCTETS, false, &HeaderMap::new())
+            let stored = origin
+                .entry(Spec::immutable(source, &digest, OCTETS))
                 .await?;
-            let bytes = axum::body::to_bytes(response.into_body(), MAX_PRIMARY)
-                .await
-                .map_err(|e| PackageError::Verification {
+            if stored.size > MAX_PRIMARY as u64 {
+                return Err(PackageError::Verification {
                     proxy: origin.config().name.clone(),
                     path: path.clone(),
-                    detail: format!("{e} (or larger than {MAX_PRIMARY} bytes)"),
-                })?;
+                    detail: format!("larger than {MAX_PRIMARY} bytes"),
+                });
+            }
+            let bytes = origin.read_stored(&digest, MAX_PRIMARY as u64).await?;
             let href = entry.href.clone();
             blocking(move || listing(&href, &bytes))
                 .await?

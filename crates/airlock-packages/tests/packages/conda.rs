@@ -695,7 +695,7 @@ async fn rewritten_shard_indexes_stay_bounded_per_proxy() {
     }
     let dir = tempfile::tempdir().unwrap();
     let name = "forge-bounded";
-    let addr = common::start(
+    let (addr, packages) = common::start_with_packages(
         dir.path(),
         &format!(
             "[[proxy]]\nname = \"{name}\"\nformat = \"conda\"\nupstream = \"{}\"\n",
@@ -710,7 +710,7 @@ async fn rewritten_shard_indexes_stay_bounded_per_proxy() {
         .await;
         assert_eq!(response.status(), 200, "{subdir}");
     }
-    let stats = airlock_packages::derived::stats(name);
+    let stats = packages.derived_stats(name);
     let table = stats
         .iter()
         .find(|t| t.name == "conda-shard-index")

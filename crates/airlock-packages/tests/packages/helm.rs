@@ -507,7 +507,7 @@ async fn concurrent_requests_parse_the_index_once() {
         .put("stable/index.yaml", "application/x-yaml", &index(&entries));
     let dir = tempfile::tempdir().unwrap();
     let name = "charts-parsed-once";
-    let addr = common::start(
+    let (addr, packages) = common::start_with_packages(
         dir.path(),
         &format!(
             "[[proxy]]\nname = \"{name}\"\nformat = \"helm\"\nupstream = \"{}stable/\"\n",
@@ -532,7 +532,7 @@ async fn concurrent_requests_parse_the_index_once() {
         assert_eq!(status, 200);
         assert!(body.is_some_and(|b| !b.is_empty()));
     }
-    let stats = airlock_packages::derived::stats(name);
+    let stats = packages.derived_stats(name);
     let table = stats.iter().find(|t| t.name == "helm-index").unwrap();
     assert_eq!(table.computed, 1, "parsed once: {stats:?}");
     assert!(table.kept <= table.capacity, "{stats:?}");

@@ -9,4 +9,5 @@ mod helm;
 mod maven;
 mod packages;
 mod pypi;
+mod pypi_cache;
 mod yum;

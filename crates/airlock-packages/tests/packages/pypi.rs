@@ -654,7 +654,7 @@ async fn concurrent_root_requests_parse_the_root_page_once_per_representation() 
     upstream.put_page("simple/", "text/html", html.as_bytes());
     let dir = tempfile::tempdir().unwrap();
     let name = "pypi-root-once";
-    let addr = common::start(
+    let (addr, packages) = common::start_with_packages(
         dir.path(),
         &format!(
             "[[proxy]]\nname = \"{name}\"\nformat = \"pypi\"\nupstream = \"{}\"\n",
@@ -688,7 +688,7 @@ async fn concurrent_root_requests_parse_the_root_page_once_per_representation() 
     for accept in [JSON, "text/html"] {
         assert_eq!(get(&url, Some(accept)).await.status(), 200);
     }
-    let stats = airlock_packages::derived::stats(name);
+    let stats = packages.derived_stats(name);
     let root = stats.iter().find(|t| t.name == "pypi-root").unwrap();
     assert_eq!(
         root.computed, 2,

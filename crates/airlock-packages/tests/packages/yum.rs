@@ -743,7 +743,7 @@ async fn thousands_of_nonexistent_roots_leave_the_yum_tables_bounded() {
     let upstream = FakeFiles::start().await;
     let dir = tempfile::tempdir().unwrap();
     let name = "el9-bounded";
-    let addr = common::start(
+    let (addr, packages) = common::start_with_packages(
         dir.path(),
         &format!(
             "[[proxy]]\nname = \"{name}\"\nformat = \"yum\"\nupstream = \"{}\"\n",
@@ -765,7 +765,7 @@ async fn thousands_of_nonexistent_roots_leave_the_yum_tables_bounded() {
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.unwrap(), 404);
     }
-    let stats = airlock_packages::derived::stats(name);
+    let stats = packages.derived_stats(name);
     let table = |name: &str| stats.iter().find(|t| t.name == name).unwrap();
     let missing = table("yum-no-repository");
     // Concurrent first requests may each record the top directory.

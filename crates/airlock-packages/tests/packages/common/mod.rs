@@ -17,6 +17,11 @@ pub use airlock_testkit::http::{client, get, get_accepting, raw_get};
 /// Serves the package proxies of the given `[[proxy]]` tables on a free loopback port,
 /// plain HTTP, their data under `dir/data`; they run until the test ends.
 pub async fn start(dir: &Path, proxies: &str) -> SocketAddr {
+    start_with_packages(dir, proxies).await.0
+}
+
+/// [`start`], also handing back the proxies' service (for their derived-cache statistics).
+pub async fn start_with_packages(dir: &Path, proxies: &str) -> (SocketAddr, Arc<Packages>) {
     let text = format!(
         "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
         dir.join("data").display().to_string()
@@ -34,9 +39,9 @@ pub async fn start(dir: &Path, proxies: &str) -> SocketAddr {
         Arc::new(Packages::new(&config, &store, &index, &downloads).expect("the proxies start"));
     let app = Router::new()
         .route("/repository/{*rest}", any(airlock_packages::handle))
-        .with_state(packages);
+        .with_state(packages.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    (addr, packages)
 }
