@@ -12,13 +12,13 @@ mod name;
 mod notation;
 pub mod pypi;
 pub mod range;
-mod request_id;
 mod request;
+mod request_id;
 mod served;
 
 pub use digest::{Digest, DigestError, Sha256Verifier};
 pub use name::{NameError, Reference, RepoName};
 pub use notation::{ByteSize, HumanDuration, NotationError};
-pub use request_id::RequestId;
 pub use request::{ClientRequest, ReadMethod};
+pub use request_id::RequestId;
 pub use served::{CacheOutcome, ServedBy, UpstreamFailure};
