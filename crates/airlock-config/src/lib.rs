@@ -12,6 +12,10 @@ use airlock_types::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod egress;
+
+pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
+
 /// The embedded default configuration (Scout's registries).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -46,7 +50,7 @@ pub struct Config {
     pub proxies: Vec<ProxyConfig>,
     /// The CONNECT egress proxy; absent means it does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress: Option<airlock_egress::EgressConfig>,
+    pub egress: Option<Egress>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -322,7 +326,9 @@ impl Config {
 
     /// The resolved form, as `airlock config check` prints it.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("configuration serializes")
+        let mut filled = self.clone();
+        filled.egress = self.egress.as_ref().map(Egress::filled);
+        toml::to_string(&filled).expect("configuration serializes")
     }
 
     pub fn proxy(&self, name: &str) -> Option<&ProxyConfig> {

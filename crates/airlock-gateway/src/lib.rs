@@ -96,7 +96,9 @@ pub(crate) async fn build(
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
     let egress = match &config.egress {
-        Some(egress) => Some(Arc::new(egress.resolve().map_err(GatewayError::Egress)?)),
+        Some(egress) => Some(Arc::new(
+            airlock_egress::EgressPolicy::from_config(egress).map_err(GatewayError::Egress)?,
+        )),
         None => None,
     };
     let connections = limits::ConnectionLimits::new(&config.server);

@@ -1,16 +1,21 @@
 //! Pure types shared by every airlock crate: digests, repository names, image references,
-//! media types, the duration and size notations of the configuration, and what a proxy
-//! tells the access log about a response it served.
+//! media types, the duration and size notations of the configuration, what a proxy tells
+//! the access log about a response it served, and the host names, allowlist entries and IP
+//! networks of the egress configuration.
 //!
 //! Nothing here performs I/O; everything is cheap to test exhaustively.
 
+pub mod allowlist;
+mod cidr;
 mod digest;
+pub mod host;
 pub mod media;
 mod name;
 mod notation;
 pub mod range;
 mod served;
 
+pub use cidr::{Cidr, CidrError};
 pub use digest::{Digest, DigestError, Sha256Verifier};
 pub use name::{NameError, Reference, RepoName};
 pub use notation::{ByteSize, HumanDuration, NotationError};
