@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use airlock_types::{ByteSize, HumanDuration};
+use airlock_types::{ByteSize, HumanDuration, ImageRef};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -350,11 +350,7 @@ impl Config {
             }
         }
         for pin in &self.cache.pin {
-            let (name, reference) = match pin.split_once('@') {
-                Some(split) => split,
-                None => pin.rsplit_once(':').unwrap_or((pin, "")),
-            };
-            if !name.contains('/') || reference.is_empty() {
+            if parse_pin(pin).is_none() {
                 return Err(format!(
                     "[cache] pin {pin:?}: write <proxy or registry>/<repository>:<tag> or …@sha256:<digest>"
                 ));
@@ -500,6 +496,13 @@ impl ProxyConfig {
         }
         Ok(())
     }
+}
+
+/// A pin names a repository below a proxy or registry, and exactly one tag or digest.
+fn parse_pin(pin: &str) -> Option<ImageRef> {
+    let image: ImageRef = pin.parse().ok()?;
+    let below = image.domain().is_some() || image.path().as_str().contains('/');
+    (below && image.tag().is_some() != image.digest().is_some()).then_some(image)
 }
 
 fn valid_host(host: &str) -> bool {

@@ -162,7 +162,7 @@ fn example_configs_are_valid() {
 #[test]
 fn pins_and_offline() {
     let config = parse(
-        "[cache]\npin = [\"dockerhub-proxy/library/postgres:15\", \"docker.io/library/redis@sha256:abc\"]\n\
+        "[cache]\npin = [\"dockerhub-proxy/library/postgres:15\", \"docker.io/library/redis@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"]\n\
          [[proxy]]\nname = \"p\"\nformat = \"oci\"\nupstream = \"https://r.example\"\noffline = true",
     )
     .unwrap();
@@ -170,6 +170,8 @@ fn pins_and_offline() {
     assert!(config.proxies[0].offline);
     assert!(err("[cache]\npin = [\"postgres\"]").contains("[cache] pin"));
     assert!(err("[cache]\npin = [\"library/postgres\"]").contains("[cache] pin"));
+    // A digest is checked when the file is read, not first when the registry starts.
+    assert!(err("[cache]\npin = [\"docker.io/library/redis@sha256:abc\"]").contains("[cache] pin"));
 }
 
 #[test]

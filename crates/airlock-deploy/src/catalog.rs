@@ -65,9 +65,6 @@ pub const REGISTRIES: &[RegistryEntry] = &[
     },
 ];
 
-/// Names Docker Hub is known by; images name it `docker.io`.
-pub const DOCKER_HUB_ALIASES: &[&str] = &["docker.io", "index.docker.io", "registry-1.docker.io"];
-
 /// A package repository the gateway proxies at `/repository/<name>/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackageEntry {

@@ -109,28 +109,25 @@ impl Registry {
 
     /// Reads a pin as `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>` or `…@<digest>`.
     pub fn parse_pin(&self, pin: &str) -> Result<Pin, RegistryError> {
-        let (name, reference) = match pin.split_once('@') {
-            Some(split) => split,
-            None => pin
-                .rsplit_once(':')
-                .ok_or_else(|| RegistryError::ManifestInvalid(pin.to_owned()))?,
-        };
-        let reference: airlock_types::Reference = reference
+        let image: airlock_types::ImageRef = pin
             .parse()
-            .map_err(|_| RegistryError::ManifestInvalid(reference.to_owned()))?;
-        let (first, rest) = name
-            .split_once('/')
-            .ok_or_else(|| RegistryError::NameInvalid(name.to_owned()))?;
-        let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
-        let resolved = if self.proxies.contains_key(first) || !looks_like_host {
-            self.routes.resolve(name, None)?
-        } else {
-            self.routes.resolve(rest, Some(first))?
+            .map_err(|_| RegistryError::ManifestInvalid(pin.to_owned()))?;
+        self.resolve_pin(&image)
+    }
+
+    /// Resolves a pinned image to the proxy that serves it: a first component naming a
+    /// proxy is a project path, a registry host goes to the proxy claiming that host.
+    fn resolve_pin(&self, image: &airlock_types::ImageRef) -> Result<Pin, RegistryError> {
+        let resolved = match image.domain() {
+            Some(host) if !self.proxies.contains_key(host) => {
+                self.routes.resolve(image.path().as_str(), Some(host))?
+            }
+            _ => self.routes.resolve(&image.name(), None)?,
         };
         Ok(Pin {
             proxy: resolved.proxy,
             repo: resolved.repo,
-            reference,
+            reference: image.reference(),
         })
     }
 

@@ -9,6 +9,7 @@ pub mod allowlist;
 mod cidr;
 mod digest;
 pub mod host;
+pub mod image;
 pub mod media;
 mod name;
 mod notation;
@@ -17,6 +18,7 @@ mod served;
 
 pub use cidr::{Cidr, CidrError};
 pub use digest::{Digest, DigestError, Sha256Verifier};
+pub use image::{ImageRef, ImageRefError};
 pub use name::{NameError, Reference, RepoName};
 pub use notation::{ByteSize, HumanDuration, NotationError};
 pub use served::{CacheOutcome, ServedBy, UpstreamFailure};
