@@ -104,6 +104,8 @@ pub struct EgressSettings {
     pub clients: Vec<Cidr>,
     pub allow_internal: Vec<Cidr>,
     pub limits: Limits,
+    /// The table these were resolved from, defaults filled in (what `config check` prints).
+    pub table: Egress,
 }
 
 const DEFAULT_LISTEN: SocketAddr =
@@ -196,6 +198,7 @@ impl Egress {
             clients,
             allow_internal,
             limits,
+            table: self.filled(),
         })
     }
 }

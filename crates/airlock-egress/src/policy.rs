@@ -37,6 +37,7 @@ impl EgressPolicy {
             clients,
             allow_internal,
             limits,
+            table: _,
         } = settings;
         Self {
             listen,

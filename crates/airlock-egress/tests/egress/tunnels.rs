@@ -118,7 +118,7 @@ async fn idle_tunnels_are_closed_on_both_sides() {
     bounded(30, async {
         let (upstream, mut accepted) = manual_server().await;
         let proxy = proxy_to(upstream.port(), |c| {
-            c.idle_timeout = Some(duration("300ms"))
+            c.idle_timeout = Some(duration("300ms"));
         })
         .await;
         let mut client =
@@ -252,7 +252,7 @@ async fn shutdown_drains_then_closes_tunnels_and_stops_accepting() {
     bounded(30, async {
         let (upstream, mut accepted) = manual_server().await;
         let proxy = proxy_to(upstream.port(), |c| {
-            c.drain_timeout = Some(duration("300ms"))
+            c.drain_timeout = Some(duration("300ms"));
         })
         .await;
         let addr = proxy.addr;
@@ -284,7 +284,7 @@ async fn upstream_gone_and_client_silent_is_reaped_by_the_idle_timeout() {
     bounded(30, async {
         let (upstream, mut accepted) = manual_server().await;
         let proxy = proxy_to(upstream.port(), |c| {
-            c.idle_timeout = Some(duration("300ms"))
+            c.idle_timeout = Some(duration("300ms"));
         })
         .await;
         let mut client =
