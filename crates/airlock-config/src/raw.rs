@@ -91,9 +91,9 @@ pub struct Tls {
 #[serde(deny_unknown_fields)]
 pub struct Cache {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_size: Option<ByteSize>,
+    pub max_size: Option<Written<ByteSize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unused_for: Option<HumanDuration>,
+    pub unused_for: Option<Written<HumanDuration>>,
     /// Images eviction never touches: `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>`
     /// or `…@sha256:…`, with everything they reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -164,6 +164,54 @@ impl Proxy {
     }
 }
 
+/// A value kept in the spelling it was written in (`"30d"` stays `"30d"`, not the
+/// `"30days"` its canonical form would print), parsed when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<T> {
+    value: T,
+    spelling: Option<String>,
+}
+
+impl<T: Copy> Written<T> {
+    /// A value written in its canonical form.
+    pub fn new(value: T) -> Self {
+        Self {
+            value,
+            spelling: None,
+        }
+    }
+
+    /// A value with the spelling to write it in; the spelling must parse to the value.
+    pub fn spelled(value: T, spelling: &str) -> Self {
+        Self {
+            value,
+            spelling: Some(spelling.to_owned()),
+        }
+    }
+
+    pub fn value(&self) -> T {
+        self.value
+    }
+}
+
+impl<T: std::fmt::Display> Serialize for Written<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.spelling {
+            Some(spelling) => serializer.serialize_str(spelling),
+            None => serializer.collect_str(&self.value),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Written<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|value| Self {
+            value,
+            spelling: None,
+        })
+    }
+}
+
 /// An upstream URL: parsed when the file is read (an unparsable one is a syntax error like
 /// any other), written back exactly as it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +223,11 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.written
     }
 }
 
@@ -213,6 +266,11 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
 }
 
 impl Config {
+    /// The embedded default as written ([`crate::DEFAULT_TOML`]).
+    pub fn embedded_default() -> Self {
+        toml::from_str(crate::DEFAULT_TOML).expect("the embedded default config parses")
+    }
+
     /// The file as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("configuration serializes")

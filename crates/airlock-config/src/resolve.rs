@@ -81,8 +81,8 @@ impl Config {
         let cache = match &raw.cache {
             None => CacheConfig::default(),
             Some(cache) => CacheConfig {
-                max_size: cache.max_size,
-                unused_for: cache.unused_for,
+                max_size: cache.max_size.as_ref().map(raw::Written::value),
+                unused_for: cache.unused_for.as_ref().map(raw::Written::value),
                 pin: cache
                     .pin
                     .iter()
@@ -157,8 +157,8 @@ impl Config {
                 key: self.tls.key.clone(),
             },
             cache: Some(raw::Cache {
-                max_size: self.cache.max_size,
-                unused_for: self.cache.unused_for,
+                max_size: self.cache.max_size.map(raw::Written::new),
+                unused_for: self.cache.unused_for.map(raw::Written::new),
                 pin: self.cache.pin.iter().map(ToString::to_string).collect(),
             }),
             proxies: self

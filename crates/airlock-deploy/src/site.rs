@@ -186,7 +186,7 @@ pub struct K3s {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageProxy {
     pub name: &'static str,
-    pub format: &'static str,
+    pub format: airlock_config::Format,
     pub upstream: String,
 }
 
@@ -594,7 +594,7 @@ impl<'a> Reader<'a> {
         let (identity_providers, egress) = self.egress(cert_manager);
         let k3s = self.k3s();
         let mut packages: Vec<PackageProxy> = if package_proxy_mode == PackageProxyMode::Gateway {
-            catalog::PACKAGES
+            catalog::packages()
                 .iter()
                 .map(|p| PackageProxy {
                     name: p.name,
@@ -610,7 +610,7 @@ impl<'a> Reader<'a> {
             Vec::new()
         };
         // `airlock deploy` installs K3s from these, whatever the package proxy mode.
-        for p in catalog::K3S_FILES {
+        for p in catalog::k3s_files() {
             if !packages.iter().any(|have| have.name == p.name) {
                 packages.push(PackageProxy {
                     name: p.name,
@@ -907,7 +907,7 @@ impl<'a> Reader<'a> {
 
     fn mirrors(&mut self) -> Vec<Mirror> {
         let mut mirrors: Vec<Mirror> = Vec::new();
-        for entry in catalog::REGISTRIES {
+        for entry in catalog::registries() {
             let var = format!("harbor_{}_proxy_project", entry.key);
             let project = match self.text(Scope::StagingThenCluster, &var) {
                 Some((project, line)) => {
