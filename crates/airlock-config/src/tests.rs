@@ -162,14 +162,24 @@ fn example_configs_are_valid() {
 #[test]
 fn pins_and_offline() {
     let config = parse(
-        "[cache]\npin = [\"dockerhub-proxy/library/postgres:15\", \"docker.io/library/redis@sha256:abc\"]\n\
+        "[cache]\npin = [\"dockerhub-proxy/library/postgres:15\", \"docker.io/library/redis@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"]\n\
          [[proxy]]\nname = \"p\"\nformat = \"oci\"\nupstream = \"https://r.example\"\noffline = true",
     )
     .unwrap();
     assert_eq!(config.cache.pin.len(), 2);
+    assert_eq!(
+        config.cache.pin[0].repository().as_str(),
+        "dockerhub-proxy/library/postgres"
+    );
+    assert!(
+        config.cache.pin[1].digest().is_some(),
+        "parsed once, at load"
+    );
     assert!(config.proxies[0].offline);
     assert!(err("[cache]\npin = [\"postgres\"]").contains("[cache] pin"));
     assert!(err("[cache]\npin = [\"library/postgres\"]").contains("[cache] pin"));
+    // A digest is checked when the file is read, not first when the registry starts.
+    assert!(err("[cache]\npin = [\"docker.io/library/redis@sha256:abc\"]").contains("[cache] pin"));
 }
 
 #[test]
@@ -279,4 +289,54 @@ fn listener_limits_have_safe_defaults_and_are_checked() {
     );
     assert!(err("[server]\nmax_header_size = \"2MiB\"").contains("out of range"));
     assert!(err("[server]\nheader_timeout = \"soon\"").contains("invalid duration"));
+}
+
+#[test]
+fn refusals_are_typed() {
+    let refused = |text: &str| match parse(text) {
+        Err(ConfigError::Invalid { problem, .. }) => problem,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        refused("[server]\nmax_connections = 0"),
+        Invalid::ZeroConnections
+    ));
+    assert!(matches!(
+        refused("[cache]\npin = [\"x\"]"),
+        Invalid::Pin { pin } if pin == "x"
+    ));
+    assert!(matches!(
+        refused("[egress]\nports = []"),
+        Invalid::Egress(EgressConfigError::Ports(_))
+    ));
+}
+
+#[test]
+fn raw_files_say_only_what_they_set() {
+    let file = raw::Config {
+        data_dir: Some("/var/lib/airlock".into()),
+        proxies: vec![raw::Proxy::new(
+            "hub",
+            Format::Oci,
+            "https://registry-1.docker.io".parse().unwrap(),
+        )],
+        egress: Some(Egress {
+            ports: Some(vec![443]),
+            ..Egress::default()
+        }),
+        ..raw::Config::default()
+    };
+    assert_eq!(
+        file.to_toml(),
+        "data_dir = \"/var/lib/airlock\"\n\n[server]\n\n[tls]\n\n[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"https://registry-1.docker.io\"\n\n[egress]\nports = [443]\n"
+    );
+    let resolved = Config::from_raw(&file).unwrap();
+    assert_eq!(
+        resolved.proxies[0].upstream.as_str(),
+        "https://registry-1.docker.io/"
+    );
+    assert_eq!(resolved.proxies[0].tag_ttl, HumanDuration::from_secs(300));
+    // Written back in full, it resolves to the same.
+    let again = Config::from_raw(&resolved.to_raw()).unwrap();
+    assert_eq!(again.to_toml(), resolved.to_toml());
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use airlock_egress::{EgressConfig, StaticResolver, serve};
+use airlock_egress::{Egress, EgressPolicy, StaticResolver, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -62,17 +62,16 @@ async fn proxy(listen: &str, map: &str, port: u16, log: &str) -> Result<()> {
         .flatten_event(true)
         .with_writer(std::sync::Mutex::new(file))
         .init();
-    let config = EgressConfig {
-        listen: listen.parse()?,
-        allow: vec![name.to_owned()],
-        ports: vec![port],
-        allow_internal: vec!["127.0.0.0/8".to_owned()],
-        max_connections: 20_000,
-        max_connections_per_client: 20_000,
-        ..EgressConfig::default()
+    let config = Egress {
+        listen: Some(listen.parse()?),
+        allow: Some(vec![name.to_owned()]),
+        ports: Some(vec![port]),
+        allow_internal: Some(vec!["127.0.0.0/8".to_owned()]),
+        max_connections: Some(20_000),
+        max_connections_per_client: Some(20_000),
+        ..Egress::default()
     };
-    let policy = config
-        .resolve()?
+    let policy = EgressPolicy::from_config(&config)?
         .with_resolver(Arc::new(StaticResolver::new().with(name, &[ip.parse()?])));
     let listener = TcpListener::bind(policy.listen()).await?;
     serve(Arc::new(policy), listener, async {

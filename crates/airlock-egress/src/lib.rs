@@ -9,8 +9,8 @@
 //! ```no_run
 //! # async fn run(text: &str) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let config: airlock_egress::EgressConfig = toml::from_str(text)?; // the [egress] table
-//! let policy = Arc::new(config.resolve()?);
+//! let config: airlock_egress::Egress = toml::from_str(text)?; // the [egress] table
+//! let policy = Arc::new(airlock_egress::EgressPolicy::from_config(&config)?);
 //! let listener = tokio::net::TcpListener::bind(policy.listen()).await?;
 //! let metrics = Arc::clone(policy.metrics()); // for /metrics: metrics.write_prometheus(&mut s)
 //! airlock_egress::serve(policy, listener, async {
@@ -23,17 +23,17 @@
 //! ```
 
 pub mod address;
-pub mod allowlist;
-mod config;
 pub mod decision;
-pub mod host;
 mod metrics;
+mod policy;
 pub mod request;
 pub mod resolve;
 mod server;
 pub mod tunnel;
 
-pub use config::{EgressConfig, EgressConfigError, EgressPolicy, Limits};
+pub use airlock_config::{Egress, EgressConfigError, EgressSettings, Limits};
+pub use airlock_types::{allowlist, host};
 pub use metrics::EgressMetrics;
+pub use policy::EgressPolicy;
 pub use resolve::{Resolver, StaticResolver, SystemResolver};
 pub use server::serve;

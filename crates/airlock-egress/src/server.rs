@@ -17,9 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::config::EgressPolicy;
 use crate::decision::{CloseReason, Decision, Reason};
 use crate::host::HostName;
+use crate::policy::EgressPolicy;
 use crate::request::read_request;
 use crate::tunnel::{TunnelLimits, relay};
 

@@ -13,7 +13,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use airlock_config::{Config, Format};
+use airlock_config::Config;
 use airlock_registry::Registry;
 use airlock_store::{BlobStore, FsStore, MetaIndex, layout};
 use airlock_upstream::fetch::Downloads;
@@ -34,12 +34,6 @@ pub enum GatewayError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Setup(#[from] airlock_registry::SetupError),
-    #[error(
-        "[[proxy]] {name}: format {format} is not served by this version of airlock yet; remove it or use an oci proxy"
-    )]
-    UnsupportedFormat { name: String, format: &'static str },
-    #[error("[egress] {0}")]
-    Egress(airlock_egress::EgressConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -79,13 +73,6 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), 
 pub(crate) async fn build(
     config: Config,
 ) -> Result<(Arc<AppState>, Option<tls::Tls>), GatewayError> {
-    let served = |f: Format| f == Format::Oci || airlock_packages::SERVED_FORMATS.contains(&f);
-    if let Some(proxy) = config.proxies.iter().find(|p| !served(p.format)) {
-        return Err(GatewayError::UnsupportedFormat {
-            name: proxy.name.clone(),
-            format: proxy.format.as_str(),
-        });
-    }
     let (store, index) = open_store(&config).await?;
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
     let packages = Arc::new(
@@ -95,10 +82,10 @@ pub(crate) async fn build(
     let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
-    let egress = match &config.egress {
-        Some(egress) => Some(Arc::new(egress.resolve().map_err(GatewayError::Egress)?)),
-        None => None,
-    };
+    let egress = config
+        .egress
+        .clone()
+        .map(|settings| Arc::new(airlock_egress::EgressPolicy::new(settings)));
     let connections = limits::ConnectionLimits::new(&config.server);
     Ok((
         Arc::new(AppState {

@@ -47,12 +47,10 @@ pub(crate) async fn tick(
         return Ok(());
     }
     let mut pinned = HashSet::new();
-    // Pins were checked at startup; one that names nothing cached yet holds nothing.
-    for pin in &cache.pin {
-        if let Ok(resolved) = registry.parse_pin(pin) {
-            if let Ok(Some(digest)) = registry.pinned_digest(&resolved).await {
-                pinned.insert(digest);
-            }
+    // Pins were resolved at startup; one that names nothing cached yet holds nothing.
+    for pin in registry.pins() {
+        if let Ok(Some(digest)) = registry.pinned_digest(pin).await {
+            pinned.insert(digest);
         }
     }
     let policy = Policy {

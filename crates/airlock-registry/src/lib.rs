@@ -35,6 +35,26 @@ pub(crate) struct OciProxy {
     pub upstream: Upstream,
 }
 
+/// Resolves a pinned image to the proxy that serves it: a first component naming a proxy is
+/// a project path, a registry host goes to the proxy claiming that host.
+fn resolve_pin(
+    routes: &Routes,
+    proxies: &HashMap<String, OciProxy>,
+    image: &airlock_types::ImageRef,
+) -> Result<Pin, RegistryError> {
+    let resolved = match image.domain() {
+        Some(host) if !proxies.contains_key(host) => {
+            routes.resolve(image.path().as_str(), Some(host))?
+        }
+        _ => routes.resolve(&image.name(), None)?,
+    };
+    Ok(Pin {
+        proxy: resolved.proxy,
+        repo: resolved.repo,
+        reference: image.reference(),
+    })
+}
+
 /// The pull-through registry: routes, upstream clients, store and index.
 #[derive(Debug)]
 pub struct Registry {
@@ -45,6 +65,8 @@ pub struct Registry {
     downloads: Arc<Downloads>,
     /// Turns per tag or manifest digest: one upstream conversation for each at a time.
     tag_locks: KeyedLocks,
+    /// The `[cache] pin` images, resolved to their proxies once at start.
+    pins: Vec<Pin>,
 }
 
 /// Why the registry could not be built from a configuration.
@@ -90,48 +112,31 @@ impl Registry {
             );
         }
         routes.set_default(config.server.default_proxy.as_deref());
-        let registry = Self {
+        let pins = config
+            .cache
+            .pin
+            .iter()
+            .map(|image| {
+                resolve_pin(&routes, &proxies, image).map_err(|error| SetupError::Pin {
+                    pin: image.to_string(),
+                    error,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
             routes,
             proxies,
             store,
             index,
             downloads,
             tag_locks: KeyedLocks::default(),
-        };
-        for pin in &config.cache.pin {
-            registry.parse_pin(pin).map_err(|error| SetupError::Pin {
-                pin: pin.clone(),
-                error,
-            })?;
-        }
-        Ok(registry)
+            pins,
+        })
     }
 
-    /// Reads a pin as `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>` or `…@<digest>`.
-    pub fn parse_pin(&self, pin: &str) -> Result<Pin, RegistryError> {
-        let (name, reference) = match pin.split_once('@') {
-            Some(split) => split,
-            None => pin
-                .rsplit_once(':')
-                .ok_or_else(|| RegistryError::ManifestInvalid(pin.to_owned()))?,
-        };
-        let reference: airlock_types::Reference = reference
-            .parse()
-            .map_err(|_| RegistryError::ManifestInvalid(reference.to_owned()))?;
-        let (first, rest) = name
-            .split_once('/')
-            .ok_or_else(|| RegistryError::NameInvalid(name.to_owned()))?;
-        let looks_like_host = first.contains('.') || first.contains(':') || first == "localhost";
-        let resolved = if self.proxies.contains_key(first) || !looks_like_host {
-            self.routes.resolve(name, None)?
-        } else {
-            self.routes.resolve(rest, Some(first))?
-        };
-        Ok(Pin {
-            proxy: resolved.proxy,
-            repo: resolved.repo,
-            reference,
-        })
+    /// The `[cache] pin` images, each resolved to a proxy and repository.
+    pub fn pins(&self) -> &[Pin] {
+        &self.pins
     }
 
     /// The manifest digest a pin names now, if the cache holds it.

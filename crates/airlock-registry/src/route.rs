@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use airlock_types::image::{DOCKER_HUB, canonical_registry, docker_hub_path};
 use airlock_types::{Digest, Reference, RepoName};
 
 use crate::error::RegistryError;
@@ -69,18 +70,6 @@ pub fn parse_path(path: &str) -> Result<Option<RawRequest<'_>>, RegistryError> {
     Ok(Some(RawRequest { name, target }))
 }
 
-/// The names under which Docker Hub is known; all are one registry.
-const DOCKER_HUB: &[&str] = &["docker.io", "index.docker.io", "registry-1.docker.io"];
-
-fn canonical_host(host: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    if DOCKER_HUB.contains(&host.as_str()) {
-        "docker.io".to_owned()
-    } else {
-        host
-    }
-}
-
 /// One OCI proxy as routing sees it.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
@@ -100,8 +89,8 @@ pub struct Routes {
 impl Routes {
     /// Adds an OCI proxy with its public host (if any) and upstream host.
     pub fn add(&mut self, name: &str, host: Option<&str>, upstream_host: &str) {
-        let docker_hub = host.is_some_and(|h| canonical_host(h) == "docker.io")
-            || canonical_host(upstream_host) == "docker.io";
+        let docker_hub = host.is_some_and(|h| canonical_registry(h) == DOCKER_HUB)
+            || canonical_registry(upstream_host) == DOCKER_HUB;
         self.by_name.insert(
             name.to_owned(),
             RouteEntry {
@@ -110,7 +99,8 @@ impl Routes {
             },
         );
         if let Some(host) = host {
-            self.by_host.insert(canonical_host(host), name.to_owned());
+            self.by_host
+                .insert(canonical_registry(host), name.to_owned());
         }
     }
 
@@ -122,7 +112,7 @@ impl Routes {
     pub fn resolve(&self, name: &str, ns: Option<&str>) -> Result<Resolved, RegistryError> {
         let client_name = name.to_owned();
         let entry_and_repo = if let Some(ns) = ns {
-            let proxy = self.by_host.get(&canonical_host(ns)).ok_or_else(|| {
+            let proxy = self.by_host.get(&canonical_registry(ns)).ok_or_else(|| {
                 RegistryError::NameUnknown {
                     name: name.to_owned(),
                     why: format!("no proxy is configured for registry {ns:?}"),
@@ -144,8 +134,8 @@ impl Routes {
             });
         };
         let (entry, repo) = entry_and_repo;
-        let repo = if entry.docker_hub && !repo.contains('/') {
-            format!("library/{repo}")
+        let repo = if entry.docker_hub {
+            docker_hub_path(repo)
         } else {
             repo.to_owned()
         };

@@ -1,10 +1,15 @@
 //! What Scout's sites mirror: the public registries (Harbor proxy projects) and the package
 //! repositories (Nexus repository names) that a node without internet access needs.
 
+use std::sync::LazyLock;
+
+use airlock_config::{Format, raw};
+
 /// A public OCI registry and the Harbor-style project that proxies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryEntry {
-    /// `<key>` in the inventory override `harbor_<key>_proxy_project`.
+    /// `<key>` in the inventory override `harbor_<key>_proxy_project`: the project name
+    /// without its `-proxy` suffix.
     pub key: &'static str,
     /// Default project name: `/v2/<project>/…` on the gateway.
     pub project: &'static str,
@@ -14,121 +19,69 @@ pub struct RegistryEntry {
     pub upstream: &'static str,
 }
 
-pub const REGISTRIES: &[RegistryEntry] = &[
-    RegistryEntry {
-        key: "dockerhub",
-        project: "dockerhub-proxy",
-        registry: "docker.io",
-        upstream: "https://registry-1.docker.io",
-    },
-    RegistryEntry {
-        key: "ghcr",
-        project: "ghcr-proxy",
-        registry: "ghcr.io",
-        upstream: "https://ghcr.io",
-    },
-    RegistryEntry {
-        key: "quay",
-        project: "quay-proxy",
-        registry: "quay.io",
-        upstream: "https://quay.io",
-    },
-    RegistryEntry {
-        key: "k8ssandra",
-        project: "k8ssandra-proxy",
-        registry: "cr.k8ssandra.io",
-        upstream: "https://cr.k8ssandra.io",
-    },
-    RegistryEntry {
-        key: "k8s",
-        project: "k8s-proxy",
-        registry: "registry.k8s.io",
-        upstream: "https://registry.k8s.io",
-    },
-    RegistryEntry {
-        key: "elastic",
-        project: "elastic-proxy",
-        registry: "docker.elastic.co",
-        upstream: "https://docker.elastic.co",
-    },
-    RegistryEntry {
-        key: "nvidia",
-        project: "nvidia-proxy",
-        registry: "nvcr.io",
-        upstream: "https://nvcr.io",
-    },
-    RegistryEntry {
-        key: "apachesuperset",
-        project: "apachesuperset-proxy",
-        registry: "apachesuperset.docker.scarf.sh",
-        upstream: "https://apachesuperset.docker.scarf.sh",
-    },
-];
-
-/// Names Docker Hub is known by; images name it `docker.io`.
-pub const DOCKER_HUB_ALIASES: &[&str] = &["docker.io", "index.docker.io", "registry-1.docker.io"];
-
 /// A package repository the gateway proxies at `/repository/<name>/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackageEntry {
     pub name: &'static str,
-    /// Gateway format: `pypi`, `conda`, `maven`, `yum`, `raw`.
-    pub format: &'static str,
+    pub format: Format,
     pub upstream: &'static str,
 }
 
-pub const PACKAGES: &[PackageEntry] = &[
-    PackageEntry {
-        name: "pypi-proxy",
-        format: "pypi",
-        upstream: "https://pypi.org/",
-    },
-    PackageEntry {
-        name: "conda-forge",
-        format: "conda",
-        upstream: "https://conda.anaconda.org/conda-forge/",
-    },
-    PackageEntry {
-        name: "defaults",
-        format: "conda",
-        upstream: "https://repo.anaconda.com/pkgs/main/",
-    },
-    PackageEntry {
-        name: "maven-central",
-        format: "maven",
-        upstream: "https://repo1.maven.org/maven2/",
-    },
-    PackageEntry {
-        name: "rancher-k3s",
-        format: "yum",
-        upstream: "https://rpm.rancher.io/",
-    },
-    PackageEntry {
-        name: "epel-9",
-        format: "yum",
-        upstream: "https://dl.fedoraproject.org/pub/epel/",
-    },
-    PackageEntry {
-        name: "nvidia-container-toolkit",
-        format: "yum",
-        upstream: "https://nvidia.github.io/libnvidia-container/",
-    },
-];
+/// The gateway's embedded default is the one table of what sites mirror: the registries
+/// and repositories below are read from it, so the two cannot drift apart.
+static DEFAULT: LazyLock<raw::Config> = LazyLock::new(raw::Config::embedded_default);
 
-/// The K3s release assets and install script `airlock deploy` fetches through the gateway:
-/// always proxied, whatever `package_proxy_mode` says.
-pub const K3S_FILES: &[PackageEntry] = &[
-    PackageEntry {
-        name: "k3s-releases",
-        format: "raw",
-        upstream: "https://github.com/k3s-io/k3s/releases/download/",
-    },
-    PackageEntry {
-        name: "k3s-install",
-        format: "raw",
-        upstream: "https://get.k3s.io/",
-    },
-];
+static REGISTRIES: LazyLock<Vec<RegistryEntry>> = LazyLock::new(|| {
+    DEFAULT
+        .proxies
+        .iter()
+        .filter(|p| p.format == Format::Oci)
+        .map(|p| RegistryEntry {
+            key: p.name.strip_suffix("-proxy").unwrap_or(&p.name),
+            project: &p.name,
+            registry: p
+                .host
+                .as_deref()
+                .expect("every OCI proxy of the embedded default names its registry host"),
+            upstream: p.upstream.as_str(),
+        })
+        .collect()
+});
+
+static PACKAGES: LazyLock<Vec<PackageEntry>> =
+    LazyLock::new(|| package_entries(|f| f != Format::Oci && f != Format::Raw));
+
+static K3S_FILES: LazyLock<Vec<PackageEntry>> =
+    LazyLock::new(|| package_entries(|f| f == Format::Raw));
+
+fn package_entries(keep: impl Fn(Format) -> bool) -> Vec<PackageEntry> {
+    DEFAULT
+        .proxies
+        .iter()
+        .filter(|p| keep(p.format))
+        .map(|p| PackageEntry {
+            name: &p.name,
+            format: p.format,
+            upstream: p.upstream.as_str(),
+        })
+        .collect()
+}
+
+/// The public registries, in the order of the embedded default.
+pub fn registries() -> &'static [RegistryEntry] {
+    &REGISTRIES
+}
+
+/// The package repositories (every format but OCI and raw).
+pub fn packages() -> &'static [PackageEntry] {
+    &PACKAGES
+}
+
+/// The K3s release assets and install script `airlock deploy` fetches through the gateway
+/// (the raw proxies): always proxied, whatever `package_proxy_mode` says.
+pub fn k3s_files() -> &'static [PackageEntry] {
+    &K3S_FILES
+}
 
 /// Identity providers Keycloak reaches through the egress proxy, by the variable that turns
 /// each on.
@@ -192,3 +145,43 @@ pub const KNOWN_VARS: &[&str] = &[
     "k3s_token",
     "airlock_upstreams",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_from_the_embedded_default() {
+        let keys: Vec<&str> = registries().iter().map(|r| r.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "dockerhub",
+                "ghcr",
+                "quay",
+                "k8ssandra",
+                "k8s",
+                "elastic",
+                "nvidia",
+                "apachesuperset"
+            ]
+        );
+        assert_eq!(registries()[0].upstream, "https://registry-1.docker.io");
+        assert_eq!(registries()[0].registry, "docker.io");
+        let names: Vec<&str> = packages().iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "pypi-proxy",
+                "conda-forge",
+                "defaults",
+                "maven-central",
+                "rancher-k3s",
+                "epel-9",
+                "nvidia-container-toolkit"
+            ]
+        );
+        let files: Vec<&str> = k3s_files().iter().map(|p| p.name).collect();
+        assert_eq!(files, ["k3s-releases", "k3s-install"]);
+    }
+}

@@ -214,7 +214,7 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 fn near_misses(inventory: &Inventory) -> Vec<Diagnostic> {
-    let projects: Vec<String> = crate::catalog::REGISTRIES
+    let projects: Vec<String> = crate::catalog::registries()
         .iter()
         .map(|r| format!("harbor_{}_proxy_project", r.key))
         .collect();

@@ -43,25 +43,10 @@ fn validate(rendered: &Rendered) {
     }
 }
 
-/// The gateway config passes the gateway's own loader. While `airlock-config` does not yet
-/// own the `[egress]` table (the egress crate does), each part goes to its owner instead.
+/// The gateway config passes the gateway's own loader, `[egress]` included.
 fn validate_gateway(gateway: &str) {
-    let refuse = |e: &dyn std::fmt::Display| -> ! {
+    if let Err(e) = airlock_config::Config::from_toml_str(gateway, "rendered airlock.toml") {
         panic!("the gateway refuses the rendered config: {e}\n{gateway}")
-    };
-    match airlock_config::Config::from_toml_str(gateway, "rendered airlock.toml") {
-        Ok(_) => {}
-        Err(e) if e.to_string().contains("unknown field `egress`") => {
-            let mut table: toml::Table = toml::from_str(gateway).unwrap();
-            let egress = table.remove("egress").expect("an [egress] table");
-            let rest = toml::to_string(&table).unwrap();
-            airlock_config::Config::from_toml_str(&rest, "rendered airlock.toml")
-                .unwrap_or_else(|e| refuse(&e));
-            let egress: airlock_egress::EgressConfig =
-                egress.try_into().unwrap_or_else(|e| refuse(&e));
-            egress.resolve().unwrap_or_else(|e| refuse(&e));
-        }
-        Err(e) => refuse(&e),
     }
 }
 

@@ -85,7 +85,7 @@ fn skopeo_pulls_through_the_rendered_mirrors() {
     ] {
         let explained = explain(&report.site, &image).unwrap();
         let mirror = explained.mirror.as_ref().unwrap();
-        let sep = if explained.image.reference.contains(':') {
+        let sep = if explained.image.digest().is_some() {
             '@'
         } else {
             ':'
@@ -94,8 +94,8 @@ fn skopeo_pulls_through_the_rendered_mirrors() {
             "{}/{}/{}{sep}{}",
             explained.registry_host,
             mirror.project,
-            explained.image.repository,
-            explained.image.reference
+            explained.image.repository(),
+            explained.image.reference()
         );
         assert_eq!(first_attempt(&conf, &image), expected, "{image}");
     }
@@ -211,9 +211,9 @@ fn containerd_pulls_through_the_rendered_hosts_dir_with_ns() {
         let expected = format!(
             "https://{}/v2/{}/manifests/{}?ns={}",
             explained.registry_host,
-            explained.image.repository,
-            explained.image.reference,
-            explained.image.registry
+            explained.image.repository(),
+            explained.image.reference(),
+            explained.image.registry()
         );
         assert_eq!(
             daemon.first_request(&hosts_dir, &image),

@@ -19,7 +19,7 @@ use crate::Digest;
 pub struct RepoName(String);
 
 /// Why a name or reference was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
     #[error(
         "repository name {0:?} is invalid (lowercase letters, digits and single separators between path components)"

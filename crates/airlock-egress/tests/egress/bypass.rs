@@ -274,7 +274,7 @@ async fn clients_outside_the_networks_are_refused() {
         let proxy = Proxy::start(
             |_| {
                 let mut cfg = config(&["allowed.test"], &[443], true);
-                cfg.clients = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+                cfg.clients = Some(vec!["10.0.0.0/8".into(), "fd00::/8".into()]);
                 cfg
             },
             StaticResolver::new().with("allowed.test", &[LOOPBACK]),
@@ -302,7 +302,7 @@ async fn slow_headers_hit_the_deadline() {
         let proxy = Proxy::start(
             |_| {
                 let mut cfg = config(&["allowed.test"], &[443], false);
-                cfg.header_timeout = crate::support::duration("400ms");
+                cfg.header_timeout = Some(crate::support::duration("400ms"));
                 cfg
             },
             StaticResolver::new(),

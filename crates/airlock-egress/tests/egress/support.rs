@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_egress::{EgressConfig, EgressPolicy, StaticResolver, serve};
+use airlock_egress::{Egress, EgressPolicy, StaticResolver, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -35,14 +35,10 @@ pub struct Proxy {
 
 impl Proxy {
     /// Bind 127.0.0.1:0 first so the config can mention the proxy's own port.
-    pub async fn start(
-        config: impl FnOnce(u16) -> EgressConfig,
-        resolver: StaticResolver,
-    ) -> Proxy {
+    pub async fn start(config: impl FnOnce(u16) -> Egress, resolver: StaticResolver) -> Proxy {
         let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let policy = config(addr.port())
-            .resolve()
+        let policy = EgressPolicy::from_config(&config(addr.port()))
             .expect("test config resolves")
             .with_resolver(Arc::new(resolver));
         let policy = Arc::new(policy);
@@ -188,19 +184,15 @@ pub async fn manual_server() -> (SocketAddr, tokio::sync::mpsc::Receiver<TcpStre
 }
 
 /// The usual test config: the given names and ports, loopback reachable when `internal`.
-pub fn config(allow: &[&str], ports: &[u16], internal: bool) -> EgressConfig {
-    EgressConfig {
-        listen: SocketAddr::from((LOOPBACK, 0)),
-        allow: allow.iter().map(|s| (*s).to_owned()).collect(),
-        ports: ports.to_vec(),
-        allow_internal: if internal {
-            vec!["127.0.0.0/8".to_owned()]
-        } else {
-            Vec::new()
-        },
+pub fn config(allow: &[&str], ports: &[u16], internal: bool) -> Egress {
+    Egress {
+        listen: Some(SocketAddr::from((LOOPBACK, 0))),
+        allow: Some(allow.iter().map(|s| (*s).to_owned()).collect()),
+        ports: Some(ports.to_vec()),
+        allow_internal: internal.then(|| vec!["127.0.0.0/8".to_owned()]),
         // Tests stop proxies with tunnels still open; don't wait the production 10 s.
-        drain_timeout: duration("200ms"),
-        ..EgressConfig::default()
+        drain_timeout: Some(duration("200ms")),
+        ..Egress::default()
     }
 }
 

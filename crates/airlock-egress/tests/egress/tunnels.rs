@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_egress::{EgressConfig, StaticResolver};
+use airlock_egress::{Egress, StaticResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,7 +15,7 @@ fn resolver() -> StaticResolver {
     StaticResolver::new().with("allowed.test", &[LOOPBACK])
 }
 
-async fn proxy_to(port: u16, tweak: impl FnOnce(&mut EgressConfig)) -> Proxy {
+async fn proxy_to(port: u16, tweak: impl FnOnce(&mut Egress)) -> Proxy {
     Proxy::start(
         |_| {
             let mut cfg = config(&["allowed.test"], &[port], true);
@@ -117,7 +117,10 @@ async fn early_data_after_the_request_is_forwarded() {
 async fn idle_tunnels_are_closed_on_both_sides() {
     bounded(30, async {
         let (upstream, mut accepted) = manual_server().await;
-        let proxy = proxy_to(upstream.port(), |c| c.idle_timeout = duration("300ms")).await;
+        let proxy = proxy_to(upstream.port(), |c| {
+            c.idle_timeout = Some(duration("300ms"));
+        })
+        .await;
         let mut client =
             open_tunnel(proxy.addr, &format!("allowed.test:{}", upstream.port())).await;
         let mut server = accepted.recv().await.unwrap();
@@ -140,7 +143,7 @@ async fn idle_tunnels_are_closed_on_both_sides() {
 async fn traffic_keeps_a_tunnel_alive_until_idle() {
     bounded(30, async {
         let echo = echo_server().await;
-        let proxy = proxy_to(echo.port(), |c| c.idle_timeout = duration("400ms")).await;
+        let proxy = proxy_to(echo.port(), |c| c.idle_timeout = Some(duration("400ms"))).await;
         let mut client = open_tunnel(proxy.addr, &format!("allowed.test:{}", echo.port())).await;
         let mut buf = [0u8; 4];
         // Twelve round trips 100 ms apart outlive the idle timeout three times over.
@@ -159,7 +162,7 @@ async fn traffic_keeps_a_tunnel_alive_until_idle() {
 async fn busy_tunnels_end_at_max_lifetime() {
     bounded(30, async {
         let echo = echo_server().await;
-        let proxy = proxy_to(echo.port(), |c| c.max_lifetime = duration("500ms")).await;
+        let proxy = proxy_to(echo.port(), |c| c.max_lifetime = Some(duration("500ms"))).await;
         let mut client = open_tunnel(proxy.addr, &format!("allowed.test:{}", echo.port())).await;
         let started = Instant::now();
         let mut buf = [0u8; 4];
@@ -188,7 +191,7 @@ async fn busy_tunnels_end_at_max_lifetime() {
 async fn global_connection_cap() {
     bounded(30, async {
         let echo = echo_server().await;
-        let proxy = proxy_to(echo.port(), |c| c.max_connections = 2).await;
+        let proxy = proxy_to(echo.port(), |c| c.max_connections = Some(2)).await;
         let target = format!("allowed.test:{}", echo.port());
         let first = open_tunnel(proxy.addr, &target).await;
         let _second = open_tunnel(proxy.addr, &target).await;
@@ -213,7 +216,7 @@ async fn global_connection_cap() {
 async fn per_client_connection_cap_counts_unfinished_requests() {
     bounded(30, async {
         let echo = echo_server().await;
-        let proxy = proxy_to(echo.port(), |c| c.max_connections_per_client = 2).await;
+        let proxy = proxy_to(echo.port(), |c| c.max_connections_per_client = Some(2)).await;
         let target = format!("allowed.test:{}", echo.port());
         let _tunnel = open_tunnel(proxy.addr, &target).await;
         // A connection that has not sent its request yet holds a slot too.
@@ -248,7 +251,10 @@ async fn per_client_connection_cap_counts_unfinished_requests() {
 async fn shutdown_drains_then_closes_tunnels_and_stops_accepting() {
     bounded(30, async {
         let (upstream, mut accepted) = manual_server().await;
-        let proxy = proxy_to(upstream.port(), |c| c.drain_timeout = duration("300ms")).await;
+        let proxy = proxy_to(upstream.port(), |c| {
+            c.drain_timeout = Some(duration("300ms"));
+        })
+        .await;
         let addr = proxy.addr;
         let mut client = open_tunnel(addr, &format!("allowed.test:{}", upstream.port())).await;
         let mut server = accepted.recv().await.unwrap();
@@ -277,7 +283,10 @@ async fn shutdown_drains_then_closes_tunnels_and_stops_accepting() {
 async fn upstream_gone_and_client_silent_is_reaped_by_the_idle_timeout() {
     bounded(30, async {
         let (upstream, mut accepted) = manual_server().await;
-        let proxy = proxy_to(upstream.port(), |c| c.idle_timeout = duration("300ms")).await;
+        let proxy = proxy_to(upstream.port(), |c| {
+            c.idle_timeout = Some(duration("300ms"));
+        })
+        .await;
         let mut client =
             open_tunnel(proxy.addr, &format!("allowed.test:{}", upstream.port())).await;
         let mut server = accepted.recv().await.unwrap();

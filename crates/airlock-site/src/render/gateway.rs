@@ -1,119 +1,92 @@
 //! `staging/airlock.toml` and the Keycloak proxy mappings that point at its egress port.
 
-use serde::Serialize;
+use std::net::SocketAddr;
 
-use super::header;
+use airlock_config::{Egress, Format, TlsMode, raw};
+use airlock_types::HumanDuration;
+
+use super::{RenderError, header};
 use crate::site::{GatewayTls, Site, Staging};
 
-#[derive(Serialize)]
-struct Config<'a> {
-    data_dir: &'a str,
-    server: Server<'a>,
-    tls: Tls<'a>,
-    cache: Cache<'a>,
-    #[serde(rename = "proxy")]
-    proxies: Vec<Proxy<'a>>,
-    egress: Egress<'a>,
-}
-
-#[derive(Serialize)]
-struct Server<'a> {
-    listen: &'a str,
-    hostname: &'a str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    extra_names: Vec<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Tls<'a> {
-    mode: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cert: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Cache<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_size: Option<&'a str>,
-    unused_for: &'a str,
-}
-
-#[derive(Serialize)]
-struct Proxy<'a> {
-    name: &'a str,
-    format: &'a str,
-    upstream: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Egress<'a> {
-    listen: String,
-    allow: &'a [String],
-    ports: [u16; 1],
-}
-
-pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> String {
+/// The gateway's own configuration type, filled with what the site sets; every other key
+/// keeps the gateway's default by being left out.
+pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, RenderError> {
     let mut extra_names = Vec::new();
     if staging.registry_host != staging.hostname {
-        extra_names.push(staging.registry_host.as_str());
+        extra_names.push(staging.registry_host.clone());
     }
-    let address = staging.machine.address.as_str();
-    if address != staging.hostname && address != "localhost" && !extra_names.contains(&address) {
-        extra_names.push(address);
+    let address = &staging.machine.address;
+    if *address != staging.hostname && address != "localhost" && !extra_names.contains(address) {
+        extra_names.push(address.clone());
     }
     let tls = match &site.tls {
-        GatewayTls::SelfSigned => Tls {
-            mode: "self-signed",
-            cert: None,
-            key: None,
+        GatewayTls::SelfSigned => raw::Tls {
+            mode: Some(TlsMode::SelfSigned),
+            ..raw::Tls::default()
         },
-        GatewayTls::Files { cert, key } => Tls {
-            mode: "files",
-            cert: Some(cert),
-            key: Some(key),
+        GatewayTls::Files { cert, key } => raw::Tls {
+            mode: Some(TlsMode::Files),
+            cert: Some(cert.into()),
+            key: Some(key.into()),
         },
     };
-    let mut proxies: Vec<Proxy> = site
-        .mirrors
-        .iter()
-        .map(|m| Proxy {
-            name: &m.project,
-            format: "oci",
-            upstream: &m.upstream,
-            host: Some(&m.registry),
+    let upstream = |name: &str, url: &str| {
+        url.parse().map_err(|e| RenderError::Upstream {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            reason: format!("{e}"),
         })
-        .collect();
-    proxies.extend(site.packages.iter().map(|p| Proxy {
-        name: p.name,
-        format: p.format,
-        upstream: &p.upstream,
-        host: None,
-    }));
-    let config = Config {
-        data_dir: &site.data_dir,
-        server: Server {
-            listen: "0.0.0.0:443",
-            hostname: &staging.hostname,
+    };
+    let mut proxies = Vec::new();
+    for m in &site.mirrors {
+        proxies.push(raw::Proxy {
+            host: Some(m.registry.clone()),
+            ..raw::Proxy::new(&m.project, Format::Oci, upstream(&m.project, &m.upstream)?)
+        });
+    }
+    for p in &site.packages {
+        proxies.push(raw::Proxy::new(
+            p.name,
+            p.format,
+            upstream(p.name, &p.upstream)?,
+        ));
+    }
+    let max_size = match &site.cache_max_size {
+        Some(size) => {
+            let value = size.parse().map_err(|e| RenderError::CacheSize {
+                size: size.clone(),
+                reason: format!("{e}"),
+            })?;
+            Some(raw::Written::spelled(value, size))
+        }
+        None => None,
+    };
+    let config = raw::Config {
+        data_dir: Some(site.data_dir.clone().into()),
+        server: raw::Server {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
+            hostname: Some(staging.hostname.clone()),
             extra_names,
+            ..raw::Server::default()
         },
         tls,
-        cache: Cache {
-            max_size: site.cache_max_size.as_deref(),
-            unused_for: "30d",
-        },
+        cache: Some(raw::Cache {
+            max_size,
+            unused_for: Some(raw::Written::spelled(
+                HumanDuration::from_secs(30 * 86400),
+                "30d",
+            )),
+            pin: Vec::new(),
+        }),
         proxies,
-        egress: Egress {
-            listen: format!("0.0.0.0:{}", site.egress.port),
-            allow: &site.egress.allow,
-            ports: [443],
-        },
+        egress: Some(Egress {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], site.egress.port))),
+            allow: Some(site.egress.allow.clone()),
+            ports: Some(vec![443]),
+            ..Egress::default()
+        }),
     };
-    let body = toml::to_string(&config).expect("the gateway config always serializes");
-    format!("{}{body}", header(site, "#"))
+    Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }
 
 /// Keycloak's `spi-connections-http-client-default-proxy-mappings`: one

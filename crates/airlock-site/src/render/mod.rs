@@ -27,6 +27,14 @@ pub enum RenderError {
         "the inventory has no staging host, so there is no gateway to point nodes at: add a `staging` group with one host"
     )]
     NoStaging,
+    #[error("`airlock_upstreams` `{name}`: `{url}` is not a URL the gateway accepts: {reason}")]
+    Upstream {
+        name: String,
+        url: String,
+        reason: String,
+    },
+    #[error("the cache size `{size}` is not a size the gateway accepts: {reason}")]
+    CacheSize { size: String, reason: String },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -72,7 +80,7 @@ pub fn render(site: &Site) -> Result<Rendered, RenderError> {
     let mut files = vec![
         (
             PathBuf::from("staging/airlock.toml"),
-            gateway::airlock_toml(site, staging),
+            gateway::airlock_toml(site, staging)?,
         ),
         (
             PathBuf::from("nodes/registries.yaml"),

@@ -132,7 +132,7 @@ pub struct K3s {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageProxy {
     pub name: &'static str,
-    pub format: &'static str,
+    pub format: airlock_config::Format,
     pub upstream: String,
 }
 

@@ -46,7 +46,7 @@ impl Reader<'_> {
         let (identity_providers, egress) = self.egress(cert_manager);
         let k3s = self.k3s();
         let mut packages: Vec<PackageProxy> = if package_proxy_mode == PackageProxyMode::Gateway {
-            catalog::PACKAGES
+            catalog::packages()
                 .iter()
                 .map(|p| PackageProxy {
                     name: p.name,
@@ -62,7 +62,7 @@ impl Reader<'_> {
             Vec::new()
         };
         // `airlock deploy` installs K3s from these, whatever the package proxy mode.
-        for p in catalog::K3S_FILES {
+        for p in catalog::k3s_files() {
             if !packages.iter().any(|have| have.name == p.name) {
                 packages.push(PackageProxy {
                     name: p.name,
@@ -359,7 +359,7 @@ impl Reader<'_> {
 
     fn mirrors(&mut self) -> Vec<Mirror> {
         let mut mirrors: Vec<Mirror> = Vec::new();
-        for entry in catalog::REGISTRIES {
+        for entry in catalog::registries() {
             let var = format!("harbor_{}_proxy_project", entry.key);
             let project = match self.text(Scope::StagingThenCluster, &var) {
                 Some((project, line)) => {
