@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use airlock_types::{ByteSize, HumanDuration, ImageRef};
+use airlock_types::{ByteSize, Digest, HumanDuration, ImageRef};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -239,9 +239,9 @@ pub struct ProxyConfig {
     pub read_timeout: HumanDuration,
     /// Packages: how long an upstream 404 is remembered before asking again.
     pub negative_ttl: HumanDuration,
-    /// Raw: files that must hash to these sha256 values (path under the upstream → 64
-    /// lowercase hex digits, checked); cached for good once verified.
-    pub sha256: std::collections::BTreeMap<String, String>,
+    /// Raw: files that must hash to these digests (path under the upstream → the digest of
+    /// the 64 lowercase hex digits written); cached for good once verified.
+    pub sha256: std::collections::BTreeMap<String, Digest>,
     /// Never contact the upstream: serve only what the cache holds.
     pub offline: bool,
 }

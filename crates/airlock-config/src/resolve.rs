@@ -174,7 +174,11 @@ impl Config {
                     connect_timeout: Some(p.connect_timeout),
                     read_timeout: Some(p.read_timeout),
                     negative_ttl: Some(p.negative_ttl),
-                    sha256: p.sha256.clone(),
+                    sha256: p
+                        .sha256
+                        .iter()
+                        .map(|(path, digest)| (path.clone(), digest.hex().to_owned()))
+                        .collect(),
                     offline: p.offline,
                     ..raw::Proxy::new(&p.name, p.format, p.upstream.clone().into())
                 })
@@ -299,13 +303,13 @@ fn resolve_proxy(raw: &raw::Proxy) -> Result<ProxyConfig, Invalid> {
             format: "raw",
         });
     }
+    let mut sha256 = std::collections::BTreeMap::new();
     for (path, hex) in &raw.sha256 {
-        if Digest::sha256_hex(hex).is_err() {
-            return Err(Invalid::Sha256 {
-                name: named(),
-                path: path.clone(),
-            });
-        }
+        let digest = Digest::sha256_hex(hex).map_err(|_| Invalid::Sha256 {
+            name: named(),
+            path: path.clone(),
+        })?;
+        sha256.insert(path.clone(), digest);
     }
     if raw.password_file.is_some() && raw.username.is_none() {
         return Err(Invalid::PasswordWithoutUsername { name: named() });
@@ -325,7 +329,7 @@ fn resolve_proxy(raw: &raw::Proxy) -> Result<ProxyConfig, Invalid> {
             .unwrap_or_else(crate::default_connect_timeout),
         read_timeout: raw.read_timeout.unwrap_or_else(crate::default_read_timeout),
         negative_ttl: raw.negative_ttl.unwrap_or_else(crate::default_negative_ttl),
-        sha256: raw.sha256.clone(),
+        sha256,
         offline: raw.offline,
     })
 }

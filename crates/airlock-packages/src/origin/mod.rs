@@ -73,16 +73,14 @@ impl Origin {
         downloads: Arc<Downloads>,
     ) -> Result<Self, UpstreamError> {
         let mut pins = std::collections::HashMap::new();
-        for (path, hex) in &config.sha256 {
+        for (path, digest) in &config.sha256 {
             let setup = |reason: String| UpstreamError::Setup {
                 proxy: config.name.clone(),
                 reason,
             };
             let canonical = airlock_upstream::target::client_path(path)
                 .map_err(|e| setup(format!("sha256 path {path:?} is refused: {e}")))?;
-            let digest =
-                Digest::sha256_hex(hex).map_err(|e| setup(format!("sha256 for {path:?}: {e}")))?;
-            pins.insert(canonical, digest);
+            pins.insert(canonical, digest.clone());
         }
         Ok(Self {
             config,
