@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Installing and the network-namespace tests need root. Run as a user, the script asks sudo
+# for it and keeps the user's toolchain: sudo's own PATH would not find a rustup cargo.
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo env "PATH=$PATH" \
+    "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" \
+    bash "$0" "$@"
+fi
+
 packages=(
   docker-registry   # distribution 2.8: the real upstream for OCI interop tests
   skopeo            # real OCI client
@@ -25,6 +33,7 @@ packages=(
   iproute2          # ip netns / veth / bridge for the deploy test bed
   util-linux        # unshare, nsenter: separate mount namespaces per test host
   python3           # static file servers in tests
+  python3-venv      # a private environment for py-rattler where pip may not install
   systemd           # systemd-analyze security: the exposure score of the gateway's unit
   passwd            # useradd: deploy creates the gateway's system user on the test bed
   ca-certificates
@@ -40,10 +49,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The conda client the conda interop test drives (pinned: the version the test was written for).
+# The conda client the conda interop test drives (pinned: the version the test was written
+# for). Where the system's python3 lacks it, it goes into a virtual environment of its own
+# (a distribution's python refuses system-wide pip installs, PEP 668), put first on PATH.
 if ! python3 -c "import rattler" 2>/dev/null; then
-  echo "installing: py-rattler"
-  python3 -m pip install --quiet --disable-pip-version-check py-rattler==0.28.0
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/airlock-tests/python"
+  if ! "$venv/bin/python3" -c "import rattler" 2>/dev/null; then
+    echo "installing: py-rattler (into $venv)"
+    python3 -m venv "$venv"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check py-rattler==0.28.0
+  fi
+  export PATH="$venv/bin:$PATH"
 fi
 
 echo "== cargo fmt --check"
