@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
   exec sudo env "PATH=$PATH" \
     "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" \
-    bash "$0" "$@"
+    bash scripts/test.sh "$@"
 fi
 
 packages=(
