@@ -19,7 +19,7 @@ mod primary;
 mod repomd;
 mod version;
 
-pub use compression::decompressed;
+pub use compression::{Decompressed, decompressed};
 pub use primary::{Dep, Detail, Package, read_primary};
 pub use repomd::{Entry, Repomd};
 pub use version::{Evr, rpmvercmp};
