@@ -10,6 +10,7 @@ mod fake_pypi;
 mod fake_registry;
 pub mod http;
 mod image;
+pub mod inventory;
 pub mod netns;
 mod rpm;
 mod serve;

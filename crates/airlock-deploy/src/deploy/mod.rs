@@ -585,29 +585,7 @@ pub(crate) mod tests {
     use super::*;
     use airlock_ansible::inventory::Inventory;
 
-    pub(crate) const INVENTORY: &str = "\
-all:
-  vars:
-    ansible_user: root
-    air_gapped: true
-staging:
-  hosts:
-    staging.example.test:
-      ansible_host: 10.0.0.2
-  vars:
-    staging_k3s_token: abc
-server:
-  hosts:
-    s1.example.test: {ansible_host: 10.0.0.3}
-agents:
-  hosts:
-    w1.example.test: {ansible_host: 10.0.0.4}
-k3s_cluster:
-  children: {server: {}, agents: {}}
-  vars:
-    k3s_token: s3cret
-    k3s_version: v1.31.4+k3s1
-";
+    use airlock_testkit::inventory::SMALL_SITE as INVENTORY;
 
     pub(crate) fn inventory() -> Inventory {
         Inventory::parse_str(INVENTORY, Path::new("inventory.yaml")).unwrap()
