@@ -1,6 +1,6 @@
 //! Inventories for the control node's tests: small air-gapped sites as YAML text.
 
-/// A site with one staging host, one server and one agent (ansible_host addresses in
+/// A site with one staging host, one server and one agent (`ansible_host` addresses in
 /// 10.0.0.0/24), air-gapped, with a K3s token and version.
 pub const SMALL_SITE: &str = "\
 all:
