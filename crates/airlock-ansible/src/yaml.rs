@@ -16,18 +16,30 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 const MAX_DEPTH: usize = 128;
 const MAX_NODES: usize = 1_000_000;
 
-/// A 1-based position in the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+/// Which file a node was read from: an index into the caller's list of files (an inventory
+/// numbers its own file 0 and each `group_vars/`/`host_vars/` file after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FileId(pub u32);
+
+/// A 1-based position in the source, and the file it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Mark {
     pub line: usize,
     pub col: usize,
+    pub file: FileId,
 }
 
 impl Mark {
-    fn from_marker(m: Marker) -> Self {
+    /// Line `line`, column 1, of `file`.
+    pub fn line_of(file: FileId, line: usize) -> Self {
+        Self { line, col: 1, file }
+    }
+
+    fn from_marker(m: Marker, file: FileId) -> Self {
         Self {
             line: m.line(),
             col: m.col() + 1,
+            file,
         }
     }
 }
@@ -78,7 +90,15 @@ impl Document {
 
 /// Parse the first document of `text`; `file` names it in errors.
 pub fn parse_str(text: &str, file: &Path) -> Result<Document, YamlError> {
-    let mut builder = Builder::default();
+    parse_file(text, file, FileId::default())
+}
+
+/// [`parse_str`], with every node's [`Mark`] naming `id`.
+pub fn parse_file(text: &str, file: &Path, id: FileId) -> Result<Document, YamlError> {
+    let mut builder = Builder {
+        file: id,
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     let failure = |mark: Mark, message: String| YamlError {
         file: file.to_owned(),
@@ -86,7 +106,10 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Document, YamlError> {
         message,
     };
     if let Err(e) = parser.load(&mut builder, false) {
-        return Err(failure(Mark::from_marker(*e.marker()), e.info().to_owned()));
+        return Err(failure(
+            Mark::from_marker(*e.marker(), id),
+            e.info().to_owned(),
+        ));
     }
     if let Some((mark, message)) = builder.error {
         return Err(failure(mark, message));
@@ -96,7 +119,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Document, YamlError> {
             text: String::new(),
             plain: true,
         },
-        mark: Mark { line: 1, col: 1 },
+        mark: Mark::line_of(id, 1),
     });
     Ok(Document {
         file: file.to_owned(),
@@ -166,6 +189,26 @@ impl Node {
             .map(|(_, v)| v)
     }
 
+    /// True when both hold the same value, wherever and however they were written (marks and
+    /// quoting are ignored): how `-e` values are compared with the files they override.
+    pub fn same_value(&self, other: &Node) -> bool {
+        match (&self.kind, &other.kind) {
+            _ if self.is_null() || other.is_null() => self.is_null() && other.is_null(),
+            (Kind::Scalar { text: a, .. }, Kind::Scalar { text: b, .. })
+            | (Kind::Vault(a), Kind::Vault(b)) => a == b,
+            (Kind::Seq(a), Kind::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_value(y))
+            }
+            (Kind::Map(a), Kind::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka.same_value(kb) && va.same_value(vb))
+            }
+            _ => false,
+        }
+    }
+
     /// A short name for the node's shape, for error messages.
     pub fn describe(&self) -> &'static str {
         match &self.kind {
@@ -218,6 +261,7 @@ enum Frame {
 
 #[derive(Default)]
 struct Builder {
+    file: FileId,
     stack: Vec<Frame>,
     anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
@@ -307,7 +351,7 @@ impl MarkedEventReceiver for Builder {
         if self.error.is_some() {
             return;
         }
-        let mark = Mark::from_marker(marker);
+        let mark = Mark::from_marker(marker, self.file);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 if !self.count(mark, 1) {
@@ -401,7 +445,7 @@ mod tests {
     fn marks_are_one_based_lines_and_columns() {
         let root = parse("a: 1\nb:\n  c: x\n");
         let c = root.get("b").unwrap().get("c").unwrap();
-        assert_eq!(c.mark, Mark { line: 3, col: 6 });
+        assert_eq!((c.mark.line, c.mark.col), (3, 6));
         assert_eq!(root.get("a").unwrap().mark.line, 1);
     }
 

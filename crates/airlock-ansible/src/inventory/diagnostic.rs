@@ -1,4 +1,5 @@
-//! Problems found in an inventory, each with `file:line` and what to do about it.
+//! Problems found in an inventory, each with `file:line` and what to do about it; and
+//! [`Location`], how a `file:line` is shown.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -53,19 +54,41 @@ impl Diagnostic {
     }
 }
 
+/// Where something was written: `file:line`, or only the file when there is no line (a
+/// directory, or `-e` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location<'a> {
+    pub file: &'a Path,
+    pub line: usize,
+}
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}", self.file.display(), self.line)
+        }
+    }
+}
+
+impl Diagnostic {
+    /// Where the problem is.
+    pub fn location(&self) -> Location<'_> {
+        Location {
+            file: &self.file,
+            line: self.line,
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let severity = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}: {severity}: {}",
-            self.file.display(),
-            self.line,
-            self.message
-        )?;
+        write!(f, "{}: {severity}: {}", self.location(), self.message)?;
         if !self.help.is_empty() {
             write!(f, "\n  help: {}", self.help)?;
         }
@@ -73,7 +96,8 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Diagnostics in reading order: by line, errors before warnings on the same line.
+/// Diagnostics in reading order: by file, then by line, errors before warnings on the same
+/// line.
 pub fn sort(diagnostics: &mut [Diagnostic]) {
-    diagnostics.sort_by_key(|d| (d.line, d.severity));
+    diagnostics.sort_by(|a, b| (&a.file, a.line, a.severity).cmp(&(&b.file, b.line, b.severity)));
 }

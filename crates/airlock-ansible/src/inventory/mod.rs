@@ -1,19 +1,31 @@
-//! Ansible's YAML inventory: groups with `hosts`, `vars` and `children`, host variables, and
-//! the precedence Ansible applies (`all` < parent groups < child groups < host).
+//! Ansible's YAML inventory: groups with `hosts`, `vars` and `children`, host variables,
+//! `group_vars/` and `host_vars/` beside the file, and the precedence Ansible applies.
 //!
-//! Groups of equal depth apply in name order, as Ansible sorts them; a host listed in several
-//! places keeps every variable given to it, later ones winning. Structural problems become
-//! [`Diagnostic`]s with the line they are on; parsing goes on past them so one run reports all.
+//! With ansible-core's default `precedence` setting a host sees, lowest first: `all`'s vars in
+//! the inventory file, every other group's vars in the file (parents before children), then
+//! `group_vars/` files in the same group order (`all` first), then the host's vars in the
+//! file, then its `host_vars/` files, then `-e`. Groups of equal depth apply in name order, as
+//! Ansible sorts them; a host listed in several places keeps every variable given to it,
+//! later ones winning. Every variable's [`Mark`] names the file it was read from
+//! ([`Inventory::locate`]). Structural problems become [`Diagnostic`]s with the file and line
+//! they are on; reading goes on past them so one run reports all.
 
 mod diagnostic;
+mod vars_files;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Severity, sort as sort_diagnostics};
+pub use diagnostic::{Diagnostic, Location, Severity, sort as sort_diagnostics};
 
 use crate::vault::{VaultError, VaultSecret};
-use crate::yaml::{self, Kind, Mark, Node, YamlError};
+use crate::yaml::{self, FileId, Kind, Mark, Node, YamlError};
+
+/// The inventory file's own [`FileId`].
+const INVENTORY_FILE: FileId = FileId(0);
+
+/// What `-e` variables are shown as coming from.
+const COMMAND_LINE: &str = "-e";
 
 /// Why an inventory could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +53,8 @@ pub enum InventoryError {
 pub struct Var {
     pub name: String,
     pub value: Node,
-    /// Position of the key (a block scalar's value starts on the next line).
+    /// Position of the key (a block scalar's value starts on the next line), in the file
+    /// [`Inventory::locate`] names.
     pub mark: Mark,
     pub owner: Owner,
 }
@@ -58,7 +71,11 @@ pub enum Owner {
 pub struct Group {
     pub name: String,
     pub mark: Mark,
+    /// Variables set in the inventory file.
     pub vars: Vec<Var>,
+    /// Variables from `group_vars/<name>` (a file, or every file in that directory), in the
+    /// order they apply.
+    pub file_vars: Vec<Var>,
     pub hosts: Vec<String>,
     pub children: Vec<String>,
 }
@@ -68,13 +85,20 @@ pub struct Group {
 pub struct Host {
     pub name: String,
     pub mark: Mark,
+    /// Variables set in the inventory file.
     pub vars: Vec<Var>,
+    /// Variables from `host_vars/<name>`, in the order they apply.
+    pub file_vars: Vec<Var>,
 }
 
 /// A parsed inventory.
 #[derive(Debug, Clone)]
 pub struct Inventory {
     pub file: PathBuf,
+    /// Every file variables were read from, by [`FileId`]: the inventory file first.
+    files: Vec<PathBuf>,
+    /// Wholly vault-encrypted variable files that were read.
+    vault_files: Vec<PathBuf>,
     groups: Vec<Group>,
     group_index: HashMap<String, usize>,
     hosts: Vec<Host>,
@@ -86,8 +110,8 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Read and parse an inventory file; a wholly vault-encrypted file (which Ansible also
-    /// reads) is decrypted with `secret` first.
+    /// Read and parse an inventory file and the `group_vars/` and `host_vars/` beside it; a
+    /// wholly vault-encrypted file (which Ansible also reads) is decrypted with `secret`.
     pub fn load(path: &Path, secret: Option<&VaultSecret>) -> Result<Self, InventoryError> {
         let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
             path: path.to_owned(),
@@ -108,14 +132,18 @@ impl Inventory {
                 })?;
             text = String::from_utf8(plain).map_err(|_| not_text())?;
         }
-        Self::parse_str(&text, path)
+        let mut inventory = Self::parse_str(&text, path)?;
+        inventory.read_vars_files(secret);
+        Ok(inventory)
     }
 
-    /// Parse inventory text; `file` names it in diagnostics.
+    /// Parse inventory text; `file` names it in diagnostics. Nothing beside it is read.
     pub fn parse_str(text: &str, file: &Path) -> Result<Self, InventoryError> {
         let doc = yaml::parse_str(text, file)?;
         let mut inventory = Self {
             file: file.to_owned(),
+            files: vec![file.to_owned()],
+            vault_files: Vec::new(),
             groups: Vec::new(),
             group_index: HashMap::new(),
             hosts: Vec::new(),
@@ -123,7 +151,8 @@ impl Inventory {
             extra: Vec::new(),
             diagnostics: Vec::new(),
         };
-        inventory.group_mut("all", Mark { line: 1, col: 1 });
+        let top = Mark::line_of(INVENTORY_FILE, 1);
+        inventory.group_mut("all", top);
         match &doc.root.kind {
             Kind::Map(entries) => {
                 for (key, value) in entries {
@@ -134,12 +163,12 @@ impl Inventory {
                 }
             }
             _ if doc.root.is_null() => inventory.error(
-                1,
+                top,
                 "the inventory is empty",
                 "start it with `all:` and the groups `staging`, `server`, `workers`, `agents`, `k3s_cluster`",
             ),
             _ => inventory.error(
-                doc.root.mark.line,
+                doc.root.mark,
                 format!("the inventory must be a mapping of groups, found {}", doc.root.describe()),
                 "write it in Ansible's YAML inventory format: `all:` then groups with `hosts:`, `vars:` and `children:`",
             ),
@@ -147,9 +176,31 @@ impl Inventory {
         Ok(inventory)
     }
 
-    fn error(&mut self, line: usize, message: impl Into<String>, help: impl Into<String>) {
-        self.diagnostics
-            .push(Diagnostic::error(&self.file, line, message, help));
+    fn error(&mut self, at: Mark, message: impl Into<String>, help: impl Into<String>) {
+        let at = self.locate(at);
+        let diagnostic = Diagnostic::error(at.file, at.line, message, help);
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// The file and line of a mark: `group_vars/all/versions.yaml:3`, or `-e` for a variable
+    /// from the command line.
+    pub fn locate(&self, mark: Mark) -> Location<'_> {
+        let file = self
+            .files
+            .get(mark.file.0 as usize)
+            .unwrap_or(&self.file)
+            .as_path();
+        let line = if file == Path::new(COMMAND_LINE) {
+            0
+        } else {
+            mark.line
+        };
+        Location { file, line }
+    }
+
+    /// Wholly vault-encrypted variable files that were read.
+    pub fn vault_files(&self) -> &[PathBuf] {
+        &self.vault_files
     }
 
     fn name_of(&mut self, key: &Node, what: &str) -> Option<String> {
@@ -157,7 +208,7 @@ impl Inventory {
             Some(name) if !name.trim().is_empty() => Some(name.to_owned()),
             _ => {
                 self.error(
-                    key.mark.line,
+                    key.mark,
                     format!(
                         "a {what} name must be a non-empty string, found {}",
                         key.describe()
@@ -177,6 +228,7 @@ impl Inventory {
                 name: name.to_owned(),
                 mark,
                 vars: Vec::new(),
+                file_vars: Vec::new(),
                 hosts: Vec::new(),
                 children: Vec::new(),
             });
@@ -195,6 +247,7 @@ impl Inventory {
                 name: name.to_owned(),
                 mark,
                 vars: Vec::new(),
+                file_vars: Vec::new(),
             });
             self.host_index
                 .insert(name.to_owned(), self.hosts.len() - 1);
@@ -208,13 +261,13 @@ impl Inventory {
         if let Some(parent) = parent {
             if name == "all" {
                 self.error(
-                    mark.line,
+                    mark,
                     "`all` cannot be a child group",
                     "every group is already inside `all`; remove this entry",
                 );
             } else if self.reaches(name, parent) {
                 self.error(
-                    mark.line,
+                    mark,
                     format!("group `{name}` would contain itself through `{parent}`"),
                     "remove one of the `children:` entries that form the cycle",
                 );
@@ -230,7 +283,7 @@ impl Inventory {
         }
         let Some(entries) = node.as_map() else {
             self.error(
-                node.mark.line,
+                node.mark,
                 format!(
                     "group `{name}` must be a mapping, found {}",
                     node.describe()
@@ -248,7 +301,7 @@ impl Inventory {
                 }
                 Some("children") => self.read_children(name, value),
                 other => self.error(
-                    key.mark.line,
+                    key.mark,
                     format!(
                         "unknown key `{}` in group `{name}`",
                         other.unwrap_or("<non-string>")
@@ -267,7 +320,7 @@ impl Inventory {
         }
         let Some(entries) = node.as_map() else {
             self.error(
-                node.mark.line,
+                node.mark,
                 format!(
                     "`{group}.hosts` must be a mapping of host names, found {}",
                     node.describe()
@@ -282,7 +335,7 @@ impl Inventory {
             };
             if host.contains('[') && host.contains(':') && host.contains(']') {
                 self.error(
-                    key.mark.line,
+                    key.mark,
                     format!("host range `{host}` is not supported"),
                     "list each host on its own line",
                 );
@@ -304,7 +357,7 @@ impl Inventory {
         }
         let Some(entries) = node.as_map() else {
             self.error(
-                node.mark.line,
+                node.mark,
                 format!(
                     "`{group}.children` must be a mapping of group names, found {}",
                     node.describe()
@@ -326,7 +379,7 @@ impl Inventory {
         }
         let Some(entries) = node.as_map() else {
             self.error(
-                node.mark.line,
+                node.mark,
                 format!(
                     "{what} variables must be a mapping, found {}",
                     node.describe()
@@ -472,38 +525,56 @@ impl Inventory {
         groups.into_iter().map(|(_, g)| g).collect()
     }
 
-    /// A host's variables after precedence: group variables by depth, then the host's own.
+    /// A host's variables after precedence (see the module documentation), `-e` included.
     pub fn vars_of(&self, host: &str) -> HostVars<'_> {
-        let mut vars: BTreeMap<&str, &Var> = BTreeMap::new();
-        for group in self.groups_of(host) {
-            for var in &group.vars {
-                vars.insert(&var.name, var);
-            }
-        }
-        if let Some(h) = self.host(host) {
-            for var in &h.vars {
-                vars.insert(&var.name, var);
-            }
-        }
+        let mut vars = self.file_vars_of(host);
         for var in &self.extra {
+            vars.vars.insert(&var.name, var);
+        }
+        vars
+    }
+
+    /// A host's variables as the files set them: [`Inventory::vars_of`] without `-e`.
+    pub fn file_vars_of(&self, name: &str) -> HostVars<'_> {
+        let groups = self.groups_of(name);
+        let host = self.host(name);
+        // ansible-core's `precedence` default: all_inventory, groups_inventory,
+        // all_plugins_inventory, groups_plugins_inventory; then the host, then host_vars.
+        let layers = groups
+            .iter()
+            .map(|g| &g.vars)
+            .chain(groups.iter().map(|g| &g.file_vars))
+            .chain(host.iter().map(|h| &h.vars))
+            .chain(host.iter().map(|h| &h.file_vars));
+        let mut vars: BTreeMap<&str, &Var> = BTreeMap::new();
+        for var in layers.flatten() {
             vars.insert(&var.name, var);
         }
         HostVars {
-            host: host.to_owned(),
+            host: name.to_owned(),
             vars,
         }
+    }
+
+    /// A group's own value of `name`: from `group_vars/` if set there, else from the file.
+    pub fn group_var(&self, group: &str, name: &str) -> Option<&Var> {
+        let group = self.group(group)?;
+        [&group.file_vars, &group.vars]
+            .into_iter()
+            .find_map(|vars| vars.iter().rev().find(|v| v.name == name))
     }
 
     /// Set `name` for every host, above anything the file says (Ansible's `-e`). The value
     /// is read as YAML, so `[a, b]` and `{k: v}` give a list and a mapping.
     pub fn set_extra(&mut self, name: &str, value: &str) -> Result<(), InventoryError> {
         let origin = PathBuf::from(format!("-e {name}"));
-        let doc = yaml::parse_str(value, &origin)?;
+        let file = self.command_line_file();
+        let doc = yaml::parse_file(value, &origin, file)?;
         let var = Var {
             name: name.to_owned(),
             value: doc.root,
-            mark: Mark { line: 0, col: 0 },
-            owner: Owner::Group("-e".to_owned()),
+            mark: Mark::line_of(file, 0),
+            owner: Owner::Group(COMMAND_LINE.to_owned()),
         };
         self.extra.retain(|v| v.name != name);
         self.extra.push(var);
@@ -515,13 +586,75 @@ impl Inventory {
         self.extra.iter().find(|v| v.name == name)
     }
 
-    /// Every variable in the file, in the order written.
+    fn command_line_file(&mut self) -> FileId {
+        let command_line = Path::new(COMMAND_LINE);
+        let index = match self.files.iter().position(|f| f == command_line) {
+            Some(index) => index,
+            None => {
+                self.files.push(command_line.to_owned());
+                self.files.len() - 1
+            }
+        };
+        FileId(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
+    /// Every variable in the inventory file and the variable files, in the order read.
     pub fn all_vars(&self) -> impl Iterator<Item = &Var> {
         self.groups
             .iter()
             .flat_map(|g| g.vars.iter())
             .chain(self.hosts.iter().flat_map(|h| h.vars.iter()))
+            .chain(self.groups.iter().flat_map(|g| g.file_vars.iter()))
+            .chain(self.hosts.iter().flat_map(|h| h.file_vars.iter()))
     }
+
+    /// A warning for each value in the files that a `-e` variable overrides with a different
+    /// one, on the overridden line: once a change tried with `-e` is good, the file should say
+    /// so. Values of secret-looking names and vault values are not shown.
+    pub fn extra_overrides(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for extra in &self.extra {
+            for host in &self.hosts {
+                let vars = self.file_vars_of(&host.name);
+                let Some(var) = vars.get(&extra.name) else {
+                    continue;
+                };
+                if var.value.same_value(&extra.value) || !seen.insert(var.mark) {
+                    continue;
+                }
+                let secret = is_secret_name(&extra.name);
+                let given = match &extra.value.kind {
+                    Kind::Scalar { .. } if !secret => format!("{}={}", extra.name, extra.value),
+                    _ => extra.name.clone(),
+                };
+                let overridden = match &var.value.kind {
+                    Kind::Scalar { .. } if !secret => format!("`{}`", var.value),
+                    Kind::Vault(_) => "the vault value".to_owned(),
+                    _ => "the value".to_owned(),
+                };
+                let at = self.locate(var.mark);
+                out.push(Diagnostic::warning(
+                    at.file,
+                    at.line,
+                    format!("`-e {given}` overrides {overridden} set here"),
+                    format!(
+                        "once the new value is right, write it here so the site keeps it without `-e {}`",
+                        extra.name
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// True for names whose values are secrets (`…password…`, `…token…`, `…secret…`, `…_key…`):
+/// their values are never shown.
+pub fn is_secret_name(name: &str) -> bool {
+    ["password", "secret", "token", "_key"]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 /// The variables one host sees.
