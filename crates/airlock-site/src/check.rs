@@ -1,16 +1,21 @@
 //! `airlock inventory check`: every problem in an inventory, and a summary of the site.
 //!
-//! Runs three passes over one parsed inventory: its structure (while parsing), every vault
-//! value (decrypted once to prove the password; failures of one kind are reported once with
-//! the lines they affect), and the site settings ([`Site::read`]). Placeholders left from
-//! Scout's `inventory.example.yaml` (`$(openssl rand …)`, `<ssh username>`, `your-…`) are
-//! warnings: the file is valid, the values are not real yet.
+//! Runs three passes over one parsed inventory and its variable files: their structure
+//! (while reading), every vault value (decrypted once to prove the password; failures of one
+//! kind are reported once with the lines they affect), and the site settings
+//! ([`Site::read`]). Placeholders left from Scout's `inventory.example.yaml`
+//! (`$(openssl rand …)`, `<ssh username>`, `your-…`) are warnings: the file is valid, the
+//! values are not real yet; so are `-e` values that differ from what the files say. The
+//! summary says where each K3s setting came from, as `file:line`.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use crate::site::{GatewayTls, PackageProxyMode, Site};
-use airlock_ansible::inventory::{Diagnostic, Inventory, VarError, sort_diagnostics};
+use airlock_ansible::inventory::{
+    Diagnostic, Inventory, VarError, is_secret_name, sort_diagnostics,
+};
 use airlock_ansible::vault::{VaultError, VaultSecret};
 
 /// The result of checking an inventory.
@@ -20,6 +25,8 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     pub vault_values: usize,
     pub vault_decrypted: usize,
+    /// Wholly vault-encrypted variable files read (with the password).
+    pub vault_files: usize,
 }
 
 impl Report {
@@ -39,11 +46,12 @@ pub fn check(inventory: &Inventory, secret: Option<&VaultSecret>) -> Report {
     diagnostics.extend(vault.diagnostics);
     diagnostics.extend(placeholders(inventory));
     diagnostics.extend(near_misses(inventory));
+    diagnostics.extend(inventory.extra_overrides());
     let (site, site_diags) = Site::read(inventory, secret);
     diagnostics.extend(
         site_diags
             .into_iter()
-            .filter(|d| !vault.covered.contains(&d.line)),
+            .filter(|d| !vault.covered.contains(&(d.file.clone(), d.line))),
     );
     sort_diagnostics(&mut diagnostics);
     diagnostics.dedup();
@@ -52,6 +60,7 @@ pub fn check(inventory: &Inventory, secret: Option<&VaultSecret>) -> Report {
         diagnostics,
         vault_values: vault.total,
         vault_decrypted: vault.decrypted,
+        vault_files: inventory.vault_files().len(),
     }
 }
 
@@ -60,37 +69,38 @@ struct VaultPass {
     total: usize,
     decrypted: usize,
     diagnostics: Vec<Diagnostic>,
-    covered: HashSet<usize>,
+    covered: HashSet<(PathBuf, usize)>,
 }
 
 fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass {
-    let file = &inventory.file;
     let mut pass = VaultPass {
         total: 0,
         decrypted: 0,
         diagnostics: Vec::new(),
         covered: HashSet::new(),
     };
-    let mut wrong: Vec<(usize, Option<String>)> = Vec::new();
-    let mut first_line = None;
+    let mut wrong: Vec<(PathBuf, usize, Option<String>)> = Vec::new();
+    let mut first = None;
     for var in inventory.all_vars() {
         for node in var.vault_values() {
             pass.total += 1;
             // A `!vault |` block starts on the line after its key; report the key's line.
-            let line = if node.mark.line == var.mark.line + 1 {
-                var.mark.line
+            let mark = if node.mark.line == var.mark.line + 1 {
+                var.mark
             } else {
-                node.mark.line
+                node.mark
             };
-            first_line.get_or_insert(line);
+            let at = inventory.locate(mark);
+            let (file, line) = (at.file.to_owned(), at.line);
+            first.get_or_insert((file.clone(), line));
             let Some(secret) = secret else { continue };
             match airlock_ansible::vault::decrypt(node.vault_text().unwrap_or_default(), secret) {
                 Ok(_) => pass.decrypted += 1,
-                Err(VaultError::WrongPassword { label }) => wrong.push((line, label)),
+                Err(VaultError::WrongPassword { label }) => wrong.push((file, line, label)),
                 Err(source) => {
-                    pass.covered.insert(line);
+                    pass.covered.insert((file.clone(), line));
                     pass.diagnostics.push(Diagnostic::error(
-                        file,
+                        &file,
                         line,
                         VarError::Vault {
                             name: var.name.clone(),
@@ -106,10 +116,10 @@ fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass
             }
         }
     }
-    if let (None, Some(line)) = (secret, first_line) {
+    if let (None, Some((file, line))) = (secret, &first) {
         pass.diagnostics.push(Diagnostic::warning(
             file,
-            line,
+            *line,
             format!(
                 "{} vault-encrypted value(s) were not checked: no vault password",
                 pass.total
@@ -117,9 +127,19 @@ fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass
             "pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE",
         ));
     }
-    if let Some((line, _)) = wrong.first() {
-        let lines: Vec<String> = wrong.iter().map(|(l, _)| l.to_string()).collect();
-        let mut labels: Vec<&str> = wrong.iter().filter_map(|(_, l)| l.as_deref()).collect();
+    if let Some((file, line, _)) = wrong.first() {
+        // Lines of the inventory file by number, those of variable files as `file:line`.
+        let lines: Vec<String> = wrong
+            .iter()
+            .map(|(f, l, _)| {
+                if *f == inventory.file {
+                    l.to_string()
+                } else {
+                    format!("{}:{l}", f.display())
+                }
+            })
+            .collect();
+        let mut labels: Vec<&str> = wrong.iter().filter_map(|(_, _, l)| l.as_deref()).collect();
         labels.sort_unstable();
         labels.dedup();
         let for_ids = if labels.is_empty() {
@@ -138,7 +158,8 @@ fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass
             ),
             "check --vault-password-file / ANSIBLE_VAULT_PASSWORD_FILE; values made with another password must be re-encrypted",
         ));
-        pass.covered.extend(wrong.iter().map(|(l, _)| *l));
+        pass.covered
+            .extend(wrong.iter().map(|(f, l, _)| (f.clone(), *l)));
     }
     pass
 }
@@ -154,12 +175,6 @@ fn placeholder_kind(text: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-fn is_secret_name(name: &str) -> bool {
-    ["password", "secret", "token", "_key"]
-        .iter()
-        .any(|s| name.contains(s))
 }
 
 fn placeholders(inventory: &Inventory) -> Vec<Diagnostic> {
@@ -179,9 +194,10 @@ fn placeholders(inventory: &Inventory) -> Vec<Diagnostic> {
         } else {
             format!("set `{}` to the site's real value", var.name)
         };
+        let at = inventory.locate(var.mark);
         out.push(Diagnostic::warning(
-            &inventory.file,
-            var.mark.line,
+            at.file,
+            at.line,
             format!("`{}` is still {kind}: {}", var.name, text.trim()),
             help,
         ));
@@ -229,9 +245,10 @@ fn near_misses(inventory: &Inventory) -> Vec<Diagnostic> {
             continue;
         }
         if let Some(meant) = known.iter().find(|k| distance(&var.name, k) <= 2) {
+            let at = inventory.locate(var.mark);
             out.push(Diagnostic::warning(
-                &inventory.file,
-                var.mark.line,
+                at.file,
+                at.line,
                 format!(
                     "`{}` is not a variable airlock reads; did you mean `{meant}`?",
                     var.name
@@ -333,9 +350,22 @@ pub fn summary(report: &Report) -> String {
             "off".to_owned()
         }
     );
+    for source in site.sources.iter().filter(|s| s.name.starts_with("k3s_")) {
+        let _ = writeln!(
+            out,
+            "               {} {} ({})",
+            source.name,
+            source.value,
+            source.location()
+        );
+    }
+    let files = match report.vault_files {
+        0 => String::new(),
+        n => format!("; {n} encrypted variable file(s)"),
+    };
     let _ = writeln!(
         out,
-        "  vault        {} value(s), {} decrypted",
+        "  vault        {} value(s), {} decrypted{files}",
         report.vault_values, report.vault_decrypted
     );
     out

@@ -1,5 +1,6 @@
-//! An inventory file read into a [`Site`]: the inventory, `-e KEY=VALUE` variables above
-//! its own, the site settings, and every problem found on the way, sorted by line.
+//! An inventory file read into a [`Site`]: the inventory and its `group_vars/`/`host_vars/`,
+//! `-e KEY=VALUE` variables above them (a warning where one changes what a file says), the
+//! site settings, and every problem found on the way, sorted by file and line.
 
 use std::path::Path;
 
@@ -36,8 +37,8 @@ pub enum LoadError {
     },
 }
 
-/// Read `path` (decrypting with `secret`), set `extra` variables above the file's, and read
-/// the site. Bad settings are diagnostics in [`Loaded`], not errors.
+/// Read `path` and its variable files (decrypting with `secret`), set `extra` variables
+/// above theirs, and read the site. Bad settings are diagnostics in [`Loaded`], not errors.
 pub fn load(
     path: &Path,
     secret: Option<&VaultSecret>,
@@ -54,6 +55,7 @@ pub fn load(
     }
     let (site, mut diagnostics) = Site::read(&inventory, secret);
     diagnostics.extend(inventory.diagnostics.iter().cloned());
+    diagnostics.extend(inventory.extra_overrides());
     sort_diagnostics(&mut diagnostics);
     Ok(Loaded {
         inventory,

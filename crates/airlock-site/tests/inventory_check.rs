@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use airlock_ansible::inventory::{Diagnostic, Inventory};
 use airlock_ansible::vault::VaultSecret;
@@ -158,16 +157,35 @@ fn air_gapped_without_staging() {
 }
 
 #[test]
-fn missing_staging_token() {
+fn a_missing_staging_token_is_only_a_warning_since_airlock_does_not_use_it() {
     let text = common::site("", "").replace("    staging_k3s_token: plain-test-token\n", "");
-    let error = only_error(&text, None);
-    assert_eq!(error.line, line_of(&text, "staging:"));
-    assert!(error.message.contains("`staging_k3s_token` is not set"));
+    let report = check(&common::parse(&text), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let warning = report
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("staging_k3s_token"))
+        .expect("a warning about staging_k3s_token");
+    assert_eq!(warning.line, line_of(&text, "staging:"));
+    assert_eq!(
+        warning.message,
+        "`staging_k3s_token` is not set for staging host `gw.example.org`; airlock does not use it (its gateway runs no K3s)"
+    );
     assert!(
-        error
+        warning
             .help
             .contains("airlock vault new-secret --name staging_k3s_token")
     );
+    let empty = common::site("", "").replace(
+        "staging_k3s_token: plain-test-token",
+        "staging_k3s_token: ''",
+    );
+    let report = check(&common::parse(&empty), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    assert!(report.diagnostics.iter().any(|d| {
+        d.message
+            .starts_with("`staging_k3s_token` is empty; airlock does not use it")
+    }));
 }
 
 #[test]
@@ -303,41 +321,13 @@ fn jinja_references_resolve_and_expressions_warn() {
     assert_eq!(report.site.egress.port, 3128);
 }
 
-/// The variables `ansible-inventory --host` resolves for a host, as text.
-fn ansible_host_vars(host: &str, home: &Path) -> serde_json::Map<String, serde_json::Value> {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join("ansible-inventory").is_file())
-    });
-    assert!(
-        found,
-        "`ansible-inventory` is not installed: install the Debian package `ansible-core`"
-    );
-    let output = Command::new("ansible-inventory")
-        .env("HOME", home)
-        .env("LC_ALL", "C.UTF-8")
-        .arg("-i")
-        .arg(common::example_path())
-        .arg("--vault-password-file")
-        .arg(common::fixtures().join("vault-password"))
-        .args(["--host", host])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[test]
 fn precedence_matches_ansible_inventory_for_every_host() {
-    let home = tempfile::tempdir().unwrap();
     let inventory = common::example();
     assert_eq!(inventory.hosts().len(), 5);
     for host in inventory.hosts() {
         let ours = inventory.vars_of(&host.name);
-        let theirs = ansible_host_vars(&host.name, home.path());
+        let theirs = common::ansible_host_vars(&common::example_path(), &host.name, &[]);
         let mut our_names: Vec<&str> = ours.names().collect();
         our_names.sort_unstable();
         let mut their_names: Vec<&str> = theirs.keys().map(String::as_str).collect();

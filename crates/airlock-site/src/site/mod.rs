@@ -2,13 +2,16 @@
 //!
 //! Each setting is looked up where Scout's playbooks look for it: gateway settings on the
 //! staging host, cluster settings on the first `server` host; settings both sides share fall
-//! back from one to the other. Every bad value becomes a [`Diagnostic`] on its line; vault
-//! values are decrypted only when a setting needs them, and never echoed.
+//! back from one to the other. Variables come from the inventory file, `group_vars/`,
+//! `host_vars/` and `-e`, with Ansible's precedence ([`Inventory`]); every bad value becomes a
+//! [`Diagnostic`] on the file and line it was set, and [`Site::sources`] says where each
+//! setting came from. Vault values are decrypted only when a setting needs them, and never
+//! echoed.
 //!
 //! | variable | read on | effect (default) |
 //! |---|---|---|
 //! | `air_gapped` | any | require a staging node (false) |
-//! | `staging_k3s_token` | staging | must be set when there is a staging node |
+//! | `staging_k3s_token` | staging | not used by airlock (Scout's staging K3s); a warning when missing |
 //! | `external_url` | staging | gateway hostname (the inventory name) |
 //! | `harbor_subdomain` | staging, then server | registry name `<sub>.<hostname>`; `''` = hostname (`harbor`) |
 //! | `harbor_<key>_proxy_project` | staging, then server | project of that registry (Scout's names) |
@@ -35,7 +38,7 @@ mod values;
 use std::path::PathBuf;
 
 use airlock_ansible::connection::Machine;
-use airlock_ansible::inventory::{Diagnostic, Inventory};
+use airlock_ansible::inventory::{Diagnostic, Inventory, Location};
 use airlock_ansible::vault::{Secret, VaultSecret};
 
 use reader::Reader;
@@ -67,6 +70,29 @@ pub struct Site {
     pub identity_providers: Vec<&'static str>,
     pub egress: Egress,
     pub k3s: K3s,
+    /// Every variable a setting was read from, by name, and where it was set.
+    pub sources: Vec<Source>,
+}
+
+/// A variable a setting was read from: where it was set, and its value as written (vault
+/// values and secret-looking names hidden).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub value: String,
+    pub file: PathBuf,
+    /// 0 for `-e` on the command line.
+    pub line: usize,
+}
+
+impl Source {
+    /// `file:line`, or `-e`.
+    pub fn location(&self) -> Location<'_> {
+        Location {
+            file: &self.file,
+            line: self.line,
+        }
+    }
 }
 
 /// The staging node: where `airlock serve` runs.
@@ -154,5 +180,10 @@ impl Site {
 
     pub fn has_package(&self, name: &str) -> bool {
         self.packages.iter().any(|p| p.name == name)
+    }
+
+    /// Where the variable `name` the site was read from was set.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
     }
 }

@@ -1,13 +1,42 @@
 //! The reader behind [`Site::read`]: variable lookup by scope, vault decryption, `{{ var }}`
-//! expansion and diagnostics that never repeat a vault plaintext; and each host's
-//! connection settings.
+//! expansion and diagnostics that never repeat a vault plaintext, each on the file and line
+//! the value came from; which variables were read, from where; and each host's connection
+//! settings.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use airlock_ansible::connection::{Become, Machine};
-use airlock_ansible::inventory::{Diagnostic, HostVars, Inventory, Var, VarError};
+use airlock_ansible::inventory::{
+    Diagnostic, HostVars, Inventory, Location, Var, VarError, is_secret_name,
+};
 use airlock_ansible::vault::{Secret, VaultSecret};
+use airlock_ansible::yaml::Mark;
 
 #[cfg(doc)]
 use super::Site;
+use super::Source;
+
+/// Where a diagnostic points: a [`Mark`] (in whichever file it was read from), or a line of
+/// the inventory file.
+pub(super) trait At {
+    fn locate(self, inventory: &Inventory) -> Location<'_>;
+}
+
+impl At for Mark {
+    fn locate(self, inventory: &Inventory) -> Location<'_> {
+        inventory.locate(self)
+    }
+}
+
+impl At for usize {
+    fn locate(self, inventory: &Inventory) -> Location<'_> {
+        Location {
+            file: &inventory.file,
+            line: self,
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 pub(super) enum Scope {
@@ -24,6 +53,8 @@ pub(super) struct Reader<'a> {
     pub(super) diagnostics: Vec<Diagnostic>,
     /// Plaintexts of vault values read so far: never echoed in a diagnostic.
     pub(super) revealed: Vec<String>,
+    /// Every variable a setting was read from, by name.
+    used: RefCell<BTreeMap<&'a str, &'a Var>>,
 }
 
 impl<'a> Reader<'a> {
@@ -43,7 +74,32 @@ impl<'a> Reader<'a> {
             cluster,
             diagnostics: Vec::new(),
             revealed: Vec::new(),
+            used: RefCell::default(),
         }
+    }
+
+    /// Where each variable the settings were read from was set, by name.
+    pub(super) fn sources(&self) -> Vec<Source> {
+        self.used
+            .borrow()
+            .values()
+            .map(|var| {
+                let at = self.inventory.locate(var.mark);
+                let value = if var.value.vault_text().is_some() {
+                    "<vault value>".to_owned()
+                } else if is_secret_name(&var.name) {
+                    "<hidden>".to_owned()
+                } else {
+                    var.value.to_string()
+                };
+                Source {
+                    name: var.name.clone(),
+                    value,
+                    file: at.file.to_owned(),
+                    line: at.line,
+                }
+            })
+            .collect()
     }
 
     pub(super) fn redact(&self, message: impl Into<String>) -> String {
@@ -56,28 +112,26 @@ impl<'a> Reader<'a> {
 
     pub(super) fn error(
         &mut self,
-        line: usize,
+        at: impl At,
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
         let message = self.redact(message);
-        self.diagnostics
-            .push(Diagnostic::error(&self.inventory.file, line, message, help));
+        let at = at.locate(self.inventory);
+        let diagnostic = Diagnostic::error(at.file, at.line, message, help);
+        self.diagnostics.push(diagnostic);
     }
 
     pub(super) fn warning(
         &mut self,
-        line: usize,
+        at: impl At,
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
         let message = self.redact(message);
-        self.diagnostics.push(Diagnostic::warning(
-            &self.inventory.file,
-            line,
-            message,
-            help,
-        ));
+        let at = at.locate(self.inventory);
+        let diagnostic = Diagnostic::warning(at.file, at.line, message, help);
+        self.diagnostics.push(diagnostic);
     }
 
     /// A variable's text; vault plaintexts are remembered so no diagnostic repeats them.
@@ -92,7 +146,7 @@ impl<'a> Reader<'a> {
                 text
             }
             Err(e) => {
-                self.var_error(var.mark.line, &e);
+                self.var_error(var.mark, &e);
                 None
             }
         }
@@ -101,26 +155,24 @@ impl<'a> Reader<'a> {
     pub(super) fn lookup(&self, scope: Scope, name: &str) -> Option<&'a Var> {
         let staging = || self.staging.as_ref().and_then(|v| v.get(name));
         let cluster = || self.cluster.as_ref().and_then(|v| v.get(name));
-        let all = || {
-            self.inventory
-                .group("all")
-                .and_then(|g| g.vars.iter().rev().find(|v| v.name == name))
-        };
-        if let Some(extra) = self.inventory.extra_var(name) {
-            return Some(extra);
-        }
-        match scope {
-            Scope::Staging => staging(),
-            Scope::StagingThenCluster => staging().or_else(cluster),
-            Scope::ClusterThenStaging => cluster().or_else(staging),
-        }
-        .or_else(all)
+        let all = || self.inventory.group_var("all", name);
+        let found = self.inventory.extra_var(name).or_else(|| {
+            match scope {
+                Scope::Staging => staging(),
+                Scope::StagingThenCluster => staging().or_else(cluster),
+                Scope::ClusterThenStaging => cluster().or_else(staging),
+            }
+            .or_else(all)
+        })?;
+        self.used.borrow_mut().insert(&found.name, found);
+        Some(found)
     }
 
-    /// A setting's text, decrypted and with `{{ var }}` references resolved.
-    pub(super) fn text(&mut self, scope: Scope, name: &str) -> Option<(String, usize)> {
+    /// A setting's text, decrypted and with `{{ var }}` references resolved, and where it was
+    /// set.
+    pub(super) fn text(&mut self, scope: Scope, name: &str) -> Option<(String, Mark)> {
         let var = self.lookup(scope, name)?;
-        let line = var.mark.line;
+        let line = var.mark;
         let text = self.read(var)?;
         if var.value.vault_text().is_some() {
             // A secret is taken literally, never templated.
@@ -130,7 +182,7 @@ impl<'a> Reader<'a> {
             .map(|text| (text, line))
     }
 
-    pub(super) fn var_error(&mut self, line: usize, error: &VarError) {
+    pub(super) fn var_error(&mut self, line: Mark, error: &VarError) {
         let help = match error {
             VarError::NoPassword { .. } => {
                 "pass --vault-password-file FILE or set ANSIBLE_VAULT_PASSWORD_FILE"
@@ -147,7 +199,7 @@ impl<'a> Reader<'a> {
         scope: Scope,
         name: &str,
         text: String,
-        line: usize,
+        line: Mark,
         depth: usize,
     ) -> Option<String> {
         if !text.contains("{{") && !text.contains("{%") {
@@ -220,7 +272,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(super) fn list(&mut self, scope: Scope, name: &str) -> Vec<(String, usize)> {
+    pub(super) fn list(&mut self, scope: Scope, name: &str) -> Vec<(String, Mark)> {
         let Some(var) = self.lookup(scope, name) else {
             return Vec::new();
         };
@@ -228,10 +280,10 @@ impl<'a> Reader<'a> {
             let mut out = Vec::new();
             for item in items {
                 match item.as_str() {
-                    Some(text) => out.push((text.to_owned(), item.mark.line)),
+                    Some(text) => out.push((text.to_owned(), item.mark)),
                     None if item.is_null() => {}
                     None => self.error(
-                        item.mark.line,
+                        item.mark,
                         format!(
                             "`{name}` must list plain strings, found {}",
                             item.describe()
@@ -254,14 +306,17 @@ impl<'a> Reader<'a> {
 
     pub(super) fn machine(&mut self, host: &str) -> Machine {
         let vars = self.inventory.vars_of(host);
-        let line = self.inventory.host(host).map_or(1, |h| h.mark.line);
+        let line = self
+            .inventory
+            .host(host)
+            .map_or(Mark::default(), |h| h.mark);
         let get = |this: &mut Self, name: &str| -> Option<String> { this.read(vars.get(name)?) };
         let address = get(self, "ansible_host").unwrap_or_else(|| host.to_owned());
         let user = get(self, "ansible_user");
         let connection = get(self, "ansible_connection").unwrap_or_else(|| "ssh".to_owned());
         if !matches!(connection.as_str(), "ssh" | "local" | "paramiko" | "smart") {
             self.error(
-                vars.get("ansible_connection").map_or(line, |v| v.mark.line),
+                vars.get("ansible_connection").map_or(line, |v| v.mark),
                 format!("host `{host}`: ansible_connection `{connection}` is not supported"),
                 "use `ssh` (the default) or `local` for the node airlock runs on",
             );
@@ -270,7 +325,7 @@ impl<'a> Reader<'a> {
             None => 22,
             Some(text) => text.trim().parse::<u16>().unwrap_or_else(|_| {
                 self.error(
-                    vars.get("ansible_port").map_or(line, |v| v.mark.line),
+                    vars.get("ansible_port").map_or(line, |v| v.mark),
                     format!("host `{host}`: ansible_port must be a TCP port, found `{text}`"),
                     "write e.g. `ansible_port: 22`",
                 );
@@ -285,7 +340,7 @@ impl<'a> Reader<'a> {
             match shell_words::split(&text) {
                 Ok(words) => ssh_args.extend(words),
                 Err(_) => self.error(
-                    var.mark.line,
+                    var.mark,
                     format!("host `{host}`: `{name}` has an unclosed quote"),
                     "close the quote, e.g. `-o ProxyJump=\"bastion\"`",
                 ),
@@ -324,7 +379,7 @@ impl<'a> Reader<'a> {
             let method = self.read(var).unwrap_or_default();
             if !method.trim().is_empty() && method.trim() != "sudo" {
                 self.error(
-                    var.mark.line,
+                    var.mark,
                     format!(
                         "host `{host}`: ansible_become_method `{}` is not supported",
                         method.trim()

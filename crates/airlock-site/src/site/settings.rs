@@ -9,12 +9,13 @@ use super::{
     DEFAULT_CA_FILE, Egress, GatewayTls, K3s, Mirror, PackageProxy, PackageProxyMode, Site, Staging,
 };
 use crate::catalog;
+use airlock_ansible::yaml::Mark;
 
 impl Reader<'_> {
     pub(super) fn site(&mut self) -> Site {
         let air_gapped_line = self
             .lookup(Scope::StagingThenCluster, "air_gapped")
-            .map(|v| v.mark.line);
+            .map(|v| v.mark);
         let air_gapped = self.flag(Scope::StagingThenCluster, "air_gapped", false);
         self.check_groups(air_gapped, air_gapped_line);
         let staging = self.staging_node();
@@ -92,6 +93,7 @@ impl Reader<'_> {
             identity_providers,
             egress,
             k3s,
+            sources: self.sources(),
         }
     }
 
@@ -104,7 +106,7 @@ impl Reader<'_> {
         let Some(entries) = var.value.as_map() else {
             if !var.value.is_null() {
                 self.error(
-                    var.mark.line,
+                    var.mark,
                     format!(
                         "`airlock_upstreams` must be a mapping, found {}",
                         var.value.describe()
@@ -115,7 +117,7 @@ impl Reader<'_> {
             return;
         };
         for (key, value) in entries {
-            let line = key.mark.line;
+            let line = key.mark;
             let (Some(name), Some(url)) = (key.as_str(), value.as_str()) else {
                 self.error(
                     line,
@@ -128,7 +130,7 @@ impl Reader<'_> {
             let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
             if !scheme_ok || !is_hostname(&host_of_url(url)) {
                 self.error(
-                    value.mark.line,
+                    value.mark,
                     format!("`airlock_upstreams` `{name}`: `{url}` is not an http(s) URL"),
                     "write the upstream as `https://host[:port]/path`",
                 );
@@ -148,11 +150,11 @@ impl Reader<'_> {
         }
     }
 
-    fn check_groups(&mut self, air_gapped: bool, air_gapped_line: Option<usize>) {
+    fn check_groups(&mut self, air_gapped: bool, air_gapped_line: Option<Mark>) {
         let staging_hosts = self.inventory.hosts_of("staging");
         match self.inventory.group("staging") {
             None if air_gapped => self.error(
-                air_gapped_line.unwrap_or(1),
+                air_gapped_line.unwrap_or_default(),
                 "`air_gapped` is true but the inventory has no `staging` group",
                 "add `staging:` with `hosts:` naming the node that has internet access and runs `airlock serve`",
             ),
@@ -258,7 +260,7 @@ impl Reader<'_> {
             }
             None => format!("harbor.{hostname}"),
         };
-        self.require_staging_token(&name);
+        self.check_staging_token(&name);
         Some(Staging {
             machine,
             hostname,
@@ -266,13 +268,15 @@ impl Reader<'_> {
         })
     }
 
-    fn require_staging_token(&mut self, staging: &str) {
+    /// `staging_k3s_token` is Scout's (its staging node ran K3s); airlock's gateway runs no
+    /// K3s, so a missing or empty one is only a warning.
+    fn check_staging_token(&mut self, staging: &str) {
         let Some(var) = self.lookup(Scope::Staging, "staging_k3s_token") else {
             let line = self.group_line("staging");
-            self.error(
+            self.warning(
                 line,
-                format!("`staging_k3s_token` is not set for staging host `{staging}`"),
-                "add it under `staging: vars:`; `airlock vault new-secret --name staging_k3s_token` prints one",
+                format!("`staging_k3s_token` is not set for staging host `{staging}`; airlock does not use it (its gateway runs no K3s)"),
+                "nothing to do for airlock; Scout's staging playbook needs it: `airlock vault new-secret --name staging_k3s_token` prints one",
             );
             return;
         };
@@ -282,10 +286,10 @@ impl Reader<'_> {
         }
         if let Some((token, line)) = self.text(Scope::Staging, "staging_k3s_token") {
             if token.trim().is_empty() {
-                self.error(
+                self.warning(
                     line,
-                    "`staging_k3s_token` is empty",
-                    "`airlock vault new-secret --name staging_k3s_token` prints one",
+                    "`staging_k3s_token` is empty; airlock does not use it (its gateway runs no K3s)",
+                    "nothing to do for airlock; Scout's staging playbook needs it: `airlock vault new-secret --name staging_k3s_token` prints one",
                 );
             }
         }
@@ -444,7 +448,7 @@ impl Reader<'_> {
             } else {
                 let line = self
                     .lookup(Scope::ClusterThenStaging, "tls_mode")
-                    .map_or(1, |v| v.mark.line);
+                    .map_or(Mark::default(), |v| v.mark);
                 self.warning(
                     line,
                     "`tls_mode` is cert_manager but `acmedns_host` is not set",

@@ -1,6 +1,9 @@
-//! `airlock inventory check`: read an Ansible inventory and report every problem in it.
+//! `airlock inventory check`: read an Ansible inventory (with its `group_vars/`, `host_vars/`
+//! and `-e` variables) and report every problem in it.
 
 use std::path::PathBuf;
+
+use anyhow::Context as _;
 
 use airlock_ansible::inventory::Inventory;
 use airlock_site::check;
@@ -18,6 +21,10 @@ pub struct CheckArgs {
     /// The Ansible inventory (YAML).
     #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
     pub inventory: PathBuf,
+    /// Set an inventory variable for every host, above the files' (`KEY=VALUE`; VALUE is
+    /// YAML); a warning names each file line it changes.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE", value_parser = super::deploy::parse_extra)]
+    pub extra: Vec<(String, String)>,
     #[command(flatten)]
     pub password: PasswordArgs,
 }
@@ -30,7 +37,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 
 fn check_inventory(args: &CheckArgs) -> anyhow::Result<()> {
     let secret = args.password.secret()?;
-    let inventory = Inventory::load(&args.inventory, secret.as_ref())?;
+    let mut inventory = Inventory::load(&args.inventory, secret.as_ref())?;
+    for (name, value) in &args.extra {
+        inventory
+            .set_extra(name, value)
+            .with_context(|| format!("-e {name}=…"))?;
+    }
     let report = check::check(&inventory, secret.as_ref());
     for diagnostic in &report.diagnostics {
         eprintln!("{diagnostic}");
