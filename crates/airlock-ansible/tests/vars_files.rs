@@ -245,7 +245,7 @@ fn an_encrypted_file_needs_the_password_and_says_which_file() {
     );
     assert_eq!(value(&inventory, "cp1", "level").unwrap(), "vaulted");
     assert_eq!(value(&inventory, "cp1", "db_password").unwrap(), "s3cret");
-    assert_eq!(inventory.vault_files(), [path.clone()]);
+    assert_eq!(inventory.vault_files(), std::slice::from_ref(&path));
 
     let wrong = VaultSecret::new(b"not it".to_vec());
     let inventory = load(dir.path(), Some(&wrong));

@@ -588,13 +588,14 @@ impl Inventory {
 
     fn command_line_file(&mut self) -> FileId {
         let command_line = Path::new(COMMAND_LINE);
-        let index = match self.files.iter().position(|f| f == command_line) {
-            Some(index) => index,
-            None => {
+        let index = self
+            .files
+            .iter()
+            .position(|f| f == command_line)
+            .unwrap_or_else(|| {
                 self.files.push(command_line.to_owned());
                 self.files.len() - 1
-            }
-        };
+            });
         FileId(u32::try_from(index).unwrap_or(u32::MAX))
     }
 

@@ -127,20 +127,18 @@ impl Inventory {
                 }
             };
             self.vault_files.push(path.to_owned());
-            match String::from_utf8(plain) {
-                Ok(text) => text,
-                Err(_) => {
-                    self.error(
-                        first_line,
-                        format!(
-                            "{} decrypts to bytes that are not UTF-8 text",
-                            path.display()
-                        ),
-                        "encrypt a YAML or JSON file",
-                    );
-                    return Vec::new();
-                }
-            }
+            let Ok(text) = String::from_utf8(plain) else {
+                self.error(
+                    first_line,
+                    format!(
+                        "{} decrypts to bytes that are not UTF-8 text",
+                        path.display()
+                    ),
+                    "encrypt a YAML or JSON file",
+                );
+                return Vec::new();
+            };
+            text
         } else {
             text
         };
