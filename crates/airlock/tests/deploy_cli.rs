@@ -298,6 +298,45 @@ fn inventory_check_accepts_the_example_and_prints_a_summary() {
 }
 
 #[test]
+fn inventory_check_names_where_k3s_settings_come_from_and_warns_on_e_overrides() {
+    let inventory = fixture("scout-layout/inventory.yaml");
+    let versions = fixture("scout-layout/group_vars/all/versions.yaml");
+    let mut command = with_inventory(&["inventory", "check"], &inventory);
+    command
+        .arg("--vault-password-file")
+        .arg(fixture("vault-password"));
+    let stdout = ok(&run(command, b""));
+    let pinned = format!("k3s_version v1.31.4+k3s1 ({}:4)", versions.display());
+    assert!(stdout.contains(&pinned), "{stdout}");
+
+    let mut command = with_inventory(&["inventory", "check"], &inventory);
+    command
+        .arg("--vault-password-file")
+        .arg(fixture("vault-password"))
+        .args(["-e", "k3s_version=v1.32.0+k3s1"]);
+    let output = run(command, b"");
+    let stdout = ok(&output);
+    assert!(stdout.contains("k3s_version v1.32.0+k3s1 (-e)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warning = format!(
+        "{}:4: warning: `-e k3s_version=v1.32.0+k3s1` overrides `v1.31.4+k3s1` set here",
+        versions.display()
+    );
+    assert!(stderr.contains(&warning), "{stderr}");
+
+    // Without the password the encrypted group_vars file is an error naming it.
+    let command = with_inventory(&["inventory", "check"], &inventory);
+    let stderr = failed(&run(command, b""));
+    let vault = fixture("scout-layout/group_vars/all/vault.yml");
+    let error = format!(
+        "{}:1: error: {} is vault-encrypted and no vault password was given",
+        vault.display(),
+        vault.display()
+    );
+    assert!(stderr.contains(&error), "{stderr}");
+}
+
+#[test]
 fn inventory_check_fails_on_a_wrong_password_naming_lines() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong");
