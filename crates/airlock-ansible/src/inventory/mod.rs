@@ -11,6 +11,7 @@
 //! they are on; reading goes on past them so one run reports all.
 
 mod diagnostic;
+mod extra;
 mod vars_files;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -564,41 +565,6 @@ impl Inventory {
             .find_map(|vars| vars.iter().rev().find(|v| v.name == name))
     }
 
-    /// Set `name` for every host, above anything the file says (Ansible's `-e`). The value
-    /// is read as YAML, so `[a, b]` and `{k: v}` give a list and a mapping.
-    pub fn set_extra(&mut self, name: &str, value: &str) -> Result<(), InventoryError> {
-        let origin = PathBuf::from(format!("-e {name}"));
-        let file = self.command_line_file();
-        let doc = yaml::parse_file(value, &origin, file)?;
-        let var = Var {
-            name: name.to_owned(),
-            value: doc.root,
-            mark: Mark::line_of(file, 0),
-            owner: Owner::Group(COMMAND_LINE.to_owned()),
-        };
-        self.extra.retain(|v| v.name != name);
-        self.extra.push(var);
-        Ok(())
-    }
-
-    /// A `-e` variable, if one was given.
-    pub fn extra_var(&self, name: &str) -> Option<&Var> {
-        self.extra.iter().find(|v| v.name == name)
-    }
-
-    fn command_line_file(&mut self) -> FileId {
-        let command_line = Path::new(COMMAND_LINE);
-        let index = self
-            .files
-            .iter()
-            .position(|f| f == command_line)
-            .unwrap_or_else(|| {
-                self.files.push(command_line.to_owned());
-                self.files.len() - 1
-            });
-        FileId(u32::try_from(index).unwrap_or(u32::MAX))
-    }
-
     /// Every variable in the inventory file and the variable files, in the order read.
     pub fn all_vars(&self) -> impl Iterator<Item = &Var> {
         self.groups
@@ -607,46 +573,6 @@ impl Inventory {
             .chain(self.hosts.iter().flat_map(|h| h.vars.iter()))
             .chain(self.groups.iter().flat_map(|g| g.file_vars.iter()))
             .chain(self.hosts.iter().flat_map(|h| h.file_vars.iter()))
-    }
-
-    /// A warning for each value in the files that a `-e` variable overrides with a different
-    /// one, on the overridden line: once a change tried with `-e` is good, the file should say
-    /// so. Values of secret-looking names and vault values are not shown.
-    pub fn extra_overrides(&self) -> Vec<Diagnostic> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for extra in &self.extra {
-            for host in &self.hosts {
-                let vars = self.file_vars_of(&host.name);
-                let Some(var) = vars.get(&extra.name) else {
-                    continue;
-                };
-                if var.value.same_value(&extra.value) || !seen.insert(var.mark) {
-                    continue;
-                }
-                let secret = is_secret_name(&extra.name);
-                let given = match &extra.value.kind {
-                    Kind::Scalar { .. } if !secret => format!("{}={}", extra.name, extra.value),
-                    _ => extra.name.clone(),
-                };
-                let overridden = match &var.value.kind {
-                    Kind::Scalar { .. } if !secret => format!("`{}`", var.value),
-                    Kind::Vault(_) => "the vault value".to_owned(),
-                    _ => "the value".to_owned(),
-                };
-                let at = self.locate(var.mark);
-                out.push(Diagnostic::warning(
-                    at.file,
-                    at.line,
-                    format!("`-e {given}` overrides {overridden} set here"),
-                    format!(
-                        "once the new value is right, write it here so the site keeps it without `-e {}`",
-                        extra.name
-                    ),
-                ));
-            }
-        }
-        out
     }
 }
 
