@@ -410,3 +410,23 @@ fn extra_vars_that_change_a_file_are_warned_about_on_that_line() {
     let var = inventory.vars_of("cp1").get("k3s_version").unwrap();
     assert_eq!(inventory.locate(var.mark).to_string(), "-e");
 }
+
+#[test]
+fn hosts_in_no_group_get_group_vars_ungrouped() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory =
+        "all:\n  hosts:\n    lone:\n    both:\n  children:\n    g:\n      hosts:\n        both:\n";
+    fs::write(dir.path().join("inventory.yaml"), inventory).unwrap();
+    write(
+        &dir.path().join("group_vars/ungrouped.yml"),
+        "u: from ungrouped\n",
+    );
+    let inventory = load(dir.path(), None);
+    assert!(
+        inventory.diagnostics.is_empty(),
+        "{:?}",
+        inventory.diagnostics
+    );
+    assert_eq!(value(&inventory, "lone", "u").unwrap(), "from ungrouped");
+    assert_eq!(value(&inventory, "both", "u"), None);
+}

@@ -27,7 +27,7 @@ fn assert_same_as_ansible(extra: &[(&str, &str)]) {
     );
     let cli: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let cli: Vec<&str> = cli.iter().map(String::as_str).collect();
-    assert_eq!(inventory.hosts().len(), 5);
+    assert_eq!(inventory.hosts().len(), 6);
     for host in inventory.hosts() {
         let theirs = common::ansible_host_vars(&common::scout_layout(), &host.name, &cli);
         let theirs = common::decrypted(&serde_json::Value::Object(theirs), &secret);
@@ -86,7 +86,7 @@ fn precedence_at_every_level() {
         (
             "worker2.example.edu",
             "inventory worker2",
-            "inventory.yaml:34",
+            "inventory.yaml:36",
         ),
         // ...and its host_vars beat its inventory vars.
         (
@@ -98,6 +98,12 @@ fn precedence_at_every_level() {
             "gpu1.example.edu",
             "host_vars gpu1 json",
             "host_vars/gpu1.example.edu/20-connection.json:3",
+        ),
+        // A host in no group but `all` is in Ansible's `ungrouped`.
+        (
+            "bastion.example.edu",
+            "group_vars ungrouped",
+            "group_vars/ungrouped.yml:2",
         ),
     ];
     for (host, value, at) in expected {
@@ -132,7 +138,7 @@ fn inventory_check_names_the_file_and_line_of_each_k3s_setting() {
             "k3s_artifact_download_timeout 900 ({}:2)",
             cluster.display()
         ),
-        format!("k3s_selinux_enabled false ({}:52)", inventory.display()),
+        format!("k3s_selinux_enabled false ({}:54)", inventory.display()),
         format!(
             "k3s_token <hidden> ({}:1)",
             common::fixtures()

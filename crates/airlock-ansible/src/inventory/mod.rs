@@ -25,6 +25,9 @@ use crate::yaml::{self, FileId, Kind, Mark, Node, YamlError};
 /// The inventory file's own [`FileId`].
 const INVENTORY_FILE: FileId = FileId(0);
 
+/// Ansible's implicit group of hosts that are in no other group (but `all`).
+const UNGROUPED: &str = "ungrouped";
+
 /// What `-e` variables are shown as coming from.
 const COMMAND_LINE: &str = "-e";
 
@@ -510,6 +513,10 @@ impl Inventory {
             .filter(|g| g.hosts.iter().any(|h| h == host))
             .map(|g| g.name.as_str())
             .collect();
+        // Ansible puts a host that is in no group but `all` into `ungrouped`.
+        if stack.iter().all(|g| *g == "all") && self.group(UNGROUPED).is_some() {
+            stack.push(UNGROUPED);
+        }
         while let Some(name) = stack.pop() {
             if member.insert(name) {
                 stack.extend(self.parents(name));

@@ -1,7 +1,7 @@
 //! `group_vars/` and `host_vars/` beside the inventory file, found and read the way
 //! ansible-core's `host_group_vars` vars plugin does (`DataLoader.find_vars_files`):
 //!
-//! - For a group or host `NAME`, the first of `NAME`, `NAME.yml`, `NAME.yaml`, `NAME.json`
+//! - For a group (`ungrouped` too: hosts in no group but `all`) or host `NAME`, the first of `NAME`, `NAME.yml`, `NAME.yaml`, `NAME.json`
 //!   that exists is used, and only that one: when `group_vars/all/` is a directory,
 //!   `group_vars/all.yml` is not read.
 //! - A directory is read whole, its entries in byte order of their names: names starting
@@ -21,7 +21,7 @@ use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{Diagnostic, FileId, Inventory, Owner, Var};
+use super::{Diagnostic, FileId, Inventory, Owner, UNGROUPED, Var};
 use crate::vault::VaultSecret;
 use crate::yaml::{self, Kind, Mark, Node};
 
@@ -41,7 +41,10 @@ impl Inventory {
     pub(super) fn read_vars_files(&mut self, secret: Option<&VaultSecret>) {
         let base = self.file.parent().map(Path::to_owned).unwrap_or_default();
         let mut walk = Walk::default();
-        let groups: Vec<String> = self.groups.iter().map(|g| g.name.clone()).collect();
+        let mut groups: Vec<String> = self.groups.iter().map(|g| g.name.clone()).collect();
+        if !groups.iter().any(|g| g == UNGROUPED) {
+            groups.push(UNGROUPED.to_owned());
+        }
         let hosts: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
         for (subdir, names, group) in [("group_vars", groups, true), ("host_vars", hosts, false)] {
             let dir = base.join(subdir);
@@ -68,6 +71,9 @@ impl Inventory {
                 };
                 for path in walk.find(&dir, &name) {
                     let vars = self.read_vars_file(&path, &owner, secret);
+                    if group && name == UNGROUPED {
+                        self.group_mut(UNGROUPED, Mark::line_of(FileId::default(), 1));
+                    }
                     let target = if group {
                         self.group_index
                             .get(&name)
