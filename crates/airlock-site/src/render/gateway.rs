@@ -85,6 +85,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ports: Some(vec![443]),
             ..Egress::default()
         }),
+        upstream_proxy: None,
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }
