@@ -22,9 +22,7 @@ mod upstream_proxy;
 
 pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use resolve::Invalid;
-pub use upstream_proxy::{
-    NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings,
-};
+pub use upstream_proxy::{NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings};
 
 /// The embedded default configuration (Scout's registries).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");

@@ -358,7 +358,9 @@ fn upstream_proxy_is_checked_at_load_and_written_back() {
     );
     let again = Config::from_toml_str(&text, "again").unwrap();
     assert_eq!(again.upstream_proxy, config.upstream_proxy);
-    let message = err("[upstream_proxy]\nurl = \"http://proxy.example.edu:3128\"\nno_proxy = [\"10.0.0.1/8\"]");
+    let message = err(
+        "[upstream_proxy]\nurl = \"http://proxy.example.edu:3128\"\nno_proxy = [\"10.0.0.1/8\"]",
+    );
     assert!(
         message.starts_with("test.toml: [upstream_proxy] no_proxy entry \"10.0.0.1/8\""),
         "{message}"

@@ -49,7 +49,9 @@ pub struct UpstreamProxy {
 /// An `[upstream_proxy]` table that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamProxyError {
-    #[error("url {url:?} must be an http:// or https:// URL with a host (e.g. \"http://proxy.example.edu:3128\")")]
+    #[error(
+        "url {url:?} must be an http:// or https:// URL with a host (e.g. \"http://proxy.example.edu:3128\")"
+    )]
     Scheme { url: String },
     #[error("url must not carry credentials; set username and password_file instead")]
     Credentials,
@@ -230,9 +232,7 @@ impl UpstreamProxy {
     pub fn resolve(&self) -> Result<UpstreamProxySettings, UpstreamProxyError> {
         let url = self.url.url();
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-            return Err(UpstreamProxyError::Scheme {
-                url: shown(url),
-            });
+            return Err(UpstreamProxyError::Scheme { url: shown(url) });
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UpstreamProxyError::Credentials);

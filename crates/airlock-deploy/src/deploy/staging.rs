@@ -12,7 +12,7 @@ use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{DeployError, Mode, Options};
 use airlock_remote::{ExecError, Executor, quote};
-use airlock_site::site::{GatewayTls, Site, Staging};
+use airlock_site::site::{GatewayTls, OutboundProxy, Site, Staging, UPSTREAM_PROXY_PASSWORD_FILE};
 
 pub const BINARY: &str = "/usr/local/bin/airlock";
 pub const CONFIG: &str = "/etc/airlock/airlock.toml";
@@ -114,6 +114,40 @@ pub fn files(site: &Site, config: &str, options: &Options) -> Result<Vec<FileSpe
             })?;
             files.push(FileSpec::local(path, local, sha, mode).owned_by(owner));
         }
+    }
+    if let Some(proxy) = &site.upstream_proxy {
+        files.extend(outbound_proxy_files(proxy)?);
+    }
+    Ok(files)
+}
+
+/// The outbound proxy's password (the gateway user's alone, never shown in a diff) and the
+/// CA of a TLS-intercepting proxy, which the inventory names on the control node and which
+/// lands at the same path.
+fn outbound_proxy_files(proxy: &OutboundProxy) -> Result<Vec<FileSpec>, DeployError> {
+    let mut files = Vec::new();
+    if let Some(password) = &proxy.password {
+        let mut spec = FileSpec::text(
+            UPSTREAM_PROXY_PASSWORD_FILE,
+            format!("{}\n", password.expose()),
+            0o600,
+        )
+        .owned_by(OWNER);
+        spec.opaque = true;
+        files.push(spec);
+    }
+    if let Some(path) = &proxy.ca_file {
+        let var = "airlock_upstream_proxy_ca_file";
+        refuse_home(path, var)?;
+        let local = std::path::PathBuf::from(path);
+        let sha = super::sha256_file(&local).map_err(|e| {
+            DeployError::local(
+                "staging",
+                format!("cannot read the outbound proxy's CA {path}: {e}"),
+                format!("`{var}` names a PEM file on the control node"),
+            )
+        })?;
+        files.push(FileSpec::local(path, local, sha, 0o644));
     }
     Ok(files)
 }

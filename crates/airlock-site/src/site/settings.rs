@@ -72,6 +72,7 @@ impl Reader<'_> {
             }
         }
         self.override_upstreams(&mut mirrors, &mut packages);
+        let upstream_proxy = self.outbound_proxy();
         Site {
             inventory: self.inventory.file.clone(),
             air_gapped,
@@ -92,6 +93,7 @@ impl Reader<'_> {
             identity_providers,
             egress,
             k3s,
+            upstream_proxy,
         }
     }
 
