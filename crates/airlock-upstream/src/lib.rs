@@ -312,10 +312,10 @@ impl Upstream {
                 // The operator must know whether to look at the upstream or the site's proxy.
                 if let Some(site) = &self.inner.site_proxy {
                     if site.settings().proxies(url) {
-                        reason.push_str(&format!(
-                            " (through the upstream proxy {})",
+                        reason = format!(
+                            "{reason} (through the upstream proxy {})",
                             site.settings().url
-                        ));
+                        );
                     }
                 }
                 Err(UpstreamError::Unreachable {

@@ -19,7 +19,12 @@ const PROXY_PASSWORD: &str = "site-proxy-pw";
 
 /// An upstream client with credentials `u`/`pw` for `upstream`, through `proxy`, which
 /// wants the site's credentials when `proxy_auth`.
-fn client(upstream: &str, proxy: &Tinyproxy, proxy_auth: bool, dir: &tempfile::TempDir) -> Upstream {
+fn client(
+    upstream: &str,
+    proxy: &Tinyproxy,
+    proxy_auth: bool,
+    dir: &tempfile::TempDir,
+) -> Upstream {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "pw").unwrap();
     let proxy_secret = dir.path().join("proxy-secret");
@@ -59,14 +64,22 @@ async fn credentials_stay_with_the_upstream_through_the_proxy() {
         .send(Method::GET, "v2/", HeaderMap::new(), "")
         .await
         .unwrap();
-    assert_eq!(own.status(), 200, "the upstream itself gets the credentials");
+    assert_eq!(
+        own.status(),
+        200,
+        "the upstream itself gets the credentials"
+    );
     let foreign = Target::Url(format!("{}file.whl", elsewhere.url()));
     let other = client
         .send(Method::GET, foreign, HeaderMap::new(), "")
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
-    assert_eq!(elsewhere.authorized_requests(), 0, "another host never sees them");
+    assert_eq!(
+        elsewhere.authorized_requests(),
+        0,
+        "another host never sees them"
+    );
     let through = proxy.requests();
     assert!(
         through
@@ -120,7 +133,11 @@ async fn a_redirect_to_a_stranger_through_the_proxy_gets_no_credentials() {
         .send(Method::GET, "v2/x/blobs/sha256:ab", HeaderMap::new(), "")
         .await
         .unwrap();
-    assert_eq!(response.status(), 401, "the stranger's 401 goes back as it is");
+    assert_eq!(
+        response.status(),
+        401,
+        "the stranger's 401 goes back as it is"
+    );
     assert_eq!(requests.load(Ordering::SeqCst), 1);
     assert_eq!(authorized.load(Ordering::SeqCst), 0);
     let through = proxy.requests();
