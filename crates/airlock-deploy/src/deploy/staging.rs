@@ -528,6 +528,45 @@ mod tests {
     }
 
     #[test]
+    fn the_outbound_proxy_password_is_the_gateways_alone_and_never_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), Mode::Apply);
+        let ca = dir.path().join("site-proxy-ca.pem");
+        std::fs::write(&ca, "PROXY CA").unwrap();
+        let mut site = super::super::tests::site();
+        site.upstream_proxy = Some(OutboundProxy {
+            url: "http://proxy.example.edu:3128".parse().unwrap(),
+            username: Some("airlock".to_owned()),
+            password: Some(airlock_ansible::vault::Secret::Known("pr0xy-pw".to_owned())),
+            no_proxy: Vec::new(),
+            ca_file: Some(ca.to_str().unwrap().to_owned()),
+        });
+        let files = files(&site, "listen = 1\n", &opts).unwrap();
+        let host = Fake::new("staging");
+        let log = dir.path().join("report.txt");
+        let report = Report::new(Box::new(std::fs::File::create(&log).unwrap()), Mode::Apply);
+        for spec in &files {
+            ensure(&host, spec, Mode::Apply, &report).unwrap();
+        }
+        drop(report);
+        let password = UPSTREAM_PROXY_PASSWORD_FILE;
+        assert_eq!(host.file(password).unwrap(), b"pr0xy-pw\n");
+        assert_eq!(host.owner(password).unwrap(), "airlock:airlock");
+        assert_eq!(host.mode(password), Some(airlock_remote::Mode(0o600)));
+        let ca = ca.to_str().unwrap();
+        assert_eq!(host.file(ca).unwrap(), b"PROXY CA");
+        assert_eq!(host.owner(ca).unwrap(), "root:root");
+        let shown = std::fs::read_to_string(&log).unwrap();
+        assert!(shown.contains(password), "{shown}");
+        assert!(!shown.contains("pr0xy-pw"), "{shown}");
+        let commands = host.commands().join("\n");
+        assert!(
+            !commands.contains("pr0xy-pw"),
+            "never on a command line: {commands}"
+        );
+    }
+
+    #[test]
     fn paths_under_home_directories_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path(), Mode::Apply);
