@@ -80,6 +80,24 @@ fn http_proxy_alone_is_used_and_a_different_one_is_a_warning() {
     );
     let report = check(
         &common::parse(&common::site(
+            "    https_proxy: \"\"\n    http_proxy: http://plain.example.edu:8080\n",
+            "",
+        )),
+        None,
+    );
+    assert_eq!(
+        report.errors() + report.warnings(),
+        0,
+        "{:#?}",
+        report.diagnostics
+    );
+    assert_eq!(
+        report.site.upstream_proxy.unwrap().url.as_str(),
+        "http://plain.example.edu:8080/",
+        "an empty https_proxy counts as unset"
+    );
+    let report = check(
+        &common::parse(&common::site(
             "    https_proxy: http://a.example.edu:3128\n    http_proxy: http://b.example.edu:3128\n",
             "",
         )),

@@ -14,11 +14,16 @@ pub const PASSWORD_FILE: &str = "/etc/airlock/upstream-proxy.password";
 
 impl Reader<'_> {
     pub(super) fn outbound_proxy(&mut self) -> Option<OutboundProxy> {
-        let https = self.text(Scope::Staging, "https_proxy");
-        let http = self.text(Scope::Staging, "http_proxy");
+        // Playbooks often set both, or leave one empty: an empty value counts as unset.
+        let https = self
+            .text(Scope::Staging, "https_proxy")
+            .filter(|(t, _)| !t.trim().is_empty());
+        let http = self
+            .text(Scope::Staging, "http_proxy")
+            .filter(|(t, _)| !t.trim().is_empty());
         let (var, (text, line)) = match (https, http) {
             (Some(https), Some(http)) => {
-                if https.0.trim() != http.0.trim() && !http.0.trim().is_empty() {
+                if https.0.trim() != http.0.trim() {
                     self.warning(
                         http.1,
                         "`http_proxy` and `https_proxy` differ; the gateway uses one proxy for every upstream, `https_proxy`",
@@ -32,9 +37,6 @@ impl Reader<'_> {
             (None, None) => return None,
         };
         let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
         let mut url = match url::Url::parse(text) {
             Ok(url) => url,
             Err(e) => {
