@@ -20,6 +20,7 @@ packages=(
   containerd        # real containerd + ctr, pulling through hosts.toml
   ansible-core      # real ansible-vault for vault interop tests
   curl              # real proxy client for egress and raw-proxy tests
+  tinyproxy         # a site's outbound proxy: [upstream_proxy] and deploy downloads through it
   rpm               # rpmbuild: the yum tests build their packages
   createrepo-c      # createrepo_c: the yum tests build their repositories
   dnf               # real yum client

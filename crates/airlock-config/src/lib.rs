@@ -18,9 +18,11 @@ use url::Url;
 mod egress;
 pub mod raw;
 mod resolve;
+mod upstream_proxy;
 
 pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use resolve::Invalid;
+pub use upstream_proxy::{NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings};
 
 /// The embedded default configuration (Scout's registries).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -50,6 +52,8 @@ pub struct Config {
     pub proxies: Vec<ProxyConfig>,
     /// The CONNECT egress proxy; `None` means it does not run.
     pub egress: Option<EgressSettings>,
+    /// The site's outbound proxy for every upstream; `None`: upstreams are reached directly.
+    pub upstream_proxy: Option<UpstreamProxySettings>,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use crate::egress::Egress;
+pub use crate::upstream_proxy::UpstreamProxy;
 use crate::{Format, TlsMode};
 
 /// The whole file.
@@ -35,6 +36,10 @@ pub struct Config {
     /// The CONNECT egress proxy; absent means it does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
+    /// The site's outbound proxy for every upstream; absent means upstreams are reached
+    /// directly (never through a proxy named in the environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 /// `[server]`: the registry, package and status listener.

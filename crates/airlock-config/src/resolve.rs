@@ -9,7 +9,7 @@ use airlock_types::{ByteSize, Digest, ImageRef};
 use crate::raw;
 use crate::{
     CacheConfig, Config, EgressConfigError, Format, MAX_HEADER_SIZE, MIN_HEADER_SIZE, ProxyConfig,
-    ServerConfig, TlsConfig, TlsMode,
+    ServerConfig, TlsConfig, TlsMode, UpstreamProxyError,
 };
 
 /// A configuration that parses but cannot be used: the key, and what is wrong with it.
@@ -71,6 +71,8 @@ pub enum Invalid {
     PasswordWithoutUsername { name: String },
     #[error("[egress] {0}")]
     Egress(EgressConfigError),
+    #[error("[upstream_proxy] {0}")]
+    UpstreamProxy(UpstreamProxyError),
 }
 
 impl Config {
@@ -109,6 +111,10 @@ impl Config {
             Some(egress) => Some(egress.resolve().map_err(Invalid::Egress)?),
             None => None,
         };
+        let upstream_proxy = match &raw.upstream_proxy {
+            Some(table) => Some(table.resolve().map_err(Invalid::UpstreamProxy)?),
+            None => None,
+        };
         if let Some(default) = &server.default_proxy {
             match proxies.iter().find(|p| &p.name == default) {
                 Some(p) if p.format == Format::Oci => {}
@@ -131,6 +137,7 @@ impl Config {
             cache,
             proxies,
             egress,
+            upstream_proxy,
         })
     }
 
@@ -184,6 +191,7 @@ impl Config {
                 })
                 .collect(),
             egress: self.egress.as_ref().map(|e| e.table.clone()),
+            upstream_proxy: self.upstream_proxy.as_ref().map(|p| p.table.clone()),
         }
     }
 }

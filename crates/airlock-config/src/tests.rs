@@ -340,3 +340,33 @@ fn raw_files_say_only_what_they_set() {
     let again = Config::from_raw(&resolved.to_raw()).unwrap();
     assert_eq!(again.to_toml(), resolved.to_toml());
 }
+
+#[test]
+fn upstream_proxy_is_checked_at_load_and_written_back() {
+    assert!(Config::embedded_default().upstream_proxy.is_none());
+    let config = parse(
+        "[upstream_proxy]\nurl = \"http://proxy.example.edu:3128\"\nusername = \"airlock\"\npassword_file = \"/etc/airlock/upstream-proxy.password\"\nca_file = \"/etc/pki/site-proxy-ca.pem\"\nno_proxy = [\"10.0.0.0/8\", \".example.edu\"]",
+    )
+    .unwrap();
+    let proxy = config.upstream_proxy.as_ref().unwrap();
+    assert_eq!(proxy.url.as_str(), "http://proxy.example.edu:3128/");
+    assert_eq!(proxy.no_proxy.len(), 2);
+    let text = config.to_toml();
+    assert!(
+        text.contains("[upstream_proxy]\nurl = \"http://proxy.example.edu:3128\"\n"),
+        "{text}"
+    );
+    let again = Config::from_toml_str(&text, "again").unwrap();
+    assert_eq!(again.upstream_proxy, config.upstream_proxy);
+    let message = err(
+        "[upstream_proxy]\nurl = \"http://proxy.example.edu:3128\"\nno_proxy = [\"10.0.0.1/8\"]",
+    );
+    assert!(
+        message.starts_with("test.toml: [upstream_proxy] no_proxy entry \"10.0.0.1/8\""),
+        "{message}"
+    );
+    let message = err("[upstream_proxy]\nurl = \"https://u:topsecret@proxy:3128\"");
+    assert!(message.contains("[upstream_proxy]"), "{message}");
+    assert!(!message.contains("topsecret"), "{message}");
+    assert!(err("[upstream_proxy]\nno_proxy = []").contains("missing field `url`"));
+}

@@ -63,6 +63,7 @@ fn direct(files: &FakeFiles) -> Sources {
         direct_install: files.url(),
         channels: format!("{}channels", files.url()),
         gateway: None,
+        outbound: None,
     }
 }
 
@@ -283,6 +284,7 @@ fn without_internet_the_channel_needs_k3s_version() {
             resolve: None,
             ca_pem: None,
         }),
+        outbound: None,
     };
     let error = fetch_k3s(&sources, None, "stable", "amd64", cache.path(), None, false)
         .expect_err("no channel");
@@ -321,6 +323,7 @@ fn unreachable_upstream_goes_through_the_gateway() {
             resolve: Some("127.0.0.1:0".parse().unwrap()),
             ca_pem: None,
         }),
+        outbound: None,
     };
     let got = fetch(&sources, cache.path()).expect("through the gateway");
     assert_eq!(got.route, Route::Gateway);
@@ -349,6 +352,7 @@ fn a_gateway_without_the_install_script_says_so() {
             resolve: None,
             ca_pem: None,
         }),
+        outbound: None,
     };
     let error = fetch(&sources, cache.path()).expect_err("no script");
     assert!(
@@ -367,6 +371,7 @@ fn unreachable_without_a_gateway_is_an_error() {
         direct_install: format!("http://127.0.0.1:{}/", closed_port()),
         channels: String::new(),
         gateway: None,
+        outbound: None,
     };
     let error = fetch(&sources, cache.path()).expect_err("unreachable");
     assert!(
@@ -387,6 +392,7 @@ fn a_bad_gateway_ca_is_a_clear_error() {
             resolve: None,
             ca_pem: Some(b"not a certificate".to_vec()),
         }),
+        outbound: None,
     };
     let error = fetch(&sources, cache.path()).expect_err("bad CA");
     assert!(matches!(error, ArtifactError::BadCa(_)), "{error}");
@@ -414,6 +420,7 @@ fn a_stalled_download_times_out() {
         direct_install: format!("http://{addr}/"),
         channels: String::new(),
         gateway: None,
+        outbound: None,
     };
     let started = Instant::now();
     let error = fetch_k3s(
@@ -450,6 +457,7 @@ fn bad_versions_and_architectures_are_refused() {
         direct_install: "http://127.0.0.1:1/".to_owned(),
         channels: String::new(),
         gateway: None,
+        outbound: None,
     };
     let error = fetch_k3s(
         &sources,

@@ -20,7 +20,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn http() -> Http {
-    Http::new(None, Some(Duration::from_secs(30)), false).expect("client")
+    Http::new(None, None, Some(Duration::from_secs(30)), false).expect("client")
 }
 
 /// Rancher-like: `k3s-selinux` needs `container-selinux`, which is here in two versions and
@@ -436,7 +436,7 @@ fn sources_follow_the_sites_upstreams() {
         "    airlock_upstreams:\n      k3s-releases: \"https://mirror.example.org/k3s/\"\n",
         "",
     );
-    let sources = airlock_deploy::artifacts::Sources::for_site(&site, None);
+    let sources = airlock_deploy::artifacts::Sources::for_site(&site, None).unwrap();
     assert_eq!(sources.direct_releases, "https://mirror.example.org/k3s/");
     assert_eq!(sources.direct_install, "https://get.k3s.io/");
     assert_eq!(

@@ -17,6 +17,7 @@ use airlock_config::Config;
 use airlock_registry::Registry;
 use airlock_store::{BlobStore, FsStore, MetaIndex, layout};
 use airlock_upstream::fetch::Downloads;
+use airlock_upstream::{SiteProxy, SiteProxyError};
 
 pub use serve::{Gateway, run};
 
@@ -34,6 +35,8 @@ pub enum GatewayError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Setup(#[from] airlock_registry::SetupError),
+    #[error(transparent)]
+    SiteProxy(#[from] SiteProxyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -75,11 +78,30 @@ pub(crate) async fn build(
 ) -> Result<(Arc<AppState>, Option<tls::Tls>), GatewayError> {
     let (store, index) = open_store(&config).await?;
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
+    let site_proxy = config
+        .upstream_proxy
+        .as_ref()
+        .map(SiteProxy::load)
+        .transpose()?;
+    if let Some(site) = &site_proxy {
+        tracing::info!(
+            target: "airlock::upstream",
+            proxy = %site.settings().url,
+            no_proxy = site.settings().no_proxy.len(),
+            "upstream requests go through the site's proxy"
+        );
+    }
     let packages = Arc::new(
-        airlock_packages::Packages::new(&config, &store, &index, &downloads)
+        airlock_packages::Packages::new(&config, site_proxy.as_ref(), &store, &index, &downloads)
             .map_err(|e| GatewayError::Setup(e.into()))?,
     );
-    let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
+    let registry = Arc::new(Registry::new(
+        &config,
+        site_proxy.as_ref(),
+        store,
+        index,
+        downloads,
+    )?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
     let egress = config

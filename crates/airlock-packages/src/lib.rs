@@ -49,9 +49,11 @@ pub struct Packages {
 }
 
 impl Packages {
-    /// Builds the package proxies of `config` (formats in [`SERVED_FORMATS`]).
+    /// Builds the package proxies of `config` (formats in [`SERVED_FORMATS`]), reaching
+    /// upstreams through `site_proxy` (the loaded `[upstream_proxy]`) when set.
     pub fn new(
         config: &Config,
+        site_proxy: Option<&airlock_upstream::SiteProxy>,
         store: &Arc<dyn BlobStore>,
         index: &MetaIndex,
         downloads: &Arc<Downloads>,
@@ -64,7 +66,7 @@ impl Packages {
         {
             let origin = Origin::new(
                 proxy.clone(),
-                Upstream::new(proxy)?,
+                Upstream::new(proxy, site_proxy)?,
                 store.clone(),
                 index.clone(),
                 downloads.clone(),

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use airlock_config::{Config, Format, ProxyConfig};
 use airlock_store::{BlobStore, MetaIndex};
-use airlock_upstream::Upstream;
 use airlock_upstream::fetch::{Downloads, KeyedLocks};
+use airlock_upstream::{SiteProxy, Upstream};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -87,9 +87,11 @@ pub struct Pin {
 }
 
 impl Registry {
-    /// Builds the registry for every `format = "oci"` proxy in `config`.
+    /// Builds the registry for every `format = "oci"` proxy in `config`, reaching upstreams
+    /// through `site_proxy` (the loaded `[upstream_proxy]`) when set.
     pub fn new(
         config: &Config,
+        site_proxy: Option<&SiteProxy>,
         store: Arc<dyn BlobStore>,
         index: MetaIndex,
         downloads: Arc<Downloads>,
@@ -102,7 +104,7 @@ impl Registry {
                 proxy.host.as_deref(),
                 proxy.upstream.host_str().unwrap_or_default(),
             );
-            let upstream = Upstream::new(proxy)?;
+            let upstream = Upstream::new(proxy, site_proxy)?;
             proxies.insert(
                 proxy.name.clone(),
                 OciProxy {

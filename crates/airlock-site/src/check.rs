@@ -337,6 +337,19 @@ pub fn summary(report: &Report) -> String {
         site.egress.allow.join(", ")
     };
     let _ = writeln!(out, "  egress       :{} → {allow}", site.egress.port);
+    if let Some(proxy) = &site.upstream_proxy {
+        // The URL holds no credentials; the user name is shown, the password never.
+        let user = proxy
+            .username
+            .as_ref()
+            .map_or_else(String::new, |u| format!(" as {u}"));
+        let direct = if proxy.no_proxy.is_empty() {
+            String::new()
+        } else {
+            format!(", direct: {}", proxy.no_proxy.join(", "))
+        };
+        let _ = writeln!(out, "  outbound     {}{user}{direct}", proxy.url);
+    }
     let _ = writeln!(
         out,
         "  k3s          {}, SELinux {}",

@@ -15,6 +15,7 @@ pub mod netns;
 mod rpm;
 mod serve;
 pub mod sshd;
+pub mod tinyproxy;
 mod tools;
 
 pub use fake_dir::FakeDir;

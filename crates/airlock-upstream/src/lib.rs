@@ -1,5 +1,6 @@
-//! Outbound HTTP to upstream registries: TLS roots and CA files, the staging node's own
-//! corporate proxy (`HTTPS_PROXY`/`NO_PROXY`), OCI token auth, redirects, redacted URLs.
+//! Outbound HTTP to upstream registries: TLS roots and CA files, the site's own outbound
+//! proxy (`[upstream_proxy]`, never the environment's), OCI token auth, redirects, redacted
+//! URLs.
 //!
 //! One [`Upstream`] per configured proxy. It answers with the upstream's response; what a
 //! status means for the client is decided by the protocol crates.
@@ -8,6 +9,7 @@ mod auth;
 mod challenge;
 pub mod fetch;
 mod redact;
+mod site_proxy;
 pub mod target;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tracing::Instrument as _;
 
 pub use challenge::{Challenge, parse_challenges};
 pub use redact::RedactedUrl;
+pub use site_proxy::{SiteProxy, SiteProxyError, outbound};
 pub use target::Target;
 
 /// Why an upstream could not be asked.
@@ -61,6 +64,7 @@ struct Inner {
     base: url::Url,
     client: reqwest::Client,
     auth: auth::Auth,
+    site_proxy: Option<SiteProxy>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -76,18 +80,24 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds the client for one `[[proxy]]`: reads `ca_file` and `password_file` now, so a
-    /// missing file is a startup error rather than a failed pull at 3 a.m.
-    pub fn new(config: &ProxyConfig) -> Result<Self, UpstreamError> {
+    /// missing file is a startup error rather than a failed pull at 3 a.m. Requests go
+    /// through `site_proxy` (the `[upstream_proxy]`) when set, and never through a proxy
+    /// named in the environment.
+    pub fn new(
+        config: &ProxyConfig,
+        site_proxy: Option<&SiteProxy>,
+    ) -> Result<Self, UpstreamError> {
         let setup = |reason: String| UpstreamError::Setup {
             proxy: config.name.clone(),
             reason,
         };
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout.0)
             // No total timeout: a large blob may take longer than any bound; silence may not.
             .read_timeout(config.read_timeout.0)
             .redirect(redirect_policy());
+        let mut builder = outbound(builder, site_proxy);
         if let Some(ca_file) = &config.ca_file {
             let pem = std::fs::read(ca_file)
                 .map_err(|e| setup(format!("reading ca_file {}: {e}", ca_file.display())))?;
@@ -130,6 +140,7 @@ impl Upstream {
                 base,
                 client: client.clone(),
                 auth: auth::Auth::new(client, credentials),
+                site_proxy: site_proxy.cloned(),
             }),
         })
     }
@@ -296,10 +307,22 @@ impl Upstream {
                 );
                 Ok(response)
             }
-            Err(error) => Err(UpstreamError::Unreachable {
-                url: RedactedUrl::new(url),
-                reason: error_chain(&error.without_url()),
-            }),
+            Err(error) => {
+                let mut reason = error_chain(&error.without_url());
+                // The operator must know whether to look at the upstream or the site's proxy.
+                if let Some(site) = &self.inner.site_proxy {
+                    if site.settings().proxies(url) {
+                        reason = format!(
+                            "{reason} (through the upstream proxy {})",
+                            site.settings().url
+                        );
+                    }
+                }
+                Err(UpstreamError::Unreachable {
+                    url: RedactedUrl::new(url),
+                    reason,
+                })
+            }
         }
     }
 }

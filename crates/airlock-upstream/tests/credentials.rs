@@ -24,7 +24,7 @@ fn client(upstream: &str, secret_dir: &tempfile::TempDir) -> Upstream {
         secret.display().to_string()
     );
     let config = Config::from_toml_str(&text, "test").unwrap();
-    Upstream::new(&config.proxies[0]).unwrap()
+    Upstream::new(&config.proxies[0], None).unwrap()
 }
 
 /// Serves `app` on loopback for the rest of the test.

@@ -1,5 +1,7 @@
-//! HTTP for the control node: direct upstreams, or the gateway with its name pinned and
-//! its CA trusted; downloads streamed into the cache or memory, bounded and hashed.
+//! HTTP for the control node: direct upstreams (through the site's outbound proxy when it
+//! has one, never through one named in the environment), or the gateway with its name
+//! pinned and its CA trusted; downloads streamed into the cache or memory, bounded and
+//! hashed.
 
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
@@ -7,7 +9,26 @@ use std::time::Duration;
 use reqwest::blocking::{Client, Response};
 use sha2::{Digest, Sha256};
 
+use airlock_site::site::Site;
+use airlock_upstream::SiteProxy;
+
 use super::{ArtifactError, Cas, DIRECT_CONNECT_TIMEOUT, GatewayAccess, cache_error};
+
+/// The site's outbound proxy (`https_proxy`, `no_proxy`, `airlock_upstream_proxy_ca_file`)
+/// for the control node's own downloads, checked as the gateway checks `[upstream_proxy]`.
+pub fn outbound_proxy(site: &Site) -> Result<Option<SiteProxy>, ArtifactError> {
+    let Some(proxy) = &site.upstream_proxy else {
+        return Ok(None);
+    };
+    let settings = proxy
+        .table()
+        .resolve()
+        .map_err(|e| ArtifactError::OutboundProxy(e.to_string()))?;
+    let password = proxy.password.as_ref().map(|p| p.expose().to_owned());
+    SiteProxy::with_password(&settings, password)
+        .map(Some)
+        .map_err(|e| ArtifactError::OutboundProxy(e.to_string()))
+}
 
 /// HTTP for the control node: direct upstreams and the gateway (its host name pinned to
 /// [`GatewayAccess::resolve`], its CA trusted), each request bounded by `timeout`.
@@ -20,18 +41,32 @@ pub struct Http {
 }
 
 impl Http {
-    /// `progress` draws bars on stderr when it is a terminal.
+    /// Direct downloads go through `outbound` unless its `no_proxy` says otherwise; the
+    /// gateway is always reached directly. `progress` draws bars on stderr when it is a
+    /// terminal.
     pub fn new(
         gateway: Option<&GatewayAccess>,
+        outbound: Option<&SiteProxy>,
         timeout: Option<Duration>,
         progress: bool,
     ) -> Result<Self, ArtifactError> {
+        let gateway_host = gateway
+            .and_then(|g| reqwest::Url::parse(&g.base).ok())
+            .and_then(|url| url.host_str().map(str::to_owned));
         let build = |redirects: reqwest::redirect::Policy| {
             let mut builder = Client::builder()
                 .connect_timeout(DIRECT_CONNECT_TIMEOUT)
                 .timeout(None)
                 .redirect(redirects)
-                .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")));
+                .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
+                .no_proxy();
+            if let Some(outbound) = outbound {
+                builder =
+                    builder.proxy(outbound.proxy_bypassing(gateway_host.iter().cloned().collect()));
+                for cert in outbound.root_certificates() {
+                    builder = builder.add_root_certificate(cert.clone());
+                }
+            }
             if let Some(gateway) = gateway {
                 if let Some(addr) = gateway.resolve {
                     let url = reqwest::Url::parse(&gateway.base)

@@ -23,13 +23,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use airlock_site::site::Site;
+use airlock_upstream::SiteProxy;
 
 mod cas;
 mod http;
 
 pub(crate) use cas::{Cas, persist};
-pub use http::Http;
 pub(crate) use http::{Body, Fetched, Sink};
+pub use http::{Http, outbound_proxy};
 
 /// Where `update.k3s.io` publishes release channels.
 pub const DEFAULT_CHANNELS: &str = "https://update.k3s.io/v1-release/channels";
@@ -61,19 +62,23 @@ pub struct Sources {
     pub channels: String,
     /// The gateway, tried when a direct connection cannot be made.
     pub gateway: Option<GatewayAccess>,
+    /// The site's outbound proxy for direct downloads (`https_proxy`, `no_proxy`); the
+    /// gateway is always reached directly.
+    pub outbound: Option<SiteProxy>,
 }
 
 impl Sources {
     /// The site's `k3s-releases` and `k3s-install` upstreams (as `airlock_upstreams` may
-    /// have changed them), the public channels, and `gateway`.
-    pub fn for_site(site: &Site, gateway: Option<GatewayAccess>) -> Self {
+    /// have changed them), the public channels, `gateway`, and the site's outbound proxy
+    /// (its CA file read now).
+    pub fn for_site(site: &Site, gateway: Option<GatewayAccess>) -> Result<Self, ArtifactError> {
         let upstream = |name: &str, default: &str| {
             site.packages
                 .iter()
                 .find(|p| p.name == name)
                 .map_or_else(|| default.to_owned(), |p| p.upstream.clone())
         };
-        Self {
+        Ok(Self {
             direct_releases: upstream(
                 "k3s-releases",
                 "https://github.com/k3s-io/k3s/releases/download/",
@@ -81,7 +86,8 @@ impl Sources {
             direct_install: upstream("k3s-install", "https://get.k3s.io/"),
             channels: DEFAULT_CHANNELS.to_owned(),
             gateway,
-        }
+            outbound: outbound_proxy(site)?,
+        })
     }
 }
 
@@ -187,6 +193,8 @@ pub enum ArtifactError {
     BadGatewayBase(String),
     #[error("the HTTP client could not be built: {0}")]
     Client(String),
+    #[error("the site's outbound proxy cannot be used: {0}")]
+    OutboundProxy(String),
     #[error("cache {path}: {source}")]
     Cache {
         path: PathBuf,
@@ -414,7 +422,12 @@ pub fn fetch_k3s(
     progress: bool,
 ) -> Result<K3sArtifacts, ArtifactError> {
     let asset = asset_name(arch)?;
-    let http = Http::new(sources.gateway.as_ref(), timeout, progress)?;
+    let http = Http::new(
+        sources.gateway.as_ref(),
+        sources.outbound.as_ref(),
+        timeout,
+        progress,
+    )?;
     let version = match version {
         Some(v) if is_release_name(v) => v.to_owned(),
         Some(v) => return Err(ArtifactError::BadVersion(v.to_owned())),

@@ -35,7 +35,7 @@ impl ArtifactSource for Fetcher<'_> {
                 .map(|ip| std::net::SocketAddr::new(ip, super::staging::PORT)),
             ca_pem: g.ca.clone(),
         });
-        let sources = Sources::for_site(self.site, access);
+        let sources = Sources::for_site(self.site, access)?;
         let k3s = &self.site.k3s;
         let fetched = artifacts::fetch_k3s(
             &sources,
@@ -54,8 +54,10 @@ impl ArtifactSource for Fetcher<'_> {
     }
 
     fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError> {
+        let outbound = artifacts::outbound_proxy(self.site)?;
         let http = Http::new(
             None,
+            outbound.as_ref(),
             self.site
                 .k3s
                 .artifact_download_timeout

@@ -12,7 +12,7 @@ use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{DeployError, Mode, Options};
 use airlock_remote::{ExecError, Executor, quote};
-use airlock_site::site::{GatewayTls, Site, Staging};
+use airlock_site::site::{GatewayTls, OutboundProxy, Site, Staging, UPSTREAM_PROXY_PASSWORD_FILE};
 
 pub const BINARY: &str = "/usr/local/bin/airlock";
 pub const CONFIG: &str = "/etc/airlock/airlock.toml";
@@ -114,6 +114,40 @@ pub fn files(site: &Site, config: &str, options: &Options) -> Result<Vec<FileSpe
             })?;
             files.push(FileSpec::local(path, local, sha, mode).owned_by(owner));
         }
+    }
+    if let Some(proxy) = &site.upstream_proxy {
+        files.extend(outbound_proxy_files(proxy)?);
+    }
+    Ok(files)
+}
+
+/// The outbound proxy's password (the gateway user's alone, never shown in a diff) and the
+/// CA of a TLS-intercepting proxy, which the inventory names on the control node and which
+/// lands at the same path.
+fn outbound_proxy_files(proxy: &OutboundProxy) -> Result<Vec<FileSpec>, DeployError> {
+    let mut files = Vec::new();
+    if let Some(password) = &proxy.password {
+        let mut spec = FileSpec::text(
+            UPSTREAM_PROXY_PASSWORD_FILE,
+            format!("{}\n", password.expose()),
+            0o600,
+        )
+        .owned_by(OWNER);
+        spec.opaque = true;
+        files.push(spec);
+    }
+    if let Some(path) = &proxy.ca_file {
+        let var = "airlock_upstream_proxy_ca_file";
+        refuse_home(path, var)?;
+        let local = std::path::PathBuf::from(path);
+        let sha = super::sha256_file(&local).map_err(|e| {
+            DeployError::local(
+                "staging",
+                format!("cannot read the outbound proxy's CA {path}: {e}"),
+                format!("`{var}` names a PEM file on the control node"),
+            )
+        })?;
+        files.push(FileSpec::local(path, local, sha, 0o644));
     }
     Ok(files)
 }
@@ -491,6 +525,45 @@ mod tests {
         assert_eq!(host.mode(key), Some(airlock_remote::Mode(0o600)));
         assert_eq!(host.owner(cert.to_str().unwrap()).unwrap(), "root:root");
         assert_eq!(host.owner(UNIT).unwrap(), "root:root");
+    }
+
+    #[test]
+    fn the_outbound_proxy_password_is_the_gateways_alone_and_never_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), Mode::Apply);
+        let ca = dir.path().join("site-proxy-ca.pem");
+        std::fs::write(&ca, "PROXY CA").unwrap();
+        let mut site = super::super::tests::site();
+        site.upstream_proxy = Some(OutboundProxy {
+            url: "http://proxy.example.edu:3128".parse().unwrap(),
+            username: Some("airlock".to_owned()),
+            password: Some(airlock_ansible::vault::Secret::Known("pr0xy-pw".to_owned())),
+            no_proxy: Vec::new(),
+            ca_file: Some(ca.to_str().unwrap().to_owned()),
+        });
+        let files = files(&site, "listen = 1\n", &opts).unwrap();
+        let host = Fake::new("staging");
+        let log = dir.path().join("report.txt");
+        let report = Report::new(Box::new(std::fs::File::create(&log).unwrap()), Mode::Apply);
+        for spec in &files {
+            ensure(&host, spec, Mode::Apply, &report).unwrap();
+        }
+        drop(report);
+        let password = UPSTREAM_PROXY_PASSWORD_FILE;
+        assert_eq!(host.file(password).unwrap(), b"pr0xy-pw\n");
+        assert_eq!(host.owner(password).unwrap(), "airlock:airlock");
+        assert_eq!(host.mode(password), Some(airlock_remote::Mode(0o600)));
+        let ca = ca.to_str().unwrap();
+        assert_eq!(host.file(ca).unwrap(), b"PROXY CA");
+        assert_eq!(host.owner(ca).unwrap(), "root:root");
+        let shown = std::fs::read_to_string(&log).unwrap();
+        assert!(shown.contains(password), "{shown}");
+        assert!(!shown.contains("pr0xy-pw"), "{shown}");
+        let commands = host.commands().join("\n");
+        assert!(
+            !commands.contains("pr0xy-pw"),
+            "never on a command line: {commands}"
+        );
     }
 
     #[test]

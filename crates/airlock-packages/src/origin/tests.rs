@@ -34,7 +34,7 @@ fn fixture(upstream: &FakeFiles, settings: &str) -> Fixture {
     let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
     let index = MetaIndex::open(&dir.path().join("index.redb")).unwrap();
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
-    let upstream = Upstream::new(&config).unwrap();
+    let upstream = Upstream::new(&config, None).unwrap();
     let origin = Origin::new(config, upstream, store.clone(), index, downloads).unwrap();
     Fixture {
         origin,

@@ -56,7 +56,7 @@ async fn file_downloads_parse_the_project_page_once() {
     let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
     let index = MetaIndex::open(&dir.path().join("index.redb")).unwrap();
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
-    let packages = Arc::new(Packages::new(&config, &store, &index, &downloads).unwrap());
+    let packages = Arc::new(Packages::new(&config, None, &store, &index, &downloads).unwrap());
 
     for round in ["miss", "hit"] {
         for (name, bytes) in &wheels {

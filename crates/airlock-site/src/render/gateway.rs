@@ -6,7 +6,7 @@ use airlock_config::{Egress, Format, TlsMode, raw};
 use airlock_types::HumanDuration;
 
 use super::{RenderError, header};
-use crate::site::{GatewayTls, Site, Staging};
+use crate::site::{GatewayTls, OutboundProxy, Site, Staging};
 
 /// The gateway's own configuration type, filled with what the site sets; every other key
 /// keeps the gateway's default by being left out.
@@ -85,6 +85,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ports: Some(vec![443]),
             ..Egress::default()
         }),
+        upstream_proxy: site.upstream_proxy.as_ref().map(OutboundProxy::table),
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }

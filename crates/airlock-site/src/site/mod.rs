@@ -27,10 +27,13 @@
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
 //! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
 //! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
+//! | `https_proxy` (or `http_proxy`), `no_proxy` | staging | the site's outbound proxy for the gateway and deploy's downloads (none) |
+//! | `airlock_upstream_proxy_ca_file` | staging | CA (PEM, on the control node) of a TLS-intercepting proxy (none) |
 //! | `ansible_host`, `ansible_user`, `ansible_port`, `ansible_connection` | each host | SSH target |
 //! | `ansible_become`, `ansible_become_user`, `ansible_become_password` | each host | sudo for deploy |
 //! | `ansible_ssh_common_args`, `ansible_ssh_extra_args`, `ansible_ssh_private_key_file` | each host | extra ssh options |
 
+mod outbound;
 mod reader;
 mod settings;
 mod values;
@@ -41,6 +44,7 @@ use airlock_ansible::connection::Machine;
 use airlock_ansible::inventory::{Diagnostic, Inventory, Location};
 use airlock_ansible::vault::{Secret, VaultSecret};
 
+pub use outbound::PASSWORD_FILE as UPSTREAM_PROXY_PASSWORD_FILE;
 use reader::Reader;
 pub use values::{host_of_url, is_hostname};
 
@@ -70,6 +74,8 @@ pub struct Site {
     pub identity_providers: Vec<&'static str>,
     pub egress: Egress,
     pub k3s: K3s,
+    /// The site's outbound proxy, when the staging and control nodes must use one.
+    pub upstream_proxy: Option<OutboundProxy>,
     /// Every variable a setting was read from, by name, and where it was set.
     pub sources: Vec<Source>,
 }
@@ -136,6 +142,21 @@ pub enum PackageProxyMode {
 pub struct Egress {
     pub port: u16,
     pub allow: Vec<String>,
+}
+
+/// The site's outbound proxy (`https_proxy`, `no_proxy`): the gateway's upstreams and the
+/// control node's downloads go through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundProxy {
+    /// `http(s)://host:port/`, without credentials.
+    pub url: url::Url,
+    pub username: Option<String>,
+    /// From the URL's userinfo; rendered only as a file path, installed by deploy.
+    pub password: Option<Secret>,
+    /// Hosts reached directly (`[upstream_proxy] no_proxy`).
+    pub no_proxy: Vec<String>,
+    /// A PEM file on the control node, installed at the same path on the staging node.
+    pub ca_file: Option<String>,
 }
 
 /// K3s settings the install and the `SELinux` repository need.

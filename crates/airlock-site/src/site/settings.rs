@@ -73,6 +73,7 @@ impl Reader<'_> {
             }
         }
         self.override_upstreams(&mut mirrors, &mut packages);
+        let upstream_proxy = self.outbound_proxy();
         Site {
             inventory: self.inventory.file.clone(),
             air_gapped,
@@ -94,6 +95,7 @@ impl Reader<'_> {
             egress,
             k3s,
             sources: self.sources(),
+            upstream_proxy,
         }
     }
 

@@ -17,6 +17,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Check { file } => {
             let config = Config::load(&file)?;
+            // The files `serve` reads at start: a missing CA or password file fails here too.
+            if let Some(proxy) = &config.upstream_proxy {
+                airlock_upstream::SiteProxy::load(proxy)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            }
             eprintln!("{}: ok ({} proxies)", file.display(), config.proxies.len());
             print!("{}", config.to_toml());
         }

@@ -35,8 +35,9 @@ pub async fn start_with_packages(dir: &Path, proxies: &str) -> (SocketAddr, Arc<
     );
     let index = MetaIndex::open(&layout::index_path(&config.data_dir)).unwrap();
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
-    let packages =
-        Arc::new(Packages::new(&config, &store, &index, &downloads).expect("the proxies start"));
+    let packages = Arc::new(
+        Packages::new(&config, None, &store, &index, &downloads).expect("the proxies start"),
+    );
     let app = Router::new()
         .route("/repository/{*rest}", any(airlock_packages::handle))
         .with_state(packages.clone());

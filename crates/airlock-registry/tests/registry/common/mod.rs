@@ -44,7 +44,7 @@ impl Server {
         let store: Arc<dyn BlobStore> = Arc::new(store);
         let index = MetaIndex::open(&layout::index_path(&config.data_dir))?;
         let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
-        let registry = Arc::new(Registry::new(&config, store, index, downloads)?);
+        let registry = Arc::new(Registry::new(&config, None, store, index, downloads)?);
         let listener = TcpListener::bind(config.server.listen).await?;
         Ok(Self { listener, registry })
     }
