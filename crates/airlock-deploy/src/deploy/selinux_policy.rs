@@ -6,7 +6,7 @@
 use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink, Mode};
-use crate::selinux_rpms::PACKAGES;
+use crate::rpms::selinux::{self, PACKAGES};
 use airlock_remote::{ExecError, Executor, Input, quote};
 use airlock_site::site::Site;
 
@@ -47,7 +47,7 @@ pub fn run(
         .read("/etc/os-release")
         .map_err(fail)?
         .unwrap_or_default();
-    let el = crate::selinux_rpms::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
+    let el = crate::rpms::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
         DeployError::host_message(
             "selinux",
             &host,
@@ -64,7 +64,7 @@ pub fn run(
     let install = if let Some(gateway) = through_gateway {
         let base = format!("https://{}/repository", gateway.staging.hostname);
         let ca = site.ca_file.as_deref().unwrap_or_default();
-        let repo = crate::selinux_rpms::repo_file(site, &base, ca, el);
+        let repo = selinux::repo_file(site, &base, ca, el);
         ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), mode, report).map_err(fail)?;
         format!("dnf -y install {}", PACKAGES.join(" "))
     } else {
@@ -72,7 +72,8 @@ pub fn run(
             report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
             return Ok(());
         }
-        let rpms = artifacts.selinux_rpms(el, arch).map_err(|message| {
+        let repo = selinux::rancher_repo(site, el);
+        let rpms = artifacts.rpms(&[repo], &PACKAGES, arch).map_err(|message| {
             DeployError::local(
                 "selinux",
                 message.to_string(),
@@ -112,7 +113,7 @@ mod tests {
     use super::*;
     use crate::artifacts::K3sArtifacts;
     use crate::deploy::SourceError;
-    use crate::selinux_rpms::{CachedRpm, Checksum, Evr, RpmPackage};
+    use crate::rpms::{CachedRpm, Checksum, Evr, RpmPackage};
     use airlock_remote::fake::Fake;
 
     struct Rpms(std::path::PathBuf);
@@ -120,8 +121,20 @@ mod tests {
         fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError> {
             unreachable!()
         }
-        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError> {
-            assert_eq!((el, arch), (9, "x86_64"));
+        fn rpms(
+            &self,
+            repos: &[String],
+            packages: &[&str],
+            arch: &str,
+        ) -> Result<Vec<CachedRpm>, SourceError> {
+            assert_eq!(
+                (repos, packages, arch),
+                (
+                    &["https://rpm.rancher.io/k3s/stable/common/centos/9/noarch/".to_owned()][..],
+                    &PACKAGES[..],
+                    "x86_64"
+                )
+            );
             let sha256 = crate::deploy::sha256_file(&self.0).unwrap();
             Ok(vec![CachedRpm {
                 package: RpmPackage {
