@@ -338,7 +338,11 @@ pub fn summary(report: &Report) -> String {
         out,
         "  install      servers: --default-local-storage-path={}{}{}; kubeconfig {} (0640, group {}); GPU taint {}",
         install.base_dir,
-        if install.extra_args.is_empty() { "" } else { " " },
+        if install.extra_args.is_empty() {
+            ""
+        } else {
+            " "
+        },
         install.extra_args.join(" "),
         install.kubeconfig,
         install.kubeconfig_group,

@@ -573,7 +573,10 @@ fn cluster_install_and_coredns_settings_reach_the_site() {
     assert_eq!(
         coredns.forward,
         [
-            ("/etc/resolv.conf".to_owned(), vec!["example.edu".to_owned()]),
+            (
+                "/etc/resolv.conf".to_owned(),
+                vec!["example.edu".to_owned()]
+            ),
             ("100.100.100.100".to_owned(), vec!["ts.net".to_owned()]),
         ]
     );
@@ -601,7 +604,10 @@ fn cluster_install_and_coredns_settings_reach_the_site() {
     assert_eq!(defaults.install.base_dir, "/var/lib/rancher/k3s/storage");
     assert_eq!(defaults.install.kubeconfig, "/etc/rancher/k3s/k3s.yaml");
     assert_eq!(defaults.install.kubeconfig_group, "root");
-    assert!(defaults.install.gpu_node_taint, "Scout taints GPU nodes by default");
+    assert!(
+        defaults.install.gpu_node_taint,
+        "Scout taints GPU nodes by default"
+    );
     assert!(defaults.install.extra_args.is_empty());
 }
 
@@ -616,10 +622,17 @@ fn legacy_coredns_forward_domains_warn_and_conflict_with_the_map() {
         .find(|d| d.message.contains("deprecated"))
         .expect("a deprecation warning");
     assert_eq!(warning.line, line_of(&legacy, "coredns_forward_domains"));
-    assert!(warning.help.contains("coredns_forward_map"), "{}", warning.help);
+    assert!(
+        warning.help.contains("coredns_forward_map"),
+        "{}",
+        warning.help
+    );
     assert_eq!(
         report.site.coredns.forward,
-        [("/etc/resolv.conf".to_owned(), vec!["example.edu".to_owned()])]
+        [(
+            "/etc/resolv.conf".to_owned(),
+            vec!["example.edu".to_owned()]
+        )]
     );
 
     let both = common::site(

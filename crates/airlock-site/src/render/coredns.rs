@@ -1,4 +1,4 @@
-//! The `coredns-custom` `ConfigMap` K3s's CoreDNS imports (`*.override` into its main
+//! The `coredns-custom` `ConfigMap` K3s's `CoreDNS` imports (`*.override` into its main
 //! server block, `*.server` as more server blocks), in three layers as Scout renders it:
 //!
 //! 1. `air_gapped`: `airgap.override` answers NXDOMAIN for every name the cluster does not
@@ -127,7 +127,12 @@ mod tests {
             .and_then(|d| d.as_map())
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.as_str().unwrap().to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_owned(),
+                    v.as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -245,7 +250,10 @@ data:
             parsed(&manifest),
             [
                 ("scout-override.server".to_owned(), block.to_owned()),
-                ("no-newline.server".to_owned(), "x:53 {\n  whoami\n}".to_owned()),
+                (
+                    "no-newline.server".to_owned(),
+                    "x:53 {\n  whoami\n}".to_owned()
+                ),
                 (
                     "indented.server".to_owned(),
                     "  y:53 {\n  whoami\n  }\n\n".to_owned()

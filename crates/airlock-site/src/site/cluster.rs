@@ -300,12 +300,12 @@ fn is_group_name(group: &str) -> bool {
         && name.len() <= 32
         && (name.chars().all(|c| c.is_ascii_digit())
             || (name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))))
+                && name.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')
+                })))
 }
 
-/// What CoreDNS's `forward` takes here: an IP address, with or without a port, or the path
+/// What `CoreDNS`'s `forward` takes here: an IP address, with or without a port, or the path
 /// of a resolv.conf-style file.
 pub fn is_forward_destination(destination: &str) -> bool {
     if destination.starts_with('/') {

@@ -27,7 +27,7 @@
 //! | `k3s_extra_args` | server, then staging | more K3s server flags, split as a shell would (none) |
 //! | `kubeconfig_yaml`, `kubeconfig_group` | server, then staging | servers' admin kubeconfig, mode 0640 for that group (`/etc/rancher/k3s/k3s.yaml`, `root`) |
 //! | `enable_gpu_node_taint` | server, then staging | `nvidia.com/gpu=present:NoSchedule` on `gpu_workers` of multi-node clusters (true) |
-//! | `coredns_forward_map`, `coredns_forward_domains` (deprecated) | server, then staging | `{IP or resolv.conf path: [domains]}` forwarded by CoreDNS (none) |
+//! | `coredns_forward_map`, `coredns_forward_domains` (deprecated) | server, then staging | `{IP or resolv.conf path: [domains]}` forwarded by `CoreDNS` (none) |
 //! | `coredns_extra_server_blocks` | server, then staging | `{name: Corefile text}` as `<name>.server` in `coredns-custom` (none) |
 //! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
 //! | `ansible_host`, `ansible_user`, `ansible_port`, `ansible_connection` | each host | SSH target |
@@ -45,8 +45,10 @@ use airlock_ansible::connection::Machine;
 use airlock_ansible::inventory::{Diagnostic, Inventory};
 use airlock_ansible::vault::{Secret, VaultSecret};
 
+pub use cluster::{
+    CoreDns, DEFAULT_BASE_DIR, DEFAULT_KUBECONFIG, K3sInstall, is_forward_destination,
+};
 use reader::Reader;
-pub use cluster::{CoreDns, DEFAULT_BASE_DIR, DEFAULT_KUBECONFIG, K3sInstall, is_forward_destination};
 pub use values::{host_of_url, is_hostname};
 
 /// Where nodes find the gateway's CA certificate when it is self-signed.
