@@ -160,10 +160,7 @@ fn a_version_constraint_picks_an_older_package_and_absent_wanted_goes_to_the_os(
     assert_eq!(closure.left_to_os[0].required_by, None);
     let error = resolve_closure(&[url], &["nothing-like-this"], "x86_64", &http())
         .expect_err("nothing found");
-    assert!(
-        matches!(error, RpmError::NothingFound { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, RpmError::NothingFound { .. }), "{error}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! `createrepo_c` (Debian packages `rpm` and `createrepo-c`), signed with `gpg` (`gnupg`),
 //! for yum proxy tests.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,10 +46,11 @@ pub fn build_rpm_with_files(
     for (i, (path, content, mode)) in files.iter().enumerate() {
         let source = sources.join(i.to_string());
         std::fs::write(&source, content).expect("write a package file");
-        install.push_str(&format!(
-            "install -D -m {mode:o} {} %{{buildroot}}{path}\n",
+        let _ = writeln!(
+            install,
+            "install -D -m {mode:o} {} %{{buildroot}}{path}",
             source.display()
-        ));
+        );
         listed.push_str(path);
         listed.push('\n');
     }

@@ -80,7 +80,7 @@ fn bed_pulls_through_a_gateway_started_by_hand() {
 }
 
 /// What Scout's `k3s` role set up besides the installer: the kubeconfig's mode and group,
-/// the storage directory and the CoreDNS manifest on the server, the NVIDIA runtime and
+/// the storage directory and the `CoreDNS` manifest on the server, the NVIDIA runtime and
 /// toolkit (through the gateway's yum proxy, verified with `nvidia-ctk`) on the GPU worker.
 fn check_cluster_setup(bed: &Bed, output: &str) {
     let (server, gpu) = (&bed.node1, &bed.node2);

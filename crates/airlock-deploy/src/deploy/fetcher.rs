@@ -74,10 +74,6 @@ impl ArtifactSource for Fetcher<'_> {
                 left.requirement
             ));
         }
-        Ok(rpms::download_rpms(
-            &closure,
-            &self.cache_dir,
-            &http,
-        )?)
+        Ok(rpms::download_rpms(&closure, &self.cache_dir, &http)?)
     }
 }

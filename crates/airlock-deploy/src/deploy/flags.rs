@@ -43,10 +43,7 @@ pub fn node_install(site: &Site, machine: &Machine, role: Role, nodes: usize) ->
     let mut flags = Vec::new();
     let mut env = Vec::new();
     if server {
-        flags.push(format!(
-            "--default-local-storage-path={}",
-            install.base_dir
-        ));
+        flags.push(format!("--default-local-storage-path={}", install.base_dir));
         flags.push(format!("--tls-san={}", machine.address));
         if machine.name != machine.address {
             flags.push(format!("--tls-san={}", machine.name));
@@ -143,7 +140,10 @@ mod tests {
         assert_eq!(
             server.env,
             [
-                ("K3S_KUBECONFIG_OUTPUT", "/etc/rancher/k3s/k3s.yaml".to_owned()),
+                (
+                    "K3S_KUBECONFIG_OUTPUT",
+                    "/etc/rancher/k3s/k3s.yaml".to_owned()
+                ),
                 ("K3S_KUBECONFIG_MODE", "0640".to_owned()),
                 ("K3S_KUBECONFIG_GROUP", "root".to_owned()),
             ]
@@ -155,7 +155,11 @@ mod tests {
         let site = site("    enable_gpu_node_taint: false\n", true);
         let flags = flags_of(&site);
         assert_eq!(flags[2].1, ["--disable-default-registry-endpoint"]);
-        assert!(flags[0].1.contains(&format!("--node-taint={CONTROL_PLANE_TAINT}")));
+        assert!(
+            flags[0]
+                .1
+                .contains(&format!("--node-taint={CONTROL_PLANE_TAINT}"))
+        );
     }
 
     #[test]
@@ -172,7 +176,12 @@ mod tests {
         gpu_site.gpu_workers.push(server.clone());
         let gpu_alone = node_install(&gpu_site, server, role, 1);
         assert!(gpu_alone.gpu);
-        assert!(!gpu_alone.flags.iter().any(|f| f.starts_with("--node-taint")));
+        assert!(
+            !gpu_alone
+                .flags
+                .iter()
+                .any(|f| f.starts_with("--node-taint"))
+        );
     }
 
     #[test]
@@ -188,8 +197,15 @@ mod tests {
             server.flags[server.flags.len() - 3..],
             ["--snapshotter=native", "--node-label", "zone=a b"]
         );
-        assert!(server.env.contains(&("K3S_KUBECONFIG_OUTPUT", "/etc/rancher/k3s/admin.yaml".to_owned())));
-        assert!(server.env.contains(&("K3S_KUBECONFIG_GROUP", "k3s-admins".to_owned())));
+        assert!(server.env.contains(&(
+            "K3S_KUBECONFIG_OUTPUT",
+            "/etc/rancher/k3s/admin.yaml".to_owned()
+        )));
+        assert!(
+            server
+                .env
+                .contains(&("K3S_KUBECONFIG_GROUP", "k3s-admins".to_owned()))
+        );
         let agent = node_install(&site, roles[1].0, roles[1].1, 2);
         assert_eq!(agent.flags, ["--disable-default-registry-endpoint"]);
     }

@@ -103,10 +103,13 @@ mod tests {
     use airlock_remote::fake::Fake;
     use std::sync::Mutex;
 
+    /// One request for RPMs: repositories, package names, architecture.
+    type Asked = (Vec<String>, Vec<String>, String);
+
     /// Hands out one cached RPM and records what was asked for.
     struct Rpms {
         file: std::path::PathBuf,
-        asked: Mutex<Vec<(Vec<String>, Vec<String>, String)>>,
+        asked: Mutex<Vec<Asked>>,
     }
 
     impl ArtifactSource for Rpms {
@@ -168,8 +171,22 @@ mod tests {
         let rpms = source(&dir);
         let node = Fake::new("gpu1");
         node.answer("rpm -q", 1, "");
-        node.answer("nvidia-ctk", 0, "NVIDIA Container Toolkit CLI version 1.17.8\n");
-        run(&site, &node, None, "x86_64", None, &rpms, Mode::Apply, &quiet()).unwrap();
+        node.answer(
+            "nvidia-ctk",
+            0,
+            "NVIDIA Container Toolkit CLI version 1.17.8\n",
+        );
+        run(
+            &site,
+            &node,
+            None,
+            "x86_64",
+            None,
+            &rpms,
+            Mode::Apply,
+            &quiet(),
+        )
+        .unwrap();
         assert_eq!(
             rpms.asked.lock().unwrap()[0],
             (
@@ -196,9 +213,23 @@ mod tests {
         let rpms = source(&dir);
         let node = Fake::new("gpu1");
         node.answer("rpm -q", 0, "");
-        node.answer("nvidia-ctk", 0, "NVIDIA Container Toolkit CLI version 1.17.8\n");
+        node.answer(
+            "nvidia-ctk",
+            0,
+            "NVIDIA Container Toolkit CLI version 1.17.8\n",
+        );
         let report = quiet();
-        run(&site, &node, None, "x86_64", None, &rpms, Mode::Apply, &report).unwrap();
+        run(
+            &site,
+            &node,
+            None,
+            "x86_64",
+            None,
+            &rpms,
+            Mode::Apply,
+            &report,
+        )
+        .unwrap();
         assert!(rpms.asked.lock().unwrap().is_empty());
         assert!(!node.commands().iter().any(|c| c.contains("dnf")));
         assert_eq!(report.counts()["gpu1"].changed, 0);
@@ -206,7 +237,17 @@ mod tests {
         let fresh = Fake::new("gpu2");
         fresh.answer("rpm -q", 1, "");
         let check = Report::new(Box::new(std::io::sink()), Mode::Check);
-        run(&site, &fresh, None, "x86_64", None, &rpms, Mode::Check, &check).unwrap();
+        run(
+            &site,
+            &fresh,
+            None,
+            "x86_64",
+            None,
+            &rpms,
+            Mode::Check,
+            &check,
+        )
+        .unwrap();
         assert!(
             !fresh
                 .commands()
@@ -215,7 +256,11 @@ mod tests {
             "{:?}",
             fresh.commands()
         );
-        assert_eq!(check.counts()["gpu2"].changed, 2, "the copy and the install");
+        assert_eq!(
+            check.counts()["gpu2"].changed,
+            2,
+            "the copy and the install"
+        );
     }
 
     #[test]

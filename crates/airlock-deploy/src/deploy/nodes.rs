@@ -26,7 +26,8 @@ pub const REGISTRIES: &str = "/etc/rancher/k3s/registries.yaml";
 pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 pub const GPU_CONFIG: &str = "default-runtime: nvidia\n";
 /// K3s applies every manifest here on the servers, and again when the file changes.
-pub const COREDNS_MANIFEST: &str = "/var/lib/rancher/k3s/server/manifests/airlock-coredns-custom.yaml";
+pub const COREDNS_MANIFEST: &str =
+    "/var/lib/rancher/k3s/server/manifests/airlock-coredns-custom.yaml";
 /// How K3s was installed; a change re-runs the installer. The token is in it only as an
 /// HMAC keyed with a random per-node salt stored beside it, so the file cannot be used to
 /// test guesses against a table, and it is root's alone (0600).
@@ -169,7 +170,11 @@ fn marker_diff(installed: Option<&str>, wanted: &str) -> String {
                 all
             })
     };
-    diff(MARKER, &fields(installed.unwrap_or_default()), &fields(wanted))
+    diff(
+        MARKER,
+        &fields(installed.unwrap_or_default()),
+        &fields(wanted),
+    )
 }
 
 /// HMAC-SHA256 of the token keyed with the salt (hex).

@@ -288,11 +288,7 @@ pub fn download_rpms(
             sha256,
         });
     }
-    tracing::debug!(
-        "{} RPM packages in {}",
-        cached.len(),
-        cas.root().display()
-    );
+    tracing::debug!("{} RPM packages in {}", cached.len(), cas.root().display());
     Ok(cached)
 }
 

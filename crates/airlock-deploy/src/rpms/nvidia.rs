@@ -77,7 +77,9 @@ mod tests {
         );
         assert!(text.contains("repo_gpgcheck=1\n"), "{text}");
         assert!(
-            text.contains("gpgkey=https://gw.example.org/repository/nvidia-container-toolkit/gpgkey\n"),
+            text.contains(
+                "gpgkey=https://gw.example.org/repository/nvidia-container-toolkit/gpgkey\n"
+            ),
             "{text}"
         );
         assert!(text.contains("sslcacert=/etc/ca.crt\n"), "{text}");

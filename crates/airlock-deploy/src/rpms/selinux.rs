@@ -74,4 +74,3 @@ pub fn repo_file(
     );
     text
 }
-

@@ -171,7 +171,6 @@ w2   Ready,SchedulingDisabled   <none>   1m   v1.31.4+k3s1\n";
     assert_eq!(ready_nodes(listing), ["s1", "w2"]);
 }
 
-
 fn server_install() -> NodeInstall {
     NodeInstall {
         flags: vec![
@@ -197,7 +196,10 @@ fn flags_and_environment_reach_the_installer_quoted() {
             ..inputs.clone()
         };
         let script = installer_script("s1", Role::FirstServer, &inputs);
-        assert!(script.contains("export K3S_KUBECONFIG_MODE=0640\n"), "{script}");
+        assert!(
+            script.contains("export K3S_KUBECONFIG_MODE=0640\n"),
+            "{script}"
+        );
         assert!(
             script.contains("export K3S_KUBECONFIG_GROUP='k3s admins'\n"),
             "{script}"
@@ -254,7 +256,10 @@ fn gpu_workers_get_the_nvidia_runtime_and_a_change_restarts() {
     with_inputs(|inputs| {
         let node = Fake::new("g1");
         run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
-        assert!(node.file(K3S_CONFIG).is_none(), "only GPU workers get config.yaml");
+        assert!(
+            node.file(K3S_CONFIG).is_none(),
+            "only GPU workers get config.yaml"
+        );
         let gpu = NodeInstall {
             gpu: true,
             ..NodeInstall::default()
@@ -323,7 +328,9 @@ fn a_coredns_manifest_no_longer_needed_is_deleted_with_its_configmap() {
         let commands = node.commands();
         let delete = commands
             .iter()
-            .position(|c| c.contains("kubectl delete configmap coredns-custom --namespace kube-system"))
+            .position(|c| {
+                c.contains("kubectl delete configmap coredns-custom --namespace kube-system")
+            })
             .expect("the ConfigMap is deleted");
         let rm = commands
             .iter()
@@ -333,7 +340,12 @@ fn a_coredns_manifest_no_longer_needed_is_deleted_with_its_configmap() {
 
         let clean = Fake::new("s2");
         run(&clean, Role::FirstServer, inputs, Mode::Apply, &quiet()).unwrap();
-        assert!(!clean.commands().iter().any(|c| c.contains("kubectl delete")));
+        assert!(
+            !clean
+                .commands()
+                .iter()
+                .any(|c| c.contains("kubectl delete"))
+        );
     });
 }
 
@@ -342,7 +354,10 @@ fn kubeconfig_gets_mode_0640_and_the_group() {
     let node = Fake::new("s1");
     let path = "/etc/rancher/k3s/k3s.yaml";
     let err = kubeconfig_perms(&node, path, "wheel", true, Mode::Apply, &quiet()).unwrap_err();
-    assert!(err.to_string().contains("has not written its kubeconfig"), "{err}");
+    assert!(
+        err.to_string().contains("has not written its kubeconfig"),
+        "{err}"
+    );
     kubeconfig_perms(&node, path, "wheel", false, Mode::Check, &quiet()).unwrap();
 
     node.put_with(path, "apiVersion: v1\n", 0o600, "root:root");
