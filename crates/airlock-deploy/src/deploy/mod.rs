@@ -407,10 +407,13 @@ fn stage_selinux(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
     );
     let run = &*run;
     let indices: Vec<usize> = (0..run.execs.len()).collect();
+    let ca = node_ca(run.site, run.gateway.as_ref());
+    let ca = ca.as_ref().map(|(path, pem)| (path.as_str(), pem.as_str()));
     parallel(&indices, |&i| {
         selinux_policy::run(
             run.site,
             run.execs[i].as_ref(),
+            ca,
             &run.unames[i],
             run.gateway.as_ref(),
             run.artifacts,
