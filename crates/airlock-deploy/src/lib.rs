@@ -2,12 +2,13 @@
 //!
 //! - [`preflight`]: what would stop a deploy, checked on every host first.
 //! - [`artifacts`]: K3s release files, verified, in a local content-addressed cache.
-//! - [`selinux_rpms`]: the `SELinux` packages' `.repo` through the gateway, or their dependency
-//!   closure resolved and downloaded on the control node.
+//! - [`rpms`]: RPM packages for the nodes (`SELinux` policy, NVIDIA container toolkit): a
+//!   `.repo` through the gateway, or their dependency closure resolved and downloaded on the
+//!   control node.
 //! - [`deploy`]: the stages of `airlock deploy`, each idempotent, with `--check` diffs;
-//!   [`deploy::selinux_policy`] installs those packages on the nodes.
+//!   [`deploy::selinux_policy`] and [`deploy::gpu`] install those packages on the nodes.
 
 pub mod artifacts;
 pub mod deploy;
 pub mod preflight;
-pub mod selinux_rpms;
+pub mod rpms;

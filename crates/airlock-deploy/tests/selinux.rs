@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_deploy::artifacts::Http;
-use airlock_deploy::selinux_rpms::{
-    Closure, PACKAGES, SelinuxError, download_rpms, resolve_closure,
-};
+use airlock_deploy::rpms::selinux::PACKAGES;
+use airlock_deploy::rpms::{Closure, RpmError, download_rpms, resolve_closure};
 use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo, require_tool};
 use sha2::{Digest, Sha256};
 
@@ -161,10 +160,7 @@ fn a_version_constraint_picks_an_older_package_and_absent_wanted_goes_to_the_os(
     assert_eq!(closure.left_to_os[0].required_by, None);
     let error = resolve_closure(&[url], &["nothing-like-this"], "x86_64", &http())
         .expect_err("nothing found");
-    assert!(
-        matches!(error, SelinuxError::NothingFound { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, RpmError::NothingFound { .. }), "{error}");
 }
 
 #[test]
@@ -231,7 +227,7 @@ fn a_tampered_rpm_is_refused_and_not_cached() {
     let cache = tempfile::tempdir().expect("cache");
     let error = download_rpms(&closure, cache.path(), &http()).expect_err("tampered");
     match &error {
-        SelinuxError::ChecksumMismatch {
+        RpmError::ChecksumMismatch {
             url: got, actual, ..
         } => {
             assert_eq!(got, &format!("{url}/k3s-selinux-1.6-1.noarch.rpm"));
@@ -258,7 +254,7 @@ fn sha1_repositories_are_refused_as_insecure() {
     let url = serve(&files, "old/", &repo);
     let error = resolve_closure(&[url], &PACKAGES, "x86_64", &http()).expect_err("sha1");
     assert!(
-        matches!(error, SelinuxError::InsecureChecksum { .. }),
+        matches!(error, RpmError::InsecureChecksum { .. }),
         "{error}"
     );
     assert!(error.to_string().contains("not secure"), "{error}");
@@ -400,7 +396,7 @@ fn site_with(staging_vars: &str, cluster_vars: &str) -> airlock_site::site::Site
 #[test]
 fn the_repo_file_points_at_the_gateways_rancher_proxy() {
     let site = site_with("", "    k3s_selinux_channel: testing\n");
-    let text = airlock_deploy::selinux_rpms::repo_file(
+    let text = airlock_deploy::rpms::selinux::repo_file(
         &site,
         "https://gw.example.org/repository/",
         "/etc/rancher/k3s/staging-ca.crt",
@@ -421,11 +417,11 @@ fn the_repo_file_points_at_the_gateways_rancher_proxy() {
          timeout=300\n"
     );
     let without_ca =
-        airlock_deploy::selinux_rpms::repo_file(&site, "https://gw.example.org/repository", "", 8);
+        airlock_deploy::rpms::selinux::repo_file(&site, "https://gw.example.org/repository", "", 8);
     assert!(without_ca.contains("/centos/8/noarch\n"));
     assert!(!without_ca.contains("sslcacert"));
     assert_eq!(
-        airlock_deploy::selinux_rpms::rancher_repo(&site, 9),
+        airlock_deploy::rpms::selinux::rancher_repo(&site, 9),
         "https://rpm.rancher.io/k3s/testing/common/centos/9/noarch/"
     );
 }

@@ -144,6 +144,14 @@ pub const KNOWN_VARS: &[&str] = &[
     "k3s_channel",
     "k3s_token",
     "airlock_upstreams",
+    "base_dir",
+    "k3s_extra_args",
+    "kubeconfig_yaml",
+    "kubeconfig_group",
+    "enable_gpu_node_taint",
+    "coredns_forward_map",
+    "coredns_forward_domains",
+    "coredns_extra_server_blocks",
 ];
 
 #[cfg(test)]

@@ -376,12 +376,53 @@ pub fn summary(report: &Report) -> String {
         0 => String::new(),
         n => format!("; {n} encrypted variable file(s)"),
     };
+    let install = &site.install;
+    let _ = writeln!(
+        out,
+        "  install      servers: --default-local-storage-path={}{}{}; kubeconfig {} (0640, group {}); GPU taint {}",
+        install.base_dir,
+        if install.extra_args.is_empty() {
+            ""
+        } else {
+            " "
+        },
+        install.extra_args.join(" "),
+        install.kubeconfig,
+        install.kubeconfig_group,
+        if install.gpu_node_taint { "on" } else { "off" },
+    );
+    let _ = writeln!(out, "  coredns      {}", coredns_summary(site));
     let _ = writeln!(
         out,
         "  vault        {} value(s), {} decrypted{files}",
         report.vault_values, report.vault_decrypted
     );
     out
+}
+
+/// What the `coredns-custom` `ConfigMap` holds, layer by layer.
+fn coredns_summary(site: &Site) -> String {
+    let mut layers = Vec::new();
+    if site.air_gapped {
+        layers.push("air-gapped deny-all".to_owned());
+    }
+    for (destination, domains) in &site.coredns.forward {
+        layers.push(format!("forward {} → {destination}", domains.join(" ")));
+    }
+    if !site.coredns.extra_server_blocks.is_empty() {
+        let names: Vec<&str> = site
+            .coredns
+            .extra_server_blocks
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        layers.push(format!("server blocks {}", names.join(", ")));
+    }
+    if layers.is_empty() {
+        "stock (no coredns-custom)".to_owned()
+    } else {
+        layers.join("; ")
+    }
 }
 
 #[cfg(test)]

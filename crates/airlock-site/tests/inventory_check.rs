@@ -274,6 +274,54 @@ fn bad_settings_each_name_their_line() {
             "harbor_storage_size",
             "is not a size",
         ),
+        (
+            "",
+            "    base_dir: data/k3s\n",
+            "base_dir",
+            "is not an absolute path",
+        ),
+        (
+            "",
+            "    k3s_extra_args: '--node-label \"zone=a'\n",
+            "k3s_extra_args",
+            "cannot be split into arguments",
+        ),
+        (
+            "",
+            "    kubeconfig_group: 'k3s admins'\n",
+            "kubeconfig_group",
+            "is not a group name",
+        ),
+        (
+            "",
+            "    enable_gpu_node_taint: sometimes\n",
+            "enable_gpu_node_taint",
+            "must be true or false",
+        ),
+        (
+            "",
+            "    coredns_forward_map:\n      dns.example.edu: [example.edu]\n",
+            "dns.example.edu",
+            "is neither an IP address nor an absolute path",
+        ),
+        (
+            "",
+            "    coredns_forward_map:\n      10.0.0.53:\n        - 'example.edu'\n        - '*.ts.net'\n",
+            "ts.net",
+            "is not a domain name",
+        ),
+        (
+            "",
+            "    coredns_forward_map: [example.edu]\n",
+            "coredns_forward_map",
+            "must be a mapping",
+        ),
+        (
+            "",
+            "    coredns_extra_server_blocks:\n      'bad/name': 'x:53 {}'\n",
+            "bad/name",
+            "cannot be a ConfigMap key",
+        ),
     ] {
         let text = common::site(staging, cluster);
         let error = only_error(&text, None);
@@ -492,4 +540,96 @@ fn k3s_settings_reach_the_site() {
         .find(|p| p.name == "rancher-k3s")
         .unwrap();
     assert_eq!(rancher.upstream, "https://rpm-testing.rancher.io/");
+}
+
+#[test]
+fn cluster_install_and_coredns_settings_reach_the_site() {
+    let text = common::site(
+        "",
+        "    base_dir: /data/k3s\n    k3s_extra_args: '--snapshotter=native --node-label \"zone=a b\"'\n    kubeconfig_yaml: /etc/rancher/k3s/admin.yaml\n    kubeconfig_group: k3s-admins\n    enable_gpu_node_taint: false\n    coredns_forward_map:\n      100.100.100.100: [ts.net]\n      /etc/resolv.conf: [Example.EDU., example.edu]\n    coredns_extra_server_blocks:\n      scout-override: |\n        app.example.com:53 {\n          whoami\n        }\n",
+    );
+    let report = check(&common::parse(&text), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let install = &report.site.install;
+    assert_eq!(install.base_dir, "/data/k3s");
+    assert_eq!(
+        install.extra_args,
+        ["--snapshotter=native", "--node-label", "zone=a b"]
+    );
+    assert_eq!(install.kubeconfig, "/etc/rancher/k3s/admin.yaml");
+    assert_eq!(install.kubeconfig_group, "k3s-admins");
+    assert!(!install.gpu_node_taint);
+    let coredns = &report.site.coredns;
+    assert_eq!(
+        coredns.forward,
+        [
+            (
+                "/etc/resolv.conf".to_owned(),
+                vec!["example.edu".to_owned()]
+            ),
+            ("100.100.100.100".to_owned(), vec!["ts.net".to_owned()]),
+        ]
+    );
+    assert_eq!(
+        coredns.extra_server_blocks,
+        [(
+            "scout-override".to_owned(),
+            "app.example.com:53 {\n  whoami\n}\n".to_owned()
+        )]
+    );
+    let summary = summary(&report);
+    assert!(
+        summary.contains("--default-local-storage-path=/data/k3s")
+            && summary.contains("--snapshotter=native"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("coredns      air-gapped deny-all")
+            && summary.contains("forward ts.net → 100.100.100.100")
+            && summary.contains("server blocks scout-override"),
+        "{summary}"
+    );
+
+    let defaults = check(&common::parse(&common::site("", "")), None).site;
+    assert_eq!(defaults.install.base_dir, "/var/lib/rancher/k3s/storage");
+    assert_eq!(defaults.install.kubeconfig, "/etc/rancher/k3s/k3s.yaml");
+    assert_eq!(defaults.install.kubeconfig_group, "root");
+    assert!(
+        defaults.install.gpu_node_taint,
+        "Scout taints GPU nodes by default"
+    );
+    assert!(defaults.install.extra_args.is_empty());
+}
+
+#[test]
+fn legacy_coredns_forward_domains_warn_and_conflict_with_the_map() {
+    let legacy = common::site("", "    coredns_forward_domains: [example.edu]\n");
+    let report = check(&common::parse(&legacy), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let warning = report
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("deprecated"))
+        .expect("a deprecation warning");
+    assert_eq!(warning.line, line_of(&legacy, "coredns_forward_domains"));
+    assert!(
+        warning.help.contains("coredns_forward_map"),
+        "{}",
+        warning.help
+    );
+    assert_eq!(
+        report.site.coredns.forward,
+        [(
+            "/etc/resolv.conf".to_owned(),
+            vec!["example.edu".to_owned()]
+        )]
+    );
+
+    let both = common::site(
+        "",
+        "    coredns_forward_domains: [example.edu]\n    coredns_forward_map: {10.0.0.53: [ts.net]}\n",
+    );
+    let error = only_error(&both, None);
+    assert!(error.message.contains("both"), "{}", error.message);
+    assert_eq!(error.line, line_of(&both, "coredns_forward_domains"));
 }

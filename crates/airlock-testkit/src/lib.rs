@@ -23,5 +23,5 @@ pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
-pub use rpm::{RpmSpec, build_rpm, createrepo, sign_repository};
+pub use rpm::{RpmSpec, build_rpm, build_rpm_with_files, createrepo, sign_repository};
 pub use tools::{ContainerdFiles, containerd_config, require_tool};

@@ -2,6 +2,7 @@
 //! `createrepo_c` (Debian packages `rpm` and `createrepo-c`), signed with `gpg` (`gnupg`),
 //! for yum proxy tests.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,6 +17,19 @@ pub struct RpmSpec<'a> {
 /// Builds `spec` with `rpmbuild` under `work` and moves the package into `repo`; returns
 /// its path. Panics naming the Debian package when `rpmbuild` is missing.
 pub fn build_rpm(work: &Path, repo: &Path, spec: &RpmSpec<'_>) -> PathBuf {
+    let hello = format!("/usr/share/{}/hello", spec.name);
+    let content = format!("{}\n", spec.name);
+    build_rpm_with_files(work, repo, spec, &[(&hello, &content, 0o644)])
+}
+
+/// Like [`build_rpm`], with `files` (absolute path, content, mode) instead of the `hello`
+/// file: a package whose files land where a test machine's overlays are (`/usr/local`).
+pub fn build_rpm_with_files(
+    work: &Path,
+    repo: &Path,
+    spec: &RpmSpec<'_>,
+    files: &[(&str, &str, u32)],
+) -> PathBuf {
     let RpmSpec {
         name,
         version,
@@ -24,15 +38,27 @@ pub fn build_rpm(work: &Path, repo: &Path, spec: &RpmSpec<'_>) -> PathBuf {
     let requires = requires
         .map(|r| format!("Requires: {r}\n"))
         .unwrap_or_default();
+    let top = work.join(format!("rpmbuild-{name}"));
+    let sources = top.join("files");
+    std::fs::create_dir_all(&sources).expect("rpmbuild top dir");
+    let mut install = String::new();
+    let mut listed = String::new();
+    for (i, (path, content, mode)) in files.iter().enumerate() {
+        let source = sources.join(i.to_string());
+        std::fs::write(&source, content).expect("write a package file");
+        let _ = writeln!(
+            install,
+            "install -D -m {mode:o} {} %{{buildroot}}{path}",
+            source.display()
+        );
+        listed.push_str(path);
+        listed.push('\n');
+    }
     let text = format!(
         "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: {name} fixture\nLicense: MIT\n\
-         BuildArch: noarch\n{requires}\n%description\n{name} fixture\n\n%install\n\
-         mkdir -p %{{buildroot}}/usr/share/{name}\n\
-         echo {name} > %{{buildroot}}/usr/share/{name}/hello\n\n\
-         %files\n/usr/share/{name}/hello\n"
+         BuildArch: noarch\nAutoReqProv: no\n{requires}\n%description\n{name} fixture\n\n%install\n\
+         {install}\n%files\n{listed}"
     );
-    let top = work.join(format!("rpmbuild-{name}"));
-    std::fs::create_dir_all(&top).expect("rpmbuild top dir");
     let spec_path = top.join(format!("{name}.spec"));
     std::fs::write(&spec_path, text).expect("write spec");
     run(

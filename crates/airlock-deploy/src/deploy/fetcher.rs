@@ -1,4 +1,4 @@
-//! The control node's [`ArtifactSource`]: K3s releases and `SELinux` RPMs fetched into the
+//! The control node's [`ArtifactSource`]: K3s releases and RPM packages fetched into the
 //! local cache, directly from their upstreams or through the gateway's raw proxies, and
 //! verified there before any node sees them.
 
@@ -9,9 +9,9 @@ use airlock_site::site::Site;
 
 use super::{ArtifactSource, GatewayLink, SourceError};
 use crate::artifacts::{self, GatewayAccess, Http, K3sArtifacts, Sources};
-use crate::selinux_rpms::{self, CachedRpm, PACKAGES};
+use crate::rpms::{self, CachedRpm};
 
-/// K3s artifacts and `SELinux` RPMs for the cache in `cache_dir`.
+/// K3s artifacts and RPM packages for the cache in `cache_dir`.
 pub struct Fetcher<'a> {
     pub site: &'a Site,
     pub cache_dir: PathBuf,
@@ -53,7 +53,12 @@ impl ArtifactSource for Fetcher<'_> {
         Ok(fetched)
     }
 
-    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError> {
+    fn rpms(
+        &self,
+        repos: &[String],
+        packages: &[&str],
+        arch: &str,
+    ) -> Result<Vec<CachedRpm>, SourceError> {
         let outbound = artifacts::outbound_proxy(self.site)?;
         let http = Http::new(
             None,
@@ -64,18 +69,13 @@ impl ArtifactSource for Fetcher<'_> {
                 .map(Duration::from_secs),
             self.progress,
         )?;
-        let repo = selinux_rpms::rancher_repo(self.site, el_major);
-        let closure = selinux_rpms::resolve_closure(&[repo], &PACKAGES, arch, &http)?;
+        let closure = rpms::resolve_closure(repos, packages, arch, &http)?;
         for left in &closure.left_to_os {
             (self.notes)(&format!(
                 "note: {} is left to the node's own repositories",
                 left.requirement
             ));
         }
-        Ok(selinux_rpms::download_rpms(
-            &closure,
-            &self.cache_dir,
-            &http,
-        )?)
+        Ok(rpms::download_rpms(&closure, &self.cache_dir, &http)?)
     }
 }

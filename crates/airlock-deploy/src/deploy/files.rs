@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Mode;
 use super::report::Report;
-use airlock_remote::{ExecError, Executor, FileState, Input, Perms};
+use airlock_remote::{ExecError, Executor, FileState, Input, Perms, quote};
 
 /// Who owns what deploy places, unless a spec says otherwise: deploy runs as root, and a
 /// file another user owns could be rewritten by that user.
@@ -120,6 +120,53 @@ pub fn ensure(
         }
     }
     report.changed(host, &spec.path, Some(detail.trim_end()));
+    Ok(true)
+}
+
+/// Make `path` a directory with `mode` (parents created, root's). Returns whether it changed.
+pub fn ensure_dir(
+    exec: &dyn Executor,
+    path: &str,
+    mode: u32,
+    run: Mode,
+    report: &Report,
+) -> Result<bool, ExecError> {
+    let host = exec.host();
+    let p = quote(path);
+    let wanted = airlock_remote::Mode(mode);
+    let current = exec.run(&format!(
+        "if [ -d {p} ] && [ ! -L {p} ]; then stat -c %a {p}; else echo absent; fi"
+    ))?;
+    let current = current.trim();
+    let detail = match u32::from_str_radix(current, 8) {
+        Ok(m) if m == mode => {
+            report.ok(host, &format!("{path}/"));
+            return Ok(false);
+        }
+        Ok(m) => format!("    mode {} -> {wanted}", airlock_remote::Mode(m)),
+        Err(_) => format!("    new directory, mode {wanted}"),
+    };
+    if run == Mode::Apply {
+        exec.run(&format!("mkdir -p {p} && chmod {wanted} {p}"))?;
+    }
+    report.changed(host, &format!("{path}/"), Some(&detail));
+    Ok(true)
+}
+
+/// Make sure no file is at `path`. Returns whether one was (in check mode: would be) removed.
+pub fn ensure_absent(
+    exec: &dyn Executor,
+    path: &str,
+    mode: Mode,
+    report: &Report,
+) -> Result<bool, ExecError> {
+    if exec.stat(path)?.is_none() {
+        return Ok(false);
+    }
+    if mode == Mode::Apply {
+        exec.run(&format!("rm -f {}", quote(path)))?;
+    }
+    report.changed(exec.host(), path, Some("    removed (no longer needed)"));
     Ok(true)
 }
 

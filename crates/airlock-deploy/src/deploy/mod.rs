@@ -6,12 +6,16 @@
 //! 2. artifacts: `k3s`, its checksum file and the install script into the control node's
 //!    cache (through an [`ArtifactSource`]), verified before any node sees them.
 //! 3. `SELinux`: `k3s-selinux` and `container-selinux` on nodes that enforce it.
-//! 4. [`nodes`]: files, the installer (servers first, then agents), restarts, Ready.
+//! 4. [`gpu`]: the NVIDIA container toolkit on `gpu_workers`.
+//! 5. [`nodes`]: files, the installer with its [`flags`] (servers first, then agents),
+//!    restarts, Ready, the servers' kubeconfig permissions.
 //!
 //! `--check` runs every comparison and prints what would change, changing nothing.
 
 pub mod fetcher;
 pub mod files;
+pub mod flags;
+pub mod gpu;
 pub mod nodes;
 pub mod report;
 pub mod selinux_policy;
@@ -31,7 +35,7 @@ use airlock_site::render::Rendered;
 use airlock_site::site::{Site, Staging};
 
 use crate::artifacts::{ArtifactError, K3sArtifacts};
-use crate::selinux_rpms::{CachedRpm, SelinuxError};
+use crate::rpms::{CachedRpm, RpmError};
 use nodes::Role;
 use report::Report;
 
@@ -135,14 +139,19 @@ pub struct GatewayLink {
     pub insecure: bool,
 }
 
-/// Where K3s artifacts and `SELinux` RPMs come from; verifies them before returning.
+/// Where K3s artifacts and RPM packages come from; verifies them before returning.
 /// [`fetcher::Fetcher`] is the control node's cache; unit tests put fakes here.
 pub trait ArtifactSource: Sync {
     /// K3s for `arch` (`amd64`, `arm64`, `arm`).
     fn k3s(&self, arch: &str, gateway: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError>;
-    /// `k3s-selinux`, `container-selinux` and what they need from Rancher's repository,
-    /// for RHEL `el_major` on `arch` (`uname -m`).
-    fn selinux_rpms(&self, el_major: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError>;
+    /// `packages` and what they need from the yum repositories `repos` (each the URL of the
+    /// directory holding `repodata/`), for `arch` (`uname -m`).
+    fn rpms(
+        &self,
+        repos: &[String],
+        packages: &[&str],
+        arch: &str,
+    ) -> Result<Vec<CachedRpm>, SourceError>;
 }
 
 /// Why an [`ArtifactSource`] could not deliver.
@@ -151,9 +160,9 @@ pub enum SourceError {
     /// A download or the cache (K3s releases, and the HTTP client for RPMs).
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-    /// Resolving or downloading the `SELinux` RPMs.
+    /// Resolving or downloading RPM packages.
     #[error(transparent)]
-    Rpm(#[from] SelinuxError),
+    Rpm(#[from] RpmError),
 }
 
 /// Hosts reached one way or another (SSH, local, fake).
@@ -202,7 +211,13 @@ pub fn k3s_arch(uname: &str) -> Option<&'static str> {
 }
 
 /// The stages, in order; each runs on every chosen host before the next starts.
-const STAGES: [Stage; 4] = [stage_staging, stage_artifacts, stage_selinux, stage_nodes];
+const STAGES: [Stage; 5] = [
+    stage_staging,
+    stage_artifacts,
+    stage_selinux,
+    stage_gpu,
+    stage_nodes,
+];
 
 /// One stage of a deploy run: it reads what earlier stages left in the [`Run`] and adds
 /// its own results.
@@ -392,10 +407,13 @@ fn stage_selinux(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
     );
     let run = &*run;
     let indices: Vec<usize> = (0..run.execs.len()).collect();
+    let ca = node_ca(run.site, run.gateway.as_ref());
+    let ca = ca.as_ref().map(|(path, pem)| (path.as_str(), pem.as_str()));
     parallel(&indices, |&i| {
         selinux_policy::run(
             run.site,
             run.execs[i].as_ref(),
+            ca,
             &run.unames[i],
             run.gateway.as_ref(),
             run.artifacts,
@@ -406,8 +424,39 @@ fn stage_selinux(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// Stage 4: K3s on the nodes, the first server, the other servers, then agents; then (applying)
-/// every node Ready.
+/// Stage 4: the NVIDIA container toolkit on the GPU workers `--limit` chose.
+fn stage_gpu(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
+    let run = &*run;
+    let gpu: Vec<usize> = (0..run.nodes.len())
+        .filter(|&i| {
+            let name = &run.nodes[i].0.name;
+            run.site.gpu_workers.iter().any(|m| &m.name == name)
+        })
+        .collect();
+    if gpu.is_empty() {
+        return Ok(());
+    }
+    run.report
+        .stage("gpu", "the NVIDIA container toolkit on GPU workers");
+    let ca = node_ca(run.site, run.gateway.as_ref());
+    let ca = ca.as_ref().map(|(path, pem)| (path.as_str(), pem.as_str()));
+    parallel(&gpu, |&i| {
+        gpu::run(
+            run.site,
+            run.execs[i].as_ref(),
+            ca,
+            &run.unames[i],
+            run.gateway.as_ref(),
+            run.artifacts,
+            mode,
+            run.report,
+        )
+    })?;
+    Ok(())
+}
+
+/// Stage 5: K3s on the nodes, the first server, the other servers, then agents; then (applying)
+/// every node Ready, and the servers' kubeconfig readable by `kubeconfig_group`.
 fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
     if run.nodes.is_empty() {
         return Ok(());
@@ -424,15 +473,8 @@ fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
         .rendered
         .get("nodes/registries.yaml")
         .unwrap_or_default();
-    let ca_pem = run
-        .gateway
-        .as_ref()
-        .and_then(|g| g.ca.as_ref())
-        .map(|c| String::from_utf8_lossy(c).into_owned());
-    let ca = match (&site.ca_file, &ca_pem) {
-        (Some(path), Some(pem)) => Some((path.as_str(), pem.as_str())),
-        _ => None,
-    };
+    let ca = node_ca(site, run.gateway.as_ref());
+    let ca = ca.as_ref().map(|(path, pem)| (path.as_str(), pem.as_str()));
     let first_server = site.servers.first().ok_or_else(|| {
         DeployError::local(
             "nodes",
@@ -447,6 +489,13 @@ fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
         .clone()
         .unwrap_or_else(|| "(unknown)".to_owned());
     let not_fetched = (Path::new(""), "(not fetched)");
+    let cluster_size = node_roles(site).len();
+    let installs: Vec<flags::NodeInstall> = run
+        .nodes
+        .iter()
+        .map(|(m, role)| flags::node_install(site, m, *role, cluster_size))
+        .collect();
+    let coredns = airlock_site::render::coredns_custom(site);
     let run_node = |i: usize| -> Result<(), DeployError> {
         let (files, role) = (
             run.fetched
@@ -467,6 +516,9 @@ fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
             registries,
             token: &token,
             server_url: &server_url,
+            install: &installs[i],
+            base_dir: &site.install.base_dir,
+            coredns: coredns.as_deref(),
         };
         nodes::run(run.execs[i].as_ref(), role, &inputs, mode, report)
     };
@@ -476,20 +528,42 @@ fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
             .collect();
         parallel(&members, |i| run_node(*i))?;
     }
-    if mode == Mode::Check {
-        return Ok(());
+    if mode == Mode::Apply {
+        let all_names: Vec<String> = node_roles(site)
+            .iter()
+            .map(|(m, _)| m.name.clone())
+            .collect();
+        let server = (run.connect)(first_server);
+        nodes::wait_ready(
+            server.as_ref(),
+            &all_names,
+            run.options.wait_timeout,
+            report,
+        )?;
     }
-    let all_names: Vec<String> = node_roles(site)
-        .iter()
-        .map(|(m, _)| m.name.clone())
+    let servers: Vec<usize> = (0..run.nodes.len())
+        .filter(|&i| run.nodes[i].1 != Role::Agent)
         .collect();
-    let server = (run.connect)(first_server);
-    nodes::wait_ready(
-        server.as_ref(),
-        &all_names,
-        run.options.wait_timeout,
-        report,
-    )
+    parallel(&servers, |&i| {
+        nodes::kubeconfig_perms(
+            run.execs[i].as_ref(),
+            &site.install.kubeconfig,
+            &site.install.kubeconfig_group,
+            mode == Mode::Apply,
+            mode,
+            report,
+        )
+    })?;
+    Ok(())
+}
+
+/// Where nodes keep the gateway's CA, and the PEM, when they need it and it is known.
+fn node_ca(site: &Site, gateway: Option<&GatewayLink>) -> Option<(String, String)> {
+    let pem = gateway?.ca.as_ref()?;
+    Some((
+        site.ca_file.clone()?,
+        String::from_utf8_lossy(pem).into_owned(),
+    ))
 }
 
 /// Every node with its role: the first server, other servers, agents.

@@ -1,6 +1,9 @@
 //! Stage `nodes`: K3s binary, install script, the gateway's CA and `registries.yaml` on each
-//! node; the installer (air-gapped: it downloads nothing) only when how K3s is installed
-//! changed; a restart only when its registry config changed; then every node Ready.
+//! node, `config.yaml` with the `nvidia` runtime on GPU workers, and on servers the storage
+//! directory and the `coredns-custom` manifest in K3s's auto-deploy directory; the installer
+//! (air-gapped: it downloads nothing) only when how K3s is installed changed — version, files,
+//! [`super::flags`]; a restart only when its configuration changed; then every node Ready and
+//! the servers' kubeconfig readable by `kubeconfig_group`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,7 +13,8 @@ use hmac::{Hmac, Mac as _};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
-use super::files::{FileSpec, ensure};
+use super::files::{FileSpec, diff, ensure, ensure_absent, ensure_dir};
+use super::flags::NodeInstall;
 use super::report::Report;
 use super::{DeployError, Mode};
 use airlock_remote::{ExecError, Executor, Input, quote};
@@ -18,6 +22,12 @@ use airlock_remote::{ExecError, Executor, Input, quote};
 pub const K3S_BINARY: &str = "/usr/local/bin/k3s";
 pub const INSTALL_SCRIPT: &str = "/usr/local/share/airlock/k3s-install.sh";
 pub const REGISTRIES: &str = "/etc/rancher/k3s/registries.yaml";
+/// K3s's own configuration file: GPU workers get `default-runtime: nvidia` there.
+pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+pub const GPU_CONFIG: &str = "default-runtime: nvidia\n";
+/// K3s applies every manifest here on the servers, and again when the file changes.
+pub const COREDNS_MANIFEST: &str =
+    "/var/lib/rancher/k3s/server/manifests/airlock-coredns-custom.yaml";
 /// How K3s was installed; a change re-runs the installer. The token is in it only as an
 /// HMAC keyed with a random per-node salt stored beside it, so the file cannot be used to
 /// test guesses against a table, and it is root's alone (0600).
@@ -61,6 +71,12 @@ pub struct Inputs<'a> {
     pub token: &'a str,
     /// `https://<first server>:6443`.
     pub server_url: &'a str,
+    /// This node's flags and environment.
+    pub install: &'a NodeInstall,
+    /// `base_dir`: created on servers before K3s starts.
+    pub base_dir: &'a str,
+    /// The `coredns-custom` manifest for servers; `None`: the site needs none (removed).
+    pub coredns: Option<&'a str>,
 }
 
 /// The installer's environment and arguments: fed on stdin, so the token never appears in
@@ -78,12 +94,20 @@ pub fn installer_script(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
     if role != Role::FirstServer {
         let _ = writeln!(script, "export K3S_URL={}", quote(inputs.server_url));
     }
-    let _ = writeln!(
+    for (key, value) in &inputs.install.env {
+        let _ = writeln!(script, "export {key}={}", quote(value));
+    }
+    let _ = write!(
         script,
         "exec sh {INSTALL_SCRIPT} {} --node-name {}",
         role.exec(),
         quote(name)
     );
+    for flag in &inputs.install.flags {
+        script.push(' ');
+        script.push_str(&quote(flag));
+    }
+    script.push('\n');
     script
 }
 
@@ -113,12 +137,43 @@ fn marker_fields(name: &str, role: Role, inputs: &Inputs<'_>) -> String {
     } else {
         inputs.server_url
     };
-    format!(
+    let mut fields = format!(
         "role={}\nnode_name={name}\nversion={}\nserver_url={server_url}\nk3s_sha256={}\ninstall_sh_sha256={}\n",
         role.exec(),
         inputs.version,
         inputs.binary.1,
         inputs.script.1,
+    );
+    // Markers before flags were part of the install have neither line: installs they
+    // describe get the flags by running the installer again.
+    let flags: Vec<String> = inputs.install.flags.iter().map(|f| quote(f)).collect();
+    let _ = writeln!(fields, "flags={}", flags.join(" "));
+    let env: Vec<String> = inputs
+        .install
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
+    let _ = writeln!(fields, "env={}", env.join(" "));
+    fields
+}
+
+/// What changed in how K3s is installed, as a diff of the marker's fields (the token's
+/// lines left out: they differ by salt alone).
+fn marker_diff(installed: Option<&str>, wanted: &str) -> String {
+    let fields = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("token_"))
+            .fold(String::new(), |mut all, l| {
+                all.push_str(l);
+                all.push('\n');
+                all
+            })
+    };
+    diff(
+        MARKER,
+        &fields(installed.unwrap_or_default()),
+        &fields(wanted),
     )
 }
 
@@ -173,10 +228,17 @@ pub fn run(
         files.push(FileSpec::text(path, pem, 0o644));
     }
     files.push(FileSpec::text(REGISTRIES, inputs.registries, 0o644));
+    if inputs.install.gpu {
+        files.push(FileSpec::text(K3S_CONFIG, GPU_CONFIG, 0o644));
+    }
     let mut config_changed = false;
     for spec in &files {
         let changed = ensure(exec, spec, mode, report).map_err(fail)?;
         config_changed |= changed && spec.path != K3S_BINARY && spec.path != INSTALL_SCRIPT;
+    }
+    if role != Role::Agent {
+        ensure_dir(exec, inputs.base_dir, 0o755, mode, report).map_err(fail)?;
+        coredns(exec, inputs.coredns, mode, report).map_err(fail)?;
     }
     let installed = exec
         .read(MARKER)
@@ -237,7 +299,80 @@ pub fn run(
             role.exec(),
             inputs.version
         ),
-        None,
+        Some(marker_diff(installed.as_deref(), &wanted).trim_end()),
+    );
+    Ok(())
+}
+
+/// The `coredns-custom` manifest on a server: placed when the site needs one; else, when
+/// an earlier deploy placed it, the `ConfigMap` deleted (K3s leaves what a removed manifest
+/// created in the cluster) and the file removed.
+fn coredns(
+    exec: &dyn Executor,
+    manifest: Option<&str>,
+    mode: Mode,
+    report: &Report,
+) -> Result<(), ExecError> {
+    if let Some(manifest) = manifest {
+        ensure(
+            exec,
+            &FileSpec::text(COREDNS_MANIFEST, manifest, 0o600),
+            mode,
+            report,
+        )?;
+        return Ok(());
+    }
+    if exec.stat(COREDNS_MANIFEST)?.is_some() && mode == Mode::Apply {
+        exec.run(&format!(
+            "{K3S_BINARY} kubectl delete configmap coredns-custom --namespace kube-system --ignore-not-found"
+        ))?;
+    }
+    ensure_absent(exec, COREDNS_MANIFEST, mode, report)?;
+    Ok(())
+}
+
+/// The servers' kubeconfig: mode 0640 and `group` (K3s does not apply
+/// `K3S_KUBECONFIG_GROUP` itself). Changes mode and group in place: K3s owns the content.
+/// A missing file is an error once K3s runs (`must_exist`), else nothing to do yet.
+pub fn kubeconfig_perms(
+    exec: &dyn Executor,
+    path: &str,
+    group: &str,
+    must_exist: bool,
+    mode: Mode,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let host = exec.host().to_owned();
+    let fail = |e: ExecError| DeployError::host("nodes", &host, e);
+    let wanted = airlock_remote::Mode(super::flags::KUBECONFIG_MODE);
+    let Some(state) = exec.stat(path).map_err(fail)? else {
+        if must_exist {
+            return Err(DeployError::host_message(
+                "nodes",
+                &host,
+                format!("K3s runs but has not written its kubeconfig {path}"),
+                "look at `journalctl -u k3s` on that server; check `kubeconfig_yaml`",
+            ));
+        }
+        return Ok(());
+    };
+    let current_group = state.owner.split_once(':').map_or("", |(_, g)| g);
+    if state.mode == wanted && current_group == group {
+        report.ok(&host, &format!("{path} {wanted} group {group}"));
+        return Ok(());
+    }
+    if mode == Mode::Apply {
+        let p = quote(path);
+        exec.run(&format!("chgrp {} {p} && chmod {wanted} {p}", quote(group)))
+            .map_err(fail)?;
+    }
+    report.changed(
+        &host,
+        path,
+        Some(&format!(
+            "    mode {} -> {wanted}, group {current_group} -> {group}",
+            state.mode
+        )),
     );
     Ok(())
 }
@@ -305,172 +440,4 @@ pub fn ready_nodes(listing: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use airlock_remote::fake::Fake;
-
-    fn with_inputs<R>(f: impl FnOnce(&Inputs<'_>) -> R) -> R {
-        let dir = tempfile::tempdir().unwrap();
-        let (bin, script) = (dir.path().join("k3s"), dir.path().join("install.sh"));
-        std::fs::write(&bin, b"k3s").unwrap();
-        std::fs::write(&script, b"#!/bin/sh\n").unwrap();
-        let bin_sha = hex::encode(Sha256::digest(b"k3s"));
-        let script_sha = hex::encode(Sha256::digest(b"#!/bin/sh\n"));
-        let inputs = Inputs {
-            version: "v1.31.4+k3s1",
-            binary: (&bin, &bin_sha),
-            script: (&script, &script_sha),
-            ca: Some(("/etc/rancher/k3s/staging-ca.crt", "PEM\n")),
-            registries: "mirrors: {}\n",
-            token: "s3cret",
-            server_url: "https://10.0.0.1:6443",
-        };
-        f(&inputs)
-    }
-
-    fn quiet() -> Report {
-        Report::new(Box::new(std::io::sink()), Mode::Apply)
-    }
-
-    #[test]
-    fn installer_gets_air_gapped_environment_on_stdin() {
-        with_inputs(|inputs| {
-            let agent = installer_script("w1", Role::Agent, inputs);
-            assert!(agent.contains("INSTALL_K3S_SKIP_DOWNLOAD=true"));
-            assert!(agent.contains("INSTALL_K3S_SKIP_SELINUX_RPM=true"));
-            assert!(agent.contains("export K3S_URL=https://10.0.0.1:6443"));
-            assert!(agent.contains("agent --node-name w1"));
-            let server = installer_script("s1", Role::FirstServer, inputs);
-            assert!(!server.contains("K3S_URL"));
-            assert!(server.contains("server --node-name s1"));
-            let salt = salt_of(None);
-            let written = marker("s1", Role::FirstServer, inputs, &salt);
-            assert!(!written.contains("s3cret"));
-            assert!(!written.contains(&hex::encode(Sha256::digest(b"s3cret"))));
-        });
-    }
-
-    #[test]
-    fn first_run_installs_second_run_changes_nothing() {
-        with_inputs(|inputs| {
-            let node = Fake::new("w1");
-            let report = quiet();
-            run(&node, Role::Agent, inputs, Mode::Apply, &report).unwrap();
-            let installs = |n: &Fake| n.commands().iter().filter(|c| *c == "sh -s").count();
-            assert_eq!(installs(&node), 1);
-            assert_eq!(node.file(K3S_BINARY).unwrap(), b"k3s");
-            assert!(node.file(MARKER).is_some());
-            let again = quiet();
-            run(&node, Role::Agent, inputs, Mode::Apply, &again).unwrap();
-            assert_eq!(installs(&node), 1);
-            assert_eq!(again.counts()["w1"].changed, 0);
-        });
-    }
-
-    /// Regression: the marker held the bare sha256 of the K3s token, world-readable (0644),
-    /// so anyone on the node could test token guesses offline against it.
-    #[test]
-    fn marker_holds_a_salted_hmac_of_the_token_and_is_root_only() {
-        with_inputs(|inputs| {
-            let node = Fake::new("w1");
-            run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
-            let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
-            assert!(
-                !text.contains(&hex::encode(Sha256::digest(b"s3cret"))),
-                "{text}"
-            );
-            let salt = text
-                .lines()
-                .find_map(|l| l.strip_prefix("token_salt="))
-                .unwrap();
-            assert_eq!(salt.len(), 32);
-            assert!(text.contains(&format!("token_hmac_sha256={}", token_hmac(salt, "s3cret"))));
-            assert_eq!(node.mode(MARKER), Some(airlock_remote::Mode(0o600)));
-            assert_eq!(node.owner(MARKER).unwrap(), "root:root");
-
-            let other = Fake::new("w1");
-            run(&other, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
-            assert_ne!(other.file(MARKER), node.file(MARKER), "salts are per node");
-
-            let new_token = Inputs {
-                token: "rotated",
-                ..inputs.clone()
-            };
-            run(&node, Role::Agent, &new_token, Mode::Apply, &quiet()).unwrap();
-            let installs = node.commands().iter().filter(|c| *c == "sh -s").count();
-            assert_eq!(installs, 2, "a new token reinstalls");
-        });
-    }
-
-    #[test]
-    fn legacy_markers_are_replaced_without_reinstalling() {
-        with_inputs(|inputs| {
-            let node = Fake::new("w1");
-            node.put(MARKER, legacy_marker("w1", Role::Agent, inputs));
-            let report = quiet();
-            run(&node, Role::Agent, inputs, Mode::Apply, &report).unwrap();
-            // The other files are new on this fake node; no installer run is what matters.
-            assert!(
-                !node.commands().iter().any(|c| c == "sh -s"),
-                "{:?}",
-                node.commands()
-            );
-            let text = String::from_utf8(node.file(MARKER).unwrap()).unwrap();
-            assert!(text.contains("token_hmac_sha256="), "{text}");
-            assert!(!text.contains("token_sha256="), "{text}");
-            assert_eq!(node.mode(MARKER), Some(airlock_remote::Mode(0o600)));
-            let again = quiet();
-            run(&node, Role::Agent, inputs, Mode::Apply, &again).unwrap();
-            assert_eq!(again.counts()["w1"].changed, 0);
-        });
-    }
-
-    #[test]
-    fn registry_change_restarts_without_reinstalling() {
-        with_inputs(|inputs| {
-            let node = Fake::new("w1");
-            run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
-            let changed = Inputs {
-                registries: "mirrors: {docker.io: {}}\n",
-                ..inputs.clone()
-            };
-            run(&node, Role::Agent, &changed, Mode::Apply, &quiet()).unwrap();
-            let commands = node.commands();
-            assert_eq!(
-                commands.iter().filter(|c| *c == "sh -s").count(),
-                1,
-                "{commands:?}"
-            );
-            assert!(
-                commands.contains(&"systemctl restart k3s-agent".to_owned()),
-                "{commands:?}"
-            );
-        });
-    }
-
-    #[test]
-    fn failed_installer_stops_and_runs_again_next_time() {
-        with_inputs(|inputs| {
-            let node = Fake::new("w1");
-            node.answer("sh -s", 1, "[ERROR] Failed to find memory cgroup");
-            let err = run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap_err();
-            let text = err.to_string();
-            assert!(
-                text.contains("w1") && text.contains("status 1") && text.contains("memory cgroup"),
-                "{text}"
-            );
-            assert!(
-                node.file(MARKER).is_none(),
-                "a failed install leaves no marker"
-            );
-        });
-    }
-
-    #[test]
-    fn ready_nodes_parses_kubectl() {
-        let listing = "s1   Ready    control-plane,master   5m   v1.31.4+k3s1\n\
-w1   NotReady   <none>   1m   v1.31.4+k3s1\n\
-w2   Ready,SchedulingDisabled   <none>   1m   v1.31.4+k3s1\n";
-        assert_eq!(ready_nodes(listing), ["s1", "w2"]);
-    }
-}
+mod tests;

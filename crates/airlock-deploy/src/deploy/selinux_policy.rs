@@ -6,7 +6,7 @@
 use super::files::{FileSpec, ensure};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink, Mode};
-use crate::selinux_rpms::PACKAGES;
+use crate::rpms::selinux::{self, PACKAGES};
 use airlock_remote::{ExecError, Executor, Input, quote};
 use airlock_site::site::Site;
 
@@ -26,10 +26,13 @@ pub fn wanted(site: &Site, mode: &str) -> bool {
     site.k3s.selinux || !mode.trim().eq_ignore_ascii_case("disabled")
 }
 
-/// One node. `arch` is `uname -m`'s (`x86_64`, `aarch64`).
+/// One node. `arch` is `uname -m`'s (`x86_64`, `aarch64`); `ca` is where the node keeps the
+/// gateway's CA and the PEM (placed first: dnf needs it to reach the gateway).
+#[allow(clippy::too_many_arguments)] // the stage's inputs, each used once
 pub fn run(
     site: &Site,
     exec: &dyn Executor,
+    ca: Option<(&str, &str)>,
     arch: &str,
     gateway: Option<&GatewayLink>,
     artifacts: &dyn ArtifactSource,
@@ -47,7 +50,7 @@ pub fn run(
         .read("/etc/os-release")
         .map_err(fail)?
         .unwrap_or_default();
-    let el = crate::selinux_rpms::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
+    let el = crate::rpms::el_major(&String::from_utf8_lossy(&os_release)).map_err(|e| {
         DeployError::host_message(
             "selinux",
             &host,
@@ -63,8 +66,11 @@ pub fn run(
     let through_gateway = gateway.filter(|_| site.has_package("rancher-k3s"));
     let install = if let Some(gateway) = through_gateway {
         let base = format!("https://{}/repository", gateway.staging.hostname);
-        let ca = site.ca_file.as_deref().unwrap_or_default();
-        let repo = crate::selinux_rpms::repo_file(site, &base, ca, el);
+        if let Some((path, pem)) = ca {
+            ensure(exec, &FileSpec::text(path, pem, 0o644), mode, report).map_err(fail)?;
+        }
+        let ca_path = site.ca_file.as_deref().unwrap_or_default();
+        let repo = selinux::repo_file(site, &base, ca_path, el);
         ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), mode, report).map_err(fail)?;
         format!("dnf -y install {}", PACKAGES.join(" "))
     } else {
@@ -72,7 +78,8 @@ pub fn run(
             report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
             return Ok(());
         }
-        let rpms = artifacts.selinux_rpms(el, arch).map_err(|message| {
+        let repo = selinux::rancher_repo(site, el);
+        let rpms = artifacts.rpms(&[repo], &PACKAGES, arch).map_err(|message| {
             DeployError::local(
                 "selinux",
                 message.to_string(),
@@ -112,7 +119,7 @@ mod tests {
     use super::*;
     use crate::artifacts::K3sArtifacts;
     use crate::deploy::SourceError;
-    use crate::selinux_rpms::{CachedRpm, Checksum, Evr, RpmPackage};
+    use crate::rpms::{CachedRpm, Checksum, Evr, RpmPackage};
     use airlock_remote::fake::Fake;
 
     struct Rpms(std::path::PathBuf);
@@ -120,8 +127,20 @@ mod tests {
         fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError> {
             unreachable!()
         }
-        fn selinux_rpms(&self, el: u32, arch: &str) -> Result<Vec<CachedRpm>, SourceError> {
-            assert_eq!((el, arch), (9, "x86_64"));
+        fn rpms(
+            &self,
+            repos: &[String],
+            packages: &[&str],
+            arch: &str,
+        ) -> Result<Vec<CachedRpm>, SourceError> {
+            assert_eq!(
+                (repos, packages, arch),
+                (
+                    &["https://rpm.rancher.io/k3s/stable/common/centos/9/noarch/".to_owned()][..],
+                    &PACKAGES[..],
+                    "x86_64"
+                )
+            );
             let sha256 = crate::deploy::sha256_file(&self.0).unwrap();
             Ok(vec![CachedRpm {
                 package: RpmPackage {
@@ -162,6 +181,7 @@ mod tests {
         run(
             &site,
             &node,
+            None,
             "x86_64",
             None,
             &Rpms(dir.path().join("x")),
@@ -185,6 +205,7 @@ mod tests {
         run(
             &site,
             &node,
+            None,
             "x86_64",
             None,
             &Rpms(rpm),
@@ -212,6 +233,7 @@ mod tests {
         let err = run(
             &site,
             &node,
+            None,
             "x86_64",
             None,
             &Rpms(dir.path().join("x")),
@@ -220,5 +242,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("RHEL-compatible"), "{err}");
+    }
+
+    /// Regression: with the gateway's yum proxy, the `.repo` named the CA file before the
+    /// nodes stage had placed it, so dnf could not verify the gateway on a first deploy.
+    #[test]
+    fn through_the_gateway_the_ca_is_placed_before_the_repo_file() {
+        let mut site = super::super::tests::site();
+        let entry = airlock_site::catalog::packages()
+            .iter()
+            .find(|p| p.name == "rancher-k3s")
+            .unwrap();
+        site.packages.push(airlock_site::site::PackageProxy {
+            name: entry.name,
+            format: entry.format,
+            upstream: entry.upstream.to_owned(),
+        });
+        let gateway = GatewayLink {
+            staging: site.staging.clone().unwrap(),
+            ca: Some(b"PEM\n".to_vec()),
+            insecure: false,
+        };
+        let node = Fake::new("n");
+        node.answer("getenforce", 0, "Enforcing\n");
+        node.answer("rpm -q", 1, "");
+        node.put("/etc/os-release", ROCKY);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = site.ca_file.clone().unwrap();
+        run(
+            &site,
+            &node,
+            Some((&ca, "PEM\n")),
+            "x86_64",
+            Some(&gateway),
+            &Rpms(dir.path().join("x")),
+            Mode::Apply,
+            &quiet(),
+        )
+        .unwrap();
+        let log = node.log();
+        let at = |needle: &str| log.iter().position(|l| l == needle);
+        let (ca_written, repo_written) = (
+            at(&format!("write {ca}")).expect("the CA is written"),
+            at(&format!("write {REPO_FILE}")).expect("the .repo is written"),
+        );
+        assert!(ca_written < repo_written, "{log:?}");
+        assert!(
+            node.commands()
+                .contains(&"dnf -y install k3s-selinux container-selinux".to_owned())
+        );
     }
 }

@@ -11,10 +11,12 @@
 //! Rendering is pure (a list of paths and contents); [`Rendered::write_to`] is the only I/O.
 
 mod clients;
+mod coredns;
 mod gateway;
 mod nodes;
 
 pub use clients::{READ_TIMEOUT_SECS, TIMEOUT_WHY};
+pub use coredns::{coredns_custom, coredns_custom_data};
 
 use std::path::{Path, PathBuf};
 

@@ -26,6 +26,12 @@
 //! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/rancher/k3s/staging-ca.crt` when self-signed) |
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
 //! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
+//! | `base_dir` | server, then staging | `--default-local-storage-path` on servers, created (`/var/lib/rancher/k3s/storage`) |
+//! | `k3s_extra_args` | server, then staging | more K3s server flags, split as a shell would (none) |
+//! | `kubeconfig_yaml`, `kubeconfig_group` | server, then staging | servers' admin kubeconfig, mode 0640 for that group (`/etc/rancher/k3s/k3s.yaml`, `root`) |
+//! | `enable_gpu_node_taint` | server, then staging | `nvidia.com/gpu=present:NoSchedule` on `gpu_workers` of multi-node clusters (true) |
+//! | `coredns_forward_map`, `coredns_forward_domains` (deprecated) | server, then staging | `{IP or resolv.conf path: [domains]}` forwarded by `CoreDNS` (none) |
+//! | `coredns_extra_server_blocks` | server, then staging | `{name: Corefile text}` as `<name>.server` in `coredns-custom` (none) |
 //! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
 //! | `https_proxy` (or `http_proxy`), `no_proxy` | staging | the site's outbound proxy for the gateway and deploy's downloads (none) |
 //! | `airlock_upstream_proxy_ca_file` | staging | CA (PEM, on the control node) of a TLS-intercepting proxy (none) |
@@ -33,6 +39,7 @@
 //! | `ansible_become`, `ansible_become_user`, `ansible_become_password` | each host | sudo for deploy |
 //! | `ansible_ssh_common_args`, `ansible_ssh_extra_args`, `ansible_ssh_private_key_file` | each host | extra ssh options |
 
+mod cluster;
 mod outbound;
 mod reader;
 mod settings;
@@ -44,6 +51,9 @@ use airlock_ansible::connection::Machine;
 use airlock_ansible::inventory::{Diagnostic, Inventory, Location};
 use airlock_ansible::vault::{Secret, VaultSecret};
 
+pub use cluster::{
+    CoreDns, DEFAULT_BASE_DIR, DEFAULT_KUBECONFIG, K3sInstall, is_forward_destination,
+};
 pub use outbound::PASSWORD_FILE as UPSTREAM_PROXY_PASSWORD_FILE;
 use reader::Reader;
 pub use values::{host_of_url, is_hostname};
@@ -74,6 +84,10 @@ pub struct Site {
     pub identity_providers: Vec<&'static str>,
     pub egress: Egress,
     pub k3s: K3s,
+    /// How the K3s installer runs on the nodes.
+    pub install: K3sInstall,
+    /// The `coredns-custom` `ConfigMap`'s forwarding and extra server blocks.
+    pub coredns: CoreDns,
     /// The site's outbound proxy, when the staging and control nodes must use one.
     pub upstream_proxy: Option<OutboundProxy>,
     /// Every variable a setting was read from, by name, and where it was set.

@@ -73,7 +73,7 @@ impl Reader<'_> {
         if let Err(e) = proxy.table().resolve() {
             let no_proxy_line = self
                 .lookup(Scope::Staging, "no_proxy")
-                .map_or(line, |v| v.mark.line);
+                .map_or(line, |v| v.mark);
             let line = match e {
                 airlock_config::UpstreamProxyError::NoProxy { .. } => no_proxy_line,
                 _ => line,

@@ -46,6 +46,8 @@ impl Reader<'_> {
         let package_proxy_mode = self.package_proxy_mode();
         let (identity_providers, egress) = self.egress(cert_manager);
         let k3s = self.k3s();
+        let install = self.k3s_install();
+        let coredns = self.coredns();
         let mut packages: Vec<PackageProxy> = if package_proxy_mode == PackageProxyMode::Gateway {
             catalog::packages()
                 .iter()
@@ -96,6 +98,8 @@ impl Reader<'_> {
             k3s,
             sources: self.sources(),
             upstream_proxy,
+            install,
+            coredns,
         }
     }
 

@@ -8,7 +8,7 @@ use super::*;
 use crate::artifacts::{Http, Sink};
 
 /// Reads one repository: `repodata/repomd.xml`, then its primary, verified.
-pub(super) fn read_repository(repo: &str, http: &Http) -> Result<Vec<Parsed>, SelinuxError> {
+pub(super) fn read_repository(repo: &str, http: &Http) -> Result<Vec<Parsed>, RpmError> {
     let repomd_url = located(repo, "repodata/repomd.xml", repo)?;
     let repomd = http.fetch(
         &repomd_url,
@@ -35,7 +35,7 @@ pub(super) fn read_repository(repo: &str, http: &Http) -> Result<Vec<Parsed>, Se
     )?;
     let actual = kind.of(primary.bytes());
     if actual != checksum.hex {
-        return Err(SelinuxError::ChecksumMismatch {
+        return Err(RpmError::ChecksumMismatch {
             url: primary_url,
             kind: checksum.kind,
             expected: checksum.hex,
@@ -65,7 +65,7 @@ pub(super) fn read_repository(repo: &str, http: &Http) -> Result<Vec<Parsed>, Se
 /// Why reading a primary stopped: the metadata, or a package airlock cannot use.
 enum Failure {
     Metadata(RepodataError),
-    Package(SelinuxError),
+    Package(RpmError),
 }
 
 impl From<RepodataError> for Failure {

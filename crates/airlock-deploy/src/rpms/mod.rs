@@ -1,13 +1,14 @@
-//! `SELinux` policy for K3s (`k3s-selinux`, `container-selinux`) on RHEL-family nodes.
+//! RPM packages for the nodes, resolved on the control node from yum repository metadata:
+//! [`selinux`] (Rancher's `k3s-selinux`, `container-selinux`) and [`nvidia`] (the NVIDIA
+//! container toolkit on GPU workers).
 //!
-//! - With a yum proxy on the gateway, nodes get [`repo_file`] (Rancher's repository through
-//!   the gateway's `rancher-k3s` proxy) and install with `dnf install k3s-selinux
-//!   container-selinux`.
+//! - With a yum proxy on the gateway, nodes get a `.repo` file pointing at it and install
+//!   with `dnf install <names>`.
 //! - Without one, the control node reads the repositories' metadata (`repodata/repomd.xml`,
-//!   then the primary it lists, checked against repomd's checksum), resolves the two
-//!   packages' dependency closure ([`resolve_closure`]), downloads and verifies the RPMs into
-//!   the local cache ([`download_rpms`]); they are copied to the nodes and installed there
-//!   with `dnf install <files>`, which takes [`Closure::left_to_os`] from the node's own
+//!   then the primary it lists, checked against repomd's checksum), resolves the packages'
+//!   dependency closure ([`resolve_closure`]), downloads and verifies the RPMs into the local
+//!   cache ([`download_rpms`]); they are copied to the nodes and installed there with
+//!   `dnf install <files>`, which takes [`Closure::left_to_os`] from the node's own
 //!   repositories.
 //!
 //! Packages are checked with the checksum their primary metadata gives: sha256 (or sha224,
@@ -15,22 +16,20 @@
 //! TLS delivered it.
 
 use std::collections::{HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
 
 use crate::artifacts::{ArtifactError, Body, Cas, Http, Sink};
-use airlock_site::site::Site;
 
+pub mod nvidia;
 mod repodata;
+pub mod selinux;
 
 use airlock_yum::Dep;
 pub use airlock_yum::{Checksum, Evr, rpmvercmp};
 use repodata::read_repository;
 
-/// What K3s needs for `SELinux`.
-pub const PACKAGES: [&str; 2] = ["k3s-selinux", "container-selinux"];
 /// `repomd.xml` larger than this is not one.
 const REPOMD_LIMIT: u64 = 16 * 1024 * 1024;
 /// Compressed primary metadata larger than this is refused.
@@ -39,7 +38,7 @@ const PRIMARY_LIMIT: u64 = 512 * 1024 * 1024;
 const PRIMARY_XML_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SelinuxError {
+pub enum RpmError {
     #[error(transparent)]
     Fetch(#[from] ArtifactError),
     #[error("{url}: {detail}")]
@@ -60,13 +59,13 @@ pub enum SelinuxError {
     #[error("none of {wanted} is in {repos}")]
     NothingFound { wanted: String, repos: String },
     #[error(
-        "`{0}` is not an OS release airlock installs SELinux packages on (RHEL-family 7, 8, 9, 10)"
+        "`{0}` is not an OS release airlock installs RPM packages on (RHEL-family 7, 8, 9, 10)"
     )]
     UnsupportedOs(String),
 }
 
 /// The RHEL major version (`7`, `8`, `9`, `10`) of an `/etc/os-release` of the RHEL family.
-pub fn el_major(os_release: &str) -> Result<u32, SelinuxError> {
+pub fn el_major(os_release: &str) -> Result<u32, RpmError> {
     let field = |key: &str| {
         os_release.lines().find_map(|line| {
             let value = line.strip_prefix(key)?.strip_prefix('=')?;
@@ -85,75 +84,8 @@ pub fn el_major(os_release: &str) -> Result<u32, SelinuxError> {
         .and_then(|m| m.parse::<u32>().ok());
     match major {
         Some(m @ 7..=10) if rhel_family => Ok(m),
-        _ => Err(SelinuxError::UnsupportedOs(format!("{id} {version}"))),
+        _ => Err(RpmError::UnsupportedOs(format!("{id} {version}"))),
     }
-}
-
-/// Rancher's repository path for `SELinux` packages: `k3s/<channel>/common/centos/<el>/noarch`
-/// (as K3s's install script writes it).
-fn rancher_path(site: &Site, el_major: u32) -> String {
-    format!(
-        "k3s/{}/common/centos/{el_major}/noarch",
-        site.k3s.selinux_channel
-    )
-}
-
-/// The upstream URL of Rancher's `SELinux` repository for RHEL `el_major`: the `rancher-k3s`
-/// proxy's upstream (`k3s_selinux_rpm_site`, or `airlock_upstreams`) and the channel path
-/// (`k3s/<channel>/common/centos/<el>/noarch`).
-pub fn rancher_repo(site: &Site, el_major: u32) -> String {
-    let root = site
-        .packages
-        .iter()
-        .find(|p| p.name == "rancher-k3s")
-        .map_or_else(
-            || format!("https://{}/", site.k3s.selinux_rpm_site),
-            |p| p.upstream.clone(),
-        );
-    format!(
-        "{}/{}/",
-        root.trim_end_matches('/'),
-        rancher_path(site, el_major)
-    )
-}
-
-/// A dnf `.repo` for Rancher's `SELinux` packages through the gateway's `rancher-k3s` yum
-/// proxy (`gateway_repository_base` is `https://<gateway>/repository`), for RHEL
-/// `el_major`; `sslcacert=` names `ca_path_on_node` unless it is empty.
-pub fn repo_file(
-    site: &Site,
-    gateway_repository_base: &str,
-    ca_path_on_node: &str,
-    el_major: u32,
-) -> String {
-    let channel = &site.k3s.selinux_channel;
-    let proxy = format!(
-        "{}/rancher-k3s",
-        gateway_repository_base.trim_end_matches('/')
-    );
-    let mut text = format!(
-        "# Written by airlock: Rancher's K3s SELinux packages through the gateway.\n\
-         [rancher-k3s-common-{channel}]\n\
-         name=Rancher K3s Common ({channel}) via airlock\n\
-         baseurl={proxy}/{path}\n\
-         enabled=1\n\
-         gpgcheck=1\n\
-         repo_gpgcheck=0\n\
-         gpgkey={proxy}/public.key\n",
-        path = rancher_path(site, el_major),
-    );
-    if !ca_path_on_node.is_empty() {
-        text.push_str("sslcacert=");
-        text.push_str(ca_path_on_node);
-        text.push('\n');
-    }
-    let _ = writeln!(
-        text,
-        "{}\ntimeout={}",
-        airlock_site::render::TIMEOUT_WHY,
-        airlock_site::render::READ_TIMEOUT_SECS
-    );
-    text
 }
 
 /// One package of the closure.
@@ -218,8 +150,8 @@ impl Parsed {
     }
 }
 
-fn malformed(url: &str, detail: impl Into<String>) -> SelinuxError {
-    SelinuxError::Malformed {
+fn malformed(url: &str, detail: impl Into<String>) -> RpmError {
+    RpmError::Malformed {
         url: url.to_owned(),
         detail: detail.into(),
     }
@@ -234,7 +166,7 @@ pub fn resolve_closure(
     wanted: &[&str],
     arch: &str,
     http: &Http,
-) -> Result<Closure, SelinuxError> {
+) -> Result<Closure, RpmError> {
     let mut available = Vec::new();
     for repo in repos {
         available.extend(
@@ -298,7 +230,7 @@ pub fn resolve_closure(
         }
     }
     if closure.packages.is_empty() {
-        return Err(SelinuxError::NothingFound {
+        return Err(RpmError::NothingFound {
             wanted: wanted.join(", "),
             repos: repos.join(", "),
         });
@@ -313,7 +245,7 @@ pub fn download_rpms(
     closure: &Closure,
     cache_dir: &Path,
     http: &Http,
-) -> Result<Vec<CachedRpm>, SelinuxError> {
+) -> Result<Vec<CachedRpm>, RpmError> {
     let cas = Cas::open(cache_dir)?;
     let mut cached = Vec::new();
     for package in &closure.packages {
@@ -341,7 +273,7 @@ pub fn download_rpms(
             (Body::Memory(bytes, _), kind) => kind.of(bytes),
         };
         if actual != package.checksum.hex {
-            return Err(SelinuxError::ChecksumMismatch {
+            return Err(RpmError::ChecksumMismatch {
                 url: package.url.clone(),
                 kind: package.checksum.kind.clone(),
                 expected: package.checksum.hex.clone(),
@@ -356,11 +288,7 @@ pub fn download_rpms(
             sha256,
         });
     }
-    tracing::debug!(
-        "{} SELinux packages in {}",
-        cached.len(),
-        cas.root().display()
-    );
+    tracing::debug!("{} RPM packages in {}", cached.len(), cas.root().display());
     Ok(cached)
 }
 
@@ -397,17 +325,17 @@ impl Kind {
     }
 }
 
-fn checked_kind(url: &str, kind: &str) -> Result<Kind, SelinuxError> {
+fn checked_kind(url: &str, kind: &str) -> Result<Kind, RpmError> {
     match kind.to_ascii_lowercase().as_str() {
         "sha224" => Ok(Kind::Sha224),
         "sha256" => Ok(Kind::Sha256),
         "sha384" => Ok(Kind::Sha384),
         "sha512" => Ok(Kind::Sha512),
-        "sha" | "sha1" | "md5" => Err(SelinuxError::InsecureChecksum {
+        "sha" | "sha1" | "md5" => Err(RpmError::InsecureChecksum {
             url: url.to_owned(),
             kind: kind.to_owned(),
         }),
-        _ => Err(SelinuxError::UnknownChecksum {
+        _ => Err(RpmError::UnknownChecksum {
             url: url.to_owned(),
             kind: kind.to_owned(),
         }),
@@ -415,7 +343,7 @@ fn checked_kind(url: &str, kind: &str) -> Result<Kind, SelinuxError> {
 }
 
 /// `<repo>/<href>` (or `<xml:base>/<href>`), refusing hrefs that climb out.
-fn located(base: &str, href: &str, url: &str) -> Result<String, SelinuxError> {
+fn located(base: &str, href: &str, url: &str) -> Result<String, RpmError> {
     if href.is_empty()
         || href.starts_with('/')
         || href.contains("://")
