@@ -6,8 +6,10 @@
 //!   closure resolved and downloaded on the control node.
 //! - [`deploy`]: the stages of `airlock deploy`, each idempotent, with `--check` diffs;
 //!   [`deploy::selinux_policy`] installs those packages on the nodes.
+//! - [`kubeconfig`]: the first server's kubeconfig on the control node, verifying TLS.
 
 pub mod artifacts;
 pub mod deploy;
+pub mod kubeconfig;
 pub mod preflight;
 pub mod selinux_rpms;

@@ -39,7 +39,7 @@ pub struct Args {
     pub password: PasswordArgs,
 }
 
-fn parse_extra(text: &str) -> Result<(String, String), String> {
+pub fn parse_extra(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
