@@ -7,8 +7,10 @@
 //!   control node.
 //! - [`deploy`]: the stages of `airlock deploy`, each idempotent, with `--check` diffs;
 //!   [`deploy::selinux_policy`] and [`deploy::gpu`] install those packages on the nodes.
+//! - [`kubeconfig`]: the first server's kubeconfig on the control node, verifying TLS.
 
 pub mod artifacts;
 pub mod deploy;
+pub mod kubeconfig;
 pub mod preflight;
 pub mod rpms;

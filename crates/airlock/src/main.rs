@@ -33,6 +33,8 @@ enum Command {
     ExplainImage(cmd::render::ExplainArgs),
     /// Install the gateway and an air-gapped K3s cluster over SSH, idempotently.
     Deploy(Box<cmd::deploy::Args>),
+    /// Fetch the first server's kubeconfig over SSH, pointed at its address, TLS verified.
+    Kubeconfig(cmd::kubeconfig::Args),
     /// Check every host over SSH before a deploy: system, `SELinux`, disk, routes, ports.
     Preflight(cmd::preflight::Args),
 }
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::ExplainImage(args) => cmd::render::explain(&args),
         Command::Deploy(args) => cmd::deploy::run(&args),
         Command::Preflight(args) => cmd::preflight::run(&args),
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

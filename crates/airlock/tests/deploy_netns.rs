@@ -79,6 +79,45 @@ fn bed_pulls_through_a_gateway_started_by_hand() {
     eprintln!("bed test took {:?}", started.elapsed());
 }
 
+/// deploy's copy of the server's kubeconfig on the control node, where Scout keeps it: the
+/// server's CA and credentials, the server's own address, the user's alone; and
+/// `airlock kubeconfig`, which refuses to write it when TLS does not verify (the stand-in
+/// serves no API) unless told.
+fn check_kubeconfig(bed: &Bed) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = &bed.node1;
+    let original =
+        String::from_utf8(server.machine.read("/etc/rancher/k3s/k3s.yaml").unwrap()).unwrap();
+    let copy_path = bed
+        .inventory
+        .parent()
+        .unwrap()
+        .join(format!(".kube/scout/{}/config", server.address));
+    let copy = std::fs::read_to_string(&copy_path)
+        .unwrap_or_else(|e| panic!("deploy wrote {}: {e}", copy_path.display()));
+    let expected = original.replace(
+        "server: https://127.0.0.1:6443",
+        &format!("server: https://{}:6443", server.address),
+    );
+    assert_ne!(expected, original);
+    assert_eq!(copy, expected);
+    let mode = std::fs::metadata(&copy_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let out = bed.dir.path().join("kubeconfig-cli");
+    let out_arg = out.to_str().unwrap();
+    let (ok, output) = bed.airlock(&["kubeconfig", "--out", out_arg], Duration::from_secs(120));
+    assert!(!ok, "{output}");
+    assert!(output.contains("does not verify"), "{output}");
+    assert!(!out.exists(), "nothing written when TLS does not verify");
+    let (ok, output) = bed.airlock(
+        &["kubeconfig", "--no-verify", "--out", out_arg],
+        Duration::from_secs(120),
+    );
+    assert!(ok, "{output}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+}
+
 /// What Scout's `k3s` role set up besides the installer: the kubeconfig's mode and group,
 /// the storage directory and the `CoreDNS` manifest on the server, the NVIDIA runtime and
 /// toolkit (through the gateway's yum proxy, verified with `nvidia-ctk`) on the GPU worker.
@@ -91,6 +130,7 @@ fn check_cluster_setup(bed: &Bed, output: &str) {
         "deploy set kubeconfig_group, which the installer ignores"
     );
     assert_eq!(mode(server, BASE_DIR), "755", "base_dir is created");
+    check_kubeconfig(bed);
     let manifest = String::from_utf8(
         server
             .machine

@@ -211,12 +211,13 @@ pub fn k3s_arch(uname: &str) -> Option<&'static str> {
 }
 
 /// The stages, in order; each runs on every chosen host before the next starts.
-const STAGES: [Stage; 5] = [
+const STAGES: [Stage; 6] = [
     stage_staging,
     stage_artifacts,
     stage_selinux,
     stage_gpu,
     stage_nodes,
+    stage_kubeconfig,
 ];
 
 /// One stage of a deploy run: it reads what earlier stages left in the [`Run`] and adds
@@ -555,6 +556,29 @@ fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
         )
     })?;
     Ok(())
+}
+
+/// The first server's kubeconfig on the control node, when it is outside the cluster and
+/// `--limit` chose that server.
+fn stage_kubeconfig(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
+    let Some((server, _)) = run
+        .nodes
+        .iter()
+        .find(|(_, role)| *role == Role::FirstServer)
+    else {
+        return Ok(());
+    };
+    if !crate::kubeconfig::control_node_is_external(run.site, run.inventory) {
+        return Ok(());
+    }
+    let Some(plan) = crate::kubeconfig::Plan::new(run.site, run.inventory, None) else {
+        return Ok(());
+    };
+    run.report.stage(
+        "kubeconfig",
+        "the first server's kubeconfig on this machine",
+    );
+    crate::kubeconfig::copy(&plan, (run.connect)(server).as_ref(), mode, run.report)
 }
 
 /// Where nodes keep the gateway's CA, and the PEM, when they need it and it is known.

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod deploy;
 pub mod inventory;
+pub mod kubeconfig;
 pub mod preflight;
 pub mod render;
 pub mod serve;
