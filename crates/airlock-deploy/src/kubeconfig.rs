@@ -36,7 +36,7 @@ pub enum KubeconfigError {
     Remote {
         host: String,
         path: String,
-        source: ExecError,
+        source: Box<ExecError>,
     },
     #[error(
         "{path} does not exist on {host}\n  what to do: install K3s there first (`airlock deploy`), or set `kubeconfig_yaml` to where it is"
@@ -221,7 +221,7 @@ pub fn fetch(exec: &dyn Executor, remote: &str, server: &str) -> Result<String, 
         .map_err(|source| KubeconfigError::Remote {
             host: host.clone(),
             path: remote.to_owned(),
-            source,
+            source: Box::new(source),
         })?
         .ok_or_else(|| KubeconfigError::Missing {
             host: host.clone(),
