@@ -8,6 +8,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::Mode;
 use super::report::Report;
+use super::selinux_policy::RPM_DIR;
+use crate::rpms::CachedRpm;
 use airlock_remote::{ExecError, Executor, FileState, Input, Perms, quote};
 
 /// Who owns what deploy places, unless a spec says otherwise: deploy runs as root, and a
@@ -194,6 +196,24 @@ pub fn diff(path: &str, old: &str, new: &str) -> String {
         .context_radius(3)
         .header(&format!("{path} (on host)"), &format!("{path} (wanted)"))
         .to_string()
+}
+
+/// Copy RPMs resolved on the control node into [`RPM_DIR`] on the host; returns the `dnf`
+/// command that installs them from there.
+pub fn install_from_files(
+    exec: &dyn Executor,
+    rpms: &[CachedRpm],
+    mode: Mode,
+    report: &Report,
+) -> Result<String, ExecError> {
+    let mut paths = Vec::new();
+    for rpm in rpms {
+        let path = format!("{RPM_DIR}/{}", rpm.package.file_name);
+        let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
+        ensure(exec, &spec, mode, report)?;
+        paths.push(quote(&path));
+    }
+    Ok(format!("dnf -y install {}", paths.join(" ")))
 }
 
 #[cfg(test)]

@@ -4,12 +4,11 @@
 //! verified on the control node, copied over and installed from files. Verified with
 //! `nvidia-ctk --version`. The node's `default-runtime: nvidia` is written by [`super::nodes`].
 
-use super::files::{FileSpec, ensure};
+use super::files::{FileSpec, ensure, install_from_files};
 use super::report::Report;
-use super::selinux_policy::RPM_DIR;
 use super::{ArtifactSource, DeployError, GatewayLink, Mode};
 use crate::rpms::nvidia::{self, PACKAGES};
-use airlock_remote::{ExecError, Executor, Input, quote};
+use airlock_remote::{ExecError, Executor, Input};
 use airlock_site::site::Site;
 
 pub const REPO_FILE: &str = "/etc/yum.repos.d/airlock-nvidia-container-toolkit.repo";
@@ -58,14 +57,7 @@ pub fn run(
                 "the control node resolves the NVIDIA container toolkit from NVIDIA's repository; check it is reachable, or set package_proxy_mode so the gateway proxies it",
             )
         })?;
-        let mut paths = Vec::new();
-        for rpm in &rpms {
-            let path = format!("{RPM_DIR}/{}", rpm.package.file_name);
-            let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
-            ensure(exec, &spec, mode, report).map_err(fail)?;
-            paths.push(quote(&path));
-        }
-        format!("dnf -y install {}", paths.join(" "))
+        install_from_files(exec, &rpms, mode, report).map_err(fail)?
     };
     if installed {
         report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
@@ -99,6 +91,7 @@ mod tests {
     use super::*;
     use crate::artifacts::K3sArtifacts;
     use crate::deploy::SourceError;
+    use crate::deploy::selinux_policy::RPM_DIR;
     use crate::rpms::{CachedRpm, Checksum, Evr, RpmPackage};
     use airlock_remote::fake::Fake;
     use std::sync::Mutex;

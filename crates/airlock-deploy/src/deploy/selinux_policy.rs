@@ -3,11 +3,11 @@
 //! on the gateway, a `.repo` file and `dnf install`; without one, RPMs resolved and verified
 //! on the control node, copied over and installed from files. No Kubernetes Job.
 
-use super::files::{FileSpec, ensure};
+use super::files::{FileSpec, ensure, install_from_files};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink, Mode};
 use crate::rpms::selinux::{self, PACKAGES};
-use airlock_remote::{ExecError, Executor, Input, quote};
+use airlock_remote::{ExecError, Executor, Input};
 use airlock_site::site::Site;
 
 pub const REPO_FILE: &str = "/etc/yum.repos.d/airlock-k3s-selinux.repo";
@@ -86,14 +86,7 @@ pub fn run(
                 "the control node resolves the RPMs from k3s_selinux_rpm_site; check it is reachable, or set package_proxy_mode so the gateway proxies them",
             )
         })?;
-        let mut paths = Vec::new();
-        for rpm in &rpms {
-            let path = format!("{RPM_DIR}/{}", rpm.package.file_name);
-            let spec = FileSpec::local(&path, rpm.path.clone(), rpm.sha256.clone(), 0o644);
-            ensure(exec, &spec, mode, report).map_err(fail)?;
-            paths.push(quote(&path));
-        }
-        format!("dnf -y install {}", paths.join(" "))
+        install_from_files(exec, &rpms, mode, report).map_err(fail)?
     };
     if installed {
         report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
