@@ -138,6 +138,31 @@ fn a_damaged_vault_value_is_reported_on_its_line() {
 }
 
 #[test]
+fn an_ansible_host_that_could_leave_a_path_is_refused() {
+    for bad in ["../../etc", "a b", "..", "node1/x", "\"x\\ny\""] {
+        let text = format!(
+            "server:\n  hosts:\n    cp:\n      ansible_host: {bad}\nk3s_cluster:\n  children:\n    server:\n"
+        );
+        let error = only_error(&text, None);
+        assert_eq!(error.line, 4, "{bad}");
+        assert!(
+            error
+                .message
+                .contains("is not a host name or an IP address"),
+            "{bad}: {}",
+            error.message
+        );
+    }
+    for good in ["10.0.0.5", "fd00::1", "node1.example.edu", "node_1"] {
+        let text = format!(
+            "server:\n  hosts:\n    cp:\n      ansible_host: {good}\nk3s_cluster:\n  children:\n    server:\n"
+        );
+        let report = check(&common::parse(&text), None);
+        assert!(errors(&report.diagnostics).is_empty(), "{good}: {report:?}");
+    }
+}
+
+#[test]
 fn air_gapped_without_staging() {
     let text = "all:\n  vars:\n    air_gapped: yes\nserver:\n  hosts:\n    cp:\nk3s_cluster:\n  children:\n    server:\n";
     let error = only_error(text, None);

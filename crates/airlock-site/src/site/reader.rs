@@ -311,7 +311,21 @@ impl<'a> Reader<'a> {
             .host(host)
             .map_or(Mark::default(), |h| h.mark);
         let get = |this: &mut Self, name: &str| -> Option<String> { this.read(vars.get(name)?) };
-        let address = get(self, "ansible_host").unwrap_or_else(|| host.to_owned());
+        let mut address = get(self, "ansible_host").unwrap_or_else(|| host.to_owned());
+        // The address becomes a `--tls-san` flag, the kubeconfig's `server` and a directory
+        // name on the control node: a name or an address, nothing that could leave a path.
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+        if !address.chars().all(plain) || address.trim_matches('.').is_empty() {
+            self.error(
+                vars.get("ansible_host").map_or(line, |v| v.mark),
+                format!(
+                    "host `{host}`: ansible_host `{}` is not a host name or an IP address",
+                    address.escape_debug()
+                ),
+                "write a name such as `node1.example.edu` or an address such as `10.0.0.5`",
+            );
+            host.clone_into(&mut address);
+        }
         let user = get(self, "ansible_user");
         let connection = get(self, "ansible_connection").unwrap_or_else(|| "ssh".to_owned());
         if !matches!(connection.as_str(), "ssh" | "local" | "paramiko" | "smart") {
