@@ -61,8 +61,12 @@ impl Http {
                 .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
                 .no_proxy();
             if let Some(outbound) = outbound {
-                builder =
-                    builder.proxy(outbound.proxy_bypassing(gateway_host.iter().cloned().collect()));
+                // Proxies may close a connection right after a response (tinyproxy does), and
+                // a pooled one can then fail on reuse; the control node makes a few large
+                // downloads, so each gets a connection of its own.
+                builder = builder
+                    .proxy(outbound.proxy_bypassing(gateway_host.iter().cloned().collect()))
+                    .pool_max_idle_per_host(0);
                 for cert in outbound.root_certificates() {
                     builder = builder.add_root_certificate(cert.clone());
                 }
