@@ -198,6 +198,24 @@ pub fn diff(path: &str, old: &str, new: &str) -> String {
         .to_string()
 }
 
+/// Place the gateway's CA (when the node needs it: dnf reaches the gateway over TLS), then
+/// the `.repo` file pointing at the gateway's yum proxy; returns the `dnf` command that
+/// installs `packages` from it.
+pub fn install_through_repo(
+    exec: &dyn Executor,
+    ca: Option<(&str, &str)>,
+    repo: (&str, String),
+    packages: &[&str],
+    mode: Mode,
+    report: &Report,
+) -> Result<String, ExecError> {
+    if let Some((path, pem)) = ca {
+        ensure(exec, &FileSpec::text(path, pem, 0o644), mode, report)?;
+    }
+    ensure(exec, &FileSpec::text(repo.0, repo.1, 0o644), mode, report)?;
+    Ok(format!("dnf -y install {}", packages.join(" ")))
+}
+
 /// Copy RPMs resolved on the control node into [`RPM_DIR`] on the host; returns the `dnf`
 /// command that installs them from there.
 pub fn install_from_files(

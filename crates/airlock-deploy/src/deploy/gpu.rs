@@ -4,7 +4,7 @@
 //! verified on the control node, copied over and installed from files. Verified with
 //! `nvidia-ctk --version`. The node's `default-runtime: nvidia` is written by [`super::nodes`].
 
-use super::files::{FileSpec, ensure, install_from_files};
+use super::files::{install_from_files, install_through_repo};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink, Mode};
 use crate::rpms::nvidia::{self, PACKAGES};
@@ -40,12 +40,8 @@ pub fn run(
     let through_gateway = gateway.filter(|_| site.has_package(nvidia::PROXY));
     let install = if let Some(gateway) = through_gateway {
         let base = format!("https://{}/repository", gateway.staging.hostname);
-        if let Some((path, pem)) = ca {
-            ensure(exec, &FileSpec::text(path, pem, 0o644), mode, report).map_err(fail)?;
-        }
         let repo = nvidia::repo_file(&base, site.ca_file.as_deref().unwrap_or_default());
-        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), mode, report).map_err(fail)?;
-        format!("dnf -y install {}", PACKAGES.join(" "))
+        install_through_repo(exec, ca, (REPO_FILE, repo), &PACKAGES, mode, report).map_err(fail)?
     } else if installed {
         String::new()
     } else {

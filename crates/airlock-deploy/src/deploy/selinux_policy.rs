@@ -3,7 +3,7 @@
 //! on the gateway, a `.repo` file and `dnf install`; without one, RPMs resolved and verified
 //! on the control node, copied over and installed from files. No Kubernetes Job.
 
-use super::files::{FileSpec, ensure, install_from_files};
+use super::files::{install_from_files, install_through_repo};
 use super::report::Report;
 use super::{ArtifactSource, DeployError, GatewayLink, Mode};
 use crate::rpms::selinux::{self, PACKAGES};
@@ -66,13 +66,9 @@ pub fn run(
     let through_gateway = gateway.filter(|_| site.has_package("rancher-k3s"));
     let install = if let Some(gateway) = through_gateway {
         let base = format!("https://{}/repository", gateway.staging.hostname);
-        if let Some((path, pem)) = ca {
-            ensure(exec, &FileSpec::text(path, pem, 0o644), mode, report).map_err(fail)?;
-        }
         let ca_path = site.ca_file.as_deref().unwrap_or_default();
         let repo = selinux::repo_file(site, &base, ca_path, el);
-        ensure(exec, &FileSpec::text(REPO_FILE, repo, 0o644), mode, report).map_err(fail)?;
-        format!("dnf -y install {}", PACKAGES.join(" "))
+        install_through_repo(exec, ca, (REPO_FILE, repo), &PACKAGES, mode, report).map_err(fail)?
     } else {
         if installed {
             report.ok(&host, &format!("{} installed", PACKAGES.join(", ")));
