@@ -8,7 +8,9 @@
 //! 3. `SELinux`: `k3s-selinux` and `container-selinux` on nodes that enforce it.
 //! 4. [`gpu`]: the NVIDIA container toolkit on `gpu_workers`.
 //! 5. [`nodes`]: files, the installer with its [`flags`] (servers first, then agents),
-//!    restarts, Ready, the servers' kubeconfig permissions.
+//!    restarts, Ready, the servers' kubeconfig permissions; a version change rolls node by
+//!    node (`rollout`).
+//! 6. kubeconfig: the first server's, on the control node when it is outside the cluster.
 //!
 //! `--check` runs every comparison and prints what would change, changing nothing.
 
@@ -18,6 +20,7 @@ pub mod flags;
 pub mod gpu;
 pub mod nodes;
 pub mod report;
+mod rollout;
 pub mod selinux_policy;
 pub mod staging;
 
@@ -62,6 +65,8 @@ pub struct Options {
     pub wait_timeout: Duration,
     /// Progress bars for downloads.
     pub progress: bool,
+    /// How many agents a rolling upgrade takes at once (servers go one at a time).
+    pub batch: usize,
 }
 
 impl Default for Options {
@@ -73,6 +78,7 @@ impl Default for Options {
             cache_dir: PathBuf::new(),
             wait_timeout: Duration::from_secs(300),
             progress: false,
+            batch: 1,
         }
     }
 }
@@ -216,7 +222,7 @@ const STAGES: [Stage; 6] = [
     stage_artifacts,
     stage_selinux,
     stage_gpu,
-    stage_nodes,
+    rollout::stage_nodes,
     stage_kubeconfig,
 ];
 
@@ -451,108 +457,6 @@ fn stage_gpu(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
             run.artifacts,
             mode,
             run.report,
-        )
-    })?;
-    Ok(())
-}
-
-/// Stage 5: K3s on the nodes, the first server, the other servers, then agents; then (applying)
-/// every node Ready, and the servers' kubeconfig readable by `kubeconfig_group`.
-fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
-    if run.nodes.is_empty() {
-        return Ok(());
-    }
-    let (site, report) = (run.site, run.report);
-    report.stage("nodes", "K3s files, installer, registry config");
-    let token = site
-        .k3s
-        .token
-        .as_ref()
-        .map(|t| t.expose().to_owned())
-        .unwrap_or_default();
-    let registries = run
-        .rendered
-        .get("nodes/registries.yaml")
-        .unwrap_or_default();
-    let ca = node_ca(site, run.gateway.as_ref());
-    let ca = ca.as_ref().map(|(path, pem)| (path.as_str(), pem.as_str()));
-    let first_server = site.servers.first().ok_or_else(|| {
-        DeployError::local(
-            "nodes",
-            "the inventory has no `server` host",
-            "add the K3s server under `server: hosts:`",
-        )
-    })?;
-    let server_url = format!("https://{}:6443", first_server.address);
-    let unknown_version = site
-        .k3s
-        .version
-        .clone()
-        .unwrap_or_else(|| "(unknown)".to_owned());
-    let not_fetched = (Path::new(""), "(not fetched)");
-    let cluster_size = node_roles(site).len();
-    let installs: Vec<flags::NodeInstall> = run
-        .nodes
-        .iter()
-        .map(|(m, role)| flags::node_install(site, m, *role, cluster_size))
-        .collect();
-    let coredns = airlock_site::render::coredns_custom(site);
-    let run_node = |i: usize| -> Result<(), DeployError> {
-        let (files, role) = (
-            run.fetched
-                .iter()
-                .find(|(a, _)| *a == run.arches[i])
-                .expect("fetched every arch")
-                .1
-                .as_ref(),
-            run.nodes[i].1,
-        );
-        let inputs = nodes::Inputs {
-            version: files.map_or(unknown_version.as_str(), |f| &f.version),
-            binary: files.map_or(not_fetched, |f| (&f.binary.path, &f.binary.sha256)),
-            script: files.map_or(not_fetched, |f| {
-                (&f.install_script.path, &f.install_script.sha256)
-            }),
-            ca,
-            registries,
-            token: &token,
-            server_url: &server_url,
-            install: &installs[i],
-            base_dir: &site.install.base_dir,
-            coredns: coredns.as_deref(),
-        };
-        nodes::run(run.execs[i].as_ref(), role, &inputs, mode, report)
-    };
-    for wave in [&[Role::FirstServer][..], &[Role::Server], &[Role::Agent]] {
-        let members: Vec<usize> = (0..run.nodes.len())
-            .filter(|i| wave.contains(&run.nodes[*i].1))
-            .collect();
-        parallel(&members, |i| run_node(*i))?;
-    }
-    if mode == Mode::Apply {
-        let all_names: Vec<String> = node_roles(site)
-            .iter()
-            .map(|(m, _)| m.name.clone())
-            .collect();
-        let server = (run.connect)(first_server);
-        nodes::wait_ready(
-            server.as_ref(),
-            &all_names,
-            run.options.wait_timeout,
-            report,
-        )?;
-    }
-    let servers: Vec<usize> = (0..run.nodes.len())
-        .filter(|&i| run.nodes[i].1 != Role::Agent)
-        .collect();
-    parallel(&servers, |&i| {
-        nodes::kubeconfig_perms(
-            run.execs[i].as_ref(),
-            &site.install.kubeconfig,
-            &site.install.kubeconfig_group,
-            mode == Mode::Apply,
-            mode,
-            report,
         )
     })?;
     Ok(())

@@ -292,13 +292,21 @@ pub fn run(
         )
         .map_err(fail)?;
     }
-    report.changed(
-        &host,
-        &format!(
+    let task = match installed.as_deref().and_then(version_in_marker) {
+        Some(old) if old != inputs.version => format!(
+            "k3s {old} → {}: run the K3s installer ({}, air-gapped)",
+            inputs.version,
+            role.exec()
+        ),
+        _ => format!(
             "run the K3s installer ({} {}, air-gapped)",
             role.exec(),
             inputs.version
         ),
+    };
+    report.changed(
+        &host,
+        &task,
         Some(marker_diff(installed.as_deref(), &wanted).trim_end()),
     );
     Ok(())
@@ -377,10 +385,12 @@ pub fn kubeconfig_perms(
     Ok(())
 }
 
-/// Wait until `k3s kubectl get nodes` on the first server shows every node Ready.
+/// Wait until `k3s kubectl get nodes` on the first server shows every node Ready, and
+/// running `version` when one is given (a rolling upgrade waits for the new version).
 pub fn wait_ready(
     server: &dyn Executor,
     nodes: &[String],
+    version: Option<&str>,
     timeout: Duration,
     report: &Report,
 ) -> Result<(), DeployError> {
@@ -397,12 +407,19 @@ pub fn wait_ready(
         };
         missing = nodes
             .iter()
-            .filter(|n| !ready.contains(n))
+            .filter(|n| {
+                !ready
+                    .iter()
+                    .any(|(name, at)| name == *n && version.is_none_or(|v| v == at))
+            })
             .cloned()
             .collect();
         if missing.is_empty() {
             for node in nodes {
-                report.ok(node, "Ready");
+                match version {
+                    Some(version) => report.ok(node, &format!("Ready at {version}")),
+                    None => report.ok(node, "Ready"),
+                }
             }
             return Ok(());
         }
@@ -411,11 +428,12 @@ pub fn wait_ready(
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    let at = version.map(|v| format!(" at {v}")).unwrap_or_default();
     Err(DeployError::host_message(
         "nodes",
         server.host(),
         format!(
-            "not Ready after {} s: {}",
+            "not Ready{at} after {} s: {}",
             timeout.as_secs(),
             missing.join(", ")
         ),
@@ -423,20 +441,37 @@ pub fn wait_ready(
     ))
 }
 
-/// Names of Ready nodes in `kubectl get nodes --no-headers` output.
-pub fn ready_nodes(listing: &str) -> Vec<String> {
+/// The Ready nodes in `kubectl get nodes --no-headers` output, each with the version its
+/// kubelet reports.
+pub fn ready_nodes(listing: &str) -> Vec<(String, String)> {
     listing
         .lines()
         .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next()?;
-            let status = words.next()?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let [name, status, _roles, _age, version, ..] = words[..] else {
+                return None;
+            };
             status
                 .split(',')
                 .any(|s| s == "Ready")
-                .then(|| name.to_owned())
+                .then(|| (name.to_owned(), version.to_owned()))
         })
         .collect()
+}
+
+/// The K3s version the install marker on a node records; `None` before the first install.
+pub fn installed_version(exec: &dyn Executor) -> Result<Option<String>, ExecError> {
+    Ok(exec
+        .read(MARKER)?
+        .and_then(|bytes| version_in_marker(&String::from_utf8_lossy(&bytes))))
+}
+
+fn version_in_marker(marker: &str) -> Option<String> {
+    marker
+        .lines()
+        .find_map(|l| l.strip_prefix("version="))
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

