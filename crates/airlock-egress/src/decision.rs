@@ -68,6 +68,9 @@ reasons! {
     ResolveFailed => ("resolve_failed", 502, "the host name did not resolve"),
     ConnectFailed => ("connect_failed", 502, "the upstream connection failed"),
     ConnectTimeout => ("connect_timeout", 504, "the upstream connection timed out"),
+    UpstreamProxyUnreachable => ("upstream_proxy_unreachable", 502, "the site's outbound proxy did not answer"),
+    UpstreamProxyAuth => ("upstream_proxy_auth", 502, "the site's outbound proxy refused airlock's credentials"),
+    UpstreamProxyRefused => ("upstream_proxy_refused", 502, "the site's outbound proxy refused the tunnel"),
 }
 
 impl Reason {
@@ -120,8 +123,11 @@ pub struct Decision {
     pub raw_target: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
-    /// The address dialed, or the address that caused a refusal.
+    /// The address dialed (the site proxy's, through `[upstream_proxy]`), or the address
+    /// that caused a refusal.
     pub ip: Option<IpAddr>,
+    /// `direct`, or `upstream_proxy` when the tunnel went through the site's proxy.
+    pub via: &'static str,
     pub decision: &'static str,
     pub reason: &'static str,
     pub status: u16,
@@ -141,6 +147,7 @@ impl Decision {
             host: None,
             port: None,
             ip: None,
+            via: "direct",
             decision: "deny",
             reason: "",
             status: 0,
@@ -169,6 +176,7 @@ impl Decision {
             host = self.host.as_deref().unwrap_or(""),
             port = self.port.unwrap_or(0),
             ip = %self.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            via = self.via,
             decision = self.decision,
             reason = self.reason,
             status = self.status,

@@ -4,6 +4,7 @@
 //! strictly, [`host`] canonicalizes the name, [`allowlist`] decides whether it may be
 //! reached, [`resolve`] turns it into addresses once, [`address`] refuses non-public
 //! answers, [`tunnel`] relays bytes, and [`decision`] writes one log line per request.
+//! Through the site's outbound proxy, [`UpstreamChain`] asks it for the tunnel instead.
 //! [`serve`] ties the steps together behind connection caps and a shutdown signal.
 //!
 //! ```no_run
@@ -23,6 +24,7 @@
 //! ```
 
 pub mod address;
+mod chain;
 pub mod decision;
 mod metrics;
 mod policy;
@@ -33,6 +35,7 @@ pub mod tunnel;
 
 pub use airlock_config::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use airlock_types::{allowlist, host};
+pub use chain::{ChainError, UpstreamChain};
 pub use metrics::EgressMetrics;
 pub use policy::EgressPolicy;
 pub use resolve::{Resolver, StaticResolver, SystemResolver};

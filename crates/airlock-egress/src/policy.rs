@@ -9,6 +9,7 @@ use airlock_types::Cidr;
 use airlock_types::allowlist::Allowlist;
 
 use crate::address::non_public_class;
+use crate::chain::UpstreamChain;
 use crate::decision::Reason;
 use crate::host::HostName;
 use crate::metrics::EgressMetrics;
@@ -25,6 +26,7 @@ pub struct EgressPolicy {
     limits: Limits,
     resolver: Arc<dyn Resolver>,
     metrics: Arc<EgressMetrics>,
+    chain: Option<UpstreamChain>,
 }
 
 impl EgressPolicy {
@@ -48,7 +50,20 @@ impl EgressPolicy {
             limits,
             resolver: Arc::new(SystemResolver),
             metrics: Arc::new(EgressMetrics::default()),
+            chain: None,
         }
+    }
+
+    /// Tunnels to hosts outside `no_proxy` go through the site's outbound proxy.
+    #[must_use]
+    pub fn with_upstream_chain(mut self, chain: UpstreamChain) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
+    /// The site proxy, when a tunnel to `host` goes through it.
+    pub(crate) fn chain_for(&self, host: &HostName) -> Option<&UpstreamChain> {
+        self.chain.as_ref().filter(|chain| chain.applies(host))
     }
 
     /// Resolves a raw `[egress]` table and builds the policy for it.

@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 
+use crate::chain::UpstreamChain;
 use crate::decision::{CloseReason, Decision, Reason};
 use crate::host::HostName;
 use crate::policy::EgressPolicy;
@@ -193,19 +194,57 @@ impl Connection {
         {
             own.push(local);
         }
-        let (upstream, ip) =
-            self.dial(&request.host, request.port, &own)
+        let dialed = match self.policy.chain_for(&request.host) {
+            Some(chain) => {
+                decision.via = "upstream_proxy";
+                self.dial_chained(chain, &request.host, request.port, &own)
+                    .await
+            }
+            None => self
+                .dial(&request.host, request.port, &own)
                 .await
-                .map_err(|(reason, ip)| {
-                    decision.ip = ip;
-                    reason
-                })?;
+                .map(|(stream, ip)| (stream, ip, Vec::new())),
+        };
+        let (upstream, ip, greeting) = dialed.map_err(|(reason, ip)| {
+            decision.ip = ip;
+            reason
+        })?;
         decision.ip = Some(ip);
         Ok(Opened {
             upstream,
             early,
+            greeting,
             _slot: slot,
         })
+    }
+
+    /// Through the site's proxy: the local answers checked when the local resolver has
+    /// any (given half the connect time), then the tunnel asked of the site proxy by name.
+    async fn dial_chained(
+        &self,
+        chain: &UpstreamChain,
+        host: &HostName,
+        port: u16,
+        own: &[SocketAddr],
+    ) -> Result<(TcpStream, IpAddr, Vec<u8>), (Reason, Option<IpAddr>)> {
+        let connect = self.policy.limits().connect_timeout;
+        let deadline = Instant::now() + connect;
+        let lookup = timeout(connect / 2, self.policy.resolver().resolve(host.as_str())).await;
+        if let Ok(Ok(ips)) = lookup {
+            for ip in &ips {
+                self.policy
+                    .check_address(*ip, port, own)
+                    .map_err(|reason| (reason, Some(*ip)))?;
+            }
+        }
+        let (stream, greeting) = chain
+            .open(host, port, deadline)
+            .await
+            .map_err(|reason| (reason, None))?;
+        let proxy = stream
+            .peer_addr()
+            .map_err(|_| (Reason::UpstreamProxyUnreachable, None))?;
+        Ok((stream, proxy.ip(), greeting))
     }
 
     /// Resolve once, check every answer, dial only checked addresses.
@@ -241,20 +280,24 @@ impl Connection {
         let Opened {
             mut upstream,
             early,
+            greeting,
             _slot,
         } = opened;
         metrics.record(Reason::Allowed);
         decision.set_reason(Reason::Allowed);
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        if client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await
-            .is_err()
-        {
+        let established = async {
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await?;
+            client.write_all(&greeting).await
+        };
+        if established.await.is_err() {
             decision.close = CloseReason::ClientError.as_str();
             return;
         }
+        metrics.add_down(greeting.len() as u64);
         if !early.is_empty() {
             if upstream.write_all(&early).await.is_err() {
                 decision.close = CloseReason::UpstreamError.as_str();
@@ -276,7 +319,7 @@ impl Connection {
         )
         .await;
         decision.bytes_up = outcome.bytes_up + early.len() as u64;
-        decision.bytes_down = outcome.bytes_down;
+        decision.bytes_down = outcome.bytes_down + greeting.len() as u64;
         decision.close = outcome.close.as_str();
     }
 
@@ -308,10 +351,12 @@ impl Connection {
     }
 }
 
-/// A dialed upstream and the bytes the client sent early, plus the connection slot.
+/// A dialed upstream, the bytes the client sent early and those the upstream sent with the
+/// site proxy's answer, plus the connection slot.
 struct Opened {
     upstream: TcpStream,
     early: Vec<u8>,
+    greeting: Vec<u8>,
     _slot: Slot,
 }
 

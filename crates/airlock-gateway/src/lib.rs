@@ -104,10 +104,19 @@ pub(crate) async fn build(
     )?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
-    let egress = config
-        .egress
-        .clone()
-        .map(|settings| Arc::new(airlock_egress::EgressPolicy::new(settings)));
+    let egress = config.egress.clone().map(|settings| {
+        let policy = airlock_egress::EgressPolicy::new(settings);
+        let Some(site) = &site_proxy else {
+            return Arc::new(policy);
+        };
+        match airlock_egress::UpstreamChain::new(site.settings(), site.password()) {
+            Ok(chain) => Arc::new(policy.with_upstream_chain(chain)),
+            Err(err) => {
+                tracing::warn!(target: "airlock::egress", error = %err, "egress tunnels go direct");
+                Arc::new(policy)
+            }
+        }
+    });
     let connections = limits::ConnectionLimits::new(&config.server);
     Ok((
         Arc::new(AppState {

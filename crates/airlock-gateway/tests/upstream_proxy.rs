@@ -298,3 +298,66 @@ async fn bad_upstream_proxy_settings_stop_the_gateway_at_load() {
         "{message}"
     );
 }
+
+/// The egress proxy of a gateway with `[upstream_proxy]`: a tunnel to an allowed name the
+/// staging node cannot resolve goes through the site's proxy, with its credentials.
+#[tokio::test]
+async fn egress_tunnels_go_through_the_site_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let logs = Logs::installed();
+    let dir = tempfile::tempdir().unwrap();
+    let idp = "idp.example.test";
+    let proxy = Tinyproxy::start_with_hosts(
+        &dir.path().join("proxy"),
+        Some((USER, PASSWORD)),
+        &[(idp, std::net::Ipv4Addr::LOCALHOST.into())],
+    );
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let egress_port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    gateway(
+        dir.path(),
+        &format!(
+            "[egress]\nlisten = \"127.0.0.1:{egress_port}\"\nallow = [\"{idp}\"]\nports = [{echo_port}]\n{}",
+            table(dir.path(), &proxy.url(), "")
+        ),
+    )
+    .await;
+
+    let mut tunnel = tokio::net::TcpStream::connect(("127.0.0.1", egress_port))
+        .await
+        .unwrap();
+    let request = format!("CONNECT {idp}:{echo_port} HTTP/1.1\r\nHost: {idp}:{echo_port}\r\n\r\n");
+    tunnel.write_all(request.as_bytes()).await.unwrap();
+    let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    let mut head = vec![0u8; established.len()];
+    tunnel.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, established, "{}", String::from_utf8_lossy(&head));
+    tunnel.write_all(b"ping through two proxies").await.unwrap();
+    let mut echoed = vec![0u8; 24];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"ping through two proxies");
+    assert!(
+        proxy
+            .requests()
+            .contains(&format!("CONNECT {idp}:{echo_port} HTTP/1.1")),
+        "{:?}",
+        proxy.requests()
+    );
+    assert!(
+        !logs.text().contains(PASSWORD),
+        "the password is never logged"
+    );
+}

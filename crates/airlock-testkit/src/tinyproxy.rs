@@ -2,6 +2,7 @@
 //! port with its own config and log, so a test can tell which requests went through it.
 //! It stops when the handle is dropped.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,17 @@ impl Tinyproxy {
     /// Starts tinyproxy on a free loopback port, its files under `dir`; with `basic_auth`,
     /// only requests with those credentials pass. Every port may be tunnelled to (CONNECT).
     pub fn start(dir: &Path, basic_auth: Option<(&str, &str)>) -> Self {
+        Self::start_with_hosts(dir, basic_auth, &[])
+    }
+
+    /// [`Tinyproxy::start`], resolving `hosts` as given: it runs in a mount namespace of its
+    /// own whose `/etc/hosts` names them (as a site proxy resolves names the staging node's
+    /// DNS does not know). Needs root, as the namespace tests do.
+    pub fn start_with_hosts(
+        dir: &Path,
+        basic_auth: Option<(&str, &str)>,
+        hosts: &[(&str, std::net::IpAddr)],
+    ) -> Self {
         let binary = require_tool("tinyproxy", "tinyproxy");
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join("tinyproxy.log");
@@ -44,7 +56,32 @@ impl Tinyproxy {
             ),
         )
         .unwrap();
-        let child = Command::new(binary)
+        let mut command = if hosts.is_empty() {
+            Command::new(binary)
+        } else {
+            let unshare = require_tool("unshare", "util-linux");
+            let hosts_file = dir.join("hosts");
+            let mut lines = String::from("127.0.0.1 localhost\n");
+            for (name, ip) in hosts {
+                let _ = writeln!(lines, "{ip} {name}");
+            }
+            std::fs::write(&hosts_file, lines).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&hosts_file, std::fs::Permissions::from_mode(0o644))
+                    .unwrap();
+            }
+            let mut command = Command::new(unshare);
+            command
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"")
+                .arg("sh")
+                .arg(&hosts_file)
+                .arg(binary);
+            command
+        };
+        let child = command
             .arg("-d")
             .arg("-c")
             .arg(&config)

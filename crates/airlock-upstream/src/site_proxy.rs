@@ -104,6 +104,12 @@ impl SiteProxy {
         &self.settings
     }
 
+    /// The password read from `password_file`, for clients that speak to the proxy
+    /// themselves (the egress proxy's tunnels).
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
     /// The proxy for a reqwest client (async or blocking): every URL not in `no_proxy`,
     /// with Basic credentials when a username is set.
     pub fn proxy(&self) -> reqwest::Proxy {

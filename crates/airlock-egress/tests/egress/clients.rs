@@ -15,10 +15,15 @@ use tokio::process::Command;
 
 use crate::support::{LOOPBACK, Proxy, bounded, config};
 
-const BODY: &str = "hello from the other side of the airlock\n";
+pub(crate) const BODY: &str = "hello from the other side of the airlock\n";
 
 /// An HTTPS server for `allowed.test` with its own CA; returns the address and the CA PEM.
 async fn https_server() -> (SocketAddr, String) {
+    https_server_for("allowed.test").await
+}
+
+/// An HTTPS server for `name` with its own CA; returns the address and the CA PEM.
+pub(crate) async fn https_server_for(name: &str) -> (SocketAddr, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -32,7 +37,7 @@ async fn https_server() -> (SocketAddr, String) {
     ];
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["allowed.test".to_owned()])
+    let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
         .unwrap()
         .signed_by(&leaf_key, &ca, &ca_key)
         .unwrap();
@@ -130,7 +135,7 @@ async fn run(program: &str, package: &str, args: &[&str]) -> (bool, String, Stri
     )
 }
 
-async fn curl(proxy: SocketAddr, ca: &Path, url: &str) -> (bool, String, String) {
+pub(crate) async fn curl(proxy: SocketAddr, ca: &Path, url: &str) -> (bool, String, String) {
     let proxy = format!("http://{proxy}");
     let ca = ca.to_str().unwrap();
     run(

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_egress::{Egress, EgressPolicy, StaticResolver, serve};
+use airlock_egress::{Egress, EgressPolicy, StaticResolver, UpstreamChain, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -36,11 +36,23 @@ pub struct Proxy {
 impl Proxy {
     /// Bind 127.0.0.1:0 first so the config can mention the proxy's own port.
     pub async fn start(config: impl FnOnce(u16) -> Egress, resolver: StaticResolver) -> Proxy {
+        Self::start_chained(config, resolver, None).await
+    }
+
+    /// [`Proxy::start`], with tunnels through a site proxy when `chain` is set.
+    pub async fn start_chained(
+        config: impl FnOnce(u16) -> Egress,
+        resolver: StaticResolver,
+        chain: Option<UpstreamChain>,
+    ) -> Proxy {
         let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let policy = EgressPolicy::from_config(&config(addr.port()))
+        let mut policy = EgressPolicy::from_config(&config(addr.port()))
             .expect("test config resolves")
             .with_resolver(Arc::new(resolver));
+        if let Some(chain) = chain {
+            policy = policy.with_upstream_chain(chain);
+        }
         let policy = Arc::new(policy);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(Arc::clone(&policy), listener, async {

@@ -19,8 +19,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&file)?;
             // The files `serve` reads at start: a missing CA or password file fails here too.
             if let Some(proxy) = &config.upstream_proxy {
-                airlock_upstream::SiteProxy::load(proxy)
+                let site = airlock_upstream::SiteProxy::load(proxy)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                if config.egress.is_some()
+                    && let Err(err) =
+                        airlock_egress::UpstreamChain::new(site.settings(), site.password())
+                {
+                    eprintln!("{}: warning: {err}", file.display());
+                }
             }
             eprintln!("{}: ok ({} proxies)", file.display(), config.proxies.len());
             print!("{}", config.to_toml());
