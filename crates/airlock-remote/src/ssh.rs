@@ -403,9 +403,7 @@ mod tests {
         let ssh = Ssh::new(&machine(&sshd), control.path());
         assert!(!ssh.is_connected());
 
-        let started = Instant::now();
         ssh.run("true").unwrap();
-        let first = started.elapsed();
         assert!(
             ssh.is_connected(),
             "no master connection after the first command"
@@ -413,16 +411,11 @@ mod tests {
         let sockets = std::fs::read_dir(control.path()).unwrap().count();
         assert_eq!(sockets, 1, "one control socket per host");
 
-        let started = Instant::now();
         for _ in 0..5 {
             ssh.run("true").unwrap();
         }
-        let shared = started.elapsed() / 5;
-        assert!(
-            shared < first,
-            "a multiplexed command ({shared:?}) should be faster than the first ({first:?})"
-        );
-        // sshd saw exactly one login: every later command was a session on it.
+        // sshd saw exactly one login: every later command was a session on it. (Timing the
+        // commands instead made this test fail on a loaded machine.)
         assert_eq!(sshd.logins(), 1, "{}", sshd.log());
 
         ssh.close();

@@ -121,6 +121,18 @@ fn check_kubeconfig(bed: &Bed) {
 /// What Scout's `k3s` role set up besides the installer: the kubeconfig's mode and group,
 /// the storage directory and the `CoreDNS` manifest on the server, the NVIDIA runtime and
 /// toolkit (through the gateway's yum proxy, verified with `nvidia-ctk`) on the GPU worker.
+/// How many times deploy restarted `CoreDNS` through the server's kubectl.
+fn coredns_restarts(server: &Node) -> usize {
+    let log = server
+        .machine
+        .read("/var/lib/standin/k3s.log")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|l| l.contains("kubectl rollout restart deployment/coredns"))
+        .count()
+}
+
 fn check_cluster_setup(bed: &Bed, output: &str) {
     let (server, gpu) = (&bed.node1, &bed.node2);
     assert_eq!(mode(server, "/etc/rancher/k3s/k3s.yaml"), "640");
@@ -131,6 +143,11 @@ fn check_cluster_setup(bed: &Bed, output: &str) {
     );
     assert_eq!(mode(server, BASE_DIR), "755", "base_dir is created");
     check_kubeconfig(bed);
+    assert_eq!(
+        coredns_restarts(server),
+        1,
+        "CoreDNS restarted once, after K3s applied coredns-custom:\n{output}"
+    );
     let manifest = String::from_utf8(
         server
             .machine
@@ -475,6 +492,44 @@ fn deploy_installs_the_gateway_and_an_air_gapped_cluster() {
         1,
         "no second install on node2"
     );
+
+    assert_eq!(
+        coredns_restarts(&bed.node1),
+        1,
+        "the second deploy restarts no CoreDNS"
+    );
+
+    // A new forwarding rule: the manifest changes, K3s applies it, CoreDNS restarts once.
+    let forward = "coredns_forward_map={/etc/resolv.conf: [example.edu, example.org]}";
+    let (ok, output) = bed.airlock(&["deploy", "--check", "-e", forward], step);
+    assert!(
+        ok,
+        "deploy --check of a forwarding change succeeds:\n{output}"
+    );
+    assert!(
+        output.contains("would change: node1.example.test: restart CoreDNS"),
+        "--check says CoreDNS would restart:\n{output}"
+    );
+    let (ok, output) = bed.airlock(&["deploy", "-e", forward], step);
+    assert!(ok, "deploy of a forwarding change succeeds:\n{output}");
+    assert_eq!(coredns_restarts(&bed.node1), 2, "{output}");
+    assert!(
+        String::from_utf8(
+            bed.node1
+                .machine
+                .read("/var/lib/rancher/k3s/server/manifests/airlock-coredns-custom.yaml")
+                .unwrap()
+        )
+        .unwrap()
+        .contains("example.org:53 {"),
+        "the manifest forwards example.org"
+    );
+    let (ok, output) = bed.airlock(&["deploy"], step);
+    assert!(
+        ok,
+        "deploy back to the inventory's forwarding succeeds:\n{output}"
+    );
+    assert_eq!(coredns_restarts(&bed.node1), 3, "{output}");
 
     // 7. --check after a configuration change shows exactly that change.
     let before = staging.machine.read("/etc/airlock/airlock.toml");

@@ -67,6 +67,21 @@ pub fn node_install(site: &Site, machine: &Machine, role: Role, nodes: usize) ->
     NodeInstall { flags, env, gpu }
 }
 
+/// Whether K3s's extra arguments turn its packaged `CoreDNS` off (`--disable coredns`,
+/// `--disable=coredns`, or a comma list naming it): then nothing of airlock's restarts it.
+pub fn disables_coredns(args: &[String]) -> bool {
+    let names = |list: &str| list.split(',').any(|name| name.trim() == "coredns");
+    args.iter()
+        .enumerate()
+        .any(|(i, arg)| match arg.strip_prefix("--disable") {
+            Some(rest) => match rest.strip_prefix('=') {
+                Some(list) => names(list),
+                None => rest.is_empty() && args.get(i + 1).is_some_and(|next| names(next)),
+            },
+            None => false,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +232,19 @@ mod tests {
         let (server, role) = node_roles(&site)[0];
         let flags = node_install(&site, server, role, 2).flags;
         assert!(!flags.contains(&"--disable-default-registry-endpoint".to_owned()));
+    }
+
+    #[test]
+    fn coredns_disabled_by_extra_args() {
+        let args =
+            |text: &str| -> Vec<String> { text.split_whitespace().map(str::to_owned).collect() };
+        assert!(disables_coredns(&args("--disable coredns")));
+        assert!(disables_coredns(&args(
+            "--snapshotter=native --disable=traefik,coredns"
+        )));
+        assert!(!disables_coredns(&args("--disable traefik")));
+        assert!(!disables_coredns(&args("--disable-network-policy coredns")));
+        assert!(!disables_coredns(&args("--disable")));
+        assert!(!disables_coredns(&[]));
     }
 }

@@ -200,14 +200,15 @@ fn salt_of(installed: Option<&str>) -> String {
         )
 }
 
-/// Run the stage on one node.
+/// Run the stage on one node. Returns whether the node's `coredns-custom` manifest changed
+/// (written, replaced or removed): `CoreDNS` then needs a restart ([`restart_coredns`]).
 pub fn run(
     exec: &dyn Executor,
     role: Role,
     inputs: &Inputs<'_>,
     mode: Mode,
     report: &Report,
-) -> Result<(), DeployError> {
+) -> Result<bool, DeployError> {
     let host = exec.host().to_owned();
     let fail = |e: ExecError| DeployError::host("nodes", &host, e);
     let mut files = vec![
@@ -236,9 +237,10 @@ pub fn run(
         let changed = ensure(exec, spec, mode, report).map_err(fail)?;
         config_changed |= changed && spec.path != K3S_BINARY && spec.path != INSTALL_SCRIPT;
     }
+    let mut coredns_changed = false;
     if role != Role::Agent {
         ensure_dir(exec, inputs.base_dir, 0o755, mode, report).map_err(fail)?;
-        coredns(exec, inputs.coredns, mode, report).map_err(fail)?;
+        coredns_changed = coredns(exec, inputs.coredns, mode, report).map_err(fail)?;
     }
     let installed = exec
         .read(MARKER)
@@ -268,7 +270,7 @@ pub fn run(
                 None,
             );
         }
-        return Ok(());
+        return Ok(coredns_changed);
     }
     if mode == Mode::Apply {
         let script = installer_script(&host, role, inputs);
@@ -309,33 +311,98 @@ pub fn run(
         &task,
         Some(marker_diff(installed.as_deref(), &wanted).trim_end()),
     );
-    Ok(())
+    Ok(coredns_changed)
 }
 
 /// The `coredns-custom` manifest on a server: placed when the site needs one; else, when
 /// an earlier deploy placed it, the `ConfigMap` deleted (K3s leaves what a removed manifest
-/// created in the cluster) and the file removed.
+/// created in the cluster) and the file removed. Returns whether anything changed.
 fn coredns(
     exec: &dyn Executor,
     manifest: Option<&str>,
     mode: Mode,
     report: &Report,
-) -> Result<(), ExecError> {
+) -> Result<bool, ExecError> {
     if let Some(manifest) = manifest {
-        ensure(
+        return ensure(
             exec,
             &FileSpec::text(COREDNS_MANIFEST, manifest, 0o600),
             mode,
             report,
-        )?;
-        return Ok(());
+        );
     }
     if exec.stat(COREDNS_MANIFEST)?.is_some() && mode == Mode::Apply {
         exec.run(&format!(
             "{K3S_BINARY} kubectl delete configmap coredns-custom --namespace kube-system --ignore-not-found"
         ))?;
     }
-    ensure_absent(exec, COREDNS_MANIFEST, mode, report)?;
+    ensure_absent(exec, COREDNS_MANIFEST, mode, report)
+}
+
+/// The name K3s gives the `Addon` that tracks a manifest: the file name up to its first dot.
+const COREDNS_ADDON: &str = "airlock-coredns-custom";
+
+/// Restart `CoreDNS` so it reads a changed `coredns-custom` (it does not reload imported
+/// files on its own), as Scout's playbook does: first wait until K3s applied `manifest`
+/// (its `Addon` records the sha256 of the file it applied last) and the `coredns` deployment
+/// exists, then `rollout restart` and `rollout status`. `None`: the `ConfigMap` was
+/// deleted, nothing to wait for.
+pub fn restart_coredns(
+    server: &dyn Executor,
+    manifest: Option<&str>,
+    timeout: Duration,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let host = server.host().to_owned();
+    let wanted = manifest.map(|m| hex::encode(Sha256::digest(m.as_bytes())));
+    let kubectl = |args: &str| {
+        server
+            .exec(&format!("{K3S_BINARY} kubectl {args}"), Input::None)
+            .ok()
+            .filter(airlock_remote::Output::success)
+            .map(|o| o.stdout_text().trim().to_owned())
+    };
+    let started = Instant::now();
+    loop {
+        let applied = wanted.as_ref().is_none_or(|sum| {
+            kubectl(&format!(
+                "get addon {COREDNS_ADDON} --namespace kube-system -o jsonpath={{.spec.checksum}}"
+            ))
+            .is_some_and(|applied| &applied == sum)
+        });
+        if applied && kubectl("get deployment coredns --namespace kube-system -o name").is_some() {
+            break;
+        }
+        if started.elapsed() >= timeout {
+            return Err(DeployError::host_message(
+                "nodes",
+                &host,
+                format!(
+                    "K3s has not applied {COREDNS_MANIFEST}, or runs no coredns deployment, after {} s",
+                    timeout.as_secs()
+                ),
+                "look at `k3s kubectl get addon -n kube-system` and `journalctl -u k3s` on that server",
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let fail = |e: ExecError| DeployError::host("nodes", &host, e);
+    server
+        .run(&format!(
+            "{K3S_BINARY} kubectl rollout restart deployment/coredns --namespace kube-system"
+        ))
+        .map_err(fail)?;
+    server
+        .run(&format!(
+            "{K3S_BINARY} kubectl rollout status deployment/coredns --namespace kube-system --timeout={}s",
+            timeout.as_secs().max(1)
+        ))
+        .map_err(fail)?;
+    report.changed(
+        &host,
+        "restart CoreDNS (its coredns-custom configuration changed)",
+        None,
+    );
     Ok(())
 }
 

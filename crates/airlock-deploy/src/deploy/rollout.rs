@@ -127,7 +127,7 @@ pub(super) fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployErr
                 .as_ref()
         })
         .collect();
-    let run_node = |i: usize| -> Result<(), DeployError> {
+    let run_node = |i: usize| -> Result<bool, DeployError> {
         let files = files[i];
         let inputs = nodes::Inputs {
             version: files.map_or(unknown_version.as_str(), |f| &f.version),
@@ -166,8 +166,10 @@ pub(super) fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployErr
             run.options.batch.max(1)
         ));
     }
+    let mut coredns_changed = false;
     for (n, step) in plan.steps.iter().enumerate() {
-        let done = parallel(step, |&i| run_node(i)).and_then(|_| {
+        let done = parallel(step, |&i| run_node(i)).and_then(|changed| {
+            coredns_changed |= changed.contains(&true);
             if plan.rolling && mode == Mode::Apply {
                 let step_names: Vec<String> = step.iter().map(|&i| names[i].to_owned()).collect();
                 nodes::wait_ready(
@@ -200,6 +202,22 @@ pub(super) fn stage_nodes(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployErr
             run.options.wait_timeout,
             report,
         )?;
+    }
+    if coredns_changed && !flags::disables_coredns(&site.install.extra_args) {
+        if mode == Mode::Apply {
+            nodes::restart_coredns(
+                server.as_ref(),
+                coredns.as_deref(),
+                run.options.wait_timeout,
+                report,
+            )?;
+        } else {
+            report.changed(
+                &first_server.name,
+                "restart CoreDNS (its coredns-custom configuration changed)",
+                None,
+            );
+        }
     }
     let servers: Vec<usize> = (0..run.nodes.len())
         .filter(|&i| run.nodes[i].1 != Role::Agent)

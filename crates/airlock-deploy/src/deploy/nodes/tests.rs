@@ -434,3 +434,46 @@ fn captured(mode: Mode) -> (Sink, Report) {
     let sink = Sink::default();
     (sink.clone(), Report::new(Box::new(W(sink)), mode))
 }
+
+#[test]
+fn coredns_restarts_only_after_k3s_applied_the_manifest() {
+    let manifest = "kind: ConfigMap\n";
+    let sum = hex::encode(Sha256::digest(manifest.as_bytes()));
+    let restarts = |n: &Fake| {
+        n.commands()
+            .iter()
+            .filter(|c| c.contains("rollout restart deployment/coredns"))
+            .count()
+    };
+
+    let applied = Fake::new("s1");
+    applied.answer("get addon airlock-coredns-custom", 0, &format!("{sum}\n"));
+    restart_coredns(&applied, Some(manifest), Duration::from_secs(5), &quiet()).unwrap();
+    assert_eq!(restarts(&applied), 1, "{:?}", applied.commands());
+    assert!(
+        applied
+            .commands()
+            .iter()
+            .any(|c| c.contains("rollout status deployment/coredns")),
+        "{:?}",
+        applied.commands()
+    );
+
+    // K3s still has the previous manifest: no restart, a clear error at the deadline.
+    let stale = Fake::new("s1");
+    stale.answer("get addon airlock-coredns-custom", 0, "0123abcd\n");
+    let err = restart_coredns(&stale, Some(manifest), Duration::ZERO, &quiet()).unwrap_err();
+    assert!(err.to_string().contains("has not applied"), "{err}");
+    assert_eq!(restarts(&stale), 0);
+
+    // No coredns deployment (yet): no restart either.
+    let missing = Fake::new("s1");
+    missing.answer("get deployment coredns", 1, "");
+    assert!(restart_coredns(&missing, None, Duration::ZERO, &quiet()).is_err());
+    assert_eq!(restarts(&missing), 0);
+
+    // The ConfigMap was deleted: nothing to wait for.
+    let removed = Fake::new("s1");
+    restart_coredns(&removed, None, Duration::from_secs(5), &quiet()).unwrap();
+    assert_eq!(restarts(&removed), 1);
+}
