@@ -48,7 +48,7 @@ pub(super) async fn serve(
         }
     };
     let path = format!("{subdir}/{source}");
-    let json = match view(origin, subdir, &path).await {
+    let json = match view(origin, subdir, source).await {
         Ok(json) => json,
         Err(PackageError::Offline { .. }) if source == "repodata.json" => Arc::new(empty(subdir)),
         Err(error) => return Err(error),
@@ -70,12 +70,23 @@ pub(super) async fn serve(
     ))
 }
 
-/// The cached document at `path`, filtered to held packages; [`PackageError::Offline`]
-/// when it was never cached.
-async fn view(origin: &Origin, subdir: &str, path: &str) -> Result<Arc<Vec<u8>>, PackageError> {
-    let entry = origin
-        .entry(Spec::ttl(path).checked(MAX_REPODATA, &checker(origin, subdir)))
-        .await?;
+/// The cached `<subdir>/<source>` (for `repodata.json`, its `.zst` copy when only that was
+/// fetched, as conda and rattler do by default), filtered to held packages;
+/// [`PackageError::Offline`] when neither was cached.
+async fn view(origin: &Origin, subdir: &str, source: &str) -> Result<Arc<Vec<u8>>, PackageError> {
+    let json = format!("{subdir}/{source}");
+    let zst = format!("{json}.zst");
+    let cached = origin
+        .entry(Spec::ttl(&json).checked(MAX_REPODATA, &checker(origin, subdir)))
+        .await;
+    let (entry, path) = match cached {
+        Ok(entry) => (entry, json.as_str()),
+        Err(PackageError::Offline { .. }) if source == "repodata.json" => {
+            (origin.entry(Spec::ttl(&zst)).await?, zst.as_str())
+        }
+        Err(error) => return Err(error),
+    };
+    let compressed = path.ends_with(".zst");
     let lists: Arc<Table<(String, Digest), Vec<Digest>>> =
         origin
             .derived
@@ -84,9 +95,15 @@ async fn view(origin: &Origin, subdir: &str, path: &str) -> Result<Arc<Vec<u8>>,
         let bytes = origin
             .read_stored(&entry.digest, MAX_REPODATA as u64)
             .await?;
-        blocking(move || parse(&bytes))
-            .await?
-            .map_err(|e| corrupt(origin, path, &e))
+        blocking(move || {
+            if compressed {
+                parse(&decompress(&bytes)?)
+            } else {
+                parse(&bytes)
+            }
+        })
+        .await?
+        .map_err(|e| corrupt(origin, path, &e))
     };
     let listed = lists
         .get_or_compute((path.to_owned(), entry.digest.clone()), || async {
@@ -108,6 +125,21 @@ async fn view(origin: &Origin, subdir: &str, path: &str) -> Result<Arc<Vec<u8>>,
             .map_err(|e| PackageError::Internal(format!("writing {path}: {e}")))
         })
         .await
+}
+
+/// A `.zst` copy, decompressed within the bound a `repodata.json` has.
+fn decompress(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(bytes)
+        .map_err(|e| format!("not zstd: {e}"))?
+        .take(MAX_REPODATA as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not valid zstd: {e}"))?;
+    if out.len() > MAX_REPODATA {
+        return Err(format!("decompresses to more than {MAX_REPODATA} bytes"));
+    }
+    Ok(out)
 }
 
 fn parse(bytes: &[u8]) -> Result<Value, String> {
