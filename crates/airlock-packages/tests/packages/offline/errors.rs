@@ -6,7 +6,7 @@ use airlock_testkit::FakeFiles;
 use airlock_testkit::conda::repodata;
 
 use super::helm::{chart, index, versions};
-use super::{start, unreachable};
+use super::unreachable;
 use crate::common;
 
 /// One proxy of every format, offline, over an empty data directory.
