@@ -79,14 +79,13 @@ async fn view(origin: &Origin, subdir: &str, source: &str) -> Result<Arc<Vec<u8>
     let cached = origin
         .entry(Spec::ttl(&json).checked(MAX_REPODATA, &checker(origin, subdir)))
         .await;
-    let (entry, path) = match cached {
-        Ok(entry) => (entry, json.as_str()),
+    let (entry, path, compressed) = match cached {
+        Ok(entry) => (entry, json.as_str(), false),
         Err(PackageError::Offline { .. }) if source == "repodata.json" => {
-            (origin.entry(Spec::ttl(&zst)).await?, zst.as_str())
+            (origin.entry(Spec::ttl(&zst)).await?, zst.as_str(), true)
         }
         Err(error) => return Err(error),
     };
-    let compressed = path.ends_with(".zst");
     let lists: Arc<Table<(String, Digest), Vec<Digest>>> =
         origin
             .derived

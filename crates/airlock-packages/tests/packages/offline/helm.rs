@@ -1,6 +1,8 @@
 //! An offline `helm` proxy's `index.yaml` over HTTP (no helm binary here): only the chart
 //! version fetched before is listed, and it is served verified.
 
+use std::fmt::Write as _;
+
 use airlock_testkit::FakeFiles;
 use airlock_types::Digest;
 use yaml_rust2::YamlLoader;
@@ -25,12 +27,13 @@ pub fn index(charts: &[(&str, &str, &[u8])]) -> Vec<u8> {
     let mut names: Vec<&str> = charts.iter().map(|(name, _, _)| *name).collect();
     names.dedup();
     for name in names {
-        text.push_str(&format!("  {name}:\n"));
+        let _ = writeln!(text, "  {name}:");
         for (_, version, bytes) in charts.iter().filter(|(n, _, _)| *n == name) {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "  - apiVersion: v2\n    name: {name}\n    version: {version}\n    digest: {}\n    urls:\n    - {name}-{version}.tgz\n",
                 Digest::of(bytes).hex()
-            ));
+            );
         }
     }
     text.push_str("generated: \"2024-05-01T10:00:00Z\"\n");
