@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
+#[cfg(test)]
+mod tests;
 mod upgrade;
 
 use upgrade::upgrade;
