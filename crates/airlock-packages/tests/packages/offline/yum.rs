@@ -161,3 +161,46 @@ async fn dnf_installs_what_is_held_from_regenerated_metadata() {
     );
     offline.stop().await;
 }
+
+#[tokio::test]
+async fn a_repository_held_whole_is_served_as_published_signature_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    for spec in &PACKAGES[..2] {
+        build_rpm(dir.path(), &repo, spec);
+    }
+    createrepo(&repo, &[]);
+    airlock_testkit::sign_repository(dir.path(), &repo);
+    let upstream = FakeFiles::start().await;
+    upstream.put_dir("", &repo);
+
+    let online = start(dir.path(), PROXY, &upstream.url(), false).await;
+    let url = format!("http://{}/repository/el9/", online.addr);
+    for path in [
+        "repodata/repomd.xml",
+        "repodata/repomd.xml.asc",
+        "airlock-app-1.0-1.noarch.rpm",
+        "airlock-dep-1.0-1.noarch.rpm",
+    ] {
+        assert_eq!(
+            common::get(&format!("{url}{path}")).await.status(),
+            200,
+            "{path}"
+        );
+    }
+    online.stop().await;
+    drop(upstream);
+
+    let offline = start(dir.path(), PROXY, &unreachable(""), true).await;
+    let url = format!("http://{}/repository/el9/", offline.addr);
+    for name in ["repomd.xml", "repomd.xml.asc"] {
+        let served = common::get(&format!("{url}repodata/{name}")).await;
+        assert_eq!(served.status(), 200, "{name}");
+        assert_eq!(
+            served.bytes().await.unwrap(),
+            std::fs::read(repo.join("repodata").join(name)).unwrap(),
+            "{name} as upstream published it"
+        );
+    }
+    offline.stop().await;
+}
