@@ -143,7 +143,7 @@ pub struct Proxy {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sha256: BTreeMap<String, String>,
     /// Never contact the upstream: serve only what the cache holds. A package proxy's
-    /// indexes (PyPI pages, conda repodata, yum metadata, Helm's index) then list only that.
+    /// indexes (`PyPI` pages, conda repodata, yum metadata, Helm's index) then list only that.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
 }
