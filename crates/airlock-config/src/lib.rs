@@ -246,7 +246,8 @@ pub struct ProxyConfig {
     /// Raw: files that must hash to these digests (path under the upstream → the digest of
     /// the 64 lowercase hex digits written); cached for good once verified.
     pub sha256: std::collections::BTreeMap<String, Digest>,
-    /// Never contact the upstream: serve only what the cache holds.
+    /// Never contact the upstream: serve only what the cache holds. A package proxy's
+    /// indexes (`PyPI` pages, conda repodata, yum metadata, Helm's index) then list only that.
     pub offline: bool,
 }
 

@@ -142,7 +142,8 @@ pub struct Proxy {
     /// they are cached for good once verified. Other files are refreshed by `metadata_ttl`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sha256: BTreeMap<String, String>,
-    /// Never contact the upstream: serve only what the cache holds.
+    /// Never contact the upstream: serve only what the cache holds. A package proxy's
+    /// indexes (`PyPI` pages, conda repodata, yum metadata, Helm's index) then list only that.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
 }

@@ -12,6 +12,7 @@ mod derived;
 mod error;
 mod helm;
 mod maven;
+mod offline;
 mod origin;
 mod pypi;
 mod raw;

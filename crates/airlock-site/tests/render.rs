@@ -212,6 +212,13 @@ fn clients_wait_for_verified_downloads() {
         sections,
         "every repository waits:\n{repo}"
     );
+    for setting in ["gpgcheck=1", "repo_gpgcheck=0"] {
+        assert_eq!(
+            repo.lines().filter(|l| *l == setting).count(),
+            sections,
+            "packages' signatures checked, regenerated metadata read unsigned:\n{repo}"
+        );
+    }
 }
 
 #[test]

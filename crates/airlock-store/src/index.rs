@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
+#[cfg(test)]
+mod tests;
 mod upgrade;
 
 use upgrade::upgrade;
@@ -383,6 +385,55 @@ impl MetaIndex {
             let txn = db.begin_write().map_err(index_err)?;
             write_file(&txn, &key, &bytes, digest.as_ref())?;
             txn.commit().map_err(index_err)
+        })
+        .await
+    }
+
+    /// A package proxy's records whose path starts with `prefix`, in path order, with the
+    /// paths (what an offline proxy enumerates to list what it holds).
+    pub async fn files_under(
+        &self,
+        proxy: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, FileRecord)>, StoreError> {
+        let start = file_key(proxy, prefix);
+        let skip = proxy.len() + 1;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let table = txn.open_table(FILES).map_err(index_err)?;
+            let mut out = Vec::new();
+            for entry in table.range(start.as_str()..).map_err(index_err)? {
+                let (key, value) = entry.map_err(index_err)?;
+                let key = key.value();
+                if !key.starts_with(start.as_str()) {
+                    break;
+                }
+                if let Ok(record) = serde_json::from_slice(value.value()) {
+                    out.push((key[skip..].to_owned(), record));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Which of `digests` have a blob record, in one read transaction however many are
+    /// asked (an offline package proxy checks every file an index lists).
+    pub async fn recorded_blobs(&self, digests: Vec<Digest>) -> Result<Vec<Digest>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let table = txn.open_table(BLOBS).map_err(index_err)?;
+            let mut out = Vec::new();
+            for digest in digests {
+                if table
+                    .get(digest.to_string().as_str())
+                    .map_err(index_err)?
+                    .is_some()
+                {
+                    out.push(digest);
+                }
+            }
+            Ok(out)
         })
         .await
     }

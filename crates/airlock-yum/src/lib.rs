@@ -8,6 +8,8 @@
 //! - [`read_primary`]: every `<package>` of `primary.xml`, streamed to a callback, with only
 //!   the locations and checksums ([`Detail::Locations`]) or also versions, provides,
 //!   requires and files ([`Detail::Everything`]).
+//! - [`filter_packages`] and [`rewrite_repomd`]: metadata rewritten to a subset of its
+//!   packages, for a gateway that serves only what it holds.
 //! - [`Evr`], [`rpmvercmp`] and [`Dep`]: rpm's versions and how a provide satisfies a
 //!   requirement.
 //!
@@ -15,11 +17,16 @@
 //! it before reading it.
 
 mod compression;
+mod filter;
 mod primary;
 mod repomd;
 mod version;
 
 pub use compression::{Decompressed, decompressed};
+pub use filter::{
+    EMPTY_FILELISTS, EMPTY_OTHER, EMPTY_PRIMARY, EMPTY_REPOMD, Regenerated, filter_packages, gzip,
+    rewrite_repomd,
+};
 pub use primary::{Dep, Detail, Package, read_primary};
 pub use repomd::{Entry, Repomd};
 pub use version::{Evr, rpmvercmp};

@@ -18,8 +18,10 @@
 //! ```
 //!
 //! A package that repodata.json does not list, or lists without a sha256, is refused:
-//! airlock never serves bytes it cannot verify.
+//! airlock never serves bytes it cannot verify. Offline, the listings hold only what the
+//! store holds (`offline.rs`).
 
+mod offline;
 mod repodata;
 mod shards;
 
@@ -44,6 +46,12 @@ pub(crate) async fn serve(
         ["channeldata.json"] => origin.get(Spec::ttl(path), request).await,
         [subdir, file] => {
             check_subdir(subdir)?;
+            let listing = file.starts_with("repodata")
+                || *file == "current_repodata.json"
+                || file.starts_with("repodata_shards");
+            if origin.is_offline() && listing {
+                return offline::serve(origin, subdir, file, request).await;
+            }
             match *file {
                 "repodata.json" => repodata::serve(origin, subdir, request).await,
                 "repodata.json.zst" | "repodata.json.bz2" | "current_repodata.json" => {

@@ -22,7 +22,7 @@ use crate::derived::{Table, blocking, in_place};
 use crate::{Entry, Origin, PackageError, Spec};
 
 /// conda-forge's largest repodata.json is a few hundred MiB.
-const MAX_REPODATA: usize = 1024 * 1024 * 1024;
+pub(super) const MAX_REPODATA: usize = 1024 * 1024 * 1024;
 /// Package maps kept per proxy (one per subdir in use, typically `noarch` and a platform,
 /// and the previous one while a refresh is picked up).
 const MAPS_KEPT: usize = 4;
@@ -82,7 +82,7 @@ fn maps(origin: &Origin) -> Arc<Table<Key, Sha256Map>> {
 
 /// Checks repodata.json before it is cached (off the async threads), keeping the map it
 /// parsed; content already parsed is not parsed again.
-fn checker(
+pub(super) fn checker(
     origin: &Origin,
     subdir: &str,
 ) -> impl Fn(&[u8], Option<&str>) -> Result<(), String> + Send + Sync + use<> {

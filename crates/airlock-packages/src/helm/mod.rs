@@ -18,9 +18,11 @@
 //!
 //! Only URLs the current index lists are fetched from other hosts, so the gateway is never
 //! an open proxy; a `.tgz` the index does not list, or lists without a sha256 `digest`, is
-//! refused: airlock never serves a chart it cannot verify.
+//! refused: airlock never serves a chart it cannot verify. Offline, `index.yaml` lists only
+//! the charts the store holds (`offline.rs`).
 
 mod index;
+mod offline;
 
 use std::sync::Arc;
 
@@ -55,6 +57,9 @@ pub(crate) async fn serve(
 ) -> Result<Response, PackageError> {
     if path.is_empty() || path.ends_with('/') {
         return Err(PackageError::NotFound);
+    }
+    if path == INDEX && origin.is_offline() {
+        return offline::serve_index(origin, request).await;
     }
     let (rewritten, cache) = current(origin).await?;
     if path == INDEX {

@@ -20,6 +20,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,15 +32,19 @@ use airlock_upstream::fetch::{Downloads, FetchError, KeyedLocks};
 use airlock_upstream::{Target, Upstream, UpstreamError};
 use axum::body::Body;
 use axum::response::Response;
+use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use tokio::io::AsyncReadExt;
 
 use crate::PackageError;
+use crate::offline::Held;
 use spec::OCTETS;
 pub use spec::{Check, Document, Entry, Expected, Freshness, Spec, Variant};
 
 /// How many upstream 404s a proxy remembers; the oldest are forgotten first.
 const MISSING_KEPT: usize = 8192;
+/// Store checks an offline view runs at once.
+const HELD_CHECKS: usize = 16;
 
 /// A package proxy: its configuration, upstream client, and the shared store.
 pub struct Origin {
@@ -102,6 +107,55 @@ impl Origin {
 
     pub fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+
+    /// Whether the proxy is `offline = true`: it fetches nothing and lists only what it
+    /// holds.
+    pub fn is_offline(&self) -> bool {
+        self.config.offline
+    }
+
+    /// Which of `digests` the store holds: those the metadata index records (one read
+    /// however many an index lists), each confirmed in the store. A blob whose record a
+    /// crash lost is not counted: an offline view then lists less, never more.
+    pub(crate) async fn held(
+        &self,
+        digests: impl IntoIterator<Item = Digest>,
+    ) -> Result<Held, PackageError> {
+        let recorded = self
+            .index
+            .recorded_blobs(digests.into_iter().collect())
+            .await
+            .map_err(internal)?;
+        let store = &self.store;
+        let checked: Vec<Result<Option<Digest>, PackageError>> =
+            futures_util::stream::iter(recorded)
+                .map(|digest| async move {
+                    let size = store.stat(&digest).await.map_err(internal)?;
+                    Ok(size.map(|_| digest))
+                })
+                .buffer_unordered(HELD_CHECKS)
+                .collect()
+                .await;
+        let digests = checked
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(Held::new(digests))
+    }
+
+    /// Cached files of this proxy whose cache key starts with `prefix`, by key.
+    pub(crate) async fn cached_under(&self, prefix: &str) -> Result<Vec<String>, PackageError> {
+        let records = self
+            .index
+            .files_under(&self.config.name, prefix)
+            .await
+            .map_err(internal)?;
+        Ok(records
+            .into_iter()
+            .filter(|(_, record)| record.digest.is_some())
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// The upstream base URL (a directory), for resolving what an index lists.
@@ -315,6 +369,19 @@ impl Origin {
         let mut reader = reader.ok_or_else(vanished)?;
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         reader.read_to_end(&mut bytes).await.map_err(internal)?;
+        // Whatever is derived from a document (and offline, all there is to list) rests on
+        // these bytes: a blob damaged on disk is an error, never a listing.
+        let (bytes, actual) = crate::derived::blocking(move || {
+            let actual = Digest::of(&bytes);
+            (bytes, actual)
+        })
+        .await?;
+        if actual != *digest {
+            return Err(PackageError::Internal(format!(
+                "the stored copy of {digest} is damaged (its bytes hash to {actual}); \
+                 delete the blob so it is fetched or imported again"
+            )));
+        }
         Ok(bytes)
     }
 

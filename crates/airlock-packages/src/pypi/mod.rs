@@ -20,6 +20,7 @@
 
 mod html;
 mod json;
+mod offline;
 #[cfg(test)]
 mod proptests;
 
@@ -235,6 +236,21 @@ fn is_json(content_type: Option<&str>) -> bool {
 /// its rendering.
 async fn root(origin: &Origin, request: &ClientRequest) -> Result<Response, PackageError> {
     let representation = negotiate(request)?;
+    if origin.is_offline() {
+        let projects = offline::held_projects(origin).await?;
+        let body = match representation {
+            Representation::Json => json::render_root(&projects),
+            Representation::Html(_) => html::render_root(&projects),
+        };
+        let etag = etag_of(body.as_bytes());
+        return Ok(index_response(
+            Bytes::from(body),
+            &etag,
+            representation,
+            CacheOutcome::Hit,
+            request,
+        ));
+    }
     let variant = upstream_variant(representation);
     let table = origin
         .derived
@@ -286,6 +302,26 @@ type ProjectKey = (String, &'static str, bool, Digest);
 /// (by digest) and kept in the proxy's derived cache: a file download looks its sha256 up
 /// in the page without reading or parsing the page again.
 async fn fetch_project(
+    origin: &Origin,
+    project: &str,
+    variant: &'static Variant<'static>,
+) -> Result<(Arc<ProjectPage>, CacheOutcome), PackageError> {
+    match fetch_variant(origin, project, variant).await {
+        // Offline, whichever representation was cached stands in for the other.
+        Err(PackageError::Offline { .. }) if origin.is_offline() => {
+            let other = if variant.name == UPSTREAM_JSON.name {
+                &UPSTREAM_HTML
+            } else {
+                &UPSTREAM_JSON
+            };
+            fetch_variant(origin, project, other).await
+        }
+        result => result,
+    }
+}
+
+/// [`fetch_project`] in one upstream representation.
+async fn fetch_variant(
     origin: &Origin,
     project: &str,
     variant: &'static Variant<'static>,
@@ -358,6 +394,9 @@ async fn project_page(
     let representation = negotiate(request)?;
     let (page, cache) = fetch_project(origin, project, upstream_variant(representation)).await?;
     let mut page = ProjectPage::clone(&page);
+    if origin.is_offline() {
+        offline::keep_held(origin, &mut page).await?;
+    }
     let prefix = format!("/repository/{}/packages/{project}", origin.config().name);
     page.files.retain_mut(|file| rewrite(file, &prefix));
     let body = match representation {

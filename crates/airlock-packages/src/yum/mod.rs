@@ -37,6 +37,9 @@
 //! [`SNAPSHOTS_KEPT`] repository roots (only roots whose `repomd.xml` was valid and whose
 //! files verified), the directories found to hold no repository for `negative_ttl` (at
 //! most [`MISSING_KEPT`]), and [`PRIMARIES_KEPT`] parsed primaries.
+//!
+//! Offline, a repository held in part is served regenerated from what is held
+//! (`offline.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +50,8 @@ use airlock_yum::{Checksum, Detail, RepodataError, Repomd};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
+
+mod offline;
 
 use crate::derived::{Table, blocking};
 use crate::{Check, Origin, PackageError, Spec, Variant};
@@ -122,6 +127,11 @@ async fn metadata(
     request: &ClientRequest,
 ) -> Result<Response, PackageError> {
     let path = format!("{root}{REPODATA}{name}");
+    if origin.is_offline() {
+        if let Some(response) = offline::metadata(origin, root, name, request).await? {
+            return Ok(response);
+        }
+    }
     if name == REPOMD {
         return snapshot(origin, root, request).await;
     }
@@ -247,7 +257,12 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, CacheOutcome
             entry.base.as_deref(),
             &entry.href,
         );
-        ensure_stored(origin, source, &digest).await?;
+        match ensure_stored(origin, source, &digest).await {
+            // Offline, a repository may be held in part: only its primary is needed to
+            // list what is here (`offline.rs` leaves the rest out of what it serves).
+            Err(PackageError::Offline { .. }) if entry.kind != "primary" => {}
+            result => result?,
+        }
     }
     let accept_any = Variant {
         name: "signature",
@@ -261,7 +276,7 @@ async fn verified(origin: &Origin, root: &str) -> Result<(Snapshot, CacheOutcome
         .await
     {
         Ok(signature) => Some(signature.bytes),
-        Err(PackageError::NotFoundUpstream { .. }) => None,
+        Err(PackageError::NotFoundUpstream { .. } | PackageError::Offline { .. }) => None,
         Err(other) => return Err(other),
     };
     let snapshot = Snapshot {

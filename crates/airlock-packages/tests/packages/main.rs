@@ -7,6 +7,7 @@ mod common;
 mod conda;
 mod helm;
 mod maven;
+mod offline;
 mod packages;
 mod pypi;
 mod pypi_cache;

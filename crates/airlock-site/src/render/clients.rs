@@ -99,9 +99,14 @@ fn settings_xml(base: &str) -> String {
     )
 }
 
+/// Why the `.repo` checks packages' signatures but not the metadata's.
+const UNSIGNED_METADATA_WHY: &str = "# repo_gpgcheck=0: a gateway with `offline = true` serves repomd.xml regenerated from the\n\
+     # packages it holds, which no upstream key signed; gpgcheck=1 checks every package's own.";
+
 fn dnf_repo(site: &Site, base: &str) -> String {
     let mut out = header(site, "#");
     let _ = writeln!(out, "{TIMEOUT_WHY}");
+    let _ = writeln!(out, "{UNSIGNED_METADATA_WHY}");
     let ca = client_ca(site)
         .map(|ca| format!("sslcacert={ca}\n"))
         .unwrap_or_default();
@@ -132,7 +137,7 @@ fn dnf_repo(site: &Site, base: &str) -> String {
         }
         let _ = write!(
             out,
-            "\n[airlock-{name}]\nname={title}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=1\ngpgkey={gpgkey}\n{ca}timeout={READ_TIMEOUT_SECS}\n"
+            "\n[airlock-{name}]\nname={title}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=0\ngpgkey={gpgkey}\n{ca}timeout={READ_TIMEOUT_SECS}\n"
         );
     }
     out

@@ -20,8 +20,54 @@ pub async fn start(dir: &Path, proxies: &str) -> SocketAddr {
     start_with_packages(dir, proxies).await.0
 }
 
+/// Proxies started by [`start_stoppable`]: stopped, they release their data directory (the
+/// metadata index is locked while open), so the same one can be started again.
+pub struct Stoppable {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl Stoppable {
+    /// Stops accepting, lets open connections finish, and waits until everything the
+    /// proxies held is dropped.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.served)
+            .await
+            .expect("the proxies stop within 30 s")
+            .unwrap();
+    }
+}
+
+/// [`start`], stoppable.
+pub async fn start_stoppable(dir: &Path, proxies: &str) -> Stoppable {
+    let (app, _) = app(dir, proxies).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Stoppable { addr, stop, served }
+}
+
 /// [`start`], also handing back the proxies' service (for their derived-cache statistics).
 pub async fn start_with_packages(dir: &Path, proxies: &str) -> (SocketAddr, Arc<Packages>) {
+    let (app, packages) = app(dir, proxies).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, packages)
+}
+
+/// The proxies' router over the data in `dir/data`.
+async fn app(dir: &Path, proxies: &str) -> (Router, Arc<Packages>) {
     let text = format!(
         "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
         dir.join("data").display().to_string()
@@ -41,8 +87,23 @@ pub async fn start_with_packages(dir: &Path, proxies: &str) -> (SocketAddr, Arc<
     let app = Router::new()
         .route("/repository/{*rest}", any(airlock_packages::handle))
         .with_state(packages.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, packages)
+    (app, packages)
+}
+
+/// A loopback port nothing listens on: an upstream that cannot be reached.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where the store under `dir/data` keeps the blob of `bytes`.
+pub fn blob_file(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+    let hex = airlock_types::Digest::of(bytes).hex().to_owned();
+    layout::store_root(&dir.join("data"))
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
 }
