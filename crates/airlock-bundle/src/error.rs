@@ -9,22 +9,19 @@ use crate::sign::KeyId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{action} {}: {source}", path.display())]
+    // I/O errors are part of the message rather than a `source`, so an error chain
+    // printed in full does not say them twice.
+    #[error("{action} {}: {error}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error(
-        "reading the bundle {} ({volumes} volume(s)): {source}; a volume may be truncated or missing",
-        path.display()
-    )]
+    #[error("reading the bundle {} ({volumes} volume(s)): {error}", path.display())]
     Read {
         path: PathBuf,
         volumes: usize,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Index(#[from] IndexError),
@@ -106,12 +103,12 @@ impl BundleError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
-        source: std::io::Error,
+        error: std::io::Error,
     ) -> Self {
         Self::Io {
             action,
             path: path.into(),
-            source,
+            error,
         }
     }
 }

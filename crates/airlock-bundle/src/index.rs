@@ -228,7 +228,7 @@ pub struct BundleIndex {
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("the bundle index is not JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
+    NotJson(serde_json::Error),
     #[error("the bundle index has no numeric `version`")]
     NoVersion,
     #[error(
@@ -236,7 +236,7 @@ pub enum IndexError {
     )]
     UnsupportedVersion { found: u64 },
     #[error("the bundle index is malformed: {0}")]
-    Malformed(#[source] serde_json::Error),
+    Malformed(serde_json::Error),
     #[error("bundle index entry {number} ({kind} {subject:?}): {reason}")]
     BadEntry {
         /// 1-based, as a person counts.

@@ -5,6 +5,7 @@
 //! carrier of airlock's own [`index`] of every item, with a detached Ed25519 signature of
 //! that index ([`sign`]). This crate owns the index, the archive's [`layout`], writing it
 //! ([`writer`]), reading it ([`reader`]) and verifying every byte offline ([`mod@verify`]);
+//! [`summary`] is what `inspect` prints;
 //! fetching items and placing them in a gateway's store belong to the commands that call it.
 
 pub mod error;
@@ -12,6 +13,7 @@ pub mod index;
 pub mod layout;
 pub mod reader;
 pub mod sign;
+pub mod summary;
 pub mod verify;
 pub mod volume;
 pub mod writer;

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use airlock_types::{Digest, Sha256Verifier};
 
@@ -24,9 +26,12 @@ const MAX_TRAILER: u64 = 64 << 10;
 pub type OnBlob<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<(), BundleError> + 'a;
 
 /// A bundle on disk (one file, or its volumes).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Bundle {
     volumes: Volumes,
+    /// Set when the current pass read to the end of the last volume: an error then means
+    /// the archive is cut short, whatever the tar reader calls it.
+    ended: Arc<AtomicBool>,
 }
 
 /// A bundle's documents: airlock's index (parsed, and its exact bytes, which a signature
@@ -52,6 +57,7 @@ impl Bundle {
     pub fn open(path: &Path) -> Result<Self, BundleError> {
         Ok(Self {
             volumes: Volumes::open(path)?,
+            ended: Arc::default(),
         })
     }
 
@@ -88,17 +94,24 @@ impl Bundle {
     }
 
     fn archive(&self) -> Result<tar::Archive<BufReader<JoinedReader>>, BundleError> {
+        self.ended.store(false, Ordering::Relaxed);
         Ok(tar::Archive::new(BufReader::with_capacity(
             1 << 20,
-            self.volumes.reader()?,
+            self.volumes.reader(Arc::clone(&self.ended))?,
         )))
     }
 
     fn read_error(&self, error: io::Error) -> BundleError {
-        from_io(error, |source| BundleError::Read {
-            path: self.volumes.first().to_owned(),
-            volumes: self.volumes.count(),
-            source,
+        from_io(error, |error| {
+            if self.ended.load(Ordering::Relaxed) {
+                self.truncated()
+            } else {
+                BundleError::Read {
+                    path: self.volumes.first().to_owned(),
+                    volumes: self.volumes.count(),
+                    error,
+                }
+            }
         })
     }
 

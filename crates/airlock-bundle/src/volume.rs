@@ -9,6 +9,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::BundleError;
 
@@ -227,8 +229,9 @@ impl Volumes {
         self.len() == 0
     }
 
-    /// One reader over every volume in order.
-    pub fn reader(&self) -> Result<JoinedReader, BundleError> {
+    /// One reader over every volume in order; it sets `ended` when a read finds nothing
+    /// more in the last volume.
+    pub fn reader(&self, ended: Arc<AtomicBool>) -> Result<JoinedReader, BundleError> {
         let files = self
             .parts
             .iter()
@@ -242,6 +245,7 @@ impl Volumes {
             files,
             current: 0,
             pos: 0,
+            ended,
         })
     }
 }
@@ -253,6 +257,7 @@ pub struct JoinedReader {
     current: usize,
     /// Position within the whole stream.
     pos: u64,
+    ended: Arc<AtomicBool>,
 }
 
 impl Read for JoinedReader {
@@ -267,6 +272,9 @@ impl Read for JoinedReader {
             if let Some((file, _)) = self.files.get_mut(self.current) {
                 file.seek(SeekFrom::Start(0))?;
             }
+        }
+        if !buf.is_empty() {
+            self.ended.store(true, Ordering::Relaxed);
         }
         Ok(0)
     }
@@ -309,7 +317,7 @@ mod tests {
     fn read_all(first: &Path) -> Result<Vec<u8>, BundleError> {
         let mut bytes = Vec::new();
         Volumes::open(first)?
-            .reader()?
+            .reader(Arc::default())?
             .read_to_end(&mut bytes)
             .unwrap();
         Ok(bytes)
@@ -334,7 +342,10 @@ mod tests {
         );
         assert_eq!(read_all(&volumes[0]).unwrap(), bytes);
 
-        let mut reader = Volumes::open(&volumes[0]).unwrap().reader().unwrap();
+        let mut reader = Volumes::open(&volumes[0])
+            .unwrap()
+            .reader(Arc::default())
+            .unwrap();
         for at in [0u64, 1023, 1024, 3000, 4999] {
             reader.seek(SeekFrom::Start(at)).unwrap();
             let mut one = [0u8; 1];
