@@ -5,9 +5,10 @@
 //! carrier of airlock's own [`index`] of every item, with a detached Ed25519 signature of
 //! that index ([`sign`]). This crate owns the index, the archive's [`layout`], writing it
 //! ([`writer`]), reading it ([`reader`]) and verifying every byte offline ([`mod@verify`]);
-//! [`summary`] is what `inspect` prints;
-//! fetching items and placing them in a gateway's store belong to the commands that call it.
+//! [`summary`] is what `inspect` prints, and [`create`] fetches what a spec names through the
+//! gateway configuration's upstreams.
 
+pub mod create;
 pub mod error;
 pub mod index;
 pub mod layout;

@@ -37,7 +37,7 @@ enum Command {
     Kubeconfig(cmd::kubeconfig::Args),
     /// Check every host over SSH before a deploy: system, `SELinux`, disk, routes, ports.
     Preflight(cmd::preflight::Args),
-    /// Bundle files for sites with no network link: keygen, inspect, verify, index.
+    /// Bundle files for sites with no network link: create, keygen, inspect, verify, index.
     #[command(subcommand)]
     Bundle(cmd::bundle::Command),
 }

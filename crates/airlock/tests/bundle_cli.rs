@@ -326,3 +326,149 @@ fn bundle_help_lists_its_commands() {
     let help = succeeds(&["bundle", "verify", "--help"]);
     assert!(help.contains("--trust-key"), "{help}");
 }
+
+/// `bundle create` from a spec: a token-auth registry and a file server as the proxies'
+/// upstreams; the bundle verifies with its key and skopeo reads the images from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_fetches_images_and_files_through_the_configured_upstreams() {
+    use airlock_testkit::{AuthMode, FakeFiles, FakeRegistry};
+    let skopeo = require_tool("skopeo", "skopeo");
+    let registry = FakeRegistry::start(AuthMode::Token).await;
+    let files = FakeFiles::start().await;
+    let images = images();
+    registry.push_image("team/app", "1", &images.single);
+    registry.push_index("team/multi", "2", &images.multi);
+    files.put("releases/v1/k3s", "application/octet-stream", &images.file);
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_owned();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[proxy]]\nname = \"team-registry\"\nformat = \"oci\"\nupstream = \"{}\"\nhost = \"registry.test\"\n\n\
+             [[proxy]]\nname = \"releases\"\nformat = \"raw\"\nupstream = \"{}releases\"\n",
+            registry.url(),
+            files.url()
+        ),
+    )
+    .unwrap();
+    let spec = dir.join("spec.yaml");
+    let file_sha = Digest::of(&images.file);
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - registry.test/team/app:1\n  - ref: registry.test/team/multi:2\n    platforms: [linux/arm64]\n\
+             files:\n  - url: {}releases/v1/k3s\n    sha256: \"{}\"\n",
+            files.url(),
+            file_sha.hex()
+        ),
+    )
+    .unwrap();
+    let bad_spec = dir.join("bad.yaml");
+    std::fs::write(
+        &bad_spec,
+        format!(
+            "files:\n  - url: {}releases/v1/k3s\n    sha256: \"{}\"\n",
+            files.url(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+
+    let result = tokio::task::spawn_blocking(move || {
+        let (secret, public) = keygen(&dir, "site");
+        let bundle = dir.join("created.bundle");
+        let args = [
+            "bundle",
+            "create",
+            "--spec",
+            s(&spec),
+            "--out",
+            s(&bundle),
+            "--config",
+            s(&config),
+            "--sign-key",
+            s(&secret),
+            "--split",
+            "16KiB",
+        ];
+        succeeds(&args);
+        let verified = succeeds(&["bundle", "verify", s(&bundle), "--trust-key", s(&public)]);
+        let index =
+            BundleIndex::parse(succeeds(&["bundle", "index", s(&bundle)]).as_bytes()).unwrap();
+        // A wrong sha256 in the spec stops create, and leaves no bundle behind.
+        let refused = dir.join("refused.bundle");
+        let error = fails(&[
+            "bundle",
+            "create",
+            "--spec",
+            s(&bad_spec),
+            "--out",
+            s(&refused),
+            "--config",
+            s(&config),
+        ]);
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("refused")
+            })
+            .count();
+        (dir, bundle, verified, index, error, leftovers)
+    })
+    .await
+    .unwrap();
+    let (dir, bundle, verified, index, error, leftovers) = result;
+    assert!(verified.contains("is valid"), "{verified}");
+    assert!(error.contains("does not match its digest"), "{error}");
+    assert_eq!(leftovers, 0);
+    assert!(
+        Path::new(&format!("{}.001", s(&bundle))).exists(),
+        "split into volumes"
+    );
+    let file = index
+        .entries
+        .iter()
+        .find(|e| e.kind == airlock_bundle::Kind::File)
+        .unwrap();
+    assert_eq!(
+        (file.proxy.as_str(), file.subject(), &file.digest),
+        ("releases", "v1/k3s", &file_sha)
+    );
+    // Only the arm64 child of the index was carried.
+    assert!(
+        index
+            .entries
+            .iter()
+            .any(|e| e.digest == images.multi.images[1].1.digest)
+    );
+    assert!(
+        !index
+            .entries
+            .iter()
+            .any(|e| e.digest == images.multi.images[0].1.digest)
+    );
+
+    // skopeo reads the single image from the joined volumes by its full reference.
+    let joined = dir.join("joined.tar");
+    let mut whole = std::fs::read(&bundle).unwrap();
+    for n in 1..1000 {
+        let Ok(bytes) = std::fs::read(format!("{}.{n:03}", s(&bundle))) else {
+            break;
+        };
+        whole.extend(bytes);
+    }
+    std::fs::write(&joined, whole).unwrap();
+    let source = format!("oci-archive:{}:registry.test/team/app:1", s(&joined));
+    let raw = tokio::task::spawn_blocking(move || {
+        run(Command::new(skopeo).args(["inspect", "--raw", &source]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(Digest::of(&raw), images.single.digest);
+}

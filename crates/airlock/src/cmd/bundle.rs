@@ -1,6 +1,6 @@
 //! `airlock bundle`: the file that carries images and package files onto a site with no
-//! network link. `keygen`, `inspect`, `verify` and `index` work on bundle files; making and
-//! importing bundles (`create`, `import`) are still to come.
+//! network link. `create` (images and files so far), `keygen`, `inspect`, `verify` and
+//! `index`; `import` is still to come.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +12,10 @@ use airlock_bundle::{Bundle, PublicKey};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Fetch the images and files SPEC.yaml names through the proxies' upstreams in
+    /// GATEWAY.toml and write them into a bundle (python, rpms and charts are not supported
+    /// yet and are refused).
+    Create(CreateArgs),
     /// Write a new signing key pair: NAME.key (mode 0600; keep it on the connected side)
     /// and NAME.pub (give it to the isolated site for `--trust-key`).
     Keygen {
@@ -42,8 +46,65 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// What to carry (images, files).
+    #[arg(long, value_name = "SPEC.yaml")]
+    spec: PathBuf,
+    /// The bundle to write (its first volume when split).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Gateway configuration whose proxies' upstreams to fetch from (default: the embedded
+    /// default configuration).
+    #[arg(long, value_name = "GATEWAY.toml")]
+    config: Option<PathBuf>,
+    /// Sign the bundle's index with this key (NAME.key from `airlock bundle keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+    /// Split into volumes of this size (e.g. 4GiB): FILE, FILE.001, FILE.002, ...
+    #[arg(long, value_name = "SIZE")]
+    split: Option<airlock_types::ByteSize>,
+}
+
+fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    let spec = airlock_bundle::create::spec::Spec::load(&args.spec)?;
+    let config = match &args.config {
+        Some(path) => airlock_config::Config::load(path)?,
+        None => airlock_config::Config::embedded_default(),
+    };
+    let key = args
+        .sign_key
+        .as_deref()
+        .map(airlock_bundle::SecretKey::read)
+        .transpose()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let request = airlock_bundle::create::Request {
+        spec: &spec,
+        config: &config,
+        out: &args.out,
+        split: args.split.map(|s| s.0),
+        key: key.as_ref(),
+    };
+    let written = airlock_bundle::create::create(runtime.handle(), &request)
+        .with_context(|| format!("creating the bundle {}", args.out.display()))?;
+    let carried = written.index.carried();
+    eprintln!(
+        "wrote {} ({} volume{}): {} entries, {} blobs ({}){}",
+        args.out.display(),
+        written.volumes.len(),
+        if written.volumes.len() == 1 { "" } else { "s" },
+        written.index.entries.len(),
+        carried.len(),
+        human_bytes(carried.values().sum()),
+        key.map(|k| format!(", signed by key {}", k.public().id()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Create(args) => create(&args),
         Command::Keygen { out } => {
             let key = airlock_bundle::sign::keygen(&out)?;
             eprintln!(
