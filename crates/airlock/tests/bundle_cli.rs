@@ -365,6 +365,21 @@ async fn create_fetches_images_and_files_through_the_configured_upstreams() {
         ),
     )
     .unwrap();
+    let by_digest = format!("registry.test/team/app@{}", images.single.digest);
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - {by_digest}\n{}",
+            std::fs::read_to_string(&spec)
+                .unwrap()
+                .replacen("images:\n", "", 1)
+        ),
+    )
+    .unwrap();
+    let absent = dir.join("absent.yaml");
+    std::fs::write(&absent, "images:\n  - registry.test/team/absent:1\n").unwrap();
+    let unknown = dir.join("unknown.yaml");
+    std::fs::write(&unknown, "images:\n  - quay.io/org/app:1\n").unwrap();
     let bad_spec = dir.join("bad.yaml");
     std::fs::write(
         &bad_spec,
@@ -419,6 +434,28 @@ async fn create_fetches_images_and_files_through_the_configured_upstreams() {
                     .starts_with("refused")
             })
             .count();
+        // An image the registry does not have; a registry no proxy serves.
+        let create = |spec: &Path| {
+            let out = dir.join("other.bundle");
+            fails(&[
+                "bundle",
+                "create",
+                "--spec",
+                s(spec),
+                "--out",
+                s(&out),
+                "--config",
+                s(&config),
+            ])
+        };
+        let missing = create(&absent);
+        assert!(missing.contains("registry.test/team/absent:1"), "{missing}");
+        assert!(missing.contains("404"), "{missing}");
+        let unserved = create(&unknown);
+        assert!(
+            unserved.contains("no proxy in the configuration serves registry quay.io"),
+            "{unserved}"
+        );
         (dir, bundle, verified, index, error, leftovers)
     })
     .await
@@ -440,6 +477,12 @@ async fn create_fetches_images_and_files_through_the_configured_upstreams() {
         (file.proxy.as_str(), file.subject(), &file.digest),
         ("releases", "v1/k3s", &file_sha)
     );
+    let pinned = index
+        .entries
+        .iter()
+        .find(|e| e.subject() == by_digest)
+        .unwrap();
+    assert_eq!(pinned.digest, images.single.digest);
     // Only the arm64 child of the index was carried.
     assert!(
         index
