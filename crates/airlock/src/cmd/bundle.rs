@@ -67,6 +67,8 @@ pub struct CreateArgs {
 }
 
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    // One line per image and file fetched, on stderr (`RUST_LOG` adjusts).
+    crate::init_logging(crate::LogFormat::Text);
     let spec = airlock_bundle::create::spec::Spec::load(&args.spec)?;
     let config = match &args.config {
         Some(path) => airlock_config::Config::load(path)?,
