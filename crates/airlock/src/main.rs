@@ -37,6 +37,9 @@ enum Command {
     Kubeconfig(cmd::kubeconfig::Args),
     /// Check every host over SSH before a deploy: system, `SELinux`, disk, routes, ports.
     Preflight(cmd::preflight::Args),
+    /// Bundle files for sites with no network link: create, keygen, inspect, verify, index.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::Command),
 }
 
 /// How log lines are written.
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Deploy(args) => cmd::deploy::run(&args),
         Command::Preflight(args) => cmd::preflight::run(&args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
+        Command::Bundle(command) => cmd::bundle::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

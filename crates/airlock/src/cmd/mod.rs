@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bundle;
 pub mod config;
 pub mod deploy;
 pub mod inventory;

@@ -1,0 +1,165 @@
+//! `airlock bundle`: the file that carries images and package files onto a site with no
+//! network link. `create` (images and files so far), `keygen`, `inspect`, `verify` and
+//! `index`; `import` is still to come.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use airlock_bundle::summary::{human_bytes, summarize};
+use airlock_bundle::{Bundle, PublicKey};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Fetch the images and files SPEC.yaml names through the proxies' upstreams in
+    /// GATEWAY.toml and write them into a bundle (python, rpms and charts are not supported
+    /// yet and are refused).
+    Create(CreateArgs),
+    /// Write a new signing key pair: NAME.key (mode 0600; keep it on the connected side)
+    /// and NAME.pub (give it to the isolated site for `--trust-key`).
+    Keygen {
+        /// Base name of the two files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+    /// Summarize a bundle: entries by kind and proxy, sizes, images, files, signature.
+    Inspect {
+        /// The bundle (its first volume when split).
+        file: PathBuf,
+    },
+    /// Check every byte of a bundle offline: every blob against its digest, the index
+    /// against the archive, and the signature when a trust key is given.
+    Verify {
+        /// The bundle (its first volume when split).
+        file: PathBuf,
+        /// Require a valid signature by this key (NAME.pub from `airlock bundle keygen`);
+        /// an unsigned bundle is then refused.
+        #[arg(long, value_name = "KEY.pub")]
+        trust_key: Option<PathBuf>,
+    },
+    /// Print a bundle's index (JSON): every entry's kind, proxy, reference or path, digest,
+    /// size, media type and whether its bytes are carried.
+    Index {
+        /// The bundle (its first volume when split).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// What to carry (images, files).
+    #[arg(long, value_name = "SPEC.yaml")]
+    spec: PathBuf,
+    /// The bundle to write (its first volume when split).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Gateway configuration whose proxies' upstreams to fetch from (default: the embedded
+    /// default configuration).
+    #[arg(long, value_name = "GATEWAY.toml")]
+    config: Option<PathBuf>,
+    /// Sign the bundle's index with this key (NAME.key from `airlock bundle keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+    /// Split into volumes of this size (e.g. 4GiB): FILE, FILE.001, FILE.002, ...
+    #[arg(long, value_name = "SIZE")]
+    split: Option<airlock_types::ByteSize>,
+}
+
+fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    // One line per image and file fetched, on stderr (`RUST_LOG` adjusts).
+    crate::init_logging(crate::LogFormat::Text);
+    let spec = airlock_bundle::create::spec::Spec::load(&args.spec)?;
+    let config = match &args.config {
+        Some(path) => airlock_config::Config::load(path)?,
+        None => airlock_config::Config::embedded_default(),
+    };
+    let key = args
+        .sign_key
+        .as_deref()
+        .map(airlock_bundle::SecretKey::read)
+        .transpose()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let request = airlock_bundle::create::Request {
+        spec: &spec,
+        config: &config,
+        out: &args.out,
+        split: args.split.map(|s| s.0),
+        key: key.as_ref(),
+    };
+    let written = airlock_bundle::create::create(runtime.handle(), &request)
+        .with_context(|| format!("creating the bundle {}", args.out.display()))?;
+    let carried = written.index.carried();
+    eprintln!(
+        "wrote {} ({} volume{}): {} entries, {} blobs ({}){}",
+        args.out.display(),
+        written.volumes.len(),
+        if written.volumes.len() == 1 { "" } else { "s" },
+        written.index.entries.len(),
+        carried.len(),
+        human_bytes(carried.values().sum()),
+        key.map(|k| format!(", signed by key {}", k.public().id()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Create(args) => create(&args),
+        Command::Keygen { out } => {
+            let key = airlock_bundle::sign::keygen(&out)?;
+            eprintln!(
+                "wrote {} (secret, mode 0600) and {} (public); key id {}",
+                key.secret.display(),
+                key.public.display(),
+                key.id
+            );
+            Ok(())
+        }
+        Command::Inspect { file } => {
+            let bundle = open(&file)?;
+            let catalog = bundle
+                .catalog()
+                .with_context(|| format!("reading {}", file.display()))?;
+            print!("{}", summarize(&catalog, bundle.volumes()));
+            Ok(())
+        }
+        Command::Verify { file, trust_key } => verify(&file, trust_key.as_deref()),
+        Command::Index { file } => {
+            let catalog = open(&file)?
+                .catalog()
+                .with_context(|| format!("reading {}", file.display()))?;
+            std::io::stdout()
+                .write_all(&catalog.index_bytes)
+                .context("writing the index to stdout")
+        }
+    }
+}
+
+fn open(file: &std::path::Path) -> anyhow::Result<Bundle> {
+    Bundle::open(file).with_context(|| format!("opening the bundle {}", file.display()))
+}
+
+fn verify(file: &std::path::Path, trust_key: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let trust = trust_key.map(PublicKey::read).transpose()?;
+    let bundle = open(file)?;
+    let verified = airlock_bundle::verify(&bundle, trust.as_ref())
+        .with_context(|| format!("{} failed verification", file.display()))?;
+    let signature = match (&verified.trusted_key, &verified.catalog.signature) {
+        (Some(key), _) => format!("signature by trusted key {key} is valid"),
+        (None, Some(signature)) => format!(
+            "signed by key {}, signature NOT checked (give --trust-key KEY.pub)",
+            signature.key()
+        ),
+        (None, None) => "unsigned".to_owned(),
+    };
+    println!(
+        "{}: ok: {} entries; {} blobs ({}) match their digests; {signature}",
+        file.display(),
+        verified.catalog.index.entries.len(),
+        verified.blobs,
+        human_bytes(verified.blob_bytes),
+    );
+    Ok(())
+}
