@@ -18,6 +18,7 @@ mod compression;
 mod primary;
 mod repomd;
 mod version;
+mod xz;
 
 pub use compression::{Decompressed, decompressed};
 pub use primary::{Dep, Detail, Package, read_primary};
