@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn past_the_limit_and_cut_streams_are_refused() {
-        let bytes = xz(&[7; 100_000]);
+        let bytes = xz(&vec![7; 100_000]);
         assert!(matches!(
             declared_size(&bytes, 99_999),
             Err(RepodataError::TooLarge(99_999))
