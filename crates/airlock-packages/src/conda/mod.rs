@@ -20,6 +20,8 @@
 //! A package that repodata.json does not list, or lists without a sha256, is refused:
 //! airlock never serves bytes it cannot verify.
 
+#[cfg(test)]
+mod proptests;
 mod repodata;
 mod shards;
 

@@ -21,6 +21,8 @@
 //! refused: airlock never serves a chart it cannot verify.
 
 mod index;
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 
