@@ -11,8 +11,8 @@ use crate::RepodataError;
 /// once more than `limit` bytes came out.
 ///
 /// Memory stays bounded whatever `bytes` claims. `.gz`, `.bz2` and `.xml` stream through
-/// buffers of a few hundred KiB; `.zst` also keeps its window, which zstd caps at 128 MiB
-/// (`windowLogMax` 27). `.xz` is decoded whole up front (its decoder writes rather than
+/// fixed buffers (bzip2's are the largest, a few MiB for its 900 KB blocks); `.zst` also
+/// keeps its window, which zstd caps at 128 MiB (`windowLogMax` 27). `.xz` is decoded whole up front (its decoder writes rather than
 /// reads, and holds a whole block): its chunk headers are added up first and a stream
 /// that says it decompresses to more than `limit` is refused before decoding, so decoding
 /// holds at most about three times `limit` (the block as it grows, and its copy).
