@@ -4,7 +4,9 @@
 //! positions (needed for `file:line` reports) and the tags (needed for `!vault |`). Plain
 //! scalars keep their text; their meaning (`yes` is a boolean in YAML 1.1, as in `PyYAML`) is
 //! decided by the accessor that reads them. Anchors, aliases and `<<` merge keys work; depth
-//! and alias expansion are bounded so hostile input cannot exhaust the stack or memory.
+//! ([`MAX_DEPTH`]) and alias expansion (at most [`MAX_NODES`] nodes and [`MAX_TEXT`] bytes of
+//! scalar text, every alias counted as the copy it becomes) are bounded so hostile input
+//! cannot exhaust the stack or memory.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,8 +15,13 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-const MAX_DEPTH: usize = 128;
-const MAX_NODES: usize = 1_000_000;
+/// Collections nested in one another.
+pub const MAX_DEPTH: usize = 128;
+/// Nodes in a document, aliases expanded.
+pub const MAX_NODES: usize = 1_000_000;
+/// Bytes of scalar text in a document, aliases expanded: an alias of a long string copies
+/// it, so a node count alone would let a small file hold gigabytes.
+pub const MAX_TEXT: usize = 64 * 1024 * 1024;
 
 /// Which file a node was read from: an index into the caller's list of files (an inventory
 /// numbers its own file 0 and each `group_vars/`/`host_vars/` file after it).
@@ -220,16 +227,36 @@ impl Node {
         }
     }
 
-    fn size(&self) -> usize {
+    /// Nodes and bytes of scalar text, this one and all below it.
+    fn size(&self) -> Size {
         match &self.kind {
-            Kind::Scalar { .. } | Kind::Vault(_) => 1,
-            Kind::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
-            Kind::Map(entries) => {
-                1 + entries
-                    .iter()
-                    .map(|(k, v)| k.size() + v.size())
-                    .sum::<usize>()
-            }
+            Kind::Scalar { text, .. } | Kind::Vault(text) => Size {
+                nodes: 1,
+                text: text.len(),
+            },
+            Kind::Seq(items) => items.iter().map(Node::size).fold(Size::ONE, Size::add),
+            Kind::Map(entries) => entries
+                .iter()
+                .flat_map(|(k, v)| [k.size(), v.size()])
+                .fold(Size::ONE, Size::add),
+        }
+    }
+}
+
+/// What a node costs to hold: [`MAX_NODES`] and [`MAX_TEXT`] bound a document's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    text: usize,
+}
+
+impl Size {
+    const ONE: Self = Self { nodes: 1, text: 0 };
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            nodes: self.nodes.saturating_add(other.nodes),
+            text: self.text.saturating_add(other.text),
         }
     }
 }
@@ -263,9 +290,9 @@ enum Frame {
 struct Builder {
     file: FileId,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Node, usize)>,
+    anchors: HashMap<usize, (Node, Size)>,
     root: Option<Node>,
-    nodes: usize,
+    size: Size,
     error: Option<(Mark, String)>,
 }
 
@@ -276,12 +303,19 @@ impl Builder {
         }
     }
 
-    fn count(&mut self, mark: Mark, n: usize) -> bool {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
+    fn count(&mut self, mark: Mark, size: Size) -> bool {
+        self.size = self.size.add(size);
+        if self.size.nodes > MAX_NODES {
             self.fail(
                 mark,
                 format!("document expands to more than {MAX_NODES} nodes (alias bomb?)"),
+            );
+            return false;
+        }
+        if self.size.text > MAX_TEXT {
+            self.fail(
+                mark,
+                format!("document expands to more than {MAX_TEXT} bytes of text (alias bomb?)"),
             );
             return false;
         }
@@ -354,7 +388,11 @@ impl MarkedEventReceiver for Builder {
         let mark = Mark::from_marker(marker, self.file);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                if !self.count(mark, 1) {
+                let size = Size {
+                    nodes: 1,
+                    text: text.len(),
+                };
+                if !self.count(mark, size) {
                     return;
                 }
                 let kind = if is_vault_tag(tag.as_ref()) {
@@ -366,7 +404,7 @@ impl MarkedEventReceiver for Builder {
                 self.finish(Node { kind, mark }, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                if self.count(mark, 1) {
+                if self.count(mark, Size::ONE) {
                     self.open(
                         Frame::Seq {
                             mark,
@@ -378,7 +416,7 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::MappingStart(anchor, _) => {
-                if self.count(mark, 1) {
+                if self.count(mark, Size::ONE) {
                     self.open(
                         Frame::Map {
                             mark,
@@ -488,6 +526,20 @@ mod tests {
         let err = parse_str("a: [1, 2\nb: 3\n", Path::new("inv.yaml")).unwrap_err();
         assert!(err.to_string().starts_with("inv.yaml:"), "{err}");
         assert!(err.mark.line >= 1);
+    }
+
+    #[test]
+    fn a_long_string_aliased_many_times_is_refused() {
+        // Regression: each alias counted as one node whatever it copied, so 64 KiB of text
+        // aliased 4,096 times (about 80 KB of YAML) expanded to 256 MiB.
+        let mut text = format!("a: &a \"{}\"\nl: [", "x".repeat(64 * 1024));
+        text.push_str(&vec!["*a"; 4096].join(", "));
+        text.push_str("]\n");
+        let err = parse_str(&text, Path::new("b")).unwrap_err();
+        assert!(err.message.contains("bytes of text"), "{err}");
+        // Within the bound, aliases of strings still work.
+        let small = "a: &a \"xyz\"\nl: [*a, *a]\n";
+        assert!(parse_str(small, Path::new("s")).is_ok());
     }
 
     #[test]

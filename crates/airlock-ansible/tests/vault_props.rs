@@ -3,13 +3,22 @@
 use airlock_ansible::vault::{Envelope, VaultError, VaultSecret};
 use proptest::prelude::*;
 
+/// `PROPTEST_CASES` (scripts/fuzz.sh) or `default`.
+fn config(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
+}
+
 fn secret(password: &str) -> VaultSecret {
     VaultSecret::new(password.as_bytes().to_vec())
 }
 
 proptest! {
     // Each case derives keys (PBKDF2, 10 000 rounds), slow in unoptimized test builds.
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(config(24))]
 
     #[test]
     fn any_bytes_round_trip(

@@ -401,6 +401,53 @@ mod tests {
         );
     }
 
+    /// A client that sends its bytes in the given pieces, one per read.
+    struct Pieces(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some(mut piece) = self.0.pop_front() {
+                let n = piece.len().min(buf.remaining());
+                buf.put_slice(&piece[..n]);
+                if n < piece.len() {
+                    self.0.push_front(piece.split_off(n));
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// `read_request` over `bytes` cut at `cuts`: the request (or refusal), and every byte
+    /// after the head (what came with it, then what was left unread).
+    fn read_in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<(ConnectRequest, Vec<u8>), Reason> {
+        let mut at = 0;
+        let mut pieces = std::collections::VecDeque::new();
+        for &cut in cuts.iter().chain([&bytes.len()]) {
+            let cut = cut.clamp(at, bytes.len());
+            if cut > at {
+                pieces.push_back(bytes[at..cut].to_vec());
+            }
+            at = cut;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client = Pieces(pieces);
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            let (request, mut after) = read_request(&mut client, deadline)
+                .await
+                .map_err(|r| r.reason)?;
+            after.extend(client.0.into_iter().flatten());
+            Ok((request, after))
+        })
+    }
+
     fn label() -> impl Strategy<Value = String> {
         "[a-zA-Z][a-zA-Z0-9-]{0,8}[a-zA-Z]"
     }
@@ -430,6 +477,41 @@ mod tests {
             let req = parse_head(format!("CONNECT {name}:{port} HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n").as_bytes()).unwrap();
             prop_assert_eq!(req.host.as_str(), name.to_ascii_lowercase());
             prop_assert_eq!(req.port, port);
+        }
+
+        #[test]
+        fn a_head_read_in_pieces_is_the_head_read_whole(
+            labels in proptest::collection::vec(label(), 2..4),
+            junk in proptest::collection::vec(any::<u8>(), 0..80),
+            headers in proptest::collection::vec("[A-Za-z-]{1,12}: [ -~]{0,30}", 0..5),
+            cuts in proptest::collection::vec(0usize..400, 0..12),
+            valid in any::<bool>(),
+        ) {
+            let mut bytes = if valid {
+                let name = labels.join(".");
+                let mut head = format!("CONNECT {name}:443 HTTP/1.1\r\n");
+                for h in &headers {
+                    head += h;
+                    head += "\r\n";
+                }
+                (head + "\r\n").into_bytes()
+            } else {
+                Vec::new()
+            };
+            bytes.extend(&junk);
+            let whole = read_in_pieces(&bytes, &[]);
+            let mut sorted = cuts.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(read_in_pieces(&bytes, &sorted), whole.clone());
+            match whole {
+                Ok((request, after)) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(request.host.as_str(), labels.join(".").to_ascii_lowercase());
+                    prop_assert_eq!(after, junk);
+                }
+                // A generated header may be refused; a bare request line never is.
+                Err(_) => prop_assert!(!valid || !headers.is_empty()),
+            }
         }
 
         #[test]

@@ -151,6 +151,87 @@ impl Routes {
 }
 
 #[cfg(test)]
+mod proptests {
+    //! Generated and hostile `/v2/` paths: parsing never panics, what it accepts reads
+    //! back to what was written, and a resolved repository is always a valid name under a
+    //! configured proxy, never a path that climbs out of one.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn routes() -> Routes {
+        let mut r = Routes::default();
+        r.add("hub", Some("docker.io"), "registry-1.docker.io");
+        r.add("ghcr", Some("ghcr.io"), "ghcr.io");
+        r.set_default(Some("hub"));
+        r
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-z0-9]+([._-][a-z0-9]+)?", 1..4).prop_map(|c| c.join("/"))
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,60}",
+            "[a-z./%_:@-]{0,40}",
+            name().prop_map(|n| format!("{n}/../../etc")),
+            name().prop_map(|n| format!("ghcr/../{n}")),
+            name().prop_map(|n| format!("{n}//x")),
+            name().prop_map(|n| format!("%2e%2e/{n}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        #[test]
+        fn written_paths_parse_back(name in name(), tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", hex in "[0-9a-f]{64}") {
+            let path = format!("/v2/{name}/manifests/{tag}");
+            let p = parse_path(&path).unwrap().unwrap();
+            prop_assert_eq!((p.name, p.target), (name.as_str(), Target::Manifest(Reference::Tag(tag))));
+            let path = format!("/v2/{name}/blobs/sha256:{hex}");
+            let p = parse_path(&path).unwrap().unwrap();
+            prop_assert_eq!(p.target, Target::Blob(Digest::sha256_hex(&hex).unwrap()));
+            let path = format!("/v2/{name}/tags/list");
+            let p = parse_path(&path).unwrap().unwrap();
+            prop_assert_eq!((p.name, p.target), (name.as_str(), Target::TagList));
+        }
+
+        #[test]
+        fn hostile_paths_never_panic_or_escape(raw in hostile(), ns in proptest::option::of(prop_oneof!["docker.io", "ghcr.io", "\\PC{0,20}"])) {
+            for path in [format!("/v2/{raw}/manifests/latest"), format!("/v2/{raw}"), format!("/v2/x/blobs/{raw}")] {
+                let Ok(Some(request)) = parse_path(&path) else { continue };
+                let Ok(resolved) = routes().resolve(request.name, ns.as_deref()) else { continue };
+                let repo = resolved.repo.as_str();
+                prop_assert!(["hub", "ghcr"].contains(&resolved.proxy.as_str()));
+                prop_assert!(!repo.split('/').any(|c| c.is_empty() || c == "." || c == ".."), "{repo}");
+                prop_assert!(!repo.contains('%') && !repo.contains(':') && !repo.starts_with('/'), "{repo}");
+                let reparsed = repo.parse::<RepoName>().ok();
+                prop_assert_eq!(reparsed.as_ref(), Some(&resolved.repo));
+            }
+        }
+
+        #[test]
+        fn project_paths_resolve_below_their_proxy(name in name()) {
+            let r = routes().resolve(&format!("ghcr/{name}"), None).unwrap();
+            prop_assert_eq!((r.proxy.as_str(), r.repo.as_str()), ("ghcr", name.as_str()));
+            let r = routes().resolve(&name, Some("ghcr.io")).unwrap();
+            prop_assert_eq!((r.proxy.as_str(), r.repo.as_str()), ("ghcr", name.as_str()));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -54,8 +54,9 @@ struct TokenResponse {
 
 /// Distribution's token spec: a token without `expires_in` lasts 60 seconds.
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
-/// Token responses are small JSON documents; anything larger is refused unread.
-const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+/// Token responses are small JSON documents; a larger one is refused unread when its length
+/// is announced, and as soon as this much has arrived when it is not (chunked).
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 /// Renew this long before expiry so a request never leaves with a dying token.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 
@@ -161,16 +162,12 @@ impl Auth {
                 status,
             });
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_TOKEN_RESPONSE)
-        {
-            return Err(bad("token response is too large"));
-        }
-        let bytes = response
-            .bytes()
+        let bytes = crate::read_body(response, MAX_TOKEN_RESPONSE)
             .await
-            .map_err(|_| bad("token response was cut off"))?;
+            .map_err(|e| match e {
+                crate::BodyError::TooLarge { .. } => bad("token response is too large"),
+                crate::BodyError::Broken(_) => bad("token response was cut off"),
+            })?;
         let body: TokenResponse = serde_json::from_slice(&bytes)
             .map_err(|_| bad("token endpoint answered without JSON"))?;
         let token = body

@@ -177,10 +177,70 @@ mod tests {
         assert_eq!(unterminated[0].param("realm"), None);
     }
 
+    /// `PROPTEST_CASES` (scripts/fuzz.sh) or `default`.
+    fn config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn challenge() -> impl Strategy<Value = Challenge> {
+        (
+            "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,10}",
+            proptest::collection::btree_map("[a-z][a-z0-9_-]{0,8}", "[ -~]{0,30}", 0..5),
+        )
+            .prop_map(|(scheme, params)| Challenge { scheme, params })
+    }
+
+    /// A challenge as a registry would write it: every value quoted, `"` and `\` escaped.
+    fn render(challenge: &Challenge) -> String {
+        let params: Vec<String> = challenge
+            .params
+            .iter()
+            .map(|(name, value)| {
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+                format!("{name}=\"{escaped}\"")
+            })
+            .collect();
+        if params.is_empty() {
+            challenge.scheme.clone()
+        } else {
+            format!("{} {}", challenge.scheme, params.join(", "))
+        }
+    }
+
     proptest! {
+        #![proptest_config(config(256))]
+
         #[test]
         fn never_panics(s in ".{0,200}") {
             let _ = parse_challenges(&s);
+        }
+
+        #[test]
+        fn rendered_challenges_parse_back(challenges in proptest::collection::vec(challenge(), 1..4), sep in "(, |,|,  ,\t)") {
+            let header: Vec<String> = challenges.iter().map(render).collect();
+            prop_assert_eq!(parse_challenges(&header.join(&sep)), challenges);
+        }
+
+        #[test]
+        fn a_cut_header_keeps_only_what_it_said(challenges in proptest::collection::vec(challenge(), 1..3), cut in any::<proptest::sample::Index>()) {
+            let header = challenges.iter().map(render).collect::<Vec<_>>().join(", ");
+            let cut = cut.index(header.len() + 1);
+            let Some(prefix) = header.get(..cut) else { return Ok(()) };
+            let parsed = parse_challenges(prefix);
+            // A cut parameter name reads as the next scheme; but no parameter is invented,
+            // and a value is at most cut short.
+            for (got, sent) in parsed.iter().zip(&challenges) {
+                for (name, value) in &got.params {
+                    let Some(full) = sent.params.get(name) else {
+                        return Err(TestCaseError::fail(format!("invented {name} in {prefix:?}")));
+                    };
+                    prop_assert!(full.starts_with(value.as_str()), "{:?} is not a prefix of {:?}", value, full);
+                }
+            }
         }
     }
 }

@@ -8,8 +8,14 @@ use std::rc::Rc;
 use crate::RepodataError;
 
 /// `bytes` (the file at `href`) decompressed by `href`'s extension, as a reader that fails
-/// once more than `limit` bytes came out. `.xz` is decoded whole up front (its decoder
-/// writes rather than reads), within the same bound.
+/// once more than `limit` bytes came out.
+///
+/// Memory stays bounded whatever `bytes` claims. `.gz`, `.bz2` and `.xml` stream through
+/// fixed buffers (bzip2's are the largest, a few MiB for its 900 KB blocks); `.zst` also
+/// keeps its window, which zstd caps at 128 MiB (`windowLogMax` 27). `.xz` is decoded whole up front (its decoder writes rather than
+/// reads, and holds a whole block): its chunk headers are added up first and a stream
+/// that says it decompresses to more than `limit` is refused before decoding, so decoding
+/// holds at most about three times `limit` (the block as it grows, and its copy).
 ///
 /// A read error of the decompressor (past the bound, or a corrupt stream) is reported by
 /// [`Decompressed::check`].
@@ -17,7 +23,7 @@ use crate::RepodataError;
 /// # Errors
 /// [`RepodataError::UnknownCompression`] for an extension other than `.gz`, `.zst`, `.xz`,
 /// `.bz2` and `.xml`; [`RepodataError::Decompress`] or [`RepodataError::TooLarge`] for an
-/// `.xz` or `.zst` stream that cannot be started.
+/// `.xz` stream that is corrupt or too large, or a `.zst` stream that cannot be started.
 pub fn decompressed<'a>(
     href: &str,
     bytes: &'a [u8],
@@ -35,6 +41,7 @@ pub fn decompressed<'a>(
         ),
         Some("bz2") => Box::new(bzip2::read::MultiBzDecoder::new(bytes)),
         Some("xz") => {
+            crate::xz::declared_size(bytes, limit)?;
             let mut output = Bounded {
                 bytes: Vec::new(),
                 limit,

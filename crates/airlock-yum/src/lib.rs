@@ -21,6 +21,7 @@ mod filter;
 mod primary;
 mod repomd;
 mod version;
+mod xz;
 
 pub use compression::{Decompressed, decompressed};
 pub use filter::{

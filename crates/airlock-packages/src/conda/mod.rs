@@ -22,6 +22,8 @@
 //! store holds (`offline.rs`).
 
 mod offline;
+#[cfg(test)]
+mod proptests;
 mod repodata;
 mod shards;
 

@@ -29,7 +29,7 @@ const MAPS_KEPT: usize = 4;
 /// The derived table holding them.
 const TABLE: &str = "conda-repodata";
 
-type Sha256Map = HashMap<String, [u8; 32]>;
+pub(super) type Sha256Map = HashMap<String, [u8; 32]>;
 
 /// The subdir and the digest of its repodata.json.
 type Key = (String, Digest);
@@ -50,7 +50,7 @@ struct Record {
 
 /// Parses repodata.json into the filename → sha256 map; entries without a sha256 are left
 /// out (refused when asked for), a malformed sha256 or document is an error.
-fn parse(bytes: &[u8]) -> Result<Sha256Map, String> {
+pub(super) fn parse(bytes: &[u8]) -> Result<Sha256Map, String> {
     let repodata: Repodata =
         serde_json::from_slice(bytes).map_err(|e| format!("repodata.json is not valid: {e}"))?;
     let mut map = HashMap::with_capacity(repodata.packages.len() + repodata.conda.len());
@@ -65,7 +65,8 @@ fn parse(bytes: &[u8]) -> Result<Sha256Map, String> {
 
 fn decode_hex(hex: &str) -> Option<[u8; 32]> {
     let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
+    // `from_str_radix` alone would take a sign: "+a+b…" is not a sha256.
+    if bytes.len() != 64 || !bytes.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut out = [0u8; 32];

@@ -12,10 +12,11 @@
 //! immutable and verified against the sha256 in their name, fetched from wherever the
 //! upstream index said shards live.
 //!
-//! Decoding is bounded twice: the decompressed size ([`MAX_INDEX_DECODED`]; a small zstd
-//! frame can claim gigabytes) and the number of msgpack values ([`MAX_VALUES`]; each
+//! Decoding is bounded three times: the decompressed size ([`MAX_INDEX_DECODED`]; a small
+//! zstd frame can claim gigabytes), the number of msgpack values ([`MAX_VALUES`]; each
 //! becomes a tree node of tens of bytes, so a few MiB of one-byte values would otherwise
-//! expand to gigabytes in memory).
+//! expand to gigabytes in memory) and their nesting ([`MAX_DEPTH`]; the decoder recurses
+//! once per level).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -38,6 +39,9 @@ const MAX_INDEX_DECODED: u64 = 32 * 1024 * 1024;
 /// few tens of thousands), so this leaves ample room and bounds the tree to a few hundred
 /// MiB at most.
 const MAX_VALUES: u64 = 4 * 1024 * 1024;
+/// Arrays and maps nested in one another: a real index nests three deep. The decoder and
+/// the encoder recurse once per level, and a blocking-pool thread has 2 MiB of stack.
+const MAX_DEPTH: usize = 32;
 /// Rewritten indexes kept per proxy (one per subdir in use, typically `noarch` and one
 /// platform, plus the previous copy while a refresh is picked up).
 const INDEXES_KEPT: usize = 4;
@@ -45,16 +49,16 @@ const INDEXES_KEPT: usize = 4;
 const TABLE: &str = "conda-shard-index";
 
 /// An upstream index, rewritten for clients, and where its shards live upstream.
-struct Rewritten {
-    bytes: Vec<u8>,
+pub(super) struct Rewritten {
+    pub(super) bytes: Vec<u8>,
     /// The upstream shards base: a URL, or a path relative to the proxy's upstream.
-    shards_base: String,
+    pub(super) shards_base: String,
 }
 
 /// The index's upstream URL and the digest of its upstream bytes.
 type Key = (String, Digest);
 
-fn decode(bytes: &[u8]) -> Result<Value, String> {
+pub(super) fn decode(bytes: &[u8]) -> Result<Value, String> {
     let mut decoded = Vec::new();
     zstd::stream::read::Decoder::new(bytes)
         .map_err(|e| format!("shard index is not zstd: {e}"))?
@@ -87,12 +91,14 @@ fn decode(bytes: &[u8]) -> Result<Value, String> {
 /// Walks the first msgpack value of `bytes` without building it, and refuses one with
 /// more than `max` values (counting every array and map element) or that claims more
 /// values or bytes than `bytes` holds.
-fn count_values(bytes: &[u8], max: u64) -> Result<u64, String> {
+pub(super) fn count_values(bytes: &[u8], max: u64) -> Result<u64, String> {
     let truncated = || "shard index is not msgpack: it ends early".to_owned();
     let mut at = 0usize;
     // Values still to read; each takes at least one byte, so more than remain is a lie.
     let mut pending: u64 = 1;
     let mut seen: u64 = 0;
+    // Values still to read in each array or map being read, innermost last.
+    let mut open: Vec<u64> = Vec::new();
     let take = |at: &mut usize, n: usize| -> Result<u64, String> {
         let end = at.checked_add(n).filter(|end| *end <= bytes.len());
         let end = end.ok_or_else(truncated)?;
@@ -105,6 +111,9 @@ fn count_values(bytes: &[u8], max: u64) -> Result<u64, String> {
     while pending > 0 {
         pending -= 1;
         seen += 1;
+        if let Some(left) = open.last_mut() {
+            *left -= 1;
+        }
         if seen > max {
             return Err(format!(
                 "shard index holds more than {max} msgpack values; refused"
@@ -145,13 +154,25 @@ fn count_values(bytes: &[u8], max: u64) -> Result<u64, String> {
         } else {
             0
         };
-        if matches!(marker, 0xdc..=0xdf) {
+        let children = if matches!(marker, 0xdc..=0xdf) {
             // array/map 16/32: the length counts elements (map: pairs).
-            pending += counted * children;
+            counted * children
         } else {
-            pending += children;
             let skip = usize::try_from(counted).map_err(|_| truncated())? + fixed;
             take_bytes(&mut at, skip, bytes.len()).ok_or_else(truncated)?;
+            children
+        };
+        pending += children;
+        if children > 0 {
+            if open.len() == MAX_DEPTH {
+                return Err(format!(
+                    "shard index nests arrays and maps deeper than {MAX_DEPTH}; refused"
+                ));
+            }
+            open.push(children);
+        }
+        while open.last() == Some(&0) {
+            open.pop();
         }
         if pending > (bytes.len() - at) as u64 {
             return Err(truncated());
@@ -189,7 +210,11 @@ fn is_absolute(url: &str) -> bool {
 
 /// Rewrites absolute URLs in `info` to `local` (this proxy's `<subdir>/` path) and says
 /// where shards live upstream (`index_url` resolves relative ones).
-fn rewrite(bytes: &[u8], local: &str, index_url: &reqwest::Url) -> Result<Rewritten, String> {
+pub(super) fn rewrite(
+    bytes: &[u8],
+    local: &str,
+    index_url: &reqwest::Url,
+) -> Result<Rewritten, String> {
     let mut value = decode(bytes)?;
     let info = field_mut(&mut value, "info").ok_or("shard index has no info map")?;
     let upstream_shards = field(info, "shards_base_url")

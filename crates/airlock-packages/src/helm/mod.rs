@@ -23,6 +23,8 @@
 
 mod index;
 mod offline;
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 

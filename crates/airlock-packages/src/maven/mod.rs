@@ -157,6 +157,51 @@ fn check_metadata(bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn metadata(versions: &[String]) -> String {
+        let listed: String = versions
+            .iter()
+            .map(|v| ["<version>", v, "</version>"].concat())
+            .collect();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata modelVersion=\"1.1.0\"><groupId>g.h</groupId><artifactId>a</artifactId><versioning><latest>1</latest><versions>{listed}</versions><lastUpdated>20240101000000</lastUpdated></versioning></metadata>\n"
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config(128))]
+
+        #[test]
+        fn generated_metadata_is_accepted(versions in proptest::collection::vec("[0-9][0-9a-zA-Z.-]{0,10}", 0..8)) {
+            prop_assert!(check_metadata(metadata(&versions).as_bytes()).is_ok());
+        }
+
+        #[test]
+        fn cut_metadata_is_refused(versions in proptest::collection::vec("[0-9][0-9a-z.]{0,6}", 0..4), cut in any::<prop::sample::Index>()) {
+            let text = metadata(&versions);
+            // Anything short of the root's closing `>` leaves an element open.
+            let end = text.trim_end().len() - 1;
+            prop_assert!(check_metadata(&text.as_bytes()[..cut.index(end)]).is_err());
+        }
+
+        #[test]
+        fn arbitrary_and_mutated_metadata_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), at in any::<prop::sample::Index>()) {
+            let _ = check_metadata(&bytes);
+            let mut text = metadata(&["1.0".to_owned()]).into_bytes();
+            let at = at.index(text.len());
+            text.splice(at..at, bytes);
+            let _ = check_metadata(&text);
+        }
+    }
 
     #[test]
     fn metadata_check() {

@@ -7,6 +7,15 @@ use reqwest::Url;
 
 use super::{DistFile, ProjectPage, html, json, resolved};
 
+/// `PROPTEST_CASES` (scripts/fuzz.sh) or `default`.
+fn config(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
+}
+
 /// A file as an upstream lists it.
 #[derive(Debug, Clone)]
 struct Listed {
@@ -119,7 +128,7 @@ fn hostile_href() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
