@@ -21,9 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
+mod batch;
 #[cfg(test)]
 mod tests;
 mod upgrade;
+
+pub use batch::Batch;
 
 use upgrade::upgrade;
 

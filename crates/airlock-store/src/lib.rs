@@ -21,7 +21,7 @@ use tokio::io::AsyncRead;
 
 pub use fs::FsStore;
 pub use index::{
-    BlobRecord, FileRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now,
+    Batch, BlobRecord, FileRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now,
 };
 pub use memory::MemoryStore;
 
