@@ -59,6 +59,8 @@ pub enum ImportError {
     UnknownProxy { proxy: String, path: String },
     #[error("the bundle's file {path:?} belongs to proxy {proxy:?}, which is an OCI proxy here")]
     NotPackageProxy { proxy: String, path: String },
+    #[error("the bundle's file path {path:?} is not one a proxy serves: {reason}")]
+    BadPath { path: String, reason: String },
     #[error("the bundle names image {reference:?}, which is not an image reference: {reason}")]
     BadReference { reference: String, reason: String },
     #[error(

@@ -48,7 +48,14 @@ pub(super) fn plan(index: &BundleIndex, config: &Config) -> Result<Vec<Target>, 
 
 fn target(routes: &Routes, config: &Config, entry: &Entry) -> Result<Target, ImportError> {
     if entry.kind == Kind::File {
-        let path = entry.path.clone().unwrap_or_default();
+        // Recorded under the canonical form the proxy keys a client's request by (escapes
+        // decoded once), so `…/v1.31.4%2Bk3s1/k3s` is found as `…/v1.31.4+k3s1/k3s`.
+        let raw = entry.path.as_deref().unwrap_or_default();
+        let path =
+            airlock_upstream::target::client_path(raw).map_err(|refused| ImportError::BadPath {
+                path: raw.to_owned(),
+                reason: refused.to_string(),
+            })?;
         return match config.proxies.iter().find(|p| p.name == entry.proxy) {
             Some(proxy) if proxy.format != Format::Oci => Ok(Target::File {
                 proxy: proxy.name.clone(),
@@ -161,12 +168,12 @@ upstream = "http://127.0.0.1:9/releases"
     fn files_go_to_the_package_proxy_they_name() {
         let config = config();
         let routes = routes(&config);
-        let file = |proxy: &str| Entry::file(proxy, "v1/k3s", Digest::of(b"f"), 1, "x");
+        let file = |proxy: &str| Entry::file(proxy, "v1%2Bk3s1/k3s", Digest::of(b"f"), 1, "x");
         assert_eq!(
             target(&routes, &config, &file("k3s-files")).unwrap(),
             Target::File {
                 proxy: "k3s-files".into(),
-                path: "v1/k3s".into(),
+                path: "v1+k3s1/k3s".into(),
             }
         );
         let unknown = target(&routes, &config, &file("nope")).unwrap_err();
