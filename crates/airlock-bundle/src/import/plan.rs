@@ -117,6 +117,7 @@ name = "k3s-files"
 format = "raw"
 upstream = "http://127.0.0.1:9/releases"
 "#,
+            "test",
         )
         .unwrap()
     }
