@@ -4,9 +4,9 @@
 //! In order, and nothing is written before step 5:
 //! 1. the documents: the signature (by the trusted key, unless unsigned bundles are
 //!    allowed) and the OCI index;
-//! 2. every entry's place in the importing gateway's configuration ([`plan`]): images by
+//! 2. every entry's place in the importing gateway's configuration (`plan`): images by
 //!    the proxy whose `host` is their registry, files by the package proxy they name;
-//! 3. every carried byte, hashed against its digest ([`crate::verify`]);
+//! 3. every carried byte, hashed against its digest ([`mod@crate::verify`]);
 //! 4. every entry the bundle does not carry is already in the store;
 //! 5. the index is opened, which a running gateway's lock refuses; the blobs the store
 //!    lacks are written through its verified writer (invisible to the gateway until
