@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use airlock_bundle::{BundleWriter, Entry, SecretKey};
+use airlock_bundle::{BundleWriter, Entry, Kind, SecretKey};
 use airlock_testkit::bundle::{carry_image, carry_index};
 use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
 use airlock_types::Digest;
@@ -507,4 +507,33 @@ fn refused_imports_leave_the_store_unchanged() {
         "--allow-unsigned",
     ]);
     assert!(out.contains("nothing to import"), "{out}");
+
+    // An expected item the store does hold (the seed's layer) is accepted.
+    let layer = &items.single.layers[0];
+    let since = dir.join("since.bundle");
+    let mut writer = BundleWriter::create(&since, None, SystemTime::now()).unwrap();
+    writer
+        .expect(Entry::oci(
+            Kind::Blob,
+            "docker-hub",
+            "docker.io/library/app",
+            Digest::of(layer),
+            layer.len() as u64,
+            "application/vnd.oci.image.layer.v1.tar",
+        ))
+        .unwrap();
+    writer
+        .carry(file_entry("k3s-files", &items.file), items.file.as_slice())
+        .unwrap();
+    writer.finish(None).unwrap();
+    let out = succeeds(&[
+        "bundle",
+        "import",
+        s(&since),
+        "--config",
+        config,
+        "--allow-unsigned",
+    ]);
+    assert!(out.contains("imported 1 items"), "{out}");
+    assert!(out.contains("1 items already present (0 blobs"), "{out}");
 }
