@@ -6,10 +6,12 @@
 //! that index ([`sign`]). This crate owns the index, the archive's [`layout`], writing it
 //! ([`writer`]), reading it ([`reader`]) and verifying every byte offline ([`mod@verify`]);
 //! [`summary`] is what `inspect` prints, and [`create`] fetches what a spec names through the
-//! gateway configuration's upstreams.
+//! gateway configuration's upstreams; [`import`] puts a verified bundle into a stopped
+//! gateway's store as if each item had been pulled through its proxy.
 
 pub mod create;
 pub mod error;
+pub mod import;
 pub mod index;
 pub mod layout;
 pub mod reader;

@@ -21,9 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
+mod batch;
 #[cfg(test)]
 mod tests;
 mod upgrade;
+
+pub use batch::Batch;
 
 use upgrade::upgrade;
 
@@ -235,8 +238,12 @@ pub fn unix_now() -> u64 {
 impl MetaIndex {
     /// Opens or creates the index file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Index(format!("opening {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.to_owned(),
+            },
+            e => StoreError::Index(format!("opening {}: {e}", path.display())),
+        })?;
         Self::init(db)
     }
 

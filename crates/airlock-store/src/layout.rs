@@ -33,7 +33,8 @@ pub fn tls_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(TLS_DIR)
 }
 
-pub(crate) fn blob_path(store_root: &Path, digest: &Digest) -> PathBuf {
+/// Where the committed blob `digest` lives under a store root (read-only checks use it).
+pub fn blob_path(store_root: &Path, digest: &Digest) -> PathBuf {
     let hex = digest.hex();
     store_root
         .join("blobs")

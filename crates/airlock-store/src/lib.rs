@@ -21,7 +21,7 @@ use tokio::io::AsyncRead;
 
 pub use fs::FsStore;
 pub use index::{
-    BlobRecord, FileRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now,
+    Batch, BlobRecord, FileRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now,
 };
 pub use memory::MemoryStore;
 
@@ -48,6 +48,10 @@ pub enum StoreError {
     },
     #[error("metadata index failed: {0}")]
     Index(String),
+    #[error(
+        "the metadata index {} is open in another process (a running gateway holds it until it stops)", path.display()
+    )]
+    Locked { path: std::path::PathBuf },
 }
 
 impl StoreError {

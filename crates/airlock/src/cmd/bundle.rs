@@ -1,6 +1,6 @@
 //! `airlock bundle`: the file that carries images and package files onto a site with no
-//! network link. `create` (images and files so far), `keygen`, `inspect`, `verify` and
-//! `index`; `import` is still to come.
+//! network link. `create` (images and files so far), `keygen`, `inspect`, `verify`,
+//! `index` and `import` (into a stopped gateway).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +38,9 @@ pub enum Command {
         #[arg(long, value_name = "KEY.pub")]
         trust_key: Option<PathBuf>,
     },
+    /// Verify a bundle (signature and every byte), then write its images and files into
+    /// the stopped gateway's store as if each had been pulled through its proxy.
+    Import(ImportArgs),
     /// Print a bundle's index (JSON): every entry's kind, proxy, reference or path, digest,
     /// size, media type and whether its bytes are carried.
     Index {
@@ -64,6 +67,59 @@ pub struct CreateArgs {
     /// Split into volumes of this size (e.g. 4GiB): FILE, FILE.001, FILE.002, ...
     #[arg(long, value_name = "SIZE")]
     split: Option<airlock_types::ByteSize>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["trust_key", "allow_unsigned"])))]
+pub struct ImportArgs {
+    /// The bundle (its first volume when split).
+    file: PathBuf,
+    /// The gateway's configuration: its `data_dir` receives the items, its proxies place
+    /// them (images by the proxy whose `host` is their registry, files by proxy name). The
+    /// gateway must be stopped.
+    #[arg(long, value_name = "GATEWAY.toml")]
+    config: PathBuf,
+    /// Require a valid signature by this key (NAME.pub from `airlock bundle keygen`).
+    #[arg(long, value_name = "KEY.pub")]
+    trust_key: Option<PathBuf>,
+    /// Import without checking a signature (the bundle may be unsigned).
+    #[arg(long)]
+    allow_unsigned: bool,
+}
+
+fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    let config = airlock_config::Config::load(&args.config)?;
+    let key = args.trust_key.as_deref().map(PublicKey::read).transpose()?;
+    let trust = match &key {
+        Some(key) => airlock_bundle::import::Trust::Key(key),
+        None => airlock_bundle::import::Trust::AllowUnsigned,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let imported = airlock_bundle::import::import(runtime.handle(), &args.file, &config, trust)
+        .with_context(|| format!("importing {}", args.file.display()))?;
+    let signature = match &imported.trusted_key {
+        Some(key) => format!("signature by trusted key {key} is valid"),
+        None => "signature not checked (--allow-unsigned)".to_owned(),
+    };
+    if imported.is_noop() {
+        println!(
+            "{}: nothing to import: the gateway already holds all {} items; {signature}",
+            args.file.display(),
+            imported.present_items,
+        );
+    } else {
+        println!(
+            "{}: imported {} items ({} blobs, {}); {} items already present ({} blobs, {}); {signature}",
+            args.file.display(),
+            imported.new_items,
+            imported.new_blobs,
+            human_bytes(imported.new_bytes),
+            imported.present_items,
+            imported.present_blobs,
+            human_bytes(imported.present_bytes),
+        );
+    }
+    Ok(())
 }
 
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
@@ -126,6 +182,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { file, trust_key } => verify(&file, trust_key.as_deref()),
+        Command::Import(args) => import(&args),
         Command::Index { file } => {
             let catalog = open(&file)?
                 .catalog()
