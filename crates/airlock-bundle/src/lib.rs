@@ -17,6 +17,8 @@ pub mod layout;
 pub mod reader;
 pub mod sign;
 pub mod summary;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verify;
 pub mod volume;
 pub mod writer;

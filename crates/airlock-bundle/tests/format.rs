@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use airlock_bundle::layout::{self, REF_NAME};
+use airlock_bundle::testing::{carry_image, carry_index};
 use airlock_bundle::{Bundle, BundleError, BundleWriter, Entry, Kind, SecretKey, verify};
-use airlock_testkit::bundle::{carry_image, carry_index};
 use airlock_testkit::{Image, Index, Platform};
 use airlock_types::Digest;
 

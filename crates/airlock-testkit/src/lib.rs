@@ -1,9 +1,8 @@
 //! Dev-only helpers: an in-process fake OCI registry (with token auth, redirects and
 //! injectable faults), static file and directory servers, a Python simple index, and
-//! builders for images, multi-arch indexes, bundles holding them, RPM repositories and
+//! builders for images, multi-arch indexes, RPM repositories and
 //! conda channel metadata, and the HTTP clients the integration tests use.
 
-pub mod bundle;
 pub mod conda;
 mod fake_dir;
 mod fake_files;

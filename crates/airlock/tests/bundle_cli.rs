@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
+use airlock_bundle::testing::{carry_image, carry_index};
 use airlock_bundle::{BundleIndex, BundleWriter, Entry, SecretKey, layout};
-use airlock_testkit::bundle::{carry_image, carry_index};
 use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
 use airlock_types::Digest;
 

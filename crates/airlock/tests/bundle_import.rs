@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use airlock_bundle::testing::{carry_image, carry_index};
 use airlock_bundle::{BundleWriter, Entry, Kind, SecretKey};
-use airlock_testkit::bundle::{carry_image, carry_index};
 use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
 use airlock_types::Digest;
 

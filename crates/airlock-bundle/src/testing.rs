@@ -1,9 +1,11 @@
-//! Puts test images into a bundle, entry by entry, as `airlock bundle create` will.
+//! Test images (`airlock_testkit`'s builders) put into a bundle, entry by entry, as
+//! `airlock bundle create` does: for this crate's tests and the `airlock` binary's, behind
+//! the `testing` feature, so `airlock-testkit` does not depend on this crate.
 
-use airlock_bundle::{BundleError, BundleWriter, Entry, Kind};
+use airlock_testkit::{Image, Index};
 use airlock_types::ImageRef;
 
-use crate::{Image, Index};
+use crate::{BundleError, BundleWriter, Entry, Kind};
 
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
