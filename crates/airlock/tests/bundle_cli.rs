@@ -4,98 +4,20 @@
 //! Bundles are written with the library's `BundleWriter` (what `bundle create` will use),
 //! holding images the tests build: a single-platform image and a two-platform index.
 
+mod bundles;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::SystemTime;
 
 use airlock_bundle::testing::{carry_image, carry_index};
 use airlock_bundle::{BundleIndex, BundleWriter, Entry, SecretKey, layout};
-use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
+use airlock_testkit::require_tool;
 use airlock_types::Digest;
+use bundles::*;
 
-const AMD64: Platform = Platform {
-    os: "linux",
-    arch: "amd64",
-};
-const ARM64: Platform = Platform {
-    os: "linux",
-    arch: "arm64",
-};
-const SINGLE: &str = "docker.io/library/app:1";
-const MULTI: &str = "ghcr.io/org/multi:2";
-const FILE_PATH: &str = "k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s";
-
-fn airlock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(args)
-        .output()
-        .expect("run airlock")
-}
-
-fn succeeds(args: &[&str]) -> String {
-    let output = airlock(args);
-    assert!(
-        output.status.success(),
-        "airlock {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// Runs airlock expecting a refusal; returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let output = airlock(args);
-    assert!(
-        !output.status.success(),
-        "airlock {args:?} should have failed"
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-struct Images {
-    single: Image,
-    multi: Index,
-    file: Vec<u8>,
-}
-
-fn images() -> Images {
-    Images {
-        single: Image::from_layers(
-            vec![tar_layer("hello.txt", b"hello from a bundle\n")],
-            AMD64,
-        ),
-        multi: Index::new(vec![
-            (
-                AMD64,
-                Image::from_layers(vec![tar_layer("arch", b"amd64\n")], AMD64),
-            ),
-            (
-                ARM64,
-                Image::from_layers(vec![tar_layer("arch", b"arm64\n")], ARM64),
-            ),
-        ]),
-        file: (0..20_000u32).map(|i| (i * 31 % 256) as u8).collect(),
-    }
-}
-
-fn write_bundle(images: &Images, path: &Path, split: Option<u64>, key: Option<&Path>) {
+fn write_bundle(images: &Fixture, path: &Path, split: Option<u64>, key: Option<&Path>) {
     let key = key.map(|k| SecretKey::read(k).unwrap());
     let mut writer = BundleWriter::create(path, split, SystemTime::now()).unwrap();
     carry_image(&mut writer, "docker-hub", SINGLE, &images.single).unwrap();
@@ -134,7 +56,7 @@ fn skopeo_reads_images_from_a_signed_bundle_by_full_reference() {
     let again = fails(&["bundle", "keygen", "--out", s(&dir.join("site"))]);
     assert!(again.contains("already exists"), "{again}");
 
-    let images = images();
+    let images = fixture();
     let bundle = dir.join("site.bundle");
     write_bundle(&images, &bundle, None, Some(&secret));
 
@@ -233,7 +155,7 @@ fn verify_refuses_each_kind_of_damage_and_names_it() {
     let dir = dir.path();
     let (secret, public) = keygen(dir, "site");
     let (_, stranger) = keygen(dir, "stranger");
-    let images = images();
+    let images = fixture();
     let bundle = dir.join("b.bundle");
     let verify = |trust: Option<&Path>| {
         let mut args = vec!["bundle", "verify", s(&bundle)];
@@ -335,7 +257,7 @@ async fn create_fetches_images_and_files_through_the_configured_upstreams() {
     let skopeo = require_tool("skopeo", "skopeo");
     let registry = FakeRegistry::start(AuthMode::Token).await;
     let files = FakeFiles::start().await;
-    let images = images();
+    let images = fixture();
     registry.push_image("team/app", "1", &images.single);
     registry.push_index("team/multi", "2", &images.multi);
     files.put("releases/v1/k3s", "application/octet-stream", &images.file);

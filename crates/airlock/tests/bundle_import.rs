@@ -7,27 +7,18 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+mod bundles;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_bundle::testing::{carry_image, carry_index};
 use airlock_bundle::{BundleWriter, Entry, Kind, SecretKey};
-use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
+use airlock_testkit::require_tool;
 use airlock_types::Digest;
-
-const AMD64: Platform = Platform {
-    os: "linux",
-    arch: "amd64",
-};
-const ARM64: Platform = Platform {
-    os: "linux",
-    arch: "arm64",
-};
-const SINGLE: &str = "docker.io/library/app:1";
-const MULTI: &str = "ghcr.io/org/multi:2";
-const FILE_PATH: &str = "k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s";
+use bundles::*;
 
 /// A child process killed when the test ends, however it ends.
 struct Running(Child);
@@ -47,75 +38,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn airlock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(args)
-        .output()
-        .expect("run airlock")
-}
-
-fn succeeds(args: &[&str]) -> String {
-    let output = airlock(args);
-    assert!(
-        output.status.success(),
-        "airlock {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let output = airlock(args);
-    assert!(
-        !output.status.success(),
-        "airlock {args:?} should have failed:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-struct Items {
-    single: Image,
-    multi: Index,
-    file: Vec<u8>,
-}
-
-fn items() -> Items {
-    Items {
-        single: Image::from_layers(
-            vec![tar_layer("hello.txt", b"hello from a bundle\n")],
-            AMD64,
-        ),
-        multi: Index::new(vec![
-            (
-                AMD64,
-                Image::from_layers(vec![tar_layer("arch", b"amd64\n")], AMD64),
-            ),
-            (
-                ARM64,
-                Image::from_layers(vec![tar_layer("arch", b"arm64\n")], ARM64),
-            ),
-        ]),
-        file: (0..20_000u32).map(|i| (i * 31 % 256) as u8).collect(),
-    }
-}
-
 fn file_entry(proxy: &str, bytes: &[u8]) -> Entry {
     Entry::file(
         proxy,
@@ -127,7 +49,7 @@ fn file_entry(proxy: &str, bytes: &[u8]) -> Entry {
 }
 
 /// The two images and the raw file, signed with `key` when given.
-fn write_bundle(items: &Items, path: &Path, key: Option<&Path>) {
+fn write_bundle(items: &Fixture, path: &Path, key: Option<&Path>) {
     let key = key.map(|k| SecretKey::read(k).unwrap());
     let mut writer = BundleWriter::create(path, None, SystemTime::now()).unwrap();
     carry_image(&mut writer, "docker-hub", SINGLE, &items.single).unwrap();
@@ -230,7 +152,7 @@ fn an_imported_bundle_is_served_offline_to_skopeo_and_curl() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let (secret, public) = keygen(dir, "site");
-    let items = items();
+    let items = fixture();
     let bundle = dir.join("site.bundle");
     write_bundle(&items, &bundle, Some(&secret));
     let port = free_port();
@@ -351,7 +273,7 @@ fn refused_imports_leave_the_store_unchanged() {
     let dir = dir.path();
     let (secret, public) = keygen(dir, "site");
     let (_, other) = keygen(dir, "other");
-    let items = items();
+    let items = fixture();
     let port = free_port();
     let config = gateway_config(dir, port);
     let config = s(&config);
