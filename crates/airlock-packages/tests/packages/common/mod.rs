@@ -67,6 +67,21 @@ pub async fn start_with_packages(dir: &Path, proxies: &str) -> (SocketAddr, Arc<
 }
 
 /// The proxies' router over the data in `dir/data`.
+/// The index at `path`. A gateway stopped a moment ago on the same data may still be
+/// dropping what held its index (tasks it spawned, finishing in the background), and its
+/// lock goes with the last of them: wait for it, a bounded while.
+async fn open_index(path: &Path) -> MetaIndex {
+    for _ in 0..200 {
+        match MetaIndex::open(path) {
+            Err(airlock_store::StoreError::Locked { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+    panic!("{} stayed locked for 10 s", path.display())
+}
+
 async fn app(dir: &Path, proxies: &str) -> (Router, Arc<Packages>) {
     let text = format!(
         "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n{proxies}",
@@ -79,7 +94,7 @@ async fn app(dir: &Path, proxies: &str) -> (Router, Arc<Packages>) {
             .await
             .unwrap(),
     );
-    let index = MetaIndex::open(&layout::index_path(&config.data_dir)).unwrap();
+    let index = open_index(&layout::index_path(&config.data_dir)).await;
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
     let packages = Arc::new(
         Packages::new(&config, None, &store, &index, &downloads).expect("the proxies start"),
