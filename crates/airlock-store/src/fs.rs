@@ -8,7 +8,7 @@ use airlock_types::{Digest, Sha256Verifier};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::layout::{TEMP_SUFFIX, blob_path, temp_dir};
-use crate::{BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
+use crate::{BlobFile, BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
 
 /// Blobs in a local directory laid out as [`crate::layout`] describes.
 #[derive(Debug, Clone)]
@@ -37,6 +37,36 @@ async fn open_at(path: &Path, offset: u64) -> std::io::Result<BlobRead> {
     Ok(Box::pin(file))
 }
 
+/// A blob file read with `pread` on tokio's blocking pool, straight into the caller's buffer
+/// (`tokio::fs::File` would read into a buffer of its own and copy).
+#[derive(Debug)]
+struct FsFile(std::fs::File);
+
+#[async_trait::async_trait]
+impl BlobFile for FsFile {
+    async fn read_at(
+        self: Arc<Self>,
+        mut buf: Vec<u8>,
+        offset: u64,
+    ) -> std::io::Result<(Vec<u8>, usize)> {
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut filled = 0;
+            while filled < buf.len() {
+                match self.0.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((buf, filled))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
 #[async_trait::async_trait]
 impl BlobStore for FsStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -57,6 +87,22 @@ impl BlobStore for FsStore {
             Err(e) => Err(StoreError::Io {
                 context: format!("opening {digest}"),
                 source: e,
+            }),
+        }
+    }
+
+    async fn open_file(&self, digest: &Digest) -> Result<Option<Arc<dyn BlobFile>>, StoreError> {
+        let path = blob_path(&self.root, digest);
+        match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+            Ok(Ok(file)) => Ok(Some(Arc::new(FsFile(file)))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => Err(StoreError::Io {
+                context: format!("opening {digest}"),
+                source: e,
+            }),
+            Err(e) => Err(StoreError::Io {
+                context: format!("opening {digest}"),
+                source: std::io::Error::other(e),
             }),
         }
     }

@@ -6,6 +6,7 @@
 //! backend assumes blobs live in local files, so an object-store backend can follow.
 //! [`serve`] answers an HTTP client from a stored blob.
 
+mod body;
 pub mod evict;
 mod fs;
 mod index;
@@ -70,6 +71,10 @@ pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Reads a committed blob from `offset` to its end, or `None` when it is absent.
     async fn open(&self, digest: &Digest, offset: u64) -> Result<Option<BlobRead>, StoreError>;
 
+    /// A committed blob opened for reads at any offset, or `None` when it is absent.
+    /// [`serve`] reads responses through it, a chunk at a time into one buffer per body.
+    async fn open_file(&self, digest: &Digest) -> Result<Option<Arc<dyn BlobFile>>, StoreError>;
+
     /// Starts writing a blob that must hash to `expected`; with `None`, the blob is named
     /// by whatever its content hashes to (a file whose digest nobody published).
     async fn create(&self, expected: Option<&Digest>) -> Result<Box<dyn BlobWriter>, StoreError>;
@@ -80,6 +85,19 @@ pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Removes the leftovers of writes interrupted by a crash; returns how many.
     /// Called once at startup; it looks only at the temporary area, never the whole store.
     async fn clean_temp(&self) -> Result<usize, StoreError>;
+}
+
+/// A committed blob opened for positional reads. It stays readable when the blob is deleted
+/// from the store meanwhile (an eviction does not cut off a response under way).
+#[async_trait::async_trait]
+pub trait BlobFile: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset` into `buf` and hands `buf` back with how
+    /// many it read: fewer only where the blob ends, 0 at or past its end.
+    async fn read_at(
+        self: Arc<Self>,
+        buf: Vec<u8>,
+        offset: u64,
+    ) -> std::io::Result<(Vec<u8>, usize)>;
 }
 
 /// Reads bytes of a write in progress, for clients that join a download under way.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use airlock_types::{Digest, Sha256Verifier};
 
-use crate::{BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
+use crate::{BlobFile, BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
 
 /// Blobs held in memory.
 #[derive(Debug, Default, Clone)]
@@ -33,6 +33,23 @@ fn reader(bytes: &[u8], offset: u64) -> BlobRead {
     Box::pin(std::io::Cursor::new(bytes[start..].to_vec()))
 }
 
+/// A committed blob's bytes; they outlive a delete as an open file does.
+struct MemoryFile(Arc<Vec<u8>>);
+
+#[async_trait::async_trait]
+impl BlobFile for MemoryFile {
+    async fn read_at(
+        self: Arc<Self>,
+        mut buf: Vec<u8>,
+        offset: u64,
+    ) -> std::io::Result<(Vec<u8>, usize)> {
+        let start = usize::try_from(offset).map_or(self.0.len(), |o| o.min(self.0.len()));
+        let n = buf.len().min(self.0.len() - start);
+        buf[..n].copy_from_slice(&self.0[start..start + n]);
+        Ok((buf, n))
+    }
+}
+
 #[async_trait::async_trait]
 impl BlobStore for MemoryStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -51,6 +68,11 @@ impl BlobStore for MemoryStore {
             .expect("lock")
             .get(digest)
             .map(|b| reader(b, offset)))
+    }
+
+    async fn open_file(&self, digest: &Digest) -> Result<Option<Arc<dyn BlobFile>>, StoreError> {
+        let bytes = self.blobs.read().expect("lock").get(digest).cloned();
+        Ok(bytes.map(|b| Arc::new(MemoryFile(b)) as Arc<dyn BlobFile>))
     }
 
     async fn create(&self, expected: Option<&Digest>) -> Result<Box<dyn BlobWriter>, StoreError> {

@@ -9,12 +9,9 @@ use airlock_types::{ClientRequest, Digest};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tokio::io::AsyncReadExt;
 
+use crate::body::FileBody;
 use crate::{BlobStore, StoreError};
-
-/// Bytes read from the store per body chunk.
-const CHUNK: usize = 256 * 1024;
 
 /// A blob the store holds, and the media type to serve it as.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +35,8 @@ pub enum ServeError {
 }
 
 /// The response to `request` for `blob`: 304 when the client holds the digest's `ETag`
-/// (or `*`), else 200 or 206 with the bytes streamed from the store (none for HEAD).
+/// (or `*`), else 200 or 206 with the bytes streamed from the store (none for HEAD): one
+/// buffer per body, and no chunk read before the connection has sent the one before.
 pub async fn serve_blob(
     store: &dyn BlobStore,
     blob: StoredBlob<'_>,
@@ -62,14 +60,11 @@ pub async fn serve_blob(
     let body = if request.is_head() {
         Body::empty()
     } else {
-        let reader = store
-            .open(blob.digest, offset)
+        let file = store
+            .open_file(blob.digest)
             .await?
             .ok_or_else(|| ServeError::Vanished(blob.digest.clone()))?;
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            reader.take(length),
-            CHUNK,
-        ))
+        Body::new(FileBody::new(file, offset, length))
     };
     let mut response = Response::new(body);
     set_blob_headers(

@@ -99,6 +99,26 @@ async fn dropped_writer_leaves_nothing(store: Arc<dyn BlobStore>) {
     );
 }
 
+async fn positional_reads_outlive_a_delete(store: Arc<dyn BlobStore>) {
+    let bytes: Vec<u8> = (0..=255).collect();
+    let digest = Digest::of(&bytes);
+    assert!(store.open_file(&digest).await.unwrap().is_none());
+    put(store.as_ref(), &digest, &bytes).await.unwrap();
+    let file = store.open_file(&digest).await.unwrap().unwrap();
+    let (buf, n) = file.clone().read_at(vec![0; 16], 100).await.unwrap();
+    assert_eq!((&buf[..n], n), (&bytes[100..116], 16));
+    // An eviction meanwhile does not cut off a reader that holds the file.
+    store.delete(&digest).await.unwrap();
+    assert!(store.open_file(&digest).await.unwrap().is_none());
+    let (buf, n) = file.clone().read_at(vec![0; 16], 250).await.unwrap();
+    assert_eq!(
+        &buf[..n],
+        &bytes[250..],
+        "a read where the blob ends is short"
+    );
+    assert_eq!(file.read_at(vec![0; 16], 256).await.unwrap().1, 0);
+}
+
 macro_rules! backend_suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -122,6 +142,11 @@ macro_rules! backend_suite {
             async fn unnamed_blobs_are_named_by_their_content() {
                 let (_guard, store) = $make;
                 super::unnamed_blobs_are_named_by_their_content(store).await;
+            }
+            #[tokio::test]
+            async fn positional_reads_outlive_a_delete() {
+                let (_guard, store) = $make;
+                super::positional_reads_outlive_a_delete(store).await;
             }
             #[tokio::test]
             async fn dropped_writer_leaves_nothing() {
