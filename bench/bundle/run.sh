@@ -39,7 +39,9 @@
 # or absent after a crash), then records everything in one index transaction. dd conv=fsync
 # fsyncs once at the end. skopeo and docker-registry do not fsync.
 #
-# Best of BENCH_REPS: on a shared machine other load only ever makes a run slower.
+# Best of BENCH_REPS: on a shared machine other load only ever makes a run slower. The CPU
+# time (user + system, the tool and its children) is printed beside the wall time: on a busy
+# machine a tool's wall time grows with the CPU it has to win from everything else.
 set -euo pipefail
 
 BENCH_IMAGES=${BENCH_IMAGES:-4}
@@ -185,18 +187,22 @@ export TMPDIR="$work/tmp"
 mkdir -p "$TMPDIR"
 
 # ---------------------------------------------------------------- the runs
-declare -A best
-record() { # key seconds: keep the fastest
+declare -A best cpu
+record() { # key wall_seconds cpu_seconds: keep the fastest wall time, and the least CPU time
     if [ -z "${best[$1]:-}" ] || [ "$(calc "int($2 < ${best[$1]})")" = 1 ]; then best[$1]=$2; fi
+    if [ -z "${cpu[$1]:-}" ] || [ "$(calc "int($3 < ${cpu[$1]})")" = 1 ]; then cpu[$1]=$3; fi
 }
 
-timed() { # key command...: runs it, records its wall time
-    local key=$1 t0 t1
+timed() { # key command...: runs it, records its wall time and its (and its children's) CPU time
+    local key=$1 wall user sys TIMEFORMAT='%R %U %S'
     shift
-    t0=$(now)
-    "$@" >>"$work/$key.log" 2>&1 || { echo "$key failed; its output:" >&2; tail -20 "$work/$key.log" >&2; exit 1; }
-    t1=$(now)
-    record "$key" "$(calc "$t1 - $t0")"
+    if ! { time "$@" >>"$work/$key.log" 2>&1; } 2>"$work/time.out"; then
+        echo "$key failed; its output:" >&2
+        tail -20 "$work/$key.log" >&2
+        exit 1
+    fi
+    read -r wall user sys <"$work/time.out"
+    record "$key" "$wall" "$(calc "$user + $sys")"
 }
 
 # (Called from `timed`, in an `||` list where `set -e` does not apply: failures return.)
@@ -264,9 +270,16 @@ bundle_bytes=$(stat -c %s "$bundle")
 # ---------------------------------------------------------------- the table
 rate() { calc "round($1 / ${best[$2]} / 1e6)"; }   # bytes key -> MB/s
 secs() { calc "f'{${best[$1]}:.2f}'"; }
+cpus() { calc "f'{${cpu[$1]}:.2f}'"; }
 ratio() { calc "f'{${best[$2]} / ${best[$1]}:.2f}x'"; } # a b -> how much faster a is than b
-fmt='%-44s %8s %8s   %-34s %s\n'
-row() { printf "$fmt" "$@"; }
+fmt='%-44s %6s %7s %7s   %-20s %s\n'
+row() { # label bytes key ratio target
+    if [ -n "$3" ]; then
+        printf "$fmt" "$1" "$(rate "$2" "$3")" "$(secs "$3")" "$(cpus "$3")" "$4" "$5"
+    else
+        printf "$fmt" "$1" "$2" "wall s" "CPU s" "$4" "$5"
+    fi
+}
 echo
 if [ -n "${AIRLOCK_BIN:-}" ]; then label="airlock (AIRLOCK_BIN)"; else
     label="airlock $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')"; fi
@@ -274,18 +287,17 @@ echo "$label, $(skopeo --version), $(docker-registry --version | awk '{print $NF
     "$BENCH_IMAGES images x $BENCH_PLATFORMS platforms x $BENCH_LAYERS layers x $BENCH_LAYER_MIB MiB" \
     "($(calc "f'{$payload / 2**20:.0f}'") MiB of content, bundle $(calc "f'{$bundle_bytes / 2**20:.0f}'") MiB);" \
     "loopback, warm page cache, $(nproc) cores, best of $BENCH_REPS"
-row "" "MB/s" "s" "ratio" "target"
-row "bundle create" "$(rate "$payload" create)" "$(secs create)" "" ""
-row "skopeo copy --all -> oci-archive (sum)" "$(rate "$payload" skopeo_archive)" "$(secs skopeo_archive)" \
+row "" "MB/s" "" "ratio" "target"
+row "bundle create" "$payload" create "" ""
+row "skopeo copy --all -> oci-archive (sum)" "$payload" skopeo_archive \
     "create/this $(ratio create skopeo_archive)" "create >= skopeo"
-row "skopeo copy --all -> docker-registry (sum)" "$(rate "$payload" skopeo_registry)" "$(secs skopeo_registry)" \
+row "skopeo copy --all -> docker-registry (sum)" "$payload" skopeo_registry \
     "create/this $(ratio create skopeo_registry)" "create >= skopeo"
-row "bundle import (fresh data_dir)" "$(rate "$bundle_bytes" import)" "$(secs import)" "" ""
-row "dd bs=1M conv=fsync of the bundle" "$(rate "$bundle_bytes" dd)" "$(secs dd)" \
-    "import/this $(ratio import dd)" "import >= 0.8x dd"
-row "bundle verify" "$(rate "$bundle_bytes" verify)" "$(secs verify)" "" ""
-row "sha256sum of the bundle" "$(rate "$bundle_bytes" sha256sum)" "$(secs sha256sum)" \
-    "verify/this $(ratio verify sha256sum)" ""
+row "bundle import (fresh data_dir)" "$bundle_bytes" import "" ""
+row "dd bs=1M conv=fsync of the bundle" "$bundle_bytes" dd "import/this $(ratio import dd)" "import >= 0.8x dd"
+row "bundle verify" "$bundle_bytes" verify "" ""
+row "sha256sum of the bundle" "$bundle_bytes" sha256sum "verify/this $(ratio verify sha256sum)" ""
 echo
 echo "create and skopeo: content bytes per second; import, dd, verify, sha256sum: bundle bytes per second."
-echo "ratio a/this: how many times faster a is than the row's tool (above 1: a is faster)."
+echo "ratio a/this: how many times faster a is than the row's tool (wall time; above 1: a is faster)."
+echo "CPU s: user + system time of the tool and its children (not the registries serving it)."
