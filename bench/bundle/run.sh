@@ -21,6 +21,7 @@
 #   BENCH_LAYERS=2      layers per platform
 #   BENCH_LAYER_MIB=64  MiB per layer (defaults: 4 x 2 x 2 x 64 MiB = 1 GiB)
 #   BENCH_REPS=3        repetitions, tools interleaved; the fastest of each is reported
+#   BENCH_TIMEOUT=600   seconds any one command may take before the run fails
 #   AIRLOCK_BIN=path    use this airlock binary instead of `cargo build --release -p airlock`
 #   BENCH_KEEP=1        keep the temp dir (configs, logs) for a look after
 #
@@ -49,6 +50,7 @@ BENCH_PLATFORMS=${BENCH_PLATFORMS:-2}
 BENCH_LAYERS=${BENCH_LAYERS:-2}
 BENCH_LAYER_MIB=${BENCH_LAYER_MIB:-64}
 BENCH_REPS=${BENCH_REPS:-3}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
 
 export PATH="$PATH:/usr/sbin:/sbin"
 need() { # command package
@@ -135,7 +137,7 @@ payload=${made[0]}
 tags=("${made[@]:1}")
 echo "pushing them to the upstream registry..." >&2
 for tag in "${tags[@]}"; do
-    skopeo copy --quiet --all --preserve-digests --dest-tls-verify=false \
+    timeout "$BENCH_TIMEOUT" skopeo copy --quiet --all --preserve-digests --dest-tls-verify=false \
         "oci:$work/layout:$tag" "docker://127.0.0.1:$up_port/bench/$tag:v1" >&2
 done
 rm -rf "$work/layout" # the registry holds its own copy; keep the disk for the runs
@@ -211,7 +213,7 @@ skopeo_archives() { # one oci-archive per image
     rm -rf "$work/archives"
     mkdir -p "$work/archives" || return 1
     for tag in "${tags[@]}"; do
-        skopeo copy --quiet --all --preserve-digests --src-tls-verify=false \
+        timeout "$BENCH_TIMEOUT" skopeo copy --quiet --all --preserve-digests --src-tls-verify=false \
             "docker://127.0.0.1:$up_port/bench/$tag:v1" "oci-archive:$work/archives/$tag.tar:$tag" || return 1
     done
 }
@@ -233,7 +235,7 @@ mirror_stop() {
 skopeo_registry() { # every image into the second registry
     local tag
     for tag in "${tags[@]}"; do
-        skopeo copy --quiet --all --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
+        timeout "$BENCH_TIMEOUT" skopeo copy --quiet --all --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
             "docker://127.0.0.1:$up_port/bench/$tag:v1" "docker://127.0.0.1:$mirror_port/bench/$tag:v1" || return 1
     done
 }
@@ -242,7 +244,7 @@ bundle="$work/bundle.tar"
 for rep in $(seq "$BENCH_REPS"); do
     echo "run $rep of $BENCH_REPS: create..." >&2
     rm -f "$bundle"
-    timed create "$airlock" bundle create --spec "$work/spec.yaml" --out "$bundle" --config "$work/create.toml"
+    timed create timeout "$BENCH_TIMEOUT" "$airlock" bundle create --spec "$work/spec.yaml" --out "$bundle" --config "$work/create.toml"
 
     echo "run $rep of $BENCH_REPS: skopeo to oci-archive..." >&2
     timed skopeo_archive skopeo_archives
@@ -256,14 +258,14 @@ for rep in $(seq "$BENCH_REPS"); do
     echo "run $rep of $BENCH_REPS: import, dd, verify, sha256sum..." >&2
     rm -rf "$work/gateway"
     import_config "$work/gateway"
-    timed import "$airlock" bundle import "$bundle" --config "$work/import.toml" --allow-unsigned
+    timed import timeout "$BENCH_TIMEOUT" "$airlock" bundle import "$bundle" --config "$work/import.toml" --allow-unsigned
     rm -rf "$work/gateway"
 
-    timed dd dd if="$bundle" of="$work/dd.out" bs=1M conv=fsync
+    timed dd timeout "$BENCH_TIMEOUT" dd if="$bundle" of="$work/dd.out" bs=1M conv=fsync
     rm -f "$work/dd.out"
 
-    timed verify "$airlock" bundle verify "$bundle"
-    timed sha256sum sha256sum "$bundle"
+    timed verify timeout "$BENCH_TIMEOUT" "$airlock" bundle verify "$bundle"
+    timed sha256sum timeout "$BENCH_TIMEOUT" sha256sum "$bundle"
 done
 bundle_bytes=$(stat -c %s "$bundle")
 
