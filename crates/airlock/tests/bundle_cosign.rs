@@ -370,6 +370,29 @@ fn create_carries_cosign_signed_images_with_their_signature_and_refuses_the_rest
     )
     .unwrap();
 
+    // `import` places the signature image like any other: its tag is a plain tag.
+    let gateway = dir.join("isolated.toml");
+    std::fs::write(
+        &gateway,
+        format!(
+            "data_dir = \"{}\"\n[[proxy]]\nname = \"team-registry\"\nformat = \"oci\"\nupstream = \"http://127.0.0.1:{port}\"\nhost = \"registry.test\"\noffline = true\n",
+            s(&dir.join("isolated-data"))
+        ),
+    )
+    .unwrap();
+    let imported = succeeds(&[
+        "bundle",
+        "import",
+        s(&bundle),
+        "--config",
+        s(&gateway),
+        "--allow-unsigned",
+    ]);
+    assert!(
+        imported.contains(&format!("imported {} items", index.entries.len())),
+        "{imported}"
+    );
+
     // Each refusal names the image and why, and leaves no bundle (nor partial volume).
     for (n, (reference, key, expected)) in [
         (
