@@ -6,7 +6,10 @@
 //! files from the raw proxy whose upstream URL is a prefix of the file's URL, at the path
 //! that proxy would serve them under. Every manifest is checked against the digest that
 //! names it; every blob and file is hashed while it is written (see [`crate::writer`]).
+//! An image whose entry says `verify` must first pass its cosign signature check
+//! (`cosign.rs`), and its signature image is carried with it.
 
+mod cosign;
 pub mod spec;
 mod upstream;
 
@@ -36,6 +39,8 @@ pub enum CreateError {
     Upstream { what: String, message: String },
     #[error("{what}: the manifest is not usable: {message}")]
     BadManifest { what: String, message: String },
+    #[error("{what}: refused by its cosign verification: {message}")]
+    Unverified { what: String, message: String },
 }
 
 /// What to make.
@@ -104,6 +109,20 @@ fn carry_image(
             message: format!("its bytes hash to {digest}, not {expected}"),
         });
     }
+    let signature = image
+        .verify
+        .as_ref()
+        .map(|v| {
+            cosign::verify(
+                clients,
+                proxy,
+                (&repository, repo),
+                &what,
+                &digest,
+                &v.cosign_key,
+            )
+        })
+        .transpose()?;
     let root = Entry::oci(
         Kind::Image,
         &proxy.name,
@@ -117,16 +136,41 @@ fn carry_image(
         what: what.clone(),
         message: e.to_string(),
     })?;
-    if !media::is_index(&media_type) {
-        return carry_blobs(
+    if media::is_index(&media_type) {
+        carry_platforms(
+            clients,
+            writer,
+            proxy,
+            (&repository, repo),
+            image,
+            &document,
+        )?;
+    } else {
+        carry_blobs(
             clients,
             writer,
             proxy,
             (&repository, repo),
             &document,
             &what,
-        );
+        )?;
     }
+    if let Some(signature) = &signature {
+        cosign::carry(clients, writer, proxy, (&repository, repo), signature)?;
+    }
+    Ok(())
+}
+
+/// The child manifests of an index (those of the entry's platforms) and their blobs.
+fn carry_platforms(
+    clients: &Clients<'_>,
+    writer: &mut BundleWriter,
+    proxy: &ProxyConfig,
+    (repository, repo): (&str, &str),
+    image: &ImageSpec,
+    document: &Value,
+) -> Result<(), CreateError> {
+    let what = image.reference.canonical();
     let children = document["manifests"]
         .as_array()
         .cloned()
@@ -175,7 +219,7 @@ fn carry_image(
             clients,
             writer,
             proxy,
-            (&repository, repo),
+            (repository, repo),
             &document,
             &child_what,
         )?;

@@ -5,16 +5,21 @@
 //!   - docker.io/library/postgres:15              # all platforms of an index
 //!   - ref: ghcr.io/org/app@sha256:…
 //!     platforms: [linux/amd64]
+//!     verify: {cosign_key: keys/org.pub}         # relative to this file's directory
 //! files:
 //!   - url: https://github.com/k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s
 //!     sha256: "…"                                # required
 //! ```
 //!
-//! Sections this airlock cannot carry yet (`python`, `rpms`, `charts`) and image `verify`
-//! settings are refused by name rather than ignored: a bundle missing what the spec asked
-//! for would only be found out on the isolated side.
+//! An image with `verify` is carried only with a valid cosign signature by that key (the
+//! PEM public key `cosign generate-key-pair` writes), and its signature image travels with
+//! it (tagged `registry/repo:sha256-<hex>.sig`).
+//!
+//! Sections this airlock cannot carry yet (`python`, `rpms`, `charts`) are refused by name
+//! rather than ignored: a bundle missing what the spec asked for would only be found out on
+//! the isolated side.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use airlock_ansible::yaml::{self, Node};
 use airlock_types::{Digest, ImageRef};
@@ -31,6 +36,15 @@ pub struct ImageSpec {
     pub reference: ImageRef,
     /// `os/arch` pairs to carry from an index; empty: every platform.
     pub platforms: Vec<String>,
+    /// Signature checks the image must pass before it is carried.
+    pub verify: Option<Verify>,
+}
+
+/// An image entry's `verify` mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    /// The cosign public key (PEM), resolved against the spec's directory.
+    pub cosign_key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +99,11 @@ impl Spec {
         for (key, value) in root {
             match key.as_str().unwrap_or_default() {
                 "images" => {
+                    let base = path.parent().unwrap_or(Path::new(""));
                     for item in seq(value, "images").map_err(|m| fail(value, m))? {
-                        spec.images
-                            .push(image(item).map_err(|m| fail(item, format!("images: {m}")))?);
+                        spec.images.push(
+                            image(item, base).map_err(|m| fail(item, format!("images: {m}")))?,
+                        );
                     }
                 }
                 "files" => {
@@ -124,7 +140,8 @@ fn seq<'a>(node: &'a Node, what: &str) -> Result<&'a [Node], String> {
         .ok_or_else(|| format!("`{what}` must be a list, not {}", node.describe()))
 }
 
-fn image(node: &Node) -> Result<ImageSpec, String> {
+/// An image entry; `base` is the spec's directory, which relative key paths start from.
+fn image(node: &Node, base: &Path) -> Result<ImageSpec, String> {
     let parse = |text: &str| -> Result<ImageRef, String> {
         let reference: ImageRef = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
         if reference.domain().is_none() {
@@ -138,6 +155,7 @@ fn image(node: &Node) -> Result<ImageSpec, String> {
         return Ok(ImageSpec {
             reference: parse(text)?,
             platforms: Vec::new(),
+            verify: None,
         });
     }
     let Some(map) = node.as_map() else {
@@ -148,6 +166,7 @@ fn image(node: &Node) -> Result<ImageSpec, String> {
     };
     let mut reference = None;
     let mut platforms = Vec::new();
+    let mut checks = None;
     for (key, value) in map {
         match key.as_str().unwrap_or_default() {
             "ref" => {
@@ -165,18 +184,44 @@ fn image(node: &Node) -> Result<ImageSpec, String> {
                     platforms.push(text.to_owned());
                 }
             }
-            "verify" => {
-                return Err(
-                    "`verify` (cosign) is not supported by this airlock's `bundle create` yet"
-                        .to_owned(),
-                );
+            "verify" => checks = Some(verify(value, base)?),
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (expected ref, platforms, verify)"
+                ));
             }
-            other => return Err(format!("unknown key `{other}` (expected ref, platforms)")),
         }
     }
     Ok(ImageSpec {
         reference: reference.ok_or("an entry needs `ref`")?,
         platforms,
+        verify: checks,
+    })
+}
+
+fn verify(node: &Node, base: &Path) -> Result<Verify, String> {
+    let map = node
+        .as_map()
+        .ok_or("`verify` must be a mapping like {cosign_key: keys/org.pub}")?;
+    let mut cosign_key = None;
+    for (key, value) in map {
+        match key.as_str().unwrap_or_default() {
+            "cosign_key" => {
+                let text = value
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .ok_or("`verify.cosign_key` must be the path of a cosign public key")?;
+                cosign_key = Some(base.join(text));
+            }
+            other => {
+                return Err(format!(
+                    "unknown key `verify.{other}` (expected cosign_key)"
+                ));
+            }
+        }
+    }
+    Ok(Verify {
+        cosign_key: cosign_key.ok_or("`verify` needs `cosign_key`")?,
     })
 }
 
@@ -230,6 +275,25 @@ mod tests {
         assert_eq!(spec.images.len(), 2);
         assert_eq!(spec.images[1].platforms, ["linux/arm64"]);
         assert_eq!(spec.files[0].sha256.hex(), hex);
+        assert_eq!(spec.images[1].verify, None);
+    }
+
+    #[test]
+    fn a_cosign_key_is_found_next_to_the_spec() {
+        let text = "images:\n  - ref: ghcr.io/org/app:1\n    verify: {cosign_key: keys/org.pub}\n  - ref: ghcr.io/org/b:1\n    verify:\n      cosign_key: /etc/keys/b.pub\n";
+        let spec = Spec::parse(text, Path::new("/srv/bundles/spec.yaml")).unwrap();
+        let keys: Vec<_> = spec
+            .images
+            .iter()
+            .map(|i| i.verify.as_ref().unwrap().cosign_key.clone())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                PathBuf::from("/srv/bundles/keys/org.pub"),
+                PathBuf::from("/etc/keys/b.pub")
+            ]
+        );
     }
 
     #[test]
@@ -240,8 +304,16 @@ mod tests {
                 "`python` is not supported",
             ),
             (
-                "images:\n  - ref: ghcr.io/a/b:1\n    verify: {cosign_key: k.pub}\n",
-                "`verify` (cosign)",
+                "images:\n  - ref: ghcr.io/a/b:1\n    verify: {}\n",
+                "`verify` needs `cosign_key`",
+            ),
+            (
+                "images:\n  - ref: ghcr.io/a/b:1\n    verify: {key: k.pub}\n",
+                "unknown key `verify.key`",
+            ),
+            (
+                "images:\n  - ref: ghcr.io/a/b:1\n    verify: k.pub\n",
+                "must be a mapping",
             ),
             ("images:\n  - postgres:15\n", "does not name its registry"),
             (

@@ -61,7 +61,21 @@ impl<'a> Clients<'a> {
         Ok(upstream)
     }
 
+    /// A GET whose response is anything but a success is an error naming its status.
     fn get(
+        &self,
+        proxy: &ProxyConfig,
+        path: &str,
+        headers: HeaderMap,
+        scope: &str,
+        what: &str,
+    ) -> Result<reqwest::Response, CreateError> {
+        let response = self.send(proxy, path, headers, scope, what)?;
+        check_status(proxy, response, what)
+    }
+
+    /// A GET, whatever its status.
+    fn send(
         &self,
         proxy: &ProxyConfig,
         path: &str,
@@ -74,8 +88,7 @@ impl<'a> Clients<'a> {
             what: what.to_owned(),
             message,
         };
-        let response = self
-            .handle
+        self.handle
             .block_on(upstream.send(Method::GET, path, headers, scope))
             .map_err(|e| {
                 fail(format!(
@@ -83,15 +96,7 @@ impl<'a> Clients<'a> {
                     proxy.name,
                     error_chain(&e)
                 ))
-            })?;
-        if !response.status().is_success() {
-            return Err(fail(format!(
-                "upstream of proxy {} answered {}",
-                proxy.name,
-                response.status()
-            )));
-        }
-        Ok(response)
+            })
     }
 
     /// A manifest's bytes and media type.
@@ -102,16 +107,51 @@ impl<'a> Clients<'a> {
         reference: &str,
         what: &str,
     ) -> Result<(Vec<u8>, String), CreateError> {
+        let response = self.send_manifest(proxy, repo, reference, what)?;
+        let response = check_status(proxy, response, what)?;
+        self.read_manifest(response, what)
+    }
+
+    /// [`Self::manifest`], or `None` when the registry answers 404 (no such tag).
+    pub fn manifest_if_present(
+        &self,
+        proxy: &ProxyConfig,
+        repo: &str,
+        reference: &str,
+        what: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, CreateError> {
+        let response = self.send_manifest(proxy, repo, reference, what)?;
+        if response.status() == http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = check_status(proxy, response, what)?;
+        self.read_manifest(response, what).map(Some)
+    }
+
+    fn send_manifest(
+        &self,
+        proxy: &ProxyConfig,
+        repo: &str,
+        reference: &str,
+        what: &str,
+    ) -> Result<reqwest::Response, CreateError> {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, accept_header(media::ALL_MANIFESTS));
         let scope = format!("repository:{repo}:pull");
-        let response = self.get(
+        self.send(
             proxy,
             &format!("v2/{repo}/manifests/{reference}"),
             headers,
             &scope,
             what,
-        )?;
+        )
+    }
+
+    fn read_manifest(
+        &self,
+        response: reqwest::Response,
+        what: &str,
+    ) -> Result<(Vec<u8>, String), CreateError> {
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -186,6 +226,24 @@ impl<'a> Clients<'a> {
             Body::new(self.handle, response, what.to_owned()),
         ))
     }
+}
+
+fn check_status(
+    proxy: &ProxyConfig,
+    response: reqwest::Response,
+    what: &str,
+) -> Result<reqwest::Response, CreateError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    Err(CreateError::Upstream {
+        what: what.to_owned(),
+        message: format!(
+            "upstream of proxy {} answered {}",
+            proxy.name,
+            response.status()
+        ),
+    })
 }
 
 /// A response body read in blocking style, chunk by chunk as the network delivers it.

@@ -14,7 +14,9 @@ use airlock_bundle::{Bundle, PublicKey};
 pub enum Command {
     /// Fetch the images and files SPEC.yaml names through the proxies' upstreams in
     /// GATEWAY.toml and write them into a bundle (python, rpms and charts are not supported
-    /// yet and are refused).
+    /// yet and are refused). An image entry with `verify: {cosign_key: FILE}` is carried only
+    /// with a valid cosign signature by that key, and its `sha256-<hex>.sig` signature image
+    /// travels with it.
     Create(CreateArgs),
     /// Write a new signing key pair: NAME.key (mode 0600; keep it on the connected side)
     /// and NAME.pub (give it to the isolated site for `--trust-key`).
@@ -51,7 +53,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
-    /// What to carry (images, files).
+    /// What to carry (images, files); a `cosign_key` path is relative to this file.
     #[arg(long, value_name = "SPEC.yaml")]
     spec: PathBuf,
     /// The bundle to write (its first volume when split).
