@@ -385,7 +385,12 @@ fn admin_users_parse_strictly_and_round_trip() {
     assert_eq!(again.admin_users, config.admin_users);
 
     assert!(parse("").unwrap().admin_users.is_empty());
-    assert!(parse("[admin]\nusers = []\n").unwrap().admin_users.is_empty());
+    assert!(
+        parse("[admin]\nusers = []\n")
+            .unwrap()
+            .admin_users
+            .is_empty()
+    );
     assert!(!parse("").unwrap().to_toml().contains("[admin]"));
 
     let unknown = err(&format!(
