@@ -211,7 +211,7 @@ impl Checked {
         })?;
         let index = &self.index;
         let mut imported = Imported {
-            trusted_key: self.trusted_key.clone(),
+            trusted_key: self.trusted_key,
             ..Imported::default()
         };
         let written = write_blobs(handle, &self.bundle, store, index.carried(), &mut imported)?;

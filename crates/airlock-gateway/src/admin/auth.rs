@@ -59,16 +59,16 @@ impl Logins {
         let user = name.clone();
         // argon2id is slow by design: off the async threads. An unknown name is checked
         // against a real hash too, so timing does not tell which names exist.
-        let valid =
-            tokio::task::spawn_blocking(move || match users.iter().find(|u| u.name == user) {
-                Some(u) => u.verify(password.as_bytes()),
-                None => {
-                    let _ = users[0].verify(password.as_bytes());
-                    false
-                }
-            })
-            .await
-            .map_err(|e| ApiError::Internal(format!("password check failed: {e}")))?;
+        let valid = tokio::task::spawn_blocking(move || {
+            if let Some(u) = users.iter().find(|u| u.name == user) {
+                u.verify(password.as_bytes())
+            } else {
+                let _ = users[0].verify(password.as_bytes());
+                false
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check failed: {e}")))?;
         if valid {
             Ok(name)
         } else {
@@ -83,21 +83,33 @@ impl Logins {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let times = failures.get_mut(&client)?;
-        while times.front().is_some_and(|t| now - *t >= WINDOW) {
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+        {
             times.pop_front();
         }
         if times.len() < MAX_FAILURES {
             return None;
         }
         let oldest = *times.front()?;
-        Some((WINDOW - (now - oldest)).as_secs().max(1))
+        Some(
+            WINDOW
+                .saturating_sub(now.saturating_duration_since(oldest))
+                .as_secs()
+                .max(1),
+        )
     }
 
     fn record_failure(&self, client: IpAddr) {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&client) {
-            failures.retain(|_, times| times.back().is_some_and(|t| now - *t < WINDOW));
+            failures.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < WINDOW)
+            });
             if failures.len() >= MAX_TRACKED {
                 let stalest = failures
                     .iter()

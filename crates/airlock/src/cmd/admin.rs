@@ -5,7 +5,7 @@ use std::io::Read;
 
 use anyhow::Context;
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
 pub enum Command {
     /// Read a password from stdin and print its PHC argon2id hash, for
     /// `[admin] users = [{ name = "...", password_hash = "<the hash>" }]`. One trailing

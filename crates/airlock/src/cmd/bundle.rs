@@ -126,41 +126,38 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
             })?),
         }
     };
-    let (imported, key) = match stopped {
-        Some(imported) => {
-            let key = imported.trusted_key.as_ref().map(ToString::to_string);
-            (imported, key)
-        }
-        None => {
-            let target = super::upload::Target {
-                config: &config,
-                gateway: args.gateway.as_ref(),
-                user: args.user.as_deref(),
-                password_file: args.password_file.as_deref(),
-            };
-            let (url, summary) = runtime
-                .block_on(super::upload::upload(
-                    &args.file,
-                    &target,
-                    args.trust_key.as_deref(),
-                ))
-                .with_context(|| format!("importing {}", args.file.display()))?;
-            eprintln!(
-                "{}: uploaded {} to the running gateway at {url}",
-                args.file.display(),
-                human_bytes(summary.received_bytes)
-            );
-            let imported = import::Imported {
-                trusted_key: None,
-                new_items: summary.new_items,
-                present_items: summary.present_items,
-                new_blobs: summary.new_blobs,
-                new_bytes: summary.new_bytes,
-                present_blobs: summary.present_blobs,
-                present_bytes: summary.present_bytes,
-            };
-            (imported, summary.trusted_key)
-        }
+    let (imported, key) = if let Some(imported) = stopped {
+        let key = imported.trusted_key.as_ref().map(ToString::to_string);
+        (imported, key)
+    } else {
+        let target = super::upload::Target {
+            config: &config,
+            gateway: args.gateway.as_ref(),
+            user: args.user.as_deref(),
+            password_file: args.password_file.as_deref(),
+        };
+        let (url, summary) = runtime
+            .block_on(super::upload::upload(
+                &args.file,
+                &target,
+                args.trust_key.as_deref(),
+            ))
+            .with_context(|| format!("importing {}", args.file.display()))?;
+        eprintln!(
+            "{}: uploaded {} to the running gateway at {url}",
+            args.file.display(),
+            human_bytes(summary.received_bytes)
+        );
+        let imported = import::Imported {
+            trusted_key: None,
+            new_items: summary.new_items,
+            present_items: summary.present_items,
+            new_blobs: summary.new_blobs,
+            new_bytes: summary.new_bytes,
+            present_blobs: summary.present_blobs,
+            present_bytes: summary.present_bytes,
+        };
+        (imported, summary.trusted_key)
     };
     print_imported(&args.file, &imported, key.as_deref());
     Ok(())
