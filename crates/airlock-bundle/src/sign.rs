@@ -105,10 +105,21 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     pub fn read(path: &Path) -> Result<Self, BundleError> {
         let bytes = read_key_line(path, PUBLIC_TAG, "a bundle public key (NAME.pub)")?;
-        VerifyingKey::from_bytes(&bytes)
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// A key given as the text of a `NAME.pub` file (the admin API's `trust_key`);
+    /// `origin` names where it came from in errors.
+    pub fn from_text(text: &str, origin: &Path) -> Result<Self, BundleError> {
+        let bytes = parse_key_line(text, origin, PUBLIC_TAG, "a bundle public key (NAME.pub)")?;
+        Self::from_bytes(&bytes, origin)
+    }
+
+    fn from_bytes(bytes: &[u8; 32], origin: &Path) -> Result<Self, BundleError> {
+        VerifyingKey::from_bytes(bytes)
             .map(Self)
             .map_err(|_| BundleError::BadKeyFile {
-                path: path.to_owned(),
+                path: origin.to_owned(),
                 reason: "the key is not a valid Ed25519 public key".to_owned(),
             })
     }
@@ -192,12 +203,22 @@ impl Signature {
 
 /// Reads the one key line of `path`: `TAG ed25519 <64 hex digits>`.
 fn read_key_line(path: &Path, tag: &str, what: &str) -> Result<[u8; 32], BundleError> {
-    let bad = |reason: String| BundleError::BadKeyFile {
-        path: path.to_owned(),
-        reason,
-    };
     let text =
         std::fs::read_to_string(path).map_err(|e| BundleError::io("reading the key", path, e))?;
+    parse_key_line(&text, path, tag, what)
+}
+
+/// The key in `text`, a key file's content; `origin` names it in errors.
+fn parse_key_line(
+    text: &str,
+    origin: &Path,
+    tag: &str,
+    what: &str,
+) -> Result<[u8; 32], BundleError> {
+    let bad = |reason: String| BundleError::BadKeyFile {
+        path: origin.to_owned(),
+        reason,
+    };
     let mut lines = text
         .lines()
         .map(str::trim)

@@ -15,11 +15,13 @@ use airlock_types::{ByteSize, Digest, HumanDuration, ImageRef};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod admin;
 mod egress;
 pub mod raw;
 mod resolve;
 mod upstream_proxy;
 
+pub use admin::{AdminUser, HashError, hash_password};
 pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use resolve::Invalid;
 pub use upstream_proxy::{NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings};
@@ -54,6 +56,8 @@ pub struct Config {
     pub egress: Option<EgressSettings>,
     /// The site's outbound proxy for every upstream; `None`: upstreams are reached directly.
     pub upstream_proxy: Option<UpstreamProxySettings>,
+    /// `[admin] users`: who may use the admin API; empty, the gateway serves no admin API.
+    pub admin_users: Vec<AdminUser>,
 }
 
 fn default_data_dir() -> PathBuf {

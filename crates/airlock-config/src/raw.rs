@@ -40,6 +40,26 @@ pub struct Config {
     /// directly (never through a proxy named in the environment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// The admin API's accounts; absent or without users, there is no admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default)]
+    pub users: Vec<AdminUser>,
+}
+
+/// One `[admin] users` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub name: String,
+    /// A PHC argon2id string, from `airlock admin hash-password`.
+    pub password_hash: String,
 }
 
 /// `[server]`: the registry, package and status listener.

@@ -8,8 +8,8 @@ use airlock_types::{ByteSize, Digest, ImageRef};
 
 use crate::raw;
 use crate::{
-    CacheConfig, Config, EgressConfigError, Format, MAX_HEADER_SIZE, MIN_HEADER_SIZE, ProxyConfig,
-    ServerConfig, TlsConfig, TlsMode, UpstreamProxyError,
+    AdminUser, CacheConfig, Config, EgressConfigError, Format, MAX_HEADER_SIZE, MIN_HEADER_SIZE,
+    ProxyConfig, ServerConfig, TlsConfig, TlsMode, UpstreamProxyError,
 };
 
 /// A configuration that parses but cannot be used: the key, and what is wrong with it.
@@ -73,6 +73,16 @@ pub enum Invalid {
     Egress(EgressConfigError),
     #[error("[upstream_proxy] {0}")]
     UpstreamProxy(UpstreamProxyError),
+    #[error(
+        "[admin] user name {name:?} is invalid: it must be non-empty, without ':' or control characters"
+    )]
+    AdminName { name: String },
+    #[error("[admin] user {name:?} is listed twice; names must be unique")]
+    AdminDuplicate { name: String },
+    #[error(
+        "[admin] user {user:?}: password_hash is refused: {reason}; make one with `airlock admin hash-password`"
+    )]
+    AdminHash { user: String, reason: String },
 }
 
 impl Config {
@@ -138,6 +148,7 @@ impl Config {
             proxies,
             egress,
             upstream_proxy,
+            admin_users: crate::admin::resolve(raw.admin.as_ref())?,
         })
     }
 
@@ -192,6 +203,9 @@ impl Config {
                 .collect(),
             egress: self.egress.as_ref().map(|e| e.table.clone()),
             upstream_proxy: self.upstream_proxy.as_ref().map(|p| p.table.clone()),
+            admin: (!self.admin_users.is_empty()).then(|| raw::Admin {
+                users: self.admin_users.iter().map(AdminUser::to_raw).collect(),
+            }),
         }
     }
 }

@@ -370,3 +370,41 @@ fn upstream_proxy_is_checked_at_load_and_written_back() {
     assert!(!message.contains("topsecret"), "{message}");
     assert!(err("[upstream_proxy]\nno_proxy = []").contains("missing field `url`"));
 }
+
+#[test]
+fn admin_users_parse_strictly_and_round_trip() {
+    let hash = hash_password(b"s3cret").unwrap();
+    let config = parse(&format!(
+        "[admin]\nusers = [{{ name = \"admin\", password_hash = \"{hash}\" }}]\n"
+    ))
+    .unwrap();
+    assert_eq!(config.admin_users.len(), 1);
+    assert_eq!(config.admin_users[0].name, "admin");
+    assert!(config.admin_users[0].verify(b"s3cret"));
+    let again = parse(&config.to_toml()).unwrap();
+    assert_eq!(again.admin_users, config.admin_users);
+
+    assert!(parse("").unwrap().admin_users.is_empty());
+    assert!(
+        parse("[admin]\nusers = []\n")
+            .unwrap()
+            .admin_users
+            .is_empty()
+    );
+    assert!(!parse("").unwrap().to_toml().contains("[admin]"));
+
+    let unknown = err(&format!(
+        "[admin]\nusers = [{{ name = \"admin\", password = \"{hash}\" }}]\n"
+    ));
+    assert!(unknown.contains("unknown field `password`"), "{unknown}");
+    let plain = err("[admin]\nusers = [{ name = \"admin\", password_hash = \"hunter2\" }]\n");
+    assert!(
+        plain.contains("[admin] user \"admin\": password_hash is refused")
+            && plain.contains("airlock admin hash-password"),
+        "{plain}"
+    );
+    let twice = err(&format!(
+        "[admin]\nusers = [{{ name = \"a\", password_hash = \"{hash}\" }}, {{ name = \"a\", password_hash = \"{hash}\" }}]\n"
+    ));
+    assert!(twice.contains("listed twice"), "{twice}");
+}

@@ -3,6 +3,7 @@
 //! download; `/metrics`; one access-log line per request; store upkeep (last-use times,
 //! eviction); connection caps and timeouts; graceful shutdown.
 
+mod admin;
 mod limits;
 mod maintenance;
 mod metrics;
@@ -54,6 +55,14 @@ pub(crate) struct AppState {
     pub metrics: metrics::Metrics,
     pub connections: limits::ConnectionLimits,
     pub egress: Option<Arc<airlock_egress::EgressPolicy>>,
+    /// The store and index the registry and package proxies share (bundle imports write
+    /// into them).
+    pub store: Arc<dyn BlobStore>,
+    pub index: MetaIndex,
+    /// `[admin]` users and failed logins; `None`: no admin API.
+    pub logins: Option<admin::Logins>,
+    /// Bundle imports run one at a time.
+    pub imports: tokio::sync::Mutex<()>,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -69,6 +78,14 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), 
         tracing::info!(target: "airlock::store", removed, "removed unfinished downloads left by a previous run");
     }
     let index = MetaIndex::open(&layout::index_path(data_dir))?;
+    // Uploads a previous run was receiving or importing when it stopped.
+    let uploads = layout::uploads_dir(data_dir);
+    if uploads.exists() {
+        std::fs::remove_dir_all(&uploads).map_err(|source| GatewayError::DataDir {
+            path: uploads.display().to_string(),
+            source,
+        })?;
+    }
     Ok((Arc::new(store), index))
 }
 
@@ -98,8 +115,8 @@ pub(crate) async fn build(
     let registry = Arc::new(Registry::new(
         &config,
         site_proxy.as_ref(),
-        store,
-        index,
+        store.clone(),
+        index.clone(),
         downloads,
     )?);
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
@@ -118,6 +135,7 @@ pub(crate) async fn build(
         }
     });
     let connections = limits::ConnectionLimits::new(&config.server);
+    let config_users = config.admin_users.clone();
     Ok((
         Arc::new(AppState {
             connections,
@@ -127,6 +145,10 @@ pub(crate) async fn build(
             ca_pem,
             metrics: metrics::Metrics::default(),
             egress,
+            store,
+            index,
+            logins: admin::Logins::new(&config_users),
+            imports: tokio::sync::Mutex::new(()),
         }),
         tls,
     ))

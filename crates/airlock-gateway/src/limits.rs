@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -345,11 +345,17 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
 pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// The client's address, handed to handlers as axum's `ConnectInfo`.
+    peer: SocketAddr,
 }
 
 impl<S> Tracked<S> {
-    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    pub(crate) fn new(inner: S, activity: Arc<Activity>, peer: SocketAddr) -> Self {
+        Self {
+            inner,
+            activity,
+            peer,
+        }
     }
 }
 
@@ -365,7 +371,10 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         // Made before the handler runs so that a handler abandoned mid-way (the client went
         // away) still ends the request when its future is dropped.
         let in_flight = InFlight::new(&self.activity, request.version());

@@ -33,6 +33,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let packages = Router::new()
         .route("/repository/{*rest}", any(airlock_packages::handle))
         .with_state(state.packages.clone());
+    let admin = crate::admin::router(&state).unwrap_or_default();
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -44,6 +45,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/service/rest/v1/status", get(|| async { "" }))
         .merge(registry)
         .merge(packages)
+        .merge(admin)
         .layer(axum::middleware::from_fn_with_state(state, access_log))
 }
 

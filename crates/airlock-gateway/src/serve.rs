@@ -250,7 +250,11 @@ impl Connection {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Activity::start(&self.state.config.server);
-        let service = Tracked::new(TowerToHyperService::new(self.app), activity.clone());
+        let service = Tracked::new(
+            TowerToHyperService::new(self.app),
+            activity.clone(),
+            self.peer,
+        );
         let connection = self.builder.serve_connection_with_upgrades(
             TokioIo::new(Watched::new(io, activity.clone())),
             service,

@@ -143,6 +143,14 @@ impl Packages {
             .map_or_else(Vec::new, |origin| origin.derived.stats())
     }
 
+    /// Forgets every upstream 404 the proxies remember: after a bundle import added files
+    /// to the store, a path that was missing upstream may be held now.
+    pub fn forget_missing(&self) {
+        for origin in self.proxies.values() {
+            origin.forget_missing();
+        }
+    }
+
     /// The configured proxy a `/repository/` path names, if any.
     fn proxy_of(&self, uri: &Uri) -> Option<&str> {
         let rest = uri.path().strip_prefix("/repository/")?;

@@ -247,6 +247,27 @@ impl MetaIndex {
         Self::init(db)
     }
 
+    /// Whether another process (a running gateway) holds the index file at `path`, found
+    /// from redb's `flock` without opening the database (which may rewrite its header).
+    /// `false` when there is no file.
+    pub fn is_held(path: &Path) -> Result<bool, StoreError> {
+        let io = |source| StoreError::Io {
+            context: format!("checking the lock of {}", path.display()),
+            source,
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        // A shared lock conflicts with redb's exclusive one; closing the file releases it.
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => Ok(false),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+            Err(e) => Err(io(e.into())),
+        }
+    }
+
     /// An index held in memory, for tests.
     pub fn temporary() -> Result<Self, StoreError> {
         let db = Database::builder()

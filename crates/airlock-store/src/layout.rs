@@ -7,6 +7,8 @@
 //! │   └── tmp/<random>.part             writes in progress; removed at startup
 //! ├── index-v1.redb                     metadata: tags → digests, media types, times;
 //! │                                     its key/record schema is versioned inside (index.rs)
+//! ├── uploads/<random>.bundle           bundles the admin API receives, while they are
+//! │                                     verified and imported; removed at startup
 //! └── tls/                              generated CA and server certificate
 //! ```
 //! A change of layout bumps the `-v1` suffix; an old layout is then left alone, not misread.
@@ -20,6 +22,7 @@ use airlock_types::Digest;
 pub const STORE_DIR: &str = "store-v1";
 pub const INDEX_FILE: &str = "index-v1.redb";
 pub const TLS_DIR: &str = "tls";
+pub const UPLOADS_DIR: &str = "uploads";
 
 pub fn store_root(data_dir: &Path) -> PathBuf {
     data_dir.join(STORE_DIR)
@@ -31,6 +34,10 @@ pub fn index_path(data_dir: &Path) -> PathBuf {
 
 pub fn tls_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(TLS_DIR)
+}
+
+pub fn uploads_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(UPLOADS_DIR)
 }
 
 /// Where the committed blob `digest` lives under a store root (read-only checks use it).

@@ -37,9 +37,13 @@ enum Command {
     Kubeconfig(cmd::kubeconfig::Args),
     /// Check every host over SSH before a deploy: system, `SELinux`, disk, routes, ports.
     Preflight(cmd::preflight::Args),
-    /// Bundle files for sites with no network link: create, keygen, inspect, verify, index.
+    /// Bundle files for sites with no network link: create, keygen, inspect, verify, index,
+    /// import.
     #[command(subcommand)]
     Bundle(cmd::bundle::Command),
+    /// The admin API's accounts: hash-password.
+    #[command(subcommand)]
+    Admin(cmd::admin::Command),
 }
 
 /// How log lines are written.
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Preflight(args) => cmd::preflight::run(&args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
         Command::Bundle(command) => cmd::bundle::run(command),
+        Command::Admin(command) => cmd::admin::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,141 +9,16 @@
 
 mod bundles;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::process::Command;
+use std::time::SystemTime;
 
 use airlock_bundle::testing::{carry_image, carry_index};
-use airlock_bundle::{BundleWriter, Entry, Kind, SecretKey};
+use airlock_bundle::{BundleWriter, Entry, Kind};
 use airlock_testkit::require_tool;
 use airlock_types::Digest;
+use bundles::gateway::*;
 use bundles::*;
-
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn file_entry(proxy: &str, bytes: &[u8]) -> Entry {
-    Entry::file(
-        proxy,
-        FILE_PATH,
-        Digest::of(bytes),
-        bytes.len() as u64,
-        "application/octet-stream",
-    )
-}
-
-/// The two images and the raw file, signed with `key` when given.
-fn write_bundle(items: &Fixture, path: &Path, key: Option<&Path>) {
-    let key = key.map(|k| SecretKey::read(k).unwrap());
-    let mut writer = BundleWriter::create(path, None, SystemTime::now()).unwrap();
-    carry_image(&mut writer, "docker-hub", SINGLE, &items.single).unwrap();
-    carry_index(&mut writer, "ghcr", MULTI, &items.multi).unwrap();
-    writer
-        .carry(file_entry("k3s-files", &items.file), items.file.as_slice())
-        .unwrap();
-    writer.finish(key.as_ref()).unwrap();
-}
-
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let base = dir.join(name);
-    succeeds(&["bundle", "keygen", "--out", s(&base)]);
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
-}
-
-/// A gateway whose proxies are all offline, with upstreams on a closed port.
-fn gateway_config(dir: &Path, port: u16) -> PathBuf {
-    let closed = free_port();
-    let config = dir.join("airlock.toml");
-    let proxy = |name: &str, format: &str, host: &str| {
-        let host = if host.is_empty() {
-            String::new()
-        } else {
-            format!("host = \"{host}\"\n")
-        };
-        format!(
-            "[[proxy]]\nname = \"{name}\"\nformat = \"{format}\"\nupstream = \"http://127.0.0.1:{closed}/\"\n{host}offline = true\n"
-        )
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\nhostname = \"localhost\"\n[tls]\nmode = \"off\"\n{}{}{}",
-            dir.join("data"),
-            proxy("docker-hub", "oci", "docker.io"),
-            proxy("ghcr", "oci", "ghcr.io"),
-            proxy("k3s-files", "raw", ""),
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// Every file under `dir` with its size and content digest, in path order.
-fn listing(dir: &Path) -> Vec<(PathBuf, u64, Digest)> {
-    fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64, Digest)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push((path, bytes.len() as u64, Digest::of(&bytes)));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.sort();
-    out
-}
-
-/// Paths and sizes only (opening the index may rewrite its header).
-fn shape(dir: &Path) -> Vec<(PathBuf, u64)> {
-    listing(dir).into_iter().map(|(p, n, _)| (p, n)).collect()
-}
-
-fn start_gateway(dir: &Path, config: &Path, port: u16) -> Running {
-    let log = std::fs::File::create(dir.join("airlock.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["serve", "--config", s(config)])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let running = Running(child);
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "airlock serve did not listen:\n{}",
-            std::fs::read_to_string(dir.join("airlock.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    running
-}
 
 #[test]
 fn an_imported_bundle_is_served_offline_to_skopeo_and_curl() {
@@ -156,7 +31,7 @@ fn an_imported_bundle_is_served_offline_to_skopeo_and_curl() {
     let bundle = dir.join("site.bundle");
     write_bundle(&items, &bundle, Some(&secret));
     let port = free_port();
-    let config = gateway_config(dir, port);
+    let config = gateway_config(dir, port, "");
     let data = dir.join("data");
 
     let out = succeeds(&[
@@ -197,9 +72,26 @@ fn an_imported_bundle_is_served_offline_to_skopeo_and_curl() {
         s(&config),
         "--allow-unsigned",
     ]);
-    assert!(running.contains("is running: stop it"), "{running}");
-    assert!(running.contains("admin API is not built yet"), "{running}");
+    assert!(
+        running
+            .contains("is running, so the bundle must go through its admin API: give --user NAME"),
+        "{running}"
+    );
     assert_eq!(listing(&data.join("store-v1")), store);
+    // Without [admin] users there is no admin API at all.
+    let absent = run(Command::new(&curl).args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-u",
+        "admin:pw",
+        "-X",
+        "POST",
+        &format!("http://127.0.0.1:{port}/api/v1/bundles/import?allow_unsigned=true"),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&absent), "404");
 
     // The single image by tag, as pulled: same manifest digest, every blob.
     let source = format!("docker://127.0.0.1:{port}/docker-hub/library/app:1");
@@ -275,7 +167,7 @@ fn refused_imports_leave_the_store_unchanged() {
     let (_, other) = keygen(dir, "other");
     let items = fixture();
     let port = free_port();
-    let config = gateway_config(dir, port);
+    let config = gateway_config(dir, port, "");
     let config = s(&config);
     let data = dir.join("data");
 

@@ -1,5 +1,7 @@
-//! `airlock bundle import`: put a bundle's images and files into a stopped gateway's store
-//! exactly as if each had been pulled through its proxy.
+//! `airlock bundle import`: put a bundle's images and files into a gateway's store exactly
+//! as if each had been pulled through its proxy: a stopped gateway's `data_dir` ([`import`]
+//! opens its store and index), or a running gateway's open store and index
+//! ([`import_into`], which its admin API calls). Both run the same steps.
 //!
 //! In order, and nothing is written before step 5:
 //! 1. the documents: the signature (by the trusted key, unless unsigned bundles are
@@ -8,10 +10,10 @@
 //!    the proxy whose `host` is their registry, files by the package proxy they name;
 //! 3. every carried byte, hashed against its digest ([`mod@crate::verify`]);
 //! 4. every entry the bundle does not carry is already in the store;
-//! 5. the index is opened, which a running gateway's lock refuses; the blobs the store
-//!    lacks are written through its verified writer (invisible to the gateway until
-//!    recorded), then every missing record (blob, manifest with its references, tag
-//!    fetched now, file) in one transaction.
+//! 5. the blobs the store lacks are written through its verified writer (invisible to
+//!    the gateway until recorded), then every missing record (blob, manifest with its
+//!    references, tag fetched now, file) in one transaction. A stopped gateway's index is
+//!    opened just before, which a running gateway's lock refuses.
 //!
 //! What the store already holds is left as it is, so importing twice writes nothing.
 
@@ -72,7 +74,7 @@ pub enum ImportError {
         missing: Vec<String>,
     },
     #[error(
-        "the gateway using {} is running: stop it, then import (importing into a running gateway through its admin API is not built yet)", data_dir.display()
+        "the gateway using {} is running: import through its admin API (`airlock bundle import --gateway URL --user NAME`) or stop it first", data_dir.display()
     )]
     GatewayRunning { data_dir: PathBuf },
     #[error("{context}: {source}")]
@@ -115,14 +117,27 @@ fn store_error(context: impl Into<String>) -> impl FnOnce(StoreError) -> ImportE
     move |source| ImportError::Store { context, source }
 }
 
-/// Imports `bundle` into the store of the gateway `config` describes; `handle` runs the
-/// store's work (call from outside the runtime).
-pub fn import(
-    handle: &Handle,
-    bundle: &Path,
-    config: &Config,
-    trust: Trust<'_>,
-) -> Result<Imported, ImportError> {
+/// A bundle whose signature, placement in the configuration and every byte were checked
+/// (steps 1 to 3): what [`Checked::write`] puts into a store.
+pub struct Checked {
+    bundle: Bundle,
+    index: crate::index::BundleIndex,
+    targets: Vec<Target>,
+    trusted_key: Option<KeyId>,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("entries", &self.index.entries.len())
+            .field("trusted_key", &self.trusted_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Steps 1 to 3: the documents, the entries' places in `config`, every carried byte.
+/// Reads only the bundle.
+pub fn check(bundle: &Path, config: &Config, trust: Trust<'_>) -> Result<Checked, ImportError> {
     let bundle = Bundle::open(bundle)?;
     let key = match trust {
         Trust::Key(key) => Some(key),
@@ -132,7 +147,6 @@ pub fn import(
     verify::check_catalog(&catalog, key)?;
     let targets = plan::plan(&catalog.index, config)?;
     let verified = verify::verify(&bundle, key)?;
-    let index = &verified.catalog.index;
     if verified.catalog.index_bytes != catalog.index_bytes {
         return Err(BundleError::BadMember {
             path: crate::layout::INDEX.to_owned(),
@@ -140,32 +154,114 @@ pub fn import(
         }
         .into());
     }
+    Ok(Checked {
+        bundle,
+        index: verified.catalog.index,
+        targets,
+        trusted_key: verified.trusted_key,
+    })
+}
 
+impl Checked {
+    /// Step 4 with `held` saying whether the store holds a blob: every entry the bundle
+    /// does not carry must be held.
+    fn check_present(
+        &self,
+        data_dir: &Path,
+        mut held: impl FnMut(&Digest) -> Result<bool, ImportError>,
+    ) -> Result<(), ImportError> {
+        let mut missing = Vec::new();
+        for e in self.index.entries.iter().filter(|e| !e.carried) {
+            if !held(&e.digest)? {
+                missing.push(format!(
+                    "{} {} ({}, proxy {})",
+                    e.kind,
+                    e.subject(),
+                    e.digest,
+                    e.proxy
+                ));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ImportError::Missing {
+                data_dir: data_dir.to_owned(),
+                missing,
+            })
+        }
+    }
+
+    /// Steps 4 and 5 into an open store and index (a running gateway's, or the ones the
+    /// stopped path opened): the entries the bundle does not carry are checked present,
+    /// the blobs the store lacks written (invisible until recorded), then every missing
+    /// record in one index transaction.
+    pub fn write(
+        &self,
+        handle: &Handle,
+        data_dir: &Path,
+        store: &dyn BlobStore,
+        meta: &MetaIndex,
+    ) -> Result<Imported, ImportError> {
+        self.check_present(data_dir, |digest| {
+            handle
+                .block_on(store.stat(digest))
+                .map(|size| size.is_some())
+                .map_err(store_error(format!("reading blob {digest}")))
+        })?;
+        let index = &self.index;
+        let mut imported = Imported {
+            trusted_key: self.trusted_key,
+            ..Imported::default()
+        };
+        let written = write_blobs(handle, &self.bundle, store, index.carried(), &mut imported)?;
+        let batch = handle.block_on(records(meta, store, &index.entries, &self.targets))?;
+        for (entry, target) in index.entries.iter().zip(&self.targets) {
+            if written.contains(&entry.digest) || batch_names(&batch, entry, target) {
+                imported.new_items += 1;
+            } else {
+                imported.present_items += 1;
+            }
+        }
+        if !batch.is_empty() {
+            handle
+                .block_on(meta.apply(batch))
+                .map_err(store_error("recording the imported items"))?;
+        }
+        Ok(imported)
+    }
+}
+
+/// Imports `bundle` into a running gateway's open `store` and `meta` index: the same
+/// steps as [`import`], nothing visible before every check passed. `handle` runs the
+/// store's work (call from a blocking thread, not from the runtime's workers).
+pub fn import_into(
+    handle: &Handle,
+    bundle: &Path,
+    config: &Config,
+    trust: Trust<'_>,
+    store: &dyn BlobStore,
+    meta: &MetaIndex,
+) -> Result<Imported, ImportError> {
+    check(bundle, config, trust)?.write(handle, &config.data_dir, store, meta)
+}
+
+/// Imports `bundle` into the store of the stopped gateway `config` describes; `handle`
+/// runs the store's work (call from outside the runtime). A running gateway's index lock
+/// refuses it with [`ImportError::GatewayRunning`].
+pub fn import(
+    handle: &Handle,
+    bundle: &Path,
+    config: &Config,
+    trust: Trust<'_>,
+) -> Result<Imported, ImportError> {
+    let checked = check(bundle, config, trust)?;
     let data_dir = &config.data_dir;
     let store_root = layout::store_root(data_dir);
     // Read-only: nothing under `data_dir` is created before every check passed.
-    let held = |digest: &Digest| layout::blob_path(&store_root, digest).is_file();
-    let missing: Vec<String> = index
-        .entries
-        .iter()
-        .filter(|e| !e.carried && !held(&e.digest))
-        .map(|e| {
-            format!(
-                "{} {} ({}, proxy {})",
-                e.kind,
-                e.subject(),
-                e.digest,
-                e.proxy
-            )
-        })
-        .collect();
-    if !missing.is_empty() {
-        return Err(ImportError::Missing {
-            data_dir: data_dir.clone(),
-            missing,
-        });
-    }
-
+    checked.check_present(data_dir, |digest| {
+        Ok(layout::blob_path(&store_root, digest).is_file())
+    })?;
     std::fs::create_dir_all(data_dir).map_err(|e| {
         store_error(format!("creating {}", data_dir.display()))(StoreError::Io {
             context: "create_dir_all".to_owned(),
@@ -181,26 +277,14 @@ pub fn import(
     let store = handle
         .block_on(FsStore::open(&store_root))
         .map_err(store_error("opening the gateway's store"))?;
+    checked.write(handle, data_dir, &store, &meta)
+}
 
-    let mut imported = Imported {
-        trusted_key: verified.trusted_key,
-        ..Imported::default()
-    };
-    let written = write_blobs(handle, &bundle, &store, index.carried(), &mut imported)?;
-    let batch = handle.block_on(records(&meta, &store, &index.entries, &targets))?;
-    for (entry, target) in index.entries.iter().zip(&targets) {
-        if written.contains(&entry.digest) || batch_names(&batch, entry, target) {
-            imported.new_items += 1;
-        } else {
-            imported.present_items += 1;
-        }
-    }
-    if !batch.is_empty() {
-        handle
-            .block_on(meta.apply(batch))
-            .map_err(store_error("recording the imported items"))?;
-    }
-    Ok(imported)
+/// Whether a running gateway holds the index under `data_dir` (its lock refuses a second
+/// opener). Reads and changes nothing in `data_dir`.
+pub fn gateway_running(data_dir: &Path) -> Result<bool, ImportError> {
+    MetaIndex::is_held(&layout::index_path(data_dir))
+        .map_err(store_error("checking whether a gateway holds the index"))
 }
 
 /// Writes the carried blobs the store lacks, in a second pass over the verified bundle
@@ -208,7 +292,7 @@ pub fn import(
 fn write_blobs(
     handle: &Handle,
     bundle: &Bundle,
-    store: &FsStore,
+    store: &dyn BlobStore,
     carried: BTreeMap<&Digest, u64>,
     imported: &mut Imported,
 ) -> Result<BTreeSet<Digest>, ImportError> {
@@ -247,7 +331,7 @@ fn write_blobs(
 }
 
 async fn write_blob(
-    store: &FsStore,
+    store: &dyn BlobStore,
     digest: &Digest,
     bytes: &mut dyn Read,
 ) -> Result<(), StoreError> {
@@ -270,7 +354,7 @@ async fn write_blob(
 /// The records the index lacks (or holds differently) for the bundle's entries.
 async fn records(
     meta: &MetaIndex,
-    store: &FsStore,
+    store: &dyn BlobStore,
     entries: &[Entry],
     targets: &[Target],
 ) -> Result<Batch, ImportError> {
@@ -345,7 +429,7 @@ async fn records(
 }
 
 /// A manifest's record as the registry makes it when it stores a pulled manifest.
-async fn manifest(store: &FsStore, entry: &Entry) -> Result<ManifestRecord, ImportError> {
+async fn manifest(store: &dyn BlobStore, entry: &Entry) -> Result<ManifestRecord, ImportError> {
     let bytes = airlock_store::read_all(store, &entry.digest)
         .await
         .map_err(store_error(format!("reading manifest {}", entry.digest)))?

@@ -195,6 +195,11 @@ impl Origin {
         }
     }
 
+    /// Forgets every remembered 404 (see [`Packages::forget_missing`](crate::Packages::forget_missing)).
+    pub(crate) fn forget_missing(&self) {
+        self.missing.lock().expect("missing map").clear();
+    }
+
     /// Remembers that the upstream answered 404 for `key`.
     fn remember_missing(&self, key: &str) {
         self.missing

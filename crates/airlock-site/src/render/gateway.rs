@@ -86,6 +86,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ..Egress::default()
         }),
         upstream_proxy: site.upstream_proxy.as_ref().map(OutboundProxy::table),
+        admin: None,
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }

@@ -1,6 +1,7 @@
 //! `airlock bundle`: the file that carries images and package files onto a site with no
 //! network link. `create` (images and files so far), `keygen`, `inspect`, `verify`,
-//! `index` and `import` (into a stopped gateway).
+//! `index` and `import` (into a stopped gateway's `data_dir`, or through a running
+//! gateway's admin API).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,7 +42,8 @@ pub enum Command {
         trust_key: Option<PathBuf>,
     },
     /// Verify a bundle (signature and every byte), then write its images and files into
-    /// the stopped gateway's store as if each had been pulled through its proxy.
+    /// the gateway's store as if each had been pulled through its proxy: directly into its
+    /// `data_dir` when the gateway is stopped, through its admin API when it runs.
     Import(ImportArgs),
     /// Print a bundle's index (JSON): every entry's kind, proxy, reference or path, digest,
     /// size, media type and whether its bytes are carried.
@@ -77,8 +79,8 @@ pub struct ImportArgs {
     /// The bundle (its first volume when split).
     file: PathBuf,
     /// The gateway's configuration: its `data_dir` receives the items, its proxies place
-    /// them (images by the proxy whose `host` is their registry, files by proxy name). The
-    /// gateway must be stopped.
+    /// them (images by the proxy whose `host` is their registry, files by proxy name).
+    /// When the gateway runs (it holds the `data_dir`), the bundle is uploaded to it.
     #[arg(long, value_name = "GATEWAY.toml")]
     config: PathBuf,
     /// Require a valid signature by this key (NAME.pub from `airlock bundle keygen`).
@@ -87,41 +89,109 @@ pub struct ImportArgs {
     /// Import without checking a signature (the bundle may be unsigned).
     #[arg(long)]
     allow_unsigned: bool,
+    /// The running gateway's URL, for the upload (default: from the config's `[server]
+    /// listen`, loopback for a wildcard address; https with the gateway's CA when it has
+    /// TLS).
+    #[arg(long, value_name = "URL")]
+    gateway: Option<url::Url>,
+    /// The `[admin]` user to upload as (the password comes from the
+    /// `AIRLOCK_ADMIN_PASSWORD` environment variable or `--password-file`).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// A file holding the admin password (one line).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
 }
 
 fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    use airlock_bundle::import::{self, ImportError, Trust};
+
     let config = airlock_config::Config::load(&args.config)?;
     let key = args.trust_key.as_deref().map(PublicKey::read).transpose()?;
     let trust = match &key {
-        Some(key) => airlock_bundle::import::Trust::Key(key),
-        None => airlock_bundle::import::Trust::AllowUnsigned,
+        Some(key) => Trust::Key(key),
+        None => Trust::AllowUnsigned,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let imported = airlock_bundle::import::import(runtime.handle(), &args.file, &config, trust)
-        .with_context(|| format!("importing {}", args.file.display()))?;
-    let signature = match &imported.trusted_key {
+    let stopped = if import::gateway_running(&config.data_dir)? {
+        None
+    } else {
+        match import::import(runtime.handle(), &args.file, &config, trust) {
+            // The gateway started while the bundle was being verified.
+            Err(ImportError::GatewayRunning { .. }) => None,
+            result => Some(result.with_context(|| {
+                format!(
+                    "importing {} into the stopped gateway's data_dir {}",
+                    args.file.display(),
+                    config.data_dir.display()
+                )
+            })?),
+        }
+    };
+    let (imported, key) = if let Some(imported) = stopped {
+        let key = imported.trusted_key.as_ref().map(ToString::to_string);
+        (imported, key)
+    } else {
+        let target = super::upload::Target {
+            config: &config,
+            gateway: args.gateway.as_ref(),
+            user: args.user.as_deref(),
+            password_file: args.password_file.as_deref(),
+        };
+        let (url, summary) = runtime
+            .block_on(super::upload::upload(
+                &args.file,
+                &target,
+                args.trust_key.as_deref(),
+            ))
+            .with_context(|| format!("importing {}", args.file.display()))?;
+        eprintln!(
+            "{}: uploaded {} to the running gateway at {url}",
+            args.file.display(),
+            human_bytes(summary.received_bytes)
+        );
+        let imported = import::Imported {
+            trusted_key: None,
+            new_items: summary.new_items,
+            present_items: summary.present_items,
+            new_blobs: summary.new_blobs,
+            new_bytes: summary.new_bytes,
+            present_blobs: summary.present_blobs,
+            present_bytes: summary.present_bytes,
+        };
+        (imported, summary.trusted_key)
+    };
+    print_imported(&args.file, &imported, key.as_deref());
+    Ok(())
+}
+
+fn print_imported(
+    file: &std::path::Path,
+    counts: &airlock_bundle::import::Imported,
+    key: Option<&str>,
+) {
+    let signature = match key {
         Some(key) => format!("signature by trusted key {key} is valid"),
         None => "signature not checked (--allow-unsigned)".to_owned(),
     };
-    if imported.is_noop() {
+    if counts.is_noop() {
         println!(
             "{}: nothing to import: the gateway already holds all {} items; {signature}",
-            args.file.display(),
-            imported.present_items,
+            file.display(),
+            counts.present_items,
         );
     } else {
         println!(
             "{}: imported {} items ({} blobs, {}); {} items already present ({} blobs, {}); {signature}",
-            args.file.display(),
-            imported.new_items,
-            imported.new_blobs,
-            human_bytes(imported.new_bytes),
-            imported.present_items,
-            imported.present_blobs,
-            human_bytes(imported.present_bytes),
+            file.display(),
+            counts.new_items,
+            counts.new_blobs,
+            human_bytes(counts.new_bytes),
+            counts.present_items,
+            counts.present_blobs,
+            human_bytes(counts.present_bytes),
         );
     }
-    Ok(())
 }
 
 fn create(args: &CreateArgs) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod bundle;
 pub mod config;
 pub mod deploy;
@@ -8,4 +9,5 @@ pub mod kubeconfig;
 pub mod preflight;
 pub mod render;
 pub mod serve;
+pub mod upload;
 pub mod vault;

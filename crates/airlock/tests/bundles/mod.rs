@@ -4,6 +4,8 @@
 // Each test binary uses part of it.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
