@@ -9,6 +9,7 @@
 
 pub mod spec;
 mod upstream;
+pub mod warm;
 
 use std::path::Path;
 use std::time::SystemTime;
