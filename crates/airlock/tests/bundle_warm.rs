@@ -181,7 +181,7 @@ fn config(dir: &Path, pypi: &str, files: &str, offline: bool) -> Config {
 
 /// A gateway serving until [`Running::stop`].
 struct Running {
-    url: url::Url,
+    url: reqwest::Url,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<()>,
 }
@@ -200,7 +200,7 @@ impl Running {
                 Err(error) => panic!("the gateway does not start: {error}"),
             }
         };
-        let url = url::Url::parse(&format!("http://{}/", gateway.local_addr())).unwrap();
+        let url = reqwest::Url::parse(&format!("http://{}/", gateway.local_addr())).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(async move {
             gateway

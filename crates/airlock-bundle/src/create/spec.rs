@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use airlock_ansible::yaml::{self, Node};
 use airlock_types::{Digest, ImageRef};
 
-pub use python::{Pin, normalize, parse_pylock, parse_requirements};
+pub use python::{Pin, parse_pylock, parse_requirements};
 
 /// A parsed spec.
 #[derive(Debug, Clone, PartialEq, Eq)]

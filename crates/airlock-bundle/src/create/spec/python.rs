@@ -32,36 +32,13 @@ const LINE_LIMIT: usize = 256 * 1024;
 pub struct Pin {
     /// As written in the lock.
     pub name: String,
+    /// The PEP 503 normalized name that index pages are found under.
+    pub project: String,
     pub version: String,
     /// At least one; in the order written, without repeats.
     pub sha256: Vec<Digest>,
     /// Where the pin is written (1-based).
     pub line: usize,
-}
-
-impl Pin {
-    /// The PEP 503 normalized name that index pages are found under.
-    pub fn project(&self) -> String {
-        normalize(&self.name)
-    }
-}
-
-/// PEP 503: lowercase, every run of `-`, `_` and `.` one `-`.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut separator = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            separator = true;
-            continue;
-        }
-        if separator && !out.is_empty() {
-            out.push('-');
-        }
-        separator = false;
-        out.push(c.to_ascii_lowercase());
-    }
-    out
 }
 
 /// Reads the lock at `path`: a `pylock.toml` (by its name, as PEP 751 names them), else a
@@ -143,7 +120,7 @@ pub fn parse_requirements(text: &str) -> Result<Vec<Pin>, Failure> {
         let Some(pin) = requirement(line.trim()).map_err(|m| (start, m))? else {
             continue;
         };
-        let project = pin.project();
+        let project = pin.project.clone();
         if let Some(first) = seen.get(&project) {
             return Err((
                 start,
@@ -259,14 +236,9 @@ fn pinned(requirement: &str) -> Result<Pin, String> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         .unwrap_or(spec.len());
     let name = &spec[..name_end];
-    if name.is_empty()
-        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
-    {
-        return Err(format!(
-            "{spec:?} is not a requirement (NAME==VERSION); local paths cannot be carried"
-        ));
-    }
+    let project = airlock_types::pypi::normalize(name).map_err(|_| {
+        format!("{spec:?} is not a requirement (NAME==VERSION); local paths cannot be carried")
+    })?;
     let mut rest = spec[name_end..].trim_start();
     if let Some(extras) = rest.strip_prefix('[') {
         let close = extras
@@ -295,6 +267,7 @@ fn pinned(requirement: &str) -> Result<Pin, String> {
     }
     Ok(Pin {
         name: name.to_owned(),
+        project,
         version: version.to_owned(),
         sha256: Vec::new(),
         line: 0,
@@ -405,7 +378,7 @@ pub fn parse_pylock(text: &str) -> Result<Vec<Pin>, Failure> {
         // The same version twice (per-environment entries): one pin with every hash.
         if let Some(same) = pins
             .iter_mut()
-            .find(|p| p.project() == pin.project() && p.version == pin.version)
+            .find(|p| p.project == pin.project && p.version == pin.version)
         {
             for digest in pin.sha256 {
                 if !same.sha256.contains(&digest) {
@@ -436,22 +409,16 @@ mod tests {
         let pins = parse_requirements(&text).unwrap();
         assert_eq!(pins.len(), 2);
         assert_eq!(pins[0].name, "Requests");
-        assert_eq!(pins[0].project(), "requests");
+        assert_eq!(pins[0].project, "requests");
         assert_eq!(pins[0].version, "2.31.0");
         assert_eq!(pins[0].line, 3);
         assert_eq!(
             pins[0].sha256.iter().map(Digest::hex).collect::<Vec<_>>(),
             [a.as_str(), b.as_str()]
         );
-        assert_eq!(pins[1].project(), "zope-interface");
+        assert_eq!(pins[1].project, "zope-interface");
         assert_eq!(pins[1].line, 6);
         assert_eq!(pins[1].sha256.len(), 1, "repeats are dropped");
-    }
-
-    #[test]
-    fn normalizes_like_pep_503() {
-        assert_eq!(normalize("Foo__Bar.-baz"), "foo-bar-baz");
-        assert_eq!(normalize("a"), "a");
     }
 
     #[test]

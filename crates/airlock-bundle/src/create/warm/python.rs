@@ -34,7 +34,7 @@ async fn warm_pin(
     pin: &Pin,
     warmed: &mut Section,
 ) -> Result<(), WarmError> {
-    let project = pin.project();
+    let project = pin.project.clone();
     let page_url = client.proxy_url(proxy, &format!("simple/{project}/"))?;
     let (body, fetched) = client
         .document(proxy, &page_url, Some(JSON), PAGE_LIMIT)
