@@ -1,5 +1,5 @@
 //! `airlock_bundle::create::warm` against a real gateway in front of real static upstreams
-//! (a PyPI index with a package and its dependency, a `createrepo_c` yum repository with a
+//! (a `PyPI` index with a package and its dependency, a `createrepo_c` yum repository with a
 //! package that requires another, a Helm chart repository): warming requests exactly what
 //! the spec's `python`, `rpms` and `charts` sections name. Then the upstreams stop, the
 //! same data directory is served with every package proxy `offline = true`, and pip
@@ -9,12 +9,13 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use airlock_bundle::create::spec::Spec;
-use airlock_bundle::create::warm::{WarmError, Warmed, warm};
+use airlock_bundle::create::warm::{Fetched, WarmError, Warmed, warm};
 use airlock_config::Config;
 use airlock_gateway::Gateway;
 use airlock_testkit::{Dist, FakeFiles, FakePypi, RpmSpec, build_rpm, createrepo, require_tool};
@@ -147,10 +148,11 @@ async fn upstreams(dir: &Path) -> Upstreams {
     let charts = vec![chart(dir, "app", "1.0.0"), chart(dir, "app", "2.0.0")];
     let mut index = String::from("apiVersion: v1\nentries:\n  app:\n");
     for (version, bytes) in ["1.0.0", "2.0.0"].iter().zip(&charts) {
-        index.push_str(&format!(
+        let _ = write!(
+            index,
             "  - apiVersion: v2\n    name: app\n    version: {version}\n    digest: {}\n    urls:\n    - app-{version}.tgz\n",
             Digest::of(bytes).hex()
-        ));
+        );
         files.put(
             &format!("charts/app-{version}.tgz"),
             "application/gzip",
@@ -222,8 +224,8 @@ impl Running {
     }
 }
 
-fn names(section: &[airlock_bundle::create::warm::Fetched]) -> Vec<&str> {
-    let mut names: Vec<&str> = section.iter().map(|f| f.name()).collect();
+fn names(section: &[Fetched]) -> Vec<&str> {
+    let mut names: Vec<&str> = section.iter().map(Fetched::name).collect();
     names.sort_unstable();
     names
 }

@@ -23,6 +23,7 @@ mod charts;
 mod python;
 mod rpms;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use airlock_config::{Config, Format, ProxyConfig};
@@ -113,19 +114,9 @@ pub enum WarmError {
         expected: String,
         actual: String,
     },
-    #[error(
-        "no file of {name}=={version} has the pinned hash ({lock}:{line}): proxy `{proxy}` lists {listed} file(s) of `{project}`, none with sha256 {hashes}"
-    )]
-    NoPinnedFile {
-        name: String,
-        version: String,
-        project: String,
-        lock: String,
-        line: usize,
-        proxy: String,
-        listed: usize,
-        hashes: String,
-    },
+    /// `pin` is `NAME==VERSION`; `detail` says where it is written and what the page has.
+    #[error("no file of {pin} has the pinned hash {detail}")]
+    NoPinnedFile { pin: String, detail: String },
     #[error(
         "chart {name} version {version} is not in the index of helm proxy `{proxy}` ({available})"
     )]
@@ -389,7 +380,7 @@ fn listed(items: &[String], limit: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     if items.len() > limit {
-        text.push_str(&format!(", … ({} in all)", items.len()));
+        let _ = write!(text, ", … ({} in all)", items.len());
     }
     text
 }

@@ -78,51 +78,52 @@ async fn warm_pin(
             .files
             .push(client.file(proxy, &url, Some(&sha256)).await?);
         chosen += 1;
-        if let Some(metadata) = metadata(file) {
-            let metadata_url = client.below(proxy, {
-                let mut url = url.clone();
-                url.set_path(&format!("{}.metadata", url.path()));
-                url
-            })?;
-            let fetched = client.file(proxy, &metadata_url, metadata.as_ref()).await?;
-            warmed.documents.push(fetched);
-        }
+        let metadata = match metadata(file) {
+            Metadata::Absent => continue,
+            Metadata::Unhashed => None,
+            Metadata::Hashed(digest) => Some(digest),
+        };
+        let mut metadata_url = url.clone();
+        metadata_url.set_path(&format!("{}.metadata", url.path()));
+        let metadata_url = client.below(proxy, metadata_url)?;
+        let fetched = client.file(proxy, &metadata_url, metadata.as_ref()).await?;
+        warmed.documents.push(fetched);
     }
     if chosen == 0 {
+        let hashes: Vec<&str> = pin.sha256.iter().map(Digest::hex).collect();
         return Err(WarmError::NoPinnedFile {
-            name: pin.name.clone(),
-            version: pin.version.clone(),
-            project,
-            lock: section.requirements.display().to_string(),
-            line: pin.line,
-            proxy: proxy.to_owned(),
-            listed: files.len(),
-            hashes: pin
-                .sha256
-                .iter()
-                .map(Digest::hex)
-                .collect::<Vec<_>>()
-                .join(", "),
+            pin: format!("{}=={}", pin.name, pin.version),
+            detail: format!(
+                "({}:{}): proxy `{proxy}` lists {} file(s) of `{project}`, none with sha256 {}",
+                section.requirements.display(),
+                pin.line,
+                files.len(),
+                hashes.join(", ")
+            ),
         });
     }
     tracing::info!(project, version = %pin.version, files = chosen, proxy, "warmed");
     Ok(())
 }
 
-/// PEP 658/714 metadata a page offers for `file`: `Some(Some(sha256))` with its hash,
-/// `Some(None)` offered without one, `None` not offered.
-fn metadata(file: &Value) -> Option<Option<Digest>> {
+/// Whether a page offers PEP 658/714 metadata for a file, and with which hash.
+enum Metadata {
+    Absent,
+    Unhashed,
+    Hashed(Digest),
+}
+
+fn metadata(file: &Value) -> Metadata {
     let offered = file
         .get("core-metadata")
-        .or_else(|| file.get("dist-info-metadata"))?;
+        .or_else(|| file.get("dist-info-metadata"));
     match offered {
-        Value::Bool(true) => Some(None),
-        Value::Object(hashes) => Some(
-            hashes
-                .get("sha256")
-                .and_then(Value::as_str)
-                .and_then(|hex| Digest::sha256_hex(&hex.to_ascii_lowercase()).ok()),
-        ),
-        _ => None,
+        Some(Value::Bool(true)) => Metadata::Unhashed,
+        Some(Value::Object(hashes)) => hashes
+            .get("sha256")
+            .and_then(Value::as_str)
+            .and_then(|hex| Digest::sha256_hex(&hex.to_ascii_lowercase()).ok())
+            .map_or(Metadata::Unhashed, Metadata::Hashed),
+        _ => Metadata::Absent,
     }
 }
