@@ -21,7 +21,7 @@
 //! ```
 //!
 //! Paths (`python.requirements`) are relative to the spec's directory; the lock is read
-//! when the spec is ([`python`]), so its mistakes are reported with its file and line.
+//! when the spec is (`spec/python.rs`), so its mistakes are reported with its file and line.
 //! `python` and `rpms` take one mapping or a list of them. Image `verify` settings are
 //! refused by name rather than ignored: a bundle missing what the spec asked for would only
 //! be found out on the isolated side.

@@ -5,14 +5,14 @@
 //! helm had pulled it. `bundle create` runs a scratch gateway on loopback for this and
 //! then exports what its store holds.
 //!
-//! - [`python`]: each pin's PEP 691 JSON page and its HTML page (pip may ask for either),
+//! - `python`: each pin's PEP 691 JSON page and its HTML page (pip may ask for either),
 //!   then every file of the page whose sha256 the pin names (and its PEP 658 metadata when
 //!   the page offers it), hashed again here.
-//! - [`rpms`]: `repodata/repomd.xml` and every file it lists (primary, filelists, other, …,
+//! - `rpms`: `repodata/repomd.xml` and every file it lists (primary, filelists, other, …,
 //!   checked against repomd's sha256), the dependency closure resolved with
 //!   [`airlock_deploy::rpms::resolve_closure`] through the gateway, and every package of
 //!   it, checked against primary's sha256.
-//! - [`charts`]: the proxy's `index.yaml`, then the chart at the URL the gateway rewrote it
+//! - `charts`: the proxy's `index.yaml`, then the chart at the URL the gateway rewrote it
 //!   to, checked against the index's digest.
 //!
 //! Only URLs on the gateway, below the proxy's path, are ever requested: a page or index
