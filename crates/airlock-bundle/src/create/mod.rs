@@ -12,6 +12,7 @@
 mod cosign;
 pub mod spec;
 mod upstream;
+pub mod warm;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -41,6 +42,10 @@ pub enum CreateError {
     BadManifest { what: String, message: String },
     #[error("{what}: refused by its cosign verification: {message}")]
     Unverified { what: String, message: String },
+    #[error(
+        "the spec's {0} section(s) are read and can be warmed through a gateway, but this build does not write them into a bundle yet"
+    )]
+    NotCarried(String),
 }
 
 /// What to make.
@@ -58,6 +63,22 @@ pub fn create(
     handle: &tokio::runtime::Handle,
     request: &Request<'_>,
 ) -> Result<Written, CreateError> {
+    // Until the warmed store's exporter is wired in, a bundle without them would only be
+    // found short on the isolated side.
+    let spec = request.spec;
+    let sections = [
+        ("python", spec.python.is_empty()),
+        ("rpms", spec.rpms.is_empty()),
+        ("charts", spec.charts.is_empty()),
+    ];
+    let named: Vec<&str> = sections
+        .iter()
+        .filter(|(_, empty)| !empty)
+        .map(|(name, _)| *name)
+        .collect();
+    if !named.is_empty() {
+        return Err(CreateError::NotCarried(named.join(", ")));
+    }
     let clients = Clients::new(handle, request.config)?;
     let mut writer = BundleWriter::create(request.out, request.split, SystemTime::now())?;
     for image in &request.spec.images {
@@ -333,6 +354,29 @@ fn carry_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_sections_are_refused_until_they_are_carried() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("site.bundle");
+        let spec = Spec::parse(
+            "charts:\n  - {proxy: c, name: x, version: 1.0.0}\n",
+            Path::new("spec.yaml"),
+        )
+        .unwrap();
+        let config = Config::embedded_default();
+        let request = Request {
+            spec: &spec,
+            config: &config,
+            out: &out,
+            split: None,
+            key: None,
+        };
+        let error = create(runtime.handle(), &request).unwrap_err().to_string();
+        assert!(error.contains("charts section(s)"), "{error}");
+        assert!(!out.exists());
+    }
 
     #[test]
     fn registries_and_files_map_to_their_proxies() {

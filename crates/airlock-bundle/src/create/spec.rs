@@ -9,26 +9,43 @@
 //! files:
 //!   - url: https://github.com/k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s
 //!     sha256: "…"                                # required
+//! python:
+//!   requirements: locks/requirements.txt         # pins with --hash=sha256:…, or a pylock.toml
+//!   proxy: pypi-proxy                             # default: the first pypi proxy
+//! rpms:
+//!   proxy: rancher-k3s                            # a yum proxy; default: the first one
+//!   packages: [k3s-selinux, container-selinux]    # with their dependency closure
+//!   repos: [k3s/stable/common/centos/9/noarch/]   # below the proxy; default: its root
+//!   arch: [x86_64]                                # default: this machine's
+//! charts:
+//!   - {proxy: bitnami, name: postgresql, version: 15.5.0}
 //! ```
 //!
 //! An image with `verify` is carried only with a valid cosign signature by that key (the
 //! PEM public key `cosign generate-key-pair` writes), and its signature image travels with
 //! it (tagged `registry/repo:sha256-<hex>.sig`).
 //!
-//! Sections this airlock cannot carry yet (`python`, `rpms`, `charts`) are refused by name
-//! rather than ignored: a bundle missing what the spec asked for would only be found out on
-//! the isolated side.
+//! Paths (`python.requirements`) are relative to the spec's directory; the lock is read
+//! when the spec is (`spec/python.rs`), so its mistakes are reported with its file and line.
+//! `python` and `rpms` take one mapping or a list of them.
+
+mod python;
 
 use std::path::{Path, PathBuf};
 
 use airlock_ansible::yaml::{self, Node};
 use airlock_types::{Digest, ImageRef};
 
+pub use python::{Pin, parse_pylock, parse_requirements};
+
 /// A parsed spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub images: Vec<ImageSpec>,
     pub files: Vec<FileSpec>,
+    pub python: Vec<PythonSpec>,
+    pub rpms: Vec<RpmsSpec>,
+    pub charts: Vec<ChartSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +68,37 @@ pub struct Verify {
 pub struct FileSpec {
     pub url: url::Url,
     pub sha256: Digest,
+}
+
+/// Python packages pinned by a lock, fetched through a `pypi` proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonSpec {
+    /// The lock, as resolved against the spec's directory.
+    pub requirements: PathBuf,
+    /// `None`: the configuration's first `pypi` proxy.
+    pub proxy: Option<String>,
+    /// What the lock pins, in its order.
+    pub pins: Vec<Pin>,
+}
+
+/// RPM packages by name, with their dependency closure, from a `yum` proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpmsSpec {
+    /// `None`: the configuration's first `yum` proxy.
+    pub proxy: Option<String>,
+    pub packages: Vec<String>,
+    /// Repository directories below the proxy (`""` or ending in `/`); `[""]` by default.
+    pub repos: Vec<String>,
+    /// Architectures to resolve for (`noarch` is always taken); this machine's by default.
+    pub arch: Vec<String>,
+}
+
+/// One chart version from a `helm` proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartSpec {
+    pub proxy: String,
+    pub name: String,
+    pub version: String,
 }
 
 /// Why a spec cannot be used; the message names the file, line and key.
@@ -86,7 +134,11 @@ impl Spec {
         let mut spec = Spec {
             images: Vec::new(),
             files: Vec::new(),
+            python: Vec::new(),
+            rpms: Vec::new(),
+            charts: Vec::new(),
         };
+        let dir = path.parent().unwrap_or(Path::new(""));
         if document.root.is_null() {
             return Ok(spec);
         }
@@ -112,18 +164,42 @@ impl Spec {
                             .push(file(item).map_err(|m| fail(item, format!("files: {m}")))?);
                     }
                 }
-                section @ ("python" | "rpms" | "charts") => {
-                    return Err(fail(
-                        key,
-                        format!(
-                            "`{section}` is not supported by this airlock's `bundle create` yet (only images and files)"
-                        ),
-                    ));
+                "python" => {
+                    for item in one_or_many(value, "python").map_err(|m| fail(value, m))? {
+                        let (requirements, proxy) = python_section(item, dir)
+                            .map_err(|m| fail(item, format!("python: {m}")))?;
+                        let pins = python::load(&requirements)?;
+                        spec.python.push(PythonSpec {
+                            requirements,
+                            proxy,
+                            pins,
+                        });
+                    }
+                }
+                "rpms" => {
+                    for item in one_or_many(value, "rpms").map_err(|m| fail(value, m))? {
+                        spec.rpms
+                            .push(rpms(item).map_err(|m| fail(item, format!("rpms: {m}")))?);
+                    }
+                }
+                "charts" => {
+                    for item in seq(value, "charts").map_err(|m| fail(value, m))? {
+                        let chart = chart(item).map_err(|m| fail(item, format!("charts: {m}")))?;
+                        if spec.charts.contains(&chart) {
+                            return Err(fail(
+                                item,
+                                format!("charts: {} {} is listed twice", chart.name, chart.version),
+                            ));
+                        }
+                        spec.charts.push(chart);
+                    }
                 }
                 other => {
                     return Err(fail(
                         key,
-                        format!("unknown key `{other}` (expected images, files)"),
+                        format!(
+                            "unknown key `{other}` (expected images, files, python, rpms, charts)"
+                        ),
                     ));
                 }
             }
@@ -257,6 +333,167 @@ fn file(node: &Node) -> Result<FileSpec, String> {
     })
 }
 
+/// A mapping, or a list of mappings.
+fn one_or_many<'a>(node: &'a Node, what: &str) -> Result<&'a [Node], String> {
+    if node.as_map().is_some() {
+        return Ok(std::slice::from_ref(node));
+    }
+    seq(node, what).map_err(|_| {
+        format!(
+            "`{what}` must be a mapping or a list of them, not {}",
+            node.describe()
+        )
+    })
+}
+
+/// A string of a mapping's `key`.
+fn text<'a>(value: &'a Node, key: &str) -> Result<&'a str, String> {
+    value
+        .as_str()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| format!("`{key}` must be a non-empty string"))
+}
+
+/// A list of strings (or one string) of a mapping's `key`.
+fn texts(value: &Node, key: &str) -> Result<Vec<String>, String> {
+    if let Some(one) = value.as_str() {
+        return Ok(vec![one.to_owned()]);
+    }
+    seq(value, key)?
+        .iter()
+        .map(|item| text(item, key).map(str::to_owned))
+        .collect()
+}
+
+/// A name that can be a path segment and an RPM or chart name: `[A-Za-z0-9._+-]`, not
+/// starting with `.` or `-`.
+fn plain_name(name: &str, what: &str) -> Result<(), String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
+    if name.starts_with(['.', '-']) || !name.chars().all(fine) {
+        return Err(format!("{what} {name:?} is not a plain name"));
+    }
+    Ok(())
+}
+
+fn python_section(node: &Node, dir: &Path) -> Result<(PathBuf, Option<String>), String> {
+    let map = node
+        .as_map()
+        .ok_or("an entry must be a mapping with `requirements`")?;
+    let (mut requirements, mut proxy) = (None, None);
+    for (key, value) in map {
+        match key.as_str().unwrap_or_default() {
+            "requirements" => requirements = Some(dir.join(text(value, "requirements")?)),
+            "proxy" => proxy = Some(text(value, "proxy")?.to_owned()),
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (expected requirements, proxy)"
+                ));
+            }
+        }
+    }
+    let requirements = requirements
+        .ok_or("needs `requirements`: a requirements.txt with --hash pins, or a pylock.toml")?;
+    Ok((requirements, proxy))
+}
+
+fn rpms(node: &Node) -> Result<RpmsSpec, String> {
+    let map = node
+        .as_map()
+        .ok_or("an entry must be a mapping with `packages`")?;
+    let mut spec = RpmsSpec {
+        proxy: None,
+        packages: Vec::new(),
+        repos: Vec::new(),
+        arch: Vec::new(),
+    };
+    for (key, value) in map {
+        match key.as_str().unwrap_or_default() {
+            "proxy" => spec.proxy = Some(text(value, "proxy")?.to_owned()),
+            "packages" => {
+                for name in texts(value, "packages")? {
+                    plain_name(&name, "package")?;
+                    if spec.packages.contains(&name) {
+                        return Err(format!("package {name:?} is listed twice"));
+                    }
+                    spec.packages.push(name);
+                }
+            }
+            "repos" => {
+                for repo in texts(value, "repos")? {
+                    let repo = repo.trim_start_matches("./");
+                    if repo.starts_with('/')
+                        || repo.contains("://")
+                        || repo.split('/').any(|s| s == ".." || s == ".")
+                    {
+                        return Err(format!(
+                            "repo {repo:?} must be a directory below the proxy (like el/9/x86_64/)"
+                        ));
+                    }
+                    let mut repo = repo.to_owned();
+                    if !repo.is_empty() && !repo.ends_with('/') {
+                        repo.push('/');
+                    }
+                    spec.repos.push(repo);
+                }
+            }
+            "arch" => {
+                for arch in texts(value, "arch")? {
+                    plain_name(&arch, "arch")?;
+                    spec.arch.push(arch);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (expected proxy, packages, repos, arch)"
+                ));
+            }
+        }
+    }
+    if spec.packages.is_empty() {
+        return Err("needs `packages`: the RPM names to carry".to_owned());
+    }
+    if spec.repos.is_empty() {
+        spec.repos.push(String::new());
+    }
+    if spec.arch.is_empty() {
+        spec.arch.push(std::env::consts::ARCH.to_owned());
+    }
+    Ok(spec)
+}
+
+fn chart(node: &Node) -> Result<ChartSpec, String> {
+    let map = node
+        .as_map()
+        .ok_or("an entry must be a mapping with `proxy`, `name` and `version`")?;
+    let (mut proxy, mut name, mut version) = (None, None, None);
+    for (key, value) in map {
+        let key = key.as_str().unwrap_or_default();
+        match key {
+            "proxy" => proxy = Some(text(value, key)?.to_owned()),
+            "name" => {
+                let text = text(value, key)?;
+                plain_name(text, "chart name")?;
+                name = Some(text.to_owned());
+            }
+            "version" => {
+                let text = text(value, key)?;
+                plain_name(text, "chart version")?;
+                version = Some(text.to_owned());
+            }
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (expected proxy, name, version)"
+                ));
+            }
+        }
+    }
+    Ok(ChartSpec {
+        proxy: proxy.ok_or("an entry needs `proxy` (a helm proxy of the configuration)")?,
+        name: name.ok_or("an entry needs `name`")?,
+        version: version.ok_or("an entry needs `version`: charts are carried by exact version")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,9 +537,37 @@ mod tests {
     fn refuses_what_it_cannot_carry_by_name() {
         for (text, expected) in [
             (
-                "python:\n  requirements: r.txt\n",
-                "`python` is not supported",
+                "python:\n  requirements: absent-requirements.txt\n",
+                "cannot read the Python lock",
             ),
+            (
+                "python:\n  proxy: p\n",
+                "spec.yaml:2: python: needs `requirements`",
+            ),
+            ("rpms:\n  proxy: el9\n", "needs `packages`"),
+            ("rpms:\n  packages: [../x]\n", "not a plain name"),
+            ("rpms:\n  packages: [a, a]\n", "listed twice"),
+            (
+                "rpms:\n  packages: [a]\n  repos: [../up/]\n",
+                "below the proxy",
+            ),
+            (
+                "rpms:\n  packages: [a]\n  repos: [/abs/]\n",
+                "below the proxy",
+            ),
+            ("rpms:\n  packages: [a]\n  gpg: x\n", "unknown key `gpg`"),
+            ("rpms: [1]\n", "a mapping with `packages`"),
+            ("charts:\n  - {proxy: c, name: x}\n", "needs `version`"),
+            ("charts:\n  - {name: x, version: 1}\n", "needs `proxy`"),
+            (
+                "charts:\n  - {proxy: c, name: x/y, version: 1}\n",
+                "not a plain name",
+            ),
+            (
+                "charts:\n  - {proxy: c, name: x, version: 1}\n  - {proxy: c, name: x, version: 1}\n",
+                "spec.yaml:3: charts: x 1 is listed twice",
+            ),
+            ("charts: {proxy: c}\n", "`charts` must be a list"),
             (
                 "images:\n  - ref: ghcr.io/a/b:1\n    verify: {}\n",
                 "`verify` needs `cosign_key`",
@@ -325,6 +590,7 @@ mod tests {
                 "not http",
             ),
             ("imagess: []\n", "spec.yaml:1: unknown key `imagess`"),
+            ("helm: []\n", "expected images, files, python, rpms, charts"),
             (
                 "images:\n  - ref: ghcr.io/a/b:1\n    platforms: [amd64]\n",
                 "not os/arch",
@@ -333,5 +599,72 @@ mod tests {
             let error = parse(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn reads_package_sections_with_the_lock_beside_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("locks")).unwrap();
+        let hex = "b".repeat(64);
+        std::fs::write(
+            dir.path().join("locks/requirements.txt"),
+            format!("alpha==1.0 --hash=sha256:{hex}\n"),
+        )
+        .unwrap();
+        let path = dir.path().join("spec.yaml");
+        let spec = Spec::parse(
+            "python:\n  requirements: locks/requirements.txt\n  proxy: pypi-proxy\n\
+             rpms:\n  - proxy: el9\n    packages: [k3s-selinux, container-selinux]\n    repos: [el/9, ./]\n    arch: aarch64\n\
+             \x20 - packages: one\n\
+             charts:\n  - {proxy: bitnami, name: postgresql, version: 15.5.0}\n",
+            &path,
+        )
+        .unwrap();
+        assert_eq!(spec.python.len(), 1);
+        assert_eq!(
+            spec.python[0].requirements,
+            dir.path().join("locks/requirements.txt")
+        );
+        assert_eq!(spec.python[0].proxy.as_deref(), Some("pypi-proxy"));
+        assert_eq!(spec.python[0].pins[0].version, "1.0");
+        assert_eq!(spec.rpms[0].packages, ["k3s-selinux", "container-selinux"]);
+        assert_eq!(spec.rpms[0].repos, ["el/9/", ""]);
+        assert_eq!(spec.rpms[0].arch, ["aarch64"]);
+        assert_eq!(spec.rpms[1].proxy, None);
+        assert_eq!(spec.rpms[1].repos, [""]);
+        assert_eq!(spec.rpms[1].arch, [std::env::consts::ARCH]);
+        assert_eq!(
+            spec.charts,
+            [ChartSpec {
+                proxy: "bitnami".into(),
+                name: "postgresql".into(),
+                version: "15.5.0".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_bad_lock_is_reported_at_its_own_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("requirements.txt"),
+            "# pinned\nrequests==2.31.0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("empty.txt"), "# nothing\n").unwrap();
+        let path = dir.path().join("spec.yaml");
+        let error = Spec::parse("python:\n  requirements: requirements.txt\n", &path)
+            .unwrap_err()
+            .to_string();
+        let lock = dir.path().join("requirements.txt");
+        assert!(
+            error.starts_with(&format!("{}:2: ", lock.display())),
+            "{error}"
+        );
+        assert!(error.contains("--require-hashes"), "{error}");
+        let error = Spec::parse("python: {requirements: empty.txt}\n", &path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pins no package"), "{error}");
     }
 }
