@@ -10,6 +10,7 @@
 pub mod spec;
 mod upstream;
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -19,7 +20,8 @@ use airlock_types::{Digest, media};
 use serde_json::Value;
 
 use crate::error::BundleError;
-use crate::index::{Entry, Kind};
+use crate::export::{ExportError, Store};
+use crate::index::{BundleIndex, Entry, Kind};
 use crate::sign::SecretKey;
 use crate::writer::{BundleWriter, Written};
 use spec::{FileSpec, ImageSpec, Spec};
@@ -36,16 +38,70 @@ pub enum CreateError {
     Upstream { what: String, message: String },
     #[error("{what}: the manifest is not usable: {message}")]
     BadManifest { what: String, message: String },
+    #[error("{0}")]
+    Export(#[from] ExportError),
 }
 
+/// The media type a file expected at the target is listed with (its bytes are not here to
+/// say otherwise; the target's own record keeps the type it was stored with).
+const OCTETS: &str = "application/octet-stream";
+
 /// What to make.
-#[derive(Debug)]
 pub struct Request<'a> {
     pub spec: &'a Spec,
     pub config: &'a Config,
     pub out: &'a Path,
     pub split: Option<u64>,
     pub key: Option<&'a SecretKey>,
+    /// What the target already holds (`--since`): listed in the index, not carried.
+    pub since: &'a Since,
+    /// Gateway stores whose contents to carry (`--from-gateway`), each with the proxies
+    /// to take (every proxy when empty).
+    pub stores: &'a [(&'a Store, Vec<String>)],
+}
+
+/// Digests the target holds, with their sizes: an index from the last bundle or from the
+/// target gateway's store (`airlock bundle index`).
+#[derive(Debug, Default)]
+pub struct Since(HashMap<Digest, u64>);
+
+impl Since {
+    pub fn from_index(index: &BundleIndex) -> Self {
+        Self(
+            index
+                .digests()
+                .into_iter()
+                .map(|(d, size)| (d.clone(), size))
+                .collect(),
+        )
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.0.contains_key(digest)
+    }
+
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        self.0.get(digest).copied()
+    }
+
+    pub fn digests(&self) -> HashSet<Digest> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// Carries `entry` with `bytes`, or records it as expected when the target holds it.
+fn put(
+    writer: &mut BundleWriter,
+    since: &Since,
+    entry: Entry,
+    bytes: &[u8],
+) -> Result<(), CreateError> {
+    if since.contains(&entry.digest) {
+        writer.expect(entry)?;
+    } else {
+        writer.carry_bytes(entry, bytes)?;
+    }
+    Ok(())
 }
 
 /// Makes the bundle; `handle` runs the upstream requests (call from outside the runtime).
@@ -55,11 +111,20 @@ pub fn create(
 ) -> Result<Written, CreateError> {
     let clients = Clients::new(handle, request.config)?;
     let mut writer = BundleWriter::create(request.out, request.split, SystemTime::now())?;
+    let since = request.since;
     for image in &request.spec.images {
-        carry_image(&clients, &mut writer, image)?;
+        carry_image(&clients, &mut writer, since, image)?;
     }
     for file in &request.spec.files {
-        carry_file(&clients, &mut writer, file)?;
+        carry_file(&clients, &mut writer, since, file)?;
+    }
+    let digests = since.digests();
+    for (store, proxies) in request.stores {
+        let held = store.held(handle, request.config, proxies)?;
+        for left_out in &held.left_out {
+            tracing::warn!(%left_out, "not in the bundle: the store does not hold it whole");
+        }
+        store.write(&mut writer, held.entries, &digests)?;
     }
     Ok(writer.finish(request.key)?)
 }
@@ -84,6 +149,7 @@ fn registry_proxy<'a>(config: &'a Config, registry: &str) -> Option<&'a ProxyCon
 fn carry_image(
     clients: &Clients<'_>,
     writer: &mut BundleWriter,
+    since: &Since,
     image: &ImageSpec,
 ) -> Result<(), CreateError> {
     let reference = &image.reference;
@@ -112,7 +178,7 @@ fn carry_image(
         bytes.len() as u64,
         &media_type,
     );
-    writer.carry_bytes(root, &bytes)?;
+    put(writer, since, root, &bytes)?;
     let document: Value = serde_json::from_slice(&bytes).map_err(|e| CreateError::BadManifest {
         what: what.clone(),
         message: e.to_string(),
@@ -120,7 +186,7 @@ fn carry_image(
     if !media::is_index(&media_type) {
         return carry_blobs(
             clients,
-            writer,
+            (writer, since),
             proxy,
             (&repository, repo),
             &document,
@@ -165,7 +231,7 @@ fn carry_image(
             descriptor.size,
             &descriptor.media_type,
         );
-        writer.carry_bytes(entry, &bytes)?;
+        put(writer, since, entry, &bytes)?;
         let document: Value =
             serde_json::from_slice(&bytes).map_err(|e| CreateError::BadManifest {
                 what: child_what.clone(),
@@ -173,7 +239,7 @@ fn carry_image(
             })?;
         carry_blobs(
             clients,
-            writer,
+            (writer, since),
             proxy,
             (&repository, repo),
             &document,
@@ -218,7 +284,7 @@ fn descriptor(value: &Value, what: &str) -> Result<Descriptor, CreateError> {
 
 fn carry_blobs(
     clients: &Clients<'_>,
-    writer: &mut BundleWriter,
+    (writer, since): (&mut BundleWriter, &Since),
     proxy: &ProxyConfig,
     (repository, repo): (&str, &str),
     manifest: &Value,
@@ -236,6 +302,10 @@ fn carry_blobs(
             descriptor.size,
             &descriptor.media_type,
         );
+        if since.contains(&descriptor.digest) {
+            writer.expect(entry)?;
+            continue;
+        }
         if writer.holds(&descriptor.digest) {
             writer.carry(entry, std::io::empty())?;
             continue;
@@ -265,6 +335,7 @@ fn file_proxy<'a>(config: &'a Config, url: &url::Url) -> Option<(&'a ProxyConfig
 fn carry_file(
     clients: &Clients<'_>,
     writer: &mut BundleWriter,
+    since: &Since,
     file: &FileSpec,
 ) -> Result<(), CreateError> {
     let url = &file.url;
@@ -279,6 +350,11 @@ fn carry_file(
         what: url.to_string(),
         hint: "add a raw [[proxy]] whose `upstream` is a prefix of the URL",
     })?;
+    if let Some(size) = since.size(&file.sha256) {
+        let entry = Entry::file(&proxy.name, &path, file.sha256.clone(), size, OCTETS);
+        writer.expect(entry)?;
+        return Ok(());
+    }
     tracing::info!(%url, proxy = %proxy.name, "fetching");
     let (size, media_type, body) = clients.file(proxy, &path, url.as_str())?;
     let entry = Entry::file(&proxy.name, &path, file.sha256.clone(), size, &media_type);

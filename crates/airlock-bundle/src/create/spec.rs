@@ -20,7 +20,7 @@ use airlock_ansible::yaml::{self, Node};
 use airlock_types::{Digest, ImageRef};
 
 /// A parsed spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Spec {
     pub images: Vec<ImageSpec>,
     pub files: Vec<FileSpec>,

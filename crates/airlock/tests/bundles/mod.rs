@@ -89,3 +89,44 @@ pub fn fixture() -> Fixture {
         file: (0..20_000u32).map(|i| (i * 31 % 256) as u8).collect(),
     }
 }
+
+/// A child process killed when the test ends, however it ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `airlock serve --config CONFIG`, logging to `DIR/airlock.log`, once it listens on `port`.
+pub fn start_gateway(dir: &Path, config: &Path, port: u16) -> Running {
+    use std::time::{Duration, Instant};
+    let log = std::fs::File::create(dir.join("airlock.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["serve", "--config", s(config)])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "airlock serve did not listen:\n{}",
+            std::fs::read_to_string(dir.join("airlock.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running
+}
