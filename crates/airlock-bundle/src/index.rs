@@ -31,7 +31,13 @@
 //! - `blob`: a config or layer; `reference` is the repository it belongs to
 //!   (`registry/repository`, no tag).
 //! - `file`: a package proxy's file; `path` is where the proxy serves it, relative to the
-//!   proxy's root (no leading `/`, no `.` or `..` segments, no empty segments).
+//!   proxy's root (no leading `/`, no `.` or `..` segments, no empty segments). An index
+//!   document the proxy caches in several representations carries the representation's
+//!   name after a `#` (`simple/numpy/#json`), as the proxy keys it.
+//! - `package`: a package file the proxy keeps by its digest alone, because its cached index
+//!   documents name it by that digest (wheels, conda packages, RPMs, yum metadata files);
+//!   `path` is its name, for people. Importing one stores its bytes; the documents that list
+//!   it make it visible.
 //!
 //! `carried` says whether the bytes are in this bundle (`true`) or only expected at the
 //! target, which already had them when the bundle was made (`create --since`). Several
@@ -61,8 +67,12 @@ pub enum Kind {
     Manifest,
     /// A config or layer blob.
     Blob,
-    /// A package proxy's file.
+    /// A package proxy's file kept under its path (an index document, a raw or pinned
+    /// file).
     File,
+    /// A package file a proxy keeps by its digest alone (a wheel, a conda package, an
+    /// RPM, a yum metadata file): its index documents name it by that digest.
+    Package,
 }
 
 impl Kind {
@@ -72,12 +82,13 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::Blob => "blob",
             Kind::File => "file",
+            Kind::Package => "package",
         }
     }
 
     /// Whether the subject is an image reference (else a file path).
     pub fn is_oci(self) -> bool {
-        !matches!(self, Kind::File)
+        !matches!(self, Kind::File | Kind::Package)
     }
 }
 
@@ -97,7 +108,8 @@ pub struct Entry {
     /// For `image`, `manifest` and `blob`: the full image reference or repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// For `file`: the path under the proxy's root.
+    /// For `file`: the path under the proxy's root; for `package`, its file name or path
+    /// (for people: the store keeps it by digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub digest: Digest,
@@ -131,8 +143,20 @@ impl Entry {
 
     /// A `file` entry.
     pub fn file(proxy: &str, path: &str, digest: Digest, size: u64, media_type: &str) -> Self {
+        Self::package_file(Kind::File, proxy, path, digest, size, media_type)
+    }
+
+    /// A `file` or `package` entry.
+    pub fn package_file(
+        kind: Kind,
+        proxy: &str,
+        path: &str,
+        digest: Digest,
+        size: u64,
+        media_type: &str,
+    ) -> Self {
         Self {
-            kind: Kind::File,
+            kind,
             proxy: proxy.to_owned(),
             reference: None,
             path: Some(path.to_owned()),
@@ -160,8 +184,10 @@ impl Entry {
             return Err("its media type is empty".to_owned());
         }
         match (self.kind, &self.reference, &self.path) {
-            (Kind::File, None, Some(path)) => validate_path(path),
-            (Kind::File, _, _) => Err("a file entry needs a `path` and no `reference`".to_owned()),
+            (Kind::File | Kind::Package, None, Some(path)) => validate_path(path),
+            (kind @ (Kind::File | Kind::Package), _, _) => {
+                Err(format!("a {kind} entry needs a `path` and no `reference`"))
+            }
             (kind, Some(reference), None) => validate_reference(kind, reference, &self.digest),
             (kind, _, _) => Err(format!("an {kind} entry needs a `reference` and no `path`")),
         }

@@ -11,6 +11,7 @@
 
 pub mod create;
 pub mod error;
+pub mod export;
 pub mod import;
 pub mod index;
 pub mod layout;

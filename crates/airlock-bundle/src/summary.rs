@@ -104,7 +104,11 @@ pub fn summarize(catalog: &Catalog, volumes: &Volumes) -> String {
         index.entries.iter().filter(|e| !e.carried).count()
     );
 
-    for (kind, title) in [(Kind::Image, "images"), (Kind::File, "files")] {
+    for (kind, title) in [
+        (Kind::Image, "images"),
+        (Kind::File, "files"),
+        (Kind::Package, "packages"),
+    ] {
         let listed: Vec<_> = index.entries.iter().filter(|e| e.kind == kind).collect();
         if listed.is_empty() {
             continue;

@@ -17,6 +17,7 @@ mod serve;
 pub mod sshd;
 pub mod tinyproxy;
 mod tools;
+pub mod wheel;
 
 pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;

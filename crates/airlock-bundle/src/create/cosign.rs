@@ -14,7 +14,7 @@ use airlock_types::{Digest, media};
 use serde_json::Value;
 
 use super::upstream::Clients;
-use super::{CreateError, carry_blobs, descriptor};
+use super::{CreateError, Since, carry_blobs, descriptor};
 use crate::index::{Entry, Kind};
 use crate::writer::BundleWriter;
 
@@ -150,7 +150,7 @@ fn check_layer(
 /// verified manifest names, so these are the bytes that were verified).
 pub fn carry(
     clients: &Clients<'_>,
-    writer: &mut BundleWriter,
+    (writer, since): (&mut BundleWriter, &Since),
     proxy: &ProxyConfig,
     repos: (&str, &str),
     verified: &Verified,
@@ -163,10 +163,10 @@ pub fn carry(
         verified.manifest.len() as u64,
         &verified.media_type,
     );
-    writer.carry_bytes(entry, &verified.manifest)?;
+    super::put(writer, since, entry, &verified.manifest)?;
     carry_blobs(
         clients,
-        writer,
+        (writer, since),
         proxy,
         repos,
         &verified.document,

@@ -14,6 +14,7 @@ pub mod spec;
 mod upstream;
 pub mod warm;
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -23,7 +24,8 @@ use airlock_types::{Digest, media};
 use serde_json::Value;
 
 use crate::error::BundleError;
-use crate::index::{Entry, Kind};
+use crate::export::{ExportError, Store};
+use crate::index::{BundleIndex, Entry, Kind};
 use crate::sign::SecretKey;
 use crate::writer::{BundleWriter, Written};
 use spec::{FileSpec, ImageSpec, Spec};
@@ -46,16 +48,70 @@ pub enum CreateError {
         "the spec's {0} section(s) are read and can be warmed through a gateway, but this build does not write them into a bundle yet"
     )]
     NotCarried(String),
+    #[error("{0}")]
+    Export(#[from] ExportError),
 }
 
+/// The media type a file expected at the target is listed with (its bytes are not here to
+/// say otherwise; the target's own record keeps the type it was stored with).
+const OCTETS: &str = "application/octet-stream";
+
 /// What to make.
-#[derive(Debug)]
 pub struct Request<'a> {
     pub spec: &'a Spec,
     pub config: &'a Config,
     pub out: &'a Path,
     pub split: Option<u64>,
     pub key: Option<&'a SecretKey>,
+    /// What the target already holds (`--since`): listed in the index, not carried.
+    pub since: &'a Since,
+    /// Gateway stores whose contents to carry (`--from-gateway`), each with the proxies
+    /// to take (every proxy when empty).
+    pub stores: &'a [(&'a Store, Vec<String>)],
+}
+
+/// Digests the target holds, with their sizes: an index from the last bundle or from the
+/// target gateway's store (`airlock bundle index`).
+#[derive(Debug, Default)]
+pub struct Since(HashMap<Digest, u64>);
+
+impl Since {
+    pub fn from_index(index: &BundleIndex) -> Self {
+        Self(
+            index
+                .digests()
+                .into_iter()
+                .map(|(d, size)| (d.clone(), size))
+                .collect(),
+        )
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.0.contains_key(digest)
+    }
+
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        self.0.get(digest).copied()
+    }
+
+    pub fn digests(&self) -> HashSet<Digest> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// Carries `entry` with `bytes`, or records it as expected when the target holds it.
+fn put(
+    writer: &mut BundleWriter,
+    since: &Since,
+    entry: Entry,
+    bytes: &[u8],
+) -> Result<(), CreateError> {
+    if since.contains(&entry.digest) {
+        writer.expect(entry)?;
+    } else {
+        writer.carry_bytes(entry, bytes)?;
+    }
+    Ok(())
 }
 
 /// Makes the bundle; `handle` runs the upstream requests (call from outside the runtime).
@@ -81,11 +137,20 @@ pub fn create(
     }
     let clients = Clients::new(handle, request.config)?;
     let mut writer = BundleWriter::create(request.out, request.split, SystemTime::now())?;
+    let since = request.since;
     for image in &request.spec.images {
-        carry_image(&clients, &mut writer, image)?;
+        carry_image(&clients, &mut writer, since, image)?;
     }
     for file in &request.spec.files {
-        carry_file(&clients, &mut writer, file)?;
+        carry_file(&clients, &mut writer, since, file)?;
+    }
+    let digests = since.digests();
+    for (store, proxies) in request.stores {
+        let held = store.held(handle, request.config, proxies)?;
+        for left_out in &held.left_out {
+            tracing::warn!(%left_out, "not in the bundle: the store does not hold it whole");
+        }
+        store.write(&mut writer, held.entries, &digests)?;
     }
     Ok(writer.finish(request.key)?)
 }
@@ -110,6 +175,7 @@ fn registry_proxy<'a>(config: &'a Config, registry: &str) -> Option<&'a ProxyCon
 fn carry_image(
     clients: &Clients<'_>,
     writer: &mut BundleWriter,
+    since: &Since,
     image: &ImageSpec,
 ) -> Result<(), CreateError> {
     let reference = &image.reference;
@@ -152,7 +218,7 @@ fn carry_image(
         bytes.len() as u64,
         &media_type,
     );
-    writer.carry_bytes(root, &bytes)?;
+    put(writer, since, root, &bytes)?;
     let document: Value = serde_json::from_slice(&bytes).map_err(|e| CreateError::BadManifest {
         what: what.clone(),
         message: e.to_string(),
@@ -160,7 +226,7 @@ fn carry_image(
     if media::is_index(&media_type) {
         carry_platforms(
             clients,
-            writer,
+            (writer, since),
             proxy,
             (&repository, repo),
             image,
@@ -169,7 +235,7 @@ fn carry_image(
     } else {
         carry_blobs(
             clients,
-            writer,
+            (writer, since),
             proxy,
             (&repository, repo),
             &document,
@@ -177,7 +243,13 @@ fn carry_image(
         )?;
     }
     if let Some(signature) = &signature {
-        cosign::carry(clients, writer, proxy, (&repository, repo), signature)?;
+        cosign::carry(
+            clients,
+            (writer, since),
+            proxy,
+            (&repository, repo),
+            signature,
+        )?;
     }
     Ok(())
 }
@@ -185,7 +257,7 @@ fn carry_image(
 /// The child manifests of an index (those of the entry's platforms) and their blobs.
 fn carry_platforms(
     clients: &Clients<'_>,
-    writer: &mut BundleWriter,
+    (writer, since): (&mut BundleWriter, &Since),
     proxy: &ProxyConfig,
     (repository, repo): (&str, &str),
     image: &ImageSpec,
@@ -230,7 +302,7 @@ fn carry_platforms(
             descriptor.size,
             &descriptor.media_type,
         );
-        writer.carry_bytes(entry, &bytes)?;
+        put(writer, since, entry, &bytes)?;
         let document: Value =
             serde_json::from_slice(&bytes).map_err(|e| CreateError::BadManifest {
                 what: child_what.clone(),
@@ -238,7 +310,7 @@ fn carry_platforms(
             })?;
         carry_blobs(
             clients,
-            writer,
+            (writer, since),
             proxy,
             (repository, repo),
             &document,
@@ -283,7 +355,7 @@ fn descriptor(value: &Value, what: &str) -> Result<Descriptor, CreateError> {
 
 fn carry_blobs(
     clients: &Clients<'_>,
-    writer: &mut BundleWriter,
+    (writer, since): (&mut BundleWriter, &Since),
     proxy: &ProxyConfig,
     (repository, repo): (&str, &str),
     manifest: &Value,
@@ -301,6 +373,10 @@ fn carry_blobs(
             descriptor.size,
             &descriptor.media_type,
         );
+        if since.contains(&descriptor.digest) {
+            writer.expect(entry)?;
+            continue;
+        }
         if writer.holds(&descriptor.digest) {
             writer.carry(entry, std::io::empty())?;
             continue;
@@ -330,6 +406,7 @@ fn file_proxy<'a>(config: &'a Config, url: &url::Url) -> Option<(&'a ProxyConfig
 fn carry_file(
     clients: &Clients<'_>,
     writer: &mut BundleWriter,
+    since: &Since,
     file: &FileSpec,
 ) -> Result<(), CreateError> {
     let url = &file.url;
@@ -344,6 +421,11 @@ fn carry_file(
         what: url.to_string(),
         hint: "add a raw [[proxy]] whose `upstream` is a prefix of the URL",
     })?;
+    if let Some(size) = since.size(&file.sha256) {
+        let entry = Entry::file(&proxy.name, &path, file.sha256.clone(), size, OCTETS);
+        writer.expect(entry)?;
+        return Ok(());
+    }
     tracing::info!(%url, proxy = %proxy.name, "fetching");
     let (size, media_type, body) = clients.file(proxy, &path, url.as_str())?;
     let entry = Entry::file(&proxy.name, &path, file.sha256.clone(), size, &media_type);
@@ -372,6 +454,8 @@ mod tests {
             out: &out,
             split: None,
             key: None,
+            since: &Since::default(),
+            stores: &[],
         };
         let error = create(runtime.handle(), &request).unwrap_err().to_string();
         assert!(error.contains("charts section(s)"), "{error}");

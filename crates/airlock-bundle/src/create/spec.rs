@@ -39,7 +39,7 @@ use airlock_types::{Digest, ImageRef};
 pub use python::{Pin, parse_pylock, parse_requirements};
 
 /// A parsed spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Spec {
     pub images: Vec<ImageSpec>,
     pub files: Vec<FileSpec>,

@@ -410,6 +410,8 @@ async fn records(
                     }
                 }
             }
+            // The blob (recorded above) is the whole of a package file.
+            Target::Package => {}
             Target::File { proxy, path } => {
                 let current = meta.file(proxy, path).await.map_err(read)?;
                 if current.is_none_or(|f| f.digest.as_ref() != Some(&entry.digest)) {
@@ -463,5 +465,6 @@ fn batch_names(batch: &Batch, entry: &Entry, target: &Target) -> bool {
             Target::File { proxy, path } => {
                 batch.files.iter().any(|(p, f, _)| p == proxy && f == path)
             }
+            Target::Package => false,
         }
 }

@@ -21,6 +21,8 @@ pub(super) enum Target {
     },
     /// A package proxy's file at `path`.
     File { proxy: String, path: String },
+    /// A package file the store keeps by digest (its blob is all there is to write).
+    Package,
 }
 
 /// The routing table the gateway's registry builds from the same configuration.
@@ -47,16 +49,13 @@ pub(super) fn plan(index: &BundleIndex, config: &Config) -> Result<Vec<Target>, 
 }
 
 fn target(routes: &Routes, config: &Config, entry: &Entry) -> Result<Target, ImportError> {
-    if entry.kind == Kind::File {
-        // Recorded under the canonical form the proxy keys a client's request by (escapes
-        // decoded once), so `…/v1.31.4%2Bk3s1/k3s` is found as `…/v1.31.4+k3s1/k3s`.
+    if matches!(entry.kind, Kind::File | Kind::Package) {
         let raw = entry.path.as_deref().unwrap_or_default();
-        let path =
-            airlock_upstream::target::client_path(raw).map_err(|refused| ImportError::BadPath {
-                path: raw.to_owned(),
-                reason: refused.to_string(),
-            })?;
+        let path = file_key(raw)?;
         return match config.proxies.iter().find(|p| p.name == entry.proxy) {
+            Some(proxy) if proxy.format != Format::Oci && entry.kind == Kind::Package => {
+                Ok(Target::Package)
+            }
             Some(proxy) if proxy.format != Format::Oci => Ok(Target::File {
                 proxy: proxy.name.clone(),
                 path,
@@ -90,6 +89,33 @@ fn target(routes: &Routes, config: &Config, entry: &Entry) -> Result<Target, Imp
             .then(|| image.tag().map(str::to_owned))
             .flatten(),
     })
+}
+
+/// The key a package proxy keeps a file under: the canonical form it keys a client's
+/// request by (escapes decoded once, so `…/v1.31.4%2Bk3s1/k3s` is found as
+/// `…/v1.31.4+k3s1/k3s`), with a document's `#representation` suffix kept as it is.
+fn file_key(raw: &str) -> Result<String, ImportError> {
+    let bad = |reason: String| ImportError::BadPath {
+        path: raw.to_owned(),
+        reason,
+    };
+    let (path, representation) = match raw.split_once('#') {
+        Some((path, name)) => (path, Some(name)),
+        None => (raw, None),
+    };
+    let mut key =
+        airlock_upstream::target::client_path(path).map_err(|refused| bad(refused.to_string()))?;
+    if let Some(name) = representation {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+');
+        if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+            return Err(bad(format!(
+                "the representation name {name:?} after `#` is not a short plain name"
+            )));
+        }
+        key.push('#');
+        key.push_str(name);
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -180,6 +206,41 @@ upstream = "http://127.0.0.1:9/releases"
         let unknown = target(&routes, &config, &file("nope")).unwrap_err();
         assert!(unknown.to_string().contains("\"nope\""), "{unknown}");
         let oci = target(&routes, &config, &file("hub")).unwrap_err();
+        assert!(matches!(oci, ImportError::NotPackageProxy { .. }), "{oci}");
+    }
+
+    #[test]
+    fn a_document_keeps_its_representation_and_a_package_file_needs_only_its_blob() {
+        let config = config();
+        let routes = routes(&config);
+        let file = |path: &str| Entry::file("k3s-files", path, Digest::of(b"f"), 1, "x");
+        assert_eq!(
+            target(&routes, &config, &file("simple/numpy/#json")).unwrap(),
+            Target::File {
+                proxy: "k3s-files".into(),
+                path: "simple/numpy/#json".into(),
+            }
+        );
+        for bad in [
+            "simple/numpy/#",
+            "simple/#a/b",
+            "simple/#a#b",
+            "x/..%2F#json",
+        ] {
+            let error = target(&routes, &config, &file(bad)).unwrap_err();
+            assert!(
+                matches!(error, ImportError::BadPath { .. }),
+                "{bad}: {error}"
+            );
+        }
+        let package = |proxy: &str| {
+            Entry::package_file(Kind::Package, proxy, "a-1.whl", Digest::of(b"p"), 1, "x")
+        };
+        assert_eq!(
+            target(&routes, &config, &package("k3s-files")).unwrap(),
+            Target::Package
+        );
+        let oci = target(&routes, &config, &package("hub")).unwrap_err();
         assert!(matches!(oci, ImportError::NotPackageProxy { .. }), "{oci}");
     }
 }

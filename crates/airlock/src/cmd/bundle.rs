@@ -46,18 +46,38 @@ pub enum Command {
     /// `data_dir` when the gateway is stopped, through its admin API when it runs.
     Import(ImportArgs),
     /// Print a bundle's index (JSON): every entry's kind, proxy, reference or path, digest,
-    /// size, media type and whether its bytes are carried.
+    /// size, media type and whether its bytes are carried. With `--data-dir`, what a
+    /// stopped gateway's store holds, in the same form (the input for `create --since`).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["file", "data_dir"])))]
     Index {
         /// The bundle (its first volume when split).
-        file: PathBuf,
+        file: Option<PathBuf>,
+        /// A stopped gateway's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// The gateway's configuration, for its proxies (default: the embedded default).
+        #[arg(long, value_name = "GATEWAY.toml", requires = "data_dir")]
+        config: Option<PathBuf>,
     },
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["spec", "from_gateway"])))]
 pub struct CreateArgs {
     /// What to carry (images, files); a `cosign_key` path is relative to this file.
     #[arg(long, value_name = "SPEC.yaml")]
-    spec: PathBuf,
+    spec: Option<PathBuf>,
+    /// Also carry everything this stopped gateway's store holds (pre-warm a connected
+    /// gateway with the clients' own resolution, then export).
+    #[arg(long, value_name = "DATA_DIR")]
+    from_gateway: Option<PathBuf>,
+    /// With --from-gateway: only these proxies' items (repeatable; default: every proxy).
+    #[arg(long = "proxy", value_name = "NAME", requires = "from_gateway")]
+    proxies: Vec<String>,
+    /// Carry only what the target lacks: digests this index lists (`airlock bundle index`
+    /// of the last bundle, or of the target gateway's store) are listed, not carried.
+    #[arg(long, value_name = "INDEX.json")]
+    since: Option<PathBuf>,
     /// The bundle to write (its first volume when split).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -197,11 +217,30 @@ fn print_imported(
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
     // One line per image and file fetched, on stderr (`RUST_LOG` adjusts).
     crate::init_logging(crate::LogFormat::Text);
-    let spec = airlock_bundle::create::spec::Spec::load(&args.spec)?;
-    let config = match &args.config {
-        Some(path) => airlock_config::Config::load(path)?,
-        None => airlock_config::Config::embedded_default(),
+    let spec = match &args.spec {
+        Some(path) => airlock_bundle::create::spec::Spec::load(path)?,
+        None => airlock_bundle::create::spec::Spec::default(),
     };
+    let config = gateway_config(args.config.as_deref())?;
+    let since = match &args.since {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let index = airlock_bundle::BundleIndex::parse(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            airlock_bundle::create::Since::from_index(&index)
+        }
+        None => airlock_bundle::create::Since::default(),
+    };
+    let store = args
+        .from_gateway
+        .as_deref()
+        .map(airlock_bundle::export::Store::open)
+        .transpose()?;
+    let stores: Vec<_> = store
+        .iter()
+        .map(|store| (store, args.proxies.clone()))
+        .collect();
     let key = args
         .sign_key
         .as_deref()
@@ -214,6 +253,8 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         out: &args.out,
         split: args.split.map(|s| s.0),
         key: key.as_ref(),
+        since: &since,
+        stores: &stores,
     };
     let written = airlock_bundle::create::create(runtime.handle(), &request)
         .with_context(|| format!("creating the bundle {}", args.out.display()))?;
@@ -255,7 +296,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Verify { file, trust_key } => verify(&file, trust_key.as_deref()),
         Command::Import(args) => import(&args),
-        Command::Index { file } => {
+        Command::Index {
+            file: Some(file), ..
+        } => {
             let catalog = open(&file)?
                 .catalog()
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -263,7 +306,44 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 .write_all(&catalog.index_bytes)
                 .context("writing the index to stdout")
         }
+        Command::Index {
+            data_dir, config, ..
+        } => {
+            let data_dir = data_dir.context("give a bundle FILE or --data-dir DIR")?;
+            store_index(&data_dir, config.as_deref())
+        }
     }
+}
+
+fn gateway_config(path: Option<&std::path::Path>) -> anyhow::Result<airlock_config::Config> {
+    Ok(match path {
+        Some(path) => airlock_config::Config::load(path)?,
+        None => airlock_config::Config::embedded_default(),
+    })
+}
+
+/// `bundle index --data-dir`: what a stopped gateway's store holds, every entry expected.
+fn store_index(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = gateway_config(config)?;
+    let store = airlock_bundle::export::Store::open(data_dir)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let held = store.held(runtime.handle(), &config, &[])?;
+    for left_out in &held.left_out {
+        eprintln!("not listed: {left_out}");
+    }
+    let mut index = airlock_bundle::BundleIndex::new(std::time::SystemTime::now());
+    index.entries = held
+        .entries
+        .into_iter()
+        .map(|entry| airlock_bundle::Entry {
+            carried: false,
+            ..entry
+        })
+        .collect();
+    index.validate()?;
+    std::io::stdout()
+        .write_all(&index.to_bytes())
+        .context("writing the index to stdout")
 }
 
 fn open(file: &std::path::Path) -> anyhow::Result<Bundle> {

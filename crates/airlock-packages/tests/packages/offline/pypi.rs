@@ -4,8 +4,8 @@
 #![allow(clippy::unnecessary_debug_formatting)]
 
 use std::path::Path;
-use std::process::Command;
 
+use airlock_testkit::wheel::{build_wheels, pip, require_pip};
 use airlock_testkit::{Dist, FakePypi};
 use airlock_types::Digest;
 
@@ -14,56 +14,6 @@ use crate::common::{self, get_accepting as get};
 
 const PROXY: &str = "name = \"pypi-proxy\"\nformat = \"pypi\"";
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
-
-/// Builds `beta-1.0` and `beta-2.0` wheels (and `other-1.0`) with Python's zipfile.
-const WHEELS: &str = r#"
-import base64, hashlib, os, sys, zipfile
-out = sys.argv[1]
-def wheel(name, version):
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: airlock-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
-    with zipfile.ZipFile(os.path.join(out, f"{name}-{version}-py3-none-any.whl"), "w") as z:
-        for path, text in files.items():
-            z.writestr(path, text)
-wheel("beta", "1.0")
-wheel("beta", "2.0")
-wheel("other", "1.0")
-"#;
-
-fn pip(args: &[&str], index: &str) -> std::process::Output {
-    let mut command = Command::new("python3");
-    command.args(["-m", "pip"]).args(args);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PIP_") || key.to_ascii_lowercase().ends_with("_proxy") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env("NO_PROXY", "*")
-        .args(["--index-url", index])
-        .args([
-            "--no-cache-dir",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--retries",
-            "0",
-            "--timeout",
-            "20",
-        ]);
-    command.output().expect("run python3 -m pip")
-}
 
 async fn pip_async(args: Vec<String>, index: String) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
@@ -75,26 +25,12 @@ async fn pip_async(args: Vec<String>, index: String) -> std::process::Output {
 }
 
 fn wheels(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("wheels");
-    std::fs::create_dir_all(&out).unwrap();
-    let built = Command::new("python3")
-        .args(["-c", WHEELS])
-        .arg(&out)
-        .output()
-        .expect("python3 runs");
-    assert!(built.status.success(), "{}", shown(&built));
-    out
+    build_wheels(dir, &[("beta", "1.0"), ("beta", "2.0"), ("other", "1.0")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pip_resolves_to_the_version_fetched_before() {
-    let version = Command::new("python3")
-        .args(["-m", "pip", "--version"])
-        .output();
-    assert!(
-        version.is_ok_and(|o| o.status.success()),
-        "`python3 -m pip` is not available: apt-get install python3-pip (run scripts/test.sh)"
-    );
+    require_pip();
     let dir = tempfile::tempdir().unwrap();
     let built = wheels(dir.path());
     let upstream = FakePypi::start().await;
