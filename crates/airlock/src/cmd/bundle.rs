@@ -14,10 +14,11 @@ use airlock_bundle::{Bundle, PublicKey};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Fetch the images and files SPEC.yaml names through the proxies' upstreams in
-    /// GATEWAY.toml and write them into a bundle (python, rpms and charts are not supported
-    /// yet and are refused). An image entry with `verify: {cosign_key: FILE}` is carried only
-    /// with a valid cosign signature by that key, and its `sha256-<hex>.sig` signature image
-    /// travels with it.
+    /// GATEWAY.toml, and what a stopped gateway's store holds (--from-gateway), and write
+    /// them into a bundle (the spec's python, rpms and charts sections are read but refused
+    /// until create warms them itself: carry them with --from-gateway). An image entry with
+    /// `verify: {cosign_key: FILE}` is carried only with a valid cosign signature by that
+    /// key, and its `sha256-<hex>.sig` signature image travels with it.
     Create(CreateArgs),
     /// Write a new signing key pair: NAME.key (mode 0600; keep it on the connected side)
     /// and NAME.pub (give it to the isolated site for `--trust-key`).
