@@ -111,6 +111,12 @@ pub struct SpecError {
 }
 
 impl Spec {
+    /// Whether a section names package files that are fetched by warming a gateway
+    /// ([`super::warm`]) and carried from its store, rather than fetched directly.
+    pub fn needs_warming(&self) -> bool {
+        !(self.python.is_empty() && self.rpms.is_empty() && self.charts.is_empty())
+    }
+
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             file: path.display().to_string(),
