@@ -45,9 +45,9 @@ pub enum CreateError {
     #[error("{what}: refused by its cosign verification: {message}")]
     Unverified { what: String, message: String },
     #[error(
-        "the spec's {0} section(s) are read and can be warmed through a gateway, but this build does not write them into a bundle yet"
+        "the spec's python, rpms and charts sections are carried from a gateway warmed with them (`warm`), and none was given"
     )]
-    NotCarried(String),
+    NotWarmed,
     #[error("{0}")]
     Export(#[from] ExportError),
 }
@@ -68,6 +68,9 @@ pub struct Request<'a> {
     /// Gateway stores whose contents to carry (`--from-gateway`), each with the proxies
     /// to take (every proxy when empty).
     pub stores: &'a [(&'a Store, Vec<String>)],
+    /// The store of a gateway [`warm`]ed with the spec's package sections, and the proxies
+    /// the warming went through; required when the spec has such sections.
+    pub warmed: Option<(&'a Store, &'a [String])>,
 }
 
 /// Digests the target holds, with their sizes: an index from the last bundle or from the
@@ -119,21 +122,8 @@ pub fn create(
     handle: &tokio::runtime::Handle,
     request: &Request<'_>,
 ) -> Result<Written, CreateError> {
-    // Until the warmed store's exporter is wired in, a bundle without them would only be
-    // found short on the isolated side.
-    let spec = request.spec;
-    let sections = [
-        ("python", spec.python.is_empty()),
-        ("rpms", spec.rpms.is_empty()),
-        ("charts", spec.charts.is_empty()),
-    ];
-    let named: Vec<&str> = sections
-        .iter()
-        .filter(|(_, empty)| !empty)
-        .map(|(name, _)| *name)
-        .collect();
-    if !named.is_empty() {
-        return Err(CreateError::NotCarried(named.join(", ")));
+    if request.spec.needs_warming() && request.warmed.is_none() {
+        return Err(CreateError::NotWarmed);
     }
     let clients = Clients::new(handle, request.config)?;
     let mut writer = BundleWriter::create(request.out, request.split, SystemTime::now())?;
@@ -145,7 +135,12 @@ pub fn create(
         carry_file(&clients, &mut writer, since, file)?;
     }
     let digests = since.digests();
-    for (store, proxies) in request.stores {
+    let warmed = request.warmed.filter(|(_, proxies)| !proxies.is_empty());
+    let stores = request
+        .stores
+        .iter()
+        .map(|(store, proxies)| (*store, proxies.as_slice()));
+    for (store, proxies) in warmed.into_iter().chain(stores) {
         let held = store.held(handle, request.config, proxies)?;
         for left_out in &held.left_out {
             tracing::warn!(%left_out, "not in the bundle: the store does not hold it whole");
@@ -438,7 +433,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn package_sections_are_refused_until_they_are_carried() {
+    fn package_sections_need_a_warmed_store() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("site.bundle");
@@ -456,9 +451,10 @@ mod tests {
             key: None,
             since: &Since::default(),
             stores: &[],
+            warmed: None,
         };
-        let error = create(runtime.handle(), &request).unwrap_err().to_string();
-        assert!(error.contains("charts section(s)"), "{error}");
+        let error = create(runtime.handle(), &request).unwrap_err();
+        assert!(matches!(error, CreateError::NotWarmed), "{error}");
         assert!(!out.exists());
     }
 

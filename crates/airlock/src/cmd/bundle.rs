@@ -1,5 +1,5 @@
 //! `airlock bundle`: the file that carries images and package files onto a site with no
-//! network link. `create` (images and files so far), `keygen`, `inspect`, `verify`,
+//! network link. `create`, `keygen`, `inspect`, `verify`,
 //! `index` and `import` (into a stopped gateway's `data_dir`, or through a running
 //! gateway's admin API).
 
@@ -14,9 +14,10 @@ use airlock_bundle::{Bundle, PublicKey};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Fetch the images and files SPEC.yaml names through the proxies' upstreams in
-    /// GATEWAY.toml, and what a stopped gateway's store holds (--from-gateway), and write
-    /// them into a bundle (the spec's python, rpms and charts sections are read but refused
-    /// until create warms them itself: carry them with --from-gateway). An image entry with
+    /// GATEWAY.toml, the package files its python, rpms and charts sections name through a
+    /// scratch gateway running those proxies (so they travel with the index documents they
+    /// came with), and what a stopped gateway's store holds (--from-gateway), and write
+    /// them into a bundle. An image entry with
     /// `verify: {cosign_key: FILE}` is carried only with a valid cosign signature by that
     /// key, and its `sha256-<hex>.sig` signature image travels with it.
     Create(CreateArgs),
@@ -65,7 +66,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["spec", "from_gateway"])))]
 pub struct CreateArgs {
-    /// What to carry (images, files); a `cosign_key` path is relative to this file.
+    /// What to carry (images, files, python, rpms, charts); relative paths in it (a
+    /// `cosign_key`, a `requirements` lock) are relative to this file.
     #[arg(long, value_name = "SPEC.yaml")]
     spec: Option<PathBuf>,
     /// Also carry everything this stopped gateway's store holds (pre-warm a connected
@@ -247,6 +249,20 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(airlock_bundle::SecretKey::read)
         .transpose()?;
+    let scratch = if spec.needs_warming() {
+        let scratch = super::warm::warm_scratch(&config, &spec, &args.out)?;
+        let w = &scratch.warmed;
+        eprintln!(
+            "warmed through a scratch gateway: python {} files, rpms {} packages, charts {} ({} with their index documents)",
+            w.python.files.len(),
+            w.rpms.files.len(),
+            w.charts.files.len(),
+            human_bytes(w.python.bytes() + w.rpms.bytes() + w.charts.bytes()),
+        );
+        Some(scratch)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let request = airlock_bundle::create::Request {
         spec: &spec,
@@ -256,6 +272,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         key: key.as_ref(),
         since: &since,
         stores: &stores,
+        warmed: scratch.as_ref().map(|s| (&s.store, s.proxies.as_slice())),
     };
     let written = airlock_bundle::create::create(runtime.handle(), &request)
         .with_context(|| format!("creating the bundle {}", args.out.display()))?;

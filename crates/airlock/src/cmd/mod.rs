@@ -11,3 +11,4 @@ pub mod render;
 pub mod serve;
 pub mod upload;
 pub mod vault;
+pub mod warm;
