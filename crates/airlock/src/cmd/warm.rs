@@ -34,7 +34,7 @@ pub struct Scratch {
 /// proxy, no admin API, and nothing evicted while warming.
 fn scratch_config(config: &Config, data_dir: &Path) -> Config {
     let mut scratch = config.clone();
-    scratch.data_dir = data_dir.to_owned();
+    data_dir.clone_into(&mut scratch.data_dir);
     scratch.server.listen = (std::net::Ipv4Addr::LOCALHOST, 0).into();
     scratch.tls.mode = TlsMode::Off;
     scratch.tls.cert = None;
