@@ -4,6 +4,7 @@
 //! conda channel metadata, and the HTTP clients the integration tests use.
 
 pub mod conda;
+mod daemons;
 mod fake_dir;
 mod fake_files;
 mod fake_pypi;
@@ -19,10 +20,11 @@ pub mod tinyproxy;
 mod tools;
 pub mod wheel;
 
+pub use daemons::{Containerd, DockerRegistry, Killed, free_port, port_open, wait_until};
 pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
-pub use rpm::{RpmSpec, build_rpm, build_rpm_with_files, createrepo, sign_repository};
+pub use rpm::{RpmSpec, build_rpm, build_rpm_with_files, createrepo, dnf_install, sign_repository};
 pub use tools::{ContainerdFiles, containerd_config, require_tool};

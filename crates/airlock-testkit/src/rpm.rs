@@ -157,3 +157,57 @@ pub fn sign_repository(work: &Path, repo: &Path) {
         "gnupg",
     );
 }
+
+/// Runs a real `dnf` installing `package` into a fresh root under `dir` from the repository
+/// `t` at `repo_url` alone, reading no configuration, repository, cache or proxy setting of
+/// this machine; `options` (`--setopt=t.repo_gpgcheck=0`, …) set how `t` checks signatures.
+/// Panics naming the Debian package when `dnf` cannot run.
+pub fn dnf_install(
+    dir: &Path,
+    repo_url: &str,
+    package: &str,
+    options: &[String],
+) -> std::process::Output {
+    std::fs::create_dir_all(dir.join("repos.d")).unwrap();
+    let conf = dir.join("dnf.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\ngpgcheck=0\ninstall_weak_deps=0\nreposdir={}\ncachedir={}\nlogdir={}\n\
+             persistdir={}\nproxy=\n",
+            dir.join("repos.d").display(),
+            dir.join("cache").display(),
+            dir.join("log").display(),
+            dir.join("persist").display(),
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("dnf");
+    command
+        .args([
+            "-y",
+            "-q",
+            "--noplugins",
+            "--releasever=9",
+            "--disablerepo=*",
+        ])
+        .arg(format!("--config={}", conf.display()))
+        .arg(format!("--installroot={}", dir.join("root").display()))
+        .arg(format!("--repofrompath=t,{repo_url}"))
+        .arg("--setopt=t.gpgcheck=0")
+        .args(options)
+        .args(["install", package]);
+    for key in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(key);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("dnf could not run ({e}): install the Debian package `dnf`"))
+}

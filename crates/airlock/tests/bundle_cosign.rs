@@ -7,210 +7,16 @@
 
 mod bundles;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use airlock_bundle::{BundleIndex, Kind};
-use airlock_testkit::{Image, Index, require_tool, tar_layer};
+use airlock_testkit::{DockerRegistry, Image, require_tool, tar_layer};
 use airlock_types::Digest;
-use base64::Engine as _;
+use bundles::registry::{Pusher, payload, sign};
 use bundles::*;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
+use p256::ecdsa::SigningKey;
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
-use serde_json::json;
-
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_registry(dir: &Path) -> (Running, u16) {
-    let binary = require_tool("docker-registry", "docker-registry");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("registry-data").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    let running = Running(
-        Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "docker-registry did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (running, port)
-}
-
-/// Pushes through the Distribution API, as any client does: blobs by a POST-then-PUT
-/// upload, manifests by a PUT under their tag.
-struct Pusher {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Pusher {
-    fn new(port: u16) -> Self {
-        Self {
-            runtime: tokio::runtime::Runtime::new().unwrap(),
-            client: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let digest = Digest::of(bytes);
-        self.runtime.block_on(async {
-            let started = self
-                .client
-                .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(started.status(), 202, "starting an upload to {repo}");
-            let location = started.headers()["location"].to_str().unwrap().to_owned();
-            let location = if location.starts_with('/') {
-                format!("{}{location}", self.base)
-            } else {
-                location
-            };
-            let separator = if location.contains('?') { '&' } else { '?' };
-            let done = self
-                .client
-                .put(format!("{location}{separator}digest={digest}"))
-                .header("content-type", "application/octet-stream")
-                .body(bytes.to_vec())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(done.status(), 201, "finishing the upload of {digest}");
-        });
-        digest
-    }
-
-    fn manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
-        self.runtime.block_on(async {
-            let response = self
-                .client
-                .put(format!("{}/v2/{repo}/manifests/{tag}", self.base))
-                .header("content-type", media_type)
-                .body(bytes.to_vec())
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body = response.text().await.unwrap();
-            assert_eq!(status, 201, "pushing {repo}:{tag}: {body}");
-        });
-    }
-
-    fn image(&self, repo: &str, tag: &str, image: &Image) {
-        for blob in image.blobs() {
-            self.blob(repo, blob);
-        }
-        self.manifest(repo, tag, image.media_type, &image.manifest);
-    }
-
-    fn index(&self, repo: &str, tag: &str, index: &Index) {
-        for (_, image) in &index.images {
-            self.image(repo, &image.digest.to_string(), image);
-        }
-        self.manifest(repo, tag, index.media_type, &index.manifest);
-    }
-
-    /// Pushes a signature image for `image` in `repo` as cosign lays it out: one
-    /// simple-signing layer per (payload, signature), at the tag `sha256-<hex>.sig`.
-    /// Returns the signature manifest's digest.
-    fn signature(&self, repo: &str, image: &Digest, layers: &[(Vec<u8>, String)]) -> Digest {
-        let config = json!({
-            "architecture": "",
-            "os": "",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|(p, _)| Digest::of(p).to_string()).collect::<Vec<_>>()},
-        })
-        .to_string()
-        .into_bytes();
-        let config_digest = self.blob(repo, &config);
-        let descriptors: Vec<_> = layers
-            .iter()
-            .map(|(payload, signature)| {
-                json!({
-                    "mediaType": airlock_cosign::SIMPLE_SIGNING,
-                    "digest": self.blob(repo, payload).to_string(),
-                    "size": payload.len(),
-                    "annotations": {airlock_cosign::SIGNATURE_ANNOTATION: signature},
-                })
-            })
-            .collect();
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest.to_string(),
-                "size": config.len(),
-            },
-            "layers": descriptors,
-        })
-        .to_string()
-        .into_bytes();
-        let media_type = "application/vnd.oci.image.manifest.v1+json";
-        self.manifest(
-            repo,
-            &airlock_cosign::signature_tag(image),
-            media_type,
-            &manifest,
-        );
-        Digest::of(&manifest)
-    }
-}
-
-/// The simple-signing payload `cosign sign` writes for `image` in `repository`.
-fn payload(repository: &str, image: &Digest) -> Vec<u8> {
-    json!({
-        "critical": {
-            "identity": {"docker-reference": repository},
-            "image": {"docker-manifest-digest": image.to_string()},
-            "type": "cosign container image signature",
-        },
-        "optional": null,
-    })
-    .to_string()
-    .into_bytes()
-}
-
-fn sign(key: &SigningKey, payload: &[u8]) -> String {
-    let signature: Signature = key.sign(payload);
-    base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
-}
 
 /// Every file in `dir` whose name starts with `prefix` (a bundle, its volumes, partials).
 fn files_named(dir: &Path, prefix: &str) -> Vec<String> {
@@ -226,7 +32,8 @@ fn create_carries_cosign_signed_images_with_their_signature_and_refuses_the_rest
     let skopeo = require_tool("skopeo", "skopeo");
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (_registry, port) = start_registry(dir);
+    let registry = DockerRegistry::start(dir);
+    let port = registry.port;
     let push = Pusher::new(port);
 
     let org = SigningKey::random(&mut rand::rngs::OsRng);

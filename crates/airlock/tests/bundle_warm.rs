@@ -9,165 +9,19 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
-use std::fmt::Write as _;
+mod bundles;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use airlock_bundle::create::spec::Spec;
 use airlock_bundle::create::warm::{Fetched, WarmError, Warmed, warm};
 use airlock_config::Config;
 use airlock_gateway::Gateway;
-use airlock_testkit::{Dist, FakeFiles, FakePypi, RpmSpec, build_rpm, createrepo, require_tool};
+use airlock_testkit::{dnf_install, require_tool};
 use airlock_types::Digest;
-
-/// Builds `alpha-1.0` (requiring `beta`), `alpha-2.0` and `beta-1.0` wheels with Python's
-/// zipfile, and each wheel's METADATA beside it as `<wheel>.metadata`.
-const WHEELS: &str = r#"
-import base64, hashlib, os, sys, zipfile
-out = sys.argv[1]
-def wheel(name, version, requires):
-    dist = f"{name}-{version}.dist-info"
-    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
-    files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
-        f"{dist}/METADATA": metadata,
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: airlock-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
-    path = os.path.join(out, f"{name}-{version}-py3-none-any.whl")
-    with zipfile.ZipFile(path, "w") as z:
-        for member, text in files.items():
-            z.writestr(member, text)
-    with open(path + ".metadata", "w") as f:
-        f.write(metadata)
-wheel("alpha", "1.0", ["beta"])
-wheel("alpha", "2.0", ["beta"])
-wheel("beta", "1.0", [])
-"#;
-
-const RPMS: [RpmSpec<'static>; 3] = [
-    RpmSpec {
-        name: "airlock-dep",
-        version: "1.0",
-        requires: None,
-    },
-    RpmSpec {
-        name: "airlock-app",
-        version: "1.0",
-        requires: Some("airlock-dep"),
-    },
-    RpmSpec {
-        name: "airlock-extra",
-        version: "1.0",
-        requires: None,
-    },
-];
-
-fn shown(output: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(output.status.success(), "{command:?}: {}", shown(&output));
-    output
-}
-
-/// The static upstreams, and what they serve.
-struct Upstreams {
-    pypi: FakePypi,
-    files: FakeFiles,
-    wheels: std::path::PathBuf,
-    charts: Vec<Vec<u8>>,
-}
-
-fn wheel(upstreams: &Upstreams, name: &str) -> Vec<u8> {
-    std::fs::read(upstreams.wheels.join(name)).unwrap()
-}
-
-/// A chart archive made by `tar`: `<name>/Chart.yaml`.
-fn chart(dir: &Path, name: &str, version: &str) -> Vec<u8> {
-    let src = dir.join(format!("chart-{version}"));
-    std::fs::create_dir_all(src.join(name)).unwrap();
-    std::fs::write(
-        src.join(name).join("Chart.yaml"),
-        format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
-    )
-    .unwrap();
-    let out = dir.join(format!("{name}-{version}.tgz"));
-    checked(
-        Command::new("tar")
-            .arg("-czf")
-            .arg(&out)
-            .arg("-C")
-            .arg(&src)
-            .arg(name),
-    );
-    std::fs::read(out).unwrap()
-}
-
-async fn upstreams(dir: &Path) -> Upstreams {
-    let wheels = dir.join("wheels");
-    std::fs::create_dir_all(&wheels).unwrap();
-    checked(Command::new("python3").args(["-c", WHEELS]).arg(&wheels));
-    let pypi = FakePypi::start().await;
-    for (project, name) in [
-        ("alpha", "alpha-1.0-py3-none-any.whl"),
-        ("alpha", "alpha-2.0-py3-none-any.whl"),
-        ("beta", "beta-1.0-py3-none-any.whl"),
-    ] {
-        let mut dist = Dist::new(name, &std::fs::read(wheels.join(name)).unwrap());
-        // alpha's page offers PEP 658 metadata: pip reads it instead of the wheel.
-        if project == "alpha" {
-            dist.metadata = Some(std::fs::read(wheels.join(format!("{name}.metadata"))).unwrap());
-        }
-        pypi.add(project, dist);
-    }
-
-    let repo = dir.join("repo");
-    for spec in &RPMS {
-        build_rpm(dir, &repo, spec);
-    }
-    createrepo(&repo, &[]);
-    let files = FakeFiles::start().await;
-    files.put_dir("el9/", &repo);
-
-    let charts = vec![chart(dir, "app", "1.0.0"), chart(dir, "app", "2.0.0")];
-    let mut index = String::from("apiVersion: v1\nentries:\n  app:\n");
-    for (version, bytes) in ["1.0.0", "2.0.0"].iter().zip(&charts) {
-        let _ = write!(
-            index,
-            "  - apiVersion: v2\n    name: app\n    version: {version}\n    digest: {}\n    urls:\n    - app-{version}.tgz\n",
-            Digest::of(bytes).hex()
-        );
-        files.put(
-            &format!("charts/app-{version}.tgz"),
-            "application/gzip",
-            bytes,
-        );
-    }
-    index.push_str("generated: \"2024-05-01T10:00:00Z\"\n");
-    files.put("charts/index.yaml", "application/x-yaml", index.as_bytes());
-    Upstreams {
-        pypi,
-        files,
-        wheels,
-        charts,
-    }
-}
+use bundles::packages::{checked, pip_install, shown, upstreams, wheel, write_lock};
 
 /// The gateway's configuration: data under `dir/data`, the three package proxies.
 fn config(dir: &Path, pypi: &str, files: &str, offline: bool) -> Config {
@@ -230,70 +84,9 @@ fn names(section: &[Fetched]) -> Vec<&str> {
     names
 }
 
-fn pip_install(dir: &Path, index: &str, requirements: &Path) -> Output {
-    let mut command = Command::new("python3");
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PIP_") || key.to_ascii_lowercase().ends_with("_proxy") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env("NO_PROXY", "*")
-        .args(["-m", "pip", "install", "--require-hashes", "-r"])
-        .arg(requirements)
-        .args(["--index-url", index, "--target"])
-        .arg(dir.join("site"))
-        .args([
-            "--no-cache-dir",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--retries",
-            "0",
-            "--timeout",
-            "20",
-        ]);
-    command.output().expect("run python3 -m pip")
-}
-
-/// A real `dnf` installing `package` into a fresh root under `dir` from the repository at
-/// `url` alone, reading nothing of this machine's configuration.
-fn dnf_install(dir: &Path, url: &str, package: &str) -> Output {
-    std::fs::create_dir_all(dir.join("repos.d")).unwrap();
-    let conf = dir.join("dnf.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[main]\ngpgcheck=0\ninstall_weak_deps=0\nreposdir={}\ncachedir={}\nlogdir={}\n\
-             persistdir={}\nproxy=\n",
-            dir.join("repos.d").display(),
-            dir.join("cache").display(),
-            dir.join("log").display(),
-            dir.join("persist").display(),
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new("dnf");
-    command
-        .args(["-y", "--noplugins", "--releasever=9", "--disablerepo=*"])
-        .arg(format!("--config={}", conf.display()))
-        .arg(format!("--installroot={}", dir.join("root").display()))
-        .arg(format!("--repofrompath=t,{url}"))
-        // An offline gateway's regenerated metadata is unsigned.
-        .args(["--setopt=t.gpgcheck=0", "--setopt=t.repo_gpgcheck=0"])
-        .args(["install", package]);
-    for key in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(key);
-    }
-    command.output().expect("run dnf")
+/// An offline gateway's regenerated metadata is unsigned.
+fn unsigned() -> Vec<String> {
+    vec!["--setopt=t.repo_gpgcheck=0".to_owned()]
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -323,17 +116,8 @@ async fn warming_carries_exactly_the_spec_and_offline_clients_install_it() {
     let up = upstreams(dir).await;
     let alpha = wheel(&up, "alpha-1.0-py3-none-any.whl");
     let beta = wheel(&up, "beta-1.0-py3-none-any.whl");
-    std::fs::create_dir_all(dir.join("locks")).unwrap();
     let requirements = dir.join("locks/requirements.txt");
-    std::fs::write(
-        &requirements,
-        format!(
-            "# what pip-compile --generate-hashes writes\nalpha==1.0 \\\n    --hash=sha256:{}\nbeta==1.0 \\\n    --hash=sha256:{}\n",
-            Digest::of(&alpha).hex(),
-            Digest::of(&beta).hex()
-        ),
-    )
-    .unwrap();
+    write_lock(&up, &requirements);
     let spec = spec(
         dir,
         "python:\n  requirements: locks/requirements.txt\n\
@@ -451,7 +235,7 @@ async fn warming_carries_exactly_the_spec_and_offline_clients_install_it() {
 
     let repo = format!("{base}repository/el9/");
     let dnf_dir = dir.join("dnf");
-    let output = blocking(move || dnf_install(&dnf_dir, &repo, "airlock-app")).await;
+    let output = blocking(move || dnf_install(&dnf_dir, &repo, "airlock-app", &unsigned())).await;
     assert!(output.status.success(), "dnf install: {}", shown(&output));
     for package in ["airlock-app", "airlock-dep"] {
         assert!(
@@ -463,7 +247,8 @@ async fn warming_carries_exactly_the_spec_and_offline_clients_install_it() {
     }
     let repo = format!("{base}repository/el9/");
     let extra_dir = dir.join("dnf-extra");
-    let output = blocking(move || dnf_install(&extra_dir, &repo, "airlock-extra")).await;
+    let output =
+        blocking(move || dnf_install(&extra_dir, &repo, "airlock-extra", &unsigned())).await;
     assert!(
         !output.status.success(),
         "airlock-extra was never warmed, yet dnf installed it"

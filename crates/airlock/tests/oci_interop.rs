@@ -7,39 +7,15 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use airlock_testkit::{Image, Index, Platform, require_tool, tar_layer};
+use airlock_testkit::{
+    Containerd, DockerRegistry, Image, Index, Killed as Running, Platform, free_port, port_open,
+    require_tool, tar_layer, wait_until,
+};
 use airlock_types::Digest;
-
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn run(cmd: &mut Command) -> String {
     let output = cmd
@@ -53,36 +29,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn start_registry(dir: &Path, port: u16) -> Running {
-    let binary = require_tool("docker-registry", "docker-registry");
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("registry-data").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    let child = Command::new(binary)
-        .arg("serve")
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let running = Running(child);
-    wait_until("docker-registry", Duration::from_secs(30), || {
-        port_open(port)
-    });
-    running
 }
 
 fn start_airlock(dir: &Path, upstream_port: u16, port: u16) -> (Running, PathBuf) {
@@ -145,56 +91,6 @@ fn upstream_digest(registry_port: u16, repo: &str, tag: &str) -> Digest {
     Digest::of(raw.as_bytes())
 }
 
-struct Containerd {
-    _process: Running,
-    socket: PathBuf,
-}
-
-fn start_containerd(dir: &Path) -> Containerd {
-    let binary = require_tool("containerd", "containerd");
-    let airlock_testkit::ContainerdFiles { config, socket } =
-        airlock_testkit::containerd_config(dir);
-    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let process = Running(child);
-    let ctr = require_tool("ctr", "containerd");
-    wait_until("containerd", Duration::from_secs(30), || {
-        Command::new(&ctr)
-            .arg("--address")
-            .arg(&socket)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    Containerd {
-        _process: process,
-        socket,
-    }
-}
-
-fn ctr_pull(containerd: &Containerd, hosts: &Path, reference: &str) -> String {
-    run(Command::new("ctr")
-        .arg("--address")
-        .arg(&containerd.socket)
-        .args([
-            "--namespace",
-            "airlock-test",
-            "images",
-            "pull",
-            "--snapshotter",
-            "native",
-            "--hosts-dir",
-        ])
-        .arg(hosts)
-        .arg(reference))
-}
-
 fn hosts_dir(dir: &Path, gateway_port: u16) -> PathBuf {
     let hosts = dir.join("certs.d");
     std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
@@ -216,7 +112,7 @@ fn skopeo_and_containerd_pull_through_the_gateway_and_from_cache_when_upstream_i
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let (registry_port, gateway_port) = (free_port(), free_port());
-    let registry = start_registry(dir, registry_port);
+    let registry = DockerRegistry::start_on(dir, registry_port);
 
     let image = Image::from_layers(
         vec![
@@ -322,11 +218,11 @@ fn skopeo_and_containerd_pull_through_the_gateway_and_from_cache_when_upstream_i
 
     // containerd with a hosts.toml mirror for docker.io: requests carry ?ns=docker.io.
     let hosts = hosts_dir(dir, gateway_port);
-    let containerd = start_containerd(&dir.join("containerd-1"));
-    let output = ctr_pull(&containerd, &hosts, "docker.io/library/hello:1");
+    let containerd = Containerd::start(&dir.join("containerd-1"));
+    let output = containerd.pull(&hosts, "docker.io/library/hello:1");
     assert!(output.contains("unpacking linux/amd64"), "{output}");
     assert!(output.contains(&hello_digest.to_string()), "{output}");
-    let output = ctr_pull(&containerd, &hosts, "docker.io/library/multi:1");
+    let output = containerd.pull(&hosts, "docker.io/library/multi:1");
     assert!(output.contains("unpacking linux/amd64"), "{output}");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -340,8 +236,8 @@ fn skopeo_and_containerd_pull_through_the_gateway_and_from_cache_when_upstream_i
     wait_until("docker-registry to stop", Duration::from_secs(10), || {
         !port_open(registry_port)
     });
-    let containerd = start_containerd(&dir.join("containerd-2"));
-    let output = ctr_pull(&containerd, &hosts, "docker.io/library/hello:1");
+    let containerd = Containerd::start(&dir.join("containerd-2"));
+    let output = containerd.pull(&hosts, "docker.io/library/hello:1");
     assert!(output.contains("unpacking linux/amd64"), "{output}");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -11,7 +11,6 @@ use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo, sign_repository};
@@ -73,46 +72,9 @@ async fn fetch(url: &str) -> (u16, Result<Vec<u8>, String>) {
     )
 }
 
-/// Runs a real `dnf` installing `airlock-app` into a fresh root under `dir`, reading no
-/// configuration, repository or cache of this machine; `options` set how the repository
-/// `t` checks signatures.
+/// A real `dnf` installing `airlock-app` (and with it `airlock-dep`) from `repo_url`.
 fn dnf_install(dir: &Path, repo_url: &str, options: &[String]) -> std::process::Output {
-    std::fs::create_dir_all(dir.join("repos.d")).unwrap();
-    let conf = dir.join("dnf.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[main]\ngpgcheck=0\ninstall_weak_deps=0\nreposdir={}\ncachedir={}\nlogdir={}\n\
-             persistdir={}\nproxy=\n",
-            dir.join("repos.d").display(),
-            dir.join("cache").display(),
-            dir.join("log").display(),
-            dir.join("persist").display(),
-        ),
-    )
-    .unwrap();
-    Command::new("dnf")
-        .args([
-            "-y",
-            "-q",
-            "--noplugins",
-            "--releasever=9",
-            "--disablerepo=*",
-        ])
-        .arg(format!("--config={}", conf.display()))
-        .arg(format!("--installroot={}", dir.join("root").display()))
-        .arg(format!("--repofrompath=t,{repo_url}"))
-        .arg("--setopt=t.gpgcheck=0")
-        .args(options)
-        .args(["install", "airlock-app"])
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .output()
-        .unwrap_or_else(|e| panic!("dnf could not run ({e}): install the Debian package `dnf`"))
+    airlock_testkit::dnf_install(dir, repo_url, "airlock-app", options)
 }
 
 fn unsigned() -> Vec<String> {

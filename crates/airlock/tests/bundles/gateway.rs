@@ -4,9 +4,8 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_bundle::testing::{carry_image, carry_index};
@@ -15,23 +14,7 @@ use airlock_types::Digest;
 
 use super::*;
 
-/// A child process killed when the test ends, however it ends.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use airlock_testkit::{Killed as Running, free_port};
 
 pub fn file_entry(proxy: &str, bytes: &[u8]) -> Entry {
     Entry::file(

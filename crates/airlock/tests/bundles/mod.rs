@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod packages;
+pub mod registry;
 
 use std::path::Path;
 use std::process::{Command, Output};

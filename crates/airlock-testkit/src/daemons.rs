@@ -1,0 +1,158 @@
+//! Real daemons the interop tests run as children, stopped when dropped: Debian's
+//! `docker-registry` (distribution) as an upstream, and a private containerd whose `ctr`
+//! pulls through a `hosts.toml` mirror.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::tools::{ContainerdFiles, containerd_config, require_tool};
+
+/// A child process killed when the test ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `ready`, polling every 100 ms; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether something accepts connections on loopback `port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `docker-registry serve` on loopback, storing under `dir/registry-data` (deletes
+/// enabled), logging to `dir/registry.log`.
+pub struct DockerRegistry {
+    _process: Killed,
+    pub port: u16,
+}
+
+impl DockerRegistry {
+    /// Starts it on a free port and waits until it listens.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> Self {
+        let binary = require_tool("docker-registry", "docker-registry");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let process = Killed(
+            Command::new(binary)
+                .arg("serve")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("docker-registry", Duration::from_secs(30), || {
+            port_open(port)
+        });
+        Self {
+            _process: process,
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// A private containerd (root, state and sockets under its directory; the system's is
+/// never touched), logging to `<dir>/containerd.log`.
+pub struct Containerd {
+    _process: Killed,
+    pub socket: PathBuf,
+}
+
+impl Containerd {
+    /// Starts it and waits until `ctr version` answers.
+    pub fn start(dir: &Path) -> Self {
+        let binary = require_tool("containerd", "containerd");
+        let ContainerdFiles { config, socket } = containerd_config(dir);
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let process = Killed(
+            Command::new(binary)
+                .arg("--config")
+                .arg(&config)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let ctr = require_tool("ctr", "containerd");
+        wait_until("containerd", Duration::from_secs(30), || {
+            Command::new(&ctr)
+                .arg("--address")
+                .arg(&socket)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        Self {
+            _process: process,
+            socket,
+        }
+    }
+
+    /// `ctr images pull` of `reference` with the mirrors in `hosts` (a `certs.d`-style
+    /// directory); returns ctr's output, panicking with it when the pull fails.
+    pub fn pull(&self, hosts: &Path, reference: &str) -> String {
+        let output = Command::new(require_tool("ctr", "containerd"))
+            .arg("--address")
+            .arg(&self.socket)
+            .args([
+                "--namespace",
+                "airlock-test",
+                "images",
+                "pull",
+                "--snapshotter",
+                "native",
+                "--hosts-dir",
+            ])
+            .arg(hosts)
+            .arg(reference)
+            .output()
+            .expect("run ctr");
+        assert!(
+            output.status.success(),
+            "ctr pull {reference} failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
