@@ -451,12 +451,17 @@ fn hex_digests(text: &[u8]) -> impl Iterator<Item = Digest> + '_ {
 }
 
 /// A file row's key as a bundle path: characters a client path never carries escaped, so
-/// the import's decoding gives the key back (`#` starts a representation name and stays).
+/// the import's decoding gives the key back; a `#representation` suffix (`#json`, a Helm
+/// chart's `#sha256:<hex>`) is kept as it is, since the import does not decode it.
 fn encode_path(key: &str) -> String {
+    let (path, representation) = match key.split_once('#') {
+        Some((path, name)) => (path, Some(name)),
+        None => (key, None),
+    };
     let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
+    for c in path.chars() {
         if c.is_ascii_alphanumeric()
-            || matches!(c, '/' | '-' | '_' | '.' | '~' | '+' | '#' | '@' | '=' | ',')
+            || matches!(c, '/' | '-' | '_' | '.' | '~' | '+' | '@' | '=' | ',')
         {
             out.push(c);
         } else {
@@ -465,6 +470,10 @@ fn encode_path(key: &str) -> String {
                 let _ = write!(out, "%{byte:02X}");
             }
         }
+    }
+    if let Some(name) = representation {
+        out.push('#');
+        out.push_str(name);
     }
     out
 }
@@ -498,7 +507,13 @@ mod tests {
 
     #[test]
     fn file_keys_survive_the_import_decoding() {
-        for key in ["simple/numpy/#json", "v1.31.4+k3s1/k3s", "a b/c(d)!"] {
+        let chart = format!("app-1.0.0.tgz#{}", Digest::of(b"chart"));
+        for key in [
+            "simple/numpy/#json",
+            "v1.31.4+k3s1/k3s",
+            "a b/c(d)!",
+            &chart,
+        ] {
             let encoded = encode_path(key);
             let decoded = airlock_upstream::target::client_path(
                 encoded.split_once('#').map_or(encoded.as_str(), |(p, _)| p),
@@ -507,6 +522,11 @@ mod tests {
             assert_eq!(
                 decoded.as_deref().ok(),
                 Some(expected),
+                "{key} as {encoded}"
+            );
+            assert_eq!(
+                encoded.split_once('#').map(|(_, name)| name),
+                key.split_once('#').map(|(_, name)| name),
                 "{key} as {encoded}"
             );
         }

@@ -106,8 +106,9 @@ fn file_key(raw: &str) -> Result<String, ImportError> {
     let mut key =
         airlock_upstream::target::client_path(path).map_err(|refused| bad(refused.to_string()))?;
     if let Some(name) = representation {
-        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+');
-        if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+        // `json`, `release`, a Helm chart's `sha256:<hex>`: names the proxies give.
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | ':');
+        if name.is_empty() || name.len() > 128 || !name.chars().all(plain) {
             return Err(bad(format!(
                 "the representation name {name:?} after `#` is not a short plain name"
             )));
@@ -221,11 +222,22 @@ upstream = "http://127.0.0.1:9/releases"
                 path: "simple/numpy/#json".into(),
             }
         );
+        // A Helm chart is kept under the digest its index gives.
+        let chart = format!("app-1.0.0.tgz#{}", Digest::of(b"chart"));
+        assert_eq!(
+            target(&routes, &config, &file(&chart)).unwrap(),
+            Target::File {
+                proxy: "k3s-files".into(),
+                path: chart.clone(),
+            }
+        );
         for bad in [
             "simple/numpy/#",
             "simple/#a/b",
             "simple/#a#b",
             "x/..%2F#json",
+            "x#sha256%3Aab",
+            "x#a/b",
         ] {
             let error = target(&routes, &config, &file(bad)).unwrap_err();
             assert!(
