@@ -234,8 +234,7 @@ impl Store {
             let Some(bytes) = self.read(&document, MAX_DOCUMENT) else {
                 continue;
             };
-            let text = decompressed(&bytes).unwrap_or(bytes);
-            for digest in hex_digests(&text) {
+            for digest in digests_in(&bytes, MAX_DECOMPRESSED) {
                 if orphans.remove(&digest) {
                     queue.push(digest.clone());
                     found.push(digest);
@@ -427,27 +426,55 @@ fn descriptor(value: &Value) -> Option<(Digest, u64, String)> {
     ))
 }
 
-/// `bytes` decompressed when they start like gzip, zstd or xz (yum's and conda's metadata).
-fn decompressed(bytes: &[u8]) -> Option<Vec<u8>> {
+/// The sha256 digests a stored document names: every run of exactly 64 hex digits in its
+/// text, read through gzip, zstd or xz when it is compressed (at most `limit` bytes of it,
+/// in small pieces: a compression bomb costs time up to the limit, never memory).
+fn digests_in(bytes: &[u8], limit: u64) -> Vec<Digest> {
     let name = match bytes {
         [0x1f, 0x8b, ..] => "document.gz",
         [0x28, 0xb5, 0x2f, 0xfd, ..] => "document.zst",
         [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => "document.xz",
-        _ => return None,
+        _ => return hex_digests(bytes),
     };
-    airlock_yum::decompressed(name, bytes, MAX_DECOMPRESSED)
-        .ok()?
-        .read_all()
-        .ok()
+    match airlock_yum::decompressed(name, bytes, limit) {
+        Ok(text) => hex_digests(text),
+        Err(_) => hex_digests(bytes),
+    }
 }
 
-/// Every run of exactly 64 hex digits in `text`, as a sha256 digest.
-fn hex_digests(text: &[u8]) -> impl Iterator<Item = Digest> + '_ {
-    text.split(|b| !b.is_ascii_hexdigit())
-        .filter(|run| run.len() == 64)
-        .filter_map(|run| {
-            Digest::sha256_hex(&String::from_utf8_lossy(run).to_ascii_lowercase()).ok()
-        })
+/// Every run of exactly 64 hex digits `text` gives, as a sha256 digest, until it ends or
+/// fails (a stream past its bound, a corrupt one: what was read still counts).
+fn hex_digests(mut text: impl Read) -> Vec<Digest> {
+    let mut found = Vec::new();
+    let mut run = Vec::with_capacity(65);
+    let mut buffer = vec![0; 64 * 1024];
+    let mut end_run = |run: &mut Vec<u8>| {
+        if run.len() == 64 {
+            let hex = String::from_utf8_lossy(run).to_ascii_lowercase();
+            if let Ok(digest) = Digest::sha256_hex(&hex) {
+                found.push(digest);
+            }
+        }
+        run.clear();
+    };
+    loop {
+        let n = match text.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buffer[..n] {
+            if byte.is_ascii_hexdigit() {
+                // Longer than a digest: remember only that it is too long.
+                if run.len() <= 64 {
+                    run.push(byte);
+                }
+            } else {
+                end_run(&mut run);
+            }
+        }
+    }
+    end_run(&mut run);
+    found
 }
 
 /// A file row's key as a bundle path: characters a client path never carries escaped, so
@@ -491,18 +518,45 @@ mod tests {
             Digest::of(b"b").hex(),
             Digest::of(b"c").hex().to_ascii_uppercase()
         );
-        let found: Vec<Digest> = hex_digests(text.as_bytes()).collect();
-        assert_eq!(found, vec![a, Digest::of(b"c")]);
+        assert_eq!(
+            hex_digests(text.as_bytes()),
+            vec![a.clone(), Digest::of(b"c")]
+        );
+        // A run at the very end counts; a run split across reads is one run.
+        let tail = format!("x {}", a.hex());
+        let reader = std::io::Read::chain(&tail.as_bytes()[..40], &tail.as_bytes()[40..]);
+        assert_eq!(hex_digests(reader), vec![a]);
     }
 
     #[test]
-    fn gzip_documents_are_read_through() {
+    fn compressed_documents_are_read_through() {
         use std::io::Write;
+        let a = Digest::of(b"a");
+        let text = format!("<checksum>{}</checksum>", a.hex());
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(b"<checksum>abc</checksum>").unwrap();
-        let bytes = encoder.finish().unwrap();
-        assert_eq!(decompressed(&bytes).unwrap(), b"<checksum>abc</checksum>");
-        assert!(decompressed(b"plain text").is_none());
+        encoder.write_all(text.as_bytes()).unwrap();
+        let gzip = encoder.finish().unwrap();
+        assert_eq!(digests_in(&gzip, 1024), vec![a.clone()]);
+        assert_eq!(digests_in(text.as_bytes(), 1024), vec![a]);
+    }
+
+    #[test]
+    fn a_compression_bomb_is_read_only_to_the_limit() {
+        use std::io::Write;
+        // 64 MiB of zeros and then a digest, in a few KiB: past a 1 MiB limit the digest is
+        // never reached; with room for it, it is.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![b'0'; 1024 * 1024];
+        for _ in 0..64 {
+            encoder.write_all(&zeros).unwrap();
+            encoder.write_all(b" ").unwrap();
+        }
+        let a = Digest::of(b"a");
+        encoder.write_all(a.hex().as_bytes()).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 512 * 1024, "{}", bomb.len());
+        assert!(digests_in(&bomb, 1024 * 1024).is_empty());
+        assert_eq!(digests_in(&bomb, 128 * 1024 * 1024), vec![a]);
     }
 
     #[test]
