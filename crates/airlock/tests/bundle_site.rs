@@ -159,6 +159,37 @@ async fn a_whole_site_is_carried_imported_offline_and_served_to_every_client() {
             said.contains("warmed through a scratch gateway: python 2 files, rpms 2 packages, charts 1"),
             "{said}"
         );
+        // Package files kept by digest are named by the documents that list them.
+        let index = airlock_bundle::BundleIndex::parse(&run(Command::new(env!(
+            "CARGO_BIN_EXE_airlock"
+        ))
+        .args(["bundle", "index", s(&bundle)])))
+        .unwrap();
+        let mut packages: Vec<(&str, &str)> = index
+            .entries
+            .iter()
+            .filter(|e| e.kind == airlock_bundle::Kind::Package)
+            .map(|e| (e.proxy.as_str(), e.path.as_deref().unwrap()))
+            .collect();
+        packages.sort_unstable();
+        // yum's metadata files (`repodata/<hex>-primary.xml.gz`, …) are kept by digest too.
+        let (metadata, files): (Vec<_>, Vec<_>) = packages
+            .into_iter()
+            .partition(|(proxy, path)| *proxy == "el9" && path.starts_with("repodata/"));
+        assert_eq!(
+            files,
+            [
+                ("el9", "airlock-app-1.0-1.noarch.rpm"),
+                ("el9", "airlock-dep-1.0-1.noarch.rpm"),
+                ("pypi", "simple/alpha/alpha-1.0-py3-none-any.whl"),
+                ("pypi", "simple/alpha/alpha-1.0-py3-none-any.whl.metadata"),
+                ("pypi", "simple/beta/beta-1.0-py3-none-any.whl"),
+            ]
+        );
+        assert!(
+            metadata.iter().any(|(_, path)| path.ends_with("-primary.xml.gz")),
+            "{metadata:?}"
+        );
         // The scratch gateway's directory beside the bundle is gone.
         let left: Vec<_> = std::fs::read_dir(&out)
             .unwrap()

@@ -34,6 +34,8 @@ use crate::error::BundleError;
 use crate::index::{Entry, Kind};
 use crate::writer::BundleWriter;
 
+mod names;
+
 /// Documents larger than this are not searched for the digests they list.
 const MAX_DOCUMENT: u64 = 512 * 1024 * 1024;
 /// A compressed document decompresses to at most this much.
@@ -199,9 +201,18 @@ impl Store {
                         .push(format!("{proxy_name} file {path}: its bytes are not held")),
                 }
             }
-            for digest in self.listed(&documents, &mut orphans) {
+            let listed = self.listed(&documents, &mut orphans);
+            let names = if listed.is_empty() {
+                HashMap::new()
+            } else {
+                self.names(proxy, &files, &listed)
+            };
+            for digest in listed {
                 let size = snapshot.blobs.get(&digest).map_or(0, |r| r.size);
-                let name = format!("by-digest/{}", digest.hex());
+                let name = names.get(&digest).map_or_else(
+                    || format!("by-digest/{}", digest.hex()),
+                    |name| encode_path(name),
+                );
                 held.entries.push(Entry::package_file(
                     Kind::Package,
                     &proxy.name,
@@ -219,6 +230,34 @@ impl Store {
             ));
         }
         Ok(held)
+    }
+
+    /// Names for the package files `proxy`'s documents (among `files`) list, by digest;
+    /// a `listed` file named that way is read in turn (a yum primary `repomd.xml` names).
+    fn names(
+        &self,
+        proxy: &ProxyConfig,
+        files: &[(String, String, Digest, Option<String>)],
+        listed: &[Digest],
+    ) -> HashMap<Digest, String> {
+        let mut names = HashMap::new();
+        let read = |names: &mut HashMap<Digest, String>, key: &str, digest: &Digest| {
+            if let Some(bytes) = self.read(digest, MAX_DOCUMENT) {
+                names::names_in(proxy.format, key, &bytes, MAX_DECOMPRESSED, names);
+            }
+        };
+        for (_, key, digest, _) in files.iter().filter(|(p, ..)| p == &proxy.name) {
+            read(&mut names, key, digest);
+        }
+        // One more round over what the documents named: each file is read once.
+        let named: Vec<(Digest, String)> = listed
+            .iter()
+            .filter_map(|d| names.get(d).map(|name| (d.clone(), name.clone())))
+            .collect();
+        for (digest, name) in named {
+            read(&mut names, &name, &digest);
+        }
+        names
     }
 
     /// The orphans the documents list, taken out of `orphans`; documents found this way
