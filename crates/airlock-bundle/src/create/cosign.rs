@@ -5,6 +5,7 @@
 //!
 //! The checks themselves are `airlock_cosign`'s; this module fetches what they need.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -28,6 +29,9 @@ pub struct Verified {
     manifest: Vec<u8>,
     media_type: String,
     document: Value,
+    /// Payloads read for the check (each matched its digest): carried without a second
+    /// download.
+    payloads: HashMap<Digest, Vec<u8>>,
 }
 
 /// Fetches the signature of the image `what` (root manifest `image`) from the repository
@@ -71,18 +75,21 @@ pub fn verify(
         })?;
     let layers = document["layers"].as_array().cloned().unwrap_or_default();
     let mut refusals = Vec::new();
+    let mut payloads = HashMap::new();
     for (n, layer) in layers.iter().enumerate() {
         if layer["mediaType"].as_str() != Some(SIMPLE_SIGNING) {
             continue;
         }
         let layer_what = format!("{reference} layer {}", n + 1);
-        match check_layer(clients, proxy, repo, &key, image, layer, &layer_what)? {
+        let layer_key = (layer, &key, image);
+        match check_layer(clients, proxy, repo, layer_key, &mut payloads, &layer_what)? {
             Ok(()) => {
                 return Ok(Verified {
                     reference,
                     manifest,
                     media_type,
                     document,
+                    payloads,
                 });
             }
             Err(why) => refusals.push(format!("layer {}: {why}", n + 1)),
@@ -101,14 +108,14 @@ pub fn verify(
 }
 
 /// One simple-signing layer: `Ok(Err(why))` when its signature is refused, `Err` when the
-/// upstream failed (which ends `create` rather than counting as a bad signature).
+/// upstream failed (which ends `create` rather than counting as a bad signature). The
+/// payload read is kept in `payloads`.
 fn check_layer(
     clients: &Clients<'_>,
     proxy: &ProxyConfig,
     repo: &str,
-    key: &PublicKey,
-    image: &Digest,
-    layer: &Value,
+    (layer, key, image): (&Value, &PublicKey, &Digest),
+    payloads: &mut HashMap<Digest, Vec<u8>>,
     what: &str,
 ) -> Result<Result<(), String>, CreateError> {
     let Some(signature) = layer["annotations"][SIGNATURE_ANNOTATION].as_str() else {
@@ -140,9 +147,11 @@ fn check_layer(
             ),
         });
     }
-    Ok(airlock_cosign::check(key, &payload, signature, image)
+    let checked = airlock_cosign::check(key, &payload, signature, image)
         .map(drop)
-        .map_err(|e| e.to_string()))
+        .map_err(|e| e.to_string());
+    payloads.insert(descriptor.digest, payload);
+    Ok(checked)
 }
 
 /// Carries the signature image: its manifest under its tag, then its config and payloads
@@ -169,7 +178,7 @@ pub fn carry(
         (writer, since),
         proxy,
         repos,
-        &verified.document,
+        (&verified.document, &verified.payloads),
         &verified.reference,
     )
 }

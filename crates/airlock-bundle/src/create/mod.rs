@@ -233,7 +233,7 @@ fn carry_image(
             (writer, since),
             proxy,
             (&repository, repo),
-            &document,
+            (&document, &HashMap::new()),
             &what,
         )?;
     }
@@ -308,7 +308,7 @@ fn carry_platforms(
             (writer, since),
             proxy,
             (repository, repo),
-            &document,
+            (&document, &HashMap::new()),
             &child_what,
         )?;
         carried += 1;
@@ -348,12 +348,14 @@ fn descriptor(value: &Value, what: &str) -> Result<Descriptor, CreateError> {
     })
 }
 
+/// The config and layers of `manifest`; blobs in `fetched` (already read and checked
+/// against their digest) are carried from there instead of fetched again.
 fn carry_blobs(
     clients: &Clients<'_>,
     (writer, since): (&mut BundleWriter, &Since),
     proxy: &ProxyConfig,
     (repository, repo): (&str, &str),
-    manifest: &Value,
+    (manifest, fetched): (&Value, &HashMap<Digest, Vec<u8>>),
     what: &str,
 ) -> Result<(), CreateError> {
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
@@ -374,6 +376,10 @@ fn carry_blobs(
         }
         if writer.holds(&descriptor.digest) {
             writer.carry(entry, std::io::empty())?;
+            continue;
+        }
+        if let Some(bytes) = fetched.get(&descriptor.digest) {
+            writer.carry_bytes(entry, bytes)?;
             continue;
         }
         let body = clients.blob(proxy, repo, &descriptor.digest, what)?;
