@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use airlock_types::Digest;
 
-use crate::index::{MetaIndex, Snapshot, unix_now};
+use crate::index::{MetaIndex, unix_now};
 use crate::{BlobStore, StoreError};
 
 /// What eviction may do.
@@ -35,90 +35,11 @@ pub struct Report {
     pub size_after: u64,
 }
 
-/// Everything reachable from `roots` through manifest references.
-fn closure(roots: impl IntoIterator<Item = Digest>, snapshot: &Snapshot) -> HashSet<Digest> {
-    let mut seen = HashSet::new();
-    let mut stack: Vec<Digest> = roots.into_iter().collect();
-    while let Some(digest) = stack.pop() {
-        if !seen.insert(digest.clone()) {
-            continue;
-        }
-        if let Some(manifest) = snapshot.manifests.get(&digest) {
-            stack.extend(manifest.refs.iter().cloned());
-        }
-    }
-    seen
-}
+mod plan;
+#[doc(hidden)]
+pub mod walks;
 
-/// Decides what to delete. Pure: the tests drive it with hand-made snapshots.
-pub fn plan(
-    snapshot: &Snapshot,
-    policy: &Policy,
-    pinned_roots: &HashSet<Digest>,
-    now: u64,
-) -> Vec<Digest> {
-    let last_used = |d: &Digest| snapshot.blobs.get(d).map_or(0, |b| b.last_used);
-    let size_of = |d: &Digest| snapshot.blobs.get(d).map_or(0, |b| b.size);
-    let pinned = closure(pinned_roots.iter().cloned(), snapshot);
-    let protected = |d: &Digest| {
-        pinned.contains(d) || now.saturating_sub(last_used(d)) < policy.grace.as_secs()
-    };
-    let referenced: HashSet<&Digest> = snapshot
-        .manifests
-        .values()
-        .flat_map(|m| m.refs.iter())
-        .collect();
-    let expired = |d: &Digest| {
-        policy
-            .unused_for
-            .is_some_and(|keep| now.saturating_sub(last_used(d)) >= keep.as_secs())
-    };
-
-    // Units of eviction: every manifest, and every blob no manifest references (orphans,
-    // e.g. a layer pulled by digest alone). Index children are units too: their own last
-    // use decides, and an index that stays keeps them alive through its references.
-    let mut units: Vec<Digest> = snapshot.manifests.keys().cloned().collect();
-    units.extend(
-        snapshot
-            .blobs
-            .keys()
-            .filter(|d| !snapshot.manifests.contains_key(*d) && !referenced.contains(d))
-            .cloned(),
-    );
-    let mut kept: HashSet<Digest> = units
-        .iter()
-        .filter(|d| protected(d) || !expired(d))
-        .cloned()
-        .collect();
-
-    let live_size = |kept: &HashSet<Digest>| {
-        closure(kept.iter().cloned(), snapshot)
-            .iter()
-            .map(size_of)
-            .sum::<u64>()
-    };
-    if let Some(max) = policy.max_size {
-        let mut candidates: Vec<Digest> = kept.iter().filter(|d| !protected(d)).cloned().collect();
-        candidates.sort_by_key(|d| (last_used(d), d.clone()));
-        let mut size = live_size(&kept);
-        for candidate in candidates {
-            if size <= max {
-                break;
-            }
-            kept.remove(&candidate);
-            size = live_size(&kept);
-        }
-    }
-    let live = closure(kept.iter().cloned(), snapshot);
-    let mut doomed: Vec<Digest> = snapshot
-        .blobs
-        .keys()
-        .filter(|d| !live.contains(*d) && !protected(d))
-        .cloned()
-        .collect();
-    doomed.sort();
-    doomed
-}
+pub use plan::plan;
 
 /// Runs one eviction pass over the store.
 pub async fn evict(
@@ -194,7 +115,7 @@ pub fn manifest_refs(bytes: &[u8]) -> Vec<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{BlobRecord, ManifestRecord, TagKey};
+    use crate::index::{BlobRecord, ManifestRecord, Snapshot, TagKey};
 
     const DAY: u64 = 86_400;
 
@@ -326,5 +247,87 @@ mod tests {
             vec![d("c"), d("l1"), d("m1")]
         );
         assert!(manifest_refs(b"{not json").is_empty());
+    }
+
+    use proptest::prelude::*;
+
+    /// Blobs `(size, last used)`; manifests `(last used, refs)` where a ref below the blob
+    /// count is a blob, above it an earlier manifest (references are acyclic, as content
+    /// addressing makes them), and past both a digest the store does not hold.
+    type Shape = (Vec<(u64, u64)>, Vec<(u64, Vec<usize>)>);
+
+    fn shapes() -> impl Strategy<Value = Shape> {
+        (
+            prop::collection::vec((1u64..100, 0u64..100), 0..24),
+            prop::collection::vec((0u64..100, prop::collection::vec(0usize..48, 0..6)), 0..12),
+        )
+    }
+
+    fn snapshot_of((blobs, manifests): &Shape) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (i, (size, last_used)) in blobs.iter().enumerate() {
+            snapshot.blobs.insert(
+                d(&format!("b{i}")),
+                BlobRecord {
+                    size: *size,
+                    last_used: *last_used,
+                },
+            );
+        }
+        for (i, (last_used, refs)) in manifests.iter().enumerate() {
+            let refs = refs
+                .iter()
+                .map(|&r| {
+                    if r < blobs.len() {
+                        d(&format!("b{r}"))
+                    } else if r - blobs.len() < i {
+                        d(&format!("m{}", r - blobs.len()))
+                    } else {
+                        d(&format!("missing{r}"))
+                    }
+                })
+                .collect();
+            let name = d(&format!("m{i}"));
+            snapshot.blobs.insert(
+                name.clone(),
+                BlobRecord {
+                    size: 2,
+                    last_used: *last_used,
+                },
+            );
+            snapshot.manifests.insert(
+                name,
+                ManifestRecord {
+                    media_type: "m".into(),
+                    size: 2,
+                    refs,
+                },
+            );
+        }
+        snapshot
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn the_refcounted_plan_agrees_with_a_walk_per_candidate(
+            shape in shapes(),
+            max_size in prop::option::of(0u64..1500),
+            unused_for in prop::option::of(0u64..100),
+            grace in 0u64..60,
+            pins in prop::collection::vec(0usize..12, 0..3),
+        ) {
+            let snapshot = snapshot_of(&shape);
+            let policy = Policy {
+                max_size,
+                unused_for: unused_for.map(Duration::from_secs),
+                grace: Duration::from_secs(grace),
+            };
+            let pinned: HashSet<Digest> = pins.iter().map(|i| d(&format!("m{i}"))).collect();
+            prop_assert_eq!(
+                plan(&snapshot, &policy, &pinned, 100),
+                walks::plan(&snapshot, &policy, &pinned, 100)
+            );
+        }
     }
 }
