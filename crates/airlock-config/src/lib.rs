@@ -65,6 +65,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 const DEFAULT_UNUSED_FOR: HumanDuration = HumanDuration::from_secs(7 * 86400);
+const DEFAULT_GRACE: HumanDuration = HumanDuration::from_secs(600);
 
 /// `[server]`: the registry, package and status listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +182,12 @@ pub enum TlsMode {
 pub struct CacheConfig {
     pub max_size: Option<ByteSize>,
     pub unused_for: Option<HumanDuration>,
+    /// What was used this recently is not evicted (a pull reads its manifest, then its
+    /// blobs)…
+    pub grace: HumanDuration,
+    /// …unless free space on the data dir's filesystem is below this: then eviction frees
+    /// down to it, grace or not (pins still hold).
+    pub min_free: Option<ByteSize>,
     /// Images eviction never touches: `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>`
     /// or `…@sha256:…`, with everything they reference. Each names a repository below a
     /// proxy or registry and exactly one tag or digest.
@@ -192,6 +199,8 @@ impl Default for CacheConfig {
         Self {
             max_size: None,
             unused_for: Some(DEFAULT_UNUSED_FOR),
+            grace: DEFAULT_GRACE,
+            min_free: None,
             pin: Vec::new(),
         }
     }

@@ -119,6 +119,10 @@ pub struct Cache {
     pub max_size: Option<Written<ByteSize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unused_for: Option<Written<HumanDuration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Written<HumanDuration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free: Option<Written<ByteSize>>,
     /// Images eviction never touches: `<proxy>/<repo>:<tag>`, `<registry host>/<repo>:<tag>`
     /// or `…@sha256:…`, with everything they reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

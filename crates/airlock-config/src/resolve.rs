@@ -95,6 +95,11 @@ impl Config {
             Some(cache) => CacheConfig {
                 max_size: cache.max_size.as_ref().map(raw::Written::value),
                 unused_for: cache.unused_for.as_ref().map(raw::Written::value),
+                grace: cache
+                    .grace
+                    .as_ref()
+                    .map_or(CacheConfig::default().grace, raw::Written::value),
+                min_free: cache.min_free.as_ref().map(raw::Written::value),
                 pin: cache
                     .pin
                     .iter()
@@ -177,6 +182,8 @@ impl Config {
             cache: Some(raw::Cache {
                 max_size: self.cache.max_size.map(raw::Written::new),
                 unused_for: self.cache.unused_for.map(raw::Written::new),
+                grace: Some(raw::Written::new(self.cache.grace)),
+                min_free: self.cache.min_free.map(raw::Written::new),
                 pin: self.cache.pin.iter().map(ToString::to_string).collect(),
             }),
             proxies: self

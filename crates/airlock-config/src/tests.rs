@@ -70,6 +70,8 @@ fn durations_and_sizes() {
         [cache]
         max_size = "100GiB"
         unused_for = "14d"
+        grace = "2m"
+        min_free = "5GiB"
         [[proxy]]
         name = "x"
         format = "oci"
@@ -83,7 +85,14 @@ fn durations_and_sizes() {
         config.cache.unused_for,
         Some(HumanDuration::from_secs(14 * 86400))
     );
+    assert_eq!(config.cache.grace, HumanDuration::from_secs(120));
+    assert_eq!(config.cache.min_free, Some(ByteSize(5 << 30)));
     assert_eq!(config.proxies[0].tag_ttl, HumanDuration::from_secs(30));
+    let defaults = parse("[cache]\nmax_size = \"1GiB\"").unwrap();
+    assert_eq!(defaults.cache.grace, HumanDuration::from_secs(600));
+    assert_eq!(defaults.cache.min_free, None);
+    assert!(err("[cache]\nmin_free = \"plenty\"").contains("invalid size"));
+    assert!(err("[cache]\ngrace = \"a while\"").contains("invalid duration"));
     assert!(err("[cache]\nmax_size = \"lots\"").contains("invalid size"));
     assert!(err("[cache]\nunused_for = \"soon\"").contains("invalid duration"));
 }

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use airlock_store::evict::{self, Policy};
 
+use airlock_config::CacheConfig;
+
 use crate::AppState;
 
 /// How often touches are flushed and the size limit is checked.
 const TICK: Duration = Duration::from_secs(60);
 /// Retention (`unused_for`) is applied every this many ticks.
 const RETENTION_EVERY: u32 = 10;
-/// Anything used this recently is never evicted: a pull reads its manifest, then blobs.
-const GRACE: Duration = Duration::from_secs(600);
 
 /// Runs until the task is dropped.
 pub(crate) async fn run(state: Arc<AppState>) {
@@ -31,7 +31,41 @@ pub(crate) async fn run(state: Arc<AppState>) {
     }
 }
 
-/// One round: flush touches; evict when over size, or when retention is due.
+/// What one round should evict by, if anything: over `max_size`, retention due, or free
+/// space on the data dir below `min_free` — then down to `min_free` with no grace (a rollout
+/// can fill a disk within the grace period; pins still hold).
+fn policy_for(
+    cache: &CacheConfig,
+    total: u64,
+    free: Option<u64>,
+    retention_due: bool,
+) -> Option<Policy> {
+    let over_size = cache.max_size.is_some_and(|max| total > max.0);
+    let retention = retention_due && cache.unused_for.is_some();
+    let short = match (cache.min_free, free) {
+        (Some(min), Some(free)) if free < min.0 => Some(min.0 - free),
+        _ => None,
+    };
+    if !(over_size || retention || short.is_some()) {
+        return None;
+    }
+    let max_size = cache.max_size.map(|s| s.0);
+    Some(match short {
+        Some(short) => Policy {
+            max_size: Some(max_size.unwrap_or(total).min(total.saturating_sub(short))),
+            unused_for: cache.unused_for.map(|d| d.0),
+            grace: Duration::ZERO,
+        },
+        None => Policy {
+            max_size,
+            unused_for: cache.unused_for.map(|d| d.0),
+            grace: cache.grace.0,
+        },
+    })
+}
+
+/// One round: flush touches; evict when over size, short of free space, or when retention
+/// is due.
 pub(crate) async fn tick(
     state: &AppState,
     retention_due: bool,
@@ -39,12 +73,27 @@ pub(crate) async fn tick(
     let registry = &state.registry;
     registry.index().flush_touches().await?;
     let cache = &state.config.cache;
-    let over_size = cache
-        .max_size
-        .is_some_and(|max| registry.index().total_size() > max.0);
-    let retention = retention_due && cache.unused_for.is_some();
-    if !(over_size || retention) {
+    let free = match cache.min_free {
+        Some(_) => match evict::free_space(&state.config.data_dir) {
+            Ok(free) => Some(free),
+            Err(error) => {
+                tracing::warn!(target: "airlock::evict", %error, "cannot read the data dir's free space");
+                None
+            }
+        },
+        None => None,
+    };
+    let total = registry.index().total_size();
+    let Some(policy) = policy_for(cache, total, free, retention_due) else {
         return Ok(());
+    };
+    if policy.grace.is_zero() {
+        tracing::warn!(
+            target: "airlock::evict",
+            free = free.unwrap_or_default(),
+            min_free = cache.min_free.map_or(0, |m| m.0),
+            "free space on the data dir is below min_free: evicting what is not pinned, however recently used"
+        );
     }
     let mut pinned = HashSet::new();
     // Pins were resolved at startup; one that names nothing cached yet holds nothing.
@@ -53,11 +102,6 @@ pub(crate) async fn tick(
             pinned.insert(digest);
         }
     }
-    let policy = Policy {
-        max_size: cache.max_size.map(|s| s.0),
-        unused_for: cache.unused_for.map(|d| d.0),
-        grace: GRACE,
-    };
     let report = evict::evict(
         registry.store().as_ref(),
         registry.index(),
@@ -74,4 +118,85 @@ pub(crate) async fn tick(
         .evicted_bytes
         .fetch_add(report.bytes_freed, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_types::{ByteSize, HumanDuration};
+
+    fn cache(max: Option<u64>, min_free: Option<u64>) -> CacheConfig {
+        CacheConfig {
+            max_size: max.map(ByteSize),
+            min_free: min_free.map(ByteSize),
+            grace: HumanDuration::from_secs(300),
+            ..CacheConfig::default()
+        }
+    }
+
+    #[test]
+    fn size_retention_and_free_space_each_start_a_pass() {
+        // Under every limit, retention not due: nothing to do.
+        assert!(policy_for(&cache(Some(100), Some(10)), 50, Some(20), false).is_none());
+        // Over max_size: evict down to it, recent use protected by the grace.
+        let over = policy_for(&cache(Some(100), None), 150, None, false).unwrap();
+        assert_eq!(over.max_size, Some(100));
+        assert_eq!(over.grace, Duration::from_secs(300));
+        // Retention due: the configured grace holds.
+        let retention = policy_for(&cache(None, None), 50, None, true).unwrap();
+        assert_eq!(retention.max_size, None);
+        assert_eq!(retention.grace, Duration::from_secs(300));
+        // Free space short by 30: free 30 below the store's size, grace or not.
+        let short = policy_for(&cache(None, Some(40)), 500, Some(10), false).unwrap();
+        assert_eq!(short.max_size, Some(470));
+        assert_eq!(short.grace, Duration::ZERO);
+        // Both: the tighter bound.
+        let both = policy_for(&cache(Some(400), Some(40)), 500, Some(10), false).unwrap();
+        assert_eq!(both.max_size, Some(400));
+        let both = policy_for(&cache(Some(490), Some(40)), 500, Some(10), false).unwrap();
+        assert_eq!(both.max_size, Some(470));
+        // More short than the store holds: evict everything not pinned.
+        let all = policy_for(&cache(None, Some(1000)), 50, Some(0), false).unwrap();
+        assert_eq!(all.max_size, Some(0));
+        // Free space unknown: min_free cannot act, the rest still does.
+        assert!(policy_for(&cache(None, Some(40)), 500, None, false).is_none());
+    }
+
+    /// A blob used a moment ago is kept by the grace when only `max_size` is exceeded, and
+    /// evicted when the disk is short of `min_free` (here more than any disk has).
+    #[tokio::test]
+    async fn a_disk_short_of_min_free_overrides_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |min_free: &str| {
+            format!(
+                "data_dir = {:?}\n[tls]\nmode = \"off\"\n[cache]\nmax_size = \"1B\"\n{min_free}",
+                dir.path().join("data").display().to_string()
+            )
+        };
+        let blob = b"used a moment ago";
+        let digest = airlock_types::Digest::of(blob);
+        for (min_free, evicted) in [("", false), ("min_free = \"1000000TB\"\n", true)] {
+            let config = airlock_config::Config::from_toml_str(&text(min_free), "test").unwrap();
+            let (state, _) = crate::build(config).await.unwrap();
+            let registry = &state.registry;
+            if registry.store().stat(&digest).await.unwrap().is_none() {
+                airlock_store::put(registry.store().as_ref(), &digest, blob)
+                    .await
+                    .unwrap();
+                registry
+                    .index()
+                    .record_blob(&digest, blob.len() as u64)
+                    .await
+                    .unwrap();
+            }
+            registry.index().touch(&digest, blob.len() as u64);
+            tick(&state, false).await.unwrap();
+            assert_eq!(
+                registry.store().stat(&digest).await.unwrap().is_none(),
+                evicted,
+                "{min_free:?}"
+            );
+            drop(state);
+        }
+    }
 }

@@ -76,7 +76,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
                 HumanDuration::from_secs(30 * 86400),
                 "30d",
             )),
-            pin: Vec::new(),
+            ..raw::Cache::default()
         }),
         proxies,
         egress: Some(Egress {

@@ -41,6 +41,12 @@ pub mod walks;
 
 pub use plan::plan;
 
+/// Bytes an unprivileged writer can still use on the filesystem holding `dir`.
+pub fn free_space(dir: &std::path::Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Runs one eviction pass over the store.
 pub async fn evict(
     store: &dyn BlobStore,
@@ -233,6 +239,13 @@ mod tests {
             plan(&s, &policy(None, Some(7)), &HashSet::new(), NOW),
             vec![d("orphan")]
         );
+    }
+
+    #[test]
+    fn free_space_is_read_from_the_filesystem() {
+        let dir = std::env::temp_dir();
+        assert!(free_space(&dir).unwrap() > 0);
+        assert!(free_space(&dir.join("airlock-no-such-dir")).is_err());
     }
 
     #[test]
