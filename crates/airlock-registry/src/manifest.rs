@@ -232,6 +232,12 @@ impl Registry {
             }
         }
         if proxy.config.offline {
+            // No upstream to ask what this class of client gets: what another class got
+            // serves it when the client takes that media type (a tag a bundle carried is
+            // held for the catch-all class only).
+            if let Some(manifest) = self.other_variant(&key, accept).await? {
+                return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
+            }
             return Err(offline_miss(name, &format!("{}:{tag}", resolved.repo)));
         }
         let manifest = self.fetch_manifest(proxy, resolved, tag, accept).await?;
@@ -243,6 +249,24 @@ impl Registry {
         };
         self.index.set_tag(&key, &record).await.map_err(internal)?;
         Ok(respond(&manifest, head, name, CacheOutcome::Miss))
+    }
+
+    /// A cached manifest another variant of the tag points at that the client accepts
+    /// (the catch-all variant first).
+    async fn other_variant(
+        &self,
+        key: &TagKey,
+        accept: &[String],
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let variants = self.index.tag_variants(key).await.map_err(internal)?;
+        for (_, record) in variants {
+            if acceptable(accept, &record.media_type) {
+                if let Some(manifest) = self.cached_manifest(&record.digest).await? {
+                    return Ok(Some(manifest));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The cached manifest a tag points at, if the client accepts its media type.

@@ -121,6 +121,20 @@ async fn offline_proxy_never_contacts_the_upstream() {
         "hit",
         "an offline proxy does not revalidate"
     );
+    // Only the catch-all class of client asked online; a client taking just this media
+    // type gets the same manifest (no upstream to ask what its class would get), and a
+    // client taking none of it still gets nothing.
+    let url = format!("http://{offline}/v2/hub/library/app/manifests/1");
+    let narrow = airlock_testkit::http::get_accepting(&url, Some(image.media_type)).await;
+    assert_eq!(narrow.status(), 200);
+    assert_eq!(
+        narrow.bytes().await.unwrap().as_ref(),
+        image.manifest.as_slice()
+    );
+    let other =
+        airlock_testkit::http::get_accepting(&url, Some("application/vnd.oci.image.index.v1+json"))
+            .await;
+    assert_eq!(other.status(), 404);
     let miss = get(&format!(
         "http://{offline}/v2/hub/library/app/blobs/{}",
         Digest::of(&image.layers[0])
