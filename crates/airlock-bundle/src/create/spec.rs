@@ -19,6 +19,9 @@
 //!   arch: [x86_64]                                # default: this machine's
 //! charts:
 //!   - {proxy: bitnami, name: postgresql, version: 15.5.0}
+//! k3s:
+//!   version: v1.31.4+k3s1                         # required (a channel cannot be resolved offline)
+//!   architectures: [amd64, arm64]                 # default [amd64]
 //! ```
 //!
 //! An image with `verify` is carried only with a valid cosign signature by that key (the
@@ -27,8 +30,9 @@
 //!
 //! Paths (`python.requirements`) are relative to the spec's directory; the lock is read
 //! when the spec is (`spec/python.rs`), so its mistakes are reported with its file and line.
-//! `python` and `rpms` take one mapping or a list of them.
+//! `python` and `rpms` take one mapping or a list of them. `k3s` is read in `spec/k3s.rs`.
 
+mod k3s;
 mod python;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +40,7 @@ use std::path::{Path, PathBuf};
 use airlock_ansible::yaml::{self, Node};
 use airlock_types::{Digest, ImageRef};
 
+pub use k3s::{INSTALL_PROXY, K3sSpec, RELEASES_PROXY, is_release_name};
 pub use python::{Pin, parse_pylock, parse_requirements};
 
 /// A parsed spec.
@@ -46,6 +51,8 @@ pub struct Spec {
     pub python: Vec<PythonSpec>,
     pub rpms: Vec<RpmsSpec>,
     pub charts: Vec<ChartSpec>,
+    /// A K3s release for the nodes (`--inventory` adds one too).
+    pub k3s: Option<K3sSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +121,10 @@ impl Spec {
     /// Whether a section names package files that are fetched by warming a gateway
     /// ([`super::warm`]) and carried from its store, rather than fetched directly.
     pub fn needs_warming(&self) -> bool {
-        !(self.python.is_empty() && self.rpms.is_empty() && self.charts.is_empty())
+        !(self.python.is_empty()
+            && self.rpms.is_empty()
+            && self.charts.is_empty()
+            && self.k3s.is_none())
     }
 
     pub fn load(path: &Path) -> Result<Self, SpecError> {
@@ -137,13 +147,7 @@ impl Spec {
             line: e.mark.line,
             message: e.message,
         })?;
-        let mut spec = Spec {
-            images: Vec::new(),
-            files: Vec::new(),
-            python: Vec::new(),
-            rpms: Vec::new(),
-            charts: Vec::new(),
-        };
+        let mut spec = Spec::default();
         let dir = path.parent().unwrap_or(Path::new(""));
         if document.root.is_null() {
             return Ok(spec);
@@ -200,11 +204,15 @@ impl Spec {
                         spec.charts.push(chart);
                     }
                 }
+                "k3s" => {
+                    spec.k3s =
+                        Some(k3s::section(value).map_err(|m| fail(value, format!("k3s: {m}")))?);
+                }
                 other => {
                     return Err(fail(
                         key,
                         format!(
-                            "unknown key `{other}` (expected images, files, python, rpms, charts)"
+                            "unknown key `{other}` (expected images, files, python, rpms, charts, k3s)"
                         ),
                     ));
                 }
@@ -596,7 +604,10 @@ mod tests {
                 "not http",
             ),
             ("imagess: []\n", "spec.yaml:1: unknown key `imagess`"),
-            ("helm: []\n", "expected images, files, python, rpms, charts"),
+            (
+                "helm: []\n",
+                "expected images, files, python, rpms, charts, k3s",
+            ),
             (
                 "images:\n  - ref: ghcr.io/a/b:1\n    platforms: [amd64]\n",
                 "not os/arch",

@@ -220,7 +220,7 @@ fn print_imported(
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
     // One line per image and file fetched, on stderr (`RUST_LOG` adjusts).
     crate::init_logging(crate::LogFormat::Text);
-    let spec = match &args.spec {
+    let mut spec = match &args.spec {
         Some(path) => airlock_bundle::create::spec::Spec::load(path)?,
         None => airlock_bundle::create::spec::Spec::default(),
     };
@@ -253,12 +253,20 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         let scratch = super::warm::warm_scratch(&config, &spec, &args.out)?;
         let w = &scratch.warmed;
         eprintln!(
-            "warmed through a scratch gateway: python {} files, rpms {} packages, charts {} ({} with their index documents)",
+            "warmed through a scratch gateway: python {} files, rpms {} packages, charts {}, k3s {} files and {} images ({} with their index documents)",
             w.python.files.len(),
             w.rpms.files.len(),
             w.charts.files.len(),
-            human_bytes(w.python.bytes() + w.rpms.bytes() + w.charts.bytes()),
+            w.k3s.files.len(),
+            w.images.len(),
+            human_bytes(w.python.bytes() + w.rpms.bytes() + w.charts.bytes() + w.k3s.bytes()),
         );
+        // The K3s release's system images travel like the spec's own.
+        for image in &w.images {
+            if !spec.images.iter().any(|i| i.reference == image.reference) {
+                spec.images.push(image.clone());
+            }
+        }
         Some(scratch)
     } else {
         None
