@@ -2,12 +2,12 @@
 //! and served offline at the paths deploy asks for. On loopback: a "K3s release" (a small
 //! fake binary, its `sha256sum-amd64.txt`, `k3s-images.txt` naming an image in Debian's
 //! `docker-registry`, and an install script) and a `createrepo_c` repository standing in
-//! for Rancher's SELinux one, at the path deploy's `.repo` names, with its `public.key`.
+//! for Rancher's `SELinux` one, at the path deploy's `.repo` names, with its `public.key`.
 //! The inventory points the site's upstreams at them (`airlock_upstreams`), and create
 //! takes its proxies from the configuration `airlock render` writes for the site. Then
 //! the upstreams stop, an offline gateway imports the bundle, and airlock-deploy's own
 //! artifact fetcher, whose direct sources are closed ports, gets the binary (verified),
-//! the checksum file and the install script through the gateway; dnf installs the SELinux
+//! the checksum file and the install script through the gateway; dnf installs the `SELinux`
 //! packages; the release's image is served by its original name. The error paths: a binary
 //! that does not match its checksum line, an architecture the release lacks, an unknown
 //! architecture name.
@@ -36,7 +36,7 @@ const VERSION: &str = "v1.31.4+k3s1";
 /// A release whose checksum file does not match its binary.
 const BAD_VERSION: &str = "v1.31.5+k3s1";
 const PAUSE: &str = "docker.io/rancher/mirrored-pause:3.6";
-/// Rancher's SELinux repository below the `rancher-k3s` proxy, as deploy's `.repo` names it.
+/// Rancher's `SELinux` repository below the `rancher-k3s` proxy, as deploy's `.repo` names it.
 const SELINUX_REPO: &str = "k3s/stable/common/centos/9/noarch/";
 const INSTALL: &[u8] = b"#!/bin/sh\necho installing k3s\n";
 

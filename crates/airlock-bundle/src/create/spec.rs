@@ -414,14 +414,13 @@ fn python_section(node: &Node, dir: &Path) -> Result<(PathBuf, Option<String>), 
     Ok((requirements, proxy))
 }
 
-/// A relative path that stays below a proxy's root.
-fn below_proxy(path: &str) -> Result<(), ()> {
-    let escapes = path.starts_with('/')
+/// Whether a relative path stays below a proxy's root.
+fn below_proxy(path: &str) -> bool {
+    !(path.starts_with('/')
         || path.contains("://")
         || path.contains(['\\', '?', '#', '%'])
         || path.chars().any(char::is_control)
-        || path.split('/').any(|s| s == ".." || s == ".");
-    if escapes { Err(()) } else { Ok(()) }
+        || path.split('/').any(|s| s == ".." || s == "."))
 }
 
 fn rpms(node: &Node) -> Result<RpmsSpec, String> {
@@ -449,7 +448,7 @@ fn rpms(node: &Node) -> Result<RpmsSpec, String> {
             }
             "keys" => {
                 for key in texts(value, "keys")? {
-                    if below_proxy(&key).is_err() || key.ends_with('/') || key.contains("//") {
+                    if !below_proxy(&key) || key.ends_with('/') || key.contains("//") {
                         return Err(format!(
                             "key {key:?} must be a file below the proxy (like public.key)"
                         ));
@@ -460,7 +459,7 @@ fn rpms(node: &Node) -> Result<RpmsSpec, String> {
             "repos" => {
                 for repo in texts(value, "repos")? {
                     let repo = repo.trim_start_matches("./");
-                    if below_proxy(repo).is_err() {
+                    if !below_proxy(repo) {
                         return Err(format!(
                             "repo {repo:?} must be a directory below the proxy (like el/9/x86_64/)"
                         ));

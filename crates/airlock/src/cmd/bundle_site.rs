@@ -18,7 +18,7 @@ use super::vault::PasswordArgs;
 pub struct SiteArgs {
     /// Also carry what `airlock deploy` needs on this inventory's site: the K3s release
     /// (`k3s_version`; a channel is asked now) for the nodes' architectures with its
-    /// system images, Rancher's SELinux RPMs and, with GPU workers, the NVIDIA container
+    /// system images, Rancher's `SELinux` RPMs and, with GPU workers, the NVIDIA container
     /// toolkit. Without --config, the proxies are those `airlock render` writes for it.
     #[arg(short = 'i', long = "inventory", value_name = "INV")]
     pub inventory: Option<PathBuf>,
@@ -31,7 +31,7 @@ pub struct SiteArgs {
         requires = "inventory"
     )]
     pub arch: Vec<String>,
-    /// The nodes' RHEL major version (7, 8, 9, 10), for Rancher's SELinux repository
+    /// The nodes' RHEL major version (7, 8, 9, 10), for Rancher's `SELinux` repository
     /// (default 9).
     #[arg(long = "el", value_name = "N", requires = "inventory")]
     pub el: Option<u32>,

@@ -83,9 +83,9 @@ pub(super) fn section(node: &Node) -> Result<K3sSpec, String> {
                     architectures.push(arch);
                 }
             }
-            "proxy" => spec.proxy = super::text(value, "proxy")?.to_owned(),
+            "proxy" => super::text(value, "proxy")?.clone_into(&mut spec.proxy),
             "install_proxy" => {
-                spec.install_proxy = super::text(value, "install_proxy")?.to_owned();
+                super::text(value, "install_proxy")?.clone_into(&mut spec.install_proxy);
             }
             other => {
                 return Err(format!(
