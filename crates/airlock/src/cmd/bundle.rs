@@ -228,9 +228,10 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         None => airlock_bundle::create::spec::Spec::default(),
     };
     let added = super::bundle_site::additions(&args.site)?;
-    let config = match (&args.config, &added) {
+    // `_password` keeps the outbound proxy's password file until the bundle is written.
+    let (config, _password) = match (&args.config, &added) {
         (None, Some(added)) => super::bundle_site::rendered_config(&added.site)?,
-        (path, _) => gateway_config(path.as_deref())?,
+        (path, _) => (gateway_config(path.as_deref())?, None),
     };
     if let Some(added) = added {
         spec.merge(added.spec);

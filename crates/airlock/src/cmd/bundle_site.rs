@@ -3,9 +3,11 @@
 //! ([`airlock_bundle::create::inventory`]), and the gateway configuration `airlock render`
 //! writes for it (the proxies to warm through when `--config` is not given).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use tempfile::NamedTempFile;
 
 use airlock_bundle::create::inventory::{self, DEFAULT_CHANNELS, Nodes};
 use airlock_bundle::create::spec::Spec;
@@ -79,8 +81,12 @@ pub fn additions(args: &SiteArgs) -> anyhow::Result<Option<Added>> {
     }))
 }
 
-/// The gateway configuration `airlock render` writes for `site` (`staging/airlock.toml`).
-pub fn rendered_config(site: &Site) -> anyhow::Result<Config> {
+/// The gateway configuration `airlock render` writes for `site` (`staging/airlock.toml`),
+/// and the file holding the outbound proxy's password when the site's proxy has one: the
+/// rendered configuration names the file deploy installs on the staging node, so the
+/// scratch gateway gets a private copy here (0600, created exclusively, removed when the
+/// returned value is dropped).
+pub fn rendered_config(site: &Site) -> anyhow::Result<(Config, Option<NamedTempFile>)> {
     let rendered = airlock_site::render::render(site)?;
     let text = rendered
         .get("staging/airlock.toml")
@@ -89,5 +95,52 @@ pub fn rendered_config(site: &Site) -> anyhow::Result<Config> {
         "the gateway configuration rendered from {}",
         site.inventory.display()
     );
-    Config::from_toml_str(text, &origin).with_context(|| origin.clone())
+    let mut config = Config::from_toml_str(text, &origin).with_context(|| origin.clone())?;
+    let password = site
+        .upstream_proxy
+        .as_ref()
+        .and_then(|proxy| proxy.password.as_ref());
+    let (Some(settings), Some(password)) = (config.upstream_proxy.as_mut(), password) else {
+        return Ok((config, None));
+    };
+    // `tempfile` creates with O_EXCL and mode 0600.
+    let mut file =
+        NamedTempFile::new().context("making a file for the outbound proxy's password")?;
+    file.write_all(password.expose().as_bytes())
+        .and_then(|()| file.flush())
+        .context("writing the outbound proxy's password")?;
+    settings.password_file = Some(file.path().to_owned());
+    Ok((config, Some(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+
+    use airlock_ansible::inventory::Inventory;
+
+    use super::*;
+
+    #[test]
+    fn the_scratch_gateway_gets_the_outbound_proxy_password_in_a_private_file() {
+        let text = "all:\n  vars:\n    air_gapped: true\n\
+             staging:\n  hosts:\n    staging.example.test: {ansible_host: 10.0.0.2}\n  vars:\n    staging_k3s_token: abc\n    https_proxy: http://bundler:s3cret@proxy.example.test:3128\n\
+             server:\n  hosts:\n    s1.example.test: {ansible_host: 10.0.0.3}\n\
+             k3s_cluster:\n  children: {server: {}}\n  vars:\n    k3s_token: t\n";
+        let inventory = Inventory::parse_str(text, Path::new("inventory.yaml")).unwrap();
+        let (site, diagnostics) = Site::read(&inventory, None);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        let (config, file) = rendered_config(&site).unwrap();
+        let file = file.expect("a password file");
+        let settings = config.upstream_proxy.unwrap();
+        assert_eq!(settings.password_file.as_deref(), Some(file.path()));
+        assert_eq!(settings.username.as_deref(), Some("bundler"));
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), "s3cret");
+        let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let path = file.path().to_owned();
+        drop(file);
+        assert!(!path.exists());
+    }
 }
