@@ -31,7 +31,8 @@
 //! - `blob`: a config or layer; `reference` is the repository it belongs to
 //!   (`registry/repository`, no tag).
 //! - `file`: a package proxy's file; `path` is where the proxy serves it, relative to the
-//!   proxy's root (no leading `/`, no `.` or `..` segments, no empty segments). An index
+//!   proxy's root (no leading `/`, no `.` or `..` segments, no empty segments; the empty
+//!   path is the root itself: a raw proxy's upstream URL, like K3s's install script). An index
 //!   document the proxy caches in several representations carries the representation's
 //!   name after a `#` (`simple/numpy/#json`), as the proxy keys it.
 //! - `package`: a package file the proxy keeps by its digest alone, because its cached index
@@ -184,6 +185,8 @@ impl Entry {
             return Err("its media type is empty".to_owned());
         }
         match (self.kind, &self.reference, &self.path) {
+            // The proxy's root: what a raw proxy serves for its upstream URL itself.
+            (Kind::File, None, Some(path)) if path.is_empty() => Ok(()),
             (Kind::File | Kind::Package, None, Some(path)) => validate_path(path),
             (kind @ (Kind::File | Kind::Package), _, _) => {
                 Err(format!("a {kind} entry needs a `path` and no `reference`"))

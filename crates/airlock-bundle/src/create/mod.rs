@@ -10,6 +10,7 @@
 //! (`cosign.rs`), and its signature image is carried with it.
 
 mod cosign;
+pub mod inventory;
 pub mod spec;
 mod upstream;
 pub mod warm;

@@ -17,8 +17,12 @@
 //!   packages: [k3s-selinux, container-selinux]    # with their dependency closure
 //!   repos: [k3s/stable/common/centos/9/noarch/]   # below the proxy; default: its root
 //!   arch: [x86_64]                                # default: this machine's
+//!   keys: [public.key]                            # files below the proxy (GPG keys), as they are
 //! charts:
 //!   - {proxy: bitnami, name: postgresql, version: 15.5.0}
+//! k3s:
+//!   version: v1.31.4+k3s1                         # required (a channel cannot be resolved offline)
+//!   architectures: [amd64, arm64]                 # default [amd64]
 //! ```
 //!
 //! An image with `verify` is carried only with a valid cosign signature by that key (the
@@ -27,8 +31,9 @@
 //!
 //! Paths (`python.requirements`) are relative to the spec's directory; the lock is read
 //! when the spec is (`spec/python.rs`), so its mistakes are reported with its file and line.
-//! `python` and `rpms` take one mapping or a list of them.
+//! `python` and `rpms` take one mapping or a list of them. `k3s` is read in `spec/k3s.rs`.
 
+mod k3s;
 mod python;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +41,7 @@ use std::path::{Path, PathBuf};
 use airlock_ansible::yaml::{self, Node};
 use airlock_types::{Digest, ImageRef};
 
+pub use k3s::{INSTALL_PROXY, K3sSpec, RELEASES_PROXY, is_release_name};
 pub use python::{Pin, parse_pylock, parse_requirements};
 
 /// A parsed spec.
@@ -46,6 +52,8 @@ pub struct Spec {
     pub python: Vec<PythonSpec>,
     pub rpms: Vec<RpmsSpec>,
     pub charts: Vec<ChartSpec>,
+    /// A K3s release for the nodes (`--inventory` adds one too).
+    pub k3s: Option<K3sSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +99,9 @@ pub struct RpmsSpec {
     pub repos: Vec<String>,
     /// Architectures to resolve for (`noarch` is always taken); this machine's by default.
     pub arch: Vec<String>,
+    /// Other files below the proxy to carry as they are: the GPG keys the nodes' `.repo`
+    /// files name (`public.key`).
+    pub keys: Vec<String>,
 }
 
 /// One chart version from a `helm` proxy.
@@ -114,7 +125,10 @@ impl Spec {
     /// Whether a section names package files that are fetched by warming a gateway
     /// ([`super::warm`]) and carried from its store, rather than fetched directly.
     pub fn needs_warming(&self) -> bool {
-        !(self.python.is_empty() && self.rpms.is_empty() && self.charts.is_empty())
+        !(self.python.is_empty()
+            && self.rpms.is_empty()
+            && self.charts.is_empty()
+            && self.k3s.is_none())
     }
 
     pub fn load(path: &Path) -> Result<Self, SpecError> {
@@ -137,13 +151,7 @@ impl Spec {
             line: e.mark.line,
             message: e.message,
         })?;
-        let mut spec = Spec {
-            images: Vec::new(),
-            files: Vec::new(),
-            python: Vec::new(),
-            rpms: Vec::new(),
-            charts: Vec::new(),
-        };
+        let mut spec = Spec::default();
         let dir = path.parent().unwrap_or(Path::new(""));
         if document.root.is_null() {
             return Ok(spec);
@@ -200,11 +208,15 @@ impl Spec {
                         spec.charts.push(chart);
                     }
                 }
+                "k3s" => {
+                    spec.k3s =
+                        Some(k3s::section(value).map_err(|m| fail(value, format!("k3s: {m}")))?);
+                }
                 other => {
                     return Err(fail(
                         key,
                         format!(
-                            "unknown key `{other}` (expected images, files, python, rpms, charts)"
+                            "unknown key `{other}` (expected images, files, python, rpms, charts, k3s)"
                         ),
                     ));
                 }
@@ -402,6 +414,15 @@ fn python_section(node: &Node, dir: &Path) -> Result<(PathBuf, Option<String>), 
     Ok((requirements, proxy))
 }
 
+/// Whether a relative path stays below a proxy's root.
+fn below_proxy(path: &str) -> bool {
+    !(path.starts_with('/')
+        || path.contains("://")
+        || path.contains(['\\', '?', '#', '%'])
+        || path.chars().any(char::is_control)
+        || path.split('/').any(|s| s == ".." || s == "."))
+}
+
 fn rpms(node: &Node) -> Result<RpmsSpec, String> {
     let map = node
         .as_map()
@@ -411,6 +432,7 @@ fn rpms(node: &Node) -> Result<RpmsSpec, String> {
         packages: Vec::new(),
         repos: Vec::new(),
         arch: Vec::new(),
+        keys: Vec::new(),
     };
     for (key, value) in map {
         match key.as_str().unwrap_or_default() {
@@ -424,13 +446,20 @@ fn rpms(node: &Node) -> Result<RpmsSpec, String> {
                     spec.packages.push(name);
                 }
             }
+            "keys" => {
+                for key in texts(value, "keys")? {
+                    if !below_proxy(&key) || key.ends_with('/') || key.contains("//") {
+                        return Err(format!(
+                            "key {key:?} must be a file below the proxy (like public.key)"
+                        ));
+                    }
+                    spec.keys.push(key);
+                }
+            }
             "repos" => {
                 for repo in texts(value, "repos")? {
                     let repo = repo.trim_start_matches("./");
-                    if repo.starts_with('/')
-                        || repo.contains("://")
-                        || repo.split('/').any(|s| s == ".." || s == ".")
-                    {
+                    if !below_proxy(repo) {
                         return Err(format!(
                             "repo {repo:?} must be a directory below the proxy (like el/9/x86_64/)"
                         ));
@@ -450,7 +479,7 @@ fn rpms(node: &Node) -> Result<RpmsSpec, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown key `{other}` (expected proxy, packages, repos, arch)"
+                    "unknown key `{other}` (expected proxy, packages, repos, arch, keys)"
                 ));
             }
         }
@@ -501,176 +530,4 @@ fn chart(node: &Node) -> Result<ChartSpec, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Spec, String> {
-        Spec::parse(text, Path::new("spec.yaml")).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn reads_images_and_files() {
-        let hex = "a".repeat(64);
-        let spec = parse(&format!(
-            "images:\n  - docker.io/library/postgres:15\n  - ref: ghcr.io/org/app:1\n    platforms: [linux/arm64]\nfiles:\n  - url: https://example.invalid/k3s\n    sha256: \"{hex}\"\n"
-        ))
-        .unwrap();
-        assert_eq!(spec.images.len(), 2);
-        assert_eq!(spec.images[1].platforms, ["linux/arm64"]);
-        assert_eq!(spec.files[0].sha256.hex(), hex);
-        assert_eq!(spec.images[1].verify, None);
-    }
-
-    #[test]
-    fn a_cosign_key_is_found_next_to_the_spec() {
-        let text = "images:\n  - ref: ghcr.io/org/app:1\n    verify: {cosign_key: keys/org.pub}\n  - ref: ghcr.io/org/b:1\n    verify:\n      cosign_key: /etc/keys/b.pub\n";
-        let spec = Spec::parse(text, Path::new("/srv/bundles/spec.yaml")).unwrap();
-        let keys: Vec<_> = spec
-            .images
-            .iter()
-            .map(|i| i.verify.as_ref().unwrap().cosign_key.clone())
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                PathBuf::from("/srv/bundles/keys/org.pub"),
-                PathBuf::from("/etc/keys/b.pub")
-            ]
-        );
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_carry_by_name() {
-        for (text, expected) in [
-            (
-                "python:\n  requirements: absent-requirements.txt\n",
-                "cannot read the Python lock",
-            ),
-            (
-                "python:\n  proxy: p\n",
-                "spec.yaml:2: python: needs `requirements`",
-            ),
-            ("rpms:\n  proxy: el9\n", "needs `packages`"),
-            ("rpms:\n  packages: [../x]\n", "not a plain name"),
-            ("rpms:\n  packages: [a, a]\n", "listed twice"),
-            (
-                "rpms:\n  packages: [a]\n  repos: [../up/]\n",
-                "below the proxy",
-            ),
-            (
-                "rpms:\n  packages: [a]\n  repos: [/abs/]\n",
-                "below the proxy",
-            ),
-            ("rpms:\n  packages: [a]\n  gpg: x\n", "unknown key `gpg`"),
-            ("rpms: [1]\n", "a mapping with `packages`"),
-            ("charts:\n  - {proxy: c, name: x}\n", "needs `version`"),
-            ("charts:\n  - {name: x, version: 1}\n", "needs `proxy`"),
-            (
-                "charts:\n  - {proxy: c, name: x/y, version: 1}\n",
-                "not a plain name",
-            ),
-            (
-                "charts:\n  - {proxy: c, name: x, version: 1}\n  - {proxy: c, name: x, version: 1}\n",
-                "spec.yaml:3: charts: x 1 is listed twice",
-            ),
-            ("charts: {proxy: c}\n", "`charts` must be a list"),
-            (
-                "images:\n  - ref: ghcr.io/a/b:1\n    verify: {}\n",
-                "`verify` needs `cosign_key`",
-            ),
-            (
-                "images:\n  - ref: ghcr.io/a/b:1\n    verify: {key: k.pub}\n",
-                "unknown key `verify.key`",
-            ),
-            (
-                "images:\n  - ref: ghcr.io/a/b:1\n    verify: k.pub\n",
-                "must be a mapping",
-            ),
-            ("images:\n  - postgres:15\n", "does not name its registry"),
-            (
-                "files:\n  - url: https://example.invalid/x\n",
-                "needs `sha256`",
-            ),
-            (
-                "files:\n  - url: ftp://example.invalid/x\n    sha256: x\n",
-                "not http",
-            ),
-            ("imagess: []\n", "spec.yaml:1: unknown key `imagess`"),
-            ("helm: []\n", "expected images, files, python, rpms, charts"),
-            (
-                "images:\n  - ref: ghcr.io/a/b:1\n    platforms: [amd64]\n",
-                "not os/arch",
-            ),
-        ] {
-            let error = parse(text).unwrap_err();
-            assert!(error.contains(expected), "{text}: {error}");
-        }
-    }
-
-    #[test]
-    fn reads_package_sections_with_the_lock_beside_the_spec() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("locks")).unwrap();
-        let hex = "b".repeat(64);
-        std::fs::write(
-            dir.path().join("locks/requirements.txt"),
-            format!("alpha==1.0 --hash=sha256:{hex}\n"),
-        )
-        .unwrap();
-        let path = dir.path().join("spec.yaml");
-        let spec = Spec::parse(
-            "python:\n  requirements: locks/requirements.txt\n  proxy: pypi-proxy\n\
-             rpms:\n  - proxy: el9\n    packages: [k3s-selinux, container-selinux]\n    repos: [el/9, ./]\n    arch: aarch64\n\
-             \x20 - packages: one\n\
-             charts:\n  - {proxy: bitnami, name: postgresql, version: 15.5.0}\n",
-            &path,
-        )
-        .unwrap();
-        assert_eq!(spec.python.len(), 1);
-        assert_eq!(
-            spec.python[0].requirements,
-            dir.path().join("locks/requirements.txt")
-        );
-        assert_eq!(spec.python[0].proxy.as_deref(), Some("pypi-proxy"));
-        assert_eq!(spec.python[0].pins[0].version, "1.0");
-        assert_eq!(spec.rpms[0].packages, ["k3s-selinux", "container-selinux"]);
-        assert_eq!(spec.rpms[0].repos, ["el/9/", ""]);
-        assert_eq!(spec.rpms[0].arch, ["aarch64"]);
-        assert_eq!(spec.rpms[1].proxy, None);
-        assert_eq!(spec.rpms[1].repos, [""]);
-        assert_eq!(spec.rpms[1].arch, [std::env::consts::ARCH]);
-        assert_eq!(
-            spec.charts,
-            [ChartSpec {
-                proxy: "bitnami".into(),
-                name: "postgresql".into(),
-                version: "15.5.0".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn a_bad_lock_is_reported_at_its_own_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("requirements.txt"),
-            "# pinned\nrequests==2.31.0\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("empty.txt"), "# nothing\n").unwrap();
-        let path = dir.path().join("spec.yaml");
-        let error = Spec::parse("python:\n  requirements: requirements.txt\n", &path)
-            .unwrap_err()
-            .to_string();
-        let lock = dir.path().join("requirements.txt");
-        assert!(
-            error.starts_with(&format!("{}:2: ", lock.display())),
-            "{error}"
-        );
-        assert!(error.contains("--require-hashes"), "{error}");
-        let error = Spec::parse("python: {requirements: empty.txt}\n", &path)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("pins no package"), "{error}");
-    }
-}
+mod tests;

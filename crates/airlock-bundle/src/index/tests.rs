@@ -148,7 +148,6 @@ fn every_kind_needs_its_own_subject() {
 #[test]
 fn file_paths_stay_under_their_proxy() {
     for path in [
-        "",
         "/etc/passwd",
         "a/../b",
         "a//b",
@@ -165,6 +164,15 @@ fn file_paths_stay_under_their_proxy() {
             .to_string();
         assert!(error.contains("entry 3 (file"), "{path:?}: {error}");
     }
+    // The proxy's root (a raw proxy's upstream URL itself) is a file, never a package.
+    let mut index = sample();
+    index.entries[2].path = Some(String::new());
+    BundleIndex::parse(&index.to_bytes()).unwrap();
+    index.entries[2].kind = Kind::Package;
+    let error = BundleIndex::parse(&index.to_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("entry 3 (package"), "{error}");
 }
 
 #[test]

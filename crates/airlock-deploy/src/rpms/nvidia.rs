@@ -16,10 +16,12 @@ pub const PACKAGES: [&str; 4] = [
 
 /// The gateway proxy (and its upstream, unless the site overrides it).
 pub const PROXY: &str = "nvidia-container-toolkit";
+/// NVIDIA's signing key, below the proxy's root.
+pub const KEY: &str = "gpgkey";
 const UPSTREAM: &str = "https://nvidia.github.io/libnvidia-container/";
 
 /// `stable/rpm/<arch>`: where NVIDIA publishes the RPMs below the proxy's root.
-fn repo_path(arch: &str) -> String {
+pub fn repo_path(arch: &str) -> String {
     format!("stable/rpm/{arch}")
 }
 
@@ -47,7 +49,7 @@ pub fn repo_file(gateway_repository_base: &str, ca_path_on_node: &str) -> String
          enabled=1\n\
          gpgcheck=0\n\
          repo_gpgcheck=1\n\
-         gpgkey={proxy}/gpgkey\n",
+         gpgkey={proxy}/{KEY}\n",
         path = repo_path("$basearch"),
     );
     if !ca_path_on_node.is_empty() {

@@ -7,10 +7,12 @@ use airlock_site::site::Site;
 
 /// What K3s needs for `SELinux`.
 pub const PACKAGES: [&str; 2] = ["k3s-selinux", "container-selinux"];
+/// The packages' signing key, below the `rancher-k3s` proxy's root.
+pub const KEY: &str = "public.key";
 
 /// Rancher's repository path for `SELinux` packages: `k3s/<channel>/common/centos/<el>/noarch`
-/// (as K3s's install script writes it).
-fn rancher_path(site: &Site, el_major: u32) -> String {
+/// (as K3s's install script writes it), below the `rancher-k3s` proxy's root.
+pub fn rancher_path(site: &Site, el_major: u32) -> String {
     format!(
         "k3s/{}/common/centos/{el_major}/noarch",
         site.k3s.selinux_channel
@@ -58,7 +60,7 @@ pub fn repo_file(
          enabled=1\n\
          gpgcheck=1\n\
          repo_gpgcheck=0\n\
-         gpgkey={proxy}/public.key\n",
+         gpgkey={proxy}/{KEY}\n",
         path = rancher_path(site, el_major),
     );
     if !ca_path_on_node.is_empty() {

@@ -14,10 +14,11 @@ use airlock_bundle::{Bundle, PublicKey};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Fetch the images and files SPEC.yaml names through the proxies' upstreams in
-    /// GATEWAY.toml, the package files its python, rpms and charts sections name through a
-    /// scratch gateway running those proxies (so they travel with the index documents they
-    /// came with), and what a stopped gateway's store holds (--from-gateway), and write
-    /// them into a bundle. An image entry with
+    /// GATEWAY.toml, the package files its python, rpms, charts and k3s sections name
+    /// through a scratch gateway running those proxies (so they travel with the index
+    /// documents they came with, at the paths clients and `airlock deploy` ask for), what
+    /// deploy needs on an inventory's site (--inventory), and what a stopped gateway's store
+    /// holds (--from-gateway), and write them into a bundle. An image entry with
     /// `verify: {cosign_key: FILE}` is carried only with a valid cosign signature by that
     /// key, and its `sha256-<hex>.sig` signature image travels with it.
     Create(CreateArgs),
@@ -64,9 +65,9 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["spec", "from_gateway"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["spec", "from_gateway", "inventory"])))]
 pub struct CreateArgs {
-    /// What to carry (images, files, python, rpms, charts); relative paths in it (a
+    /// What to carry (images, files, python, rpms, charts, k3s); relative paths in it (a
     /// `cosign_key`, a `requirements` lock) are relative to this file.
     #[arg(long, value_name = "SPEC.yaml")]
     spec: Option<PathBuf>,
@@ -84,8 +85,8 @@ pub struct CreateArgs {
     /// The bundle to write (its first volume when split).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// Gateway configuration whose proxies' upstreams to fetch from (default: the embedded
-    /// default configuration).
+    /// Gateway configuration whose proxies' upstreams to fetch from (default: the one
+    /// `airlock render` writes for --inventory, else the embedded default configuration).
     #[arg(long, value_name = "GATEWAY.toml")]
     config: Option<PathBuf>,
     /// Sign the bundle's index with this key (NAME.key from `airlock bundle keygen`).
@@ -94,6 +95,8 @@ pub struct CreateArgs {
     /// Split into volumes of this size (e.g. 4GiB): FILE, FILE.001, FILE.002, ...
     #[arg(long, value_name = "SIZE")]
     split: Option<airlock_types::ByteSize>,
+    #[command(flatten)]
+    site: super::bundle_site::SiteArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,11 +223,19 @@ fn print_imported(
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
     // One line per image and file fetched, on stderr (`RUST_LOG` adjusts).
     crate::init_logging(crate::LogFormat::Text);
-    let spec = match &args.spec {
+    let mut spec = match &args.spec {
         Some(path) => airlock_bundle::create::spec::Spec::load(path)?,
         None => airlock_bundle::create::spec::Spec::default(),
     };
-    let config = gateway_config(args.config.as_deref())?;
+    let added = super::bundle_site::additions(&args.site)?;
+    // `_password` keeps the outbound proxy's password file until the bundle is written.
+    let (config, _password) = match (&args.config, &added) {
+        (None, Some(added)) => super::bundle_site::rendered_config(&added.site)?,
+        (path, _) => (gateway_config(path.as_deref())?, None),
+    };
+    if let Some(added) = added {
+        spec.merge(added.spec);
+    }
     let since = match &args.since {
         Some(path) => {
             let bytes =
@@ -253,12 +264,20 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         let scratch = super::warm::warm_scratch(&config, &spec, &args.out)?;
         let w = &scratch.warmed;
         eprintln!(
-            "warmed through a scratch gateway: python {} files, rpms {} packages, charts {} ({} with their index documents)",
+            "warmed through a scratch gateway: python {} files, rpms {} packages, charts {}, k3s {} files and {} images ({} with their index documents)",
             w.python.files.len(),
             w.rpms.files.len(),
             w.charts.files.len(),
-            human_bytes(w.python.bytes() + w.rpms.bytes() + w.charts.bytes()),
+            w.k3s.files.len(),
+            w.images.len(),
+            human_bytes(w.python.bytes() + w.rpms.bytes() + w.charts.bytes() + w.k3s.bytes()),
         );
+        // The K3s release's system images travel like the spec's own.
+        for image in &w.images {
+            if !spec.images.iter().any(|i| i.reference == image.reference) {
+                spec.images.push(image.clone());
+            }
+        }
         Some(scratch)
     } else {
         None

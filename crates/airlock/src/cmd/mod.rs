@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bundle;
+mod bundle_site;
 pub mod config;
 pub mod deploy;
 pub mod inventory;

@@ -90,7 +90,7 @@ pub fn warm_scratch(config: &Config, spec: &Spec, out: &Path) -> anyhow::Result<
     })?;
     drop(runtime);
     let store = Store::open(&data_dir).context("opening the scratch gateway's store")?;
-    let proxies: BTreeSet<String> = [&warmed.python, &warmed.rpms, &warmed.charts]
+    let proxies: BTreeSet<String> = [&warmed.python, &warmed.rpms, &warmed.charts, &warmed.k3s]
         .into_iter()
         .flat_map(|section| section.documents.iter().chain(&section.files))
         .map(|fetched| fetched.proxy.clone())

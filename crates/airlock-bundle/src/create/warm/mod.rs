@@ -14,12 +14,16 @@
 //!   it, checked against primary's sha256.
 //! - `charts`: the proxy's `index.yaml`, then the chart at the URL the gateway rewrote it
 //!   to, checked against the index's digest.
+//! - `k3s`: through the raw proxies `airlock deploy` uses, each architecture's checksum
+//!   file and binary (checked against it), the install script and the release's image
+//!   list, whose images [`Warmed::images`] returns for `create` to carry.
 //!
 //! Only URLs on the gateway, below the proxy's path, are ever requested: a page or index
 //! naming anything else is an error. Every request has a timeout, every document a size
 //! bound, and every loop runs over the spec or the documents fetched.
 
 mod charts;
+mod k3s;
 mod python;
 mod rpms;
 
@@ -31,7 +35,7 @@ use airlock_types::Digest;
 use sha2::Digest as _;
 use url::Url;
 
-use super::spec::Spec;
+use super::spec::{ImageSpec, Spec};
 
 /// How long connecting to the gateway may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -83,6 +87,12 @@ pub struct Warmed {
     pub python: Section,
     pub rpms: Section,
     pub charts: Section,
+    /// The K3s release: checksum files and the image list (documents), binaries and the
+    /// install script (files).
+    pub k3s: Section,
+    /// Images the warmed sections need besides the spec's own (the K3s release's system
+    /// images, for its architectures): `create` carries them like spec images.
+    pub images: Vec<ImageSpec>,
     /// RPM requirements no repository of the spec provides (`/bin/sh`, …), with the
     /// package that needs them: the isolated nodes' own repositories must.
     pub rpms_left_to_os: Vec<String>,
@@ -134,9 +144,11 @@ pub enum WarmError {
     },
     #[error("RPMs through yum proxy `{proxy}`: {message}")]
     Rpm { proxy: String, message: String },
+    #[error("K3s {version}: {message}")]
+    K3s { version: String, message: String },
 }
 
-/// Requests everything `spec`'s `python`, `rpms` and `charts` sections name through the
+/// Requests everything `spec`'s `python`, `rpms`, `charts` and `k3s` sections name through the
 /// gateway at `gateway` (its base URL; plain HTTP on loopback), whose proxies are
 /// `config`'s. Images and files are not warmed here.
 pub async fn warm(gateway: &Url, config: &Config, spec: &Spec) -> Result<Warmed, WarmError> {
@@ -154,6 +166,11 @@ pub async fn warm(gateway: &Url, config: &Config, spec: &Spec) -> Result<Warmed,
         proxy(config, Some(&chart.proxy), Format::Helm, "charts")?;
     }
     charts::warm(&client, &spec.charts, &mut warmed.charts).await?;
+    if let Some(section) = &spec.k3s {
+        proxy(config, Some(&section.proxy), Format::Raw, "k3s")?;
+        proxy(config, Some(&section.install_proxy), Format::Raw, "k3s")?;
+        k3s::warm(&client, section, &mut warmed).await?;
+    }
     Ok(warmed)
 }
 

@@ -1,7 +1,7 @@
 //! An `rpms` section through a `yum` proxy: each repository's `repomd.xml` and every file
 //! it lists (so an offline view can regenerate primary, filelists and other from what is
 //! held), the packages' dependency closure resolved by `airlock deploy`'s resolver through
-//! the gateway, and every package of the closure.
+//! the gateway, every package of the closure, and the section's `keys` as they are.
 
 use airlock_deploy::artifacts::Http;
 use airlock_deploy::rpms::{Closure, RpmError, resolve_closure};
@@ -13,6 +13,8 @@ use crate::create::spec::RpmsSpec;
 
 /// `repomd.xml` larger than this is not one.
 const REPOMD_LIMIT: u64 = 16 * 1024 * 1024;
+/// A GPG key (or a few in one file) is a few KiB.
+const KEY_LIMIT: u64 = 1024 * 1024;
 
 pub(super) async fn warm(
     client: &Client,
@@ -25,6 +27,11 @@ pub(super) async fn warm(
         let root = client.proxy_url(proxy, repo)?;
         metadata(client, proxy, &root, warmed).await?;
         roots.push(root);
+    }
+    for key in &section.keys {
+        let url = client.proxy_url(proxy, key)?;
+        let (_, fetched) = client.document(proxy, &url, None, KEY_LIMIT).await?;
+        warmed.rpms.documents.push(fetched);
     }
     let closure = resolve(proxy, section, &roots).await?;
     for unresolved in &closure.left_to_os {
