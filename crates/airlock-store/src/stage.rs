@@ -82,3 +82,64 @@ pub(crate) async fn sync_dir(dir: PathBuf) -> Result<(), StoreError> {
         .map_err(StoreError::io(context()))?;
     file.sync_all().await.map_err(StoreError::io(context()))
 }
+
+#[cfg(test)]
+mod tests {
+    use airlock_types::Digest;
+
+    use super::publish;
+    use crate::layout::{blob_path, temp_dir};
+    use crate::{BlobStore, FsStore, StoreError};
+
+    async fn staged(store: &FsStore, bytes: &[u8]) -> Box<dyn super::Staged> {
+        let mut writer = store.create(Some(&Digest::of(bytes))).await.unwrap();
+        writer.write(bytes).await.unwrap();
+        writer.stage().await.unwrap()
+    }
+
+    fn temp_files(root: &std::path::Path) -> usize {
+        std::fs::read_dir(temp_dir(root)).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn staged_blobs_are_invisible_until_published_and_gone_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let a = staged(&store, b"first").await;
+        let b = staged(&store, b"second").await;
+        assert_eq!(temp_files(dir.path()), 2);
+        assert_eq!(store.stat(&Digest::of(b"first")).await.unwrap(), None);
+        drop(a);
+        drop(b);
+        assert_eq!(
+            temp_files(dir.path()),
+            0,
+            "dropped staged blobs leave temp files"
+        );
+
+        let blobs = vec![
+            staged(&store, b"first").await,
+            staged(&store, b"second").await,
+        ];
+        let committed = publish(blobs).await.unwrap();
+        assert_eq!(committed.len(), 2);
+        assert_eq!(committed[1].digest, Digest::of(b"second"));
+        assert_eq!(store.stat(&Digest::of(b"first")).await.unwrap(), Some(5));
+        assert!(blob_path(dir.path(), &Digest::of(b"second")).is_file());
+        assert_eq!(temp_files(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_digest_is_refused_at_staging_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let mut writer = store.create(Some(&Digest::of(b"expected"))).await.unwrap();
+        writer.write(b"something else").await.unwrap();
+        let refused = writer.stage().await.err().expect("a mismatch is refused");
+        assert!(
+            matches!(refused, StoreError::DigestMismatch { .. }),
+            "{refused}"
+        );
+        assert_eq!(temp_files(dir.path()), 0);
+    }
+}
