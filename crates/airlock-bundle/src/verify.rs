@@ -56,6 +56,9 @@ pub fn verify_with(
 ) -> Result<Verified, BundleError> {
     let first = bundle.catalog()?;
     check_catalog(&first, trust)?;
+    bundle
+        .progress()
+        .start(Some(first.index.carried().values().sum()));
     let scan = bundle.scan(on_blob)?;
     let trusted_key = check_scan(&first, &scan, trust)?;
     let Scan { catalog, blobs } = scan;

@@ -28,6 +28,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use airlock_config::Config;
 use airlock_store::{
@@ -41,6 +42,7 @@ use tokio::runtime::Handle;
 
 use crate::error::BundleError;
 use crate::index::{Entry, Kind};
+use crate::progress::Progress;
 use crate::reader::{Bundle, Catalog};
 use crate::sign::{KeyId, PublicKey};
 use crate::verify;
@@ -148,7 +150,18 @@ impl std::fmt::Debug for Checked {
 /// bundle's documents (seeking over its blobs); every byte is checked by
 /// [`Checked::write`] as it streams into the store's temp dir.
 pub fn check(bundle: &Path, config: &Config, trust: Trust<'_>) -> Result<Checked, ImportError> {
-    let bundle = Bundle::open(bundle)?;
+    check_reporting(bundle, config, trust, crate::progress::silent())
+}
+
+/// [`check`], with the byte pass [`Checked::write`] runs reporting to `progress`.
+pub fn check_reporting(
+    bundle: &Path,
+    config: &Config,
+    trust: Trust<'_>,
+    progress: Arc<dyn Progress>,
+) -> Result<Checked, ImportError> {
+    let mut bundle = Bundle::open(bundle)?;
+    bundle.set_progress(progress);
     let key = match trust {
         Trust::Key(key) => Some(key),
         Trust::AllowUnsigned => None,
@@ -282,6 +295,8 @@ impl Checked {
         }
         let mut staged = Vec::new();
         let mut failed = None;
+        let total = self.catalog.index.carried().values().sum();
+        self.bundle.progress().start(Some(total));
         let scanned = self.bundle.scan(|digest, size, bytes| {
             // A digest is staged once: the scan refuses a member that appears twice.
             if !absent.remove(digest) {
@@ -332,7 +347,18 @@ pub fn import(
     config: &Config,
     trust: Trust<'_>,
 ) -> Result<Imported, ImportError> {
-    let checked = check(bundle, config, trust)?;
+    import_reporting(handle, bundle, config, trust, crate::progress::silent())
+}
+
+/// [`import`], with the pass over the bundle's bytes reporting to `progress`.
+pub fn import_reporting(
+    handle: &Handle,
+    bundle: &Path,
+    config: &Config,
+    trust: Trust<'_>,
+    progress: Arc<dyn Progress>,
+) -> Result<Imported, ImportError> {
+    let checked = check_reporting(bundle, config, trust, progress)?;
     let data_dir = &config.data_dir;
     let store_root = layout::store_root(data_dir);
     // Read-only: nothing under `data_dir` is created before the documents checked out.
