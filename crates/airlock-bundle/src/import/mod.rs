@@ -51,8 +51,10 @@ use plan::Target;
 /// Bytes handed to the store per write.
 const CHUNK: usize = 1 << 20;
 
-/// Why a bundle was not imported. Every refusal but a store failure while writing leaves
-/// the store as it was.
+/// Why a bundle was not imported. Every refusal leaves the store as it was, a disk that
+/// fills during the byte pass included (its temp files are removed); only a store
+/// failure while publishing the checked blobs or recording them can leave some blobs
+/// visible (each whole and verified, none recorded if the transaction failed).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{0}")]
