@@ -2,7 +2,7 @@
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use airlock_types::{Digest, Sha256Verifier};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
@@ -245,8 +245,13 @@ impl FsWriter {
                 });
             }
         }
-        drop(file);
+        // Start making the bytes durable now, while the caller goes on (an import reads
+        // and hashes the next blob meanwhile); `sync` waits for it. Nothing becomes
+        // visible by this, and a staged blob dropped early still has its file removed.
+        let file = file.into_std().await;
+        let syncing = tokio::task::spawn_blocking(move || file.sync_all());
         Ok(FsStaged {
+            syncing: Mutex::new(Some(syncing)),
             final_path: blob_path(&self.root, &actual),
             committed: Committed {
                 digest: actual,
@@ -259,6 +264,8 @@ impl FsWriter {
 
 /// A verified blob in the temp dir (removed when dropped unless published).
 struct FsStaged {
+    /// The fsync started at staging, until `sync` has waited for it.
+    syncing: Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     temp: Arc<TempFile>,
     final_path: PathBuf,
     committed: Committed,
@@ -272,11 +279,14 @@ impl Staged for FsStaged {
 
     async fn sync(&self) -> Result<(), StoreError> {
         let context = || format!("syncing {}", self.temp.path.display());
-        // fsync flushes the file's data whichever descriptor asks.
-        let file = tokio::fs::File::open(&self.temp.path)
-            .await
-            .map_err(StoreError::io(context()))?;
-        file.sync_all().await.map_err(StoreError::io(context()))
+        let syncing = self.syncing.lock().expect("not poisoned").take();
+        match syncing {
+            Some(syncing) => syncing
+                .await
+                .map_err(|e| StoreError::io(context())(std::io::Error::other(e)))?
+                .map_err(StoreError::io(context())),
+            None => Ok(()),
+        }
     }
 
     async fn publish(self: Box<Self>) -> Result<Option<PathBuf>, StoreError> {
