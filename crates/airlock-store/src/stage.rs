@@ -2,8 +2,9 @@
 //! what a bulk import uses instead of committing blob by blob.
 //!
 //! [`BlobWriter::stage`](crate::BlobWriter::stage) checks a blob's digest and leaves its
-//! bytes in the store's temp dir; [`publish`] then syncs every staged file, renames each
-//! into place and syncs each directory it renamed into once. Until a blob is renamed it is
+//! bytes in the store's temp dir (the local backend starts the file's fsync right then);
+//! [`publish`] then waits until every staged file is synced, renames each into place and
+//! syncs each directory it renamed into once. Until a blob is renamed it is
 //! invisible, and dropping a staged blob removes its temp file; temp files an interrupted
 //! process leaves are removed by [`BlobStore::clean_temp`](crate::BlobStore::clean_temp).
 
@@ -24,7 +25,8 @@ pub trait Staged: Send + Sync {
     /// The blob's digest and size.
     fn committed(&self) -> &Committed;
 
-    /// Makes the bytes durable (the blob stays invisible).
+    /// Makes the bytes durable, or waits for the sync started at staging (the blob stays
+    /// invisible).
     async fn sync(&self) -> Result<(), StoreError>;
 
     /// Makes the blob visible. Returns the directory whose entry must be synced for that
