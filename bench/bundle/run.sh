@@ -35,10 +35,11 @@
 # enough of it. What differs between the tools is CPU work and what they write and sync.
 #
 # Durability, as each tool does it: create writes the bundle through a 1 MiB buffer and
-# fsyncs each volume once before renaming it into place. import writes each blob to a temp
-# file in the store, fsyncs it, renames it and fsyncs the directory (a blob is either whole
-# or absent after a crash), then records everything in one index transaction. dd conv=fsync
-# fsyncs once at the end. skopeo and docker-registry do not fsync.
+# fsyncs each volume once before renaming it into place. import reads the bundle once,
+# streaming each missing blob into a temp file in the store while it is hashed; when the
+# whole bundle checked out it fsyncs those files (16 at a time), renames them into place and
+# fsyncs each directory once (a blob is either whole or absent after a crash), then records
+# everything in one index transaction. dd conv=fsync fsyncs once at the end. skopeo and docker-registry do not fsync.
 #
 # Best of BENCH_REPS: on a shared machine other load only ever makes a run slower. The CPU
 # time (user + system, the tool and its children) is printed beside the wall time: on a busy

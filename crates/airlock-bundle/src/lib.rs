@@ -15,6 +15,7 @@ pub mod export;
 pub mod import;
 pub mod index;
 pub mod layout;
+pub mod progress;
 pub mod reader;
 pub mod sign;
 pub mod summary;
@@ -26,6 +27,7 @@ pub mod writer;
 
 pub use error::BundleError;
 pub use index::{BundleIndex, Entry, INDEX_VERSION, IndexError, Kind};
+pub use progress::Progress;
 pub use reader::{Bundle, Catalog};
 pub use sign::{KeyId, PublicKey, SecretKey, Signature};
 pub use verify::{Verified, verify};

@@ -12,6 +12,7 @@ use airlock_types::{Digest, Sha256Verifier};
 use crate::error::{BundleError, from_io};
 use crate::index::BundleIndex;
 use crate::layout::{self, Member};
+use crate::progress::Progress;
 use crate::sign::Signature;
 use crate::volume::{JoinedReader, Volumes};
 
@@ -26,12 +27,13 @@ const MAX_TRAILER: u64 = 64 << 10;
 pub type OnBlob<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<(), BundleError> + 'a;
 
 /// A bundle on disk (one file, or its volumes).
-#[derive(Debug)]
 pub struct Bundle {
     volumes: Volumes,
     /// Set when the current pass read to the end of the last volume: an error then means
     /// the archive is cut short, whatever the tar reader calls it.
     ended: Arc<AtomicBool>,
+    /// Told about every blob byte a [`Bundle::scan`] hashes.
+    progress: Arc<dyn Progress>,
 }
 
 /// A bundle's documents: airlock's index (parsed, and its exact bytes, which a signature
@@ -58,7 +60,19 @@ impl Bundle {
         Ok(Self {
             volumes: Volumes::open(path)?,
             ended: Arc::default(),
+            progress: crate::progress::silent(),
         })
+    }
+
+    /// Reports the blob bytes each [`Bundle::scan`] hashes to `progress` (the total is the
+    /// caller's to give: the carried blobs' sizes in the index).
+    pub fn set_progress(&mut self, progress: Arc<dyn Progress>) {
+        self.progress = progress;
+    }
+
+    /// Where this bundle reports progress.
+    pub fn progress(&self) -> &dyn Progress {
+        &*self.progress
     }
 
     pub fn volumes(&self) -> &Volumes {
@@ -177,9 +191,11 @@ impl Bundle {
         entry: &mut impl Read,
         on_blob: &mut OnBlob<'_>,
     ) -> Result<(), BundleError> {
+        self.progress.blob(digest, size);
         let mut hashing = Hashing {
             inner: entry,
             verifier: Sha256Verifier::new(),
+            progress: &*self.progress,
         };
         on_blob(digest, size, &mut hashing)?;
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| self.read_error(e))?;
@@ -281,6 +297,14 @@ impl Bundle {
     }
 }
 
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("volumes", &self.volumes)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct Documents {
     oci_layout: Option<Vec<u8>>,
@@ -293,12 +317,14 @@ struct Documents {
 struct Hashing<'a, R> {
     inner: &'a mut R,
     verifier: Sha256Verifier,
+    progress: &'a dyn Progress,
 }
 
 impl<R: Read> Read for Hashing<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buf)?;
         self.verifier.update(&buf[..read]);
+        self.progress.advance(read as u64);
         Ok(read)
     }
 }

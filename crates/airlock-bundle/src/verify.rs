@@ -56,7 +56,28 @@ pub fn verify_with(
 ) -> Result<Verified, BundleError> {
     let first = bundle.catalog()?;
     check_catalog(&first, trust)?;
-    let Scan { catalog, blobs } = bundle.scan(on_blob)?;
+    bundle
+        .progress()
+        .start(Some(first.index.carried().values().sum()));
+    let scan = bundle.scan(on_blob)?;
+    let trusted_key = check_scan(&first, &scan, trust)?;
+    let Scan { catalog, blobs } = scan;
+    Ok(Verified {
+        trusted_key,
+        blobs: blobs.len(),
+        blob_bytes: blobs.values().sum(),
+        catalog,
+    })
+}
+
+/// Checks what a full pass saw: the documents are the ones `first` read (and checked),
+/// and the archive's blobs are exactly the carried ones.
+pub(crate) fn check_scan(
+    first: &Catalog,
+    scan: &Scan,
+    trust: Option<&PublicKey>,
+) -> Result<Option<KeyId>, BundleError> {
+    let catalog = &scan.catalog;
     if catalog.index_bytes != first.index_bytes
         || catalog.signature != first.signature
         || catalog.oci_index != first.oci_index
@@ -66,14 +87,9 @@ pub fn verify_with(
             reason: "it changed while the bundle was being read".to_owned(),
         });
     }
-    let trusted_key = check_catalog(&catalog, trust)?;
-    check_blobs(&catalog, &blobs)?;
-    Ok(Verified {
-        trusted_key,
-        blobs: blobs.len(),
-        blob_bytes: blobs.values().sum(),
-        catalog,
-    })
+    let trusted_key = check_catalog(catalog, trust)?;
+    check_blobs(catalog, &scan.blobs)?;
+    Ok(trusted_key)
 }
 
 /// Verifies every byte of `bundle`.

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use airlock_types::{Digest, Sha256Verifier};
@@ -14,6 +15,7 @@ use airlock_types::{Digest, Sha256Verifier};
 use crate::error::{BundleError, from_io, into_io};
 use crate::index::{BundleIndex, Entry};
 use crate::layout;
+use crate::progress::Progress;
 use crate::sign::SecretKey;
 use crate::volume::VolumeWriter;
 
@@ -26,6 +28,8 @@ pub struct BundleWriter {
     written: BTreeMap<Digest, u64>,
     mtime: u64,
     failed: bool,
+    /// Told about every blob byte written.
+    progress: Arc<dyn Progress>,
 }
 
 /// A finished bundle.
@@ -54,9 +58,17 @@ impl BundleWriter {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             failed: false,
+            progress: crate::progress::silent(),
         };
         writer.append(layout::OCI_LAYOUT, layout::OCI_LAYOUT_CONTENT)?;
         Ok(writer)
+    }
+
+    /// Reports every blob written from now on to `progress` (started with no total: what
+    /// a bundle will carry is known only as it is written).
+    pub fn set_progress(&mut self, progress: Arc<dyn Progress>) {
+        progress.start(None);
+        self.progress = progress;
     }
 
     /// Whether the bundle already holds `digest`'s bytes (so [`Self::carry`] will not read
@@ -118,11 +130,13 @@ impl BundleWriter {
         bytes: impl Read,
     ) -> Result<(), BundleError> {
         let mut header = self.header(size);
+        self.progress.blob(digest, size);
         let checked = Checked {
             inner: bytes,
             digest,
             size,
             verifier: Sha256Verifier::new(),
+            progress: &*self.progress,
         };
         let path = layout::blob_path(digest);
         let result = self.tar.append_data(&mut header, &path, checked);
@@ -187,6 +201,7 @@ struct Checked<'a, R> {
     digest: &'a Digest,
     size: u64,
     verifier: Sha256Verifier,
+    progress: &'a dyn Progress,
 }
 
 impl<R: Read> Read for Checked<'_, R> {
@@ -221,6 +236,7 @@ impl<R: Read> Read for Checked<'_, R> {
             }));
         }
         self.verifier.update(&buf[..read]);
+        self.progress.advance(read as u64);
         Ok(read)
     }
 }

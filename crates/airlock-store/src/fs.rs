@@ -2,12 +2,13 @@
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use airlock_types::{Digest, Sha256Verifier};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::layout::{TEMP_SUFFIX, blob_path, temp_dir};
+use crate::stage::{Staged, sync_dir};
 use crate::{BlobFile, BlobRead, BlobStore, BlobWriter, Committed, PartialSource, StoreError};
 
 /// Blobs in a local directory laid out as [`crate::layout`] describes.
@@ -212,7 +213,24 @@ impl BlobWriter for FsWriter {
         self.temp.clone()
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<Committed, StoreError> {
+    async fn commit(self: Box<Self>) -> Result<Committed, StoreError> {
+        let staged = self.stage_file().await?;
+        staged.sync().await?;
+        let committed = staged.committed.clone();
+        if let Some(dir) = Box::new(staged).publish().await? {
+            sync_dir(dir).await?;
+        }
+        Ok(committed)
+    }
+
+    async fn stage(self: Box<Self>) -> Result<Box<dyn Staged>, StoreError> {
+        Ok(Box::new(self.stage_file().await?))
+    }
+}
+
+impl FsWriter {
+    /// Checks the digest and closes the temp file, which stays where it is.
+    async fn stage_file(mut self: Box<Self>) -> Result<FsStaged, StoreError> {
         let mut file = self.file.take().expect("commit happens once");
         let context = || format!("committing {}", self.temp.path.display());
         file.flush().await.map_err(StoreError::io(context()))?;
@@ -227,27 +245,64 @@ impl BlobWriter for FsWriter {
                 });
             }
         }
-        let final_path = blob_path(&self.root, &actual);
-        file.sync_all().await.map_err(StoreError::io(context()))?;
-        drop(file);
-        let parent = final_path
+        // Start making the bytes durable now, while the caller goes on (an import reads
+        // and hashes the next blob meanwhile); `sync` waits for it. Nothing becomes
+        // visible by this, and a staged blob dropped early still has its file removed.
+        let file = file.into_std().await;
+        let syncing = tokio::task::spawn_blocking(move || file.sync_all());
+        Ok(FsStaged {
+            syncing: Mutex::new(Some(syncing)),
+            final_path: blob_path(&self.root, &actual),
+            committed: Committed {
+                digest: actual,
+                size,
+            },
+            temp: self.temp,
+        })
+    }
+}
+
+/// A verified blob in the temp dir (removed when dropped unless published).
+struct FsStaged {
+    /// The fsync started at staging, until `sync` has waited for it.
+    syncing: Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+    temp: Arc<TempFile>,
+    final_path: PathBuf,
+    committed: Committed,
+}
+
+#[async_trait::async_trait]
+impl Staged for FsStaged {
+    fn committed(&self) -> &Committed {
+        &self.committed
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let context = || format!("syncing {}", self.temp.path.display());
+        let syncing = self.syncing.lock().expect("not poisoned").take();
+        match syncing {
+            Some(syncing) => syncing
+                .await
+                .map_err(|e| StoreError::io(context())(std::io::Error::other(e)))?
+                .map_err(StoreError::io(context())),
+            None => Ok(()),
+        }
+    }
+
+    async fn publish(self: Box<Self>) -> Result<Option<PathBuf>, StoreError> {
+        let context = || format!("committing {}", self.temp.path.display());
+        let parent = self
+            .final_path
             .parent()
             .expect("blob paths have a parent")
             .to_owned();
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(StoreError::io(context()))?;
-        tokio::fs::rename(&self.temp.path, &final_path)
+        tokio::fs::rename(&self.temp.path, &self.final_path)
             .await
             .map_err(StoreError::io(context()))?;
         // The rename is durable only once the directory entry is on disk.
-        let dir = tokio::fs::File::open(&parent)
-            .await
-            .map_err(StoreError::io(context()))?;
-        dir.sync_all().await.map_err(StoreError::io(context()))?;
-        Ok(Committed {
-            digest: actual,
-            size,
-        })
+        Ok(Some(parent))
     }
 }

@@ -13,6 +13,7 @@ mod index;
 pub mod layout;
 mod memory;
 pub mod serve;
+pub mod stage;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -121,6 +122,13 @@ pub trait BlobWriter: Send + Sync {
 
     /// Verifies the digest and makes the blob visible; on mismatch nothing is stored.
     async fn commit(self: Box<Self>) -> Result<Committed, StoreError>;
+
+    /// Verifies the digest and keeps the bytes, neither durable nor visible yet:
+    /// [`stage::publish`] makes a batch of staged blobs durable and visible together.
+    /// On mismatch nothing is kept. The default commits at once.
+    async fn stage(self: Box<Self>) -> Result<Box<dyn stage::Staged>, StoreError> {
+        Ok(Box::new(stage::Visible(self.commit().await?)))
+    }
 }
 
 /// A blob made visible: its digest and size.

@@ -247,6 +247,30 @@ fn refused_imports_leave_the_store_unchanged() {
         "does not match its digest",
     );
 
+    // Cut short in the middle of the carried file's bytes, as a copy interrupted on its
+    // way to the site: refused in the byte pass after the blobs before it were staged,
+    // and no temp file is left (the listing covers the store's temp dir).
+    let cut = dir.join("cut.bundle");
+    let bytes = std::fs::read(&signed).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &items.file[..64])
+        .expect("the file's bytes are in the archive");
+    std::fs::write(&cut, &bytes[..at + 1000]).unwrap();
+    refused(
+        &data,
+        &[
+            "bundle",
+            "import",
+            s(&cut),
+            "--config",
+            config,
+            "--trust-key",
+            s(&public),
+        ],
+        "ends before its end-of-archive marker",
+    );
+
     // A file the bundle expects the gateway to hold, which it does not.
     let expecting = dir.join("expecting.bundle");
     let mut writer = BundleWriter::create(&expecting, None, SystemTime::now()).unwrap();
@@ -311,7 +335,10 @@ fn refused_imports_leave_the_store_unchanged() {
         "proxy \"other-files\", which the configuration does not have",
     );
 
-    // The seed again: already there.
+    // The seed again: already there. A temp file an interrupted import left (killed
+    // mid-pass) is removed once an import holds the index's lock.
+    let leftover = data.join("store-v1/tmp/0123456789abcdef.part");
+    std::fs::write(&leftover, b"half a blob").unwrap();
     let out = succeeds(&[
         "bundle",
         "import",
@@ -321,6 +348,7 @@ fn refused_imports_leave_the_store_unchanged() {
         "--allow-unsigned",
     ]);
     assert!(out.contains("nothing to import"), "{out}");
+    assert!(!leftover.exists(), "the leftover temp file is still there");
 
     // An expected item the store does hold (the seed's layer) is accepted.
     let layer = &items.single.layers[0];

@@ -123,11 +123,21 @@ pub fn create(
     handle: &tokio::runtime::Handle,
     request: &Request<'_>,
 ) -> Result<Written, CreateError> {
+    create_reporting(handle, request, crate::progress::silent())
+}
+
+/// [`create`], reporting the blob bytes written to `progress`.
+pub fn create_reporting(
+    handle: &tokio::runtime::Handle,
+    request: &Request<'_>,
+    progress: std::sync::Arc<dyn crate::Progress>,
+) -> Result<Written, CreateError> {
     if request.spec.needs_warming() && request.warmed.is_none() {
         return Err(CreateError::NotWarmed);
     }
     let clients = Clients::new(handle, request.config)?;
     let mut writer = BundleWriter::create(request.out, request.split, SystemTime::now())?;
+    writer.set_progress(progress);
     let since = request.since;
     for image in &request.spec.images {
         carry_image(&clients, &mut writer, since, image)?;

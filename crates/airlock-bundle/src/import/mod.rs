@@ -3,37 +3,47 @@
 //! opens its store and index), or a running gateway's open store and index
 //! ([`import_into`], which its admin API calls). Both run the same steps.
 //!
-//! In order, and nothing is written before step 5:
-//! 1. the documents: the signature (by the trusted key, unless unsigned bundles are
-//!    allowed) and the OCI index;
+//! In order, and nothing becomes visible before step 5:
+//! 1. the documents, read seeking over the blobs: the signature (by the trusted key,
+//!    unless unsigned bundles are allowed) and the OCI index;
 //! 2. every entry's place in the importing gateway's configuration (`plan`): images by
 //!    the proxy whose `host` is their registry, files by the package proxy they name;
-//! 3. every carried byte, hashed against its digest ([`mod@crate::verify`]);
-//! 4. every entry the bundle does not carry is already in the store;
-//! 5. the blobs the store lacks are written through its verified writer (invisible to
-//!    the gateway until recorded), then every missing record (blob, manifest with its
-//!    references, tag fetched now, file) in one transaction. A stopped gateway's index is
-//!    opened just before, which a running gateway's lock refuses.
+//!    and every entry the bundle does not carry is already in the store;
+//! 3. one pass over the bundle: every carried byte hashed against its digest, and the
+//!    blobs the store lacks streamed through its verified writer into its temp dir
+//!    (invisible; a refusal removes them all). The pass must see the same documents and
+//!    exactly the carried blobs ([`mod@crate::verify`]);
+//! 4. the staged blobs made durable (each file synced), renamed into place, and each
+//!    directory synced once ([`airlock_store::stage::publish`]);
+//! 5. every missing record (blob, manifest with its references, tag fetched now, file)
+//!    in one index transaction. A stopped gateway's index is opened after step 3, which
+//!    a running gateway's lock refuses; temp files an interrupted import left are removed
+//!    after a successful import.
 //!
 //! What the store already holds is left as it is, so importing twice writes nothing.
 
 mod plan;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use airlock_config::Config;
 use airlock_store::{
     Batch, BlobStore, FileRecord, FsStore, ManifestRecord, MetaIndex, StoreError, TagKey,
-    TagRecord, layout, unix_now,
+    TagRecord, layout,
+    stage::{self, Staged},
+    unix_now,
 };
 use airlock_types::Digest;
 use tokio::runtime::Handle;
 
 use crate::error::BundleError;
 use crate::index::{Entry, Kind};
-use crate::reader::Bundle;
+use crate::progress::Progress;
+use crate::reader::{Bundle, Catalog};
 use crate::sign::{KeyId, PublicKey};
 use crate::verify;
 use plan::Target;
@@ -41,8 +51,10 @@ use plan::Target;
 /// Bytes handed to the store per write.
 const CHUNK: usize = 1 << 20;
 
-/// Why a bundle was not imported. Every refusal but a store failure while writing leaves
-/// the store as it was.
+/// Why a bundle was not imported. Every refusal leaves the store as it was, a disk that
+/// fills during the byte pass included (its temp files are removed); only a store
+/// failure while publishing the checked blobs or recording them can leave some blobs
+/// visible (each whole and verified, none recorded if the transaction failed).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{0}")]
@@ -121,44 +133,50 @@ fn store_error(context: impl Into<String>) -> impl FnOnce(StoreError) -> ImportE
 /// (steps 1 to 3): what [`Checked::write`] puts into a store.
 pub struct Checked {
     bundle: Bundle,
-    index: crate::index::BundleIndex,
+    catalog: Catalog,
     targets: Vec<Target>,
     trusted_key: Option<KeyId>,
+    key: Option<PublicKey>,
 }
 
 impl std::fmt::Debug for Checked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checked")
-            .field("entries", &self.index.entries.len())
+            .field("entries", &self.catalog.index.entries.len())
             .field("trusted_key", &self.trusted_key)
             .finish_non_exhaustive()
     }
 }
 
-/// Steps 1 to 3: the documents, the entries' places in `config`, every carried byte.
-/// Reads only the bundle.
+/// Steps 1 and 2: the documents and the entries' places in `config`. Reads only the
+/// bundle's documents (seeking over its blobs); every byte is checked by
+/// [`Checked::write`] as it streams into the store's temp dir.
 pub fn check(bundle: &Path, config: &Config, trust: Trust<'_>) -> Result<Checked, ImportError> {
-    let bundle = Bundle::open(bundle)?;
+    check_reporting(bundle, config, trust, crate::progress::silent())
+}
+
+/// [`check`], with the byte pass [`Checked::write`] runs reporting to `progress`.
+pub fn check_reporting(
+    bundle: &Path,
+    config: &Config,
+    trust: Trust<'_>,
+    progress: Arc<dyn Progress>,
+) -> Result<Checked, ImportError> {
+    let mut bundle = Bundle::open(bundle)?;
+    bundle.set_progress(progress);
     let key = match trust {
         Trust::Key(key) => Some(key),
         Trust::AllowUnsigned => None,
     };
     let catalog = bundle.catalog()?;
-    verify::check_catalog(&catalog, key)?;
+    let trusted_key = verify::check_catalog(&catalog, key)?;
     let targets = plan::plan(&catalog.index, config)?;
-    let verified = verify::verify(&bundle, key)?;
-    if verified.catalog.index_bytes != catalog.index_bytes {
-        return Err(BundleError::BadMember {
-            path: crate::layout::INDEX.to_owned(),
-            reason: "it changed while the bundle was being read".to_owned(),
-        }
-        .into());
-    }
     Ok(Checked {
         bundle,
-        index: verified.catalog.index,
+        catalog,
         targets,
-        trusted_key: verified.trusted_key,
+        trusted_key,
+        key: key.cloned(),
     })
 }
 
@@ -171,7 +189,7 @@ impl Checked {
         mut held: impl FnMut(&Digest) -> Result<bool, ImportError>,
     ) -> Result<(), ImportError> {
         let mut missing = Vec::new();
-        for e in self.index.entries.iter().filter(|e| !e.carried) {
+        for e in self.catalog.index.entries.iter().filter(|e| !e.carried) {
             if !held(&e.digest)? {
                 missing.push(format!(
                     "{} {} ({}, proxy {})",
@@ -192,10 +210,12 @@ impl Checked {
         }
     }
 
-    /// Steps 4 and 5 into an open store and index (a running gateway's, or the ones the
-    /// stopped path opened): the entries the bundle does not carry are checked present,
-    /// the blobs the store lacks written (invisible until recorded), then every missing
-    /// record in one index transaction.
+    /// Steps 3 to 5 into an open store and index (a running gateway's, or the ones the
+    /// stopped path opened): the entries the bundle does not carry are checked present;
+    /// one pass over the bundle hashes every carried byte and streams the blobs the store
+    /// lacks into its temp dir; only when the whole bundle checked out are they made
+    /// durable and visible together, then every missing record written in one index
+    /// transaction. A refusal in the pass removes every temp file it wrote.
     pub fn write(
         &self,
         handle: &Handle,
@@ -203,18 +223,38 @@ impl Checked {
         store: &dyn BlobStore,
         meta: &MetaIndex,
     ) -> Result<Imported, ImportError> {
+        self.write_opening(handle, data_dir, store, || Ok(meta))
+    }
+
+    /// [`Checked::write`] with the index opened by `open_meta` only after the byte pass
+    /// (opening rewrites a stopped gateway's index file, which a refusal must not touch).
+    fn write_opening<M: Borrow<MetaIndex>>(
+        &self,
+        handle: &Handle,
+        data_dir: &Path,
+        store: &dyn BlobStore,
+        open_meta: impl FnOnce() -> Result<M, ImportError>,
+    ) -> Result<Imported, ImportError> {
         self.check_present(data_dir, |digest| {
             handle
                 .block_on(store.stat(digest))
                 .map(|size| size.is_some())
                 .map_err(store_error(format!("reading blob {digest}")))
         })?;
-        let index = &self.index;
+        let index = &self.catalog.index;
         let mut imported = Imported {
             trusted_key: self.trusted_key,
             ..Imported::default()
         };
-        let written = write_blobs(handle, &self.bundle, store, index.carried(), &mut imported)?;
+        let staged = self.stage_blobs(handle, store, index.carried(), &mut imported)?;
+        let meta = open_meta()?;
+        let meta = meta.borrow();
+        let written: BTreeSet<Digest> = handle
+            .block_on(stage::publish(staged))
+            .map_err(store_error("making the imported blobs durable"))?
+            .into_iter()
+            .map(|c| c.digest)
+            .collect();
         let batch = handle.block_on(records(meta, store, &index.entries, &self.targets))?;
         for (entry, target) in index.entries.iter().zip(&self.targets) {
             if written.contains(&entry.digest) || batch_names(&batch, entry, target) {
@@ -229,6 +269,60 @@ impl Checked {
                 .map_err(store_error("recording the imported items"))?;
         }
         Ok(imported)
+    }
+}
+
+impl Checked {
+    /// Step 3: one pass over the bundle, every carried byte hashed, the blobs the store
+    /// lacks staged in its temp dir (invisible; removed again if anything fails). The
+    /// documents read in the pass must be the ones checked before it.
+    fn stage_blobs(
+        &self,
+        handle: &Handle,
+        store: &dyn BlobStore,
+        carried: BTreeMap<&Digest, u64>,
+        imported: &mut Imported,
+    ) -> Result<Vec<Box<dyn Staged>>, ImportError> {
+        let mut absent = BTreeSet::new();
+        for (digest, size) in carried {
+            let present = handle
+                .block_on(store.stat(digest))
+                .map_err(store_error(format!("reading blob {digest}")))?;
+            if present.is_some() {
+                imported.present_blobs += 1;
+                imported.present_bytes += size;
+            } else {
+                absent.insert(digest.clone());
+            }
+        }
+        let mut staged = Vec::new();
+        let mut failed = None;
+        let total = self.catalog.index.carried().values().sum();
+        self.bundle.progress().start(Some(total));
+        let scanned = self.bundle.scan(|digest, size, bytes| {
+            // A digest is staged once: the scan refuses a member that appears twice.
+            if !absent.remove(digest) {
+                return Ok(());
+            }
+            match handle.block_on(stage_blob(store, digest, size, bytes)) {
+                Ok(Some(blob)) => staged.push(blob),
+                // The scan refuses the blob as it finishes reading it.
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some((digest.clone(), e));
+                    return Err(BundleError::WriterFailed);
+                }
+            }
+            imported.new_blobs += 1;
+            imported.new_bytes += size;
+            Ok(())
+        });
+        if let Some((digest, e)) = failed {
+            return Err(store_error(format!("writing blob {digest} into the store"))(e));
+        }
+        let scanned = scanned?;
+        verify::check_scan(&self.catalog, &scanned, self.key.as_ref())?;
+        Ok(staged)
     }
 }
 
@@ -255,29 +349,69 @@ pub fn import(
     config: &Config,
     trust: Trust<'_>,
 ) -> Result<Imported, ImportError> {
-    let checked = check(bundle, config, trust)?;
+    import_reporting(handle, bundle, config, trust, crate::progress::silent())
+}
+
+/// [`import`], with the pass over the bundle's bytes reporting to `progress`.
+pub fn import_reporting(
+    handle: &Handle,
+    bundle: &Path,
+    config: &Config,
+    trust: Trust<'_>,
+    progress: Arc<dyn Progress>,
+) -> Result<Imported, ImportError> {
+    let checked = check_reporting(bundle, config, trust, progress)?;
     let data_dir = &config.data_dir;
     let store_root = layout::store_root(data_dir);
-    // Read-only: nothing under `data_dir` is created before every check passed.
+    // Read-only: nothing under `data_dir` is created before the documents checked out.
     checked.check_present(data_dir, |digest| {
         Ok(layout::blob_path(&store_root, digest).is_file())
     })?;
+    // A refusal in the byte pass leaves no trace: not even the empty store it opened.
+    let created = !data_dir.exists();
+    let result = open_and_write(handle, &checked, data_dir);
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(data_dir);
+    }
+    result
+}
+
+/// The stopped path's write: the store opened, the index only after the byte pass (its
+/// lock then keeps a gateway from starting); after a successful import, temp files an
+/// interrupted one left are removed.
+fn open_and_write(
+    handle: &Handle,
+    checked: &Checked,
+    data_dir: &Path,
+) -> Result<Imported, ImportError> {
     std::fs::create_dir_all(data_dir).map_err(|e| {
         store_error(format!("creating {}", data_dir.display()))(StoreError::Io {
             context: "create_dir_all".to_owned(),
             source: e,
         })
     })?;
-    let meta = MetaIndex::open(&layout::index_path(data_dir)).map_err(|e| match e {
-        StoreError::Locked { .. } => ImportError::GatewayRunning {
-            data_dir: data_dir.clone(),
-        },
-        e => store_error("opening the gateway's index")(e),
-    })?;
     let store = handle
-        .block_on(FsStore::open(&store_root))
+        .block_on(FsStore::open(layout::store_root(data_dir)))
         .map_err(store_error("opening the gateway's store"))?;
-    checked.write(handle, data_dir, &store, &meta)
+    let open_meta = || {
+        MetaIndex::open(&layout::index_path(data_dir)).map_err(|e| match e {
+            StoreError::Locked { .. } => ImportError::GatewayRunning {
+                data_dir: data_dir.to_owned(),
+            },
+            e => store_error("opening the gateway's index")(e),
+        })
+    };
+    let mut meta = None;
+    let imported =
+        checked.write_opening(handle, data_dir, &store, || Ok(meta.insert(open_meta()?)))?;
+    if meta.is_some() {
+        // Holding the index's lock, no gateway is writing: what is left in the temp dir is
+        // an interrupted import's or download's.
+        handle
+            .block_on(store.clean_temp())
+            .map_err(store_error("removing the store's leftover temp files"))?;
+    }
+    Ok(imported)
 }
 
 /// Whether a running gateway holds the index under `data_dir` (its lock refuses a second
@@ -287,68 +421,34 @@ pub fn gateway_running(data_dir: &Path) -> Result<bool, ImportError> {
         .map_err(store_error("checking whether a gateway holds the index"))
 }
 
-/// Writes the carried blobs the store lacks, in a second pass over the verified bundle
-/// (the store checks each digest again as it commits). Returns the digests written.
-fn write_blobs(
-    handle: &Handle,
-    bundle: &Bundle,
-    store: &dyn BlobStore,
-    carried: BTreeMap<&Digest, u64>,
-    imported: &mut Imported,
-) -> Result<BTreeSet<Digest>, ImportError> {
-    let mut absent = BTreeSet::new();
-    for (digest, size) in carried {
-        let present = handle
-            .block_on(store.stat(digest))
-            .map_err(store_error(format!("reading blob {digest}")))?;
-        if present.is_some() {
-            imported.present_blobs += 1;
-            imported.present_bytes += size;
-        } else {
-            absent.insert(digest.clone());
-        }
-    }
-    let mut written = BTreeSet::new();
-    let mut failed = None;
-    let scanned = bundle.scan(|digest, size, bytes| {
-        if !absent.contains(digest) {
-            return Ok(());
-        }
-        if let Err(e) = handle.block_on(write_blob(store, digest, bytes)) {
-            failed = Some((digest.clone(), e));
-            return Err(BundleError::WriterFailed);
-        }
-        written.insert(digest.clone());
-        imported.new_blobs += 1;
-        imported.new_bytes += size;
-        Ok(())
-    });
-    if let Some((digest, e)) = failed {
-        return Err(store_error(format!("writing blob {digest} into the store"))(e));
-    }
-    scanned?;
-    Ok(written)
-}
-
-async fn write_blob(
+/// Streams one blob's `size` bytes into a store writer and stages it. `Ok(None)` when the
+/// bundle's bytes were short, unreadable or not the digest's: the writer's temp file is
+/// gone, and the scan, which reads on and hashes the same bytes, reports why.
+async fn stage_blob(
     store: &dyn BlobStore,
     digest: &Digest,
+    size: u64,
     bytes: &mut dyn Read,
-) -> Result<(), StoreError> {
+) -> Result<Option<Box<dyn Staged>>, StoreError> {
     let mut writer = store.create(Some(digest)).await?;
     let mut buffer = vec![0; CHUNK];
     loop {
-        let read = bytes.read(&mut buffer).map_err(|source| StoreError::Io {
-            context: format!("reading {digest} from the bundle"),
-            source,
-        })?;
+        let Ok(read) = bytes.read(&mut buffer) else {
+            return Ok(None);
+        };
         if read == 0 {
             break;
         }
         writer.write(&buffer[..read]).await?;
     }
-    writer.commit().await?;
-    Ok(())
+    if writer.written() != size {
+        return Ok(None);
+    }
+    match writer.stage().await {
+        Ok(staged) => Ok(Some(staged)),
+        Err(StoreError::DigestMismatch { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The records the index lacks (or holds differently) for the bundle's entries.

@@ -142,7 +142,8 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let stopped = if import::gateway_running(&config.data_dir)? {
         None
     } else {
-        match import::import(runtime.handle(), &args.file, &config, trust) {
+        let progress = super::progress::bar("importing");
+        match import::import_reporting(runtime.handle(), &args.file, &config, trust, progress) {
             // The gateway started while the bundle was being verified.
             Err(ImportError::GatewayRunning { .. }) => None,
             result => Some(result.with_context(|| {
@@ -293,7 +294,8 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
         stores: &stores,
         warmed: scratch.as_ref().map(|s| (&s.store, s.proxies.as_slice())),
     };
-    let written = airlock_bundle::create::create(runtime.handle(), &request)
+    let progress = super::progress::bar("writing");
+    let written = airlock_bundle::create::create_reporting(runtime.handle(), &request, progress)
         .with_context(|| format!("creating the bundle {}", args.out.display()))?;
     let carried = written.index.carried();
     eprintln!(
@@ -389,7 +391,8 @@ fn open(file: &std::path::Path) -> anyhow::Result<Bundle> {
 
 fn verify(file: &std::path::Path, trust_key: Option<&std::path::Path>) -> anyhow::Result<()> {
     let trust = trust_key.map(PublicKey::read).transpose()?;
-    let bundle = open(file)?;
+    let mut bundle = open(file)?;
+    bundle.set_progress(super::progress::bar("verifying"));
     let verified = airlock_bundle::verify(&bundle, trust.as_ref())
         .with_context(|| format!("{} failed verification", file.display()))?;
     let signature = match (&verified.trusted_key, &verified.catalog.signature) {

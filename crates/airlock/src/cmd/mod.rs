@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod inventory;
 pub mod kubeconfig;
 pub mod preflight;
+pub mod progress;
 pub mod render;
 pub mod serve;
 pub mod upload;
