@@ -28,7 +28,7 @@ pub mod writer;
 pub use error::BundleError;
 pub use index::{BundleIndex, Entry, INDEX_VERSION, IndexError, Kind};
 pub use progress::Progress;
-pub use reader::{Bundle, Catalog};
+pub use reader::{BlobBytes, Bundle, Catalog};
 pub use sign::{KeyId, PublicKey, SecretKey, Signature};
 pub use verify::{Verified, verify};
 pub use writer::{BundleWriter, Written};

@@ -24,7 +24,43 @@ const MAX_DOCUMENT: u64 = 512 << 20;
 const MAX_TRAILER: u64 = 64 << 10;
 
 /// What [`Bundle::scan`] hands each blob's bytes to.
-pub type OnBlob<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<(), BundleError> + 'a;
+pub type OnBlob<'a> = dyn FnMut(&Digest, u64, &mut BlobBytes<'_>) -> Result<(), BundleError> + 'a;
+
+/// One blob's bytes as [`Bundle::scan`] reads them, hashed against the blob's digest as they
+/// go unless the caller checks them itself ([`BlobBytes::checked_by_caller`]).
+pub struct BlobBytes<'a> {
+    inner: &'a mut dyn Read,
+    /// `None` once the caller took over the digest check.
+    verifier: Option<Sha256Verifier>,
+    read: u64,
+    progress: &'a dyn Progress,
+}
+
+impl BlobBytes<'_> {
+    /// Says that every byte the caller reads goes through a writer that checks it against
+    /// the blob's digest (a store's verified writer), so the scan does not hash it a second
+    /// time. Only before the first read; afterwards it does nothing. The caller then answers
+    /// for the digest: its callback returns `Ok` only when it read all the blob's bytes and
+    /// its check passed, and [`BundleError::DigestMismatch`] when the check failed. Anything
+    /// less (the caller stopped early) is refused by the scan even if the rest reads fine.
+    pub fn checked_by_caller(&mut self) {
+        if self.read == 0 {
+            self.verifier = None;
+        }
+    }
+}
+
+impl Read for BlobBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if let Some(verifier) = &mut self.verifier {
+            verifier.update(&buf[..read]);
+        }
+        self.read += read as u64;
+        self.progress.advance(read as u64);
+        Ok(read)
+    }
+}
 
 /// A bundle on disk (one file, or its volumes).
 pub struct Bundle {
@@ -91,11 +127,12 @@ impl Bundle {
     }
 
     /// Reads every member in order. Each blob's bytes are handed to `on_blob` as they
-    /// stream, then checked against the blob's digest: `on_blob` must not trust them
-    /// before `scan` returns `Ok` (or discard what it made of them on any error).
+    /// stream, then checked against the blob's digest (by the scan, or by `on_blob` when
+    /// it says so: [`BlobBytes::checked_by_caller`]): `on_blob` must not trust them before
+    /// `scan` returns `Ok` (or discard what it made of them on any error).
     pub fn scan(
         &self,
-        mut on_blob: impl FnMut(&Digest, u64, &mut dyn Read) -> Result<(), BundleError>,
+        mut on_blob: impl FnMut(&Digest, u64, &mut BlobBytes<'_>) -> Result<(), BundleError>,
     ) -> Result<Scan, BundleError> {
         let mut archive = self.archive()?;
         let entries = archive.entries().map_err(|e| self.read_error(e))?;
@@ -192,23 +229,41 @@ impl Bundle {
         on_blob: &mut OnBlob<'_>,
     ) -> Result<(), BundleError> {
         self.progress.blob(digest, size);
-        let mut hashing = Hashing {
+        let mut bytes = BlobBytes {
             inner: entry,
-            verifier: Sha256Verifier::new(),
+            verifier: Some(Sha256Verifier::new()),
+            read: 0,
             progress: &*self.progress,
         };
-        on_blob(digest, size, &mut hashing)?;
-        io::copy(&mut hashing, &mut io::sink()).map_err(|e| self.read_error(e))?;
-        if hashing.verifier.len() != size {
+        on_blob(digest, size, &mut bytes)?;
+        let read_by_caller = bytes.read;
+        io::copy(&mut bytes, &mut io::sink()).map_err(|e| self.read_error(e))?;
+        if bytes.read != size {
             // The tar header promised `size` bytes and the stream ended first.
             return Err(self.truncated());
         }
-        let actual = hashing.verifier.finish();
-        if actual != *digest {
-            return Err(BundleError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
+        match bytes.verifier {
+            Some(verifier) => {
+                let actual = verifier.finish();
+                if actual != *digest {
+                    return Err(BundleError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual,
+                    });
+                }
+            }
+            // The caller checked the digest, but only of what it read: a caller that stopped
+            // early (a read that failed once) checked nothing.
+            None if read_by_caller != size => {
+                return Err(BundleError::Read {
+                    path: self.volumes.first().to_owned(),
+                    volumes: self.volumes.count(),
+                    error: io::Error::other(format!(
+                        "blob {digest} could not be read through in one go"
+                    )),
+                });
+            }
+            None => {}
         }
         Ok(())
     }
@@ -311,20 +366,4 @@ struct Documents {
     oci_index: Option<Vec<u8>>,
     index: Option<Vec<u8>>,
     signature: Option<Vec<u8>>,
-}
-
-/// Hashes what is read through it.
-struct Hashing<'a, R> {
-    inner: &'a mut R,
-    verifier: Sha256Verifier,
-    progress: &'a dyn Progress,
-}
-
-impl<R: Read> Read for Hashing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.verifier.update(&buf[..read]);
-        self.progress.advance(read as u64);
-        Ok(read)
-    }
 }

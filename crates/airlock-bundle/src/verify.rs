@@ -9,13 +9,11 @@
 //!    this pass are the ones checked in step 1;
 //! 3. the archive's blobs are exactly the index's carried digests, with the same sizes.
 
-use std::io::Read;
-
 use airlock_types::Digest;
 
 use crate::error::BundleError;
 use crate::layout;
-use crate::reader::{Bundle, Catalog, Scan};
+use crate::reader::{BlobBytes, Bundle, Catalog, Scan};
 use crate::sign::{KeyId, PublicKey};
 
 /// What a successful verification established.
@@ -52,7 +50,7 @@ pub fn check_catalog(
 pub fn verify_with(
     bundle: &Bundle,
     trust: Option<&PublicKey>,
-    on_blob: impl FnMut(&Digest, u64, &mut dyn Read) -> Result<(), BundleError>,
+    on_blob: impl FnMut(&Digest, u64, &mut BlobBytes<'_>) -> Result<(), BundleError>,
 ) -> Result<Verified, BundleError> {
     let first = bundle.catalog()?;
     check_catalog(&first, trust)?;

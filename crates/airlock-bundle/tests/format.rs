@@ -439,3 +439,69 @@ fn the_writer_refuses_bytes_that_are_not_what_the_entry_says() {
     let error = writer.carry(bad, b"x".as_slice()).unwrap_err();
     assert!(error.to_string().contains("../etc/passwd"), "{error}");
 }
+
+/// A caller that checks a blob's digest itself spares the scan a second hash, and answers
+/// for it: one that stops reading early is refused, and saying so after the first read
+/// changes nothing.
+#[test]
+fn a_caller_that_checks_the_digest_itself_must_read_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture();
+    let path = dir.path().join("b.tar");
+    write(&fixture, &path, None, None);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(fixture.file.len())
+        .position(|w| w == fixture.file.as_slice())
+        .unwrap();
+    bytes[at + 1234] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let file = Digest::of(&fixture.file);
+    let scan = |on_file: &dyn Fn(&mut airlock_bundle::BlobBytes<'_>) -> Result<(), BundleError>| {
+        Bundle::open(&path)
+            .unwrap()
+            .scan(|digest, _, bytes| {
+                if *digest == file {
+                    on_file(bytes)
+                } else {
+                    Ok(())
+                }
+            })
+            .map(|_| ())
+    };
+    // The scan's own hash finds the flipped byte.
+    assert!(matches!(
+        scan(&|_| Ok(())),
+        Err(BundleError::DigestMismatch { .. })
+    ));
+    // A caller that takes over the check and vouches for every byte is believed (the
+    // import's store writer is such a caller: it refuses a mismatch itself).
+    scan(&|bytes| {
+        bytes.checked_by_caller();
+        std::io::copy(bytes, &mut std::io::sink()).unwrap();
+        Ok(())
+    })
+    .unwrap();
+    // One that stops early has checked nothing: refused, though the rest reads fine.
+    let error = scan(&|bytes| {
+        bytes.checked_by_caller();
+        let mut some = [0; 100];
+        bytes.read_exact(&mut some).unwrap();
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("could not be read through"),
+        "{error}"
+    );
+    // Too late once reading began: the scan still hashes, and finds the flipped byte.
+    assert!(matches!(
+        scan(&|bytes| {
+            let mut one = [0; 1];
+            bytes.read_exact(&mut one).unwrap();
+            bytes.checked_by_caller();
+            Ok(())
+        }),
+        Err(BundleError::DigestMismatch { .. })
+    ));
+}

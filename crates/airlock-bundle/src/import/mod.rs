@@ -304,10 +304,18 @@ impl Checked {
             if !absent.remove(digest) {
                 return Ok(());
             }
+            // The store's writer hashes every byte against the digest: the scan need not.
+            bytes.checked_by_caller();
             match handle.block_on(stage_blob(store, digest, size, bytes)) {
-                Ok(Some(blob)) => staged.push(blob),
-                // The scan refuses the blob as it finishes reading it.
-                Ok(None) => {}
+                Ok(Stage::Staged(blob)) => staged.push(blob),
+                Ok(Stage::Mismatch(actual)) => {
+                    return Err(BundleError::DigestMismatch {
+                        expected: digest.clone(),
+                        actual,
+                    });
+                }
+                // The scan reads on and refuses the blob: it ended early or failed.
+                Ok(Stage::Unread) => return Ok(()),
                 Err(e) => {
                     failed = Some((digest.clone(), e));
                     return Err(BundleError::WriterFailed);
@@ -421,20 +429,29 @@ pub fn gateway_running(data_dir: &Path) -> Result<bool, ImportError> {
         .map_err(store_error("checking whether a gateway holds the index"))
 }
 
-/// Streams one blob's `size` bytes into a store writer and stages it. `Ok(None)` when the
-/// bundle's bytes were short, unreadable or not the digest's: the writer's temp file is
-/// gone, and the scan, which reads on and hashes the same bytes, reports why.
+/// What became of one blob streamed into the store.
+enum Stage {
+    /// Whole, its digest checked by the store's writer, invisible until published.
+    Staged(Box<dyn Staged>),
+    /// Whole, and not the digest's: these bytes hash to this.
+    Mismatch(Digest),
+    /// The bundle's bytes ended early or could not be read; the scan says which.
+    Unread,
+}
+
+/// Streams one blob's `size` bytes into a store writer, which checks them against `digest`,
+/// and stages it. The writer's temp file is gone unless the blob was staged.
 async fn stage_blob(
     store: &dyn BlobStore,
     digest: &Digest,
     size: u64,
     bytes: &mut dyn Read,
-) -> Result<Option<Box<dyn Staged>>, StoreError> {
+) -> Result<Stage, StoreError> {
     let mut writer = store.create(Some(digest)).await?;
     let mut buffer = vec![0; CHUNK];
     loop {
         let Ok(read) = bytes.read(&mut buffer) else {
-            return Ok(None);
+            return Ok(Stage::Unread);
         };
         if read == 0 {
             break;
@@ -442,11 +459,11 @@ async fn stage_blob(
         writer.write(&buffer[..read]).await?;
     }
     if writer.written() != size {
-        return Ok(None);
+        return Ok(Stage::Unread);
     }
     match writer.stage().await {
-        Ok(staged) => Ok(Some(staged)),
-        Err(StoreError::DigestMismatch { .. }) => Ok(None),
+        Ok(staged) => Ok(Stage::Staged(staged)),
+        Err(StoreError::DigestMismatch { actual, .. }) => Ok(Stage::Mismatch(actual)),
         Err(e) => Err(e),
     }
 }
