@@ -9,9 +9,9 @@
 //! 2. every entry's place in the importing gateway's configuration (`plan`): images by
 //!    the proxy whose `host` is their registry, files by the package proxy they name;
 //!    and every entry the bundle does not carry is already in the store;
-//! 3. one pass over the bundle: every carried byte hashed against its digest, and the
-//!    blobs the store lacks streamed through its verified writer into its temp dir
-//!    (invisible; a refusal removes them all). The pass must see the same documents and
+//! 3. one pass over the bundle: every carried byte hashed once against its digest — the
+//!    blobs the store lacks by its verified writer as they stream into its temp dir
+//!    (invisible; a refusal removes them all), the others by the bundle reader. The pass must see the same documents and
 //!    exactly the carried blobs ([`mod@crate::verify`]);
 //! 4. the staged blobs made durable (each file synced), renamed into place, and each
 //!    directory synced once ([`airlock_store::stage::publish`]);
@@ -273,8 +273,8 @@ impl Checked {
 }
 
 impl Checked {
-    /// Step 3: one pass over the bundle, every carried byte hashed, the blobs the store
-    /// lacks staged in its temp dir (invisible; removed again if anything fails). The
+    /// Step 3: one pass over the bundle, every carried byte hashed once, the blobs the
+    /// store lacks staged in its temp dir (their digests checked by its writer) (invisible; removed again if anything fails). The
     /// documents read in the pass must be the ones checked before it.
     fn stage_blobs(
         &self,
