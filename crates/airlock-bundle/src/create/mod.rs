@@ -46,7 +46,7 @@ pub enum CreateError {
     #[error("{what}: refused by its cosign verification: {message}")]
     Unverified { what: String, message: String },
     #[error(
-        "the spec's python, rpms and charts sections are carried from a gateway warmed with them (`warm`), and none was given"
+        "the spec's python, rpms, charts and k3s sections are carried from a gateway warmed with them (`warm`), and none was given"
     )]
     NotWarmed,
     #[error("{0}")]
