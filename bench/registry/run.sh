@@ -8,6 +8,8 @@
 #   airlock:   airlock serve, TLS off, proxy "dockerhub-proxy" -> counter
 #   dist:      docker-registry with proxy.remoteurl -> counter
 #   nginx:     the blob files of the pushed OCI layout, sendfile on
+#   TLS rows:  the same airlock data_dir served with tls.mode = "self-signed", and nginx over
+#              TLS with airlock's certificate and key, sendfile off
 #
 # Tunables (environment):
 #   BENCH_BIG=0     skip the 1 GiB blob (quick run; the RSS load then streams the 64 MiB blob)
@@ -17,6 +19,8 @@
 #   BENCH_LINK=25   MiB/s per upstream connection in the second cold test (0: skip that test)
 #   BENCH_RSS=64    concurrent streams while sampling RSS
 #   BENCH_RPS_CONN=16  wrk connections for the manifest measurements
+#   BENCH_TLS=1     also the warm rows over TLS: airlock self-signed vs nginx with the same
+#                   certificate and key, sendfile off (0: skip)
 #   AIRLOCK_BIN=path   use this airlock binary instead of `cargo build --release -p airlock`
 #   BENCH_KEEP=1    keep the temp dir (configs, logs, the counter's access log) for a look after
 #
@@ -52,6 +56,7 @@ BENCH_COLD=${BENCH_COLD:-32}
 BENCH_LINK=${BENCH_LINK:-25}
 BENCH_RSS=${BENCH_RSS:-64}
 BENCH_RPS_CONN=${BENCH_RPS_CONN:-16}
+BENCH_TLS=${BENCH_TLS:-1}
 
 export PATH="$PATH:/usr/sbin:/sbin" # nginx lives in sbin
 need() { # command package
@@ -468,6 +473,80 @@ cold_set() { # tag hex: one direct fetch, then BENCH_COLD concurrent cold reques
 cold_set loop "$h256"
 [ "$BENCH_LINK" = 0 ] || cold_set link "$h256l"
 
+# ---------------------------------------------------------------- warm blobs over TLS
+# What production runs: every staging node serves TLS. The plain airlock stops and the same
+# data_dir (its cache warm) is served with tls.mode = "self-signed"; a second nginx serves
+# the same blob files over TLS with airlock's own certificate and key, sendfile off (TLS
+# needs the bytes in user space; `ssl_buffer_size` at its 16k default).
+if [ "$BENCH_TLS" = 1 ]; then
+    kill "$airlock_pid" 2>/dev/null || true
+    wait "$airlock_pid" 2>/dev/null || true
+    airlock_tls_port=$(free_port)
+    nginx_tls_port=$(free_port)
+    sed -e "s/^listen = .*/listen = \"127.0.0.1:$airlock_tls_port\"\nhostname = \"localhost\"/" \
+        -e 's/^mode = "off"/mode = "self-signed"/' "$work/airlock.toml" >"$work/airlock-tls.toml"
+    "$airlock" serve --config "$work/airlock-tls.toml" >"$work/airlock-tls.log" 2>&1 &
+    airlock_tls_pid=$!
+    pids+=($airlock_tls_pid)
+    for _ in $(seq 200); do
+        curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$airlock_tls_port/v2/" && break
+        sleep 0.1
+    done
+    mkdir -p "$work/nginx-tls"
+    cat >"$work/nginx-tls/nginx.conf" <<NGINX
+$nginx_user
+worker_processes auto;
+pid $work/nginx-tls/nginx.pid;
+error_log $work/nginx-tls/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx-tls/client;
+    proxy_temp_path $work/nginx-tls/proxy;
+    fastcgi_temp_path $work/nginx-tls/fastcgi;
+    uwsgi_temp_path $work/nginx-tls/uwsgi;
+    scgi_temp_path $work/nginx-tls/scgi;
+    server {
+        listen 127.0.0.1:$nginx_tls_port ssl;
+        ssl_certificate $work/airlock-data/tls/server.crt;
+        ssl_certificate_key $work/airlock-data/tls/server.key;
+        sendfile off;
+        root $layout;
+        location /blobs/ { default_type application/octet-stream; }
+    }
+}
+NGINX
+    nginx -p "$work/nginx-tls" -c "$work/nginx-tls/nginx.conf" -e "$work/nginx-tls/error.log" &
+    nginx_tls_pid=$!
+    pids+=($nginx_tls_pid)
+    for _ in $(seq 200); do
+        curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$nginx_tls_port/" && break
+        sleep 0.1
+    done
+    tls_url() { # server hex
+        case $1 in
+            nginx) echo "https://127.0.0.1:$nginx_tls_port/blobs/sha256/$2" ;;
+            airlock) echo "https://127.0.0.1:$airlock_tls_port/v2/dockerhub-proxy/library/bench/blobs/sha256:$2" ;;
+        esac
+    }
+    before=$(warm_gets)
+    tls_rows=()
+    for h in "${warm[@]}"; do
+        label="64 MiB"
+        [ "$h" = "$h1g" ] && label="1 GiB"
+        for c in 1 16; do
+            key="tls,$label,$c"
+            tls_rows+=("$key")
+            echo "  warm $label blob over TLS, $c client(s)..." >&2
+            for _ in $(seq "$BENCH_REPS"); do
+                for s in airlock nginx; do best "$s,$key" "$(mbps "$(tls_url "$s" "$h")" "$c")"; done
+            done
+        done
+    done
+    after=$(warm_gets)
+    [ "$before" = "$after" ] || echo "  warning: warm blob GETs over TLS reached the upstream ($before -> $after)" >&2
+fi
+
 # ---------------------------------------------------------------- the table
 ratio() { [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] && [ "$2" != - ] && [ "$1" != - ] && calc "f'{$1 / $2:.2f}x'" || echo -; }
 mib_of() { calc "f'{$1 / 1024:.1f}'"; }
@@ -479,7 +558,7 @@ echo
 if [ -n "${AIRLOCK_BIN:-}" ]; then label="airlock (AIRLOCK_BIN)"; else
     label="airlock $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')"; fi
 echo "$label vs nginx $(nginx -v 2>&1 | sed 's/.*\///') (sendfile) vs $(docker-registry --version | awk '{print $NF}') proxy mode;" \
-    "plain HTTP on loopback (airlock tls.mode = off), $(nproc) cores, best of $BENCH_REPS x ${BENCH_SECS}s per measurement"
+    "plain HTTP on loopback (airlock tls.mode = off; TLS rows: self-signed, nginx with the same certificate and key), $(nproc) cores, best of $BENCH_REPS x ${BENCH_SECS}s per measurement"
 printf "$fmt" metric airlock nginx/direct distribution "a/base" "a/dist" target
 for key in "${warm_rows[@]}"; do
     IFS=, read -r _ label c <<<"$key"
@@ -498,6 +577,12 @@ row "manifest HEAD by tag, req/s" "${r[airlock,mhead]}" - "${r[dist,mhead]}" ">=
 row "RSS idle (fresh start), MiB" "$(mib_of "${r[airlock,rss0]}")" - "$(mib_of "${r[dist,rss0]}")" "<= 64 MiB"
 row "RSS peak, $BENCH_RSS streams, MiB" "$(mib_of "${r[airlock,rss64]}")" - "$(mib_of "${r[dist,rss64]}")" "<= 256 MiB"
 row "RSS idle after the load, MiB" "$(mib_of "${r[airlock,rss1]}")" - "$(mib_of "${r[dist,rss1]}")" ""
+if [ "$BENCH_TLS" = 1 ]; then
+    for key in "${tls_rows[@]}"; do
+        IFS=, read -r _ label c <<<"$key"
+        row "TLS: warm $label blob, $c client(s), MB/s" "${r[airlock,$key]}" "${r[nginx,$key]}" - ">= 0.9x nginx (TLS, no sendfile)"
+    done
+fi
 echo
 echo "a/base: airlock vs nginx (warm) or vs one direct upstream fetch (cold); a/dist: airlock vs distribution."
 echo "Throughput and req/s: higher is better; wall time and RSS: lower is better."
