@@ -5,7 +5,6 @@
 #![allow(clippy::unnecessary_debug_formatting)]
 
 use std::path::Path;
-use std::process::Command;
 
 use airlock_testkit::{FakeFiles, RpmSpec, build_rpm, createrepo};
 use airlock_types::Digest;
@@ -33,46 +32,16 @@ const PACKAGES: [RpmSpec<'static>; 3] = [
     },
 ];
 
-/// A real `dnf` installing `package` into a fresh root under `dir` from the repository at
-/// `url` alone, reading nothing of this machine's configuration.
+/// A real `dnf` installing `package` from `url` alone. What the .repo guidance says for an
+/// offline gateway: regenerated metadata is unsigned; packages keep their own signatures
+/// (not signed in this fixture).
 fn dnf_install(dir: &Path, url: &str, package: &str) -> std::process::Output {
-    std::fs::create_dir_all(dir.join("repos.d")).unwrap();
-    let conf = dir.join("dnf.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[main]\ngpgcheck=0\ninstall_weak_deps=0\nreposdir={}\ncachedir={}\nlogdir={}\n\
-             persistdir={}\nproxy=\n",
-            dir.join("repos.d").display(),
-            dir.join("cache").display(),
-            dir.join("log").display(),
-            dir.join("persist").display(),
-        ),
+    airlock_testkit::dnf_install(
+        dir,
+        url,
+        package,
+        &["--setopt=t.repo_gpgcheck=0".to_owned()],
     )
-    .unwrap();
-    let mut command = Command::new("dnf");
-    command
-        .args(["-y", "--noplugins", "--releasever=9", "--disablerepo=*"])
-        .arg(format!("--config={}", conf.display()))
-        .arg(format!("--installroot={}", dir.join("root").display()))
-        .arg(format!("--repofrompath=t,{url}"))
-        // What the .repo guidance says for an offline gateway: regenerated metadata is
-        // unsigned; packages keep their own signatures (not signed in this fixture).
-        .args(["--setopt=t.gpgcheck=0", "--setopt=t.repo_gpgcheck=0"])
-        .args(["install", package]);
-    for key in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(key);
-    }
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("dnf could not run ({e}): install the Debian package `dnf`"))
 }
 
 async fn install(dir: &Path, url: &str, package: &str) -> std::process::Output {
