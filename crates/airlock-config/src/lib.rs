@@ -58,6 +58,8 @@ pub struct Config {
     pub upstream_proxy: Option<UpstreamProxySettings>,
     /// `[admin] users`: who may use the admin API; empty, the gateway serves no admin API.
     pub admin_users: Vec<AdminUser>,
+    /// `[[policy]]`: what the registry and package proxies refuse; empty, everything passes.
+    pub policy: airlock_policy::Policy,
 }
 
 fn default_data_dir() -> PathBuf {

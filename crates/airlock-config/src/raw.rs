@@ -13,6 +13,7 @@ use airlock_types::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use airlock_policy::RuleTable as Policy;
 pub use crate::egress::Egress;
 pub use crate::upstream_proxy::UpstreamProxy;
 use crate::{Format, TlsMode};
@@ -43,6 +44,9 @@ pub struct Config {
     /// The admin API's accounts; absent or without users, there is no admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
+    /// `[[policy]]` rules, in order: the first that matches a request decides.
+    #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
 }
 
 /// `[admin]`.

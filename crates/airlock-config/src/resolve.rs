@@ -77,6 +77,8 @@ pub enum Invalid {
         "[admin] user name {name:?} is invalid: it must be non-empty, without ':' or control characters"
     )]
     AdminName { name: String },
+    #[error(transparent)]
+    Policy(#[from] airlock_policy::RuleError),
     #[error("[admin] user {name:?} is listed twice; names must be unique")]
     AdminDuplicate { name: String },
     #[error(
@@ -145,6 +147,16 @@ impl Config {
                 }
             }
         }
+        let policy = airlock_policy::Policy::resolve(&raw.policies, |name| {
+            proxies
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| match p.format {
+                    Format::Oci => airlock_policy::Family::Oci,
+                    Format::Pypi => airlock_policy::Family::Pypi,
+                    _ => airlock_policy::Family::Files,
+                })
+        })?;
         Ok(Self {
             data_dir: raw.data_dir.clone().unwrap_or_else(crate::default_data_dir),
             server,
@@ -154,6 +166,7 @@ impl Config {
             egress,
             upstream_proxy,
             admin_users: crate::admin::resolve(raw.admin.as_ref())?,
+            policy,
         })
     }
 
@@ -213,6 +226,12 @@ impl Config {
             admin: (!self.admin_users.is_empty()).then(|| raw::Admin {
                 users: self.admin_users.iter().map(AdminUser::to_raw).collect(),
             }),
+            policies: self
+                .policy
+                .rules()
+                .iter()
+                .map(|rule| rule.table.clone())
+                .collect(),
         }
     }
 }

@@ -417,3 +417,29 @@ fn admin_users_parse_strictly_and_round_trip() {
     ));
     assert!(twice.contains("listed twice"), "{twice}");
 }
+
+#[test]
+fn policy_rules_resolve_against_the_proxies_and_round_trip() {
+    let proxies = "[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"https://registry-1.docker.io\"\n\
+                   [[proxy]]\nname = \"pypi\"\nformat = \"pypi\"\nupstream = \"https://pypi.org\"\n";
+    let text = format!(
+        "{proxies}[[policy]]\nname = \"no-evil\"\nproxy = \"hub\"\ndeny = [\"library/evil*\"]\nmode = \"log\"\n\
+         [[policy]]\nname = \"pins\"\nproxy = \"pypi\"\ndeny = [\"requests==2.31.0\"]\n\
+         [[policy]]\nname = \"small\"\nmax_blob_size = \"2GiB\"\n"
+    );
+    let config = parse(&text).unwrap();
+    let names: Vec<&str> = config.policy.rules().iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["no-evil", "pins", "small"]);
+    let again = parse(&config.to_toml()).unwrap();
+    assert_eq!(again.to_toml(), config.to_toml());
+    assert!(config.to_toml().contains("max_blob_size = \"2GiB\""));
+
+    let refused = err(&format!(
+        "{proxies}[[policy]]\nname = \"wheels\"\nproxy = \"hub\"\ndeny = [\"requests==2.31.0\"]\n"
+    ));
+    assert!(refused.contains("[[policy]] wheels") && refused.contains("requests==2.31.0"), "{refused}");
+    let refused = err(&format!("{proxies}[[policy]]\nname = \"x\"\nproxy = \"npm\"\ndeny = [\"a\"]\n"));
+    assert!(refused.contains("[[policy]] x: proxy \"npm\" names no [[proxy]]"), "{refused}");
+    let refused = err(&format!("{proxies}[[policy]]\nname = \"x\"\ndeny = [\"a\"]\nwhen = 1\n"));
+    assert!(refused.contains("when"), "{refused}");
+}

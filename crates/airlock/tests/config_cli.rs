@@ -62,3 +62,36 @@ fn upstream_proxy_files_are_checked_and_the_password_never_shown() {
     );
     assert!(!text.contains("n0t-for-eyes"), "{text}");
 }
+
+#[test]
+fn policy_mistakes_name_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("airlock.toml");
+    let proxy = "[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"https://registry-1.docker.io\"\n";
+    let key = dir.path().join("cosign.pub");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    for (rule, says) in [
+        ("deny = [\"Library/Evil\"]\n", "\"Library/Evil\""),
+        ("proxy = \"ghcr\"\ndeny = [\"a\"]\n", "proxy \"ghcr\" names no [[proxy]]"),
+        (
+            &format!(
+                "require_cosign = {{ repositories = [\"org/*\"], key = {:?} }}\n",
+                key.display().to_string()
+            ),
+            "require_cosign key",
+        ),
+    ] {
+        std::fs::write(&config, format!("{proxy}[[policy]]\nname = \"gate\"\n{rule}")).unwrap();
+        let (ok, text) = check(&config);
+        assert!(!ok, "{text}");
+        assert!(text.contains("[[policy]] gate") && text.contains(says), "{rule}: {text}");
+    }
+    std::fs::write(
+        &config,
+        format!("{proxy}[[policy]]\nname = \"gate\"\ndeny = [\"library/evil*\"]\n"),
+    )
+    .unwrap();
+    let (ok, text) = check(&config);
+    assert!(ok, "{text}");
+    assert!(text.contains("[[policy]]") && text.contains("library/evil*"), "{text}");
+}
