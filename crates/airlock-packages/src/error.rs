@@ -20,6 +20,9 @@ pub enum PackageError {
     NotListed { path: String, index: &'static str },
     #[error("{path}: not cached, and repository {proxy} is offline")]
     Offline { proxy: String, path: String },
+    /// A `[[policy]]` rule refused the download.
+    #[error("denied by policy rule {rule:?}: {reason}")]
+    PolicyDenied { rule: String, reason: String },
     #[error("only GET and HEAD are supported")]
     MethodNotAllowed,
     #[error("upstream of {proxy} failed for {path}: {detail}")]
@@ -49,6 +52,7 @@ impl IntoResponse for PackageError {
             | PackageError::NotListed { .. }
             | PackageError::Offline { .. } => StatusCode::NOT_FOUND,
             PackageError::BadPath(_) => StatusCode::BAD_REQUEST,
+            PackageError::PolicyDenied { .. } => StatusCode::FORBIDDEN,
             PackageError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             PackageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PackageError::Upstream { .. } | PackageError::Verification { .. } => {

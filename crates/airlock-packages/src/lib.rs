@@ -10,6 +10,7 @@ mod checksum;
 mod conda;
 mod derived;
 mod error;
+mod gate;
 mod helm;
 mod maven;
 mod offline;
@@ -47,6 +48,8 @@ pub const SERVED_FORMATS: &[Format] = &[
 #[derive(Debug)]
 pub struct Packages {
     proxies: HashMap<String, Origin>,
+    /// `[[policy]]`, checked on file downloads before anything is fetched or served.
+    policy: airlock_policy::Policy,
 }
 
 impl Packages {
@@ -74,7 +77,10 @@ impl Packages {
             )?;
             proxies.insert(proxy.name.clone(), origin);
         }
-        Ok(Self { proxies })
+        Ok(Self {
+            proxies,
+            policy: config.policy.clone(),
+        })
     }
 
     async fn dispatch(
@@ -96,6 +102,7 @@ impl Packages {
             .ok_or_else(|| PackageError::UnknownRepository(name.to_owned()))?;
         let path = airlock_upstream::target::client_path(path)
             .map_err(|refused| PackageError::BadPath(format!("{path:?} ({refused})")))?;
+        gate::check(&self.policy, name, origin.config().format, &path)?;
         match origin.config().format {
             Format::Raw => raw::serve(origin, &path, &request).await,
             Format::Pypi => pypi::serve(origin, &path, &request).await,

@@ -24,6 +24,9 @@ pub enum RegistryError {
     BlobUnknown(String),
     #[error("upstream {proxy} refused the request ({status}); check the proxy's credentials")]
     Unauthorized { proxy: String, status: StatusCode },
+    /// A `[[policy]]` rule refused the request.
+    #[error("denied by policy rule {rule:?}: {reason}")]
+    PolicyDenied { rule: String, reason: String },
     #[error("upstream {proxy} denied access")]
     Denied { proxy: String },
     #[error("upstream {proxy} is rate limiting pulls")]
@@ -137,7 +140,9 @@ impl RegistryError {
             RegistryError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             RegistryError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
             RegistryError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            RegistryError::Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            RegistryError::Denied { .. } | RegistryError::PolicyDenied { .. } => {
+                (StatusCode::FORBIDDEN, "DENIED")
+            }
             RegistryError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
             }

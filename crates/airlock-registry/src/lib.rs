@@ -6,6 +6,7 @@
 
 mod blob;
 mod error;
+mod gate;
 mod manifest;
 pub mod route;
 mod tags;
@@ -67,6 +68,10 @@ pub struct Registry {
     tag_locks: KeyedLocks,
     /// The `[cache] pin` images, resolved to their proxies once at start.
     pins: Vec<Pin>,
+    /// `[[policy]]`, checked before anything is fetched or served ([`gate`]).
+    policy: airlock_policy::Policy,
+    /// Signature checks that passed, per rule and manifest digest.
+    verdicts: gate::Verdicts,
 }
 
 /// Why the registry could not be built from a configuration.
@@ -133,6 +138,8 @@ impl Registry {
             downloads,
             tag_locks: KeyedLocks::default(),
             pins,
+            policy: config.policy.clone(),
+            verdicts: std::sync::Mutex::new(hashlink::LruCache::new(gate::VERDICTS)),
         })
     }
 
@@ -210,9 +217,13 @@ impl Registry {
         let resolved = self.routes.resolve(raw.name, query.get("ns"))?;
         let response = match raw.target {
             Target::Manifest(reference) => {
-                self.manifest(&resolved, &reference, head, headers).await?
+                self.gated_manifest(&resolved, &reference, head, headers)
+                    .await?
             }
-            Target::Blob(digest) => self.blob(&resolved, &digest, head, headers).await?,
+            Target::Blob(digest) => {
+                self.gate_blob(&resolved, &digest).await?;
+                self.blob(&resolved, &digest, head, headers).await?
+            }
             Target::TagList => self.tags(&resolved, &query).await?,
         };
         Ok(response)

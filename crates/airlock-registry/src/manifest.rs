@@ -24,13 +24,13 @@ use crate::route::Resolved;
 use crate::{CacheOutcome, OciProxy, Registry, RegistryError, mark, with_api_version};
 
 /// Distribution refuses manifests above 4 MiB; so do we, before reading further.
-const MAX_MANIFEST: usize = 4 << 20;
+pub(crate) const MAX_MANIFEST: usize = 4 << 20;
 
 /// A manifest as served: exact bytes, their digest and media type.
-struct Manifest {
-    digest: Digest,
-    media_type: String,
-    bytes: Vec<u8>,
+pub(crate) struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// The client's `Accept` media types, without parameters.
@@ -324,7 +324,7 @@ impl Registry {
         }
     }
 
-    async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, RegistryError> {
+    pub(crate) async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, RegistryError> {
         let Some(record) = self.index.manifest(digest).await.map_err(internal)? else {
             return Ok(None);
         };
