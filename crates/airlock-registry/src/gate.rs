@@ -7,8 +7,10 @@
 //!   with the rule's key before a byte is served. Verdicts that passed are remembered per
 //!   rule and digest, and an index that passed passes its platform manifests, which
 //!   `cosign sign` does not sign one by one.
-//! - Blobs: repository entries apply; when a rule limits sizes, the size comes from the
-//!   store or an upstream `HEAD`, so an oversized blob is refused before it is fetched.
+//! - Blob sizes: under a `max_blob_size` rule, a manifest whose descriptors name a blob
+//!   over the limit is refused (clients show a manifest's error message); a blob requested
+//!   directly is checked by the size the store or an upstream `HEAD` gives, so an
+//!   oversized blob is refused before it is fetched. Repository entries apply to blobs too.
 //!
 //! A denial is `403` with OCI code `DENIED` naming the rule; it and every log-mode match are
 //! recorded in [`Registry::record`].
@@ -71,7 +73,10 @@ impl Registry {
             let digest = served_digest(&response)?;
             let checked = self.signed(resolved, index, rule, &digest).await;
             match (checked, rule.mode) {
-                (Ok(()), Mode::Enforce) => return Ok(response),
+                (Ok(()), Mode::Enforce) => {
+                    self.gate_descriptors(resolved, &digest).await?;
+                    return Ok(response);
+                }
                 (Err(reason), Mode::Enforce) => {
                     let finding = Finding {
                         rule: &rule.name,
@@ -92,10 +97,55 @@ impl Registry {
             fetched = Some(response);
             start = index + 1;
         }
-        match fetched {
-            Some(response) => Ok(response),
-            None => self.manifest(resolved, reference, head, headers).await,
+        let response = match fetched {
+            Some(response) => response,
+            None => self.manifest(resolved, reference, head, headers).await?,
+        };
+        self.gate_descriptors(resolved, &served_digest(&response)?)
+            .await?;
+        Ok(response)
+    }
+
+    /// Under a size limit, a manifest whose config or layers are too large is refused
+    /// itself, by the sizes its descriptors give: clients show a manifest's error message,
+    /// not always a blob's.
+    async fn gate_descriptors(
+        &self,
+        resolved: &Resolved,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Image {
+            config: Option<Descriptor>,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
         }
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            size: u64,
+        }
+        if !self.policy.limits_blob_size(&resolved.proxy) {
+            return Ok(());
+        }
+        let Some(manifest) = self.cached_manifest(digest).await? else {
+            return Ok(());
+        };
+        let Ok(image) = serde_json::from_slice::<Image>(&manifest.bytes) else {
+            return Ok(());
+        };
+        for descriptor in image.config.iter().chain(&image.layers) {
+            let subject = Subject::Blob {
+                proxy: &resolved.proxy,
+                repository: resolved.repo.as_str(),
+                size: Some(descriptor.size),
+            };
+            let evaluation = self.policy.evaluate(&subject);
+            if let Verdict::Deny(finding) = evaluation.verdict {
+                self.record_logged(&subject, &evaluation.logged);
+                return Err(self.deny(&subject, finding));
+            }
+        }
+        Ok(())
     }
 
     /// Checks a blob against the policy before it is served or fetched.

@@ -5,4 +5,5 @@
 mod common;
 
 mod cache;
+mod policy;
 mod pull;

@@ -1,0 +1,317 @@
+//! `[[policy]]` at the gate with real clients: Debian's `docker-registry` as the upstream,
+//! the real `airlock serve` binary with self-signed TLS in front of it, and skopeo and
+//! containerd's `ctr` (with a generated `hosts.toml`) pulling through it.
+//!
+//! A denied repository is `DENIED` naming the rule for both clients; an unsigned image
+//! under `require_cosign` is refused and the signed one pulls (signatures made as
+//! `cosign sign --key` makes them, since cosign is not packaged); a `mode = "log"` rule
+//! lets the pull through and records it; a layer over `max_blob_size` is refused and never
+//! stored. Every tool is required: a missing one fails the test with the package to install.
+
+// Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+#![allow(clippy::unnecessary_debug_formatting)]
+
+#[path = "bundles/registry.rs"]
+#[allow(dead_code)]
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use airlock_testkit::{
+    Containerd, DockerRegistry, Image, Killed as Running, Platform, free_port, port_open,
+    require_tool, tar_layer, wait_until,
+};
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{EncodePublicKey as _, LineEnding};
+use registry::{Pusher, payload, sign};
+
+const AMD64: Platform = Platform {
+    os: "linux",
+    arch: "amd64",
+};
+
+/// The gateway under test and what the clients need to reach it.
+struct Gateway {
+    _process: Running,
+    port: u16,
+    log: PathBuf,
+    certs: PathBuf,
+    hosts: PathBuf,
+    data: PathBuf,
+}
+
+impl Gateway {
+    /// `airlock serve` with one Docker Hub proxy in front of `upstream_port` and `policy`.
+    fn start(dir: &Path, upstream_port: u16, policy: &str) -> Self {
+        let port = free_port();
+        let data = dir.join("airlock-data");
+        let config = dir.join("airlock.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
+                 [[proxy]]\nname = \"dockerhub-proxy\"\nformat = \"oci\"\nupstream = \"http://127.0.0.1:{upstream_port}\"\nhost = \"docker.io\"\n\
+                 {policy}"
+            ),
+        )
+        .unwrap();
+        let log = dir.join("airlock.log");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let process = Running(
+            Command::new(env!("CARGO_BIN_EXE_airlock"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("airlock", Duration::from_secs(30), || port_open(port));
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(data.join("tls/ca.crt"), certs.join("ca.crt")).unwrap();
+        let hosts = dir.join("certs.d");
+        std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
+        // `server` is a closed loopback port: a failed mirror must not fall back anywhere.
+        std::fs::write(
+            hosts.join("docker.io/hosts.toml"),
+            format!(
+                "server = \"https://127.0.0.1:9\"\n\n[host.\"https://localhost:{port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = {:?}\n",
+                data.join("tls/ca.crt")
+            ),
+        )
+        .unwrap();
+        Self {
+            _process: process,
+            port,
+            log,
+            certs,
+            hosts,
+            data,
+        }
+    }
+
+    /// `skopeo copy` of `repo:tag` through the Harbor project path into a fresh directory.
+    fn skopeo(&self, dir: &Path, image: &str) -> Output {
+        let out = dir.join(format!("skopeo-{}", image.replace(['/', ':'], "_")));
+        Command::new(require_tool("skopeo", "skopeo"))
+            .args(["copy", "--src-cert-dir"])
+            .arg(&self.certs)
+            .arg(format!(
+                "docker://localhost:{}/dockerhub-proxy/{image}",
+                self.port
+            ))
+            .arg(format!("dir:{}", out.display()))
+            .output()
+            .unwrap()
+    }
+
+    /// `ctr images pull docker.io/<image>` through the `hosts.toml` mirror.
+    fn ctr(&self, containerd: &Containerd, image: &str) -> Output {
+        Command::new(require_tool("ctr", "containerd"))
+            .arg("--address")
+            .arg(&containerd.socket)
+            .args([
+                "--namespace",
+                "airlock-test",
+                "images",
+                "pull",
+                "--snapshotter",
+                "native",
+                "--hosts-dir",
+            ])
+            .arg(&self.hosts)
+            .arg(format!("docker.io/{image}"))
+            .output()
+            .unwrap()
+    }
+
+    /// The gateway's log, without the colour escapes its formatter adds.
+    fn log(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap();
+        let mut plain = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(at) = rest.find('\x1b') {
+            plain.push_str(&rest[..at]);
+            rest = rest[at..].split_once('m').map_or("", |(_, after)| after);
+        }
+        plain.push_str(rest);
+        plain
+    }
+
+    /// Whether the store holds a blob with these bytes.
+    fn stores(&self, bytes: &[u8]) -> bool {
+        let hex = airlock_types::Digest::of(bytes).hex().to_owned();
+        airlock_store::layout::store_root(&self.data)
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .exists()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn succeeded(output: &Output, what: &str) {
+    assert!(output.status.success(), "{what} failed: {}", text(output));
+}
+
+fn refused(output: &Output, what: &str, says: &[&str]) -> String {
+    let text = text(output);
+    assert!(!output.status.success(), "{what} was let through: {text}");
+    for s in says {
+        assert!(text.contains(s), "{what}: {s:?} not in {text}");
+    }
+    text
+}
+
+fn image(name: &str) -> Image {
+    Image::from_layers(
+        vec![tar_layer(&format!("{name}.txt"), name.as_bytes())],
+        AMD64,
+    )
+}
+
+#[test]
+fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let upstream = DockerRegistry::start(dir);
+    let push = Pusher::new(upstream.port);
+    for name in ["evil", "hello", "watched"] {
+        push.image(&format!("library/{name}"), "1", &image(name));
+    }
+    // One layer of 64 KiB random bytes: over the limit, and no gzip makes it smaller.
+    let big = Image::random(&[64 << 10]);
+    push.image("library/big", "1", &big);
+
+    let gateway = Gateway::start(
+        dir,
+        upstream.port,
+        "[[policy]]\nname = \"watch\"\ndeny = [\"library/watched\"]\nmode = \"log\"\n\
+         [[policy]]\nname = \"no-evil\"\nproxy = \"dockerhub-proxy\"\ndeny = [\"library/evil*\"]\n\
+         [[policy]]\nname = \"small-blobs\"\nmax_blob_size = \"32KiB\"\n",
+    );
+
+    // skopeo reads the DENIED error's message, rule and reason.
+    let output = gateway.skopeo(dir, "library/evil:1");
+    refused(&output, "skopeo library/evil", &["denied", "no-evil", "library/evil*"]);
+    succeeded(&gateway.skopeo(dir, "library/hello:1"), "skopeo library/hello");
+
+    // containerd resolves with HEAD (no body to carry the message): it sees the 403.
+    let containerd = Containerd::start(&dir.join("containerd"));
+    let output = gateway.ctr(&containerd, "library/evil:1");
+    refused(&output, "ctr library/evil", &["403 Forbidden"]);
+    let output = gateway.ctr(&containerd, "library/hello:1");
+    succeeded(&output, "ctr library/hello");
+    assert!(text(&output).contains("unpacking linux/amd64"), "{}", text(&output));
+
+    // mode = "log": the pull goes through, and the match is recorded.
+    succeeded(
+        &gateway.skopeo(dir, "library/watched:1"),
+        "skopeo library/watched",
+    );
+    succeeded(
+        &gateway.ctr(&containerd, "library/watched:1"),
+        "ctr library/watched",
+    );
+
+    // The big layer is refused by its size before it is fetched, and never stored.
+    let output = gateway.skopeo(dir, "library/big:1");
+    refused(&output, "skopeo library/big", &["denied", "small-blobs", "max_blob_size 32KiB"]);
+    assert!(!gateway.stores(&big.layers[0]), "the refused blob was stored");
+    assert!(gateway.stores(&big.manifest), "the manifest itself passed");
+
+    let log = gateway.log();
+    for (rule, mode) in [("no-evil", "enforce"), ("watch", "log"), ("small-blobs", "enforce")] {
+        assert!(
+            log.lines().any(|l| l.contains("airlock::policy")
+                && l.contains(&format!("rule=\"{rule}\""))
+                && l.contains(&format!("mode=\"{mode}\""))),
+            "no policy record for {rule} ({mode}):\n{log}"
+        );
+    }
+    drop(containerd);
+}
+
+#[test]
+fn require_cosign_refuses_unsigned_images_and_pulls_signed_ones() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let upstream = DockerRegistry::start(dir);
+    let push = Pusher::new(upstream.port);
+    let org = SigningKey::random(&mut rand::rngs::OsRng);
+    let stranger = SigningKey::random(&mut rand::rngs::OsRng);
+    let key = dir.join("cosign.pub");
+    std::fs::write(
+        &key,
+        org.verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+
+    let signed = image("signed");
+    push.image("org/signed", "1", &signed);
+    let signed_payload = payload("docker.io/org/signed", &signed.digest);
+    push.signature(
+        "org/signed",
+        &signed.digest,
+        &[(signed_payload.clone(), sign(&org, &signed_payload))],
+    );
+    push.image("org/unsigned", "1", &image("unsigned"));
+    let forged = image("forged");
+    push.image("org/forged", "1", &forged);
+    let forged_payload = payload("docker.io/org/forged", &forged.digest);
+    push.signature(
+        "org/forged",
+        &forged.digest,
+        &[(forged_payload.clone(), sign(&stranger, &forged_payload))],
+    );
+    push.image("library/other", "1", &image("other"));
+
+    let gateway = Gateway::start(
+        dir,
+        upstream.port,
+        &format!(
+            "[[policy]]\nname = \"signed-org\"\nrequire_cosign = {{ repositories = [\"org/*\"], key = {key:?} }}\n"
+        ),
+    );
+    let containerd = Containerd::start(&dir.join("containerd"));
+
+    succeeded(&gateway.skopeo(dir, "org/signed:1"), "skopeo org/signed");
+    let output = gateway.ctr(&containerd, "org/signed:1");
+    succeeded(&output, "ctr org/signed");
+    assert!(
+        text(&output).contains(&signed.digest.to_string()),
+        "{}",
+        text(&output)
+    );
+    // By digest too.
+    succeeded(
+        &gateway.skopeo(dir, &format!("org/signed@{}", signed.digest)),
+        "skopeo org/signed by digest",
+    );
+
+    let output = gateway.skopeo(dir, "org/unsigned:1");
+    refused(&output, "skopeo org/unsigned", &["signed-org", "is not signed"]);
+    let output = gateway.skopeo(dir, "org/forged:1");
+    refused(&output, "skopeo org/forged", &["signed-org", "does not verify"]);
+    refused(
+        &gateway.ctr(&containerd, "org/unsigned:1"),
+        "ctr org/unsigned",
+        &["403 Forbidden"],
+    );
+    // Outside the rule's repositories nothing is asked.
+    succeeded(&gateway.skopeo(dir, "library/other:1"), "skopeo library/other");
+    drop(containerd);
+}
