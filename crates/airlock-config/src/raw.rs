@@ -43,6 +43,21 @@ pub struct Config {
     /// The admin API's accounts; absent or without users, there is no admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
+    /// The audit trail; absent: `audit.jsonl` under `data_dir` with the default rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Written<ByteSize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
 }
 
 /// `[admin]`.
