@@ -60,6 +60,26 @@ pub struct Config {
     pub admin_users: Vec<AdminUser>,
     /// `[[policy]]`: what the registry and package proxies refuse; empty, everything passes.
     pub policy: airlock_policy::Policy,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the trail of upstream fetches, egress and policy decisions, logins and admin
+/// actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Default: `audit.jsonl` under `data_dir`.
+    pub path: PathBuf,
+    /// Rotated before a line would take it past this size.
+    pub max_size: ByteSize,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl AuditConfig {
+    pub const DEFAULT_MAX_SIZE: ByteSize = ByteSize(100 << 20);
+    pub const DEFAULT_KEEP: u32 = 5;
+    /// The smallest `max_size`: room for a few hundred lines.
+    pub const MIN_MAX_SIZE: ByteSize = ByteSize(64 << 10);
 }
 
 fn default_data_dir() -> PathBuf {
