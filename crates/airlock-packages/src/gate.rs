@@ -65,22 +65,14 @@ pub(crate) fn check(
     }
 }
 
-/// The one place a package policy decision is recorded.
 fn record(proxy: &str, file: &PackageFile, finding: &Finding<'_>, mode: Mode) {
-    tracing::warn!(
-        target: "airlock::policy",
+    airlock_policy::record(&airlock_policy::Decision {
         proxy,
-        package = %file.name,
-        version = %file.version,
-        rule = finding.rule,
-        mode = mode.as_str(),
-        reason = %finding.reason,
-        "{}",
-        match mode {
-            Mode::Enforce => "request denied by policy",
-            Mode::Log => "policy rule in log mode matched; request let through",
-        }
-    );
+        item: &format!("{} {}", file.name, file.version),
+        digest: None,
+        finding,
+        mode,
+    });
 }
 
 /// The package a path of a proxy of `format` downloads, if it is a package file.

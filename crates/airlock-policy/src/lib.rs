@@ -13,16 +13,19 @@
 //! A rule with `mode = "log"` never decides: what it would deny is recorded
 //! ([`Evaluation::logged`]) and the next rule is tried.
 //!
-//! The module is pure: [`Policy::evaluate`] takes what a request is about ([`Subject`]) and
+//! Evaluation is pure: [`Policy::evaluate`] takes what a request is about ([`Subject`]) and
 //! answers; the registry and package proxies do the I/O (sizes, signatures) and the
-//! answering.
+//! answering, and hand each denial and log-mode match to [`record`], the one place
+//! decisions reach the log and the audit trail.
 
 mod glob;
 mod pattern;
+mod record;
 mod rule;
 
 pub use glob::Glob;
 pub use pattern::{FilePattern, Pattern, PypiPattern, RepoPattern};
+pub use record::{Decision, record};
 pub use rule::{CosignTable, Family, Mode, RequireCosign, Rule, RuleError, RuleTable};
 
 /// What a request is about.
@@ -50,7 +53,7 @@ pub enum Subject<'a> {
 }
 
 impl Subject<'_> {
-    fn proxy(&self) -> &str {
+    pub fn proxy(&self) -> &str {
         match self {
             Subject::Manifest { proxy, .. }
             | Subject::Blob { proxy, .. }
@@ -58,8 +61,9 @@ impl Subject<'_> {
         }
     }
 
-    /// How the subject reads in a denial: `repository library/evil:1`, `requests 2.31.0`.
-    fn describe(&self) -> String {
+    /// How the subject reads in a denial and the audit trail: `library/evil:1`,
+    /// `requests 2.31.0`.
+    pub fn describe(&self) -> String {
         match self {
             Subject::Manifest {
                 repository,

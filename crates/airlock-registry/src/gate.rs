@@ -13,7 +13,7 @@
 //!   oversized blob is refused before it is fetched. Repository entries apply to blobs too.
 //!
 //! A denial is `403` with OCI code `DENIED` naming the rule; it and every log-mode match are
-//! recorded in [`Registry::record`].
+//! recorded through [`airlock_policy::record`] (log and audit trail).
 
 use airlock_policy::{Finding, Mode, Rule, Subject, Verdict};
 use airlock_types::{Digest, Reference, media};
@@ -42,9 +42,9 @@ impl Registry {
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Response, RegistryError> {
-        let tag = match reference {
-            Reference::Tag(tag) => Some(tag.as_str()),
-            Reference::Digest(_) => None,
+        let (tag, requested) = match reference {
+            Reference::Tag(tag) => (Some(tag.as_str()), None),
+            Reference::Digest(digest) => (None, Some(digest)),
         };
         let subject = Subject::Manifest {
             proxy: &resolved.proxy,
@@ -55,10 +55,10 @@ impl Registry {
         let mut start = 0;
         loop {
             let evaluation = self.policy.evaluate_from(&subject, start);
-            self.record_logged(&subject, &evaluation.logged);
+            self.record_logged(&subject, requested, &evaluation.logged);
             let (rule, index) = match evaluation.verdict {
                 Verdict::Allow => break,
-                Verdict::Deny(finding) => return Err(self.deny(&subject, finding)),
+                Verdict::Deny(finding) => return Err(self.deny(&subject, requested, finding)),
                 Verdict::Verify { rule, index } => (rule, index),
             };
             // Signatures and attestations are not signed themselves.
@@ -82,11 +82,12 @@ impl Registry {
                         rule: &rule.name,
                         reason,
                     };
-                    return Err(self.deny(&subject, finding));
+                    return Err(self.deny(&subject, Some(&digest), finding));
                 }
                 (Ok(()), Mode::Log) => {}
-                (Err(reason), Mode::Log) => self.record(
+                (Err(reason), Mode::Log) => record(
                     &subject,
+                    Some(&digest),
                     &Finding {
                         rule: &rule.name,
                         reason,
@@ -141,8 +142,8 @@ impl Registry {
             };
             let evaluation = self.policy.evaluate(&subject);
             if let Verdict::Deny(finding) = evaluation.verdict {
-                self.record_logged(&subject, &evaluation.logged);
-                return Err(self.deny(&subject, finding));
+                self.record_logged(&subject, Some(digest), &evaluation.logged);
+                return Err(self.deny(&subject, Some(digest), finding));
             }
         }
         Ok(())
@@ -168,9 +169,9 @@ impl Registry {
             size,
         };
         let evaluation = self.policy.evaluate(&subject);
-        self.record_logged(&subject, &evaluation.logged);
+        self.record_logged(&subject, Some(digest), &evaluation.logged);
         match evaluation.verdict {
-            Verdict::Deny(finding) => Err(self.deny(&subject, finding)),
+            Verdict::Deny(finding) => Err(self.deny(&subject, Some(digest), finding)),
             // Signatures are checked on manifests; a blob has no signature of its own.
             Verdict::Allow | Verdict::Verify { .. } => Ok(()),
         }
@@ -356,46 +357,35 @@ impl Registry {
         ))
     }
 
-    fn record_logged(&self, subject: &Subject<'_>, logged: &[Finding<'_>]) {
+    fn record_logged(&self, subject: &Subject<'_>, digest: Option<&Digest>, logged: &[Finding<'_>]) {
         for finding in logged {
-            self.record(subject, finding, Mode::Log);
+            record(subject, digest, finding, Mode::Log);
         }
     }
 
-    fn deny(&self, subject: &Subject<'_>, finding: Finding<'_>) -> RegistryError {
-        self.record(subject, &finding, Mode::Enforce);
+    fn deny(
+        &self,
+        subject: &Subject<'_>,
+        digest: Option<&Digest>,
+        finding: Finding<'_>,
+    ) -> RegistryError {
+        record(subject, digest, &finding, Mode::Enforce);
         RegistryError::PolicyDenied {
             rule: finding.rule.to_owned(),
             reason: finding.reason,
         }
     }
+}
 
-    /// The one place a policy decision is recorded: a denial (`enforce`) or a log-mode
-    /// match (`log`).
-    fn record(&self, subject: &Subject<'_>, finding: &Finding<'_>, mode: Mode) {
-        let (proxy, repository) = match subject {
-            Subject::Manifest {
-                proxy, repository, ..
-            }
-            | Subject::Blob {
-                proxy, repository, ..
-            } => (*proxy, *repository),
-            Subject::Package { proxy, name, .. } => (*proxy, *name),
-        };
-        tracing::warn!(
-            target: "airlock::policy",
-            proxy,
-            repository,
-            rule = finding.rule,
-            mode = mode.as_str(),
-            reason = %finding.reason,
-            "{}",
-            match mode {
-                Mode::Enforce => "request denied by policy",
-                Mode::Log => "policy rule in log mode matched; request let through",
-            }
-        );
-    }
+fn record(subject: &Subject<'_>, digest: Option<&Digest>, finding: &Finding<'_>, mode: Mode) {
+    let digest = digest.map(ToString::to_string);
+    airlock_policy::record(&airlock_policy::Decision {
+        proxy: subject.proxy(),
+        item: &subject.describe(),
+        digest: digest.as_deref(),
+        finding,
+        mode,
+    });
 }
 
 /// `sha256-<hex>.sig`, `.att`, `.sbom`: the tags cosign stores its artifacts under.

@@ -142,6 +142,15 @@ impl Gateway {
         plain
     }
 
+    /// The audit trail's lines.
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.data.join("audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
     /// Whether the store holds a blob with these bytes.
     fn stores(&self, bytes: &[u8]) -> bool {
         let hex = airlock_types::Digest::of(bytes).hex().to_owned();
@@ -231,15 +240,28 @@ fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
     assert!(!gateway.stores(&big.layers[0]), "the refused blob was stored");
     assert!(gateway.stores(&big.manifest), "the manifest itself passed");
 
-    let log = gateway.log();
-    for (rule, mode) in [("no-evil", "enforce"), ("watch", "log"), ("small-blobs", "enforce")] {
+    // Each denial and log-mode match is a `policy` line in the audit trail, with the client.
+    let trail = gateway.audit();
+    for (rule, result, item) in [
+        ("no-evil", "deny", "library/evil:1"),
+        ("watch", "log", "library/watched:1"),
+        ("small-blobs", "deny", "library/big"),
+    ] {
         assert!(
-            log.lines().any(|l| l.contains("airlock::policy")
-                && l.contains(&format!("rule=\"{rule}\""))
-                && l.contains(&format!("mode=\"{mode}\""))),
-            "no policy record for {rule} ({mode}):\n{log}"
+            trail.iter().any(|line| line["kind"] == "policy"
+                && line["rule"] == rule
+                && line["result"] == result
+                && line["item"] == item
+                && line["client"] == "127.0.0.1"),
+            "no audit line for {rule} ({result}, {item}): {trail:#?}"
         );
     }
+    let log = gateway.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("airlock::policy") && l.contains("rule=\"no-evil\"")),
+        "{log}"
+    );
     drop(containerd);
 }
 
@@ -310,6 +332,15 @@ fn require_cosign_refuses_unsigned_images_and_pulls_signed_ones() {
         &gateway.ctr(&containerd, "org/unsigned:1"),
         "ctr org/unsigned",
         &["403 Forbidden"],
+    );
+    let trail = gateway.audit();
+    assert!(
+        trail.iter().any(|line| line["kind"] == "policy"
+            && line["rule"] == "signed-org"
+            && line["result"] == "deny"
+            && line["item"] == "org/unsigned:1"
+            && line["status"] == 403),
+        "{trail:#?}"
     );
     // Outside the rule's repositories nothing is asked.
     succeeded(&gateway.skopeo(dir, "library/other:1"), "skopeo library/other");
