@@ -9,6 +9,7 @@ mod helm;
 mod maven;
 mod offline;
 mod packages;
+mod policy;
 mod pypi;
 mod pypi_cache;
 mod yum;
