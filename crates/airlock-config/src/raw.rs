@@ -13,10 +13,10 @@ use airlock_types::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use airlock_policy::RuleTable as Policy;
 pub use crate::egress::Egress;
 pub use crate::upstream_proxy::UpstreamProxy;
 use crate::{Format, TlsMode};
+pub use airlock_policy::RuleTable as Policy;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

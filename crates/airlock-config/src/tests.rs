@@ -428,7 +428,12 @@ fn policy_rules_resolve_against_the_proxies_and_round_trip() {
          [[policy]]\nname = \"small\"\nmax_blob_size = \"2GiB\"\n"
     );
     let config = parse(&text).unwrap();
-    let names: Vec<&str> = config.policy.rules().iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = config
+        .policy
+        .rules()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(names, ["no-evil", "pins", "small"]);
     let again = parse(&config.to_toml()).unwrap();
     assert_eq!(again.to_toml(), config.to_toml());
@@ -437,10 +442,20 @@ fn policy_rules_resolve_against_the_proxies_and_round_trip() {
     let refused = err(&format!(
         "{proxies}[[policy]]\nname = \"wheels\"\nproxy = \"hub\"\ndeny = [\"requests==2.31.0\"]\n"
     ));
-    assert!(refused.contains("[[policy]] wheels") && refused.contains("requests==2.31.0"), "{refused}");
-    let refused = err(&format!("{proxies}[[policy]]\nname = \"x\"\nproxy = \"npm\"\ndeny = [\"a\"]\n"));
-    assert!(refused.contains("[[policy]] x: proxy \"npm\" names no [[proxy]]"), "{refused}");
-    let refused = err(&format!("{proxies}[[policy]]\nname = \"x\"\ndeny = [\"a\"]\nwhen = 1\n"));
+    assert!(
+        refused.contains("[[policy]] wheels") && refused.contains("requests==2.31.0"),
+        "{refused}"
+    );
+    let refused = err(&format!(
+        "{proxies}[[policy]]\nname = \"x\"\nproxy = \"npm\"\ndeny = [\"a\"]\n"
+    ));
+    assert!(
+        refused.contains("[[policy]] x: proxy \"npm\" names no [[proxy]]"),
+        "{refused}"
+    );
+    let refused = err(&format!(
+        "{proxies}[[policy]]\nname = \"x\"\ndeny = [\"a\"]\nwhen = 1\n"
+    ));
     assert!(refused.contains("when"), "{refused}");
 }
 

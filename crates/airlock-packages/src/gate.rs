@@ -165,43 +165,70 @@ mod tests {
     fn file_names_give_name_and_version() {
         let sha = "a".repeat(64);
         assert_eq!(
-            named(Format::Pypi, &format!("packages/requests/{sha}/requests-2.31.0-py3-none-any.whl")),
+            named(
+                Format::Pypi,
+                &format!("packages/requests/{sha}/requests-2.31.0-py3-none-any.whl")
+            ),
             pair("requests", "2.31.0")
         );
         assert_eq!(
-            named(Format::Pypi, &format!("packages/requests/{sha}/requests-2.31.0-py3-none-any.whl.metadata")),
+            named(
+                Format::Pypi,
+                &format!("packages/requests/{sha}/requests-2.31.0-py3-none-any.whl.metadata")
+            ),
             pair("requests", "2.31.0")
         );
         assert_eq!(
-            named(Format::Pypi, &format!("packages/zope-interface/{sha}/zope.interface-6.0.tar.gz")),
+            named(
+                Format::Pypi,
+                &format!("packages/zope-interface/{sha}/zope.interface-6.0.tar.gz")
+            ),
             pair("zope-interface", "6.0")
         );
         assert_eq!(named(Format::Pypi, "simple/requests/"), None);
         assert_eq!(
-            named(Format::Conda, "conda-forge/linux-64/openssl-3.0.13-h4ab18f5_0.conda"),
+            named(
+                Format::Conda,
+                "conda-forge/linux-64/openssl-3.0.13-h4ab18f5_0.conda"
+            ),
             pair("openssl", "3.0.13")
         );
         assert_eq!(
-            named(Format::Conda, "main/noarch/python-dateutil-2.8.2-pyhd3eb1b0_0.tar.bz2"),
+            named(
+                Format::Conda,
+                "main/noarch/python-dateutil-2.8.2-pyhd3eb1b0_0.tar.bz2"
+            ),
             pair("python-dateutil", "2.8.2")
         );
         assert_eq!(named(Format::Conda, "main/linux-64/repodata.json"), None);
         assert_eq!(
-            named(Format::Yum, "BaseOS/x86_64/os/Packages/openssl-libs-3.0.7-27.el9.x86_64.rpm"),
+            named(
+                Format::Yum,
+                "BaseOS/x86_64/os/Packages/openssl-libs-3.0.7-27.el9.x86_64.rpm"
+            ),
             pair("openssl-libs", "3.0.7-27.el9")
         );
-        assert_eq!(named(Format::Yum, "BaseOS/x86_64/os/repodata/repomd.xml"), None);
+        assert_eq!(
+            named(Format::Yum, "BaseOS/x86_64/os/repodata/repomd.xml"),
+            None
+        );
         assert_eq!(
             named(Format::Helm, "charts/ingress-nginx-4.10.1.tgz"),
             pair("ingress-nginx", "4.10.1")
         );
         assert_eq!(named(Format::Helm, "index.yaml"), None);
         assert_eq!(
-            named(Format::Maven, "org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar"),
+            named(
+                Format::Maven,
+                "org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar"
+            ),
             pair("org.apache.commons:commons-lang3", "3.14.0")
         );
         assert_eq!(
-            named(Format::Maven, "org/apache/commons/commons-lang3/maven-metadata.xml"),
+            named(
+                Format::Maven,
+                "org/apache/commons/commons-lang3/maven-metadata.xml"
+            ),
             None
         );
         assert_eq!(named(Format::Raw, "anything/x-1.0.tar.gz"), None);

@@ -93,7 +93,10 @@ pub enum Verdict<'p> {
     /// Rule `index` requires a cosign signature: the caller verifies it, and on success the
     /// request is allowed (by an enforcing rule). A failure denies it (enforce) or is
     /// recorded and evaluation resumes at `index + 1` (log).
-    Verify { rule: &'p Rule, index: usize },
+    Verify {
+        rule: &'p Rule,
+        index: usize,
+    },
 }
 
 /// A verdict and the log-mode rules that matched on the way to it.
@@ -160,8 +163,7 @@ impl Policy {
                 continue;
             }
             match (effect(rule, subject), rule.mode) {
-                (None | Some(Effect::Allow), Mode::Log) => {}
-                (None, Mode::Enforce) => {}
+                (None, _) | (Some(Effect::Allow), Mode::Log) => {}
                 (Some(Effect::Verify), _) => {
                     return Evaluation {
                         logged,
@@ -208,8 +210,7 @@ fn effect(rule: &Rule, subject: &Subject<'_>) -> Option<Effect> {
             subject.describe()
         )));
     }
-    if let (Some(cosign), Subject::Manifest { repository, .. }) = (&rule.require_cosign, subject)
-    {
+    if let (Some(cosign), Subject::Manifest { repository, .. }) = (&rule.require_cosign, subject) {
         if cosign.repositories.iter().any(|g| g.matches(repository)) {
             return Some(Effect::Verify);
         }

@@ -2,7 +2,7 @@
 //!
 //! - OCI: a repository glob, optionally `:tag-glob` (`library/evil*`, `org/app:*-rc*`),
 //!   matched against the repository the upstream knows (`library/nginx` on Docker Hub);
-//! - PyPI: a project name (glob allowed) with an optional PEP 440 specifier set
+//! - `PyPI`: a project name (glob allowed) with an optional PEP 440 specifier set
 //!   (`requests`, `requests==2.31.0`, `numpy<1.20`, `urllib3>=2,<2.2`), names compared in
 //!   their PEP 503 normal form;
 //! - the other package formats: a name glob with an optional `==version-glob`
@@ -138,7 +138,9 @@ impl FilePattern {
             None => (text.trim(), None),
         };
         let name = Glob::parse(name, file_char).ok_or_else(|| {
-            format!("{name:?} is not a package name glob (write name or name==version, a glob each)")
+            format!(
+                "{name:?} is not a package name glob (write name or name==version, a glob each)"
+            )
         })?;
         let version = version
             .map(|v| {
@@ -203,7 +205,10 @@ mod tests {
         assert!(p.matches("Zope_Interface", "6.0"));
         let p = PypiPattern::parse("numpy <1.20").unwrap();
         assert!(p.matches("numpy", "1.19.5"));
-        assert!(!p.matches("numpy", "not-a-version"), "unparsable versions fail specifiers");
+        assert!(
+            !p.matches("numpy", "not-a-version"),
+            "unparsable versions fail specifiers"
+        );
         for bad in ["", "requests==", "requests>>2", "numpy<1.20;", "a/b"] {
             assert!(PypiPattern::parse(bad).is_err(), "{bad:?}");
         }

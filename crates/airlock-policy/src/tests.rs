@@ -97,7 +97,11 @@ fn first_matching_rule_decides_and_no_match_allows() {
         repository: "library/evil",
         size: None,
     };
-    assert_eq!(decide(&p, &blob), "no-evil", "a denied repository's blobs too");
+    assert_eq!(
+        decide(&p, &blob),
+        "no-evil",
+        "a denied repository's blobs too"
+    );
 }
 
 fn policy_reason(p: &Policy, subject: &Subject<'_>) -> String {
@@ -118,7 +122,10 @@ fn tags_restrict_a_rule_to_tag_pulls() {
         "#,
     )
     .unwrap();
-    assert_eq!(decide(&p, &manifest("hub", "a/b", Some("latest"))), "no-latest");
+    assert_eq!(
+        decide(&p, &manifest("hub", "a/b", Some("latest"))),
+        "no-latest"
+    );
     assert_eq!(
         decide(&p, &manifest("hub", "a/b", Some("nightly-3"))),
         "no-latest"
@@ -196,9 +203,16 @@ fn log_mode_records_and_lets_the_next_rule_decide() {
     assert_eq!(eval.logged.len(), 1);
     assert_eq!(eval.logged[0].rule, "trial");
     let eval = p.evaluate(&manifest("hub", "library/evil", Some("1")));
-    assert!(matches!(eval.verdict, Verdict::Deny(Finding { rule: "real", .. })));
+    assert!(matches!(
+        eval.verdict,
+        Verdict::Deny(Finding { rule: "real", .. })
+    ));
     assert_eq!(eval.logged.len(), 1);
-    assert!(p.evaluate(&manifest("hub", "other", None)).logged.is_empty());
+    assert!(
+        p.evaluate(&manifest("hub", "other", None))
+            .logged
+            .is_empty()
+    );
 }
 
 #[test]
@@ -234,9 +248,18 @@ fn require_cosign_asks_for_verification_of_matching_manifests_only() {
         key.display().to_string()
     ))
     .unwrap();
-    assert_eq!(decide(&p, &manifest("hub", "org/app", Some("1"))), "verify:signed");
-    assert_eq!(decide(&p, &manifest("hub", "org/app", None)), "verify:signed");
-    assert_eq!(decide(&p, &manifest("hub", "other/app", Some("1"))), "allow");
+    assert_eq!(
+        decide(&p, &manifest("hub", "org/app", Some("1"))),
+        "verify:signed"
+    );
+    assert_eq!(
+        decide(&p, &manifest("hub", "org/app", None)),
+        "verify:signed"
+    );
+    assert_eq!(
+        decide(&p, &manifest("hub", "other/app", Some("1"))),
+        "allow"
+    );
     let blob = Subject::Blob {
         proxy: "hub",
         repository: "org/app",
@@ -260,14 +283,35 @@ fn every_mistake_names_the_rule() {
     let not_a_key = dir.path().join("bad.pub");
     std::fs::write(&not_a_key, "hello\n").unwrap();
     let cases = [
-        ("[[policy]]\nname = \"r\"\nproxy = \"nope\"\ndeny = [\"a\"]\n", "proxy \"nope\""),
-        ("[[policy]]\nname = \"r\"\nproxy = \"hub\"\ndeny = [\"a b\"]\n", "\"a b\""),
-        ("[[policy]]\nname = \"r\"\nproxy = \"pypi\"\ndeny = [\"numpy<<1\"]\n", "PEP 440"),
-        ("[[policy]]\nname = \"r\"\nproxy = \"conda\"\ndeny = [\"numpy<1\"]\n", "numpy<1"),
-        ("[[policy]]\nname = \"r\"\ndeny = [\"$$\"]\n", "no proxy format"),
+        (
+            "[[policy]]\nname = \"r\"\nproxy = \"nope\"\ndeny = [\"a\"]\n",
+            "proxy \"nope\"",
+        ),
+        (
+            "[[policy]]\nname = \"r\"\nproxy = \"hub\"\ndeny = [\"a b\"]\n",
+            "\"a b\"",
+        ),
+        (
+            "[[policy]]\nname = \"r\"\nproxy = \"pypi\"\ndeny = [\"numpy<<1\"]\n",
+            "PEP 440",
+        ),
+        (
+            "[[policy]]\nname = \"r\"\nproxy = \"conda\"\ndeny = [\"numpy<1\"]\n",
+            "numpy<1",
+        ),
+        (
+            "[[policy]]\nname = \"r\"\ndeny = [\"$$\"]\n",
+            "no proxy format",
+        ),
         ("[[policy]]\nname = \"r\"\n", "does nothing"),
-        ("[[policy]]\nname = \"r\"\ntags = [\"x\"]\nmax_blob_size = \"1B\"\n", "tags"),
-        ("[[policy]]\nname = \"r\"\nproxy = \"pypi\"\nmax_blob_size = \"1B\"\n", "only for oci"),
+        (
+            "[[policy]]\nname = \"r\"\ntags = [\"x\"]\nmax_blob_size = \"1B\"\n",
+            "tags",
+        ),
+        (
+            "[[policy]]\nname = \"r\"\nproxy = \"pypi\"\nmax_blob_size = \"1B\"\n",
+            "only for oci",
+        ),
         (
             "[[policy]]\nname = \"r\"\ndeny = [\"a\"]\n[[policy]]\nname = \"r\"\ndeny = [\"b\"]\n",
             "used twice",
@@ -293,7 +337,10 @@ fn every_mistake_names_the_rule() {
     ];
     for (text, says) in cases {
         let err = policy(text).expect_err(text).to_string();
-        assert!(err.contains("[[policy]] r") || err.contains("\"r\""), "{err}");
+        assert!(
+            err.contains("[[policy]] r") || err.contains("\"r\""),
+            "{err}"
+        );
         assert!(err.contains(says), "{text}: {err}");
     }
     let bad_name = policy("[[policy]]\nname = \"a b\"\ndeny = [\"x\"]\n").unwrap_err();

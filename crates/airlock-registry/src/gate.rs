@@ -338,7 +338,9 @@ impl Registry {
                 }
             };
             if Digest::of(&payload) != payload_digest {
-                refusals.push(format!("payload {payload_digest} does not match its digest"));
+                refusals.push(format!(
+                    "payload {payload_digest} does not match its digest"
+                ));
                 continue;
             }
             match airlock_cosign::check(key, &payload, signature, digest) {
@@ -357,7 +359,12 @@ impl Registry {
         ))
     }
 
-    fn record_logged(&self, subject: &Subject<'_>, digest: Option<&Digest>, logged: &[Finding<'_>]) {
+    fn record_logged(
+        &self,
+        subject: &Subject<'_>,
+        digest: Option<&Digest>,
+        logged: &[Finding<'_>],
+    ) {
         for finding in logged {
             record(subject, digest, finding, Mode::Log);
         }

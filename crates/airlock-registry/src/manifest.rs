@@ -324,7 +324,10 @@ impl Registry {
         }
     }
 
-    pub(crate) async fn cached_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, RegistryError> {
+    pub(crate) async fn cached_manifest(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, RegistryError> {
         let Some(record) = self.index.manifest(digest).await.map_err(internal)? else {
             return Ok(None);
         };

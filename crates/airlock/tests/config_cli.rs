@@ -69,10 +69,17 @@ fn policy_mistakes_name_the_rule() {
     let config = dir.path().join("airlock.toml");
     let proxy = "[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"https://registry-1.docker.io\"\n";
     let key = dir.path().join("cosign.pub");
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     for (rule, says) in [
         ("deny = [\"Library/Evil\"]\n", "\"Library/Evil\""),
-        ("proxy = \"ghcr\"\ndeny = [\"a\"]\n", "proxy \"ghcr\" names no [[proxy]]"),
+        (
+            "proxy = \"ghcr\"\ndeny = [\"a\"]\n",
+            "proxy \"ghcr\" names no [[proxy]]",
+        ),
         (
             &format!(
                 "require_cosign = {{ repositories = [\"org/*\"], key = {:?} }}\n",
@@ -81,10 +88,17 @@ fn policy_mistakes_name_the_rule() {
             "require_cosign key",
         ),
     ] {
-        std::fs::write(&config, format!("{proxy}[[policy]]\nname = \"gate\"\n{rule}")).unwrap();
+        std::fs::write(
+            &config,
+            format!("{proxy}[[policy]]\nname = \"gate\"\n{rule}"),
+        )
+        .unwrap();
         let (ok, text) = check(&config);
         assert!(!ok, "{text}");
-        assert!(text.contains("[[policy]] gate") && text.contains(says), "{rule}: {text}");
+        assert!(
+            text.contains("[[policy]] gate") && text.contains(says),
+            "{rule}: {text}"
+        );
     }
     std::fs::write(
         &config,
@@ -93,5 +107,8 @@ fn policy_mistakes_name_the_rule() {
     .unwrap();
     let (ok, text) = check(&config);
     assert!(ok, "{text}");
-    assert!(text.contains("[[policy]]") && text.contains("library/evil*"), "{text}");
+    assert!(
+        text.contains("[[policy]]") && text.contains("library/evil*"),
+        "{text}"
+    );
 }

@@ -213,8 +213,15 @@ fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
 
     // skopeo reads the DENIED error's message, rule and reason.
     let output = gateway.skopeo(dir, "library/evil:1");
-    refused(&output, "skopeo library/evil", &["denied", "no-evil", "library/evil*"]);
-    succeeded(&gateway.skopeo(dir, "library/hello:1"), "skopeo library/hello");
+    refused(
+        &output,
+        "skopeo library/evil",
+        &["denied", "no-evil", "library/evil*"],
+    );
+    succeeded(
+        &gateway.skopeo(dir, "library/hello:1"),
+        "skopeo library/hello",
+    );
 
     // containerd resolves with HEAD (no body to carry the message): it sees the 403.
     let containerd = Containerd::start(&dir.join("containerd"));
@@ -222,7 +229,11 @@ fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
     refused(&output, "ctr library/evil", &["403 Forbidden"]);
     let output = gateway.ctr(&containerd, "library/hello:1");
     succeeded(&output, "ctr library/hello");
-    assert!(text(&output).contains("unpacking linux/amd64"), "{}", text(&output));
+    assert!(
+        text(&output).contains("unpacking linux/amd64"),
+        "{}",
+        text(&output)
+    );
 
     // mode = "log": the pull goes through, and the match is recorded.
     succeeded(
@@ -236,8 +247,15 @@ fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
 
     // The big layer is refused by its size before it is fetched, and never stored.
     let output = gateway.skopeo(dir, "library/big:1");
-    refused(&output, "skopeo library/big", &["denied", "small-blobs", "max_blob_size 32KiB"]);
-    assert!(!gateway.stores(&big.layers[0]), "the refused blob was stored");
+    refused(
+        &output,
+        "skopeo library/big",
+        &["denied", "small-blobs", "max_blob_size 32KiB"],
+    );
+    assert!(
+        !gateway.stores(&big.layers[0]),
+        "the refused blob was stored"
+    );
     assert!(gateway.stores(&big.manifest), "the manifest itself passed");
 
     // Each denial and log-mode match is a `policy` line in the audit trail, with the client.
@@ -325,9 +343,17 @@ fn require_cosign_refuses_unsigned_images_and_pulls_signed_ones() {
     );
 
     let output = gateway.skopeo(dir, "org/unsigned:1");
-    refused(&output, "skopeo org/unsigned", &["signed-org", "is not signed"]);
+    refused(
+        &output,
+        "skopeo org/unsigned",
+        &["signed-org", "is not signed"],
+    );
     let output = gateway.skopeo(dir, "org/forged:1");
-    refused(&output, "skopeo org/forged", &["signed-org", "does not verify"]);
+    refused(
+        &output,
+        "skopeo org/forged",
+        &["signed-org", "does not verify"],
+    );
     refused(
         &gateway.ctr(&containerd, "org/unsigned:1"),
         "ctr org/unsigned",
@@ -343,6 +369,9 @@ fn require_cosign_refuses_unsigned_images_and_pulls_signed_ones() {
         "{trail:#?}"
     );
     // Outside the rule's repositories nothing is asked.
-    succeeded(&gateway.skopeo(dir, "library/other:1"), "skopeo library/other");
+    succeeded(
+        &gateway.skopeo(dir, "library/other:1"),
+        "skopeo library/other",
+    );
     drop(containerd);
 }

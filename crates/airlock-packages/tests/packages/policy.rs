@@ -63,7 +63,10 @@ async fn pip_gets_403_for_a_denied_version_and_installs_the_allowed_one() {
         .find(|(name, _)| name.starts_with("beta-2.0"))
         .unwrap();
     let base = format!("http://{addr}/repository/pypi-proxy/simple/beta/");
-    let denied_url = reqwest::Url::parse(&base).unwrap().join(denied_url).unwrap();
+    let denied_url = reqwest::Url::parse(&base)
+        .unwrap()
+        .join(denied_url)
+        .unwrap();
     for url in [denied_url.to_string(), format!("{denied_url}.metadata")] {
         let response = common::get(&url).await;
         assert_eq!(response.status(), 403, "{url}");
@@ -75,7 +78,10 @@ async fn pip_gets_403_for_a_denied_version_and_installs_the_allowed_one() {
         );
     }
     assert_eq!(upstream.count("files/beta-2.0-py3-none-any.whl"), 0);
-    assert_eq!(upstream.count("files/beta-2.0-py3-none-any.whl.metadata"), 0);
+    assert_eq!(
+        upstream.count("files/beta-2.0-py3-none-any.whl.metadata"),
+        0
+    );
 
     let target = dir.path().join("site");
     let run = |args: Vec<String>| {
@@ -99,7 +105,10 @@ async fn pip_gets_403_for_a_denied_version_and_installs_the_allowed_one() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(!output.status.success(), "pip installed a denied version: {text}");
+    assert!(
+        !output.status.success(),
+        "pip installed a denied version: {text}"
+    );
     assert!(text.contains("403"), "{text}");
     assert!(!target.join("beta").exists());
 
@@ -128,13 +137,17 @@ async fn other_formats_are_checked_by_the_name_and_version_in_their_file_names()
         ),
     )
     .await;
-    let response =
-        common::get(&format!("http://{addr}/repository/charts/ingress-nginx-3.1.0.tgz")).await;
+    let response = common::get(&format!(
+        "http://{addr}/repository/charts/ingress-nginx-3.1.0.tgz"
+    ))
+    .await;
     assert_eq!(response.status(), 403);
     let body = response.text().await.unwrap();
     assert!(body.contains("policy rule \"old-nginx\""), "{body}");
     assert_eq!(upstream.total_requests(), 0, "nothing was asked upstream");
-    let response =
-        common::get(&format!("http://{addr}/repository/charts/ingress-nginx-4.1.0.tgz")).await;
+    let response = common::get(&format!(
+        "http://{addr}/repository/charts/ingress-nginx-4.1.0.tgz"
+    ))
+    .await;
     assert_ne!(response.status(), 403);
 }

@@ -29,7 +29,10 @@ async fn denied(response: reqwest::Response, rule: &str) -> String {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap().to_owned();
-    assert!(message.contains(&format!("policy rule \"{rule}\"")), "{message}");
+    assert!(
+        message.contains(&format!("policy rule \"{rule}\"")),
+        "{message}"
+    );
     message
 }
 
@@ -49,16 +52,28 @@ async fn denied_repositories_never_reach_the_upstream() {
     .await;
     let client = reqwest::Client::new();
     let message = denied(
-        client.get(format!("{base}/v2/hub/evil/manifests/1")).send().await.unwrap(),
+        client
+            .get(format!("{base}/v2/hub/evil/manifests/1"))
+            .send()
+            .await
+            .unwrap(),
         "no-evil",
     )
     .await;
     assert!(message.contains("library/evil:1"), "{message}");
     // A HEAD has no body to carry the JSON: the status is what the client sees.
-    let head = client.head(format!("{base}/v2/hub/evil/manifests/1")).send().await.unwrap();
+    let head = client
+        .head(format!("{base}/v2/hub/evil/manifests/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), 403);
     denied(
-        client.get(format!("{base}/v2/hub/evil/manifests/rc-1")).send().await.unwrap(),
+        client
+            .get(format!("{base}/v2/hub/evil/manifests/rc-1"))
+            .send()
+            .await
+            .unwrap(),
         "no-rc",
     )
     .await;
@@ -99,13 +114,24 @@ async fn oversized_blobs_are_refused_before_they_are_fetched() {
     let small = airlock_types::Digest::of(&image.layers[1]);
     let path = |d: &airlock_types::Digest| format!("/v2/library/app/blobs/{d}");
     let message = denied(
-        client.get(format!("{base}/v2/hub/app/blobs/{big}")).send().await.unwrap(),
+        client
+            .get(format!("{base}/v2/hub/app/blobs/{big}"))
+            .send()
+            .await
+            .unwrap(),
         "small",
     )
     .await;
-    assert!(message.contains("larger than max_blob_size 1KiB"), "{message}");
+    assert!(
+        message.contains("larger than max_blob_size 1KiB"),
+        "{message}"
+    );
     assert_eq!(upstream.count("HEAD", &path(&big)), 1, "its size was asked");
-    assert_eq!(upstream.count("GET", &path(&big)), 0, "it was never fetched");
+    assert_eq!(
+        upstream.count("GET", &path(&big)),
+        0,
+        "it was never fetched"
+    );
     let response = client
         .get(format!("{base}/v2/hub/app/blobs/{small}"))
         .send()
@@ -115,7 +141,11 @@ async fn oversized_blobs_are_refused_before_they_are_fetched() {
     assert_eq!(response.bytes().await.unwrap(), image.layers[1]);
     // The manifest names the big layer: it is refused by its descriptor.
     denied(
-        client.get(format!("{base}/v2/hub/app/manifests/1")).send().await.unwrap(),
+        client
+            .get(format!("{base}/v2/hub/app/manifests/1"))
+            .send()
+            .await
+            .unwrap(),
         "small",
     )
     .await;
