@@ -138,7 +138,12 @@ pub(crate) fn file_of(format: Format, path: &str) -> Option<PackageFile> {
 /// The version in a wheel (`name-version-…whl`, binary `.egg` alike) or sdist
 /// (`name-version.tar.gz`, `.zip`) file name.
 fn pypi_version(filename: &str) -> Option<String> {
-    if filename.ends_with(".whl") || filename.ends_with(".egg") {
+    let extension = std::path::Path::new(filename)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if extension == "whl" || extension == "egg" {
         return filename.split('-').nth(1).map(str::to_owned);
     }
     let stem = [".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar"]
@@ -157,8 +162,8 @@ mod tests {
         file_of(format, path).map(|f| (f.name, f.version))
     }
 
-    fn pair(name: &str, version: &str) -> Option<(String, String)> {
-        Some((name.to_owned(), version.to_owned()))
+    fn pair(name: &str, version: &str) -> (String, String) {
+        (name.to_owned(), version.to_owned())
     }
 
     #[test]
@@ -169,21 +174,21 @@ mod tests {
                 Format::Pypi,
                 &format!("packages/requests/{sha}/requests-2.31.0-py3-none-any.whl")
             ),
-            pair("requests", "2.31.0")
+            Some(pair("requests", "2.31.0"))
         );
         assert_eq!(
             named(
                 Format::Pypi,
                 &format!("packages/requests/{sha}/requests-2.31.0-py3-none-any.whl.metadata")
             ),
-            pair("requests", "2.31.0")
+            Some(pair("requests", "2.31.0"))
         );
         assert_eq!(
             named(
                 Format::Pypi,
                 &format!("packages/zope-interface/{sha}/zope.interface-6.0.tar.gz")
             ),
-            pair("zope-interface", "6.0")
+            Some(pair("zope-interface", "6.0"))
         );
         assert_eq!(named(Format::Pypi, "simple/requests/"), None);
         assert_eq!(
@@ -191,14 +196,14 @@ mod tests {
                 Format::Conda,
                 "conda-forge/linux-64/openssl-3.0.13-h4ab18f5_0.conda"
             ),
-            pair("openssl", "3.0.13")
+            Some(pair("openssl", "3.0.13"))
         );
         assert_eq!(
             named(
                 Format::Conda,
                 "main/noarch/python-dateutil-2.8.2-pyhd3eb1b0_0.tar.bz2"
             ),
-            pair("python-dateutil", "2.8.2")
+            Some(pair("python-dateutil", "2.8.2"))
         );
         assert_eq!(named(Format::Conda, "main/linux-64/repodata.json"), None);
         assert_eq!(
@@ -206,7 +211,7 @@ mod tests {
                 Format::Yum,
                 "BaseOS/x86_64/os/Packages/openssl-libs-3.0.7-27.el9.x86_64.rpm"
             ),
-            pair("openssl-libs", "3.0.7-27.el9")
+            Some(pair("openssl-libs", "3.0.7-27.el9"))
         );
         assert_eq!(
             named(Format::Yum, "BaseOS/x86_64/os/repodata/repomd.xml"),
@@ -214,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             named(Format::Helm, "charts/ingress-nginx-4.10.1.tgz"),
-            pair("ingress-nginx", "4.10.1")
+            Some(pair("ingress-nginx", "4.10.1"))
         );
         assert_eq!(named(Format::Helm, "index.yaml"), None);
         assert_eq!(
@@ -222,7 +227,7 @@ mod tests {
                 Format::Maven,
                 "org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar"
             ),
-            pair("org.apache.commons:commons-lang3", "3.14.0")
+            Some(pair("org.apache.commons:commons-lang3", "3.14.0"))
         );
         assert_eq!(
             named(

@@ -55,10 +55,10 @@ impl Registry {
         let mut start = 0;
         loop {
             let evaluation = self.policy.evaluate_from(&subject, start);
-            self.record_logged(&subject, requested, &evaluation.logged);
+            record_logged(&subject, requested, &evaluation.logged);
             let (rule, index) = match evaluation.verdict {
                 Verdict::Allow => break,
-                Verdict::Deny(finding) => return Err(self.deny(&subject, requested, finding)),
+                Verdict::Deny(finding) => return Err(deny(&subject, requested, finding)),
                 Verdict::Verify { rule, index } => (rule, index),
             };
             // Signatures and attestations are not signed themselves.
@@ -82,7 +82,7 @@ impl Registry {
                         rule: &rule.name,
                         reason,
                     };
-                    return Err(self.deny(&subject, Some(&digest), finding));
+                    return Err(deny(&subject, Some(&digest), finding));
                 }
                 (Ok(()), Mode::Log) => {}
                 (Err(reason), Mode::Log) => record(
@@ -142,8 +142,8 @@ impl Registry {
             };
             let evaluation = self.policy.evaluate(&subject);
             if let Verdict::Deny(finding) = evaluation.verdict {
-                self.record_logged(&subject, Some(digest), &evaluation.logged);
-                return Err(self.deny(&subject, Some(digest), finding));
+                record_logged(&subject, Some(digest), &evaluation.logged);
+                return Err(deny(&subject, Some(digest), finding));
             }
         }
         Ok(())
@@ -169,9 +169,9 @@ impl Registry {
             size,
         };
         let evaluation = self.policy.evaluate(&subject);
-        self.record_logged(&subject, Some(digest), &evaluation.logged);
+        record_logged(&subject, Some(digest), &evaluation.logged);
         match evaluation.verdict {
-            Verdict::Deny(finding) => Err(self.deny(&subject, Some(digest), finding)),
+            Verdict::Deny(finding) => Err(deny(&subject, Some(digest), finding)),
             // Signatures are checked on manifests; a blob has no signature of its own.
             Verdict::Allow | Verdict::Verify { .. } => Ok(()),
         }
@@ -358,29 +358,20 @@ impl Registry {
             refusals.join("; ")
         ))
     }
+}
 
-    fn record_logged(
-        &self,
-        subject: &Subject<'_>,
-        digest: Option<&Digest>,
-        logged: &[Finding<'_>],
-    ) {
-        for finding in logged {
-            record(subject, digest, finding, Mode::Log);
-        }
+fn record_logged(subject: &Subject<'_>, digest: Option<&Digest>, logged: &[Finding<'_>]) {
+    for finding in logged {
+        record(subject, digest, finding, Mode::Log);
     }
+}
 
-    fn deny(
-        &self,
-        subject: &Subject<'_>,
-        digest: Option<&Digest>,
-        finding: Finding<'_>,
-    ) -> RegistryError {
-        record(subject, digest, &finding, Mode::Enforce);
-        RegistryError::PolicyDenied {
-            rule: finding.rule.to_owned(),
-            reason: finding.reason,
-        }
+/// Records a denial and makes it the client's error.
+fn deny(subject: &Subject<'_>, digest: Option<&Digest>, finding: Finding<'_>) -> RegistryError {
+    record(subject, digest, &finding, Mode::Enforce);
+    RegistryError::PolicyDenied {
+        rule: finding.rule.to_owned(),
+        reason: finding.reason,
     }
 }
 
