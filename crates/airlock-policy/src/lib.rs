@@ -37,6 +37,8 @@ pub enum Subject<'a> {
         repository: &'a str,
         tag: Option<&'a str>,
     },
+    /// A repository as a whole (its tag list).
+    Repository { proxy: &'a str, repository: &'a str },
     /// A blob, with its size when the caller knows it.
     Blob {
         proxy: &'a str,
@@ -56,6 +58,7 @@ impl Subject<'_> {
     pub fn proxy(&self) -> &str {
         match self {
             Subject::Manifest { proxy, .. }
+            | Subject::Repository { proxy, .. }
             | Subject::Blob { proxy, .. }
             | Subject::Package { proxy, .. } => proxy,
         }
@@ -70,9 +73,9 @@ impl Subject<'_> {
                 tag: Some(tag),
                 ..
             } => format!("{repository}:{tag}"),
-            Subject::Manifest { repository, .. } | Subject::Blob { repository, .. } => {
-                (*repository).to_owned()
-            }
+            Subject::Manifest { repository, .. }
+            | Subject::Repository { repository, .. }
+            | Subject::Blob { repository, .. } => (*repository).to_owned(),
             Subject::Package { name, version, .. } => format!("{name} {version}"),
         }
     }
@@ -250,8 +253,8 @@ fn names(rule: &Rule, pattern: &Pattern, subject: &Subject<'_>) -> bool {
                     .as_ref()
                     .is_some_and(|p| p.matches(repository, tag))
         }
-        // A blob has no tag: only entries for whole repositories name it.
-        Subject::Blob { repository, .. } => {
+        // A blob or tag list has no tag: only entries for whole repositories name it.
+        Subject::Blob { repository, .. } | Subject::Repository { repository, .. } => {
             rule.tags.is_empty()
                 && pattern
                     .oci

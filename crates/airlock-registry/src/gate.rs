@@ -10,7 +10,8 @@
 //! - Blob sizes: under a `max_blob_size` rule, a manifest whose descriptors name a blob
 //!   over the limit is refused (clients show a manifest's error message); a blob requested
 //!   directly is checked by the size the store or an upstream `HEAD` gives, so an
-//!   oversized blob is refused before it is fetched. Repository entries apply to blobs too.
+//!   oversized blob is refused before it is fetched. Entries naming a whole repository
+//!   apply to its blobs and its tag list too.
 //!
 //! A denial is `403` with OCI code `DENIED` naming the rule; it and every log-mode match are
 //! recorded through [`airlock_policy::record`] (log and audit trail).
@@ -173,6 +174,20 @@ impl Registry {
         match evaluation.verdict {
             Verdict::Deny(finding) => Err(deny(&subject, Some(digest), finding)),
             // Signatures are checked on manifests; a blob has no signature of its own.
+            Verdict::Allow | Verdict::Verify { .. } => Ok(()),
+        }
+    }
+
+    /// Checks a tag list against the policy: a repository denied whole lists nothing.
+    pub(crate) fn gate_repository(&self, resolved: &Resolved) -> Result<(), RegistryError> {
+        let subject = Subject::Repository {
+            proxy: &resolved.proxy,
+            repository: resolved.repo.as_str(),
+        };
+        let evaluation = self.policy.evaluate(&subject);
+        record_logged(&subject, None, &evaluation.logged);
+        match evaluation.verdict {
+            Verdict::Deny(finding) => Err(deny(&subject, None, finding)),
             Verdict::Allow | Verdict::Verify { .. } => Ok(()),
         }
     }

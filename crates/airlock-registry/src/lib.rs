@@ -224,7 +224,10 @@ impl Registry {
                 self.gate_blob(&resolved, &digest).await?;
                 self.blob(&resolved, &digest, head, headers).await?
             }
-            Target::TagList => self.tags(&resolved, &query).await?,
+            Target::TagList => {
+                self.gate_repository(&resolved)?;
+                self.tags(&resolved, &query).await?
+            }
         };
         Ok(response)
     }

@@ -87,6 +87,15 @@ async fn denied_repositories_never_reach_the_upstream() {
         "no-evil",
     )
     .await;
+    denied(
+        client
+            .get(format!("{base}/v2/hub/evil2/tags/list"))
+            .send()
+            .await
+            .unwrap(),
+        "no-evil",
+    )
+    .await;
     assert_eq!(upstream.total_requests(), 0, "nothing denied went upstream");
     // The same image by digest is not a tag pull: no entry names it.
     let response = client
