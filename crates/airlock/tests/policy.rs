@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use airlock_testkit::{
-    Containerd, DockerRegistry, Image, Killed as Running, Platform, free_port, port_open,
+    Containerd, DockerRegistry, Image, Index, Killed as Running, Platform, free_port, port_open,
     require_tool, tar_layer, wait_until,
 };
 use p256::ecdsa::SigningKey;
@@ -308,6 +308,20 @@ fn require_cosign_refuses_unsigned_images_and_pulls_signed_ones() {
         &signed.digest,
         &[(signed_payload.clone(), sign(&org, &signed_payload))],
     );
+    // A multi-platform index: cosign signs the index, not each platform's manifest.
+    let arm64 = Platform {
+        os: "linux",
+        arch: "arm64",
+    };
+    let arm = Image::from_layers(vec![tar_layer("arch", b"arm64\n")], arm64);
+    let multi = Index::new(vec![(AMD64, image("multi-amd64")), (arm64, arm.clone())]);
+    push.index("org/multi", "2", &multi);
+    let multi_payload = payload("docker.io/org/multi", &multi.digest);
+    push.signature(
+        "org/multi",
+        &multi.digest,
+        &[(multi_payload.clone(), sign(&org, &multi_payload))],
+    );
     push.image("org/unsigned", "1", &image("unsigned"));
     let forged = image("forged");
     push.image("org/forged", "1", &forged);
@@ -335,6 +349,26 @@ fn require_cosign_refuses_unsigned_images_and_pulls_signed_ones() {
         text(&output).contains(&signed.digest.to_string()),
         "{}",
         text(&output)
+    );
+    // A platform manifest is not signed itself: asked for alone, it is refused…
+    let arm_by_digest = format!("org/multi@{}", arm.digest);
+    refused(
+        &gateway.skopeo(dir, &arm_by_digest),
+        "skopeo org/multi's arm64 manifest before its index",
+        &["signed-org", "is not signed"],
+    );
+    // …and admitted once its index verified: containerd resolves the index by tag, then
+    // fetches its platform's manifest by digest.
+    let output = gateway.ctr(&containerd, "org/multi:2");
+    succeeded(&output, "ctr org/multi");
+    assert!(
+        text(&output).contains("unpacking linux/amd64"),
+        "{}",
+        text(&output)
+    );
+    succeeded(
+        &gateway.skopeo(dir, &arm_by_digest),
+        "skopeo org/multi's arm64 manifest after its index",
     );
     // By digest too.
     succeeded(
