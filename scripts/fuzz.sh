@@ -28,6 +28,7 @@ runs=(
   "-p airlock-yum --lib"                         # primary.xml (arbitrary bytes, cuts)
   "-p airlock-yum --test props"                  # repomd.xml, primary.xml, every compression
   "-p airlock-config --test props"               # the TOML configuration
+  "-p airlock-policy --lib"                      # [[policy]] globs, entries, evaluation
   "-p airlock-ansible --test inventory_props"    # YAML inventories and vars
   "-p airlock-ansible --test vault_props"        # vault envelopes
   "-p airlock-site --test inventory_check junk"  # the site checks over any inventory
