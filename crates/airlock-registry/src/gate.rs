@@ -4,8 +4,11 @@
 //!   upstream is consulted. A `require_cosign` rule needs the manifest's digest, so the
 //!   manifest is fetched (and cached) first, then its cosign signature — the
 //!   `sha256-<hex>.sig` image of the same repository, through the same cache — is checked
-//!   with the rule's key before a byte is served. Verdicts that passed are remembered per
-//!   rule and digest, and an index that passed passes its platform manifests, which
+//!   with the rule's key before a byte is served. Verdicts are remembered per rule and
+//!   digest — a pass for good, a definite refusal (no signature, none that verifies) for
+//!   [`REFUSAL_TTL`], so a retrying client does not ask the upstream each time; an
+//!   upstream that could not be asked is not remembered —
+//!   and an index that passed passes its platform manifests, which
 //!   `cosign sign` does not sign one by one.
 //! - Blob sizes: under a `max_blob_size` rule, a manifest whose descriptors name a blob
 //!   over the limit is refused (clients show a manifest's error message); a blob requested
@@ -15,6 +18,8 @@
 //!
 //! A denial is `403` with OCI code `DENIED` naming the rule; it and every log-mode match are
 //! recorded through [`airlock_policy::record`] (log and audit trail).
+
+use std::time::{Duration, Instant};
 
 use airlock_policy::{Finding, Mode, Rule, Subject, Verdict};
 use airlock_types::{Digest, Reference, media};
@@ -31,8 +36,42 @@ pub(crate) const VERDICTS: usize = 4096;
 /// A cosign signature payload is a small JSON document.
 const MAX_PAYLOAD: usize = 64 << 10;
 
-/// Signature checks that passed, by rule index and manifest digest.
-pub(crate) type Verdicts = std::sync::Mutex<hashlink::LruCache<(usize, Digest), ()>>;
+/// How long a definite refusal is remembered: a signature pushed meanwhile is found after
+/// at most this long.
+pub(crate) const REFUSAL_TTL: Duration = Duration::from_secs(60);
+
+/// Signature checks, by rule index and manifest digest.
+pub(crate) type Verdicts = std::sync::Mutex<hashlink::LruCache<(usize, Digest), Remembered>>;
+
+/// A remembered signature check.
+#[derive(Debug, Clone)]
+pub(crate) enum Remembered {
+    Signed,
+    Refused { reason: String, until: Instant },
+}
+
+/// Why a signature check failed, and whether asking again soon could change the answer.
+struct Refusal {
+    reason: String,
+    /// The upstream answered (no signature, or none that verifies): worth remembering.
+    definite: bool,
+}
+
+impl Refusal {
+    fn definite(reason: String) -> Self {
+        Self {
+            reason,
+            definite: true,
+        }
+    }
+
+    fn transient(reason: String) -> Self {
+        Self {
+            reason,
+            definite: false,
+        }
+    }
+}
 
 impl Registry {
     /// A manifest, if the policy lets it through.
@@ -238,19 +277,35 @@ impl Registry {
         digest: &Digest,
     ) -> Result<(), String> {
         let key = (index, digest.clone());
-        if self.verdicts.lock().expect("verdicts").get(&key).is_some() {
-            return Ok(());
+        match self.verdicts.lock().expect("verdicts").get(&key) {
+            Some(Remembered::Signed) => return Ok(()),
+            Some(Remembered::Refused { reason, until }) if Instant::now() < *until => {
+                return Err(reason.clone());
+            }
+            _ => {}
         }
         let cosign = rule
             .require_cosign
             .as_ref()
             .expect("only require_cosign rules ask for verification");
-        self.check_signature(resolved, &cosign.key, digest).await?;
+        if let Err(refusal) = self.check_signature(resolved, &cosign.key, digest).await {
+            if refusal.definite {
+                let remembered = Remembered::Refused {
+                    reason: refusal.reason.clone(),
+                    until: Instant::now() + REFUSAL_TTL,
+                };
+                self.verdicts
+                    .lock()
+                    .expect("verdicts")
+                    .insert(key, remembered);
+            }
+            return Err(refusal.reason);
+        }
         let mut passed = vec![digest.clone()];
         passed.extend(self.platform_manifests(digest).await);
         let mut verdicts = self.verdicts.lock().expect("verdicts");
         for digest in passed {
-            verdicts.insert((index, digest), ());
+            verdicts.insert((index, digest), Remembered::Signed);
         }
         Ok(())
     }
@@ -292,7 +347,7 @@ impl Registry {
         resolved: &Resolved,
         key: &airlock_cosign::PublicKey,
         digest: &Digest,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         #[derive(serde::Deserialize)]
         struct SignatureImage {
             #[serde(default)]
@@ -318,18 +373,26 @@ impl Registry {
             .manifest(resolved, &Reference::Tag(tag.clone()), false, &accept)
             .await
         {
-            Ok(response) => body(response, MAX_MANIFEST).await?,
+            Ok(response) => body(response, MAX_MANIFEST)
+                .await
+                .map_err(Refusal::transient)?,
             Err(RegistryError::ManifestUnknown(_)) => {
-                return Err(format!(
+                return Err(Refusal::definite(format!(
                     "{}@{digest} is not signed (no cosign signature at tag {tag})",
                     resolved.repo
-                ));
+                )));
             }
-            Err(e) => return Err(format!("its cosign signature could not be read: {e}")),
+            Err(e) => {
+                return Err(Refusal::transient(format!(
+                    "its cosign signature could not be read: {e}"
+                )));
+            }
         };
-        let image: SignatureImage = serde_json::from_slice(&signature)
-            .map_err(|e| format!("its cosign signature image is not a manifest: {e}"))?;
+        let image: SignatureImage = serde_json::from_slice(&signature).map_err(|e| {
+            Refusal::definite(format!("its cosign signature image is not a manifest: {e}"))
+        })?;
         let mut refusals = Vec::new();
+        let mut definite = true;
         for layer in &image.layers {
             let Some(signature) = layer
                 .annotations
@@ -346,9 +409,17 @@ impl Registry {
                 .blob(resolved, &payload_digest, false, &HeaderMap::new())
                 .await
             {
-                Ok(response) => body(response, MAX_PAYLOAD).await?,
+                Ok(response) => match body(response, MAX_PAYLOAD).await {
+                    Ok(payload) => payload,
+                    Err(reason) => {
+                        refusals.push(reason);
+                        definite = false;
+                        continue;
+                    }
+                },
                 Err(e) => {
                     refusals.push(format!("payload {payload_digest}: {e}"));
+                    definite = definite && matches!(e, RegistryError::BlobUnknown(_));
                     continue;
                 }
             };
@@ -364,14 +435,17 @@ impl Registry {
             }
         }
         if refusals.is_empty() {
-            return Err(format!(
+            return Err(Refusal::definite(format!(
                 "its cosign signature image (tag {tag}) has no simple-signing layer"
-            ));
+            )));
         }
-        Err(format!(
-            "no cosign signature verifies with the rule's key: {}",
-            refusals.join("; ")
-        ))
+        Err(Refusal {
+            reason: format!(
+                "no cosign signature verifies with the rule's key: {}",
+                refusals.join("; ")
+            ),
+            definite,
+        })
     }
 }
 

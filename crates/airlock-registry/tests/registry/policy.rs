@@ -160,3 +160,61 @@ async fn oversized_blobs_are_refused_before_they_are_fetched() {
     .await;
     assert_eq!(upstream.count("GET", &path(&big)), 0);
 }
+
+/// A cosign public key nobody holds the private half of: nothing verifies with it.
+const UNUSED_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEIujsGzWqkbzMNAOZsfs8ioBoJDWM
+Yvk83F07rBiYuhfWfmkSXomcMMbFpNcpeHJunVjLxA+Tf4vRiSibImU4Lg==
+-----END PUBLIC KEY-----
+";
+
+#[tokio::test]
+async fn an_unsigned_image_is_refused_and_the_refusal_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cosign.pub");
+    std::fs::write(&key, UNUSED_KEY).unwrap();
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = Image::random(&[100]);
+    upstream.push_image("org/app", "1", &image);
+    let base = start(
+        dir.path(),
+        &upstream,
+        &format!(
+            "[[policy]]\nname = \"signed\"\nrequire_cosign = {{ repositories = [\"org/*\"], key = {key:?} }}\n"
+        ),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let signature = format!(
+        "/v2/org/app/manifests/{}",
+        airlock_cosign::signature_tag(&image.digest)
+    );
+    for _ in 0..3 {
+        let message = denied(
+            client
+                .get(format!("{base}/v2/hub/org/app/manifests/1"))
+                .send()
+                .await
+                .unwrap(),
+            "signed",
+        )
+        .await;
+        assert!(message.contains("is not signed"), "{message}");
+    }
+    assert_eq!(
+        upstream.count("GET", &signature),
+        1,
+        "a definite refusal is remembered, not asked again"
+    );
+    // By digest: the same verdict, from memory.
+    denied(
+        client
+            .get(format!("{base}/v2/hub/org/app/manifests/{}", image.digest))
+            .send()
+            .await
+            .unwrap(),
+        "signed",
+    )
+    .await;
+    assert_eq!(upstream.count("GET", &signature), 1);
+}
