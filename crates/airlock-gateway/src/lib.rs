@@ -4,6 +4,7 @@
 //! eviction); connection caps and timeouts; graceful shutdown.
 
 mod admin;
+mod console;
 mod limits;
 mod maintenance;
 mod metrics;
@@ -70,6 +71,8 @@ pub(crate) struct AppState {
     pub imports: tokio::sync::Mutex<()>,
     /// The audit trail every request's upstream fetches are written to.
     pub audit: airlock_audit::Audit,
+    /// The last 24 hours per proxy, for the console.
+    pub history: console::History,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -166,6 +169,7 @@ pub(crate) async fn build(
             logins: admin::Logins::new(&config_users),
             imports: tokio::sync::Mutex::new(()),
             audit,
+            history: console::History::default(),
         }),
         tls,
     ))
