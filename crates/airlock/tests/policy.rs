@@ -16,12 +16,11 @@
 mod registry;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use airlock_testkit::{
-    Containerd, DockerRegistry, Image, Index, Killed as Running, Platform, free_port, port_open,
-    require_tool, tar_layer, wait_until,
+    Containerd, DockerRegistry, Image, Index, Killed as Running, Platform, free_port, require_tool,
+    serve_airlock, tar_layer,
 };
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
@@ -58,18 +57,12 @@ impl Gateway {
         )
         .unwrap();
         let log = dir.join("airlock.log");
-        let stderr = std::fs::File::create(&log).unwrap();
-        let process = Running(
-            Command::new(env!("CARGO_BIN_EXE_airlock"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap(),
+        let process = serve_airlock(
+            Path::new(env!("CARGO_BIN_EXE_airlock")),
+            &config,
+            &log,
+            port,
         );
-        wait_until("airlock", Duration::from_secs(30), || port_open(port));
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         std::fs::copy(data.join("tls/ca.crt"), certs.join("ca.crt")).unwrap();
@@ -107,6 +100,17 @@ impl Gateway {
             .arg(format!("dir:{}", out.display()))
             .output()
             .unwrap()
+    }
+
+    /// `curl` of a registry API path, trusting the gateway's CA: status line and body.
+    fn curl(&self, path: &str) -> String {
+        let output = Command::new(require_tool("curl", "curl"))
+            .args(["--silent", "--show-error", "--include", "--cacert"])
+            .arg(self.certs.join("ca.crt"))
+            .arg(format!("https://localhost:{}{path}", self.port))
+            .output()
+            .unwrap();
+        text(&output)
     }
 
     /// `ctr images pull docker.io/<image>` through the `hosts.toml` mirror.
@@ -251,6 +255,27 @@ fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
         &output,
         "skopeo library/big",
         &["denied", "small-blobs", "max_blob_size 32KiB"],
+    );
+    // Asked for directly, the blob is refused on the size the upstream's HEAD gives: the
+    // upstream's own access log shows that HEAD, and no GET.
+    let big_layer = airlock_types::Digest::of(&big.layers[0]);
+    let answer = gateway.curl(&format!(
+        "/v2/dockerhub-proxy/library/big/blobs/{big_layer}"
+    ));
+    assert!(
+        answer.starts_with("HTTP/2 403")
+            && answer.contains("DENIED")
+            && answer.contains("small-blobs"),
+        "{answer}"
+    );
+    let blob_requests: Vec<String> = upstream
+        .requests()
+        .into_iter()
+        .filter(|line| line.contains(&format!("/v2/library/big/blobs/{big_layer}")))
+        .collect();
+    assert!(
+        !blob_requests.is_empty() && blob_requests.iter().all(|line| line.contains("\"HEAD ")),
+        "{blob_requests:?}"
     );
     assert!(
         !gateway.stores(&big.layers[0]),
