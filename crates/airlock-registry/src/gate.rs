@@ -4,12 +4,12 @@
 //!   upstream is consulted. A `require_cosign` rule needs the manifest's digest, so the
 //!   manifest is fetched (and cached) first, then its cosign signature — the
 //!   `sha256-<hex>.sig` image of the same repository, through the same cache — is checked
-//!   with the rule's key before a byte is served. Verdicts are remembered per rule and
-//!   digest — a pass for good, a definite refusal (no signature, none that verifies) for
-//!   [`REFUSAL_TTL`], so a retrying client does not ask the upstream each time; an
-//!   upstream that could not be asked is not remembered —
-//!   and an index that passed passes its platform manifests, which
-//!   `cosign sign` does not sign one by one.
+//!   with the rule's key before a byte is served. An index that passes admits the platform
+//!   manifests it lists, which `cosign sign` does not sign one by one.
+//! - Signature verdicts are remembered per rule and digest: a pass for good (within a
+//!   bounded LRU), a definite refusal (no signature, none that verifies) for
+//!   [`REFUSAL_TTL`] so a retrying client does not make the gateway ask the upstream each
+//!   time; a check the upstream could not answer is not remembered.
 //! - Blob sizes: under a `max_blob_size` rule, a manifest whose descriptors name a blob
 //!   over the limit is refused (clients show a manifest's error message); a blob requested
 //!   directly is checked by the size the store or an upstream `HEAD` gives, so an
@@ -30,7 +30,7 @@ use crate::manifest::MAX_MANIFEST;
 use crate::route::Resolved;
 use crate::{Registry, RegistryError};
 
-/// How many passed signature checks are remembered (rule × manifest digest).
+/// How many signature verdicts are remembered (rule × manifest digest).
 pub(crate) const VERDICTS: usize = 4096;
 
 /// A cosign signature payload is a small JSON document.
