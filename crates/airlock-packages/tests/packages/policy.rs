@@ -1,6 +1,7 @@
 //! `[[policy]]` on package downloads: a real `pip` gets a 403 for a denied project version
-//! and installs the allowed one; the denial's body names the rule and the reason; index
-//! pages still list every version; nothing denied is fetched from the upstream.
+//! and installs the allowed one, a real `dnf` cannot download a denied RPM and installs the
+//! others; the denial's body names the rule and the reason; index pages still list every
+//! version; nothing denied is fetched from the upstream.
 
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
@@ -150,4 +151,77 @@ async fn other_formats_are_checked_by_the_name_and_version_in_their_file_names()
     ))
     .await;
     assert_ne!(response.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnf_is_refused_a_denied_rpm_and_installs_the_others() {
+    use airlock_testkit::{RpmSpec, build_rpm, createrepo, dnf_install};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    for (name, requires) in [
+        ("airlock-dep", None),
+        ("airlock-app", Some("airlock-dep")),
+        ("airlock-extra", None),
+    ] {
+        let spec = RpmSpec {
+            name,
+            version: "1.0",
+            requires,
+        };
+        build_rpm(dir.path(), &repo, &spec);
+    }
+    createrepo(&repo, &[]);
+    let upstream = airlock_testkit::FakeFiles::start().await;
+    upstream.put_dir("el9/", &repo);
+    let addr = common::start(
+        dir.path(),
+        &format!(
+            "[[proxy]]\nname = \"el9\"\nformat = \"yum\"\nupstream = \"{}el9/\"\n\
+             [[policy]]\nname = \"no-extra\"\nproxy = \"el9\"\ndeny = [\"airlock-extra==1.0-*\"]\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    let url = format!("http://{addr}/repository/el9/");
+    let install = |root: &str, package: &str| {
+        let (root, url, package) = (dir.path().join(root), url.clone(), package.to_owned());
+        tokio::task::spawn_blocking(move || {
+            dnf_install(
+                &root,
+                &url,
+                &package,
+                &["--setopt=t.repo_gpgcheck=0".to_owned()],
+            )
+        })
+    };
+    let shown = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let output = install("denied", "airlock-extra").await.unwrap();
+    assert!(
+        !output.status.success(),
+        "dnf installed it: {}",
+        shown(&output)
+    );
+    // dnf -q says only that no mirror had it; the gateway's answer says why.
+    assert!(
+        shown(&output).contains("airlock-extra-1.0-1.noarch: Cannot download"),
+        "{}",
+        shown(&output)
+    );
+    let answer = common::get(&format!("{url}airlock-extra-1.0-1.noarch.rpm")).await;
+    assert_eq!(answer.status(), 403);
+    let body = answer.text().await.unwrap();
+    assert!(
+        body.contains("policy rule \"no-extra\"")
+            && body.contains("airlock-extra 1.0-1 matches deny entry"),
+        "{body}"
+    );
+    assert_eq!(upstream.count("el9/airlock-extra-1.0-1.noarch.rpm"), 0);
+    let output = install("allowed", "airlock-app").await.unwrap();
+    assert!(output.status.success(), "dnf: {}", shown(&output));
 }
