@@ -299,6 +299,18 @@ fn denied_repositories_log_mode_and_blob_sizes_with_skopeo_and_containerd() {
             "no audit line for {rule} ({result}, {item}): {trail:#?}"
         );
     }
+    // `airlock audit` finds them by kind.
+    let listed = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "--kind", "policy", "--config"])
+        .arg(dir.join("airlock.toml"))
+        .output()
+        .unwrap();
+    succeeded(&listed, "airlock audit --kind policy");
+    let listed = text(&listed);
+    for rule in ["rule=no-evil", "rule=watch", "rule=small-blobs"] {
+        assert!(listed.contains(rule), "{rule} not in {listed}");
+    }
+    assert!(!listed.contains(" fetch "), "{listed}");
     let log = gateway.log();
     assert!(
         log.lines()
