@@ -58,6 +58,15 @@ pub struct Config {
     pub upstream_proxy: Option<UpstreamProxySettings>,
     /// `[admin] users`: who may use the admin API; empty, the gateway serves no admin API.
     pub admin_users: Vec<AdminUser>,
+    pub ui: UiConfig,
+}
+
+/// `[ui]`: who may read the console and the admin API without a login.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UiConfig {
+    /// `true`: the read-only pages and `GET` endpoints under `/ui/` and `/api/v1/` are
+    /// public; mutations always need an admin login. Default `false`.
+    pub anonymous_read: bool,
 }
 
 fn default_data_dir() -> PathBuf {

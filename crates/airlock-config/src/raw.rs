@@ -43,6 +43,18 @@ pub struct Config {
     /// The admin API's accounts; absent or without users, there is no admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
+    /// The console and admin API's read access; absent: everything needs a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<Ui>,
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    /// `true`: the read-only pages and `GET` endpoints need no login (mutations still do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_read: Option<bool>,
 }
 
 /// `[admin]`.

@@ -154,6 +154,13 @@ impl Config {
             egress,
             upstream_proxy,
             admin_users: crate::admin::resolve(raw.admin.as_ref())?,
+            ui: crate::UiConfig {
+                anonymous_read: raw
+                    .ui
+                    .as_ref()
+                    .and_then(|ui| ui.anonymous_read)
+                    .unwrap_or(false),
+            },
         })
     }
 
@@ -212,6 +219,9 @@ impl Config {
             upstream_proxy: self.upstream_proxy.as_ref().map(|p| p.table.clone()),
             admin: (!self.admin_users.is_empty()).then(|| raw::Admin {
                 users: self.admin_users.iter().map(AdminUser::to_raw).collect(),
+            }),
+            ui: Some(raw::Ui {
+                anonymous_read: Some(self.ui.anonymous_read),
             }),
         }
     }

@@ -38,6 +38,8 @@ pub enum GatewayError {
     Setup(#[from] airlock_registry::SetupError),
     #[error(transparent)]
     SiteProxy(#[from] SiteProxyError),
+    #[error(transparent)]
+    Pins(#[from] admin::pins::PinFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -63,6 +65,12 @@ pub(crate) struct AppState {
     pub logins: Option<admin::Logins>,
     /// Bundle imports run one at a time.
     pub imports: tokio::sync::Mutex<()>,
+    /// Console sessions.
+    pub sessions: admin::session::Sessions,
+    /// Pins made through the admin API, held against eviction with `[cache] pin`.
+    pub pins: admin::pins::RuntimePins,
+    /// Prefetch jobs and their progress.
+    pub jobs: admin::Jobs,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -135,6 +143,7 @@ pub(crate) async fn build(
         }
     });
     let connections = limits::ConnectionLimits::new(&config.server);
+    let pins = admin::pins::RuntimePins::load(&config.data_dir, &registry)?;
     let config_users = config.admin_users.clone();
     Ok((
         Arc::new(AppState {
@@ -149,6 +158,9 @@ pub(crate) async fn build(
             index,
             logins: admin::Logins::new(&config_users),
             imports: tokio::sync::Mutex::new(()),
+            sessions: admin::session::Sessions::new(admin::session::IDLE, admin::session::ABSOLUTE),
+            pins,
+            jobs: admin::Jobs::default(),
         }),
         tls,
     ))

@@ -96,8 +96,10 @@ pub(crate) async fn tick(
         );
     }
     let mut pinned = HashSet::new();
-    // Pins were resolved at startup; one that names nothing cached yet holds nothing.
-    for pin in registry.pins() {
+    // `[cache] pin` entries were resolved at startup, run-time pins when made; one that
+    // names nothing cached yet holds nothing.
+    let runtime = state.pins.resolved();
+    for pin in registry.pins().iter().chain(&runtime) {
         if let Ok(Some(digest)) = registry.pinned_digest(pin).await {
             pinned.insert(digest);
         }
