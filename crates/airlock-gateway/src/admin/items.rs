@@ -156,7 +156,10 @@ async fn items_of(
 }
 
 /// `GET /api/v1/proxies`.
-pub(super) async fn proxies(_viewer: Viewer, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub(super) async fn proxies(
+    _viewer: Viewer,
+    State(state): State<Arc<AppState>>,
+) -> Result<Response, ApiError> {
     let snapshot = state.index.snapshot().await.map_err(|e| index_error(&e))?;
     let mut out = Vec::with_capacity(state.config.proxies.len());
     for proxy in &state.config.proxies {
@@ -164,7 +167,11 @@ pub(super) async fn proxies(_viewer: Viewer, State(state): State<Arc<AppState>>)
         // Blobs shared by several items count once.
         let mut held = HashSet::new();
         for item in items.values() {
-            if let Some(digest) = item.digest.as_deref().and_then(|d| d.parse::<Digest>().ok()) {
+            if let Some(digest) = item
+                .digest
+                .as_deref()
+                .and_then(|d| d.parse::<Digest>().ok())
+            {
                 if let Some(d) = snapshot.blobs.get_key_value(&digest).map(|(d, _)| d) {
                     held_closure(&snapshot, d, &mut held);
                 } else if let Some((d, _)) = snapshot.manifests.get_key_value(&digest) {
@@ -174,7 +181,6 @@ pub(super) async fn proxies(_viewer: Viewer, State(state): State<Arc<AppState>>)
         }
         let (size, _) = size_and_use(&snapshot, held.into_iter());
         let counters = state.metrics.proxy(&proxy.name);
-        #[allow(clippy::cast_precision_loss)]
         let hit_ratio = (counters.responses > 0)
             .then(|| counters.from_cache as f64 / counters.responses as f64);
         out.push(serde_json::json!({
@@ -370,7 +376,10 @@ mod tests {
     #[test]
     fn oci_items_are_repo_colon_tag() {
         let key = oci_item("hub", "library/alpine:3.19").unwrap();
-        assert_eq!((key.repo.as_str(), key.tag.as_str()), ("library/alpine", "3.19"));
+        assert_eq!(
+            (key.repo.as_str(), key.tag.as_str()),
+            ("library/alpine", "3.19")
+        );
         assert!(oci_item("hub", "library/alpine").is_err());
         assert!(oci_item("hub", "Library/alpine:3").is_err());
         assert!(oci_item("hub", "alpine:sha256:abc").is_err());

@@ -19,8 +19,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::ApiError;
 use super::session::{
-    AdminForm, LOGIN_COOKIE, SESSION_COOKIE, Viewer, cookie, random_token, same_secret,
-    set_cookie,
+    AdminForm, LOGIN_COOKIE, SESSION_COOKIE, Viewer, cookie, random_token, same_secret, set_cookie,
 };
 use crate::AppState;
 
@@ -101,7 +100,10 @@ pub(super) async fn login(
         );
     }
     let Some(logins) = &state.logins else {
-        return form_page(StatusCode::NOT_FOUND, Some("This gateway has no admin users."));
+        return form_page(
+            StatusCode::NOT_FOUND,
+            Some("This gateway has no admin users."),
+        );
     };
     match logins.check(peer.ip(), form.user, form.password).await {
         Ok(user) => {
@@ -161,12 +163,9 @@ pub(super) async fn logout(
         [(header::LOCATION, HeaderValue::from_static("/ui/login"))],
     )
         .into_response();
-    if let Ok(value) = HeaderValue::from_str(&set_cookie(
-        SESSION_COOKIE,
-        "",
-        "/",
-        Some(Duration::ZERO),
-    )) {
+    if let Ok(value) =
+        HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", "/", Some(Duration::ZERO)))
+    {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response

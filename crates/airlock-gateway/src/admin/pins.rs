@@ -55,9 +55,9 @@ pub struct PinFileError {
 /// Parses a pin as `[cache] pin` takes it: below a registry or project, with exactly one
 /// of a tag and a digest.
 pub(crate) fn parse_reference(text: &str) -> Result<ImageRef, ApiError> {
-    let image: ImageRef = text.parse().map_err(|e| {
-        ApiError::BadRequest(format!("{text:?} is not an image reference: {e}"))
-    })?;
+    let image: ImageRef = text
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("{text:?} is not an image reference: {e}")))?;
     if image.domain().is_none() && !image.path().as_str().contains('/') {
         return Err(ApiError::BadRequest(format!(
             "{text:?} names no registry or proxy: write it as docker.io/library/NAME:TAG or PROXY/REPO:TAG"
@@ -182,7 +182,13 @@ pub(super) struct NewPin {
 
 /// `GET /api/v1/pins`.
 pub(super) async fn list(_viewer: Viewer, State(state): State<Arc<AppState>>) -> Response {
-    let config: Vec<String> = state.config.cache.pin.iter().map(ToString::to_string).collect();
+    let config: Vec<String> = state
+        .config
+        .cache
+        .pin
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     axum::Json(serde_json::json!({
         "config": config,
         "runtime": state.pins.texts(),

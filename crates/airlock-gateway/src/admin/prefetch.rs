@@ -233,7 +233,11 @@ pub(super) async fn status(
         .parse()
         .ok()
         .and_then(|id| state.jobs.get(id))
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id:?} (jobs are kept while the gateway runs, the last {MAX_JOBS})")))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no job {id:?} (jobs are kept while the gateway runs, the last {MAX_JOBS})"
+            ))
+        })?;
     let job = job.lock().unwrap_or_else(PoisonError::into_inner);
     let count = |s: Stage| job.items.iter().filter(|i| i.state == s).count();
     let done = count(Stage::Done);
@@ -293,7 +297,13 @@ async fn image(state: &AppState, pin: &Pin, counted: &impl Fn(u64)) -> Result<()
             .parse()
             .map_err(|e| format!("{base}/{tail}: {e}"))
     };
-    let top = fetch(state, uri(format!("manifests/{}", pin.reference))?, Some(ACCEPT), counted).await?;
+    let top = fetch(
+        state,
+        uri(format!("manifests/{}", pin.reference))?,
+        Some(ACCEPT),
+        counted,
+    )
+    .await?;
     let mut manifests = Vec::new();
     let top: serde_json::Value =
         serde_json::from_slice(&top).map_err(|e| format!("the manifest is not JSON: {e}"))?;
@@ -301,7 +311,13 @@ async fn image(state: &AppState, pin: &Pin, counted: &impl Fn(u64)) -> Result<()
         Some(children) => {
             for child in children {
                 let digest = digest_of(child)?;
-                let bytes = fetch(state, uri(format!("manifests/{digest}"))?, Some(ACCEPT), counted).await?;
+                let bytes = fetch(
+                    state,
+                    uri(format!("manifests/{digest}"))?,
+                    Some(ACCEPT),
+                    counted,
+                )
+                .await?;
                 manifests.push(
                     serde_json::from_slice::<serde_json::Value>(&bytes)
                         .map_err(|e| format!("the manifest {digest} is not JSON: {e}"))?,

@@ -16,8 +16,8 @@
 //!
 //! The extractors: [`Viewer`] for pages and `GET` endpoints (a login, or nobody when
 //! `[ui] anonymous_read = true`), [`Admin`] for JSON mutations, and [`AdminForm`] for
-//! server-rendered form posts. Without a login, `/api/v1/` answers 401 JSON and `/ui/`
-//! redirects to the login form.
+//! server-rendered form posts. Without a login, `/api/v1/` and form posts answer 401 JSON
+//! and pages under `/ui/` redirect to the login form.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -160,8 +160,7 @@ fn key_of(id: &str) -> [u8; 32] {
 /// Whether `a` and `b` are equal, in time that depends on their lengths only.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -212,7 +211,8 @@ enum Login {
 /// The request's login: a live session cookie first, else HTTP basic (rate-limited);
 /// `None` when it carries neither.
 async fn login(state: &AppState, parts: &Parts) -> Result<Option<Login>, ApiError> {
-    if let Some(found) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| state.sessions.get(id))
+    if let Some(found) =
+        cookie(&parts.headers, SESSION_COOKIE).and_then(|id| state.sessions.get(id))
     {
         return Ok(Some(Login::Session(found)));
     }
@@ -236,10 +236,13 @@ fn client_ip(parts: &Parts) -> std::net::IpAddr {
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip())
 }
 
+/// A page under `/ui/` is answered without a login by a redirect to the form; a form post
+/// there, like everything under `/api/v1/`, by the error itself.
 fn refused(parts: &Parts, error: ApiError) -> Refused {
     Refused {
         error,
-        page: parts.uri.path().starts_with("/ui/"),
+        page: parts.uri.path().starts_with("/ui/")
+            && matches!(parts.method, http::Method::GET | http::Method::HEAD),
     }
 }
 
@@ -285,7 +288,9 @@ where
             }),
             None => Err(refused(
                 parts,
-                ApiError::Unauthorized("this needs an admin login (HTTP basic auth or a console session)"),
+                ApiError::Unauthorized(
+                    "this needs an admin login (HTTP basic auth or a console session)",
+                ),
             )),
         }
     }
@@ -296,6 +301,7 @@ where
 pub(crate) struct Admin {
     pub user: String,
     /// The session's CSRF token; `None` when the request used HTTP basic auth.
+    #[allow(dead_code, reason = "for the console pages a form post renders")]
     pub csrf: Option<String>,
 }
 
@@ -323,12 +329,18 @@ fn cross_site(headers: &HeaderMap) -> bool {
     headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site"))
+        .is_some_and(|v| {
+            v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site")
+        })
 }
 
 /// The checks every state-changing request passes; `form_csrf` is the `csrf` field of a
 /// form body, when the request has one.
-async fn authorize(state: &AppState, parts: &Parts, form_csrf: Option<&str>) -> Result<Admin, ApiError> {
+async fn authorize(
+    state: &AppState,
+    parts: &Parts,
+    form_csrf: Option<&str>,
+) -> Result<Admin, ApiError> {
     match login(state, parts).await? {
         Some(Login::Session(found)) => {
             let sent = parts
@@ -389,6 +401,10 @@ where
 #[derive(Debug)]
 pub(crate) struct AdminForm<T> {
     pub admin: Admin,
+    #[allow(
+        dead_code,
+        reason = "logout's form has no field but csrf; the console's forms do"
+    )]
     pub form: T,
 }
 
@@ -406,11 +422,17 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Refused> {
         let state = Arc::<AppState>::from_ref(state);
         let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, MAX_FORM)
-            .await
-            .map_err(|e| refused(&parts, ApiError::BadRequest(format!("the form could not be read: {e}"))))?;
+        let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|e| {
+            refused(
+                &parts,
+                ApiError::BadRequest(format!("the form could not be read: {e}")),
+            )
+        })?;
         let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
-            refused(&parts, ApiError::BadRequest(format!("the form is not URL-encoded: {e}")))
+            refused(
+                &parts,
+                ApiError::BadRequest(format!("the form is not URL-encoded: {e}")),
+            )
         })?;
         let csrf = fields
             .iter()
@@ -439,18 +461,41 @@ mod tests {
         let (id, csrf) = sessions.create("admin");
         let start = Instant::now();
         let found = sessions.get_at(&id, start).unwrap();
-        assert_eq!((found.user.as_str(), found.csrf.as_str()), ("admin", csrf.as_str()));
+        assert_eq!(
+            (found.user.as_str(), found.csrf.as_str()),
+            ("admin", csrf.as_str())
+        );
         // Used every 8 s: idle never reached, but the absolute limit is.
-        assert!(sessions.get_at(&id, start + Duration::from_secs(8)).is_some());
-        assert!(sessions.get_at(&id, start + Duration::from_secs(16)).is_some());
-        assert!(sessions.get_at(&id, start + Duration::from_secs(24)).is_some());
-        assert!(sessions.get_at(&id, start + Duration::from_secs(26)).is_none());
+        assert!(
+            sessions
+                .get_at(&id, start + Duration::from_secs(8))
+                .is_some()
+        );
+        assert!(
+            sessions
+                .get_at(&id, start + Duration::from_secs(16))
+                .is_some()
+        );
+        assert!(
+            sessions
+                .get_at(&id, start + Duration::from_secs(24))
+                .is_some()
+        );
+        assert!(
+            sessions
+                .get_at(&id, start + Duration::from_secs(26))
+                .is_none()
+        );
         // Gone for good once expired.
         assert!(sessions.get_at(&id, start).is_none());
 
         let (id, _) = sessions.create("admin");
         let start = Instant::now();
-        assert!(sessions.get_at(&id, start + Duration::from_secs(11)).is_none());
+        assert!(
+            sessions
+                .get_at(&id, start + Duration::from_secs(11))
+                .is_none()
+        );
         assert!(sessions.get_at("not-a-session", start).is_none());
     }
 
