@@ -876,3 +876,79 @@ async fn runtime_pins_survive_a_restart() {
     assert_eq!(pins["config"], json!(["hub/library/postgres:15"]), "{pins}");
     gateway.stop().await;
 }
+
+/// A prefetch of a multi-platform image from a real `docker-registry` upstream, then every
+/// manifest and blob served with that upstream stopped.
+#[tokio::test]
+async fn a_prefetched_image_is_served_with_the_upstream_stopped() {
+    let skopeo = airlock_testkit::require_tool("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = airlock_testkit::DockerRegistry::start(dir.path());
+    let platform = |arch| airlock_testkit::Platform { os: "linux", arch };
+    let index = airlock_testkit::Index::new(vec![
+        (
+            platform("amd64"),
+            Image::from_layers(vec![b"amd64 layer".repeat(500)], platform("amd64")),
+        ),
+        (
+            platform("arm64"),
+            Image::from_layers(vec![b"arm64 layer".repeat(700)], platform("arm64")),
+        ),
+    ]);
+    let layout = dir.path().join("layout");
+    index.write_oci_layout(&layout, "1.0").unwrap();
+    let pushed = tokio::process::Command::new(&skopeo)
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1.0", layout.display()))
+        .arg(format!("docker://127.0.0.1:{}/team/app:1.0", upstream.port))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    let files = FakeFiles::start().await;
+    let gateway = start(
+        &dir.path().join("gateway"),
+        &proxies(&upstream.url().trim_end_matches('/'), &files.url()),
+    )
+    .await;
+    let job = start_job(&gateway, &json!({ "references": ["hub/team/app:1.0"] })).await;
+    let status = wait_for_job(&gateway, job).await;
+    assert_eq!(status["state"], "done", "{status}");
+    // Everything the image is, read back with the upstream stopped: skopeo recompressed
+    // the layers on push, so the upstream's manifests say what the image is now.
+    drop(upstream);
+    let base = gateway.url("/v2/hub/team/app");
+    // What docker and containerd accept: every manifest kind.
+    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+    let response = common::get_accepting(&format!("{base}/manifests/1.0"), Some(accept)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let top = response.bytes().await.unwrap();
+    let mut served = top.len();
+    let top: Value = serde_json::from_slice(&top).unwrap();
+    let children = top["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{top}");
+    for child in children {
+        let digest = child["digest"].as_str().unwrap();
+        let response = common::get(&format!("{base}/manifests/{digest}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let manifest = response.bytes().await.unwrap();
+        served += manifest.len();
+        let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+        let layers = manifest["layers"].as_array().unwrap();
+        for blob in std::iter::once(&manifest["config"]).chain(layers) {
+            let digest: airlock_types::Digest = blob["digest"].as_str().unwrap().parse().unwrap();
+            let response = common::get(&format!("{base}/blobs/{digest}")).await;
+            assert_eq!(response.status(), StatusCode::OK, "{digest}");
+            let bytes = response.bytes().await.unwrap();
+            assert_eq!(airlock_types::Digest::of(&bytes), digest);
+            served += bytes.len();
+        }
+    }
+    assert_eq!(status["bytes"], served as u64, "{status}");
+    gateway.stop().await;
+}

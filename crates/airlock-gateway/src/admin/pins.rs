@@ -117,7 +117,7 @@ impl RuntimePins {
     }
 
     /// Adds a pin; `false` when it was there already.
-    fn add(&self, text: &str, pin: Pin) -> Result<bool, ApiError> {
+    pub(crate) fn add(&self, text: &str, pin: Pin) -> Result<bool, ApiError> {
         let mut pins = self.lock();
         if pins.iter().any(|(t, _)| t == text) {
             return Ok(false);
@@ -131,7 +131,7 @@ impl RuntimePins {
     }
 
     /// Removes a pin; `false` when there was none.
-    fn remove(&self, text: &str) -> Result<bool, ApiError> {
+    pub(crate) fn remove(&self, text: &str) -> Result<bool, ApiError> {
         let mut pins = self.lock();
         let Some(at) = pins.iter().position(|(t, _)| t == text) else {
             return Ok(false);

@@ -532,6 +532,38 @@ mod tests {
     }
 
     #[test]
+    fn pages_redirect_to_the_login_and_everything_else_answers_401() {
+        let answer = |method: &str, path: &str| {
+            let (parts, ()) = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap()
+                .into_parts();
+            refused(&parts, ApiError::Unauthorized("x")).into_response()
+        };
+        let page = answer("GET", "/ui/proxies");
+        assert_eq!(page.status(), http::StatusCode::SEE_OTHER);
+        assert_eq!(page.headers()[header::LOCATION], "/ui/login");
+        assert_eq!(
+            answer("POST", "/ui/pins").status(),
+            http::StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            answer("GET", "/api/v1/proxies").status(),
+            http::StatusCode::UNAUTHORIZED
+        );
+        // A logged-in request refused for another reason is not sent to the login form.
+        let (parts, ()) = http::Request::builder()
+            .uri("/ui/x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let forbidden = refused(&parts, ApiError::Forbidden("no".to_owned())).into_response();
+        assert_eq!(forbidden.status(), http::StatusCode::FORBIDDEN);
+    }
+
+    #[test]
     fn form_types_and_fetch_sites() {
         let mut headers = HeaderMap::new();
         assert!(!form_content_type(&headers));
