@@ -59,6 +59,7 @@ pub struct Config {
     /// `[admin] users`: who may use the admin API; empty, the gateway serves no admin API.
     pub admin_users: Vec<AdminUser>,
     pub ui: UiConfig,
+    pub audit: AuditConfig,
 }
 
 /// `[ui]`: who may read the console and the admin API without a login.
@@ -67,6 +68,25 @@ pub struct UiConfig {
     /// `true`: the read-only pages and `GET` endpoints under `/ui/` and `/api/v1/` are
     /// public; mutations always need an admin login. Default `false`.
     pub anonymous_read: bool,
+}
+
+/// `[audit]`: the trail of upstream fetches, egress and policy decisions, logins and admin
+/// actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Default: `audit.jsonl` under `data_dir`.
+    pub path: PathBuf,
+    /// Rotated before a line would take it past this size.
+    pub max_size: ByteSize,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl AuditConfig {
+    pub const DEFAULT_MAX_SIZE: ByteSize = ByteSize(100 << 20);
+    pub const DEFAULT_KEEP: u32 = 5;
+    /// The smallest `max_size`: room for a few hundred lines.
+    pub const MIN_MAX_SIZE: ByteSize = ByteSize(64 << 10);
 }
 
 fn default_data_dir() -> PathBuf {

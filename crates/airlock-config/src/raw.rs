@@ -46,6 +46,9 @@ pub struct Config {
     /// The console and admin API's read access; absent: everything needs a login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ui: Option<Ui>,
+    /// The audit trail; absent: `audit.jsonl` under `data_dir` with the default rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 /// `[ui]`.
@@ -55,6 +58,18 @@ pub struct Ui {
     /// `true`: the read-only pages and `GET` endpoints need no login (mutations still do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_read: Option<bool>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Written<ByteSize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
 }
 
 /// `[admin]`.

@@ -3,13 +3,14 @@
 //! key and what to write instead.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use airlock_types::{ByteSize, Digest, ImageRef};
 
 use crate::raw;
 use crate::{
-    AdminUser, CacheConfig, Config, EgressConfigError, Format, MAX_HEADER_SIZE, MIN_HEADER_SIZE,
-    ProxyConfig, ServerConfig, TlsConfig, TlsMode, UpstreamProxyError,
+    AdminUser, AuditConfig, CacheConfig, Config, EgressConfigError, Format, MAX_HEADER_SIZE,
+    MIN_HEADER_SIZE, ProxyConfig, ServerConfig, TlsConfig, TlsMode, UpstreamProxyError,
 };
 
 /// A configuration that parses but cannot be used: the key, and what is wrong with it.
@@ -83,6 +84,8 @@ pub enum Invalid {
         "[admin] user {user:?}: password_hash is refused: {reason}; make one with `airlock admin hash-password`"
     )]
     AdminHash { user: String, reason: String },
+    #[error("[audit] max_size is {size} bytes; it must be at least 64KiB")]
+    AuditMaxSize { size: u64 },
 }
 
 impl Config {
@@ -145,8 +148,10 @@ impl Config {
                 }
             }
         }
+        let data_dir = raw.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+        let audit = resolve_audit(raw.audit.as_ref(), &data_dir)?;
         Ok(Self {
-            data_dir: raw.data_dir.clone().unwrap_or_else(crate::default_data_dir),
+            data_dir,
             server,
             tls,
             cache,
@@ -161,6 +166,7 @@ impl Config {
                     .and_then(|ui| ui.anonymous_read)
                     .unwrap_or(false),
             },
+            audit,
         })
     }
 
@@ -223,8 +229,29 @@ impl Config {
             ui: Some(raw::Ui {
                 anonymous_read: Some(self.ui.anonymous_read),
             }),
+            audit: Some(raw::Audit {
+                path: Some(self.audit.path.clone()),
+                max_size: Some(raw::Written::new(self.audit.max_size)),
+                keep: Some(self.audit.keep),
+            }),
         }
     }
+}
+
+fn resolve_audit(raw: Option<&raw::Audit>, data_dir: &Path) -> Result<AuditConfig, Invalid> {
+    let raw = raw.cloned().unwrap_or_default();
+    let max_size = raw
+        .max_size
+        .as_ref()
+        .map_or(AuditConfig::DEFAULT_MAX_SIZE, raw::Written::value);
+    if max_size < AuditConfig::MIN_MAX_SIZE {
+        return Err(Invalid::AuditMaxSize { size: max_size.0 });
+    }
+    Ok(AuditConfig {
+        path: raw.path.unwrap_or_else(|| data_dir.join("audit.jsonl")),
+        max_size,
+        keep: raw.keep.unwrap_or(AuditConfig::DEFAULT_KEEP),
+    })
 }
 
 fn resolve_server(raw: &raw::Server) -> Result<ServerConfig, Invalid> {

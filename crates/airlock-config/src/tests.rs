@@ -417,3 +417,31 @@ fn admin_users_parse_strictly_and_round_trip() {
     ));
     assert!(twice.contains("listed twice"), "{twice}");
 }
+
+#[test]
+fn the_audit_trail_defaults_to_the_data_dir_and_refuses_a_tiny_max_size() {
+    let config = Config::from_raw(&raw::Config::default()).unwrap();
+    assert_eq!(config.audit.path, config.data_dir.join("audit.jsonl"));
+    assert_eq!(config.audit.max_size, AuditConfig::DEFAULT_MAX_SIZE);
+    assert_eq!(config.audit.keep, 5);
+    let set: raw::Config = toml::from_str(
+        "[audit]\npath = \"/var/log/airlock/audit.jsonl\"\nmax_size = \"1MiB\"\nkeep = 0\n",
+    )
+    .unwrap();
+    let config = Config::from_raw(&set).unwrap();
+    assert_eq!(config.audit.path, Path::new("/var/log/airlock/audit.jsonl"));
+    assert_eq!(config.audit.max_size.0, 1 << 20);
+    assert_eq!(config.audit.keep, 0);
+    assert_eq!(
+        Config::from_raw(&config.to_raw()).unwrap().audit,
+        config.audit
+    );
+    assert!(matches!(
+        parse("[audit]\nmax_size = \"1KiB\""),
+        Err(ConfigError::Invalid {
+            problem: Invalid::AuditMaxSize { size: 1024 },
+            ..
+        })
+    ));
+    assert!(toml::from_str::<raw::Config>("[audit]\nrotate = 3\n").is_err());
+}

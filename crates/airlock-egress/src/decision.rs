@@ -189,6 +189,27 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// The audit line: `item` is `host:port` (or the raw target when it never parsed),
+    /// `bytes` down plus up, `result` allow or deny, `reason` the decision's reason.
+    pub fn audit_record(&self) -> airlock_audit::Record {
+        let mut record = airlock_audit::Record::new(airlock_audit::Kind::Egress, self.decision);
+        record.time.clone_from(&self.time);
+        record.client = Some(self.client.ip().to_string());
+        record.request_id = Some(self.request_id.as_str().to_owned());
+        record.item = match (&self.host, self.port) {
+            (Some(host), Some(port)) => Some(format!("{host}:{port}")),
+            (Some(host), None) => Some(host.clone()),
+            _ => self.raw_target.clone(),
+        };
+        record.bytes = Some(self.bytes_up + self.bytes_down);
+        record.status = Some(self.status);
+        record.reason = Some(self.reason.to_owned());
+        record.action = Some(self.via.to_owned());
+        record
+    }
+}
+
 /// Format a time as `2026-11-27T13:05:00.123Z` without a date crate.
 pub fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();

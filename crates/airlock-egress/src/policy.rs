@@ -27,6 +27,8 @@ pub struct EgressPolicy {
     resolver: Arc<dyn Resolver>,
     metrics: Arc<EgressMetrics>,
     chain: Option<UpstreamChain>,
+    /// Every decision also goes to the audit trail.
+    audit: airlock_audit::Audit,
 }
 
 impl EgressPolicy {
@@ -51,7 +53,19 @@ impl EgressPolicy {
             resolver: Arc::new(SystemResolver),
             metrics: Arc::new(EgressMetrics::default()),
             chain: None,
+            audit: airlock_audit::Audit::disabled(),
         }
+    }
+
+    /// Decisions are also written to `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: airlock_audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    pub(crate) fn audit(&self) -> &airlock_audit::Audit {
+        &self.audit
     }
 
     /// Tunnels to hosts outside `no_proxy` go through the site's outbound proxy.

@@ -165,6 +165,7 @@ impl Connection {
             Err(reason) => self.refuse(client, reason, &mut decision).await,
         }
         decision.emit(started.elapsed());
+        self.policy.audit().record(decision.audit_record());
     }
 
     /// Every step up to a dialed upstream socket. Holds the connection slot in `Opened`.

@@ -40,6 +40,11 @@ pub enum GatewayError {
     SiteProxy(#[from] SiteProxyError),
     #[error(transparent)]
     Pins(#[from] admin::pins::PinFileError),
+    #[error("cannot open the audit trail {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -71,6 +76,8 @@ pub(crate) struct AppState {
     pub pins: admin::pins::RuntimePins,
     /// Prefetch jobs and their progress.
     pub jobs: admin::Jobs,
+    /// The audit trail every request's upstream fetches are written to.
+    pub audit: airlock_audit::Audit,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -102,6 +109,15 @@ pub(crate) async fn build(
     config: Config,
 ) -> Result<(Arc<AppState>, Option<tls::Tls>), GatewayError> {
     let (store, index) = open_store(&config).await?;
+    let audit = airlock_audit::Audit::open(&airlock_audit::Settings {
+        path: config.audit.path.clone(),
+        max_size: config.audit.max_size.0,
+        keep: config.audit.keep,
+    })
+    .map_err(|source| GatewayError::Audit {
+        path: config.audit.path.display().to_string(),
+        source,
+    })?;
     let downloads = Arc::new(Downloads::new(store.clone(), index.clone()));
     let site_proxy = config
         .upstream_proxy
@@ -130,7 +146,7 @@ pub(crate) async fn build(
     let tls = tls::setup(&config, &layout::tls_dir(&config.data_dir))?;
     let ca_pem = tls.as_ref().and_then(|t| t.ca_pem.clone());
     let egress = config.egress.clone().map(|settings| {
-        let policy = airlock_egress::EgressPolicy::new(settings);
+        let policy = airlock_egress::EgressPolicy::new(settings).with_audit(audit.clone());
         let Some(site) = &site_proxy else {
             return Arc::new(policy);
         };
@@ -161,6 +177,7 @@ pub(crate) async fn build(
             sessions: admin::session::Sessions::new(admin::session::IDLE, admin::session::ABSOLUTE),
             pins,
             jobs: admin::Jobs::default(),
+            audit,
         }),
         tls,
     ))

@@ -7,12 +7,13 @@
 //! returned as `X-Request-Id` on every response the router makes, errors and refusals
 //! included.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use airlock_types::{RequestId, ServedBy, UpstreamFailure};
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -143,7 +144,19 @@ async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: 
         path,
         proxy = tracing::field::Empty,
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // Upstream fetches this request causes are audited as this client's.
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let context = airlock_audit::Context {
+        client,
+        request_id: id.as_str().to_owned(),
+        audit: state.audit.clone(),
+    };
+    let mut response = context
+        .scope(next.run(request).instrument(span.clone()))
+        .await;
     let served = response.extensions().get::<ServedBy>().cloned();
     if let Some(served) = &served {
         span.record("proxy", served.proxy.as_str());

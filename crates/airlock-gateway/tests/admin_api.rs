@@ -309,6 +309,70 @@ async fn every_mutation_needs_a_login_and_its_csrf_token() {
         .collect();
     assert!(names.contains(&"library/alpine:3.20"), "{items}");
 
+    // Each change is in the audit trail with the user and client; a login too.
+    let trail: Value = client()
+        .get(gateway.url("/api/v1/audit?kind=admin&client=127.0.0.1&since=1h"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str)> = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["item"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("pin", "hub/library/alpine:3.19"),
+            ("pin", "hub/library/alpine:3.19"),
+            ("unpin", "hub/library/alpine:3.19"),
+            ("purge", "hub/library/alpine:3.19"),
+            (
+                "prefetch",
+                "hub/library/alpine:3.19 /repository/files/a.txt"
+            ),
+            (
+                "prefetch",
+                "hub/library/alpine:3.19 /repository/files/a.txt"
+            ),
+        ],
+        "{trail}"
+    );
+    assert!(
+        trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["user"] == "admin")
+    );
+    let logins: Value = client()
+        .get(gateway.url("/api/v1/audit?kind=login"))
+        .header("cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(logins["records"][0]["result"], "ok", "{logins}");
+    let bad = client()
+        .get(gateway.url("/api/v1/audit?since=yesterday"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
     // Logout is a form post with the session's token; without it, 403.
     for (how, expected) in [
         (As::Nobody, StatusCode::UNAUTHORIZED),
@@ -392,6 +456,7 @@ async fn the_login_form_is_protected_rate_limited_and_sets_strict_cookies() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let response = post_login(&gateway, &cookie, "forged", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The page names no asset, so a 403 page is the whole answer.
 
     // The right password: a session cookie with every attribute.
     let response = post_login(&gateway, &cookie, &token, PASSWORD).await;

@@ -43,10 +43,12 @@ pub fn free_port() -> u16 {
 }
 
 /// `docker-registry serve` on loopback, storing under `dir/registry-data` (deletes
-/// enabled), logging to `dir/registry.log`.
+/// enabled), logging to `dir/registry.log`, its access log (one line per request, combined
+/// format) to `dir/registry-access.log`.
 pub struct DockerRegistry {
     _process: Killed,
     pub port: u16,
+    access_log: PathBuf,
 }
 
 impl DockerRegistry {
@@ -67,11 +69,12 @@ impl DockerRegistry {
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let access_log = dir.join("registry-access.log");
         let process = Killed(
             Command::new(binary)
                 .arg("serve")
                 .arg(&config)
-                .stdout(Stdio::null())
+                .stdout(std::fs::File::create(&access_log).unwrap())
                 .stderr(log)
                 .spawn()
                 .unwrap(),
@@ -82,11 +85,29 @@ impl DockerRegistry {
         Self {
             _process: process,
             port,
+            access_log,
         }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// The requests it answered so far, one access-log line each.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains("\"GET ")
+                    || l.contains("\"HEAD ")
+                    || l.contains("\"PUT ")
+                    || l.contains("\"POST ")
+                    || l.contains("\"PATCH ")
+                    || l.contains("\"DELETE ")
+            })
+            .map(str::to_owned)
+            .collect()
     }
 }
 

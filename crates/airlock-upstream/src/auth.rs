@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use http::Method;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
@@ -35,6 +36,8 @@ struct CachedToken {
 }
 
 pub(crate) struct Auth {
+    /// The proxy these tokens are for (audit lines name it).
+    proxy: String,
     client: reqwest::Client,
     credentials: Option<Credentials>,
     /// The upstream asked for Basic auth once; send it up front from then on.
@@ -61,8 +64,13 @@ const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 
 impl Auth {
-    pub(crate) fn new(client: reqwest::Client, credentials: Option<Credentials>) -> Self {
+    pub(crate) fn new(
+        proxy: String,
+        client: reqwest::Client,
+        credentials: Option<Credentials>,
+    ) -> Self {
         Self {
+            proxy,
             client,
             credentials,
             basic: AtomicBool::new(false),
@@ -147,13 +155,20 @@ impl Auth {
         if let Some(credentials) = &self.credentials {
             request = request.header(reqwest::header::AUTHORIZATION, credentials.basic());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Unreachable {
-                url: RedactedUrl::new(&token_url),
-                reason: error_chain(&e.without_url()),
-            })?;
+        let response = match request.send().await {
+            Ok(response) => {
+                crate::audit::fetch(&self.proxy, &Method::GET, &token_url, Ok(&response));
+                response
+            }
+            Err(e) => {
+                let reason = error_chain(&e.without_url());
+                crate::audit::fetch(&self.proxy, &Method::GET, &token_url, Err(&reason));
+                return Err(UpstreamError::Unreachable {
+                    url: RedactedUrl::new(&token_url),
+                    reason,
+                });
+            }
+        };
         let status = response.status();
         if status != StatusCode::OK {
             return Err(UpstreamError::TokenRefused {

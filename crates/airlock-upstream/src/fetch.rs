@@ -168,12 +168,13 @@ impl Downloads {
         self.stats
             .started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // One download serves every waiter; its spans nest in the request that started it.
-        tokio::spawn(
+        // One download serves every waiter; its spans nest in the request that started it,
+        // and its upstream requests are audited as that request's.
+        tokio::spawn(airlock_audit::Context::carry(
             self.clone()
                 .run(digest.clone(), download.clone(), request)
                 .in_current_span(),
-        );
+        ));
         download
     }
 

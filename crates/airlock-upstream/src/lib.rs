@@ -5,6 +5,7 @@
 //! One [`Upstream`] per configured proxy. It answers with the upstream's response; what a
 //! status means for the client is decided by the protocol crates.
 
+mod audit;
 mod auth;
 mod challenge;
 pub mod fetch;
@@ -139,7 +140,7 @@ impl Upstream {
                 proxy: config.name.clone(),
                 base,
                 client: client.clone(),
-                auth: auth::Auth::new(client, credentials),
+                auth: auth::Auth::new(config.name.clone(), client, credentials),
                 site_proxy: site_proxy.cloned(),
             }),
         })
@@ -296,6 +297,7 @@ impl Upstream {
             .await;
         match result {
             Ok(response) => {
+                audit::fetch(&self.inner.proxy, &method, url, Ok(&response));
                 tracing::debug!(
                     target: "airlock::upstream",
                     proxy = %self.inner.proxy,
@@ -318,6 +320,7 @@ impl Upstream {
                         );
                     }
                 }
+                audit::fetch(&self.inner.proxy, &method, url, Err(&reason));
                 Err(UpstreamError::Unreachable {
                     url: RedactedUrl::new(url),
                     reason,

@@ -44,6 +44,9 @@ enum Command {
     /// The admin API's accounts: hash-password.
     #[command(subcommand)]
     Admin(cmd::admin::Command),
+    /// Print the audit trail (upstream fetches, egress and policy decisions, logins, admin
+    /// actions), filtered.
+    Audit(cmd::audit::Args),
 }
 
 /// How log lines are written.
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(&args),
+        Command::Audit(args) => cmd::audit::run(&args),
         Command::Config(command) => cmd::config::run(command),
         Command::Inventory(command) => cmd::inventory::run(command),
         Command::Vault(command) => cmd::vault::run(command),

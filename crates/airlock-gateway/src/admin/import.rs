@@ -110,6 +110,15 @@ async fn run(
         new_bytes = imported.new_bytes,
         "bundle imported"
     );
+    state.audit_admin(
+        &user,
+        peer,
+        "import",
+        &format!(
+            "{} new items, {} new bytes",
+            imported.new_items, imported.new_bytes
+        ),
+    );
     Ok(axum::Json(summary(&imported, received)).into_response())
 }
 

@@ -105,11 +105,16 @@ pub(super) async fn login(
             Some("This gateway has no admin users."),
         );
     };
-    match logins.check(peer.ip(), form.user, form.password).await {
+    let name = form.user.clone();
+    let checked = logins.check(peer.ip(), form.user, form.password).await;
+    if let Err(e) = &checked {
+        state.audit_login(&name, peer.ip(), Some(&e.reason()));
+    }
+    match checked {
         Ok(user) => {
             let (id, _) = state.sessions.create(&user);
             tracing::info!(target: "airlock::admin", %user, client = %peer.ip(), "console login");
-            state.audit_admin(&user, peer, "login", "");
+            state.audit_login(&user, peer.ip(), None);
             let mut response = (
                 StatusCode::SEE_OTHER,
                 [(header::LOCATION, HeaderValue::from_static("/ui/"))],

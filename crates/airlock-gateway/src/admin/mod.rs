@@ -12,12 +12,15 @@
 //! GET    /api/v1/pins, POST /api/v1/pins, DELETE /api/v1/pins/{reference}   (pins)
 //! POST   /api/v1/prefetch, GET /api/v1/jobs/{id}                           (prefetch)
 //! POST   /api/v1/bundles/import              body: the bundle (import)
+//! GET    /api/v1/audit?since=&proxy=&client=  the audit trail (audit)
 //! ```
 //!
-//! Reads need a login unless `[ui] anonymous_read = true`; changes always need one. Errors
+//! Reads need a login unless `[ui] anonymous_read = true` (the audit trail always does);
+//! changes always need one, and logins and changes are written to the audit trail. Errors
 //! are JSON `{"error": <reason>}` with the status saying which kind; they become responses
 //! here, in [`ApiError`]'s `IntoResponse`, and nowhere else.
 
+mod audit;
 mod auth;
 mod import;
 mod items;
@@ -26,7 +29,6 @@ pub(crate) mod pins;
 mod prefetch;
 pub(crate) mod session;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -58,18 +60,12 @@ pub(crate) fn router(state: &Arc<AppState>) -> Option<Router> {
         .route("/api/v1/pins/{*reference}", delete(pins::unpin))
         .route("/api/v1/prefetch", post(prefetch::start))
         .route("/api/v1/jobs/{id}", get(prefetch::status))
+        .route("/api/v1/audit", get(audit::read))
         .layer(DefaultBodyLimit::max(MAX_JSON));
     Some(
         json.route("/api/v1/bundles/import", post(import::import))
             .with_state(state.clone()),
     )
-}
-
-impl AppState {
-    /// Records an admin action (login, logout, pin, unpin, purge, prefetch).
-    pub(crate) fn audit_admin(&self, user: &str, peer: SocketAddr, action: &str, detail: &str) {
-        tracing::info!(target: "airlock::audit", user, client = %peer.ip(), action, detail, "admin action");
-    }
 }
 
 /// Why an admin request was refused or failed.
@@ -96,6 +92,27 @@ pub(crate) enum ApiError {
     /// Not enough disk space for the upload.
     InsufficientStorage(String),
     Internal(String),
+}
+
+impl ApiError {
+    /// The message, for the audit trail.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            ApiError::Unauthorized(m) => (*m).to_owned(),
+            ApiError::TooManyFailures { retry_after } => {
+                format!("too many failed logins from this address; retry in {retry_after}s")
+            }
+            ApiError::Forbidden(m)
+            | ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::TooLarge(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::Unprocessable(m)
+            | ApiError::Conflict(m)
+            | ApiError::InsufficientStorage(m)
+            | ApiError::Internal(m) => m.clone(),
+        }
+    }
 }
 
 impl From<JsonRejection> for ApiError {

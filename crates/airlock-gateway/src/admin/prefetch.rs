@@ -214,7 +214,8 @@ pub(super) async fn start(
     tracing::info!(target: "airlock::admin", user = admin.user, client = %peer.ip(), job = id, items = items.len(), "prefetch started");
     let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
     state.audit_admin(&admin.user, peer, "prefetch", &names.join(" "));
-    tokio::spawn(run(state, job, items));
+    // The upstream fetches are audited as this request's, from this client.
+    tokio::spawn(airlock_audit::Context::carry(run(state, job, items)));
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v1/jobs/{id}"))],

@@ -223,10 +223,14 @@ async fn login(state: &AppState, parts: &Parts) -> Result<Option<Login>, ApiErro
         return Err(ApiError::Unauthorized("this gateway has no [admin] users"));
     };
     let client = client_ip(parts);
-    logins
-        .authenticate(client, &parts.headers)
-        .await
-        .map(|user| Some(Login::Basic(user)))
+    match logins.authenticate(client, &parts.headers).await {
+        Ok(user) => Ok(Some(Login::Basic(user))),
+        Err(e) => {
+            let user = super::auth::basic_credentials(&parts.headers).map(|(user, _)| user);
+            state.audit_login(user.as_deref().unwrap_or(""), client, Some(&e.reason()));
+            Err(e)
+        }
+    }
 }
 
 fn client_ip(parts: &Parts) -> std::net::IpAddr {
