@@ -142,3 +142,56 @@ async fn one_json_decision_line_per_request() {
     })
     .await;
 }
+
+/// Every decision is also an audit line: the tunnel with its bytes, the refusal with its
+/// reason, each with the client and the decision log's request id and time.
+#[tokio::test]
+async fn each_decision_is_one_audit_line() {
+    bounded(30, async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = airlock_audit::Audit::open(&airlock_audit::Settings {
+            path: path.clone(),
+            max_size: 1 << 20,
+            keep: 1,
+        })
+        .unwrap();
+        let echo = echo_server().await;
+        let port = echo.port();
+        let proxy = Proxy::start_with(
+            |_| config(&["allowed.test"], &[port], true),
+            StaticResolver::new().with("allowed.test", &[LOOPBACK]),
+            None,
+            audit,
+        )
+        .await;
+        let mut tunnel = open_tunnel(proxy.addr, &format!("allowed.test:{port}")).await;
+        tunnel.write_all(b"0123456789").await.unwrap();
+        tunnel.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        tunnel.read_to_end(&mut echoed).await.unwrap();
+        let denied = exchange(proxy.addr, b"CONNECT evil.test:443 HTTP/1.1\r\n\r\n").await;
+        assert_eq!(denied.status, 403);
+        proxy.stop().await;
+
+        let (records, bad) =
+            airlock_audit::read_last(&path, &airlock_audit::Filter::default(), 10).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(records.len(), 2, "{records:#?}");
+        assert!(records.iter().all(|r| r.kind == airlock_audit::Kind::Egress
+            && r.client.as_deref() == Some("127.0.0.1")
+            && r.request_id.is_some()
+            && !r.time.is_empty()));
+        let allowed = records.iter().find(|r| r.result == "allow").unwrap();
+        assert_eq!(
+            allowed.item.as_deref(),
+            Some(format!("allowed.test:{port}").as_str())
+        );
+        assert_eq!(allowed.bytes, Some(20));
+        let refused = records.iter().find(|r| r.result == "deny").unwrap();
+        assert_eq!(refused.item.as_deref(), Some("evil.test:443"));
+        assert_eq!(refused.reason.as_deref(), Some("not_allowlisted"));
+        assert_eq!(refused.status, Some(403));
+    })
+    .await;
+}

@@ -45,11 +45,22 @@ impl Proxy {
         resolver: StaticResolver,
         chain: Option<UpstreamChain>,
     ) -> Proxy {
+        Self::start_with(config, resolver, chain, airlock_audit::Audit::disabled()).await
+    }
+
+    /// [`Proxy::start_chained`], writing its decisions to `audit` too.
+    pub async fn start_with(
+        config: impl FnOnce(u16) -> Egress,
+        resolver: StaticResolver,
+        chain: Option<UpstreamChain>,
+        audit: airlock_audit::Audit,
+    ) -> Proxy {
         let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut policy = EgressPolicy::from_config(&config(addr.port()))
             .expect("test config resolves")
-            .with_resolver(Arc::new(resolver));
+            .with_resolver(Arc::new(resolver))
+            .with_audit(audit);
         if let Some(chain) = chain {
             policy = policy.with_upstream_chain(chain);
         }
