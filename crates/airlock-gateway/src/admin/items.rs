@@ -301,41 +301,16 @@ pub(super) async fn purge(
 ) -> Result<Response, ApiError> {
     let proxy = proxy(&state, &name)?;
     check_item(&item)?;
-    let not_found = || ApiError::NotFound(format!("proxy {name:?} holds no item {item:?}"));
-    let removed = match proxy.format {
-        Format::Oci => {
-            let key = oci_item(&proxy.name, &item)?;
-            let variants: Vec<TagKey> = state
-                .index
-                .tag_variants(&key)
-                .await
-                .map_err(|e| index_error(&e))?
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            if variants.is_empty() {
-                return Err(not_found());
-            }
-            let n = variants.len();
-            state
-                .index
-                .forget(Vec::new(), variants)
-                .await
-                .map_err(|e| index_error(&e))?;
-            n
-        }
-        _ => {
-            if !state
-                .index
-                .forget_file(&proxy.name, &item)
-                .await
-                .map_err(|e| index_error(&e))?
-            {
-                return Err(not_found());
-            }
-            1
-        }
+    let removed = if proxy.format == Format::Oci {
+        forget_tag(&state, &proxy.name, &item).await?
+    } else {
+        forget_file(&state, &proxy.name, &item).await?
     };
+    if removed == 0 {
+        return Err(ApiError::NotFound(format!(
+            "proxy {name:?} holds no item {item:?}"
+        )));
+    }
     let what = format!("{name}/{item}");
     tracing::info!(target: "airlock::admin", user = admin.user, client = %peer.ip(), item = what, records = removed, "purged");
     state.audit_admin(&admin.user, peer, "purge", &what);
@@ -344,6 +319,38 @@ pub(super) async fn purge(
         axum::Json(serde_json::json!({ "proxy": name, "item": item, "records_removed": removed })),
     )
         .into_response())
+}
+
+/// Removes every client variant of the tag `item` (`REPO:TAG`); returns how many.
+async fn forget_tag(state: &AppState, proxy: &str, item: &str) -> Result<usize, ApiError> {
+    let key = oci_item(proxy, item)?;
+    let variants: Vec<TagKey> = state
+        .index
+        .tag_variants(&key)
+        .await
+        .map_err(|e| index_error(&e))?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let n = variants.len();
+    if n > 0 {
+        state
+            .index
+            .forget(Vec::new(), variants)
+            .await
+            .map_err(|e| index_error(&e))?;
+    }
+    Ok(n)
+}
+
+/// Removes the file record `item`; returns how many (0 or 1).
+async fn forget_file(state: &AppState, proxy: &str, item: &str) -> Result<usize, ApiError> {
+    let removed = state
+        .index
+        .forget_file(proxy, item)
+        .await
+        .map_err(|e| index_error(&e))?;
+    Ok(usize::from(removed))
 }
 
 #[cfg(test)]
