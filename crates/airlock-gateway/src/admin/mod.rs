@@ -61,6 +61,7 @@ pub(crate) fn router(state: &Arc<AppState>) -> Option<Router> {
         .route("/api/v1/prefetch", post(prefetch::start))
         .route("/api/v1/jobs/{id}", get(prefetch::status))
         .route("/api/v1/audit", get(audit::read))
+        .layer(axum::middleware::from_fn(read_whole_body))
         .layer(DefaultBodyLimit::max(MAX_JSON));
     Some(
         json.route("/api/v1/bundles/import", post(import::import))
@@ -92,6 +93,29 @@ pub(crate) enum ApiError {
     /// Not enough disk space for the upload.
     InsufficientStorage(String),
     Internal(String),
+}
+
+/// Reads a JSON or form body whole before the handler runs: a refusal (401, 403) then
+/// comes after the request is complete, so an HTTP/2 client is not left with a reset
+/// stream mid-upload (curl reports that as a framing error rather than the status).
+async fn read_whole_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_JSON).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(e) => ApiError::TooLarge(format!(
+            "the body is over {MAX_JSON} bytes or broke off: {e}"
+        ))
+        .into_response(),
+    }
 }
 
 impl ApiError {

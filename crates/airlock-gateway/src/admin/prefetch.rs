@@ -5,8 +5,8 @@
 //! Each item goes through the same handlers a client's request reaches (in process, no
 //! socket): an image's manifest, an index's child manifests, then every config and layer
 //! blob, each body read to its end so the store holds it; a package URL's path under
-//! `/repository/`. At most [`CONCURRENCY`] items of a job run at once; the last [`MAX_JOBS`]
-//! jobs are kept for their progress.
+//! `/repository/`. At most [`CONCURRENCY`] items run at once, all jobs together; the last
+//! [`MAX_JOBS`] jobs are kept for their progress.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -83,10 +83,22 @@ struct Job {
 }
 
 /// The jobs, newest last.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Jobs {
     next: AtomicU64,
-    jobs: Mutex<BTreeMap<u64, Arc<Mutex<Job>>>>,
+    table: Mutex<BTreeMap<u64, Arc<Mutex<Job>>>>,
+    /// Items fetching at once, all jobs together.
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            table: Mutex::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(CONCURRENCY)),
+        }
+    }
 }
 
 /// One validated item.
@@ -117,7 +129,7 @@ impl Jobs {
                 })
                 .collect(),
         }));
-        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut jobs = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         while jobs.len() >= MAX_JOBS {
             jobs.pop_first();
         }
@@ -126,7 +138,7 @@ impl Jobs {
     }
 
     fn get(&self, id: u64) -> Option<Arc<Mutex<Job>>> {
-        self.jobs
+        self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
@@ -269,6 +281,9 @@ async fn run(state: Arc<AppState>, job: Arc<Mutex<Job>>, items: Vec<(String, Tar
             let state = state.clone();
             let job = job.clone();
             async move {
+                let Ok(_permit) = state.jobs.running.clone().acquire_owned().await else {
+                    return;
+                };
                 update(&job, at, |p| p.state = Stage::Running);
                 let counted = |n: u64| update(&job, at, |p| p.bytes += n);
                 let result = match &target {

@@ -8,6 +8,7 @@ mod access;
 mod cache;
 #[path = "../common/mod.rs"]
 mod common;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
