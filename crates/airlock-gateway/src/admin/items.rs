@@ -186,7 +186,7 @@ pub(super) async fn proxies(
         out.push(serde_json::json!({
             "name": proxy.name,
             "format": proxy.format.as_str(),
-            "upstream": proxy.upstream.to_string(),
+            "upstream": without_credentials(&proxy.upstream),
             "offline": proxy.offline,
             "health": {
                 "upstream_errors": counters.upstream_errors,
@@ -200,6 +200,15 @@ pub(super) async fn proxies(
         }));
     }
     Ok(axum::Json(serde_json::json!({ "proxies": out })).into_response())
+}
+
+/// `url` with any user name and password removed: the list may be public
+/// (`[ui] anonymous_read`).
+fn without_credentials(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 /// `?q=&limit=&cursor=`.
@@ -378,6 +387,12 @@ mod tests {
         for good in ["library/alpine:3.19", "simple/numpy/", "packages/a-1.0.whl"] {
             assert!(check_item(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn upstreams_are_listed_without_credentials() {
+        let url = "https://user:secret@registry.example/v2/".parse().unwrap();
+        assert_eq!(without_credentials(&url), "https://registry.example/v2/");
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //!
 //! The extractors: [`Viewer`] for pages and `GET` endpoints (a login, or nobody when
 //! `[ui] anonymous_read = true`), [`Admin`] for JSON mutations, and [`AdminForm`] for
-//! server-rendered form posts. Without a login, `/api/v1/` and form posts answer 401 JSON
+//! server-rendered form posts. A page handler takes a `Viewer`, shows its forms only when
+//! [`Viewer::can_mutate`], and embeds `viewer.csrf` in each as
+//! `<input type="hidden" name="csrf" value="…">`; the handler the form posts to takes an
+//! `AdminForm<Fields>`, which checks that field before `Fields` is read. Without a login, `/api/v1/` and form posts answer 401 JSON
 //! and pages under `/ui/` redirect to the login form.
 
 use std::collections::HashMap;

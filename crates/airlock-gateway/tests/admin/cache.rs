@@ -488,5 +488,29 @@ async fn a_prefetched_image_is_served_with_the_upstream_stopped() {
         }
     }
     assert_eq!(status["bytes"], served as u64, "{status}");
+
+    // A tag never fetched fails now; the proxy's health says when and what.
+    let failed = common::get_accepting(&format!("{base}/manifests/2.0"), Some(accept)).await;
+    assert!(failed.status().is_server_error(), "{}", failed.status());
+    let proxies: Value = client()
+        .get(gateway.url("/api/v1/proxies"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hub = &proxies["proxies"][0];
+    let last = &hub["health"]["last_upstream_error"];
+    assert_eq!(last["status"], failed.status().as_u16(), "{proxies}");
+    assert_eq!(last["path"], "/v2/hub/team/app/manifests/2.0", "{proxies}");
+    assert!(
+        hub["health"]["upstream_errors"].as_u64().unwrap() >= 1,
+        "{proxies}"
+    );
+    // The read-back above came from the cache; the prefetch's own requests were misses.
+    let ratio = hub["hit_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0, "{proxies}");
     gateway.stop().await;
 }
