@@ -37,6 +37,8 @@ packages=(
   python3-venv      # a private environment for py-rattler where pip may not install
   systemd           # systemd-analyze security: the exposure score of the gateway's unit
   passwd            # useradd: deploy creates the gateway's system user on the test bed
+  chromium          # a real browser for the console test (headless)
+  chromium-driver   # chromedriver: the console test drives chromium through it (selenium)
   ca-certificates
 )
 missing=()
@@ -50,15 +52,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The conda client the conda interop test drives (pinned: the version the test was written
-# for). Where the system's python3 lacks it, it goes into a virtual environment of its own
-# (a distribution's python refuses system-wide pip installs, PEP 668), put first on PATH.
-if ! python3 -c "import rattler" 2>/dev/null; then
+# The Python clients tests drive, pinned (the versions the tests were written for): the
+# conda client (py-rattler) and selenium (the console's browser test). Where the system's
+# python3 lacks them, they go into a virtual environment of their own (a distribution's
+# python refuses system-wide pip installs, PEP 668), put first on PATH.
+python_clients=(py-rattler==0.28.0 selenium==4.51.0)
+if ! python3 -c "import rattler, selenium" 2>/dev/null; then
   venv="${XDG_CACHE_HOME:-$HOME/.cache}/airlock-tests/python"
-  if ! "$venv/bin/python3" -c "import rattler" 2>/dev/null; then
-    echo "installing: py-rattler (into $venv)"
+  if ! "$venv/bin/python3" -c "import rattler, selenium" 2>/dev/null; then
+    echo "installing: ${python_clients[*]} (into $venv)"
     python3 -m venv "$venv"
-    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check py-rattler==0.28.0
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check "${python_clients[@]}"
   fi
   export PATH="$venv/bin:$PATH"
 fi

@@ -108,6 +108,28 @@ pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
         .map_err(|e| HashError::Argon2(e.to_string()))
 }
 
+/// The PHC argon2id hash of `password` with a salt derived from `context` and the password
+/// itself, for configuration files that are rendered again and again (`airlock render`):
+/// the same inputs give the same file, so a re-deploy changes nothing, while two sites (or
+/// two users) with the same password still get different salts through `context`.
+pub fn hash_password_stable(password: &[u8], context: &str) -> Result<String, HashError> {
+    if password.is_empty() {
+        return Err(HashError::Empty);
+    }
+    let mut seed = b"airlock admin salt\0".to_vec();
+    seed.extend_from_slice(context.as_bytes());
+    seed.push(0);
+    seed.extend_from_slice(password);
+    let digest = airlock_types::Digest::of(&seed);
+    // 32 hex digits of the digest: 128 bits, as argon2's own random salts.
+    let salt = SaltString::encode_b64(&digest.hex().as_bytes()[..32])
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password, &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| HashError::Argon2(e.to_string()))
+}
+
 /// Resolves `[admin]`: every user parsed, names unique.
 pub(crate) fn resolve(raw: Option<&raw::Admin>) -> Result<Vec<AdminUser>, Invalid> {
     let Some(raw) = raw else {
@@ -142,6 +164,22 @@ mod tests {
     #[test]
     fn empty_passwords_are_refused() {
         assert!(matches!(hash_password(b""), Err(HashError::Empty)));
+        assert!(matches!(
+            hash_password_stable(b"", "site"),
+            Err(HashError::Empty)
+        ));
+    }
+
+    #[test]
+    fn stable_hashes_repeat_for_the_same_site_and_differ_between_sites() {
+        let once = hash_password_stable(b"correct horse", "staging.example.edu/admin").unwrap();
+        let again = hash_password_stable(b"correct horse", "staging.example.edu/admin").unwrap();
+        let other = hash_password_stable(b"correct horse", "other.example.edu/admin").unwrap();
+        assert_eq!(once, again);
+        assert_ne!(once, other);
+        let user = AdminUser::new("admin", &once).unwrap();
+        assert!(user.verify(b"correct horse"));
+        assert!(!user.verify(b"correct horsE"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod raw;
 mod resolve;
 mod upstream_proxy;
 
-pub use admin::{AdminUser, HashError, hash_password};
+pub use admin::{AdminUser, HashError, hash_password, hash_password_stable};
 pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use resolve::Invalid;
 pub use upstream_proxy::{NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings};

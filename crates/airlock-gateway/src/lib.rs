@@ -4,6 +4,7 @@
 //! eviction); connection caps and timeouts; graceful shutdown.
 
 mod admin;
+mod console;
 mod limits;
 mod maintenance;
 mod metrics;
@@ -78,6 +79,8 @@ pub(crate) struct AppState {
     pub jobs: admin::Jobs,
     /// The audit trail every request's upstream fetches are written to.
     pub audit: airlock_audit::Audit,
+    /// The last 24 hours per proxy, for the console.
+    pub history: console::History,
 }
 
 /// Opens the store and index under `data_dir`, cleaning up after any crash.
@@ -178,6 +181,7 @@ pub(crate) async fn build(
             pins,
             jobs: admin::Jobs::default(),
             audit,
+            history: console::History::default(),
         }),
         tls,
     ))

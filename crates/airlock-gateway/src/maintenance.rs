@@ -25,6 +25,12 @@ pub(crate) async fn run(state: Arc<AppState>) {
     loop {
         interval.tick().await;
         ticks = ticks.wrapping_add(1);
+        if let Some(egress) = &state.egress {
+            let total = crate::console::history::egress_decisions(egress);
+            state
+                .history
+                .sample_egress(total, std::time::SystemTime::now());
+        }
         if let Err(error) = tick(&state, ticks % RETENTION_EVERY == 0).await {
             tracing::warn!(target: "airlock::evict", %error, "store upkeep failed; will retry");
         }

@@ -35,6 +35,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/repository/{*rest}", any(airlock_packages::handle))
         .with_state(state.packages.clone());
     let admin = crate::admin::router(&state).unwrap_or_default();
+    let console = crate::console::router(&state).unwrap_or_default();
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -47,6 +48,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(registry)
         .merge(packages)
         .merge(admin)
+        .merge(console)
         .layer(axum::middleware::from_fn_with_state(state, access_log))
 }
 
@@ -170,6 +172,20 @@ async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: 
         .get(header::CONTENT_LENGTH)
         .and_then(|v: &HeaderValue| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let now = std::time::SystemTime::now();
+    if let Some(served) = &served {
+        state.history.record(
+            &served.proxy,
+            served.cache.from_cache(),
+            bytes.unwrap_or(0),
+            now,
+        );
+    }
+    if let Some(failure) = response.extensions().get::<UpstreamFailure>() {
+        state
+            .history
+            .failure(&failure.proxy, response.status().as_u16(), &path, now);
+    }
     state.metrics.record(
         &path,
         response.status().as_u16(),

@@ -128,6 +128,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "package_proxy_mode",
     "airlock_data_dir",
     "airlock_cache_max_size",
+    "airlock_admin_password",
+    "harbor_admin_password",
     "airlock_ca_file",
     "registry_insecure_skip_verify",
     "ansible_host",

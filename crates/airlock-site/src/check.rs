@@ -164,7 +164,7 @@ fn check_vault(inventory: &Inventory, secret: Option<&VaultSecret>) -> VaultPass
     pass
 }
 
-fn placeholder_kind(text: &str) -> Option<&'static str> {
+pub(crate) fn placeholder_kind(text: &str) -> Option<&'static str> {
     let t = text.trim();
     if t.starts_with("$(") && t.ends_with(')') {
         Some("a shell command to run")

@@ -244,3 +244,51 @@ fn write_to_creates_the_tree() {
         );
     }
 }
+
+/// Scout's vaulted `harbor_admin_password` becomes the gateway's `admin` user: only an
+/// argon2id hash of it is rendered, the same on every render (so a re-deploy changes
+/// nothing); the example's placeholder renders no `[admin]` at all.
+#[test]
+fn the_harbor_admin_password_becomes_the_admin_user_as_a_hash_only() {
+    let password = "9f2c41d0-an-admin-password";
+    let example = std::fs::read_to_string(common::example_path()).unwrap();
+    let placeholder = example
+        .lines()
+        .find(|l| l.trim_start().starts_with("harbor_admin_password:"))
+        .unwrap();
+    let snippet = airlock_ansible::vault::encrypt_string_snippet(
+        "harbor_admin_password",
+        password.as_bytes(),
+        &common::secret(),
+        None,
+    )
+    .unwrap();
+    let mut indented = String::new();
+    for line in snippet.lines() {
+        let _ = writeln!(indented, "    {line}");
+    }
+    let text = example.replace(&format!("{placeholder}\n"), &indented);
+    let render_once = || {
+        let inventory =
+            airlock_ansible::inventory::Inventory::parse_str(&text, &common::example_path())
+                .unwrap();
+        rendered(&inventory, Some(&common::secret()))
+    };
+    let first = render_once();
+    let gateway = first.get("staging/airlock.toml").unwrap();
+    assert!(!all_files(&first).contains(password));
+    let config = airlock_config::Config::from_toml_str(gateway, "airlock.toml").unwrap();
+    assert_eq!(config.admin_users.len(), 1, "{gateway}");
+    assert_eq!(config.admin_users[0].name, "admin");
+    assert!(config.admin_users[0].verify(password.as_bytes()));
+    assert!(!config.admin_users[0].verify(b"harbor12345"));
+    assert_eq!(render_once().get("staging/airlock.toml").unwrap(), gateway);
+
+    let example = rendered(&common::example(), Some(&common::secret()));
+    assert!(
+        !example
+            .get("staging/airlock.toml")
+            .unwrap()
+            .contains("[admin]")
+    );
+}

@@ -191,6 +191,26 @@ async fn every_mutation_needs_a_login_and_its_csrf_token() {
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
+    // The console's pages carry the session's token in their logout form.
+    let page = request(
+        &gateway,
+        &session,
+        &Method::GET,
+        "/ui/",
+        None,
+        As::SessionWithoutToken,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("action=\"/ui/logout\""), "{html}");
+    assert!(
+        html.contains(&format!("name=\"csrf\" value=\"{}\"", session.csrf)),
+        "{html}"
+    );
+
     // Logout is a form post with the session's token; without it, 403.
     for (how, expected) in [
         (As::Nobody, StatusCode::UNAUTHORIZED),
@@ -274,7 +294,6 @@ async fn the_login_form_is_protected_rate_limited_and_sets_strict_cookies() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let response = post_login(&gateway, &cookie, "forged", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    // The page names no asset, so a 403 page is the whole answer.
 
     // The right password: a session cookie with every attribute.
     let response = post_login(&gateway, &cookie, &token, PASSWORD).await;
@@ -337,6 +356,22 @@ async fn anonymous_read_opens_reads_never_changes() {
                 "{path} with anonymous_read = {anonymous}"
             );
         }
+        // The console's pages likewise; without a login they send to the form.
+        let page = client().get(gateway.url("/ui/")).send().await.unwrap();
+        if anonymous {
+            assert_eq!(page.status(), StatusCode::OK);
+            assert!(page.text().await.unwrap().contains("href=\"/ui/login\""));
+        } else {
+            assert_eq!(page.status(), StatusCode::SEE_OTHER);
+            assert_eq!(page.headers()["location"], "/ui/login");
+        }
+        // The audit trail names clients and users: never anonymous.
+        let response = client()
+            .get(gateway.url("/api/v1/audit"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let response = client()
             .post(gateway.url("/api/v1/pins"))
             .json(&json!({ "reference": "hub/library/alpine:3.19" }))

@@ -86,11 +86,33 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ..Egress::default()
         }),
         upstream_proxy: site.upstream_proxy.as_ref().map(OutboundProxy::table),
-        admin: None,
+        admin: admin(site, staging)?,
         ui: None,
         audit: None,
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
+}
+
+/// `[admin]` with one `admin` user whose hash is made from the inventory's password (the
+/// same on every render: see `hash_password_stable`), so the password itself never
+/// reaches the staging node.
+fn admin(site: &Site, staging: &Staging) -> Result<Option<raw::Admin>, RenderError> {
+    let Some(password) = &site.admin_password else {
+        return Ok(None);
+    };
+    let hash = airlock_config::hash_password_stable(
+        password.0.as_bytes(),
+        &format!("{}/admin", staging.hostname),
+    )
+    .map_err(|e| RenderError::AdminPassword {
+        reason: e.to_string(),
+    })?;
+    Ok(Some(raw::Admin {
+        users: vec![raw::AdminUser {
+            name: "admin".to_owned(),
+            password_hash: hash,
+        }],
+    }))
 }
 
 /// Keycloak's `spi-connections-http-client-default-proxy-mappings`: one

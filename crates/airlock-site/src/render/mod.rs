@@ -37,6 +37,8 @@ pub enum RenderError {
     },
     #[error("the cache size `{size}` is not a size the gateway accepts: {reason}")]
     CacheSize { size: String, reason: String },
+    #[error("the admin password (`harbor_admin_password`) cannot be hashed: {reason}")]
+    AdminPassword { reason: String },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,

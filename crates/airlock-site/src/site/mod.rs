@@ -23,6 +23,7 @@
 //! | `k3s_version`, `k3s_selinux_*`, `k3s_artifact_download_timeout` | server, then staging | K3s install |
 //! | `harbor_storage_size`, `airlock_cache_max_size` | staging | cache size limit (none) |
 //! | `airlock_data_dir` | staging | gateway store (`/var/lib/airlock`) |
+//! | `airlock_admin_password`, `harbor_admin_password` | staging | the gateway's `admin` user, rendered as an argon2id hash (none) |
 //! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/rancher/k3s/staging-ca.crt` when self-signed) |
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
 //! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
@@ -90,8 +91,21 @@ pub struct Site {
     pub coredns: CoreDns,
     /// The site's outbound proxy, when the staging and control nodes must use one.
     pub upstream_proxy: Option<OutboundProxy>,
+    /// The gateway's `admin` user's password (`airlock_admin_password`, else Scout's
+    /// `harbor_admin_password`); only its hash is rendered.
+    pub admin_password: Option<AdminPassword>,
     /// Every variable a setting was read from, by name, and where it was set.
     pub sources: Vec<Source>,
+}
+
+/// A password read from the inventory; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminPassword(pub String);
+
+impl std::fmt::Debug for AdminPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminPassword(…)")
+    }
 }
 
 /// A variable a setting was read from: where it was set, and its value as written (vault

@@ -6,7 +6,8 @@ use super::values::{
     host_of_url, is_hostname, is_k3s_version, is_project_name, kubernetes_quantity_to_size,
 };
 use super::{
-    DEFAULT_CA_FILE, Egress, GatewayTls, K3s, Mirror, PackageProxy, PackageProxyMode, Site, Staging,
+    AdminPassword, DEFAULT_CA_FILE, Egress, GatewayTls, K3s, Mirror, PackageProxy,
+    PackageProxyMode, Site, Staging,
 };
 use crate::catalog;
 use airlock_ansible::yaml::Mark;
@@ -76,6 +77,7 @@ impl Reader<'_> {
         }
         self.override_upstreams(&mut mirrors, &mut packages);
         let upstream_proxy = self.outbound_proxy();
+        let admin_password = self.admin_password();
         Site {
             inventory: self.inventory.file.clone(),
             air_gapped,
@@ -100,7 +102,18 @@ impl Reader<'_> {
             upstream_proxy,
             install,
             coredns,
+            admin_password,
         }
+    }
+
+    /// The admin password, unless it is still the example's placeholder (`inventory check`
+    /// warns about that).
+    fn admin_password(&mut self) -> Option<AdminPassword> {
+        let (text, _) = self
+            .text(Scope::Staging, "airlock_admin_password")
+            .or_else(|| self.text(Scope::Staging, "harbor_admin_password"))?;
+        (!text.is_empty() && crate::check::placeholder_kind(&text).is_none())
+            .then_some(AdminPassword(text))
     }
 
     /// `airlock_upstreams`: `{registry or package repository: URL}`, for sites whose
