@@ -372,6 +372,9 @@ async fn anonymous_read_opens_reads_never_changes() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let page = client().get(gateway.url("/ui/audit")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert_eq!(page.headers()["location"], "/ui/login");
         let response = client()
             .post(gateway.url("/api/v1/pins"))
             .json(&json!({ "reference": "hub/library/alpine:3.19" }))
