@@ -329,6 +329,36 @@ async fn the_login_form_is_protected_rate_limited_and_sets_strict_cookies() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // Every login attempt is in the audit trail: one accepted, the refused ones with why.
+    let trail: Value = client()
+        .get(gateway.url("/api/v1/audit?kind=login&user=admin"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let results: Vec<&str> = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "ok", "refused", "refused", "refused", "refused", "refused", "refused", "refused"
+        ],
+        "{trail}"
+    );
+    assert!(
+        trail["records"][7]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed logins"),
+        "{trail}"
+    );
     gateway.stop().await;
 }
 
