@@ -115,7 +115,7 @@ async fn the_console_shows_what_was_pulled_and_who_fetched_it() {
     assert!(
         html.contains(&format!(
             "hub: bytes, last 24 hours: {} bytes from the cache",
-            human(pulled)
+            airlock_testkit::human_bytes(pulled)
         )),
         "{html}"
     );
@@ -169,15 +169,4 @@ async fn the_egress_page_lists_the_allowlist_and_its_digest() {
     assert!(html.contains("<code>login.example.org</code>"), "{html}");
     assert!(html.contains("<code>*.idp.example.org</code>"));
     assert!(html.contains("sha256:"));
-}
-
-/// The console's own byte formatting, for comparing with what a page says.
-fn human(n: u64) -> String {
-    if n < 1024 {
-        format!("{n} B")
-    } else if n < 1 << 20 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
-    }
 }

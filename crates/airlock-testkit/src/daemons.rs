@@ -42,6 +42,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `airlock serve --config config` (the test's binary), logging to `log`; returns once
+/// `port` listens.
+pub fn serve_airlock(binary: &Path, config: &Path, log: &Path, port: u16) -> Killed {
+    let gateway = Killed(
+        Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("airlock", Duration::from_secs(30), || port_open(port));
+    gateway
+}
+
+/// A size as the console writes it: `812 B`, `1.5 KiB`, `3.0 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1 << 20 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+    }
+}
+
 /// `docker-registry serve` on loopback, storing under `dir/registry-data` (deletes
 /// enabled), logging to `dir/registry.log`, its access log (one line per request, combined
 /// format) to `dir/registry-access.log`.

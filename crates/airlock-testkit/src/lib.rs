@@ -20,11 +20,15 @@ pub mod tinyproxy;
 mod tools;
 pub mod wheel;
 
-pub use daemons::{Containerd, DockerRegistry, Killed, free_port, port_open, wait_until};
+pub use daemons::{
+    Containerd, DockerRegistry, Killed, free_port, human_bytes, port_open, serve_airlock,
+    wait_until,
+};
 pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;
 pub use fake_pypi::{Dist, FakePypi};
 pub use fake_registry::{AuthMode, FakeRegistry, Fault};
 pub use image::{Image, Index, Platform, tar_layer};
+pub use netns::run;
 pub use rpm::{RpmSpec, build_rpm, build_rpm_with_files, createrepo, dnf_install, sign_repository};
 pub use tools::{ContainerdFiles, containerd_config, require_tool};

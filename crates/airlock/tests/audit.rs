@@ -14,22 +14,9 @@ use std::time::Duration;
 
 use airlock_audit::{Kind, Record};
 use airlock_testkit::{
-    DockerRegistry, Image, Killed, free_port, port_open, require_tool, wait_until,
+    DockerRegistry, Image, Killed, free_port, port_open, require_tool, run, serve_airlock,
+    wait_until,
 };
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// `(method, path)` of an access-log line: `… "GET /path HTTP/1.1" …`.
 fn request_of(line: &str) -> (String, String) {
@@ -144,16 +131,12 @@ fn one_audit_line_per_upstream_request_and_per_egress_decision() {
         ),
     )
     .unwrap();
-    let _gateway = Killed(
-        Command::new(env!("CARGO_BIN_EXE_airlock"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("airlock.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _gateway = serve_airlock(
+        Path::new(env!("CARGO_BIN_EXE_airlock")),
+        &config,
+        &dir.join("airlock.log"),
+        port,
     );
-    wait_until("airlock", Duration::from_secs(30), || port_open(port));
 
     // A mixed run: a cold and a warm image pull (the warm one revalidates the tag), a file
     // fetched twice, a file the upstream does not have, a tunnel refused.
