@@ -60,7 +60,16 @@ pub struct Config {
     pub admin_users: Vec<AdminUser>,
     /// `[[policy]]`: what the registry and package proxies refuse; empty, everything passes.
     pub policy: airlock_policy::Policy,
+    pub ui: UiConfig,
     pub audit: AuditConfig,
+}
+
+/// `[ui]`: who may read the console and the admin API without a login.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UiConfig {
+    /// `true`: the read-only pages and `GET` endpoints under `/ui/` and `/api/v1/` are
+    /// public; mutations always need an admin login. Default `false`.
+    pub anonymous_read: bool,
 }
 
 /// `[audit]`: the trail of upstream fetches, egress and policy decisions, logins and admin

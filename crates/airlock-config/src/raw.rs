@@ -47,9 +47,21 @@ pub struct Config {
     /// `[[policy]]` rules, in order: the first that matches a request decides.
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<Policy>,
+    /// The console and admin API's read access; absent: everything needs a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<Ui>,
     /// The audit trail; absent: `audit.jsonl` under `data_dir` with the default rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    /// `true`: the read-only pages and `GET` endpoints need no login (mutations still do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_read: Option<bool>,
 }
 
 /// `[audit]`.

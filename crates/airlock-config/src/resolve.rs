@@ -172,6 +172,13 @@ impl Config {
             upstream_proxy,
             admin_users: crate::admin::resolve(raw.admin.as_ref())?,
             policy,
+            ui: crate::UiConfig {
+                anonymous_read: raw
+                    .ui
+                    .as_ref()
+                    .and_then(|ui| ui.anonymous_read)
+                    .unwrap_or(false),
+            },
             audit,
         })
     }
@@ -238,6 +245,9 @@ impl Config {
                 .iter()
                 .map(|rule| rule.table.clone())
                 .collect(),
+            ui: Some(raw::Ui {
+                anonymous_read: Some(self.ui.anonymous_read),
+            }),
             audit: Some(raw::Audit {
                 path: Some(self.audit.path.clone()),
                 max_size: Some(raw::Written::new(self.audit.max_size)),

@@ -39,6 +39,8 @@ pub enum GatewayError {
     Setup(#[from] airlock_registry::SetupError),
     #[error(transparent)]
     SiteProxy(#[from] SiteProxyError),
+    #[error(transparent)]
+    Pins(#[from] admin::pins::PinFileError),
     #[error("cannot open the audit trail {path}: {source}")]
     Audit {
         path: String,
@@ -69,6 +71,12 @@ pub(crate) struct AppState {
     pub logins: Option<admin::Logins>,
     /// Bundle imports run one at a time.
     pub imports: tokio::sync::Mutex<()>,
+    /// Console sessions.
+    pub sessions: admin::session::Sessions,
+    /// Pins made through the admin API, held against eviction with `[cache] pin`.
+    pub pins: admin::pins::RuntimePins,
+    /// Prefetch jobs and their progress.
+    pub jobs: admin::Jobs,
     /// The audit trail every request's upstream fetches are written to.
     pub audit: airlock_audit::Audit,
     /// The last 24 hours per proxy, for the console.
@@ -154,6 +162,7 @@ pub(crate) async fn build(
         }
     });
     let connections = limits::ConnectionLimits::new(&config.server);
+    let pins = admin::pins::RuntimePins::load(&config.data_dir, &registry)?;
     let config_users = config.admin_users.clone();
     Ok((
         Arc::new(AppState {
@@ -168,6 +177,9 @@ pub(crate) async fn build(
             index,
             logins: admin::Logins::new(&config_users),
             imports: tokio::sync::Mutex::new(()),
+            sessions: admin::session::Sessions::new(admin::session::IDLE, admin::session::ABSOLUTE),
+            pins,
+            jobs: admin::Jobs::default(),
             audit,
             history: console::History::default(),
         }),

@@ -102,8 +102,10 @@ pub(crate) async fn tick(
         );
     }
     let mut pinned = HashSet::new();
-    // Pins were resolved at startup; one that names nothing cached yet holds nothing.
-    for pin in registry.pins() {
+    // `[cache] pin` entries were resolved at startup, run-time pins when made; one that
+    // names nothing cached yet holds nothing.
+    let runtime = state.pins.resolved();
+    for pin in registry.pins().iter().chain(&runtime) {
         if let Ok(Some(digest)) = registry.pinned_digest(pin).await {
             pinned.insert(digest);
         }
@@ -204,5 +206,86 @@ mod tests {
             );
             drop(state);
         }
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+    use airlock_testkit::{AuthMode, FakeRegistry, Image};
+    use axum::extract::State;
+    use http::{HeaderMap, HeaderValue, Method, header};
+
+    /// GETs `path` through the registry handler, reading the body to its end.
+    async fn pull(state: &AppState, path: &str) {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+        );
+        let response = airlock_registry::handle(
+            State(state.registry.clone()),
+            Method::GET,
+            path.parse().unwrap(),
+            headers,
+        )
+        .await;
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+    }
+
+    async fn held(state: &AppState, image: &Image) -> Vec<bool> {
+        let mut held = Vec::new();
+        for blob in image.blobs() {
+            let digest = airlock_types::Digest::of(blob);
+            held.push(state.store.stat(&digest).await.unwrap().is_some());
+        }
+        held
+    }
+
+    /// A run-time pin holds an image's manifest and blobs against a `max_size` of one byte
+    /// with no grace, across a restart (it is read back from the pin file), and once
+    /// removed, the image goes at the next round.
+    #[tokio::test]
+    async fn runtime_pins_hold_against_eviction_across_a_restart() {
+        let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+        let image = Image::random(&[1000, 2000]);
+        upstream.push_image("library/alpine", "3.19", &image);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n[tls]\nmode = \"off\"\n[cache]\nmax_size = \"1B\"\ngrace = \"0s\"\n[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\n",
+            dir.path().join("data").display().to_string(),
+            upstream.url()
+        );
+        let config = airlock_config::Config::from_toml_str(&text, "test").unwrap();
+        let (state, _) = crate::build(config.clone()).await.unwrap();
+        pull(&state, "/v2/hub/library/alpine/manifests/3.19").await;
+        for blob in image.blobs() {
+            let digest = airlock_types::Digest::of(blob);
+            pull(&state, &format!("/v2/hub/library/alpine/blobs/{digest}")).await;
+        }
+        let reference = "hub/library/alpine:3.19";
+        let pin = state
+            .registry
+            .resolve_image(&reference.parse().unwrap())
+            .unwrap();
+        assert!(state.pins.add(reference, pin).unwrap());
+        tick(&state, false).await.unwrap();
+        assert_eq!(held(&state, &image).await, [true, true, true]);
+        drop(state);
+
+        let (state, _) = crate::build(config.clone()).await.unwrap();
+        assert_eq!(state.pins.resolved().len(), 1);
+        tick(&state, false).await.unwrap();
+        assert_eq!(held(&state, &image).await, [true, true, true]);
+        assert!(state.pins.remove(reference).unwrap());
+        tick(&state, false).await.unwrap();
+        assert_eq!(held(&state, &image).await, [false, false, false]);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use airlock_registry::Registry;
-use airlock_types::{ServedBy, UpstreamFailure};
+use airlock_types::{CacheOutcome, ServedBy, UpstreamFailure};
 
 use crate::limits::{ConnectionLimits, Expiry, Refused};
 
@@ -20,11 +20,34 @@ pub(crate) struct Metrics {
     /// By proxy and cache result.
     cache: Mutex<BTreeMap<(String, &'static str), u64>>,
     upstream_errors: Mutex<BTreeMap<String, u64>>,
+    /// By proxy: the latest request an upstream failure ended.
+    last_upstream_error: Mutex<BTreeMap<String, LastUpstreamError>>,
     served_from_cache: AtomicU64,
     pub evicted_blobs: AtomicU64,
     pub evicted_bytes: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     timed_out: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// The latest request a proxy's upstream failed, for the admin API's health column.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct LastUpstreamError {
+    /// Unix seconds.
+    pub at: u64,
+    /// The status the client was answered with.
+    pub status: u16,
+    pub path: String,
+}
+
+/// One proxy's counters, for the admin API.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProxyCounters {
+    /// Responses the proxy served, whatever the cache result.
+    pub responses: u64,
+    /// Of those, the ones served from the cache (hit, revalidated, stale).
+    pub from_cache: u64,
+    pub upstream_errors: u64,
+    pub last_upstream_error: Option<LastUpstreamError>,
 }
 
 /// Writes one metric family: help, type and sample lines (suffixes after the name).
@@ -43,6 +66,8 @@ fn route_of(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/ca.crt" => "ca",
         "/" => "status",
+        p if p.starts_with("/api/v1/") => "admin_api",
+        p if p.starts_with("/ui/") => "ui",
         p if p.starts_with("/api/") => "harbor_api",
         p if p.starts_with("/repository/") => "package",
         p if p.starts_with("/v2/") && p.contains("/manifests/") => "manifest",
@@ -71,7 +96,46 @@ impl Metrics {
         }
         if let Some(failure) = failure {
             count(&self.upstream_errors, failure.proxy.clone());
+            let path: String = path.chars().take(256).collect();
+            self.last_upstream_error
+                .lock()
+                .expect("metrics lock")
+                .insert(
+                    failure.proxy.clone(),
+                    LastUpstreamError {
+                        at: airlock_store::unix_now(),
+                        status,
+                        path,
+                    },
+                );
         }
+    }
+
+    /// What the counters say of `proxy`.
+    pub(crate) fn proxy(&self, proxy: &str) -> ProxyCounters {
+        let mut counters = ProxyCounters::default();
+        for ((p, result), n) in self.cache.lock().expect("metrics lock").iter() {
+            if p == proxy {
+                counters.responses += n;
+                if CacheOutcome::parse(result).is_some_and(CacheOutcome::from_cache) {
+                    counters.from_cache += n;
+                }
+            }
+        }
+        counters.upstream_errors = self
+            .upstream_errors
+            .lock()
+            .expect("metrics lock")
+            .get(proxy)
+            .copied()
+            .unwrap_or(0);
+        counters.last_upstream_error = self
+            .last_upstream_error
+            .lock()
+            .expect("metrics lock")
+            .get(proxy)
+            .cloned();
+        counters
     }
 
     /// A connection closed on arrival because a cap was reached.

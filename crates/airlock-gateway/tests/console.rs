@@ -69,21 +69,22 @@ async fn the_console_shows_what_was_pulled_and_who_fetched_it() {
     upstream.push_image("library/app", "1", &image);
     let addr = start(dir.path(), &upstream, "").await;
 
-    // No login, a wrong one: refused, nothing of the page shown.
+    // No login, a wrong one: sent to the login form, nothing of the page shown.
     for path in ["/ui/", "/ui/audit", "/ui/egress"] {
         let response = common::client()
             .get(format!("http://{addr}{path}"))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(response.status(), 303, "{path}");
+        assert_eq!(response.headers()["location"], "/ui/login", "{path}");
         let wrong = common::client()
             .get(format!("http://{addr}{path}"))
             .basic_auth("admin", Some("guess"))
             .send()
             .await
             .unwrap();
-        assert_eq!(wrong.status(), 401, "{path}");
+        assert_eq!(wrong.status(), 303, "{path}");
         assert!(!wrong.text().await.unwrap().contains("<table"));
     }
 

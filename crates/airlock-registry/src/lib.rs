@@ -148,6 +148,13 @@ impl Registry {
         &self.pins
     }
 
+    /// Resolves `image` to the proxy and repository that serve it, as `[cache] pin` entries
+    /// are (a first component naming a proxy is a project path; a registry host goes to the
+    /// proxy claiming it): for pins and prefetches made at run time.
+    pub fn resolve_image(&self, image: &airlock_types::ImageRef) -> Result<Pin, RegistryError> {
+        resolve_pin(&self.routes, &self.proxies, image)
+    }
+
     /// The manifest digest a pin names now, if the cache holds it.
     pub async fn pinned_digest(
         &self,

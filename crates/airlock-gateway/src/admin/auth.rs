@@ -4,18 +4,15 @@
 //! the client address and user name, never the password.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use airlock_config::AdminUser;
-use axum::extract::{ConnectInfo, State};
-use axum::response::IntoResponse;
 use base64::Engine as _;
 use http::{HeaderMap, header};
 
 use super::ApiError;
-use crate::AppState;
 
 /// Failed logins an address may make within [`WINDOW`].
 pub(crate) const MAX_FAILURES: usize = 5;
@@ -40,7 +37,7 @@ impl Logins {
         })
     }
 
-    /// The user `headers` log in as, from `client`.
+    /// The user `headers` log in as (HTTP basic), from `client`.
     pub(crate) async fn authenticate(
         &self,
         client: IpAddr,
@@ -52,9 +49,24 @@ impl Logins {
         }
         let Some((name, password)) = basic_credentials(headers) else {
             return Err(ApiError::Unauthorized(
-                "this needs an admin login (HTTP basic auth)",
+                "this needs an admin login (HTTP basic auth or a console session)",
             ));
         };
+        self.check(client, name, password).await
+    }
+
+    /// Whether `password` is `name`'s, counted against `client`'s failed logins: the one
+    /// check behind HTTP basic auth and the console's login form.
+    pub(crate) async fn check(
+        &self,
+        client: IpAddr,
+        name: String,
+        password: String,
+    ) -> Result<String, ApiError> {
+        if let Some(retry_after) = self.blocked(client) {
+            tracing::warn!(target: "airlock::admin", %client, "login refused: too many failed logins");
+            return Err(ApiError::TooManyFailures { retry_after });
+        }
         let users = self.users.clone();
         let user = name.clone();
         // argon2id is slow by design: off the async threads. An unknown name is checked
@@ -130,7 +142,7 @@ impl Logins {
 }
 
 /// The user name and password of an `Authorization: Basic` header.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+pub(super) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -142,21 +154,6 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let text = String::from_utf8(decoded).ok()?;
     let (name, password) = text.split_once(':')?;
     Some((name.to_owned(), password.to_owned()))
-}
-
-/// `GET /api/v1/session`: the user the credentials log in as.
-pub(super) async fn session(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> axum::response::Response {
-    let Some(logins) = &state.logins else {
-        return ApiError::Internal("no admin users".to_owned()).into_response();
-    };
-    match logins.authenticate(peer.ip(), &headers).await {
-        Ok(user) => axum::Json(serde_json::json!({ "user": user })).into_response(),
-        Err(e) => e.into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `POST /api/v1/bundles/import`: a bundle into the running gateway.
 //!
-//! login → which key to trust → room on disk for the body (507 before a byte is read when
+//! login (a console session with its CSRF token, or HTTP basic auth not sent as a form) →
+//! which key to trust → room on disk for the body (507 before a byte is read when
 //! `Content-Length` exceeds the free space) → the body streamed to a temporary file under
 //! `data_dir/uploads/` → the same verify-everything-then-write import as
 //! `airlock bundle import` into a stopped gateway, here into the gateway's open store and
@@ -24,6 +25,7 @@ use http::{HeaderMap, header};
 use tokio::io::AsyncWriteExt as _;
 
 use super::ApiError;
+use super::session::Admin;
 use crate::AppState;
 
 /// How the import checks the bundle's signature.
@@ -39,13 +41,14 @@ pub(super) struct Params {
 
 /// The handler; see the module documentation for its steps.
 pub(super) async fn import(
+    admin: Admin,
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match run(&state, peer, params, &headers, body).await {
+    match run(&state, admin.user, peer, params, &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -53,16 +56,12 @@ pub(super) async fn import(
 
 async fn run(
     state: &Arc<AppState>,
+    user: String,
     peer: SocketAddr,
     params: Result<Query<Params>, QueryRejection>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let logins = state
-        .logins
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal("no admin users".to_owned()))?;
-    let user = logins.authenticate(peer.ip(), headers).await?;
     let Query(params) = params.map_err(|e| {
         ApiError::BadRequest(format!(
             "the query must be trust_key=<the NAME.pub text> or allow_unsigned=true: {e}"
@@ -110,6 +109,15 @@ async fn run(
         new_blobs = imported.new_blobs,
         new_bytes = imported.new_bytes,
         "bundle imported"
+    );
+    state.audit_admin(
+        &user,
+        peer,
+        "import",
+        &format!(
+            "{} new items, {} new bytes",
+            imported.new_items, imported.new_bytes
+        ),
     );
     Ok(axum::Json(summary(&imported, received)).into_response())
 }

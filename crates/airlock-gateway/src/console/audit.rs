@@ -42,6 +42,11 @@ pub(crate) async fn audit(
     viewer: Viewer,
     Query(query): Query<AuditQuery>,
 ) -> Response {
+    // The trail names clients and users: `[ui] anonymous_read` does not open it (as
+    // `GET /api/v1/audit`).
+    if viewer.user.is_none() {
+        return axum::response::Redirect::to("/ui/login").into_response();
+    }
     let mut problems = Vec::new();
     let kind = some(&query.kind).and_then(|k| k.parse::<Kind>().map_err(|e| problems.push(e)).ok());
     let since = some(&query.since).and_then(|s| {

@@ -1,10 +1,10 @@
-//! Who may look at a console page: an admin login (HTTP basic, the admin API's), checked
-//! before any page is built.
+//! Who may look at a console page: the admin API's rules ([`crate::admin::session`]) — a
+//! console session or HTTP basic, or nobody when `[ui] anonymous_read = true` — checked
+//! before any page is built. Without a login a page redirects to `/ui/login`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
@@ -18,20 +18,12 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Some(logins) = &state.logins else {
-            return Err(http::StatusCode::NOT_FOUND.into_response());
-        };
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        let user = logins
-            .authenticate(client, &parts.headers)
+        let viewer = crate::admin::session::Viewer::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Viewer {
-            user: Some(user),
-            csrf: None,
+            user: viewer.user,
+            csrf: viewer.csrf,
         })
     }
 }

@@ -88,6 +88,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
         upstream_proxy: site.upstream_proxy.as_ref().map(OutboundProxy::table),
         admin: admin(site, staging)?,
         policies: Vec::new(),
+        ui: None,
         audit: None,
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
