@@ -222,6 +222,41 @@ pub(super) struct ItemQuery {
     cursor: Option<String>,
 }
 
+/// One page of `proxy`'s items whose names contain `q`, from after `cursor`: the items,
+/// and the cursor of the next page when there is one.
+pub(crate) async fn list_items(
+    state: &AppState,
+    name: &str,
+    q: Option<&str>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Item>, Option<String>), ApiError> {
+    let proxy = proxy(state, name)?;
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let snapshot = state.index.snapshot().await.map_err(|e| index_error(&e))?;
+    let all = items_of(state, &snapshot, proxy).await?;
+    let start = match cursor {
+        Some(cursor) => std::ops::Bound::Excluded(cursor.to_owned()),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut page: Vec<Item> = all
+        .range((start, std::ops::Bound::Unbounded))
+        .map(|(_, item)| item)
+        .filter(|item| q.is_none_or(|q| item.name.contains(q)))
+        .take(limit + 1)
+        .cloned()
+        .collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|i| i.name.clone())
+    });
+    Ok((page, next.flatten()))
+}
+
 /// `GET /api/v1/proxies/{name}/items`.
 pub(super) async fn items(
     _viewer: Viewer,
@@ -230,34 +265,20 @@ pub(super) async fn items(
     query: Result<Query<ItemQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let proxy = proxy(&state, &name)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let snapshot = state.index.snapshot().await.map_err(|e| index_error(&e))?;
-    let all = items_of(&state, &snapshot, proxy).await?;
-    let start = match &query.cursor {
-        Some(cursor) => std::ops::Bound::Excluded(cursor.clone()),
-        None => std::ops::Bound::Unbounded,
-    };
-    let mut page: Vec<&Item> = all
-        .range((start, std::ops::Bound::Unbounded))
-        .map(|(_, item)| item)
-        .filter(|item| query.q.as_deref().is_none_or(|q| item.name.contains(q)))
-        .take(limit + 1)
-        .collect();
-    let next = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().map(|i| i.name.clone())
-    });
+    let (page, next) = list_items(
+        &state,
+        &name,
+        query.q.as_deref(),
+        query.cursor.as_deref(),
+        query.limit.unwrap_or(DEFAULT_PAGE),
+    )
+    .await?;
+    let format = proxy(&state, &name)?.format;
     Ok(axum::Json(serde_json::json!({
-        "proxy": proxy.name,
-        "format": proxy.format.as_str(),
+        "proxy": name,
+        "format": format.as_str(),
         "items": page,
-        "next": next.flatten(),
+        "next": next,
     }))
     .into_response())
 }
@@ -301,19 +322,21 @@ fn oci_item(proxy: &str, item: &str) -> Result<TagKey, ApiError> {
     }
 }
 
-/// `DELETE /api/v1/proxies/{name}/items/{item}`.
-pub(super) async fn purge(
-    admin: Admin,
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    UrlPath((name, item)): UrlPath<(String, String)>,
-) -> Result<Response, ApiError> {
-    let proxy = proxy(&state, &name)?;
-    check_item(&item)?;
+/// Purges `item` of proxy `name` for `user`: the tag or file record goes (logged and
+/// audited); returns the records removed.
+pub(crate) async fn purge_item(
+    state: &AppState,
+    user: &str,
+    peer: SocketAddr,
+    name: &str,
+    item: &str,
+) -> Result<usize, ApiError> {
+    let proxy = proxy(state, name)?;
+    check_item(item)?;
     let removed = if proxy.format == Format::Oci {
-        forget_tag(&state, &proxy.name, &item).await?
+        forget_tag(state, &proxy.name, item).await?
     } else {
-        forget_file(&state, &proxy.name, &item).await?
+        forget_file(state, &proxy.name, item).await?
     };
     if removed == 0 {
         return Err(ApiError::NotFound(format!(
@@ -321,8 +344,19 @@ pub(super) async fn purge(
         )));
     }
     let what = format!("{name}/{item}");
-    tracing::info!(target: "airlock::admin", user = admin.user, client = %peer.ip(), item = what, records = removed, "purged");
-    state.audit_admin(&admin.user, peer, "purge", &what);
+    tracing::info!(target: "airlock::admin", user, client = %peer.ip(), item = what, records = removed, "purged");
+    state.audit_admin(user, peer, "purge", &what);
+    Ok(removed)
+}
+
+/// `DELETE /api/v1/proxies/{name}/items/{item}`.
+pub(super) async fn purge(
+    admin: Admin,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath((name, item)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let removed = purge_item(&state, &admin.user, peer, &name, &item).await?;
     Ok((
         StatusCode::OK,
         axum::Json(serde_json::json!({ "proxy": name, "item": item, "records_removed": removed })),

@@ -34,31 +34,22 @@ pub(super) struct LoginForm {
     csrf: String,
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The form page with a fresh double-submit token, and `message` above the form.
 fn form_page(status: StatusCode, message: Option<&str>) -> Response {
     let token = random_token();
-    let message = message.map_or(String::new(), |m| {
-        format!("<p role=\"alert\">{}</p>\n", escape(m))
-    });
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>airlock: log in</title></head>\n<body>\n<h1>airlock</h1>\n{message}<form method=\"post\" action=\"/ui/login\">\n<input type=\"hidden\" name=\"csrf\" value=\"{token}\">\n<p><label for=\"user\">User</label>\n<input id=\"user\" name=\"user\" autocomplete=\"username\" required></p>\n<p><label for=\"password\">Password</label>\n<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></p>\n<p><button type=\"submit\">Log in</button></p>\n</form>\n</body>\n</html>\n"
-    );
+    let body = maud::html! {
+        @if let Some(message) = message {
+            p.bad role="alert" { (message) }
+        }
+        form.stack method="post" action="/ui/login" {
+            input type="hidden" name="csrf" value=(token);
+            p { label for="user" { "User" } input id="user" name="user" autocomplete="username" required; }
+            p { label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password" required; }
+            p { button type="submit" { "Log in" } }
+        }
+    };
+    let page = crate::console::page::page("Log in", "", &Viewer::default(), &body).into_string();
     let mut response = (status, Html(page)).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&set_cookie(
@@ -185,17 +176,4 @@ pub(super) async fn session(viewer: Viewer) -> Response {
         "can_mutate": viewer.can_mutate(),
     }))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_covers_markup_and_quotes() {
-        assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 }

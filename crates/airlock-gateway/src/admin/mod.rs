@@ -23,10 +23,10 @@
 mod audit;
 mod auth;
 mod import;
-mod items;
+pub(crate) mod items;
 mod login;
 pub(crate) mod pins;
-mod prefetch;
+pub(crate) mod prefetch;
 pub(crate) mod session;
 
 use std::sync::Arc;

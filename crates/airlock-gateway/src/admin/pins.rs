@@ -196,6 +196,53 @@ pub(super) async fn list(_viewer: Viewer, State(state): State<Arc<AppState>>) ->
     .into_response()
 }
 
+/// Pins `reference` for `user` (logged and audited): the pin, and whether it is new.
+pub(crate) fn add_pin(
+    state: &AppState,
+    user: &str,
+    peer: SocketAddr,
+    reference: &str,
+) -> Result<(Pin, bool), ApiError> {
+    let image = parse_reference(reference)?;
+    let pin = state
+        .registry
+        .resolve_image(&image)
+        .map_err(|e| ApiError::NotFound(format!("{reference}: {e}")))?;
+    let created = state.pins.add(reference, pin.clone())?;
+    tracing::info!(target: "airlock::admin", user, client = %peer.ip(), pin = reference, created, "pinned");
+    state.audit_admin(user, peer, "pin", reference);
+    Ok((pin, created))
+}
+
+/// Removes the run-time pin `reference` for `user` (logged and audited); a pin of the
+/// configuration cannot be removed here.
+pub(crate) fn remove_pin(
+    state: &AppState,
+    user: &str,
+    peer: SocketAddr,
+    reference: &str,
+) -> Result<(), ApiError> {
+    if state
+        .config
+        .cache
+        .pin
+        .iter()
+        .any(|p| p.to_string() == reference)
+    {
+        return Err(ApiError::Conflict(format!(
+            "{reference} is pinned by [cache] pin in the configuration: remove it there"
+        )));
+    }
+    if !state.pins.remove(reference)? {
+        return Err(ApiError::NotFound(format!(
+            "{reference} is not pinned (GET /api/v1/pins lists the pins)"
+        )));
+    }
+    tracing::info!(target: "airlock::admin", user, client = %peer.ip(), pin = reference, "unpinned");
+    state.audit_admin(user, peer, "unpin", reference);
+    Ok(())
+}
+
 /// `POST /api/v1/pins`.
 pub(super) async fn pin(
     admin: Admin,
@@ -204,14 +251,7 @@ pub(super) async fn pin(
     body: Result<axum::Json<NewPin>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let axum::Json(body) = body.map_err(ApiError::from)?;
-    let image = parse_reference(&body.reference)?;
-    let pin = state
-        .registry
-        .resolve_image(&image)
-        .map_err(|e| ApiError::NotFound(format!("{}: {e}", body.reference)))?;
-    let created = state.pins.add(&body.reference, pin.clone())?;
-    tracing::info!(target: "airlock::admin", user = admin.user, client = %peer.ip(), pin = body.reference, created, "pinned");
-    state.audit_admin(&admin.user, peer, "pin", &body.reference);
+    let (pin, created) = add_pin(&state, &admin.user, peer, &body.reference)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -236,23 +276,6 @@ pub(super) async fn unpin(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     UrlPath(reference): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    if state
-        .config
-        .cache
-        .pin
-        .iter()
-        .any(|p| p.to_string() == reference)
-    {
-        return Err(ApiError::Conflict(format!(
-            "{reference} is pinned by [cache] pin in the configuration: remove it there"
-        )));
-    }
-    if !state.pins.remove(&reference)? {
-        return Err(ApiError::NotFound(format!(
-            "{reference} is not pinned (GET /api/v1/pins lists the pins)"
-        )));
-    }
-    tracing::info!(target: "airlock::admin", user = admin.user, client = %peer.ip(), pin = reference, "unpinned");
-    state.audit_admin(&admin.user, peer, "unpin", &reference);
+    remove_pin(&state, &admin.user, peer, &reference)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -213,6 +213,28 @@ fn validate(state: &AppState, request: Request) -> Result<Vec<(String, Target)>,
     Ok(items)
 }
 
+/// Starts a prefetch of `references` and `urls` for `user` (logged and audited); returns
+/// the job's id. The upstream fetches are audited as the current request's, from its client.
+pub(crate) fn start_job(
+    state: &Arc<AppState>,
+    user: &str,
+    peer: SocketAddr,
+    references: Vec<String>,
+    urls: Vec<String>,
+) -> Result<u64, ApiError> {
+    let items = validate(state, Request { references, urls })?;
+    let (id, job) = state.jobs.start(user, &items);
+    tracing::info!(target: "airlock::admin", user, client = %peer.ip(), job = id, items = items.len(), "prefetch started");
+    let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
+    state.audit_admin(user, peer, "prefetch", &names.join(" "));
+    tokio::spawn(airlock_audit::Context::carry(run(
+        state.clone(),
+        job,
+        items,
+    )));
+    Ok(id)
+}
+
 /// `POST /api/v1/prefetch`.
 pub(super) async fn start(
     admin: Admin,
@@ -221,13 +243,7 @@ pub(super) async fn start(
     body: Result<axum::Json<Request>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let axum::Json(request) = body.map_err(ApiError::from)?;
-    let items = validate(&state, request)?;
-    let (id, job) = state.jobs.start(&admin.user, &items);
-    tracing::info!(target: "airlock::admin", user = admin.user, client = %peer.ip(), job = id, items = items.len(), "prefetch started");
-    let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
-    state.audit_admin(&admin.user, peer, "prefetch", &names.join(" "));
-    // The upstream fetches are audited as this request's, from this client.
-    tokio::spawn(airlock_audit::Context::carry(run(state, job, items)));
+    let id = start_job(&state, &admin.user, peer, request.references, request.urls)?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v1/jobs/{id}"))],
@@ -236,12 +252,8 @@ pub(super) async fn start(
         .into_response())
 }
 
-/// `GET /api/v1/jobs/{id}`.
-pub(super) async fn status(
-    _viewer: Viewer,
-    State(state): State<Arc<AppState>>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Response, ApiError> {
+/// Where job `id` stands, as `GET /api/v1/jobs/{id}` answers it.
+pub(crate) fn job_status(state: &AppState, id: &str) -> Result<serde_json::Value, ApiError> {
     let job = id
         .parse()
         .ok()
@@ -262,7 +274,7 @@ pub(super) async fn status(
     } else {
         "done"
     };
-    Ok(axum::Json(serde_json::json!({
+    Ok(serde_json::json!({
         "id": job.id,
         "user": job.user,
         "created": job.created,
@@ -272,7 +284,15 @@ pub(super) async fn status(
         "bytes": job.items.iter().map(|i| i.bytes).sum::<u64>(),
         "items": job.items,
     }))
-    .into_response())
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub(super) async fn status(
+    _viewer: Viewer,
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(job_status(&state, &id)?).into_response())
 }
 
 async fn run(state: Arc<AppState>, job: Arc<Mutex<Job>>, items: Vec<(String, Target)>) {

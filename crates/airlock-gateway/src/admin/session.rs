@@ -255,7 +255,7 @@ fn refused(parts: &Parts, error: ApiError) -> Refused {
 
 /// Who reads a page or a `GET` endpoint: a logged-in admin, or nobody when
 /// `[ui] anonymous_read = true`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Viewer {
     /// The admin's name; `None` for an anonymous reader.
     pub user: Option<String>,

@@ -11,7 +11,7 @@ const PER_BAR: usize = 6;
 const BARS: usize = BUCKETS / PER_BAR;
 const WIDTH: f64 = 480.0;
 const HEIGHT: f64 = 120.0;
-const LEFT: f64 = 44.0;
+const LEFT: f64 = 60.0;
 const BOTTOM: f64 = 18.0;
 
 /// What a chart shows of a bucket: the part from the cache and the part from the internet.

@@ -6,19 +6,23 @@
 //! GET /ui/          overview: each proxy's upstream health, 24 h of hits and bytes, the store
 //! GET /ui/egress    the allowlist with its digest, the latest egress decisions
 //! GET /ui/audit     the audit trail, filtered (?kind=&proxy=&client=&item=&since=)
+//! GET /ui/proxies/{name}, its buttons, prefetch and its jobs: see [`proxy`]
 //! ```
+//!
+//! Who may see a page and press a button is the admin API's rule
+//! (`crate::admin::session`): without a login a page redirects to `/ui/login`.
 
 mod audit;
 mod chart;
 pub(crate) mod history;
 mod overview;
-mod page;
-mod viewer;
+pub(crate) mod page;
+mod proxy;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::AppState;
 pub(crate) use history::History;
@@ -35,6 +39,12 @@ pub(crate) fn router(state: &Arc<AppState>) -> Option<Router> {
             .route("/ui/", get(overview::overview))
             .route("/ui/egress", get(audit::egress))
             .route("/ui/audit", get(audit::audit))
+            .route("/ui/proxies/{name}", get(proxy::browse))
+            .route("/ui/proxies/{name}/pin", post(proxy::pin))
+            .route("/ui/proxies/{name}/unpin", post(proxy::unpin))
+            .route("/ui/proxies/{name}/purge", post(proxy::purge))
+            .route("/ui/prefetch", post(proxy::prefetch))
+            .route("/ui/jobs/{id}", get(proxy::job))
             .with_state(state.clone()),
     )
 }

@@ -6,23 +6,32 @@ use std::time::SystemTime;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-/// Who is looking: the logged-in user (none when `[ui] anonymous_read` let them in) and the
-/// CSRF token their forms carry.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Viewer {
-    pub user: Option<String>,
-    pub csrf: Option<String>,
-}
+/// Who is looking: the session's user and CSRF token, from the admin API's rules.
+pub(crate) use crate::admin::session::Viewer;
 
-impl Viewer {
-    /// The hidden CSRF field of a form.
-    pub(crate) fn csrf_field(&self) -> Markup {
-        html! {
-            @if let Some(token) = &self.csrf {
-                input type="hidden" name="csrf" value=(token);
-            }
+/// The hidden CSRF field of a form `viewer` posts.
+pub(crate) fn csrf_field(viewer: &Viewer) -> Markup {
+    html! {
+        @if let Some(token) = &viewer.csrf {
+            input type="hidden" name="csrf" value=(token);
         }
     }
+}
+
+/// An error as a page: what went wrong and the way back.
+pub(crate) fn error_page(
+    viewer: &Viewer,
+    error: crate::admin::ApiError,
+    back: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let reason = error.reason();
+    let status = error.into_response().status();
+    let body = html! {
+        p.bad role="alert" { (reason) }
+        p { a href=(back) { "Back" } }
+    };
+    (status, page("Not done", "", viewer, &body)).into_response()
 }
 
 /// Navigation entries: path, label.
@@ -56,7 +65,7 @@ th { font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeri
 .card .big { font-size: 1.4rem; font-weight: 700; }
 meter { width: 100%; height: 1rem; }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 16px; }
-figure.chart { margin: 0; } figure.chart svg { width: 100%; height: auto; }
+figure.chart { margin: 0 0 12px; max-width: 560px; } figure.chart svg { width: 100%; height: auto; }
 svg .axis { stroke: var(--muted); stroke-width: 1; } svg .tick { font-size: 9px; fill: var(--muted); }
 svg rect.cached { fill: var(--cached); } svg rect.upstream { fill: var(--upstream); }
 .key { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 4px; vertical-align: baseline; }
@@ -101,7 +110,7 @@ pub(crate) fn page(title: &str, current: &str, viewer: &Viewer, body: &Markup) -
                     }
                     @if let Some(user) = &viewer.user {
                         form.inline method="post" action="/ui/logout" {
-                            (viewer.csrf_field())
+                            (csrf_field(viewer))
                             span.muted { (user) " " }
                             button.secondary type="submit" { "Log out" }
                         }

@@ -8,6 +8,7 @@ mod access;
 mod cache;
 #[path = "../common/mod.rs"]
 mod common;
+mod forms;
 mod tls;
 
 use std::net::SocketAddr;
