@@ -7,7 +7,7 @@
 //! 1. a `deny` entry names the request → deny;
 //! 2. `require_cosign` names the repository of a manifest → verify ([`Verdict::Verify`]:
 //!    the registry checks the signature; signed → allow, not → deny);
-//! 3. a blob is larger than `max_blob_size` → deny;
+//! 3. a blob is larger than `max_blob_size`, or its size is unknown → deny;
 //! 4. an `allow` entry names the request → allow.
 //!
 //! A rule with `mode = "log"` never decides: what it would deny is recorded
@@ -218,19 +218,24 @@ fn effect(rule: &Rule, subject: &Subject<'_>) -> Option<Effect> {
             return Some(Effect::Verify);
         }
     }
-    if let (
-        Some(max),
-        Subject::Blob {
-            size: Some(size), ..
-        },
-    ) = (rule.max_blob_size, subject)
-    {
-        if *size > max.0 {
-            return Some(Effect::Deny(format!(
-                "blob of {} in {} is larger than max_blob_size {max}",
-                airlock_types::ByteSize(*size),
-                subject.describe()
-            )));
+    if let (Some(max), Subject::Blob { size, .. }) = (rule.max_blob_size, subject) {
+        match size {
+            Some(size) if *size > max.0 => {
+                return Some(Effect::Deny(format!(
+                    "blob of {} in {} is larger than max_blob_size {max}",
+                    airlock_types::ByteSize(*size),
+                    subject.describe()
+                )));
+            }
+            // A limit nobody can check is not waved through: the gate fails closed.
+            None => {
+                return Some(Effect::Deny(format!(
+                    "the size of a blob in {} is unknown (the upstream announced none), so \
+                     max_blob_size {max} cannot be checked",
+                    subject.describe()
+                )));
+            }
+            Some(_) => {}
         }
     }
     rule.allow

@@ -235,6 +235,9 @@ fn blob_sizes_are_limited_before_allow_entries() {
     assert_eq!(decide(&p, &blob(Some(1024))), "allow");
     assert_eq!(decide(&p, &blob(Some(1025))), "small");
     assert!(policy_reason(&p, &blob(Some(1025))).contains("max_blob_size 1KiB"));
+    // An upstream that announces no length does not slip past the limit.
+    assert_eq!(decide(&p, &blob(None)), "small");
+    assert!(policy_reason(&p, &blob(None)).contains("unknown"));
     assert!(p.limits_blob_size("hub"));
     assert!(!p.limits_blob_size("ghcr"));
 }
