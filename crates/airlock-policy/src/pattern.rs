@@ -76,25 +76,10 @@ fn split_spec(text: &str) -> (&str, &str) {
     (text[..at].trim(), text[at..].trim())
 }
 
-/// PEP 503's normal form of a name glob: runs of `-`, `_`, `.` become one `-`, lowercase.
-fn normalize_glob(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if "-_.".contains(c) {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
-
 impl PypiPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let (name, spec) = split_spec(text);
-        let name = Glob::parse(&normalize_glob(name), |c| {
+        let name = Glob::parse(&airlock_types::pypi::fold_separators(name), |c| {
             c.is_ascii_alphanumeric() || c == '-'
         })
         .ok_or_else(|| format!("{name:?} is not a Python project name (glob)"))?;
@@ -110,7 +95,10 @@ impl PypiPattern {
     /// Whether the entry names project `name` at `version`. A version that is not PEP 440
     /// matches only an entry without a specifier.
     pub fn matches(&self, name: &str, version: &str) -> bool {
-        if !self.name.matches(&normalize_glob(name)) {
+        if !self
+            .name
+            .matches(&airlock_types::pypi::fold_separators(name))
+        {
             return false;
         }
         if self.versions.is_empty() {

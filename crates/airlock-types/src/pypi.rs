@@ -29,6 +29,12 @@ pub fn normalize(name: &str) -> Result<String, ProjectNameError> {
             name: name.to_owned(),
         });
     }
+    Ok(fold_separators(name))
+}
+
+/// PEP 503's folding alone, without the grammar check: runs of `-`, `_`, `.` become one
+/// `-`, ASCII letters lowercase. For text that is not a name itself (a policy's name glob).
+pub fn fold_separators(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if "-_.".contains(c) {
@@ -39,7 +45,7 @@ pub fn normalize(name: &str) -> Result<String, ProjectNameError> {
             out.push(c.to_ascii_lowercase());
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -40,9 +40,7 @@ pub(crate) fn router(state: &Arc<AppState>) -> Option<Router> {
             .route("/ui/egress", get(audit::egress))
             .route("/ui/audit", get(audit::audit))
             .route("/ui/proxies/{name}", get(proxy::browse))
-            .route("/ui/proxies/{name}/pin", post(proxy::pin))
-            .route("/ui/proxies/{name}/unpin", post(proxy::unpin))
-            .route("/ui/proxies/{name}/purge", post(proxy::purge))
+            .route("/ui/proxies/{name}/{action}", post(proxy::act))
             .route("/ui/prefetch", post(proxy::prefetch))
             .route("/ui/jobs/{id}", get(proxy::job))
             .with_state(state.clone()),

@@ -5,7 +5,7 @@
 //! GET  /ui/proxies/{name}?q=&cursor=     the items (100 a page)
 //! POST /ui/proxies/{name}/pin            item, csrf   (OCI: pins <name>/<item>)
 //! POST /ui/proxies/{name}/unpin          item, csrf
-//! POST /ui/proxies/{name}/purge          item, csrf
+//! POST /ui/proxies/{name}/purge          item, csrf   (all three: `act`)
 //! POST /ui/prefetch                      lines, csrf  → /ui/jobs/{id}
 //! GET  /ui/jobs/{id}                     the job's progress (refreshes itself while it runs)
 //! ```
@@ -262,43 +262,30 @@ fn back(name: &str, form: &ItemForm, done: &str) -> Response {
     .into_response()
 }
 
-pub(crate) async fn pin(
+/// `POST /ui/proxies/{name}/{action}`: pin, unpin or purge the form's item.
+pub(crate) async fn act(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     viewer: Viewer,
-    UrlPath(name): UrlPath<String>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
     AdminForm { admin, form }: AdminForm<ItemForm>,
 ) -> Response {
     let reference = format!("{name}/{}", form.item);
-    match crate::admin::pins::add_pin(&state, &admin.user, peer, &reference) {
-        Ok(_) => back(&name, &form, "pinned"),
-        Err(error) => error_page(&viewer, error, &format!("/ui/proxies/{name}")),
-    }
-}
-
-pub(crate) async fn unpin(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    viewer: Viewer,
-    UrlPath(name): UrlPath<String>,
-    AdminForm { admin, form }: AdminForm<ItemForm>,
-) -> Response {
-    let reference = format!("{name}/{}", form.item);
-    match crate::admin::pins::remove_pin(&state, &admin.user, peer, &reference) {
-        Ok(()) => back(&name, &form, "unpinned"),
-        Err(error) => error_page(&viewer, error, &format!("/ui/proxies/{name}")),
-    }
-}
-
-pub(crate) async fn purge(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    viewer: Viewer,
-    UrlPath(name): UrlPath<String>,
-    AdminForm { admin, form }: AdminForm<ItemForm>,
-) -> Response {
-    match crate::admin::items::purge_item(&state, &admin.user, peer, &name, &form.item).await {
-        Ok(_) => back(&name, &form, "purged"),
+    let user = &admin.user;
+    let done = match action.as_str() {
+        "pin" => crate::admin::pins::add_pin(&state, user, peer, &reference).map(|_| "pinned"),
+        "unpin" => {
+            crate::admin::pins::remove_pin(&state, user, peer, &reference).map(|()| "unpinned")
+        }
+        "purge" => crate::admin::items::purge_item(&state, user, peer, &name, &form.item)
+            .await
+            .map(|_| "purged"),
+        other => Err(crate::admin::ApiError::NotFound(format!(
+            "no action {other:?}: pin, unpin or purge"
+        ))),
+    };
+    match done {
+        Ok(done) => back(&name, &form, done),
         Err(error) => error_page(&viewer, error, &format!("/ui/proxies/{name}")),
     }
 }

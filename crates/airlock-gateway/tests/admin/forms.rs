@@ -194,6 +194,11 @@ async fn console_buttons_need_a_session_and_its_token_and_do_what_the_api_does()
             StatusCode::BAD_REQUEST,
         ),
         ("/ui/prefetch", "lines=", StatusCode::BAD_REQUEST),
+        (
+            "/ui/proxies/hub/explode",
+            "item=library%2Falpine%3A3.20",
+            StatusCode::NOT_FOUND,
+        ),
     ] {
         let response = post_form(&gateway, &session, path, fields, As::Session).await;
         assert_eq!(response.status(), status, "{path} {fields}");
