@@ -379,3 +379,118 @@ fn refused_imports_leave_the_store_unchanged() {
     assert!(out.contains("imported 1 items"), "{out}");
     assert!(out.contains("1 items already present (0 blobs"), "{out}");
 }
+
+/// An import killed with SIGKILL partway leaves no blob that is not what its name says and
+/// no tag pointing at what is missing; importing again completes, and skopeo pulls the
+/// image byte for byte.
+#[test]
+fn an_import_killed_midway_is_completed_by_the_next_one() {
+    let skopeo = require_tool("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // Large enough that the import is still reading when it is killed.
+    let layers: Vec<Vec<u8>> = (0..4u8)
+        .map(|n| {
+            let mut bytes = vec![0u8; 48 << 20];
+            let mut x = u64::from(n) + 1;
+            for chunk in bytes.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            bytes
+        })
+        .collect();
+    let image = airlock_testkit::Image::from_layers(layers, AMD64);
+    let bundle = dir.join("big.bundle");
+    let mut writer = BundleWriter::create(&bundle, None, SystemTime::now()).unwrap();
+    carry_image(&mut writer, "docker-hub", SINGLE, &image).unwrap();
+    writer.finish(None).unwrap();
+    let port = free_port();
+    let config = gateway_config(dir, port, "");
+    let data = dir.join("data");
+    let import = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        command.args([
+            "bundle",
+            "import",
+            s(&bundle),
+            "--config",
+            s(&config),
+            "--allow-unsigned",
+        ]);
+        command
+    };
+
+    let mut first = import()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once it has written into the store's temp area.
+    let temp = data.join("store-v1/tmp");
+    airlock_testkit::wait_until(
+        "the import's first bytes",
+        std::time::Duration::from_secs(30),
+        || std::fs::read_dir(&temp).is_ok_and(|mut d| d.next().is_some()),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the import finished before it could be killed: make the bundle larger"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Whatever is visible is what its name says.
+    let blobs = data.join("store-v1/blobs");
+    let mut visible = 0;
+    for (path, _, digest) in listing(&data.join("store-v1")) {
+        if path.starts_with(&blobs) {
+            visible += 1;
+            assert_eq!(
+                path.file_name().unwrap().to_str().unwrap(),
+                digest.hex(),
+                "{} does not hold what its name says",
+                path.display()
+            );
+        }
+    }
+
+    assert!(
+        visible < 6,
+        "the killed import had not finished ({visible} blobs visible)"
+    );
+
+    let out = succeeds(&[
+        "bundle",
+        "import",
+        s(&bundle),
+        "--config",
+        s(&config),
+        "--allow-unsigned",
+    ]);
+    assert!(out.contains("imported"), "{out}");
+    let _gateway = start_gateway(dir, &config, port);
+    // The gateway removes what the killed import left in the temp area when it starts.
+    assert!(
+        !temp.exists() || std::fs::read_dir(&temp).unwrap().next().is_none(),
+        "the killed import's temp files are gone"
+    );
+    let out = dir.join("pulled");
+    run(Command::new(&skopeo).args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://127.0.0.1:{port}/docker-hub/library/app:1"),
+        &format!("dir:{}", s(&out)),
+    ]));
+    assert_eq!(
+        Digest::of(&std::fs::read(out.join("manifest.json")).unwrap()),
+        image.digest
+    );
+    for layer in &image.layers {
+        let digest = Digest::of(layer);
+        assert_eq!(std::fs::read(out.join(digest.hex())).unwrap(), *layer);
+    }
+}
