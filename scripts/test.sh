@@ -67,6 +67,14 @@ if ! python3 -c "import rattler, selenium" 2>/dev/null; then
   export PATH="$venv/bin:$PATH"
 fi
 
+# Garage, the S3-compatible object store the s3 backend's tests run against (a real
+# bucket, no mock S3): built from source once, a few minutes, then kept in ~/.cargo/bin.
+garage_version=2.5.0
+if ! garage --version 2>/dev/null | grep -qF "$garage_version"; then
+  echo "installing: garage $garage_version (cargo install, once)"
+  cargo install garage --locked --version "$garage_version" --quiet
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -21,6 +21,9 @@
 #   BENCH_RPS_CONN=16  wrk connections for the manifest measurements
 #   BENCH_TLS=1     also the warm rows over TLS: airlock self-signed vs nginx with the same
 #                   certificate and key, sendfile off (0: skip)
+#   BENCH_S3=1      also a gateway with [storage] backend = "s3" on a single-node Garage
+#                   (`garage` on PATH): warm rows through its hot tier and the loopback cold
+#                   test, beside the fs gateway (0: skip)
 #   AIRLOCK_BIN=path   use this airlock binary instead of `cargo build --release -p airlock`
 #   BENCH_KEEP=1    keep the temp dir (configs, logs, the counter's access log) for a look after
 #
@@ -57,6 +60,7 @@ BENCH_LINK=${BENCH_LINK:-25}
 BENCH_RSS=${BENCH_RSS:-64}
 BENCH_RPS_CONN=${BENCH_RPS_CONN:-16}
 BENCH_TLS=${BENCH_TLS:-1}
+BENCH_S3=${BENCH_S3:-1}
 
 export PATH="$PATH:/usr/sbin:/sbin" # nginx lives in sbin
 need() { # command package
@@ -69,6 +73,7 @@ need skopeo skopeo
 need curl curl
 need python3 python3
 need sha256sum coreutils
+[ "$BENCH_S3" = 0 ] || need garage "garage (cargo install garage --locked)"
 [ -n "${AIRLOCK_BIN:-}" ] || need cargo "cargo (or rustup)"
 need rustc "rustc (or rustup)"
 
@@ -547,6 +552,81 @@ NGINX
     [ "$before" = "$after" ] || echo "  warning: warm blob GETs over TLS reached the upstream ($before -> $after)" >&2
 fi
 
+# ---------------------------------------------------------------- blobs in an S3 bucket
+# A third gateway keeps its blobs in a Garage bucket (one node on loopback, sqlite metadata)
+# with a hot tier large enough for the warm blobs: its cold fetches go upstream -> verify ->
+# upload, its warm reads come from the hot tier. It shares the counting upstream; the blob
+# of the loopback cold test is new to it.
+if [ "$BENCH_S3" = 1 ]; then
+    g="$work/garage"
+    mkdir -p "$g"
+    g_rpc=$(free_port) g_s3=$(free_port) g_admin=$(free_port)
+    cat >"$g/garage.toml" <<GARAGE
+metadata_dir = "$g/meta"
+data_dir = "$g/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$g_rpc"
+rpc_public_addr = "127.0.0.1:$g_rpc"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$g_s3"
+[admin]
+api_bind_addr = "127.0.0.1:$g_admin"
+GARAGE
+    garage -c "$g/garage.toml" server >"$g/garage.log" 2>&1 &
+    pids+=($!)
+    gcli() { garage -c "$g/garage.toml" "$@"; }
+    node=""
+    for _ in $(seq 100); do
+        node=$(gcli status 2>/dev/null | awk 'length($1) >= 16 && $1 ~ /^[0-9a-f]+$/ {print $1; exit}') && [ -n "$node" ] && break
+        sleep 0.2
+    done
+    [ -n "$node" ] || { echo "garage did not come up (see $g/garage.log)" >&2; exit 1; }
+    gcli layout assign -z dc1 -c 10G "$node" >/dev/null
+    gcli layout apply --version 1 >/dev/null
+    gcli bucket create airlock >/dev/null
+    key=$(gcli key create bench)
+    awk '/Key ID:/ {print $3}' <<<"$key" >"$g/s3.id"
+    awk '/Secret key:/ {print $3}' <<<"$key" >"$g/s3.secret"
+    gcli bucket allow --read --write --owner airlock --key "$(cat "$g/s3.id")" >/dev/null
+    s3_port=$(free_port)
+    sed -e "s|^data_dir = .*|data_dir = \"$work/airlock-s3-data\"|" \
+        -e "s/^listen = .*/listen = \"127.0.0.1:$s3_port\"/" "$work/airlock.toml" >"$work/airlock-s3.toml"
+    cat >>"$work/airlock-s3.toml" <<TOML
+
+[storage]
+backend = "s3"
+bucket = "airlock"
+endpoint = "http://127.0.0.1:$g_s3"
+region = "garage"
+access_key_id_file = "$g/s3.id"
+secret_access_key_file = "$g/s3.secret"
+local_cache = "4GiB"
+TOML
+    "$airlock" serve --config "$work/airlock-s3.toml" >"$work/airlock-s3.log" 2>&1 &
+    pids+=($!)
+    base[s3]="http://127.0.0.1:$s3_port/v2/dockerhub-proxy/library/bench"
+    wait_http "http://127.0.0.1:$s3_port/v2/"
+    curl -sf -o /dev/null --max-time 60 -H "Accept: $accept" "${base[s3]}/manifests/v1" ||
+        { echo "s3: manifest GET failed" >&2; exit 1; }
+    echo "  cold (loop): $BENCH_COLD concurrent requests through the s3 gateway..." >&2
+    cold s3 "$h256" "${base[s3]}/blobs/sha256:$h256" "$BENCH_COLD"
+    r[s3,loop_n]=$cold_n r[s3,loop_t]=$cold_t
+    for h in "${warm[@]}"; do warm_blob s3 "$h"; done
+    before=$(warm_gets)
+    for key in "${warm_rows[@]}"; do
+        IFS=, read -r _ label c <<<"$key"
+        h=$h64
+        [ "$label" = "1 GiB" ] && h=$h1g
+        echo "  warm $label blob through the s3 gateway, $c client(s)..." >&2
+        for _ in $(seq "$BENCH_REPS"); do best "s3,$key" "$(mbps "$(url_for s3 "$h")" "$c")"; done
+    done
+    after=$(warm_gets)
+    [ "$before" = "$after" ] || echo "  warning: warm blob GETs through the s3 gateway reached the upstream ($before -> $after)" >&2
+fi
+
 # ---------------------------------------------------------------- the table
 ratio() { [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ] && [ "$2" != - ] && [ "$1" != - ] && calc "f'{$1 / $2:.2f}x'" || echo -; }
 mib_of() { calc "f'{$1 / 1024:.1f}'"; }
@@ -583,7 +663,18 @@ if [ "$BENCH_TLS" = 1 ]; then
         row "TLS: warm $label blob, $c client(s), MB/s" "${r[airlock,$key]}" "${r[nginx,$key]}" - ">= 0.9x nginx (TLS, no sendfile)"
     done
 fi
+if [ "$BENCH_S3" = 1 ]; then
+    # The s3 gateway in the airlock column, the fs gateway as the base.
+    for key in "${warm_rows[@]}"; do
+        IFS=, read -r _ label c <<<"$key"
+        row "S3: warm $label blob, $c client(s), MB/s" "${r[s3,$key]}" "${r[airlock,$key]}" - ">= 0.9x fs"
+    done
+    printf "$fmt" "S3: cold ${BENCH_COLD}x 256 MiB, loopback: upstream GETs" "${r[s3,loop_n]}" "${r[airlock,loop_n]}" - - - "exactly 1"
+    row "S3: cold ${BENCH_COLD}x 256 MiB, loopback: wall s" "$(calc "f'{${r[s3,loop_t]}:.2f}'")" \
+        "$(calc "f'{${r[airlock,loop_t]}:.2f}'")" - "reported"
+fi
 echo
 echo "a/base: airlock vs nginx (warm) or vs one direct upstream fetch (cold); a/dist: airlock vs distribution."
+[ "$BENCH_S3" = 0 ] || echo "S3 rows: the gateway on a Garage bucket (airlock column) vs the same gateway on fs (base column)."
 echo "Throughput and req/s: higher is better; wall time and RSS: lower is better."
 echo "distribution revalidates a tag upstream on every manifest request; airlock serves it from cache for tag_ttl."

@@ -19,11 +19,13 @@ mod admin;
 mod egress;
 pub mod raw;
 mod resolve;
+mod storage;
 mod upstream_proxy;
 
 pub use admin::{AdminUser, HashError, hash_password, hash_password_stable};
 pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use resolve::Invalid;
+pub use storage::{Backend, S3Config, StorageConfig, StorageError};
 pub use upstream_proxy::{NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings};
 
 /// The embedded default configuration (Scout's registries).
@@ -62,6 +64,8 @@ pub struct Config {
     pub policy: airlock_policy::Policy,
     pub ui: UiConfig,
     pub audit: AuditConfig,
+    /// `[storage]`: where blobs and package files live.
+    pub storage: StorageConfig,
 }
 
 /// `[ui]`: who may read the console and the admin API without a login.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use crate::egress::Egress;
+pub use crate::storage::Storage;
 pub use crate::upstream_proxy::UpstreamProxy;
 use crate::{Format, TlsMode};
 pub use airlock_policy::RuleTable as Policy;
@@ -53,6 +54,9 @@ pub struct Config {
     /// The audit trail; absent: `audit.jsonl` under `data_dir` with the default rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
+    /// Where blobs and package files live; absent: under `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
 }
 
 /// `[ui]`.

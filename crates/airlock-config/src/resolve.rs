@@ -88,6 +88,8 @@ pub enum Invalid {
     AdminHash { user: String, reason: String },
     #[error("[audit] max_size is {size} bytes; it must be at least 64KiB")]
     AuditMaxSize { size: u64 },
+    #[error("[storage] {0}")]
+    Storage(crate::StorageError),
 }
 
 impl Config {
@@ -180,6 +182,10 @@ impl Config {
                     .unwrap_or(false),
             },
             audit,
+            storage: match &raw.storage {
+                Some(table) => table.resolve().map_err(Invalid::Storage)?,
+                None => crate::StorageConfig::Fs,
+            },
         })
     }
 
@@ -253,6 +259,7 @@ impl Config {
                 max_size: Some(raw::Written::new(self.audit.max_size)),
                 keep: Some(self.audit.keep),
             }),
+            storage: Some(self.storage.to_raw()),
         }
     }
 }

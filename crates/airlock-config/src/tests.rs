@@ -486,3 +486,99 @@ fn the_audit_trail_defaults_to_the_data_dir_and_refuses_a_tiny_max_size() {
     ));
     assert!(toml::from_str::<raw::Config>("[audit]\nrotate = 3\n").is_err());
 }
+
+#[test]
+fn storage_defaults_to_the_data_dir_and_an_s3_table_resolves_with_its_defaults() {
+    assert_eq!(parse("").unwrap().storage, StorageConfig::Fs);
+    let config = parse(
+        "[storage]\nbackend = \"s3\"\nbucket = \"airlock\"\nendpoint = \"http://10.0.0.7:3900\"\n\
+         region = \"garage\"\naccess_key_id_file = \"/etc/airlock/s3.id\"\n\
+         secret_access_key_file = \"/etc/airlock/s3.secret\"\nlocal_cache = \"50GiB\"\n",
+    )
+    .unwrap();
+    let StorageConfig::S3(s3) = &config.storage else {
+        panic!("{:?}", config.storage);
+    };
+    assert_eq!(
+        s3.endpoint.as_ref().unwrap().as_str(),
+        "http://10.0.0.7:3900/"
+    );
+    assert!(s3.path_style, "an endpoint defaults to path-style requests");
+    assert_eq!(s3.local_cache.0, 50 << 30);
+    assert_eq!(
+        s3.access_key_id_file.as_deref(),
+        Some(Path::new("/etc/airlock/s3.id"))
+    );
+    assert_eq!(parse(&config.to_toml()).unwrap().storage, config.storage);
+    assert!(
+        config
+            .to_toml()
+            .contains("endpoint = \"http://10.0.0.7:3900\"\n")
+    );
+
+    let aws = parse("[storage]\nbackend = \"s3\"\nbucket = \"site-cache\"\n").unwrap();
+    let StorageConfig::S3(aws) = aws.storage else {
+        panic!("not s3");
+    };
+    assert_eq!(aws.region, S3Config::DEFAULT_REGION);
+    assert!(!aws.path_style && aws.endpoint.is_none());
+    assert_eq!(aws.local_cache, S3Config::DEFAULT_LOCAL_CACHE);
+    assert_eq!(
+        aws.access_key_id_file, None,
+        "the environment gives the key"
+    );
+}
+
+#[test]
+fn storage_refusals_name_the_key_and_what_to_write() {
+    let cases = [
+        ("backend = \"s3\"", "needs a bucket"),
+        (
+            "backend = \"s3\"\nbucket = \"A_B\"",
+            "not an S3 bucket name",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"-ab\"",
+            "not an S3 bucket name",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nendpoint = \"ftp://h:1\"",
+            "http:// or https://",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nendpoint = \"http://u:p@h:1\"",
+            "naming only the host",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nendpoint = \"http://h:1/bucket\"",
+            "naming only the host",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nregion = \" \"",
+            "region",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nsecret_access_key = \"s3cr3t\"",
+            "secret_access_key is never written in the file",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\naccess_key_id = \"GK1\"",
+            "set access_key_id_file, or set AWS_ACCESS_KEY_ID",
+        ),
+        ("bucket = \"b12\"", "bucket is only for backend = \"s3\""),
+        ("local_cache = \"1GiB\"", "local_cache is only for backend"),
+        ("backend = \"gcs\"", "unknown variant"),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nacl = \"x\"",
+            "unknown field",
+        ),
+    ];
+    for (table, expected) in cases {
+        let refused = err(&format!("[storage]\n{table}\n"));
+        assert!(refused.contains(expected), "{table:?}: {refused}");
+        assert!(
+            !refused.contains("s3cr3t"),
+            "the secret is not echoed: {refused}"
+        );
+    }
+}

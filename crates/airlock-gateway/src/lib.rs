@@ -13,11 +13,12 @@ mod serve;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
-use airlock_config::Config;
+use airlock_config::{Config, S3Config, StorageConfig};
 use airlock_registry::Registry;
-use airlock_store::{BlobStore, FsStore, MetaIndex, layout};
+use airlock_store::{BlobStore, FsStore, MetaIndex, S3Credentials, S3Settings, S3Store, layout};
 use airlock_upstream::fetch::Downloads;
 use airlock_upstream::{SiteProxy, SiteProxyError};
 
@@ -90,7 +91,10 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), 
         path: data_dir.display().to_string(),
         source,
     })?;
-    let store = FsStore::open(layout::store_root(data_dir)).await?;
+    let store: Arc<dyn BlobStore> = match &config.storage {
+        StorageConfig::Fs => Arc::new(FsStore::open(layout::store_root(data_dir)).await?),
+        StorageConfig::S3(s3) => Arc::new(open_bucket(s3, data_dir).await?),
+    };
     let removed = store.clean_temp().await?;
     if removed > 0 {
         tracing::info!(target: "airlock::store", removed, "removed unfinished downloads left by a previous run");
@@ -104,7 +108,33 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), 
             source,
         })?;
     }
-    Ok((Arc::new(store), index))
+    Ok((store, index))
+}
+
+/// The s3 backend: the access key from its files or the environment, local state under
+/// `data_dir`. A bucket that cannot be reached now is logged, not fatal: the hot tier
+/// still serves, and the bucket is tried again on every miss.
+async fn open_bucket(s3: &S3Config, data_dir: &Path) -> Result<S3Store, GatewayError> {
+    let settings = S3Settings {
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint_text(),
+        region: s3.region.clone(),
+        path_style: s3.path_style,
+        credentials: S3Credentials::load(
+            s3.access_key_id_file.as_deref(),
+            s3.secret_access_key_file.as_deref(),
+        )?,
+    };
+    let store = S3Store::open(&settings, &layout::s3_local_dir(data_dir), s3.local_cache.0).await?;
+    match store.probe().await {
+        Ok(()) => {
+            tracing::info!(target: "airlock::store", bucket = %s3.bucket, "blobs are kept in the S3 bucket");
+        }
+        Err(error) => {
+            tracing::warn!(target: "airlock::store", bucket = %s3.bucket, %error, "the S3 bucket cannot be used yet; serving what the hot tier holds");
+        }
+    }
+    Ok(store)
 }
 
 /// Builds the application from a configuration (no sockets yet).

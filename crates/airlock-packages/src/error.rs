@@ -39,6 +39,9 @@ pub enum PackageError {
     },
     #[error("none of the representations in Accept: {0} is served here")]
     NotAcceptable(String),
+    /// The storage backend cannot be reached for now (an S3 bucket that is down).
+    #[error("storage is unavailable: {0}")]
+    StorageUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +61,7 @@ impl IntoResponse for PackageError {
             PackageError::Upstream { .. } | PackageError::Verification { .. } => {
                 StatusCode::BAD_GATEWAY
             }
+            PackageError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PackageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Method;
 
+use crate::error::internal;
 use crate::route::Resolved;
 use crate::{CacheOutcome, Registry, RegistryError, mark, with_api_version};
 use airlock_types::range::{self, ByteRange, Spec};
@@ -200,7 +201,3 @@ fn set_blob_headers(headers: &mut HeaderMap, digest: &Digest, length: Option<u64
 
 /// Blobs are opaque bytes to the registry.
 const OCTETS: &str = "application/octet-stream";
-
-fn internal(e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Internal(e.to_string())
-}

@@ -40,8 +40,22 @@ pub enum RegistryError {
     BadUpstreamContent { proxy: String, detail: String },
     #[error("requested range cannot be satisfied (blob has {size} bytes)")]
     RangeNotSatisfiable { size: u64 },
+    /// The storage backend cannot be reached for now (an S3 bucket that is down).
+    #[error("storage is unavailable: {0}")]
+    StorageUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A failure of the gateway itself: a storage backend that cannot be reached is 503 (the
+/// client retries, and the hot tier's content keeps being served), anything else 500.
+pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> RegistryError {
+    match (&e as &dyn std::any::Any).downcast_ref::<airlock_store::StoreError>() {
+        Some(airlock_store::StoreError::Unavailable { .. }) => {
+            RegistryError::StorageUnavailable(e.to_string())
+        }
+        _ => RegistryError::Internal(e.to_string()),
+    }
 }
 
 impl RegistryError {
@@ -151,6 +165,9 @@ impl RegistryError {
             }
             RegistryError::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN")
+            }
+            RegistryError::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
             }
             RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }

@@ -26,6 +26,7 @@ use airlock_types::{Digest, Reference, media};
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use crate::error::internal;
 use crate::manifest::MAX_MANIFEST;
 use crate::route::Resolved;
 use crate::{Registry, RegistryError};
@@ -499,10 +500,6 @@ async fn body(response: Response, limit: usize) -> Result<Vec<u8>, String> {
         .await
         .map(|b| b.to_vec())
         .map_err(|e| format!("its cosign signature could not be read: {e}"))
-}
-
-fn internal(e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Internal(e.to_string())
 }
 
 #[cfg(test)]

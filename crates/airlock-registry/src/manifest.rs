@@ -20,6 +20,7 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Method;
 
+use crate::error::internal;
 use crate::route::Resolved;
 use crate::{CacheOutcome, OciProxy, Registry, RegistryError, mark, with_api_version};
 
@@ -468,10 +469,6 @@ fn offline_miss(proxy: &str, what: &str) -> RegistryError {
     RegistryError::ManifestUnknown(format!(
         "{what} (proxy {proxy} is offline and does not hold it)"
     ))
-}
-
-fn internal(e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Internal(e.to_string())
 }
 
 fn respond(manifest: &Manifest, head: bool, proxy: &str, cache: CacheOutcome) -> Response {

@@ -30,6 +30,30 @@ impl FsStore {
     }
 }
 
+impl FsStore {
+    /// The directory the store lives in.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Removes every file in `dir` (a temporary area); returns how many.
+pub(crate) async fn empty_dir(dir: &Path) -> Result<usize, StoreError> {
+    let listing = || StoreError::io(format!("listing {}", dir.display()));
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(listing())?;
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await.map_err(listing())? {
+        tokio::fs::remove_file(entry.path())
+            .await
+            .map_err(StoreError::io(format!(
+                "removing {}",
+                entry.path().display()
+            )))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 async fn open_at(path: &Path, offset: u64) -> std::io::Result<BlobRead> {
     let mut file = tokio::fs::File::open(path).await?;
     if offset > 0 {
@@ -41,7 +65,7 @@ async fn open_at(path: &Path, offset: u64) -> std::io::Result<BlobRead> {
 /// A blob file read with `pread` on tokio's blocking pool, straight into the caller's buffer
 /// (`tokio::fs::File` would read into a buffer of its own and copy).
 #[derive(Debug)]
-struct FsFile(std::fs::File);
+pub(crate) struct FsFile(pub(crate) std::fs::File);
 
 #[async_trait::async_trait]
 impl BlobFile for FsFile {
@@ -138,25 +162,7 @@ impl BlobStore for FsStore {
     }
 
     async fn clean_temp(&self) -> Result<usize, StoreError> {
-        let dir = temp_dir(&self.root);
-        let mut entries = tokio::fs::read_dir(&dir)
-            .await
-            .map_err(StoreError::io(format!("listing {}", dir.display())))?;
-        let mut removed = 0;
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(StoreError::io(format!("listing {}", dir.display())))?
-        {
-            tokio::fs::remove_file(entry.path())
-                .await
-                .map_err(StoreError::io(format!(
-                    "removing {}",
-                    entry.path().display()
-                )))?;
-            removed += 1;
-        }
-        Ok(removed)
+        empty_dir(&temp_dir(&self.root)).await
     }
 }
 

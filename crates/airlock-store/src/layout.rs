@@ -5,6 +5,8 @@
 //! ├── store-v1/
 //! │   ├── blobs/sha256/ab/abcdef0123…   committed blobs, verified, named by digest
 //! │   └── tmp/<random>.part             writes in progress; removed at startup
+//! ├── s3-v1/{tmp,hot}/                 backend = "s3": writes being verified, and the
+//! │                                     hot tier of bucket objects (laid out as store-v1)
 //! ├── index-v1.redb                     metadata: tags → digests, media types, times;
 //! │                                     its key/record schema is versioned inside (index.rs)
 //! ├── uploads/<random>.bundle           bundles the admin API receives, while they are
@@ -30,6 +32,11 @@ pub fn store_root(data_dir: &Path) -> PathBuf {
 
 pub fn index_path(data_dir: &Path) -> PathBuf {
     data_dir.join(INDEX_FILE)
+}
+
+/// Local state of the s3 backend: writes being verified (`tmp/`) and the hot tier (`hot/`).
+pub fn s3_local_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("s3-v1")
 }
 
 pub fn tls_dir(data_dir: &Path) -> PathBuf {

@@ -2,16 +2,19 @@
 //!
 //! Every blob is written through a [`BlobWriter`] that hashes the bytes as they arrive and
 //! makes them visible under their digest only after the hash matched. Backends: [`FsStore`]
-//! (a local directory, see [`layout`]) and [`MemoryStore`] (tests). Nothing outside the fs
-//! backend assumes blobs live in local files, so an object-store backend can follow.
+//! (a local directory, see [`layout`]), [`S3Store`] (a bucket on any S3-compatible store)
+//! and [`MemoryStore`] (tests). Nothing outside the fs backend assumes blobs live in local
+//! files.
 //! [`serve`] answers an HTTP client from a stored blob.
 
 mod body;
 pub mod evict;
 mod fs;
+mod hot;
 mod index;
 pub mod layout;
 mod memory;
+mod s3;
 pub mod serve;
 pub mod stage;
 
@@ -26,6 +29,7 @@ pub use index::{
     Batch, BlobRecord, FileRecord, ManifestRecord, MetaIndex, Snapshot, TagKey, TagRecord, unix_now,
 };
 pub use memory::MemoryStore;
+pub use s3::{S3Credentials, S3Settings, S3Store};
 
 /// A stream of blob bytes.
 pub type BlobRead = Pin<Box<dyn AsyncRead + Send>>;
@@ -48,6 +52,10 @@ pub enum StoreError {
         context: String,
         source: std::io::Error,
     },
+    #[error("storage is misconfigured: {0}")]
+    Config(String),
+    #[error("the object store is unavailable ({context}): {reason}")]
+    Unavailable { context: String, reason: String },
     #[error("metadata index failed: {0}")]
     Index(String),
     #[error(

@@ -120,6 +120,20 @@ impl DockerRegistry {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    /// Pushes `image` as `repo:tag` with skopeo, digests preserved, through an OCI layout
+    /// written under `dir`.
+    pub fn push(&self, image: &crate::Image, dir: &Path, repo: &str, tag: &str) {
+        let skopeo = require_tool("skopeo", "skopeo");
+        let layout = dir.join(format!("push-{}-{tag}", repo.replace('/', "_")));
+        image.write_oci_layout(&layout, tag).unwrap();
+        crate::run(
+            Command::new(skopeo)
+                .args(["copy", "--dest-tls-verify=false", "--preserve-digests"])
+                .arg(format!("oci:{}:{tag}", layout.display()))
+                .arg(format!("docker://127.0.0.1:{}/{repo}:{tag}", self.port)),
+        );
+    }
+
     /// The requests it answered so far, one access-log line each.
     pub fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.access_log)

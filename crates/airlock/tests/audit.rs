@@ -77,15 +77,7 @@ fn one_audit_line_per_upstream_request_and_per_egress_decision() {
     // requests are the test's, not the gateway's).
     let registry = DockerRegistry::start(dir);
     let image = Image::random(&[300_000, 200_000]);
-    let layout = dir.join("layout");
-    image.write_oci_layout(&layout, "3.20").unwrap();
-    run(Command::new(&skopeo)
-        .args(["copy", "--dest-tls-verify=false", "--preserve-digests"])
-        .arg(format!("oci:{}:3.20", layout.display()))
-        .arg(format!(
-            "docker://127.0.0.1:{}/library/alpine:3.20",
-            registry.port
-        )));
+    registry.push(&image, dir, "library/alpine", "3.20");
     let pushed = registry.requests().len();
 
     // The raw upstream: a static file server that logs every request it answers.

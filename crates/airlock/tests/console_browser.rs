@@ -65,15 +65,7 @@ fn an_operator_logs_in_finds_the_pulled_image_pins_it_and_sees_the_pull_audited(
 
     let registry = DockerRegistry::start(dir);
     let image = Image::random(&[120_000, 80_000]);
-    let layout = dir.join("layout");
-    image.write_oci_layout(&layout, "15").unwrap();
-    run(Command::new(&skopeo)
-        .args(["copy", "--dest-tls-verify=false", "--preserve-digests"])
-        .arg(format!("oci:{}:15", layout.display()))
-        .arg(format!(
-            "docker://127.0.0.1:{}/library/postgres:15",
-            registry.port
-        )));
+    registry.push(&image, dir, "library/postgres", "15");
 
     let port = free_port();
     let _gateway = start_gateway(dir, &registry, port);

@@ -479,6 +479,13 @@ fn mark(response: &mut Response, outcome: CacheOutcome) {
     response.extensions_mut().insert(outcome);
 }
 
-fn internal(e: impl std::fmt::Display) -> PackageError {
-    PackageError::Internal(e.to_string())
+/// A failure of the gateway itself: a storage backend that cannot be reached is 503 (the
+/// client retries, and the hot tier's content keeps being served), anything else 500.
+pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> PackageError {
+    match (&e as &dyn std::any::Any).downcast_ref::<airlock_store::StoreError>() {
+        Some(airlock_store::StoreError::Unavailable { .. }) => {
+            PackageError::StorageUnavailable(e.to_string())
+        }
+        _ => PackageError::Internal(e.to_string()),
+    }
 }

@@ -90,6 +90,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
         policies: Vec::new(),
         ui: None,
         audit: None,
+        storage: None,
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }

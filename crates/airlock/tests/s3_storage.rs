@@ -1,0 +1,159 @@
+//! `[storage] backend = "s3"` with real clients: skopeo pulls through a gateway whose blobs
+//! live in a Garage bucket (single node on loopback) behind a small hot tier. The pulled
+//! bytes match, the objects are in the bucket, a warm pull needs no upstream, and while
+//! the bucket is down the hot tier keeps serving, the rest is 503, and the gateway keeps
+//! running until the bucket returns.
+
+// Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+#![allow(clippy::unnecessary_debug_formatting)]
+
+use std::path::Path;
+use std::process::Command;
+
+use airlock_store::{S3Credentials, S3Settings, S3Store};
+use airlock_testkit::{DockerRegistry, Garage, Image, free_port, require_tool, run, serve_airlock};
+use airlock_types::Digest;
+use object_store::ObjectStoreExt;
+
+/// `skopeo copy` of the test image through the gateway into `dir:<into>`; whether it worked.
+fn pull(skopeo: &Path, port: u16, into: &Path) -> std::process::Output {
+    Command::new(skopeo)
+        .args(["copy", "--src-tls-verify=false", "--retry-times=0"])
+        .arg(format!("docker://127.0.0.1:{port}/hub/library/alpine:3.20"))
+        .arg(format!("dir:{}", into.display()))
+        .output()
+        .unwrap()
+}
+
+fn assert_pulled(image: &Image, into: &Path) {
+    for layer in &image.layers {
+        let digest = Digest::of(layer);
+        let pulled = std::fs::read(into.join(digest.hex())).unwrap();
+        assert!(&pulled == layer, "layer {digest} differs");
+    }
+}
+
+/// The status and body of `GET` on a blob through the gateway.
+fn get_blob(curl: &Path, port: u16, digest: &Digest) -> (String, Vec<u8>) {
+    let output = run(Command::new(curl)
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!(
+            "http://127.0.0.1:{port}/v2/hub/library/alpine/blobs/{digest}"
+        )));
+    let mut body = output.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let status = String::from_utf8(body.split_off(split + 1)).unwrap();
+    body.pop();
+    (status, body)
+}
+
+#[test]
+fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let skopeo = require_tool("skopeo", "skopeo");
+    let curl = require_tool("curl", "curl");
+    let mut garage = Garage::start(&dir.join("garage"));
+
+    let registry = DockerRegistry::start(dir);
+    // A small layer that fits the 1 MiB hot tier and a large one that does not.
+    let image = Image::random(&[200_000, 3_000_000]);
+    registry.push(&image, dir, "library/alpine", "3.20");
+
+    let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
+    std::fs::write(&id_file, &garage.key_id).unwrap();
+    std::fs::write(&secret_file, &garage.secret).unwrap();
+    let port = free_port();
+    let config = dir.join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
+             [storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id_file = {id_file:?}\nsecret_access_key_file = {secret_file:?}\n\
+             local_cache = \"1MiB\"\n\
+             [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\ntag_ttl = \"1h\"\n",
+            dir.join("data"),
+            garage.bucket,
+            garage.endpoint,
+            garage.region,
+            registry.url(),
+        ),
+    )
+    .unwrap();
+    let mut gateway = serve_airlock(
+        Path::new(env!("CARGO_BIN_EXE_airlock")),
+        &config,
+        &dir.join("airlock.log"),
+        port,
+    );
+
+    let cold = pull(&skopeo, port, &dir.join("cold"));
+    assert!(
+        cold.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cold.stderr)
+    );
+    assert_pulled(&image, &dir.join("cold"));
+
+    // Every layer is an object in the bucket, under its digest.
+    let bucket = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let settings = S3Settings {
+            bucket: garage.bucket.clone(),
+            endpoint: Some(garage.endpoint.clone()),
+            region: garage.region.clone(),
+            path_style: true,
+            credentials: S3Credentials::load(Some(&id_file), Some(&secret_file)).unwrap(),
+        };
+        let store = S3Store::open(&settings, &dir.join("look"), 0)
+            .await
+            .unwrap();
+        let mut sizes = Vec::new();
+        for layer in &image.layers {
+            let head = store.bucket().head(&S3Store::key(&Digest::of(layer))).await;
+            sizes.push(head.unwrap().size);
+        }
+        sizes
+    });
+    let expected: Vec<u64> = image.layers.iter().map(|l| l.len() as u64).collect();
+    assert_eq!(bucket, expected);
+
+    // Warm, with the upstream gone: everything comes from the bucket and the hot tier.
+    drop(registry);
+    let warm = pull(&skopeo, port, &dir.join("warm"));
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
+    assert_pulled(&image, &dir.join("warm"));
+
+    // The bucket goes down: the small layer is served from the hot tier, the large one is
+    // a 503 the client can retry, and the gateway does not exit.
+    garage.stop();
+    let (small, large) = (Digest::of(&image.layers[0]), Digest::of(&image.layers[1]));
+    let (status, body) = get_blob(&curl, port, &small);
+    assert_eq!(status, "200");
+    assert!(body == image.layers[0]);
+    let (status, body) = get_blob(&curl, port, &large);
+    assert_eq!(status, "503", "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("UNAVAILABLE"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        gateway.0.try_wait().unwrap().is_none(),
+        "the gateway keeps running"
+    );
+
+    // The bucket returns: everything is served again.
+    garage.resume();
+    let again = pull(&skopeo, port, &dir.join("again"));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_pulled(&image, &dir.join("again"));
+}
