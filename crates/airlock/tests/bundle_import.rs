@@ -335,6 +335,29 @@ fn refused_imports_leave_the_store_unchanged() {
         "proxy \"other-files\", which the configuration does not have",
     );
 
+    // A gateway whose blobs live in an S3 bucket: a stopped import would write them where
+    // it never looks.
+    let s3_config = dir.join("airlock-s3.toml");
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        &s3_config,
+        format!("{text}[storage]\nbackend = \"s3\"\nbucket = \"site-cache\"\n"),
+    )
+    .unwrap();
+    refused(
+        &data,
+        &[
+            "bundle",
+            "import",
+            s(&signed),
+            "--config",
+            s(&s3_config),
+            "--trust-key",
+            s(&public),
+        ],
+        "keeps its blobs in the S3 bucket \"site-cache\"",
+    );
+
     // The seed again: already there. A temp file an interrupted import left (killed
     // mid-pass) is removed once an import holds the index's lock.
     let leftover = data.join("store-v1/tmp/0123456789abcdef.part");

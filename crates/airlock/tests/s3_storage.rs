@@ -7,11 +7,15 @@
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use airlock_store::{S3Credentials, S3Settings, S3Store};
-use airlock_testkit::{DockerRegistry, Garage, Image, free_port, require_tool, run, serve_airlock};
+use airlock_testkit::{
+    Containerd, DockerRegistry, Garage, Image, Platform, free_port, port_open, require_tool, run,
+    serve_airlock, tar_layer, wait_until,
+};
 use airlock_types::Digest;
 use object_store::ObjectStoreExt;
 
@@ -47,6 +51,40 @@ fn get_blob(curl: &Path, port: u16, digest: &Digest) -> (String, Vec<u8>) {
     (status, body)
 }
 
+/// An s3-backed gateway's configuration: `data_dir` `<dir>/<name>`, plain HTTP on `port`,
+/// the access key in files beside it, a hot tier of `hot`, one OCI proxy `hub` for
+/// docker.io in front of `registry`.
+fn s3_gateway(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    garage: &Garage,
+    registry: &DockerRegistry,
+    hot: &str,
+) -> PathBuf {
+    let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
+    std::fs::write(&id_file, &garage.key_id).unwrap();
+    std::fs::write(&secret_file, &garage.secret).unwrap();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
+             [storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id_file = {id_file:?}\nsecret_access_key_file = {secret_file:?}\n\
+             local_cache = \"{hot}\"\n\
+             [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\nhost = \"docker.io\"\ntag_ttl = \"1h\"\n",
+            dir.join(name),
+            garage.bucket,
+            garage.endpoint,
+            garage.region,
+            registry.url(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 #[test]
 fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,27 +98,9 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     let image = Image::random(&[200_000, 3_000_000]);
     registry.push(&image, dir, "library/alpine", "3.20");
 
-    let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
-    std::fs::write(&id_file, &garage.key_id).unwrap();
-    std::fs::write(&secret_file, &garage.secret).unwrap();
     let port = free_port();
-    let config = dir.join("airlock.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
-             [storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
-             access_key_id_file = {id_file:?}\nsecret_access_key_file = {secret_file:?}\n\
-             local_cache = \"1MiB\"\n\
-             [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\ntag_ttl = \"1h\"\n",
-            dir.join("data"),
-            garage.bucket,
-            garage.endpoint,
-            garage.region,
-            registry.url(),
-        ),
-    )
-    .unwrap();
+    let config = s3_gateway(dir, "data", port, &garage, &registry, "1MiB");
+    let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
     let mut gateway = serve_airlock(
         Path::new(env!("CARGO_BIN_EXE_airlock")),
         &config,
@@ -156,4 +176,91 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
         String::from_utf8_lossy(&again.stderr)
     );
     assert_pulled(&image, &dir.join("again"));
+}
+
+/// A `certs.d`-style directory whose docker.io `hosts.toml` lists the gateways in order,
+/// as `airlock render` lists a site's replicas; `server` is a closed port, so nothing
+/// bypasses them.
+fn hosts_dir(dir: &Path, ports: &[u16]) -> PathBuf {
+    let hosts = dir.join("certs.d");
+    std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
+    let server = format!("server = \"http://127.0.0.1:{}\"\n", free_port());
+    let text: String = std::iter::once(server)
+        .chain(ports.iter().map(|port| {
+            format!(
+                "\n[host.\"http://127.0.0.1:{port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            )
+        }))
+        .collect();
+    std::fs::write(hosts.join("docker.io/hosts.toml"), text).unwrap();
+    hosts
+}
+
+#[test]
+fn containerd_moves_to_the_next_gateway_when_one_is_killed_and_gets_the_blobs_the_first_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let garage = Garage::start(&dir.join("garage"));
+    let registry = DockerRegistry::start(dir);
+    let layers: Vec<Vec<u8>> = (1..=3u8)
+        .map(|n| tar_layer(&format!("layer-{n}.bin"), &vec![n; 400_000]))
+        .collect();
+    let image = Image::from_layers(
+        layers,
+        Platform {
+            os: "linux",
+            arch: "amd64",
+        },
+    );
+    registry.push(&image, dir, "library/app", "1");
+
+    // Two gateways on one bucket, each with its own data_dir.
+    let (port_a, port_b) = (free_port(), free_port());
+    let binary = Path::new(env!("CARGO_BIN_EXE_airlock"));
+    let config_a = s3_gateway(dir, "a", port_a, &garage, &registry, "64MiB");
+    let config_b = s3_gateway(dir, "b", port_b, &garage, &registry, "64MiB");
+    let gateway_a = serve_airlock(binary, &config_a, &dir.join("a.log"), port_a);
+    let _gateway_b = serve_airlock(binary, &config_b, &dir.join("b.log"), port_b);
+    let hosts = hosts_dir(dir, &[port_a, port_b]);
+
+    // The first pull goes through A, the first host: A fetches and stores the layers.
+    let containerd = Containerd::start(&dir.join("containerd-1"));
+    let output = containerd.pull(&hosts, "docker.io/library/app:1");
+    assert!(output.contains(&image.digest.to_string()), "{output}");
+    drop(containerd);
+    let layer_gets = |registry: &DockerRegistry| {
+        registry
+            .requests()
+            .iter()
+            .filter(|line| line.contains("\"GET /v2/library/app/blobs/"))
+            .count()
+    };
+    let fetched = layer_gets(&registry);
+    assert_eq!(fetched, 4, "config and three layers, once each");
+    let b_log = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    assert!(
+        !b_log.contains("library/app"),
+        "B was not asked yet: {b_log}"
+    );
+
+    // A dies (kill -9). A fresh containerd with the same hosts.toml pulls through B, which
+    // finds every blob A stored in the bucket: the upstream sees no blob request again.
+    drop(gateway_a);
+    wait_until("gateway A to die", Duration::from_secs(10), || {
+        !port_open(port_a)
+    });
+    let containerd = Containerd::start(&dir.join("containerd-2"));
+    let output = containerd.pull(&hosts, "docker.io/library/app:1");
+    assert!(output.contains(&image.digest.to_string()), "{output}");
+    assert!(output.contains("unpacking linux/amd64"), "{output}");
+    assert_eq!(
+        layer_gets(&registry),
+        fetched,
+        "B served the layers from the bucket"
+    );
+    let b_log = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    assert!(
+        b_log.contains("library/app"),
+        "the pull went through B: {b_log}"
+    );
 }

@@ -60,6 +60,10 @@ pub enum ImportError {
     #[error("{0}")]
     Bundle(#[from] BundleError),
     #[error(
+        "the gateway keeps its blobs in the S3 bucket {bucket:?}, not under its data_dir: start it and import through it (`airlock bundle import` uploads the bundle to a running gateway)"
+    )]
+    StoppedS3 { bucket: String },
+    #[error(
         "the bundle is not signed: give --trust-key KEY.pub for a signed bundle, or --allow-unsigned to import it anyway"
     )]
     Unsigned,
@@ -368,6 +372,11 @@ pub fn import_reporting(
     trust: Trust<'_>,
     progress: Arc<dyn Progress>,
 ) -> Result<Imported, ImportError> {
+    if let airlock_config::StorageConfig::S3(s3) = &config.storage {
+        return Err(ImportError::StoppedS3 {
+            bucket: s3.bucket.clone(),
+        });
+    }
     let checked = check_reporting(bundle, config, trust, progress)?;
     let data_dir = &config.data_dir;
     let store_root = layout::store_root(data_dir);
