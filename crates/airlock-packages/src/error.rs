@@ -40,8 +40,8 @@ pub enum PackageError {
     #[error("none of the representations in Accept: {0} is served here")]
     NotAcceptable(String),
     /// The storage backend cannot be reached for now (an S3 bucket that is down).
-    #[error("storage is unavailable: {0}")]
-    StorageUnavailable(String),
+    #[error("storage is unavailable for now; try again shortly")]
+    StorageUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,7 +61,7 @@ impl IntoResponse for PackageError {
             PackageError::Upstream { .. } | PackageError::Verification { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            PackageError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PackageError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             PackageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

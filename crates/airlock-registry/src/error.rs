@@ -41,8 +41,8 @@ pub enum RegistryError {
     #[error("requested range cannot be satisfied (blob has {size} bytes)")]
     RangeNotSatisfiable { size: u64 },
     /// The storage backend cannot be reached for now (an S3 bucket that is down).
-    #[error("storage is unavailable: {0}")]
-    StorageUnavailable(String),
+    #[error("storage is unavailable for now; try again shortly")]
+    StorageUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,7 +52,9 @@ pub enum RegistryError {
 pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> RegistryError {
     match (&e as &dyn std::any::Any).downcast_ref::<airlock_store::StoreError>() {
         Some(airlock_store::StoreError::Unavailable { .. }) => {
-            RegistryError::StorageUnavailable(e.to_string())
+            // Where the bucket is and how it failed is for the log, not for clients.
+            tracing::warn!(target: "airlock::store", error = %e, "storage unavailable");
+            RegistryError::StorageUnavailable
         }
         _ => RegistryError::Internal(e.to_string()),
     }
@@ -166,9 +168,7 @@ impl RegistryError {
             RegistryError::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN")
             }
-            RegistryError::StorageUnavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
-            }
+            RegistryError::StorageUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

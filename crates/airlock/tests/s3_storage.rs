@@ -37,12 +37,17 @@ fn assert_pulled(image: &Image, into: &Path) {
     }
 }
 
-/// The status and body of `GET` on a blob through the gateway.
+/// The status and body of `GET` on a blob of library/alpine through the gateway.
 fn get_blob(curl: &Path, port: u16, digest: &Digest) -> (String, Vec<u8>) {
+    get_blob_of(curl, port, "library/alpine", digest)
+}
+
+/// The status and body of `GET` on a blob of `repo` through the gateway.
+fn get_blob_of(curl: &Path, port: u16, repo: &str, digest: &Digest) -> (String, Vec<u8>) {
     let output = run(Command::new(curl)
         .args(["-s", "-w", "\n%{http_code}"])
         .arg(format!(
-            "http://127.0.0.1:{port}/v2/hub/library/alpine/blobs/{digest}"
+            "http://127.0.0.1:{port}/v2/hub/{repo}/blobs/{digest}"
         )));
     let mut body = output.stdout;
     let split = body.iter().rposition(|b| *b == b'\n').unwrap();
@@ -97,6 +102,9 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     // A small layer that fits the 1 MiB hot tier and a large one that does not.
     let image = Image::random(&[200_000, 3_000_000]);
     registry.push(&image, dir, "library/alpine", "3.20");
+    // Asked for only while the bucket is down.
+    let other = Image::random(&[150_000]);
+    registry.push(&other, dir, "library/other", "1");
 
     let port = free_port();
     let config = s3_gateway(dir, "data", port, &garage, &registry, "1MiB");
@@ -139,6 +147,7 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     assert_eq!(bucket, expected);
 
     // Warm, with the upstream gone: everything comes from the bucket and the hot tier.
+    let upstream_port = registry.port;
     drop(registry);
     let warm = pull(&skopeo, port, &dir.join("warm"));
     assert!(
@@ -150,6 +159,7 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
 
     // The bucket goes down: the small layer is served from the hot tier, the large one is
     // a 503 the client can retry, and the gateway does not exit.
+    let _registry = DockerRegistry::start_on(dir, upstream_port);
     garage.stop();
     let (small, large) = (Digest::of(&image.layers[0]), Digest::of(&image.layers[1]));
     let (status, body) = get_blob(&curl, port, &small);
@@ -157,10 +167,16 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     assert!(body == image.layers[0]);
     let (status, body) = get_blob(&curl, port, &large);
     assert_eq!(status, "503", "{}", String::from_utf8_lossy(&body));
+    let cold = Digest::of(&other.layers[0]);
+    let (status, body) = get_blob_of(&curl, port, "library/other", &cold);
+    assert_eq!(status, "503", "a miss with the bucket down");
+    // The client hears that storage is unavailable, not where the bucket is.
+    let text = String::from_utf8_lossy(&body);
+    let endpoint = garage.endpoint.trim_start_matches("http://");
+    assert!(text.contains("UNAVAILABLE"), "{text}");
     assert!(
-        String::from_utf8_lossy(&body).contains("UNAVAILABLE"),
-        "{}",
-        String::from_utf8_lossy(&body)
+        !text.contains(endpoint) && !text.contains("blobs/sha256"),
+        "{text}"
     );
     assert!(
         gateway.0.try_wait().unwrap().is_none(),

@@ -484,7 +484,9 @@ fn mark(response: &mut Response, outcome: CacheOutcome) {
 pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> PackageError {
     match (&e as &dyn std::any::Any).downcast_ref::<airlock_store::StoreError>() {
         Some(airlock_store::StoreError::Unavailable { .. }) => {
-            PackageError::StorageUnavailable(e.to_string())
+            // Where the bucket is and how it failed is for the log, not for clients.
+            tracing::warn!(target: "airlock::store", error = %e, "storage unavailable");
+            PackageError::StorageUnavailable
         }
         _ => PackageError::Internal(e.to_string()),
     }
