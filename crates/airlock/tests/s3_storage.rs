@@ -1,20 +1,21 @@
-//! `[storage] backend = "s3"` with real clients: skopeo pulls through a gateway whose blobs
-//! live in a Garage bucket (single node on loopback) behind a small hot tier. The pulled
-//! bytes match, the objects are in the bucket, a warm pull needs no upstream, and while
-//! the bucket is down the hot tier keeps serving, the rest is 503, and the gateway keeps
-//! running until the bucket returns.
+//! `[storage] backend = "s3"` with real clients: skopeo and curl (through a raw package
+//! proxy) fetch through a gateway whose blobs live in a Garage bucket (single node on
+//! loopback) behind a small hot tier. The bytes match, the objects are in the bucket, a warm
+//! pull needs no upstream, and while the bucket is down the hot tier keeps serving, the rest
+//! is 503 naming no bucket detail, and the gateway keeps running until the bucket returns.
+//! Two gateways on one bucket: containerd moves to the second when the first is killed.
 
 // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
 #![allow(clippy::unnecessary_debug_formatting)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use airlock_store::{S3Credentials, S3Settings, S3Store};
 use airlock_testkit::{
-    Containerd, DockerRegistry, Garage, Image, Platform, free_port, port_open, require_tool, run,
-    serve_airlock, tar_layer, wait_until,
+    Containerd, DockerRegistry, Garage, Image, Killed, Platform, free_port, port_open,
+    require_tool, run, serve_airlock, tar_layer, wait_until,
 };
 use airlock_types::Digest;
 use object_store::ObjectStoreExt;
@@ -49,11 +50,28 @@ fn get_blob_of(curl: &Path, port: u16, repo: &str, digest: &Digest) -> (String, 
         .arg(format!(
             "http://127.0.0.1:{port}/v2/hub/{repo}/blobs/{digest}"
         )));
-    let mut body = output.stdout;
+    split_status(output.stdout)
+}
+
+/// curl's output with `-w "\n%{http_code}"`: the body and the status after it.
+fn split_status(mut body: Vec<u8>) -> (String, Vec<u8>) {
     let split = body.iter().rposition(|b| *b == b'\n').unwrap();
     let status = String::from_utf8(body.split_off(split + 1)).unwrap();
     body.pop();
     (status, body)
+}
+
+/// Bytes that do not compress and differ per seed.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }
 
 /// An s3-backed gateway's configuration: `data_dir` `<dir>/<name>`, plain HTTP on `port`,
@@ -66,6 +84,7 @@ fn s3_gateway(
     garage: &Garage,
     registry: &DockerRegistry,
     hot: &str,
+    more: &str,
 ) -> PathBuf {
     let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
     std::fs::write(&id_file, &garage.key_id).unwrap();
@@ -78,7 +97,7 @@ fn s3_gateway(
              [storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
              access_key_id_file = {id_file:?}\nsecret_access_key_file = {secret_file:?}\n\
              local_cache = \"{hot}\"\n\
-             [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\nhost = \"docker.io\"\ntag_ttl = \"1h\"\n",
+             [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\nhost = \"docker.io\"\ntag_ttl = \"1h\"\n{more}",
             dir.join(name),
             garage.bucket,
             garage.endpoint,
@@ -106,8 +125,37 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     let other = Image::random(&[150_000]);
     registry.push(&other, dir, "library/other", "1");
 
+    // A raw package proxy beside it, its upstream a static file server.
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let (small_file, large_file) = (noise(100_000, 7), noise(2_000_000, 8));
+    std::fs::write(files.join("small.bin"), &small_file).unwrap();
+    std::fs::write(files.join("large.bin"), &large_file).unwrap();
+    let files_port = free_port();
+    let _files = Killed(
+        Command::new(require_tool("python3", "python3"))
+            .args([
+                "-m",
+                "http.server",
+                &files_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&files)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("http.server", Duration::from_secs(20), || {
+        port_open(files_port)
+    });
+    let raw = format!(
+        "[[proxy]]\nname = \"files\"\nformat = \"raw\"\nupstream = \"http://127.0.0.1:{files_port}/\"\n"
+    );
     let port = free_port();
-    let config = s3_gateway(dir, "data", port, &garage, &registry, "1MiB");
+    let config = s3_gateway(dir, "data", port, &garage, &registry, "1MiB", &raw);
     let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
     let mut gateway = serve_airlock(
         Path::new(env!("CARGO_BIN_EXE_airlock")),
@@ -124,7 +172,20 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     );
     assert_pulled(&image, &dir.join("cold"));
 
-    // Every layer is an object in the bucket, under its digest.
+    let file_url = |name: &str| format!("http://127.0.0.1:{port}/repository/files/{name}");
+    let fetched = |name: &str| {
+        let output = run(Command::new(&curl)
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(file_url(name)));
+        split_status(output.stdout)
+    };
+    for (name, bytes) in [("small.bin", &small_file), ("large.bin", &large_file)] {
+        let (status, body) = fetched(name);
+        assert_eq!(status, "200", "{name}");
+        assert!(&body == bytes, "{name} differs");
+    }
+
+    // Every layer and file is an object in the bucket, under its digest.
     let bucket = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let settings = S3Settings {
             bucket: garage.bucket.clone(),
@@ -137,13 +198,18 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
             .await
             .unwrap();
         let mut sizes = Vec::new();
-        for layer in &image.layers {
-            let head = store.bucket().head(&S3Store::key(&Digest::of(layer))).await;
+        for blob in image.layers.iter().chain([&small_file, &large_file]) {
+            let head = store.bucket().head(&S3Store::key(&Digest::of(blob))).await;
             sizes.push(head.unwrap().size);
         }
         sizes
     });
-    let expected: Vec<u64> = image.layers.iter().map(|l| l.len() as u64).collect();
+    let expected: Vec<u64> = image
+        .layers
+        .iter()
+        .chain([&small_file, &large_file])
+        .map(|l| l.len() as u64)
+        .collect();
     assert_eq!(bucket, expected);
 
     // Warm, with the upstream gone: everything comes from the bucket and the hot tier.
@@ -166,6 +232,11 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     assert_eq!(status, "200");
     assert!(body == image.layers[0]);
     let (status, body) = get_blob(&curl, port, &large);
+    assert_eq!(status, "503", "{}", String::from_utf8_lossy(&body));
+    let (status, body) = fetched("small.bin");
+    assert_eq!(status, "200", "the small file is in the hot tier");
+    assert!(body == small_file);
+    let (status, body) = fetched("large.bin");
     assert_eq!(status, "503", "{}", String::from_utf8_lossy(&body));
     let cold = Digest::of(&other.layers[0]);
     let (status, body) = get_blob_of(&curl, port, "library/other", &cold);
@@ -233,8 +304,8 @@ fn containerd_moves_to_the_next_gateway_when_one_is_killed_and_gets_the_blobs_th
     // Two gateways on one bucket, each with its own data_dir.
     let (port_a, port_b) = (free_port(), free_port());
     let binary = Path::new(env!("CARGO_BIN_EXE_airlock"));
-    let config_a = s3_gateway(dir, "a", port_a, &garage, &registry, "64MiB");
-    let config_b = s3_gateway(dir, "b", port_b, &garage, &registry, "64MiB");
+    let config_a = s3_gateway(dir, "a", port_a, &garage, &registry, "64MiB", "");
+    let config_b = s3_gateway(dir, "b", port_b, &garage, &registry, "64MiB", "");
     let gateway_a = serve_airlock(binary, &config_a, &dir.join("a.log"), port_a);
     let _gateway_b = serve_airlock(binary, &config_b, &dir.join("b.log"), port_b);
     let hosts = hosts_dir(dir, &[port_a, port_b]);
