@@ -151,6 +151,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "kubeconfig_yaml",
     "kubeconfig_group",
     "enable_gpu_node_taint",
+    "k3s_embedded_registry",
     "coredns_forward_map",
     "coredns_forward_domains",
     "coredns_extra_server_blocks",

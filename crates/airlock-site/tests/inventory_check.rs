@@ -325,6 +325,12 @@ fn bad_settings_each_name_their_line() {
         ),
         (
             "",
+            "    k3s_embedded_registry: spegel\n",
+            "k3s_embedded_registry",
+            "must be true or false",
+        ),
+        (
+            "",
             "    coredns_forward_map:\n      dns.example.edu: [example.edu]\n",
             "dns.example.edu",
             "is neither an IP address nor an absolute path",
@@ -571,7 +577,7 @@ fn k3s_settings_reach_the_site() {
 fn cluster_install_and_coredns_settings_reach_the_site() {
     let text = common::site(
         "",
-        "    base_dir: /data/k3s\n    k3s_extra_args: '--snapshotter=native --node-label \"zone=a b\"'\n    kubeconfig_yaml: /etc/rancher/k3s/admin.yaml\n    kubeconfig_group: k3s-admins\n    enable_gpu_node_taint: false\n    coredns_forward_map:\n      100.100.100.100: [ts.net]\n      /etc/resolv.conf: [Example.EDU., example.edu]\n    coredns_extra_server_blocks:\n      scout-override: |\n        app.example.com:53 {\n          whoami\n        }\n",
+        "    base_dir: /data/k3s\n    k3s_extra_args: '--snapshotter=native --node-label \"zone=a b\"'\n    kubeconfig_yaml: /etc/rancher/k3s/admin.yaml\n    kubeconfig_group: k3s-admins\n    enable_gpu_node_taint: false\n    k3s_embedded_registry: yes\n    coredns_forward_map:\n      100.100.100.100: [ts.net]\n      /etc/resolv.conf: [Example.EDU., example.edu]\n    coredns_extra_server_blocks:\n      scout-override: |\n        app.example.com:53 {\n          whoami\n        }\n",
     );
     let report = check(&common::parse(&text), None);
     assert_eq!(errors(&report.diagnostics), []);
@@ -584,6 +590,7 @@ fn cluster_install_and_coredns_settings_reach_the_site() {
     assert_eq!(install.kubeconfig, "/etc/rancher/k3s/admin.yaml");
     assert_eq!(install.kubeconfig_group, "k3s-admins");
     assert!(!install.gpu_node_taint);
+    assert!(install.embedded_registry);
     let coredns = &report.site.coredns;
     assert_eq!(
         coredns.forward,

@@ -9,6 +9,7 @@
 //! | `--disable-default-registry-endpoint` | all | a staging gateway serves the mirrors |
 //! | `--node-taint=node-role.kubernetes.io/control-plane:PreferNoSchedule` | servers | more than one node |
 //! | `--node-taint=nvidia.com/gpu=present:NoSchedule` | `gpu_workers` | more than one node, `enable_gpu_node_taint` |
+//! | `--embedded-registry` | servers | `k3s_embedded_registry`: Spegel shares layers between nodes |
 //! | `k3s_extra_args` | servers | always, last |
 //! | `K3S_KUBECONFIG_OUTPUT`, `K3S_KUBECONFIG_MODE=0640`, `K3S_KUBECONFIG_GROUP` | servers | always |
 
@@ -57,6 +58,11 @@ pub fn node_install(site: &Site, machine: &Machine, role: Role, nodes: usize) ->
     }
     if gpu && multi_node && install.gpu_node_taint {
         flags.push(format!("--node-taint={GPU_TAINT}"));
+    }
+    // A server flag that turns the mirror on cluster-wide (agents refuse it); it serves the
+    // registries `registries.yaml` lists, which are the gateway's mirrors.
+    if server && install.embedded_registry {
+        flags.push("--embedded-registry".to_owned());
     }
     if server {
         flags.extend(install.extra_args.iter().cloned());
@@ -223,6 +229,24 @@ mod tests {
         );
         let agent = node_install(&site, roles[1].0, roles[1].1, 2);
         assert_eq!(agent.flags, ["--disable-default-registry-endpoint"]);
+    }
+
+    #[test]
+    fn the_embedded_registry_mirror_is_a_server_flag_when_the_inventory_asks() {
+        let off = flags_of(&site("", false));
+        assert!(
+            off.iter()
+                .all(|(_, f)| !f.contains(&"--embedded-registry".to_owned()))
+        );
+        let on = flags_of(&site("    k3s_embedded_registry: true\n", false));
+        assert!(
+            on[0].1.contains(&"--embedded-registry".to_owned()),
+            "{on:?}"
+        );
+        assert!(
+            !on[1].1.contains(&"--embedded-registry".to_owned()),
+            "agents: {on:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Cluster settings Scout's `k3s` role reads: how the K3s installer runs on the nodes
 //! (`base_dir`, `k3s_extra_args`, `kubeconfig_yaml`, `kubeconfig_group`,
-//! `enable_gpu_node_taint`) and the `coredns-custom` `ConfigMap` (`coredns_forward_map`,
+//! `enable_gpu_node_taint`, `k3s_embedded_registry`) and the `coredns-custom` `ConfigMap` (`coredns_forward_map`,
 //! the deprecated `coredns_forward_domains`, `coredns_extra_server_blocks`).
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +29,10 @@ pub struct K3sInstall {
     /// `enable_gpu_node_taint`: `nvidia.com/gpu=present:NoSchedule` on GPU workers of
     /// multi-node clusters.
     pub gpu_node_taint: bool,
+    /// `k3s_embedded_registry`: K3s's embedded registry mirror (Spegel) on every node, so
+    /// nodes fetch layers from each other and each layer comes through the gateway about
+    /// once. A server flag; it needs TCP 5001 and 6443 open between nodes.
+    pub embedded_registry: bool,
 }
 
 /// What goes into the `coredns-custom` `ConfigMap` besides the air-gap layer.
@@ -76,12 +80,15 @@ impl Reader<'_> {
             }
         };
         let gpu_node_taint = self.flag(Scope::ClusterThenStaging, "enable_gpu_node_taint", true);
+        let embedded_registry =
+            self.flag(Scope::ClusterThenStaging, "k3s_embedded_registry", false);
         K3sInstall {
             base_dir,
             extra_args,
             kubeconfig,
             kubeconfig_group,
             gpu_node_taint,
+            embedded_registry,
         }
     }
 

@@ -31,6 +31,7 @@
 //! | `k3s_extra_args` | server, then staging | more K3s server flags, split as a shell would (none) |
 //! | `kubeconfig_yaml`, `kubeconfig_group` | server, then staging | servers' admin kubeconfig, mode 0640 for that group (`/etc/rancher/k3s/k3s.yaml`, `root`) |
 //! | `enable_gpu_node_taint` | server, then staging | `nvidia.com/gpu=present:NoSchedule` on `gpu_workers` of multi-node clusters (true) |
+//! | `k3s_embedded_registry` | server, then staging | `--embedded-registry` on servers: nodes share layers peer to peer (false) |
 //! | `coredns_forward_map`, `coredns_forward_domains` (deprecated) | server, then staging | `{IP or resolv.conf path: [domains]}` forwarded by `CoreDNS` (none) |
 //! | `coredns_extra_server_blocks` | server, then staging | `{name: Corefile text}` as `<name>.server` in `coredns-custom` (none) |
 //! | `airlock_upstreams` | staging, then server | `{registry or repository: URL}` overrides the gateway's upstreams |
