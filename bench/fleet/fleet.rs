@@ -6,9 +6,15 @@
 //! random offsets spread over `--ramp` seconds. Every response's status and size are checked
 //! against the manifest; a node that sees any error counts as failed and says why.
 //!
+//! With `--peer-addr`, K3s's embedded registry mirror (Spegel) is modelled: once any node
+//! holds the whole image, a node starting its pull takes the config and layers from a peer
+//! (`--peer-addr` stands in for the other nodes' mirrors) and only the manifest from the
+//! gateway; the first nodes, with no peer holding the image yet, pull everything from the
+//! gateway.
+//!
 //! Prints one line per failed node (at most 20) and a summary `key=value` line that run.sh
 //! turns into the table:
-//! `nodes= ok= errors= bytes= wall_s= p50_s= p99_s= max_s= error_kinds=...`
+//! `nodes= ok= errors= bytes= gateway_bytes= peer_bytes= wall_s= p50_s= p99_s= max_s= error_kinds=...`
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,7 +38,12 @@ struct Args {
     layer_conns: usize,
     ramp: f64,
     timeout: u64,
+    /// Other nodes' embedded mirrors (the Spegel model); `None`: the gateway serves all.
+    peer: Option<String>,
 }
+
+/// Nodes that hold the whole image (finished a pull): from then on peers can serve it.
+static HOLDERS: AtomicUsize = AtomicUsize::new(0);
 
 fn parse_args() -> Args {
     let mut args = Args {
@@ -44,6 +55,7 @@ fn parse_args() -> Args {
         layer_conns: 3,
         ramp: 30.0,
         timeout: 1800,
+        peer: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +70,7 @@ fn parse_args() -> Args {
             "--layer-conns" => args.layer_conns = (number(&value) as usize).max(1),
             "--ramp" => args.ramp = number(&value),
             "--timeout" => args.timeout = number(&value) as u64,
+            "--peer-addr" => args.peer = Some(value),
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
@@ -69,7 +82,7 @@ fn parse_args() -> Args {
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "fleet: {problem}\nusage: fleet --addr HOST:PORT [--repo R] [--tag T] [--ns NS] [--nodes N] [--layer-conns C] [--ramp SECS] [--timeout SECS]"
+        "fleet: {problem}\nusage: fleet --addr HOST:PORT [--repo R] [--tag T] [--ns NS] [--nodes N] [--layer-conns C] [--ramp SECS] [--timeout SECS] [--peer-addr HOST:PORT]"
     );
     std::process::exit(2)
 }
@@ -207,8 +220,8 @@ fn descriptors(manifest: &str) -> Vec<(String, u64)> {
     out
 }
 
-/// One node's pull; returns the bytes received.
-fn pull(args: &Args) -> Result<u64, String> {
+/// One node's pull; returns the bytes received from the gateway and from peers.
+fn pull(args: &Args) -> Result<(u64, u64), String> {
     let timeout = Duration::from_secs(args.timeout);
     let mut conn = Conn::open(&args.addr, timeout)?;
     let base = format!("/v2/{}", args.repo);
@@ -229,6 +242,15 @@ fn pull(args: &Args) -> Result<u64, String> {
         return Err("manifest has no layers".into());
     }
     let (config, config_size) = blobs.remove(0);
+    // The blobs come from a peer when one holds the image, else from the gateway.
+    let from_peer = args.peer.is_some() && HOLDERS.load(Ordering::Relaxed) > 0;
+    let source = match (&args.peer, from_peer) {
+        (Some(peer), true) => peer.clone(),
+        _ => args.addr.clone(),
+    };
+    if from_peer {
+        conn = Conn::open(&source, timeout)?;
+    }
     let (status, _, size) = conn.get(&format!("{base}/blobs/{config}?ns={}", args.ns), None, false)?;
     if status != 200 || size != config_size {
         return Err(format!("config: HTTP {status}, {size} of {config_size} bytes"));
@@ -239,10 +261,11 @@ fn pull(args: &Args) -> Result<u64, String> {
             let queue = Arc::clone(&queue);
             let args = args.clone();
             let base = base.clone();
+            let source = source.clone();
             std::thread::Builder::new()
                 .stack_size(128 * 1024)
                 .spawn(move || -> Result<u64, String> {
-                    let mut conn = Conn::open(&args.addr, Duration::from_secs(args.timeout))?;
+                    let mut conn = Conn::open(&source, Duration::from_secs(args.timeout))?;
                     let mut bytes = 0;
                     loop {
                         let next = queue.lock().unwrap().pop();
@@ -258,11 +281,16 @@ fn pull(args: &Args) -> Result<u64, String> {
                 .map_err(|e| format!("thread: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    let mut bytes = config_size + manifest.len() as u64;
+    let mut blob_bytes = config_size;
     for worker in workers {
-        bytes += worker.join().map_err(|_| "layer thread panicked".to_owned())??;
+        blob_bytes += worker.join().map_err(|_| "layer thread panicked".to_owned())??;
     }
-    Ok(bytes)
+    let manifest_bytes = manifest.len() as u64;
+    Ok(if from_peer {
+        (manifest_bytes, blob_bytes)
+    } else {
+        (manifest_bytes + blob_bytes, 0)
+    })
 }
 
 /// A small xorshift, seeded from the clock: start offsets only.
@@ -306,6 +334,9 @@ fn main() {
                     let begun = Instant::now();
                     let outcome = pull(&args);
                     let took = begun.elapsed().as_secs_f64();
+                    if outcome.is_ok() {
+                        HOLDERS.fetch_add(1, Ordering::Relaxed);
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                     results.lock().unwrap().push((node, took, outcome));
                 })
@@ -319,13 +350,14 @@ fn main() {
     let results = results.lock().unwrap();
     let mut times: Vec<f64> = Vec::new();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    let mut bytes = 0u64;
+    let (mut gateway_bytes, mut peer_bytes) = (0u64, 0u64);
     let mut shown = 0;
     for (node, took, outcome) in results.iter() {
         match outcome {
-            Ok(b) => {
+            Ok((gateway, peer)) => {
                 times.push(*took);
-                bytes += b;
+                gateway_bytes += gateway;
+                peer_bytes += peer;
             }
             Err(e) => {
                 let kind = e.split(':').next().unwrap_or(e).to_owned();
@@ -341,9 +373,10 @@ fn main() {
     let errors = results.len() - times.len();
     let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{}:{n}", k.replace(' ', "_"))).collect();
     println!(
-        "nodes={} ok={} errors={errors} bytes={bytes} wall_s={wall:.2} p50_s={:.2} p99_s={:.2} max_s={:.2} error_kinds={}",
+        "nodes={} ok={} errors={errors} bytes={} gateway_bytes={gateway_bytes} peer_bytes={peer_bytes} wall_s={wall:.2} p50_s={:.2} p99_s={:.2} max_s={:.2} error_kinds={}",
         args.nodes,
         times.len(),
+        gateway_bytes + peer_bytes,
         percentile(&times, 50.0),
         percentile(&times, 99.0),
         times.last().copied().unwrap_or(0.0),

@@ -11,6 +11,10 @@
 #              FLEET_LINK MiB/s per connection)
 #   airlock:   airlock serve, TLS off, proxy for docker.io -> counter
 #   ceiling:   nginx serving the registry paths straight from the image's files (sendfile)
+#   spegel:    a third fleet run modelling K3s's embedded mirror (k3s_embedded_registry):
+#              manifests from the gateway; config and layers from the gateway until some
+#              node holds the image, then from peers (the ceiling nginx stands in for them).
+#              Reported: the gateway's egress with and without it
 #   fleet.rs:  one thread per node and per layer connection (containerd's order: manifest,
 #              config, layers over FLEET_CONNS connections), starts spread over FLEET_RAMP s
 #
@@ -247,6 +251,12 @@ peak_rss_kib=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$gateway/
 peak_fds=$(cat "$work/fds.max")
 echo "fleet of $FLEET_NODES nodes against nginx (the warm ceiling)..." >&2
 ceiling=$(fleet "$ceiling_port")
+# K3s's embedded mirror (k3s_embedded_registry), modelled: once a node holds the image,
+# later nodes take its blobs from peers (nginx stands in for their mirrors).
+echo "fleet of $FLEET_NODES nodes through airlock with the embedded mirror (model)..." >&2
+spegel=$("$work/fleet" --addr "127.0.0.1:$airlock_port" --peer-addr "127.0.0.1:$ceiling_port" \
+    --nodes "$FLEET_NODES" --layer-conns "$FLEET_CONNS" --ramp "$FLEET_RAMP" \
+    2>"$work/fleet-spegel.err" | tail -n 1)
 
 # Upstream fetches per blob: GETs of blob paths that reached the upstream.
 fetches=$(grep -c '^GET /v2/library/bench/blobs/sha256:' "$work/nginx/counter.log" || true)
@@ -270,6 +280,10 @@ row "per-node completion p50 s" "$(field "$cold" p50_s)" "$(field "$ceiling" p50
 row "per-node completion p99 s" "$(field "$cold" p99_s)" "$(field "$ceiling" p99_s)" ""
 row "per-node completion max s" "$(field "$cold" max_s)" "$(field "$ceiling" max_s)" ""
 row "p99 / p50" "$p99_over_p50" "" "<= 3"
+mib_of() { python3 -c "print(f'{$1 / 1048576:.0f}')"; }
+row "gateway egress MiB, no embedded mirror" "$(mib_of "$(field "$cold" gateway_bytes)")" "-" ""
+row "gateway egress MiB, embedded mirror (model)" "$(mib_of "$(field "$spegel" gateway_bytes)")" "-" \
+    "peers: $(mib_of "$(field "$spegel" peer_bytes)") MiB, failed: $(field "$spegel" errors)"
 row "failed nodes (kinds)" "$(field "$cold" errors) ($(field "$cold" error_kinds))" \
     "$(field "$ceiling" errors) ($(field "$ceiling" error_kinds))" "0"
 [ -s "$work/fleet-$airlock_port.err" ] && { echo "first airlock failures:" >&2; head -n 5 "$work/fleet-$airlock_port.err" >&2; }
