@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path as Key;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
@@ -100,13 +101,17 @@ pub struct S3Store {
     hot: Option<Arc<HotTier>>,
 }
 
+/// How long the bucket may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A whole request, body included: room for a multi-GiB blob on a slow link.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// How long the bucket may take: a bucket that is down must turn into a clear error (the
 /// registry answers 503) within seconds, not after minutes of retries.
 fn client_options() -> (ClientOptions, RetryConfig) {
     let options = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
-        // A whole request, body included: room for a multi-GiB blob on a slow link.
-        .with_timeout(Duration::from_secs(30 * 60));
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT);
     let retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -117,6 +122,27 @@ fn client_options() -> (ClientOptions, RetryConfig) {
         retry_timeout: Duration::from_secs(10),
     };
     (options, retry)
+}
+
+/// The bucket's HTTP client: reqwest as `object_store` would build it, except that it never
+/// takes a proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`): the gateway's requests go
+/// where its configuration says, and nowhere else.
+#[derive(Debug)]
+struct Direct;
+
+impl HttpConnector for Direct {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+        Ok(HttpClient::new(client))
+    }
 }
 
 impl S3Store {
@@ -143,7 +169,8 @@ impl S3Store {
                         .is_some_and(|e| e.starts_with("http://")),
                 ),
             )
-            .with_retry(retry);
+            .with_retry(retry)
+            .with_http_connector(Direct);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }

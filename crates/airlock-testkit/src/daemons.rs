@@ -45,10 +45,22 @@ pub fn free_port() -> u16 {
 /// `airlock serve --config config` (the test's binary), logging to `log`; returns once
 /// `port` listens.
 pub fn serve_airlock(binary: &Path, config: &Path, log: &Path, port: u16) -> Killed {
+    serve_airlock_with_env(binary, config, log, port, &[])
+}
+
+/// [`serve_airlock`] with more variables in the gateway's environment.
+pub fn serve_airlock_with_env(
+    binary: &Path,
+    config: &Path,
+    log: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Killed {
     let gateway = Killed(
         Command::new(binary)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()

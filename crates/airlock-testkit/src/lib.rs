@@ -23,7 +23,7 @@ pub mod wheel;
 
 pub use daemons::{
     Containerd, DockerRegistry, Killed, free_port, human_bytes, port_open, serve_airlock,
-    wait_until,
+    serve_airlock_with_env, wait_until,
 };
 pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;

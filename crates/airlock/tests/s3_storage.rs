@@ -15,7 +15,7 @@ use std::time::Duration;
 use airlock_store::{S3Credentials, S3Settings, S3Store};
 use airlock_testkit::{
     Containerd, DockerRegistry, Garage, Image, Killed, Platform, free_port, port_open,
-    require_tool, run, serve_airlock, tar_layer, wait_until,
+    require_tool, run, serve_airlock, serve_airlock_with_env, tar_layer, wait_until,
 };
 use airlock_types::Digest;
 use object_store::ObjectStoreExt;
@@ -157,11 +157,20 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     let port = free_port();
     let config = s3_gateway(dir, "data", port, &garage, &registry, "1MiB", &raw);
     let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
-    let mut gateway = serve_airlock(
+    // A proxy named in the environment goes nowhere: the bucket is reached directly, as
+    // every upstream is (only [upstream_proxy] routes the gateway's requests).
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut gateway = serve_airlock_with_env(
         Path::new(env!("CARGO_BIN_EXE_airlock")),
         &config,
         &dir.join("airlock.log"),
         port,
+        &[
+            ("HTTP_PROXY", &nowhere),
+            ("http_proxy", &nowhere),
+            ("HTTPS_PROXY", &nowhere),
+            ("ALL_PROXY", &nowhere),
+        ],
     );
 
     let cold = pull(&skopeo, port, &dir.join("cold"));
