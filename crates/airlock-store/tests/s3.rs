@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_store::{BlobStore, S3Credentials, S3Settings, S3Store, StoreError, put, read_all};
-use airlock_testkit::Garage;
+use airlock_testkit::{Garage, noise};
 use airlock_types::Digest;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -25,19 +25,6 @@ fn settings(garage: &Garage) -> S3Settings {
 
 async fn open(garage: &Garage, local: &Path, hot: u64) -> S3Store {
     S3Store::open(&settings(garage), local, hot).await.unwrap()
-}
-
-/// Bytes that do not compress and differ per seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 async fn read_file(store: &S3Store, digest: &Digest) -> Result<Vec<u8>, StoreError> {

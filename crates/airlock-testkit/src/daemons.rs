@@ -70,6 +70,58 @@ pub fn serve_airlock_with_env(
     gateway
 }
 
+/// Python's `http.server` serving `root` on loopback, its request log (one line per
+/// request) in `log`; killed on drop.
+pub struct StaticFiles {
+    _process: Killed,
+    pub port: u16,
+}
+
+impl StaticFiles {
+    pub fn start(root: &Path, log: &Path) -> Self {
+        let port = free_port();
+        let process = Killed(
+            Command::new(require_tool("python3", "python3"))
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .arg("--directory")
+                .arg(root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("http.server", Duration::from_secs(20), || port_open(port));
+        Self {
+            _process: process,
+            port,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// `len` bytes that do not compress and differ per `seed` (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 /// A size as the console writes it: `812 B`, `1.5 KiB`, `3.0 MiB`.
 pub fn human_bytes(n: u64) -> String {
     if n < 1024 {

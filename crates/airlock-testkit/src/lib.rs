@@ -22,8 +22,8 @@ mod tools;
 pub mod wheel;
 
 pub use daemons::{
-    Containerd, DockerRegistry, Killed, free_port, human_bytes, port_open, serve_airlock,
-    serve_airlock_with_env, wait_until,
+    Containerd, DockerRegistry, Killed, StaticFiles, free_port, human_bytes, noise, port_open,
+    serve_airlock, serve_airlock_with_env, wait_until,
 };
 pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;

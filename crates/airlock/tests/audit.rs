@@ -9,13 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use airlock_audit::{Kind, Record};
 use airlock_testkit::{
-    DockerRegistry, Image, Killed, free_port, port_open, require_tool, run, serve_airlock,
-    wait_until,
+    DockerRegistry, Image, StaticFiles, free_port, require_tool, run, serve_airlock, wait_until,
 };
 
 /// `(method, path)` of an access-log line: `… "GET /path HTTP/1.1" …`.
@@ -71,7 +70,6 @@ fn one_audit_line_per_upstream_request_and_per_egress_decision() {
     let dir = dir.path();
     let skopeo = require_tool("skopeo", "skopeo");
     let curl = require_tool("curl", "curl");
-    let python = require_tool("python3", "python3");
 
     // The OCI upstream, holding one image pushed by skopeo (before the gateway runs: those
     // requests are the test's, not the gateway's).
@@ -84,27 +82,9 @@ fn one_audit_line_per_upstream_request_and_per_egress_decision() {
     let files = dir.join("files");
     std::fs::create_dir_all(files.join("tools")).unwrap();
     std::fs::write(files.join("tools/kit.tar.gz"), vec![7u8; 50_000]).unwrap();
-    let files_port = free_port();
     let files_log = dir.join("files.log");
-    let _files = Killed(
-        Command::new(&python)
-            .args([
-                "-m",
-                "http.server",
-                &files_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(&files)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&files_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("http.server", Duration::from_secs(20), || {
-        port_open(files_port)
-    });
+    let files_server = StaticFiles::start(&files, &files_log);
+    let files_port = files_server.port;
 
     let port = free_port();
     let egress_port = free_port();

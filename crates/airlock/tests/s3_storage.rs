@@ -9,12 +9,12 @@
 #![allow(clippy::unnecessary_debug_formatting)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use airlock_store::{S3Credentials, S3Settings, S3Store};
 use airlock_testkit::{
-    Containerd, DockerRegistry, Garage, Image, Killed, Platform, free_port, port_open,
+    Containerd, DockerRegistry, Garage, Image, Platform, StaticFiles, free_port, noise, port_open,
     require_tool, run, serve_airlock, serve_airlock_with_env, tar_layer, wait_until,
 };
 use airlock_types::Digest;
@@ -59,19 +59,6 @@ fn split_status(mut body: Vec<u8>) -> (String, Vec<u8>) {
     let status = String::from_utf8(body.split_off(split + 1)).unwrap();
     body.pop();
     (status, body)
-}
-
-/// Bytes that do not compress and differ per seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 /// An s3-backed gateway's configuration: `data_dir` `<dir>/<name>`, plain HTTP on `port`,
@@ -131,28 +118,10 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     let (small_file, large_file) = (noise(100_000, 7), noise(2_000_000, 8));
     std::fs::write(files.join("small.bin"), &small_file).unwrap();
     std::fs::write(files.join("large.bin"), &large_file).unwrap();
-    let files_port = free_port();
-    let _files = Killed(
-        Command::new(require_tool("python3", "python3"))
-            .args([
-                "-m",
-                "http.server",
-                &files_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(&files)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("http.server", Duration::from_secs(20), || {
-        port_open(files_port)
-    });
+    let files_server = StaticFiles::start(&files, &dir.join("files.log"));
     let raw = format!(
-        "[[proxy]]\nname = \"files\"\nformat = \"raw\"\nupstream = \"http://127.0.0.1:{files_port}/\"\n"
+        "[[proxy]]\nname = \"files\"\nformat = \"raw\"\nupstream = \"{}\"\n",
+        files_server.url()
     );
     let port = free_port();
     let config = s3_gateway(dir, "data", port, &garage, &registry, "1MiB", &raw);
