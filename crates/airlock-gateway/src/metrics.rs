@@ -1,7 +1,7 @@
 //! `/metrics` in Prometheus text format: requests by route and status, cache results,
 //! bytes served from cache and fetched upstream, upstream errors by proxy, downloads in
-//! flight, store size and evictions, and the listener's open, refused and timed-out
-//! connections.
+//! flight, store size and evictions, the s3 backend's hot tier, and the listener's open,
+//! refused and timed-out connections.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -151,6 +151,7 @@ impl Metrics {
     pub(crate) fn render(
         &self,
         registry: &Registry,
+        store: &dyn airlock_store::BlobStore,
         connections: &ConnectionLimits,
         egress: Option<&std::sync::Arc<airlock_egress::EgressPolicy>>,
     ) -> String {
@@ -287,10 +288,46 @@ impl Metrics {
             "Bytes removed by eviction.",
             vec![format!(" {}", self.evicted_bytes.load(Ordering::Relaxed))],
         );
+        if let Some(tier) = store.tier_stats() {
+            write_tier(&mut out, tier);
+        }
         if let Some(egress) = egress {
             egress.metrics().write_prometheus(&mut out);
         }
         out
+    }
+}
+
+/// The s3 backend's hot tier.
+fn write_tier(out: &mut String, tier: airlock_store::TierStats) {
+    let families = [
+        (
+            "airlock_hot_tier_bytes",
+            "gauge",
+            "Bytes of bucket objects held on local disk.",
+            tier.held_bytes,
+        ),
+        (
+            "airlock_hot_tier_budget_bytes",
+            "gauge",
+            "The hot tier's size limit ([storage] local_cache).",
+            tier.budget_bytes,
+        ),
+        (
+            "airlock_hot_tier_reads_total",
+            "counter",
+            "Reads the hot tier answered without the bucket.",
+            tier.hits,
+        ),
+        (
+            "airlock_hot_tier_fills_total",
+            "counter",
+            "Objects copied into the hot tier.",
+            tier.fills,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        section(out, name, kind, help, vec![format!(" {value}")]);
     }
 }
 

@@ -96,9 +96,12 @@ async fn ca_certificate(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics
-            .render(&state.registry, &state.connections, state.egress.as_ref()),
+        state.metrics.render(
+            &state.registry,
+            state.store.as_ref(),
+            &state.connections,
+            state.egress.as_ref(),
+        ),
     )
 }
 

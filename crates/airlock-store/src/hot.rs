@@ -9,12 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use airlock_types::Digest;
 
 use crate::layout::blob_path;
-use crate::{BlobFile, BlobRead, BlobStore, FsStore, StoreError};
+use crate::{BlobFile, BlobRead, BlobStore, FsStore, StoreError, TierStats};
 
 /// Local copies of bucket objects, at most `budget` bytes of them.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub(crate) struct HotTier {
     store: FsStore,
     budget: u64,
     lru: Mutex<Lru>,
+    hits: AtomicU64,
+    fills: AtomicU64,
 }
 
 /// Which copies are held, how big, and in which order they were last used.
@@ -94,6 +97,8 @@ impl HotTier {
             store,
             budget,
             lru: Mutex::new(lru),
+            hits: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
         };
         tier.shrink().await?;
         Ok(tier)
@@ -129,7 +134,9 @@ impl HotTier {
         if !self.held(digest) {
             return Ok(None);
         }
-        self.store.open(digest, offset).await
+        let read = self.store.open(digest, offset).await?;
+        self.count_hit(read.is_some());
+        Ok(read)
     }
 
     pub(crate) async fn open_file(
@@ -139,7 +146,24 @@ impl HotTier {
         if !self.held(digest) {
             return Ok(None);
         }
-        self.store.open_file(digest).await
+        let file = self.store.open_file(digest).await?;
+        self.count_hit(file.is_some());
+        Ok(file)
+    }
+
+    fn count_hit(&self, hit: bool) {
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> TierStats {
+        TierStats {
+            held_bytes: self.lru().total,
+            budget_bytes: self.budget,
+            hits: self.hits.load(Ordering::Relaxed),
+            fills: self.fills.load(Ordering::Relaxed),
+        }
     }
 
     /// Copies an object into the tier through a writer that checks it against `digest`.
@@ -163,6 +187,7 @@ impl HotTier {
         }
         let committed = writer.commit().await?;
         self.lru().insert(committed.digest, committed.size);
+        self.fills.fetch_add(1, Ordering::Relaxed);
         self.shrink().await
     }
 
@@ -188,6 +213,7 @@ impl HotTier {
             .await
             .map_err(StoreError::io(context()))?;
         self.lru().insert(digest.clone(), size);
+        self.fills.fetch_add(1, Ordering::Relaxed);
         self.shrink().await
     }
 
@@ -208,7 +234,7 @@ impl HotTier {
     /// Bytes held.
     #[cfg(test)]
     fn total(&self) -> u64 {
-        self.lru().total
+        self.stats().held_bytes
     }
 }
 
@@ -272,6 +298,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(tier.total(), 2000);
+        let stats = tier.stats();
+        assert_eq!((stats.fills, stats.budget_bytes), (3, 2500));
         assert!(tier.stat(&digests[1]).await.unwrap().is_none(), "evicted");
         assert!(tier.stat(&digests[0]).await.unwrap().is_some());
         drop(tier);

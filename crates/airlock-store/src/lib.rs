@@ -94,6 +94,23 @@ pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
     /// Removes the leftovers of writes interrupted by a crash; returns how many.
     /// Called once at startup; it looks only at the temporary area, never the whole store.
     async fn clean_temp(&self) -> Result<usize, StoreError>;
+
+    /// The local read tier in front of a remote backend, for `/metrics`; `None` without one.
+    fn tier_stats(&self) -> Option<TierStats> {
+        None
+    }
+}
+
+/// A local read tier's state (the s3 backend's hot tier).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// Bytes of local copies held.
+    pub held_bytes: u64,
+    pub budget_bytes: u64,
+    /// Reads the tier answered without asking the remote store.
+    pub hits: u64,
+    /// Objects copied into the tier.
+    pub fills: u64,
 }
 
 /// A committed blob opened for positional reads. It stays readable when the blob is deleted

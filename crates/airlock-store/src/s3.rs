@@ -395,6 +395,10 @@ impl BlobStore for S3Store {
         Ok(in_hot || in_bucket)
     }
 
+    fn tier_stats(&self) -> Option<crate::TierStats> {
+        self.hot.as_ref().map(|hot| hot.stats())
+    }
+
     /// Removes local temp files a crash left; the bucket holds nothing of an unfinished
     /// write but an incomplete multipart upload, which never becomes visible.
     async fn clean_temp(&self) -> Result<usize, StoreError> {

@@ -201,6 +201,28 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     );
     assert_pulled(&image, &dir.join("warm"));
 
+    // /metrics shows the hot tier: within its 1 MiB, some reads answered from it.
+    let metrics = String::from_utf8(
+        run(Command::new(&curl)
+            .arg("-sSf")
+            .arg(format!("http://127.0.0.1:{port}/metrics")))
+        .stdout,
+    )
+    .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("airlock_hot_tier_budget_bytes"), 1 << 20);
+    let held = value("airlock_hot_tier_bytes");
+    assert!(held > 0 && held <= 1 << 20, "{held}");
+    assert!(value("airlock_hot_tier_reads_total") > 0);
+    assert!(value("airlock_hot_tier_fills_total") >= 2);
+
     // The bucket goes down: the small layer is served from the hot tier, the large one is
     // a 503 the client can retry, and the gateway does not exit.
     let _registry = DockerRegistry::start_on(dir, upstream_port);
