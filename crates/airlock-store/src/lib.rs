@@ -64,6 +64,15 @@ pub enum StoreError {
     Locked { path: std::path::PathBuf },
 }
 
+/// Whether `error` is a [`StoreError::Unavailable`]: for the request handlers' catch-all
+/// error conversions, which take any error and must answer 503 (not 500) for this one.
+pub fn is_unavailable<E: 'static>(error: &E) -> bool {
+    matches!(
+        (error as &dyn std::any::Any).downcast_ref::<StoreError>(),
+        Some(StoreError::Unavailable { .. })
+    )
+}
+
 impl StoreError {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
         let context = context.into();

@@ -568,3 +568,19 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
     }
     Ok(filled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_store_is_classified_unavailable() {
+        let down = s3_error("stat".to_owned())(object_store::Error::NotImplemented {
+            operation: "head".to_owned(),
+            implementer: "test".to_owned(),
+        });
+        assert!(crate::is_unavailable(&down));
+        assert!(!crate::is_unavailable(&StoreError::Index("x".to_owned())));
+        assert!(!crate::is_unavailable(&std::io::Error::other("x")));
+    }
+}

@@ -482,12 +482,10 @@ fn mark(response: &mut Response, outcome: CacheOutcome) {
 /// A failure of the gateway itself: a storage backend that cannot be reached is 503 (the
 /// client retries, and the hot tier's content keeps being served), anything else 500.
 pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> PackageError {
-    match (&e as &dyn std::any::Any).downcast_ref::<airlock_store::StoreError>() {
-        Some(airlock_store::StoreError::Unavailable { .. }) => {
-            // Where the bucket is and how it failed is for the log, not for clients.
-            tracing::warn!(target: "airlock::store", error = %e, "storage unavailable");
-            PackageError::StorageUnavailable
-        }
-        _ => PackageError::Internal(e.to_string()),
+    if airlock_store::is_unavailable(&e) {
+        // Where the bucket is and how it failed is for the log, not for clients.
+        tracing::warn!(target: "airlock::store", error = %e, "storage unavailable");
+        return PackageError::StorageUnavailable;
     }
+    PackageError::Internal(e.to_string())
 }
