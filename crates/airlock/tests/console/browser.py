@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -57,9 +58,14 @@ def log_in(driver, secret):
 
 
 def row_of(driver, text):
-    for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr"):
-        if text in row.text:
-            return row
+    """The table row that mentions text; None also while the page is being replaced (a row
+    found on the old page goes stale under us)."""
+    try:
+        for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr"):
+            if text in row.text:
+                return row
+    except StaleElementReferenceException:
+        return None
     return None
 
 
@@ -108,6 +114,9 @@ try:
 
     # Pin it (a form post with the session's CSRF token), and see it pinned.
     row.find_element(By.XPATH, ".//button[normalize-space()='Pin']").click()
+    # The post answers with a redirect back to the page, marked done=pinned: wait for that
+    # page, not the old one still on screen.
+    WebDriverWait(driver, 10).until(ec.url_contains("done=pinned"))
     WebDriverWait(driver, 10).until(lambda d: row_of(d, item) is not None)
     row = row_of(driver, item)
     if row is None or "Unpin" not in row.text:
