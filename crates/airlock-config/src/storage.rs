@@ -27,6 +27,7 @@ use crate::raw::Written;
 /// access_key_id_file = "/etc/airlock/s3.id"
 /// secret_access_key_file = "/etc/airlock/s3.secret"
 /// local_cache = "50GiB"                      # hot tier on local disk; "0" turns it off
+/// k2v_endpoint = "http://10.0.0.7:3904"      # replicas share tags, records and leases
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +48,8 @@ pub struct Storage {
     pub secret_access_key_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_cache: Option<Written<ByteSize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k2v_endpoint: Option<String>,
     /// Read only to refuse it with a clear message: secrets are never inline.
     #[serde(default, skip_serializing)]
     pub access_key_id: Option<InlineSecret>,
@@ -82,7 +85,7 @@ pub enum Backend {
 pub enum StorageConfig {
     #[default]
     Fs,
-    S3(S3Config),
+    S3(Box<S3Config>),
 }
 
 /// `backend = "s3"`, resolved.
@@ -100,6 +103,10 @@ pub struct S3Config {
     pub secret_access_key_file: Option<PathBuf>,
     /// The hot tier's size on local disk; 0: none, every read goes to the bucket.
     pub local_cache: ByteSize,
+    /// Garage's K2V API beside the bucket: several gateways on the bucket share tags,
+    /// manifest and file records and download leases there. `None`: this gateway keeps its
+    /// records to itself.
+    pub k2v_endpoint: Option<Url>,
 }
 
 impl S3Config {
@@ -109,6 +116,13 @@ impl S3Config {
     /// The endpoint as written: `scheme://host[:port]`, without the slash `Url` adds.
     pub fn endpoint_text(&self) -> Option<String> {
         self.endpoint
+            .as_ref()
+            .map(|url| url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// The K2V endpoint as written, like [`Self::endpoint_text`].
+    pub fn k2v_endpoint_text(&self) -> Option<String> {
+        self.k2v_endpoint
             .as_ref()
             .map(|url| url.as_str().trim_end_matches('/').to_owned())
     }
@@ -124,9 +138,9 @@ pub enum StorageError {
     #[error("bucket {bucket:?} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")]
     Bucket { bucket: String },
     #[error(
-        "endpoint {endpoint:?} must be an http:// or https:// URL naming only the host and port (e.g. \"http://10.0.0.7:3900\")"
+        "{key} {endpoint:?} must be an http:// or https:// URL naming only the host and port (e.g. \"http://10.0.0.7:3900\")"
     )]
-    Endpoint { endpoint: String },
+    Endpoint { key: &'static str, endpoint: String },
     #[error("region must not be empty")]
     Region,
     #[error(
@@ -166,6 +180,7 @@ impl Storage {
                     self.secret_access_key_file.is_some(),
                 ),
                 ("local_cache", self.local_cache.is_some()),
+                ("k2v_endpoint", self.k2v_endpoint.is_some()),
             ];
             return match s3_keys.iter().find(|(_, set)| *set) {
                 Some((key, _)) => Err(StorageError::OnlyForS3 { key }),
@@ -176,7 +191,16 @@ impl Storage {
         if !valid_bucket(&bucket) {
             return Err(StorageError::Bucket { bucket });
         }
-        let endpoint = self.endpoint.as_deref().map(parse_endpoint).transpose()?;
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .map(|e| parse_endpoint("endpoint", e))
+            .transpose()?;
+        let k2v_endpoint = self
+            .k2v_endpoint
+            .as_deref()
+            .map(|e| parse_endpoint("k2v_endpoint", e))
+            .transpose()?;
         let region = self
             .region
             .clone()
@@ -184,7 +208,7 @@ impl Storage {
         if region.trim().is_empty() {
             return Err(StorageError::Region);
         }
-        Ok(StorageConfig::S3(S3Config {
+        Ok(StorageConfig::S3(Box::new(S3Config {
             bucket,
             path_style: self.path_style.unwrap_or(endpoint.is_some()),
             endpoint,
@@ -195,7 +219,8 @@ impl Storage {
                 .local_cache
                 .as_ref()
                 .map_or(S3Config::DEFAULT_LOCAL_CACHE, Written::value),
-        }))
+            k2v_endpoint,
+        })))
     }
 }
 
@@ -216,6 +241,7 @@ impl StorageConfig {
                 access_key_id_file: s3.access_key_id_file.clone(),
                 secret_access_key_file: s3.secret_access_key_file.clone(),
                 local_cache: Some(Written::new(s3.local_cache)),
+                k2v_endpoint: s3.k2v_endpoint_text(),
                 access_key_id: None,
                 secret_access_key: None,
             },
@@ -235,8 +261,9 @@ fn valid_bucket(bucket: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
-fn parse_endpoint(text: &str) -> Result<Url, StorageError> {
+fn parse_endpoint(key: &'static str, text: &str) -> Result<Url, StorageError> {
     let refuse = || StorageError::Endpoint {
+        key,
         endpoint: text.to_owned(),
     };
     let url = Url::parse(text).map_err(|_| refuse())?;

@@ -493,7 +493,8 @@ fn storage_defaults_to_the_data_dir_and_an_s3_table_resolves_with_its_defaults()
     let config = parse(
         "[storage]\nbackend = \"s3\"\nbucket = \"airlock\"\nendpoint = \"http://10.0.0.7:3900\"\n\
          region = \"garage\"\naccess_key_id_file = \"/etc/airlock/s3.id\"\n\
-         secret_access_key_file = \"/etc/airlock/s3.secret\"\nlocal_cache = \"50GiB\"\n",
+         secret_access_key_file = \"/etc/airlock/s3.secret\"\nlocal_cache = \"50GiB\"\n\
+         k2v_endpoint = \"http://10.0.0.7:3904\"\n",
     )
     .unwrap();
     let StorageConfig::S3(s3) = &config.storage else {
@@ -515,6 +516,10 @@ fn storage_defaults_to_the_data_dir_and_an_s3_table_resolves_with_its_defaults()
             .to_toml()
             .contains("endpoint = \"http://10.0.0.7:3900\"\n")
     );
+    assert_eq!(
+        s3.k2v_endpoint_text().as_deref(),
+        Some("http://10.0.0.7:3904")
+    );
 
     let aws = parse("[storage]\nbackend = \"s3\"\nbucket = \"site-cache\"\n").unwrap();
     let StorageConfig::S3(aws) = aws.storage else {
@@ -523,6 +528,10 @@ fn storage_defaults_to_the_data_dir_and_an_s3_table_resolves_with_its_defaults()
     assert_eq!(aws.region, S3Config::DEFAULT_REGION);
     assert!(!aws.path_style && aws.endpoint.is_none());
     assert_eq!(aws.local_cache, S3Config::DEFAULT_LOCAL_CACHE);
+    assert_eq!(
+        aws.k2v_endpoint, None,
+        "records are not shared unless asked"
+    );
     assert_eq!(
         aws.access_key_id_file, None,
         "the environment gives the key"
@@ -567,6 +576,18 @@ fn storage_refusals_name_the_key_and_what_to_write() {
         ),
         ("bucket = \"b12\"", "bucket is only for backend = \"s3\""),
         ("local_cache = \"1GiB\"", "local_cache is only for backend"),
+        (
+            "k2v_endpoint = \"http://h:3904\"",
+            "k2v_endpoint is only for backend",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nk2v_endpoint = \"h:3904\"",
+            "k2v_endpoint \"h:3904\" must be an http:// or https:// URL",
+        ),
+        (
+            "backend = \"s3\"\nbucket = \"b12\"\nk2v_endpoint = \"http://h:3904/b12\"",
+            "naming only the host",
+        ),
         ("backend = \"gcs\"", "unknown variant"),
         (
             "backend = \"s3\"\nbucket = \"b12\"\nacl = \"x\"",

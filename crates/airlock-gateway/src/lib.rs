@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use airlock_config::{Config, S3Config, StorageConfig};
 use airlock_registry::Registry;
+use airlock_store::k2v::{K2v, K2vSettings};
+use airlock_store::shared::Shared;
 use airlock_store::{BlobStore, FsStore, MetaIndex, S3Credentials, S3Settings, S3Store, layout};
 use airlock_upstream::fetch::Downloads;
 use airlock_upstream::{SiteProxy, SiteProxyError};
@@ -91,15 +93,21 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn BlobStore>, MetaIndex), 
         path: data_dir.display().to_string(),
         source,
     })?;
-    let store: Arc<dyn BlobStore> = match &config.storage {
-        StorageConfig::Fs => Arc::new(FsStore::open(layout::store_root(data_dir)).await?),
-        StorageConfig::S3(s3) => Arc::new(open_bucket(s3, data_dir).await?),
+    let (store, shared): (Arc<dyn BlobStore>, _) = match &config.storage {
+        StorageConfig::Fs => (
+            Arc::new(FsStore::open(layout::store_root(data_dir)).await?),
+            None,
+        ),
+        StorageConfig::S3(s3) => (Arc::new(open_bucket(s3, data_dir).await?), open_shared(s3)?),
     };
     let removed = store.clean_temp().await?;
     if removed > 0 {
         tracing::info!(target: "airlock::store", removed, "removed unfinished downloads left by a previous run");
     }
-    let index = MetaIndex::open(&layout::index_path(data_dir))?;
+    let mut index = MetaIndex::open(&layout::index_path(data_dir))?;
+    if let Some(shared) = shared {
+        index = index.sharing(Arc::new(shared));
+    }
     // Uploads a previous run was receiving or importing when it stopped.
     let uploads = layout::uploads_dir(data_dir);
     if uploads.exists() {
@@ -135,6 +143,29 @@ async fn open_bucket(s3: &S3Config, data_dir: &Path) -> Result<S3Store, GatewayE
         }
     }
     Ok(store)
+}
+
+/// With `k2v_endpoint`: the records this replica shares with the others on the bucket,
+/// under a name of its own for download leases (host name and a random suffix, so two
+/// replicas on one host differ too).
+fn open_shared(s3: &S3Config) -> Result<Option<Shared>, GatewayError> {
+    let Some(endpoint) = s3.k2v_endpoint_text() else {
+        return Ok(None);
+    };
+    let k2v = K2v::new(K2vSettings {
+        endpoint,
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone(),
+        credentials: S3Credentials::load(
+            s3.access_key_id_file.as_deref(),
+            s3.secret_access_key_file.as_deref(),
+        )?,
+    })?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "airlock".to_owned(), |h| h.trim().to_owned());
+    let replica = format!("{host}-{:08x}", rand::random::<u32>());
+    tracing::info!(target: "airlock::store", %replica, "tags, records and download leases are shared with the other gateways on the bucket (K2V)");
+    Ok(Some(Shared::new(k2v, replica)))
 }
 
 /// Builds the application from a configuration (no sockets yet).

@@ -20,6 +20,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
+use crate::shared::Shared;
 
 mod batch;
 #[cfg(test)]
@@ -133,6 +134,8 @@ pub struct MetaIndex {
     /// digest → (when, size): the size lets a flush adopt a blob whose record a crash lost.
     touches: Arc<Mutex<HashMap<Digest, (u64, u64)>>>,
     total: Arc<AtomicU64>,
+    /// The records replicas on one bucket share; the local tables are a cache of them.
+    shared: Option<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for MetaIndex {
@@ -294,7 +297,21 @@ impl MetaIndex {
             db: Arc::new(db),
             touches: Arc::new(Mutex::new(HashMap::new())),
             total: Arc::new(AtomicU64::new(total)),
+            shared: None,
         })
+    }
+
+    /// Makes tags, manifest records and file records shared with the other replicas on
+    /// the bucket: written through to `shared`, and looked up there on a local miss.
+    #[must_use]
+    pub fn sharing(mut self, shared: Arc<Shared>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The records shared with other replicas, when there are any.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -344,11 +361,23 @@ impl MetaIndex {
     }
 
     pub async fn tag(&self, key: &TagKey) -> Result<Option<TagRecord>, StoreError> {
-        self.get(TAGS, key.encode()).await
+        let local = self.get(TAGS, key.encode()).await?;
+        let Some(shared) = self.shared.as_ref().filter(|_| local.is_none()) else {
+            return Ok(local);
+        };
+        let found = shared.tag(&key.encode()).await;
+        if let Some(record) = &found {
+            self.put(TAGS, key.encode(), record).await?;
+        }
+        Ok(found)
     }
 
     pub async fn set_tag(&self, key: &TagKey, record: &TagRecord) -> Result<(), StoreError> {
-        self.put(TAGS, key.encode(), record).await
+        self.put(TAGS, key.encode(), record).await?;
+        if let Some(shared) = &self.shared {
+            shared.set_tag(&key.encode(), record).await;
+        }
+        Ok(())
     }
 
     /// Every variant of the tag `key` names (its own `variant` is ignored), the variant of
@@ -384,7 +413,15 @@ impl MetaIndex {
     }
 
     pub async fn manifest(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StoreError> {
-        self.get(MANIFESTS, digest.to_string()).await
+        let local = self.get(MANIFESTS, digest.to_string()).await?;
+        let Some(shared) = self.shared.as_ref().filter(|_| local.is_none()) else {
+            return Ok(local);
+        };
+        let found = shared.manifest(digest).await;
+        if let Some(record) = &found {
+            self.put(MANIFESTS, digest.to_string(), record).await?;
+        }
+        Ok(found)
     }
 
     pub async fn set_manifest(
@@ -392,12 +429,25 @@ impl MetaIndex {
         digest: &Digest,
         record: &ManifestRecord,
     ) -> Result<(), StoreError> {
-        self.put(MANIFESTS, digest.to_string(), record).await
+        self.put(MANIFESTS, digest.to_string(), record).await?;
+        if let Some(shared) = &self.shared {
+            shared.set_manifest(digest, record).await;
+        }
+        Ok(())
     }
 
     /// A package proxy's record for `path`.
     pub async fn file(&self, proxy: &str, path: &str) -> Result<Option<FileRecord>, StoreError> {
-        self.get(FILES, file_key(proxy, path)).await
+        let local = self.get(FILES, file_key(proxy, path)).await?;
+        let Some(shared) = self.shared.as_ref().filter(|_| local.is_none()) else {
+            return Ok(local);
+        };
+        let found = shared.file(&file_key(proxy, path)).await;
+        if let Some(record) = &found {
+            self.write_file_locally(file_key(proxy, path), record)
+                .await?;
+        }
+        Ok(found)
     }
 
     pub async fn set_file(
@@ -407,6 +457,14 @@ impl MetaIndex {
         record: &FileRecord,
     ) -> Result<(), StoreError> {
         let key = file_key(proxy, path);
+        self.write_file_locally(key.clone(), record).await?;
+        if let Some(shared) = &self.shared {
+            shared.set_file(&key, record).await;
+        }
+        Ok(())
+    }
+
+    async fn write_file_locally(&self, key: String, record: &FileRecord) -> Result<(), StoreError> {
         let digest = record.digest.clone();
         let bytes = serde_json::to_vec(record).map_err(index_err)?;
         self.blocking(move |db| {
@@ -469,6 +527,9 @@ impl MetaIndex {
     /// Removes a package proxy's record for `path`; `false` when there was none.
     pub async fn forget_file(&self, proxy: &str, path: &str) -> Result<bool, StoreError> {
         let key = file_key(proxy, path);
+        if let Some(shared) = &self.shared {
+            shared.forget_file(&key).await;
+        }
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(index_err)?;
             let removed = txn
@@ -513,7 +574,11 @@ impl MetaIndex {
             size,
             Some((file_key(proxy, path), file, record.digest.clone())),
         )
-        .await
+        .await?;
+        if let Some(shared) = &self.shared {
+            shared.set_file(&file_key(proxy, path), record).await;
+        }
+        Ok(())
     }
 
     async fn record_blob_and_file(

@@ -12,10 +12,12 @@ pub mod evict;
 mod fs;
 mod hot;
 mod index;
+pub mod k2v;
 pub mod layout;
 mod memory;
 mod s3;
 pub mod serve;
+pub mod shared;
 pub mod stage;
 
 use std::pin::Pin;

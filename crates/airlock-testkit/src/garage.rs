@@ -15,6 +15,8 @@ pub struct Garage {
     s3_port: u16,
     /// `http://127.0.0.1:<port>`, the S3 API.
     pub endpoint: String,
+    /// `http://127.0.0.1:<port>`, the K2V API on the same buckets.
+    pub k2v_endpoint: String,
     pub region: String,
     pub bucket: String,
     pub key_id: String,
@@ -29,7 +31,7 @@ impl Garage {
     pub fn start(dir: &Path) -> Self {
         let binary = require_tool("garage", "garage (cargo install garage --locked)");
         std::fs::create_dir_all(dir).unwrap();
-        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+        let (rpc, s3, k2v, admin) = (free_port(), free_port(), free_port(), free_port());
         let config = dir.join("garage.toml");
         let rpc_secret = format!(
             "{:032x}{:032x}",
@@ -49,6 +51,8 @@ impl Garage {
                  [s3_api]\n\
                  s3_region = \"garage\"\n\
                  api_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 [k2v_api]\n\
+                 api_bind_addr = \"127.0.0.1:{k2v}\"\n\
                  [admin]\n\
                  api_bind_addr = \"127.0.0.1:{admin}\"\n",
                 dir.join("meta"),
@@ -79,11 +83,15 @@ impl Garage {
             "bucket", "allow", "--read", "--write", "--owner", "airlock", "--key", &key_id,
         ]);
         wait_until("garage's S3 API", Duration::from_secs(30), || port_open(s3));
+        wait_until("garage's K2V API", Duration::from_secs(30), || {
+            port_open(k2v)
+        });
         Self {
             process: Some(process),
             cli,
             s3_port: s3,
             endpoint: format!("http://127.0.0.1:{s3}"),
+            k2v_endpoint: format!("http://127.0.0.1:{k2v}"),
             region: "garage".to_owned(),
             bucket: "airlock".to_owned(),
             key_id,

@@ -258,6 +258,19 @@ impl Downloads {
         download: &Download,
         request: RequestFn,
     ) -> Result<u64, FetchError> {
+        // With other replicas on the bucket: fetch only in this replica's turn.
+        let _lease = match self.index.shared() {
+            Some(shared) => {
+                match crate::replicas::take_turn(self.store.as_ref(), shared, digest).await? {
+                    crate::replicas::Next::Fetch(lease) => Some(lease),
+                    crate::replicas::Next::Landed(size) => {
+                        self.index.record_blob(digest, size).await?;
+                        return Ok(size);
+                    }
+                }
+            }
+            None => None,
+        };
         let response = request(None)
             .await
             .map_err(|e| FetchError::Upstream(Arc::new(e)))?;

@@ -10,6 +10,7 @@ mod auth;
 mod challenge;
 pub mod fetch;
 mod redact;
+mod replicas;
 mod site_proxy;
 pub mod target;
 
