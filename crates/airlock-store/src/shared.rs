@@ -28,7 +28,7 @@ const LEASES: &str = "leases";
 
 /// How long a download lease lasts unless its holder renews it: a replica killed mid-fetch
 /// holds the others back at most this long.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How long a claimant waits between writing its claim and reading the claims back: claims
 /// written at about the same time are all visible by then, so the read settles who fetches.
 const SETTLE: Duration = Duration::from_millis(50);

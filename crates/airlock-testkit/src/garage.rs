@@ -101,6 +101,42 @@ impl Garage {
 }
 
 impl Garage {
+    /// An s3-backed gateway's configuration, written to `<dir>/<name>.toml`: `data_dir`
+    /// `<dir>/<name>`, plain HTTP on `port`, the access key in files beside it, `storage`
+    /// appended to the `[storage]` table (`local_cache`, `k2v_endpoint`), one OCI proxy `hub`
+    /// for docker.io in front of `upstream` (a URL), and `more` after it.
+    #[allow(clippy::unnecessary_debug_formatting)]
+    pub fn gateway_config(
+        &self,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        upstream: &str,
+        storage: &str,
+        more: &str,
+    ) -> PathBuf {
+        let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
+        std::fs::write(&id_file, &self.key_id).unwrap();
+        std::fs::write(&secret_file, &self.secret).unwrap();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
+                 [storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+                 access_key_id_file = {id_file:?}\nsecret_access_key_file = {secret_file:?}\n{storage}\n\
+                 [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{upstream}\"\n\
+                 host = \"docker.io\"\ntag_ttl = \"1h\"\n{more}",
+                dir.join(name),
+                self.bucket,
+                self.endpoint,
+                self.region,
+            ),
+        )
+        .unwrap();
+        config
+    }
+
     /// Kills the server (`kill -9`): the bucket becomes unreachable until [`Self::resume`].
     pub fn stop(&mut self) {
         self.process = None;

@@ -61,9 +61,7 @@ fn split_status(mut body: Vec<u8>) -> (String, Vec<u8>) {
     (status, body)
 }
 
-/// An s3-backed gateway's configuration: `data_dir` `<dir>/<name>`, plain HTTP on `port`,
-/// the access key in files beside it, a hot tier of `hot`, one OCI proxy `hub` for
-/// docker.io in front of `registry`.
+/// An s3-backed gateway on `garage` in front of `registry`, with a hot tier of `hot`.
 fn s3_gateway(
     dir: &Path,
     name: &str,
@@ -73,27 +71,8 @@ fn s3_gateway(
     hot: &str,
     more: &str,
 ) -> PathBuf {
-    let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
-    std::fs::write(&id_file, &garage.key_id).unwrap();
-    std::fs::write(&secret_file, &garage.secret).unwrap();
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
-             [storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
-             access_key_id_file = {id_file:?}\nsecret_access_key_file = {secret_file:?}\n\
-             local_cache = \"{hot}\"\n\
-             [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"{}\"\nhost = \"docker.io\"\ntag_ttl = \"1h\"\n{more}",
-            dir.join(name),
-            garage.bucket,
-            garage.endpoint,
-            garage.region,
-            registry.url(),
-        ),
-    )
-    .unwrap();
-    config
+    let storage = format!("local_cache = \"{hot}\"");
+    garage.gateway_config(dir, name, port, &registry.url(), &storage, more)
 }
 
 #[test]
