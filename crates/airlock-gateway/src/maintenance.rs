@@ -77,6 +77,9 @@ pub(crate) async fn tick(
     retention_due: bool,
 ) -> Result<(), airlock_store::StoreError> {
     let registry = &state.registry;
+    if let Some(shared) = registry.index().shared() {
+        return shared_tick(state, shared, retention_due).await;
+    }
     registry.index().flush_touches().await?;
     let cache = &state.config.cache;
     let free = match cache.min_free {
@@ -101,15 +104,7 @@ pub(crate) async fn tick(
             "free space on the data dir is below min_free: evicting what is not pinned, however recently used"
         );
     }
-    let mut pinned = HashSet::new();
-    // `[cache] pin` entries were resolved at startup, run-time pins when made; one that
-    // names nothing cached yet holds nothing.
-    let runtime = state.pins.resolved();
-    for pin in registry.pins().iter().chain(&runtime) {
-        if let Ok(Some(digest)) = registry.pinned_digest(pin).await {
-            pinned.insert(digest);
-        }
-    }
+    let pinned = pinned_roots(state).await;
     let report = evict::evict(
         registry.store().as_ref(),
         registry.index(),
@@ -117,6 +112,50 @@ pub(crate) async fn tick(
         &pinned,
     )
     .await?;
+    count(state, &report);
+    Ok(())
+}
+
+/// What `[cache] pin` and the run-time pins hold now. `[cache] pin` entries were resolved
+/// at startup, run-time pins when made; one that names nothing cached yet holds nothing.
+async fn pinned_roots(state: &AppState) -> HashSet<airlock_types::Digest> {
+    let registry = &state.registry;
+    let mut pinned = HashSet::new();
+    let runtime = state.pins.resolved();
+    for pin in registry.pins().iter().chain(&runtime) {
+        if let Ok(Some(digest)) = registry.pinned_digest(pin).await {
+            pinned.insert(digest);
+        }
+    }
+    pinned
+}
+
+/// A round on a bucket shared with other replicas: publish this replica's pins, and
+/// evict if this replica holds the eviction lease, judging the bucket's total size against
+/// `max_size` (the data dir's free space concerns only the hot tier, which keeps its own
+/// budget).
+async fn shared_tick(
+    state: &AppState,
+    shared: &std::sync::Arc<airlock_store::shared::Shared>,
+    retention_due: bool,
+) -> Result<(), airlock_store::StoreError> {
+    let registry = &state.registry;
+    let pinned = pinned_roots(state).await;
+    shared.publish_pins(&pinned).await?;
+    let cache = &state.config.cache;
+    let report = evict::evict_shared(
+        registry.store().as_ref(),
+        registry.index(),
+        shared,
+        &pinned,
+        |total| policy_for(cache, total, None, retention_due),
+    )
+    .await?;
+    count(state, &report);
+    Ok(())
+}
+
+fn count(state: &AppState, report: &evict::Report) {
     state
         .metrics
         .evicted_blobs
@@ -125,7 +164,6 @@ pub(crate) async fn tick(
         .metrics
         .evicted_bytes
         .fetch_add(report.bytes_freed, Ordering::Relaxed);
-    Ok(())
 }
 
 #[cfg(test)]

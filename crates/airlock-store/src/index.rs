@@ -59,7 +59,7 @@ impl TagKey {
     // Repository names and tags cannot contain ':' or '#' (distribution grammar), proxy
     // names cannot contain '/', so this encoding is unambiguous. The empty variant keeps
     // the schema-1 form.
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         if self.variant.is_empty() {
             format!("{}/{}:{}", self.proxy, self.repo, self.tag)
         } else {
@@ -67,7 +67,7 @@ impl TagKey {
         }
     }
 
-    fn decode(key: &str) -> Option<Self> {
+    pub(crate) fn decode(key: &str) -> Option<Self> {
         let (proxy, rest) = key.split_once('/')?;
         let (rest, variant) = rest.split_once('#').unwrap_or((rest, ""));
         let (repo, tag) = rest.rsplit_once(':')?;
@@ -611,7 +611,11 @@ impl MetaIndex {
             }
             Ok(())
         })
-        .await
+        .await?;
+        if let Some(shared) = &self.shared {
+            shared.record_blobs(&[(digest.clone(), record)]).await;
+        }
+        Ok(())
     }
 
     /// Notes that a client received the blob `digest` of `size` bytes now; written at the
@@ -629,6 +633,19 @@ impl MetaIndex {
         let touches = std::mem::take(&mut *self.touches.lock().expect("touch lock"));
         if touches.is_empty() {
             return Ok(0);
+        }
+        if let Some(shared) = &self.shared {
+            let hints: Vec<(Digest, BlobRecord)> = touches
+                .iter()
+                .map(|(digest, (when, size))| {
+                    let record = BlobRecord {
+                        size: *size,
+                        last_used: *when,
+                    };
+                    (digest.clone(), record)
+                })
+                .collect();
+            shared.record_blobs(&hints).await;
         }
         let total = self.total.clone();
         self.blocking(move |db| {

@@ -61,8 +61,29 @@ struct RangeQuery<'a> {
     partition_key: &'a str,
     prefix: Option<&'a str>,
     start: Option<&'a str>,
-    limit: usize,
+    limit: Option<usize>,
+    #[serde(rename = "singleItem")]
+    single_item: bool,
 }
+
+#[derive(Serialize)]
+struct Insertion<'a> {
+    pk: &'a str,
+    sk: &'a str,
+    ct: Option<&'a str>,
+    v: Option<String>,
+}
+
+/// One write of [`K2v::insert_many`]: `None` as the value deletes.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub sort: String,
+    pub token: Option<String>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Items per batch request.
+const BATCH: usize = 500;
 
 #[derive(Deserialize)]
 struct RangeAnswer {
@@ -173,11 +194,7 @@ impl K2v {
         partition: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Item)>, StoreError> {
-        let url = format!(
-            "{}/{}?search",
-            self.settings.endpoint.trim_end_matches('/'),
-            self.settings.bucket
-        );
+        let url = self.batch_url("?search");
         let mut out = Vec::new();
         let mut start: Option<String> = None;
         loop {
@@ -185,20 +202,11 @@ impl K2v {
                 partition_key: partition,
                 prefix: Some(prefix),
                 start: start.as_deref(),
-                limit: PAGE,
+                limit: Some(PAGE),
+                single_item: false,
             }];
-            let body = serde_json::to_vec(&query).map_err(|e| StoreError::Index(e.to_string()))?;
-            let response = self.send(http::Method::POST, &url, None, body).await?;
-            if response.status().as_u16() != 200 {
-                return Err(refused("listing K2V items", response.status().as_u16()));
-            }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| unavailable("listing K2V items", e))?;
-            let answers: Vec<RangeAnswer> = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Index(format!("K2V answered a listing badly: {e}")))?;
-            let Some(answer) = answers.into_iter().next() else {
+            let answer = self.search(&url, &query).await?.into_iter().next();
+            let Some(answer) = answer else {
                 return Err(StoreError::Index("K2V answered an empty listing".into()));
             };
             for item in answer.items {
@@ -215,6 +223,92 @@ impl K2v {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// The items under `sorts` in `partition`, in the same order (`None`: no live item),
+    /// a few hundred per request.
+    pub async fn read_many(
+        &self,
+        partition: &str,
+        sorts: &[String],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        let url = self.batch_url("?search");
+        let mut out = Vec::with_capacity(sorts.len());
+        for chunk in sorts.chunks(BATCH) {
+            let queries: Vec<RangeQuery> = chunk
+                .iter()
+                .map(|sort| RangeQuery {
+                    partition_key: partition,
+                    prefix: None,
+                    start: Some(sort),
+                    limit: None,
+                    single_item: true,
+                })
+                .collect();
+            let answers = self.search(&url, &queries).await?;
+            if answers.len() != chunk.len() {
+                return Err(StoreError::Index("K2V answered a batch read badly".into()));
+            }
+            for answer in answers {
+                out.push(match answer.items.into_iter().next() {
+                    Some(item) => Some(Item {
+                        values: decode(item.v)?,
+                        token: item.ct,
+                    }),
+                    None => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes (or deletes) many items of `partition`, a few hundred per request.
+    pub async fn insert_many(&self, partition: &str, writes: &[Write]) -> Result<(), StoreError> {
+        let url = self.batch_url("");
+        for chunk in writes.chunks(BATCH) {
+            let items: Vec<Insertion> = chunk
+                .iter()
+                .map(|w| Insertion {
+                    pk: partition,
+                    sk: &w.sort,
+                    ct: w.token.as_deref(),
+                    v: w.value.as_ref().map(|v| BASE64.encode(v)),
+                })
+                .collect();
+            let body = serde_json::to_vec(&items).map_err(|e| StoreError::Index(e.to_string()))?;
+            let response = self.send(http::Method::POST, &url, None, body).await?;
+            match response.status().as_u16() {
+                200 | 204 => {}
+                status => return Err(refused("writing K2V items", status)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        url: &str,
+        queries: &[RangeQuery<'_>],
+    ) -> Result<Vec<RangeAnswer>, StoreError> {
+        let body = serde_json::to_vec(queries).map_err(|e| StoreError::Index(e.to_string()))?;
+        let response = self.send(http::Method::POST, url, None, body).await?;
+        if response.status().as_u16() != 200 {
+            return Err(refused("reading K2V items", response.status().as_u16()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable("reading K2V items", e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Index(format!("K2V answered a batch read badly: {e}")))
+    }
+
+    fn batch_url(&self, query: &str) -> String {
+        format!(
+            "{}/{}{query}",
+            self.settings.endpoint.trim_end_matches('/'),
+            self.settings.bucket
+        )
     }
 
     fn item_url(&self, partition: &str, sort: &str) -> String {

@@ -17,14 +17,25 @@ use airlock_types::Digest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashSet;
+
 use crate::StoreError;
-use crate::index::{FileRecord, ManifestRecord, TagRecord, unix_now};
-use crate::k2v::{Item, K2v};
+use crate::index::{BlobRecord, FileRecord, ManifestRecord, Snapshot, TagKey, TagRecord, unix_now};
+use crate::k2v::{Item, K2v, Write};
 
 const TAGS: &str = "tags";
 const MANIFESTS: &str = "manifests";
 const FILES: &str = "files";
 const LEASES: &str = "leases";
+/// Blob sizes and last use, the LRU hints eviction reads.
+const BLOBS: &str = "blobs";
+/// Each replica's run-time pins, by replica.
+const PINS: &str = "pins";
+/// The lease of the replica running an eviction pass.
+const EVICTION: &str = "eviction";
+
+/// How long a replica's published pins count after it last published them.
+const PINS_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// How long a download lease lasts unless its holder renews it: a replica killed mid-fetch
 /// holds the others back at most this long.
@@ -66,11 +77,28 @@ impl Merge for FileRecord {
     }
 }
 
+impl Merge for BlobRecord {
+    fn newer(self, other: Self) -> Self {
+        if other.last_used > self.last_used {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl Merge for ManifestRecord {
     // Content-addressed: every replica writes the same record for a digest.
     fn newer(self, _other: Self) -> Self {
         self
     }
+}
+
+/// A replica's published pins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pins {
+    until: u64,
+    digests: Vec<Digest>,
 }
 
 /// A download lease's value.
@@ -176,7 +204,7 @@ impl Shared {
     async fn set<T: Merge>(&self, partition: &str, key: &str, record: &T) {
         let result = async {
             let token = self.k2v.read(partition, key).await?.map(|item| item.token);
-            let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Index(e.to_string()))?;
+            let bytes = serde_json::to_vec(record).map_err(index_error)?;
             self.k2v
                 .insert(partition, key, token.as_deref(), bytes)
                 .await
@@ -192,7 +220,10 @@ impl Shared {
     /// most one fetch per replica, never more). When K2V cannot be reached, this replica
     /// fetches.
     pub async fn lease(self: &Arc<Self>, digest: &Digest) -> Turn {
-        let key = digest.to_string();
+        self.lease_on(digest.to_string()).await
+    }
+
+    async fn lease_on(self: &Arc<Self>, key: String) -> Turn {
         match self.claim(&key).await {
             Ok(None) => Turn::Mine(self.hold(key)),
             Ok(Some(holder)) => Turn::Theirs { holder },
@@ -222,8 +253,7 @@ impl Shared {
                 // Withdraw: leave the winner's claim alone in the item, so its release
                 // clears it and nobody waits on a claim that nobody holds.
                 let holder = winner.holder.clone();
-                let bytes =
-                    serde_json::to_vec(&winner).map_err(|e| StoreError::Index(e.to_string()))?;
+                let bytes = serde_json::to_vec(&winner).map_err(index_error)?;
                 self.k2v
                     .insert(LEASES, key, Some(&after.token), bytes)
                     .await?;
@@ -238,7 +268,7 @@ impl Shared {
             holder: self.replica.clone(),
             until: unix_now() + LEASE_TTL.as_secs(),
         };
-        let bytes = serde_json::to_vec(&claim).map_err(|e| StoreError::Index(e.to_string()))?;
+        let bytes = serde_json::to_vec(&claim).map_err(index_error)?;
         self.k2v.insert(LEASES, key, token.as_deref(), bytes).await
     }
 
@@ -276,8 +306,7 @@ impl Shared {
             match other {
                 None => self.k2v.delete(LEASES, key, &item.token).await,
                 Some(other) => {
-                    let bytes =
-                        serde_json::to_vec(&other).map_err(|e| StoreError::Index(e.to_string()))?;
+                    let bytes = serde_json::to_vec(&other).map_err(index_error)?;
                     self.k2v.insert(LEASES, key, Some(&item.token), bytes).await
                 }
             }
@@ -312,6 +341,142 @@ fn live(item: Option<&Item>) -> Vec<Claim> {
         .collect();
     claims.sort_by(|a, b| a.holder.cmp(&b.holder));
     claims
+}
+
+impl Shared {
+    /// Notes blobs' sizes and last use for whichever replica evicts: each record is merged
+    /// with what the others noted (the latest use wins). Best effort.
+    pub(crate) async fn record_blobs(&self, records: &[(Digest, BlobRecord)]) {
+        let keys: Vec<String> = records.iter().map(|(d, _)| d.to_string()).collect();
+        let result = async {
+            let seen = self.k2v.read_many(BLOBS, &keys).await?;
+            let mut writes = Vec::with_capacity(records.len());
+            for ((key, (_, record)), item) in keys.iter().zip(records).zip(seen) {
+                let merged = match item.as_ref().and_then(merged::<BlobRecord>) {
+                    Some(theirs) => theirs.newer(*record),
+                    None => *record,
+                };
+                writes.push(Write {
+                    sort: key.clone(),
+                    token: item.map(|i| i.token),
+                    value: Some(serde_json::to_vec(&merged).map_err(index_error)?),
+                });
+            }
+            self.k2v.insert_many(BLOBS, &writes).await
+        };
+        if let Err(error) = result.await {
+            warn(BLOBS, "(batch)", &error);
+        }
+    }
+
+    /// Publishes this replica's run-time pins so the replica that evicts keeps them.
+    pub async fn publish_pins(&self, digests: &HashSet<Digest>) -> Result<(), StoreError> {
+        let pins = Pins {
+            until: unix_now() + PINS_TTL.as_secs(),
+            digests: digests.iter().cloned().collect(),
+        };
+        let token = self.k2v.read(PINS, &self.replica).await?.map(|i| i.token);
+        let bytes = serde_json::to_vec(&pins).map_err(index_error)?;
+        self.k2v
+            .insert(PINS, &self.replica, token.as_deref(), bytes)
+            .await
+    }
+
+    /// Every digest a replica pinned and published within [`PINS_TTL`].
+    pub async fn pins(&self) -> Result<HashSet<Digest>, StoreError> {
+        let now = unix_now();
+        Ok(self
+            .k2v
+            .read_prefix(PINS, "")
+            .await?
+            .iter()
+            .flat_map(|(_, item)| item.values.iter().flatten())
+            .filter_map(|bytes| serde_json::from_slice::<Pins>(bytes).ok())
+            .filter(|pins| pins.until > now)
+            .flat_map(|pins| pins.digests)
+            .collect())
+    }
+
+    /// The eviction lease: `Some` when this replica is the one to run a pass now.
+    pub async fn lead(self: &Arc<Self>) -> Option<Lease> {
+        match self.lease_on(EVICTION.to_owned()).await {
+            Turn::Mine(lease) => Some(lease),
+            Turn::Theirs { holder } => {
+                tracing::debug!(target: "airlock::evict", %holder, "another replica runs the eviction pass");
+                None
+            }
+        }
+    }
+
+    /// What every replica recorded: blob sizes and last use, manifests, tags.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        for (key, item) in self.k2v.read_prefix(BLOBS, "").await? {
+            if let (Ok(digest), Some(record)) = (key.parse(), merged::<BlobRecord>(&item)) {
+                snapshot.blobs.insert(digest, record);
+            }
+        }
+        for (key, item) in self.k2v.read_prefix(MANIFESTS, "").await? {
+            if let (Ok(digest), Some(record)) = (key.parse(), merged::<ManifestRecord>(&item)) {
+                snapshot.manifests.insert(digest, record);
+            }
+        }
+        for (key, item) in self.k2v.read_prefix(TAGS, "").await? {
+            if let (Some(tag), Some(record)) = (TagKey::decode(&key), merged::<TagRecord>(&item)) {
+                snapshot.tags.push((tag, record.digest));
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Removes the shared records of evicted blobs: their hints and manifest records, the
+    /// tags that named them and the file records whose content they were. Returns how
+    /// many file records went.
+    pub async fn forget(
+        &self,
+        gone: &HashSet<Digest>,
+        tags: &[TagKey],
+    ) -> Result<usize, StoreError> {
+        let digests: Vec<String> = gone.iter().map(ToString::to_string).collect();
+        self.delete_all(BLOBS, &digests).await?;
+        self.delete_all(MANIFESTS, &digests).await?;
+        let tag_keys: Vec<String> = tags.iter().map(TagKey::encode).collect();
+        self.delete_all(TAGS, &tag_keys).await?;
+        let files: Vec<String> = self
+            .k2v
+            .read_prefix(FILES, "")
+            .await?
+            .into_iter()
+            .filter(|(_, item)| {
+                merged::<FileRecord>(item)
+                    .and_then(|record| record.digest)
+                    .is_some_and(|digest| gone.contains(&digest))
+            })
+            .map(|(key, _)| key)
+            .collect();
+        self.delete_all(FILES, &files).await?;
+        Ok(files.len())
+    }
+
+    async fn delete_all(&self, partition: &str, keys: &[String]) -> Result<(), StoreError> {
+        let items = self.k2v.read_many(partition, keys).await?;
+        let writes: Vec<Write> = keys
+            .iter()
+            .zip(items)
+            .filter_map(|(key, item)| {
+                item.map(|item| Write {
+                    sort: key.clone(),
+                    token: Some(item.token),
+                    value: None,
+                })
+            })
+            .collect();
+        self.k2v.insert_many(partition, &writes).await
+    }
+}
+
+fn index_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Index(e.to_string())
 }
 
 fn warn(partition: &str, key: &str, error: &StoreError) {

@@ -1,13 +1,20 @@
 //! Records and leases several gateways share through Garage's K2V API (a single-node
 //! Garage on loopback): the client signs what Garage checks, concurrent writes come back as
 //! siblings and are merged, one replica's records reach another's index, and download
-//! leases give one replica the fetch.
+//! leases give one replica the fetch; one replica at a time evicts, on every replica's
+//! records and pins.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use airlock_store::evict::{Policy, Report, evict_shared};
 use airlock_store::k2v::{K2v, K2vSettings};
 use airlock_store::shared::{Shared, Turn};
-use airlock_store::{FileRecord, MetaIndex, S3Credentials, StoreError, TagKey, TagRecord};
+use airlock_store::{
+    BlobStore, FileRecord, ManifestRecord, MetaIndex, S3Credentials, S3Settings, S3Store,
+    StoreError, TagKey, TagRecord, put,
+};
 use airlock_testkit::Garage;
 use airlock_types::Digest;
 
@@ -223,4 +230,151 @@ async fn with_k2v_down_a_replica_works_alone() {
         shared.lease(&Digest::of(b"x")).await,
         Turn::Mine(_)
     ));
+}
+
+/// Stores `bytes` in the bucket and records them through `index` as a manifest referencing
+/// `refs` (when given) or a plain blob; returns the digest.
+async fn cache(
+    store: &S3Store,
+    index: &MetaIndex,
+    bytes: &[u8],
+    manifest_of: Option<Vec<Digest>>,
+) -> Digest {
+    let digest = Digest::of(bytes);
+    put(store, &digest, bytes).await.unwrap();
+    index
+        .record_blob(&digest, bytes.len() as u64)
+        .await
+        .unwrap();
+    if let Some(refs) = manifest_of {
+        let record = ManifestRecord {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: bytes.len() as u64,
+            refs,
+        };
+        index.set_manifest(&digest, &record).await.unwrap();
+    }
+    digest
+}
+
+fn tag(name: &str) -> TagKey {
+    TagKey {
+        proxy: "hub".into(),
+        repo: format!("library/{name}"),
+        tag: "1".into(),
+        variant: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn one_replica_evicts_what_any_replica_cached_and_keeps_what_any_replica_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(&dir.path().join("garage"));
+    let store = S3Store::open(
+        &S3Settings {
+            bucket: garage.bucket.clone(),
+            endpoint: Some(garage.endpoint.clone()),
+            region: garage.region.clone(),
+            path_style: true,
+            credentials: S3Credentials {
+                access_key_id: garage.key_id.clone(),
+                secret_access_key: garage.secret.clone(),
+            },
+        },
+        &dir.path().join("local"),
+        0,
+    )
+    .await
+    .unwrap();
+    let (shared_a, shared_b) = (replica(&garage, "a"), replica(&garage, "b"));
+    let a = MetaIndex::temporary().unwrap().sharing(shared_a.clone());
+    let b = MetaIndex::temporary().unwrap().sharing(shared_b.clone());
+
+    // Through A: an image (manifest and layer) under a tag. Through B: another image that
+    // shares A's layer, pinned on B only, and a package file.
+    let shared_layer = cache(&store, &a, b"layer both images use", None).await;
+    let own_layer = cache(&store, &a, b"layer of the first image", None).await;
+    let first = cache(
+        &store,
+        &a,
+        b"first manifest",
+        Some(vec![shared_layer.clone(), own_layer.clone()]),
+    )
+    .await;
+    let record = |digest: &Digest| TagRecord {
+        digest: digest.clone(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        checked_at: 1,
+    };
+    a.set_tag(&tag("first"), &record(&first)).await.unwrap();
+    let second = cache(
+        &store,
+        &b,
+        b"second manifest",
+        Some(vec![shared_layer.clone()]),
+    )
+    .await;
+    b.set_tag(&tag("second"), &record(&second)).await.unwrap();
+    let file = cache(&store, &b, b"a wheel", None).await;
+    let file_record = FileRecord {
+        digest: Some(file.clone()),
+        content_type: None,
+        etag: None,
+        last_modified: None,
+        checked_at: 1,
+    };
+    b.set_file("pypi", "packages/x.whl", &file_record)
+        .await
+        .unwrap();
+    shared_b
+        .publish_pins(&[second.clone()].into_iter().collect())
+        .await
+        .unwrap();
+
+    // While B holds the eviction lease, A's pass does nothing.
+    let held = shared_b.lead().await.expect("B leads");
+    let everything = Policy {
+        max_size: None,
+        unused_for: Some(Duration::ZERO),
+        grace: Duration::ZERO,
+    };
+    let report = evict_shared(&store, &a, &shared_a, &HashSet::new(), |_| Some(everything))
+        .await
+        .unwrap();
+    assert_eq!(report, Report::default());
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A's pass sees B's records: B's pinned image and the layer it shares stay; the rest
+    // goes from the bucket and from the shared records.
+    let report = evict_shared(&store, &a, &shared_a, &HashSet::new(), |total| {
+        assert!(
+            total > 0,
+            "the bucket's total comes from every replica's records"
+        );
+        Some(everything)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.blobs_removed, 3, "{report:?}");
+    assert_eq!(report.file_rows_removed, 1);
+    for kept in [&second, &shared_layer] {
+        assert!(store.stat(kept).await.unwrap().is_some(), "{kept} was kept");
+    }
+    for gone in [&first, &own_layer, &file] {
+        assert!(
+            store.stat(gone).await.unwrap().is_none(),
+            "{gone} was evicted"
+        );
+    }
+    let late = MetaIndex::temporary()
+        .unwrap()
+        .sharing(replica(&garage, "c"));
+    assert_eq!(late.tag(&tag("first")).await.unwrap(), None);
+    assert_eq!(
+        late.tag(&tag("second")).await.unwrap(),
+        Some(record(&second))
+    );
+    assert_eq!(late.file("pypi", "packages/x.whl").await.unwrap(), None);
+    assert_eq!(late.manifest(&first).await.unwrap(), None);
 }

@@ -9,11 +9,13 @@
 //! again, never a file nobody tracks.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_types::Digest;
 
-use crate::index::{MetaIndex, unix_now};
+use crate::index::{MetaIndex, Snapshot, unix_now};
+use crate::shared::Shared;
 use crate::{BlobStore, StoreError};
 
 /// What eviction may do.
@@ -57,12 +59,7 @@ pub async fn evict(
     index.flush_touches().await?;
     let snapshot = index.snapshot().await?;
     let doomed = plan(&snapshot, policy, pinned_roots, unix_now());
-    let mut report = Report::default();
-    for digest in &doomed {
-        store.delete(digest).await?;
-        report.blobs_removed += 1;
-        report.bytes_freed += snapshot.blobs.get(digest).map_or(0, |b| b.size);
-    }
+    let mut report = delete_blobs(store, &snapshot, &doomed).await?;
     let gone: HashSet<&Digest> = doomed.iter().collect();
     let tags = snapshot
         .tags
@@ -72,6 +69,69 @@ pub async fn evict(
         .collect();
     report.file_rows_removed = index.forget(doomed.clone(), tags).await?;
     report.size_after = index.total_size();
+    log(&report);
+    Ok(report)
+}
+
+/// One eviction pass over a bucket other replicas share, run by whichever replica holds
+/// the eviction lease (the others return at once). It decides on what every replica
+/// recorded in K2V — blob sizes and last use, manifests, tags — keeping what any replica
+/// pinned as well as `pinned_roots`; `policy_for` gets the bucket's total size and says
+/// whether and how to evict. The bucket's objects go first, then the shared records, then
+/// this replica's own; the other replicas find the records gone, or a record whose blob
+/// is gone, which reads as a miss.
+pub async fn evict_shared(
+    store: &dyn BlobStore,
+    index: &MetaIndex,
+    shared: &Arc<Shared>,
+    pinned_roots: &HashSet<Digest>,
+    policy_for: impl FnOnce(u64) -> Option<Policy>,
+) -> Result<Report, StoreError> {
+    index.flush_touches().await?;
+    let Some(_lease) = shared.lead().await else {
+        return Ok(Report::default());
+    };
+    let snapshot = shared.snapshot().await?;
+    let total: u64 = snapshot.blobs.values().map(|b| b.size).sum();
+    let Some(policy) = policy_for(total) else {
+        return Ok(Report {
+            size_after: total,
+            ..Report::default()
+        });
+    };
+    let mut pinned = shared.pins().await?;
+    pinned.extend(pinned_roots.iter().cloned());
+    let doomed = plan(&snapshot, &policy, &pinned, unix_now());
+    let mut report = delete_blobs(store, &snapshot, &doomed).await?;
+    let gone: HashSet<Digest> = doomed.iter().cloned().collect();
+    let tags: Vec<_> = snapshot
+        .tags
+        .iter()
+        .filter(|(_, d)| gone.contains(d))
+        .map(|(t, _)| t.clone())
+        .collect();
+    report.file_rows_removed = shared.forget(&gone, &tags).await?;
+    index.forget(doomed, tags).await?;
+    report.size_after = total.saturating_sub(report.bytes_freed);
+    log(&report);
+    Ok(report)
+}
+
+async fn delete_blobs(
+    store: &dyn BlobStore,
+    snapshot: &Snapshot,
+    doomed: &[Digest],
+) -> Result<Report, StoreError> {
+    let mut report = Report::default();
+    for digest in doomed {
+        store.delete(digest).await?;
+        report.blobs_removed += 1;
+        report.bytes_freed += snapshot.blobs.get(digest).map_or(0, |b| b.size);
+    }
+    Ok(report)
+}
+
+fn log(report: &Report) {
     if report.blobs_removed > 0 {
         tracing::info!(
             target: "airlock::evict",
@@ -82,7 +142,6 @@ pub async fn evict(
             "evicted"
         );
     }
-    Ok(report)
 }
 
 /// The references a manifest makes: config, layers, index children, subject.
