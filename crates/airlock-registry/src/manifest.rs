@@ -193,6 +193,10 @@ impl Registry {
             if proxy.is_fresh(&record) {
                 return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
             }
+            // Another replica on the bucket may have checked it since.
+            if let Some(manifest) = self.checked_by_peer(proxy, &key, &record, accept).await? {
+                return Ok(respond(&manifest, head, name, CacheOutcome::Hit));
+            }
             let age = Duration::from_secs(unix_now().saturating_sub(record.checked_at));
             match self.revalidate(proxy, resolved, tag, accept, &record).await {
                 Revalidation::Current => {
@@ -250,6 +254,23 @@ impl Registry {
         };
         self.index.set_tag(&key, &record).await.map_err(internal)?;
         Ok(respond(&manifest, head, name, CacheOutcome::Miss))
+    }
+
+    /// The manifest of a fresh record another replica wrote for `key` after `stale`, when
+    /// the client accepts it and it is cached.
+    async fn checked_by_peer(
+        &self,
+        proxy: &OciProxy,
+        key: &TagKey,
+        stale: &TagRecord,
+        accept: &[String],
+    ) -> Result<Option<Manifest>, RegistryError> {
+        match self.index.fresher_tag(key, stale).await.map_err(internal)? {
+            Some(record) if proxy.is_fresh(&record) && acceptable(accept, &record.media_type) => {
+                self.cached_manifest(&record.digest).await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A cached manifest another variant of the tag points at that the client accepts

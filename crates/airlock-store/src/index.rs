@@ -372,6 +372,26 @@ impl MetaIndex {
         Ok(found)
     }
 
+    /// What another replica recorded for the tag `key` when it checked it after `than` was
+    /// checked, kept locally; `None` without sharing or without a later check. A replica
+    /// whose copy went stale asks this before asking the upstream.
+    pub async fn fresher_tag(
+        &self,
+        key: &TagKey,
+        than: &TagRecord,
+    ) -> Result<Option<TagRecord>, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        match shared.tag(&key.encode()).await {
+            Some(record) if record.checked_at > than.checked_at => {
+                self.put(TAGS, key.encode(), &record).await?;
+                Ok(Some(record))
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub async fn set_tag(&self, key: &TagKey, record: &TagRecord) -> Result<(), StoreError> {
         self.put(TAGS, key.encode(), record).await?;
         if let Some(shared) = &self.shared {

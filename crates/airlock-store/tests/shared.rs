@@ -133,7 +133,17 @@ async fn a_tag_and_a_file_one_replica_records_are_found_by_another() {
         ..record.clone()
     };
     b.set_tag(&key, &newer).await.unwrap();
-    assert_eq!(a.tag(&key).await.unwrap(), Some(record));
+    assert_eq!(a.tag(&key).await.unwrap(), Some(record.clone()));
+    assert_eq!(
+        a.fresher_tag(&key, &record).await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(
+        a.tag(&key).await.unwrap(),
+        Some(newer.clone()),
+        "kept locally"
+    );
+    assert_eq!(a.fresher_tag(&key, &newer).await.unwrap(), None);
     let fresh = MetaIndex::temporary()
         .unwrap()
         .sharing(replica(&garage, "c"));

@@ -17,6 +17,16 @@ use airlock_types::Digest;
 /// Three replicas on `garage` in front of `upstream`, sharing records through K2V:
 /// their ports and processes.
 fn replicas(dir: &Path, garage: &Garage, upstream: &str) -> Vec<(u16, Killed)> {
+    replicas_with_ttl(dir, garage, upstream, "1h")
+}
+
+/// [`replicas`] whose proxy keeps tags for `tag_ttl`.
+fn replicas_with_ttl(
+    dir: &Path,
+    garage: &Garage,
+    upstream: &str,
+    tag_ttl: &str,
+) -> Vec<(u16, Killed)> {
     let binary = Path::new(env!("CARGO_BIN_EXE_airlock"));
     let storage = format!(
         "local_cache = \"64MiB\"\nk2v_endpoint = \"{}\"",
@@ -27,6 +37,9 @@ fn replicas(dir: &Path, garage: &Garage, upstream: &str) -> Vec<(u16, Killed)> {
         .map(|name| {
             let port = free_port();
             let config = garage.gateway_config(dir, name, port, upstream, &storage, "");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let text = text.replace("tag_ttl = \"1h\"", &format!("tag_ttl = \"{tag_ttl}\""));
+            std::fs::write(&config, text).unwrap();
             let log = dir.join(format!("{name}.log"));
             (port, serve_airlock(binary, &config, &log, port))
         })
@@ -127,6 +140,32 @@ async fn a_tag_cached_through_one_replica_is_served_by_the_others_with_the_upstr
         assert_eq!(status, "200");
         assert!(body == layer);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_whose_tag_went_stale_takes_the_check_another_replica_made_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let garage = Garage::start(&dir.join("garage"));
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let image = image(vec![noise(1000, 5)]);
+    upstream.push_image("library/app", "1", &image);
+    let gateways = replicas_with_ttl(dir, &garage, &upstream.url(), "3s");
+    let (a, b) = (gateways[0].0, gateways[1].0);
+    let accept = Some(image.media_type);
+    let path = "/v2/hub/library/app/manifests/1";
+    let heads = || upstream.count("HEAD", "/v2/library/app/manifests/1");
+
+    assert_eq!(get(a, path, accept).0, "200");
+    std::thread::sleep(Duration::from_secs(4));
+    // B's copy (taken from A's record) is stale: B checks upstream with a HEAD.
+    assert_eq!(get(b, path, accept).0, "200");
+    assert_eq!(heads(), 1);
+    // A's own copy is stale too, but B checked the tag a moment ago: no second HEAD.
+    let (status, body) = get(a, path, accept);
+    assert_eq!(status, "200");
+    assert_eq!(Digest::of(&body), image.digest);
+    assert_eq!(heads(), 1, "A took B's check");
 }
 
 /// A `certs.d` directory whose docker.io `hosts.toml` lists the gateways in order, as
