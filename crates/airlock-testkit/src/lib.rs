@@ -3,6 +3,7 @@
 //! builders for images, multi-arch indexes, RPM repositories and
 //! conda channel metadata, and the HTTP clients the integration tests use.
 
+mod chaos;
 pub mod conda;
 mod daemons;
 mod fake_dir;
@@ -21,6 +22,7 @@ pub mod tinyproxy;
 mod tools;
 pub mod wheel;
 
+pub use chaos::{Chaos, Odds};
 pub use daemons::{
     Containerd, DockerRegistry, Killed, StaticFiles, free_port, human_bytes, noise, port_open,
     serve_airlock, serve_airlock_with_env, wait_until,
