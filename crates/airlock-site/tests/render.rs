@@ -436,3 +436,28 @@ fn every_replica_runs_the_same_gateway_under_its_own_name() {
         rendered.get("staging/north.example.test/airlock.toml")
     );
 }
+
+/// `explain-image` names the first replica and then the others, in the order nodes try them.
+#[test]
+fn explain_image_names_the_replicas_in_the_order_nodes_try_them() {
+    let text =
+        airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+    let report = check(&common::parse(&text), None);
+    let explained = airlock_site::explain::explain(&report.site, "postgres:15").unwrap();
+    assert_eq!(explained.registry_host, "harbor.north.example.test");
+    assert_eq!(
+        explained.fallbacks,
+        ["harbor.south.example.test", "harbor.east.example.test"]
+    );
+    let shown = explained.to_string();
+    assert!(
+        shown.contains(
+            "then        the same paths on harbor.south.example.test, harbor.east.example.test"
+        ),
+        "{shown}"
+    );
+    let small = check(&common::parse(airlock_testkit::inventory::SMALL_SITE), None);
+    let single = airlock_site::explain::explain(&small.site, "postgres:15").unwrap();
+    assert!(single.fallbacks.is_empty());
+    assert!(!single.to_string().contains("then "));
+}
