@@ -282,23 +282,33 @@ pub fn summary(report: &Report) -> String {
             format!("{} (ssh {user}{}:{})", m.name, m.address, m.port)
         }
     };
-    match &site.staging {
-        Some(staging) => {
-            let _ = writeln!(out, "  staging      {}", machine(&staging.machine));
-            let _ = writeln!(
-                out,
-                "  gateway      https://{} (registry {}), TLS {}",
-                staging.hostname,
-                staging.registry_host,
-                match &site.tls {
-                    GatewayTls::SelfSigned => "self-signed".to_owned(),
-                    GatewayTls::Files { cert, .. } => format!("from {cert}"),
-                }
-            );
+    if site.replicas.is_empty() {
+        let _ = writeln!(out, "  staging      (none)");
+    }
+    let tls = match &site.tls {
+        GatewayTls::SelfSigned if site.replicas.len() > 1 => {
+            "self-signed, one CA (the first staging host's)".to_owned()
         }
-        None => {
-            let _ = writeln!(out, "  staging      (none)");
-        }
+        GatewayTls::SelfSigned => "self-signed".to_owned(),
+        GatewayTls::Files { cert, .. } => format!("from {cert}"),
+    };
+    for staging in &site.replicas {
+        let _ = writeln!(out, "  staging      {}", machine(&staging.machine));
+        let _ = writeln!(
+            out,
+            "  gateway      https://{} (registry {}), TLS {tls}",
+            staging.hostname, staging.registry_host,
+        );
+    }
+    if let Some(storage) = &site.storage {
+        let backend = match storage.backend {
+            Some(airlock_config::Backend::S3) => format!(
+                "s3, bucket {}",
+                storage.bucket.as_deref().unwrap_or_default()
+            ),
+            _ => "fs".to_owned(),
+        };
+        let _ = writeln!(out, "  storage      {backend}");
     }
     for (label, machines) in [
         ("server", &site.servers),

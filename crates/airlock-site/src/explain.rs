@@ -24,6 +24,8 @@ pub struct Explanation {
     pub image: ImageRef,
     pub mirror: Option<Mirror>,
     pub registry_host: String,
+    /// The other staging hosts' registry names, in the order nodes try them after the first.
+    pub fallbacks: Vec<String>,
     pub warning: Option<String>,
 }
 
@@ -54,6 +56,12 @@ pub fn explain(site: &Site, image: &str) -> Result<Explanation, ExplainError> {
         image,
         mirror,
         registry_host: staging.registry_host.clone(),
+        fallbacks: site
+            .replicas
+            .iter()
+            .skip(1)
+            .map(|r| r.registry_host.clone())
+            .collect(),
         warning,
     })
 }
@@ -95,6 +103,13 @@ impl fmt::Display for Explanation {
             "podman/crio GET https://{host}{}   (registries.conf mirror)",
             manifest(&format!("{}/{}", mirror.project, image.repository()))
         )?;
+        if !self.fallbacks.is_empty() {
+            writeln!(
+                f,
+                "then        the same paths on {}   (when {host} does not answer, in this order)",
+                self.fallbacks.join(", ")
+            )?;
+        }
         writeln!(
             f,
             "gateway     GET {}{}",

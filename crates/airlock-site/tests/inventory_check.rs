@@ -665,3 +665,256 @@ fn legacy_coredns_forward_domains_warn_and_conflict_with_the_map() {
     assert!(error.message.contains("both"), "{}", error.message);
     assert_eq!(error.line, line_of(&both, "coredns_forward_domains"));
 }
+
+fn warnings(report: &[Diagnostic]) -> Vec<String> {
+    report
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(|d| d.message.clone())
+        .collect()
+}
+
+/// Every staging host is a replica under its own name; a shared bucket is what several want,
+/// so it draws no warning.
+#[test]
+fn several_staging_hosts_are_replicas_in_inventory_order() {
+    let text =
+        airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+    let report = check(&common::parse(&text), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    assert_eq!(warnings(&report.diagnostics), Vec::<String>::new());
+    let names: Vec<(&str, &str, &str)> = report
+        .site
+        .replicas
+        .iter()
+        .map(|r| {
+            (
+                r.machine.name.as_str(),
+                r.hostname.as_str(),
+                r.registry_host.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "north.example.test",
+                "north.example.test",
+                "harbor.north.example.test"
+            ),
+            (
+                "south.example.test",
+                "south.example.test",
+                "harbor.south.example.test"
+            ),
+            (
+                "east.example.test",
+                "east.example.test",
+                "harbor.east.example.test"
+            ),
+        ]
+    );
+    assert_eq!(report.site.staging.as_ref(), report.site.replicas.first());
+    let text = summary(&report);
+    let at: Vec<usize> = ["north", "south", "east"]
+        .iter()
+        .map(|r| text.find(&format!("https://{r}.example.test")).unwrap())
+        .collect();
+    assert!(at.is_sorted(), "{text}");
+    assert!(text.contains("storage      s3, bucket airlock"), "{text}");
+}
+
+/// Replicas on local disk each hold their own cache: said once, on the `staging` group, unless
+/// `airlock_storage_backend: fs` says it is meant.
+#[test]
+fn replicas_on_local_disk_are_a_warning_unless_fs_is_written() {
+    let inventory = airlock_testkit::inventory::replicated_site("");
+    let report = check(&common::parse(&inventory), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let found: Vec<&Diagnostic> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("(`fs`)"))
+        .collect();
+    assert_eq!(found.len(), 1, "{:#?}", report.diagnostics);
+    assert!(!found[0].is_error());
+    assert_eq!(found[0].line, line_of(&inventory, "staging:"));
+    assert!(
+        found[0].message.contains("3 staging hosts") && found[0].help.contains("s3"),
+        "{found:?}"
+    );
+    assert!(report.site.storage.is_none());
+
+    let written = airlock_testkit::inventory::replicated_site("    airlock_storage_backend: fs");
+    let report = check(&common::parse(&written), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    assert_eq!(warnings(&report.diagnostics), Vec::<String>::new());
+    assert!(report.site.storage.is_some());
+
+    // One staging host on local disk is the ordinary case.
+    let report = check(&common::parse(airlock_testkit::inventory::SMALL_SITE), None);
+    assert_eq!(warnings(&report.diagnostics), Vec::<String>::new());
+}
+
+/// Replicas on one bucket without K2V share blobs but not tags, leases or eviction.
+#[test]
+fn replicas_on_a_bucket_without_k2v_are_a_warning_naming_the_variable() {
+    let without = airlock_testkit::inventory::SHARED_BUCKET
+        .lines()
+        .filter(|l| !l.contains("airlock_k2v_endpoint"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let inventory = airlock_testkit::inventory::replicated_site(&without);
+    let report = check(&common::parse(&inventory), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let found = warnings(&report.diagnostics);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("3 staging hosts share the bucket's blobs but not what they know"),
+        "{found:?}"
+    );
+    let with =
+        airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+    let report = check(&common::parse(&with), None);
+    assert_eq!(warnings(&report.diagnostics), Vec::<String>::new());
+}
+
+/// Two replicas that would answer as one gateway, or that are one machine, are refused on
+/// the second host's line.
+#[test]
+fn replicas_with_one_name_or_one_address_are_refused() {
+    let base =
+        airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+    let same_address = base.replace("10.0.0.23", "10.0.0.21");
+    let error = only_error(&same_address, None);
+    assert_eq!(error.line, line_of(&same_address, "east.example.test:"));
+    assert_eq!(
+        error.message,
+        "staging hosts `north.example.test` and `east.example.test` have the same address `10.0.0.21`"
+    );
+
+    let same_name = base.replace(
+        "south.example.test: {ansible_host: 10.0.0.22}",
+        "south.example.test: {ansible_host: 10.0.0.22, external_url: \"https://north.example.test\"}",
+    );
+    let error = only_error(&same_name, None);
+    assert_eq!(error.line, line_of(&same_name, "south.example.test:"));
+    assert!(
+        error
+            .message
+            .contains("would both be the gateway `north.example.test`"),
+        "{error:?}"
+    );
+
+    // Render writes each replica's config in a directory named after it.
+    let path_like = base.replace(
+        "east.example.test: {ansible_host: 10.0.0.23}",
+        "\"../east\": {ansible_host: 10.0.0.23, external_url: east.example.test}",
+    );
+    let error = only_error(&path_like, None);
+    assert_eq!(
+        error.message,
+        "staging host `../east` is not a plain host name"
+    );
+}
+
+/// `external_url` set for the whole group names the first replica; the others keep their
+/// inventory names, and one set in a host's own vars names that host.
+#[test]
+fn a_shared_external_url_names_only_the_first_replica() {
+    let base = airlock_testkit::inventory::replicated_site(
+        airlock_testkit::inventory::SHARED_BUCKET,
+    )
+    .replace(
+        "    staging_k3s_token: abc\n",
+        "    staging_k3s_token: abc\n    external_url: https://gateway.example.test\n",
+    )
+    .replace(
+        "east.example.test: {ansible_host: 10.0.0.23}",
+        "east.example.test: {ansible_host: 10.0.0.23, external_url: registry-east.example.test}",
+    );
+    let report = check(&common::parse(&base), None);
+    assert_eq!(errors(&report.diagnostics), []);
+    let hostnames: Vec<&str> = report
+        .site
+        .replicas
+        .iter()
+        .map(|r| r.hostname.as_str())
+        .collect();
+    assert_eq!(
+        hostnames,
+        [
+            "gateway.example.test",
+            "south.example.test",
+            "registry-east.example.test"
+        ]
+    );
+}
+
+/// Every storage mistake names the inventory variable, on its line.
+#[test]
+fn storage_mistakes_name_their_variable() {
+    let site = |vars: &str| airlock_testkit::inventory::replicated_site(vars);
+    let no_bucket = site("    airlock_storage_backend: s3");
+    let error = only_error(&no_bucket, None);
+    assert_eq!(error.line, line_of(&no_bucket, "airlock_storage_backend"));
+    assert!(error.message.contains("needs a bucket"), "{error:?}");
+    assert!(error.help.contains("airlock_s3_bucket"), "{error:?}");
+
+    let inline = site(&format!(
+        "{}\n    airlock_s3_secret_access_key: hunter2",
+        airlock_testkit::inventory::SHARED_BUCKET
+    ));
+    let error = only_error(&inline, None);
+    assert_eq!(
+        error.line,
+        line_of(&inline, "airlock_s3_secret_access_key:")
+    );
+    assert!(
+        error.help.contains("airlock_s3_secret_access_key_file")
+            && !error.message.contains("hunter2"),
+        "{error:?}"
+    );
+
+    let relative = site(
+        &airlock_testkit::inventory::SHARED_BUCKET.replace("/etc/airlock/s3.id", "keys/s3.id"),
+    );
+    let error = only_error(&relative, None);
+    assert_eq!(
+        error.message,
+        "`airlock_s3_access_key_id_file` `keys/s3.id` is not an absolute path"
+    );
+
+    let k2v = site(
+        &airlock_testkit::inventory::SHARED_BUCKET.replace("http://10.0.0.7:3904", "10.0.0.7:3904"),
+    );
+    let error = only_error(&k2v, None);
+    assert_eq!(error.line, line_of(&k2v, "airlock_storage_backend"));
+    assert!(
+        error
+            .message
+            .contains("k2v_endpoint (`airlock_k2v_endpoint`) \"10.0.0.7:3904\" must be"),
+        "{error:?}"
+    );
+    assert!(error.help.contains("`airlock_k2v_endpoint`"), "{error:?}");
+
+    let unknown = site("    airlock_storage_backend: nfs");
+    let error = only_error(&unknown, None);
+    assert_eq!(error.message, "unknown `airlock_storage_backend` `nfs`");
+
+    // A replica of its own bucket would be silently ignored: every replica runs the first
+    // one's config.
+    let own = site(airlock_testkit::inventory::SHARED_BUCKET).replace(
+        "south.example.test: {ansible_host: 10.0.0.22}",
+        "south.example.test: {ansible_host: 10.0.0.22, airlock_s3_bucket: other}",
+    );
+    let error = only_error(&own, None);
+    assert_eq!(error.line, line_of(&own, "south.example.test:"));
+    assert!(
+        error
+            .message
+            .starts_with("`airlock_s3_bucket` is set for staging host `south.example.test` alone"),
+        "{error:?}"
+    );
+}

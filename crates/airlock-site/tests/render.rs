@@ -292,3 +292,172 @@ fn the_harbor_admin_password_becomes_the_admin_user_as_a_hash_only() {
             .contains("[admin]")
     );
 }
+
+/// The staging hosts of `airlock_testkit::inventory::replicated_site`, in inventory order.
+const REPLICAS: [&str; 3] = [
+    "north.example.test",
+    "south.example.test",
+    "east.example.test",
+];
+
+fn replicated(storage: &str) -> Rendered {
+    rendered_text(&airlock_testkit::inventory::replicated_site(storage))
+}
+
+/// The position of each of `needles` in `text`, which must hold every one.
+fn positions(text: &str, needles: &[String]) -> Vec<usize> {
+    needles
+        .iter()
+        .map(|n| {
+            text.find(n.as_str())
+                .unwrap_or_else(|| panic!("{n} missing:\n{text}"))
+        })
+        .collect()
+}
+
+/// K3s tries a mirror's endpoints in order: every replica is one, in inventory order, and
+/// each has the CA nodes trust.
+#[test]
+fn registries_yaml_lists_every_replica_in_inventory_order() {
+    let rendered = replicated(airlock_testkit::inventory::SHARED_BUCKET);
+    let text = rendered.get("nodes/registries.yaml").unwrap();
+    let doc = airlock_ansible::yaml::parse_str(text, Path::new("registries.yaml")).unwrap();
+    let expected: Vec<String> = REPLICAS
+        .iter()
+        .map(|r| format!("https://harbor.{r}"))
+        .collect();
+    let mirrors = doc.get("mirrors").unwrap().as_map().unwrap();
+    assert_eq!(mirrors.len(), 8, "{text}");
+    for (registry, mirror) in mirrors {
+        let endpoints: Vec<&str> = mirror
+            .get("endpoint")
+            .unwrap()
+            .as_seq()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(endpoints, expected, "{:?}", registry.as_str());
+        assert!(mirror.get("rewrite").is_some());
+    }
+    let configs = doc.get("configs").unwrap();
+    for replica in REPLICAS {
+        let tls = configs
+            .get(&format!("harbor.{replica}"))
+            .and_then(|c| c.get("tls"))
+            .unwrap_or_else(|| panic!("no configs entry for {replica}:\n{text}"));
+        assert_eq!(
+            tls.get("ca_file").unwrap().as_str(),
+            Some("/etc/rancher/k3s/staging-ca.crt")
+        );
+    }
+}
+
+/// containerd tries `[host]` entries in file order: every replica, in inventory order, each
+/// with the CA; podman and CRI-O get the same mirrors in the same order.
+#[test]
+fn hosts_toml_and_registries_conf_list_every_replica_in_inventory_order() {
+    let rendered = replicated(airlock_testkit::inventory::SHARED_BUCKET);
+    let hosts = rendered.get("nodes/certs.d/docker.io/hosts.toml").unwrap();
+    let headers: Vec<String> = REPLICAS
+        .iter()
+        .map(|r| format!("[host.\"https://harbor.{r}\"]"))
+        .collect();
+    let at = positions(hosts, &headers);
+    assert!(at.is_sorted(), "{hosts}");
+    let table: toml::Table = toml::from_str(hosts).unwrap();
+    let host = table["host"].as_table().unwrap();
+    assert_eq!(host.len(), 3, "{hosts}");
+    for entry in host.values() {
+        assert_eq!(
+            entry["ca"].as_str(),
+            Some("/etc/rancher/k3s/staging-ca.crt")
+        );
+        assert_eq!(entry["capabilities"].as_array().unwrap().len(), 2);
+    }
+    let conf = rendered.get("nodes/registries.conf").unwrap();
+    let locations: Vec<String> = REPLICAS
+        .iter()
+        .map(|r| format!("location = \"harbor.{r}/dockerhub-proxy\""))
+        .collect();
+    assert!(positions(conf, &locations).is_sorted(), "{conf}");
+}
+
+/// Each replica's gateway config is the first one's but for its names: one `[storage]` (the
+/// shared bucket), one `[admin]`, one set of proxies; `staging/airlock.toml` is the first's.
+#[test]
+fn every_replica_runs_the_same_gateway_under_its_own_name() {
+    let rendered = replicated(&format!(
+        "{}\n    airlock_admin_password: a-site-password",
+        airlock_testkit::inventory::SHARED_BUCKET
+    ));
+    let load = |path: &str| {
+        let text = rendered
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} not rendered"));
+        airlock_config::Config::from_toml_str(text, path).unwrap()
+    };
+    let configs: Vec<airlock_config::Config> = REPLICAS
+        .iter()
+        .map(|r| load(&format!("staging/{r}/airlock.toml")))
+        .collect();
+    for ((config, name), address) in configs.iter().zip(REPLICAS).zip(21..) {
+        assert_eq!(config.server.hostname, name);
+        assert!(
+            config
+                .server
+                .extra_names
+                .contains(&format!("10.0.0.{address}")),
+            "{:?}",
+            config.server.extra_names
+        );
+        let airlock_config::StorageConfig::S3(s3) = &config.storage else {
+            panic!("{name}: {:?}", config.storage);
+        };
+        assert_eq!(s3.bucket, "airlock");
+        assert_eq!(s3.endpoint_text().as_deref(), Some("http://10.0.0.7:3900"));
+        assert_eq!(
+            s3.secret_access_key_file.as_deref(),
+            Some(Path::new("/etc/airlock/s3.secret"))
+        );
+    }
+    let without_names = |config: &airlock_config::Config| {
+        let mut raw = config.to_raw();
+        raw.server.hostname = None;
+        raw.server.extra_names.clear();
+        raw.to_toml()
+    };
+    for config in &configs[1..] {
+        assert_eq!(config.storage, configs[0].storage);
+        assert_eq!(without_names(config), without_names(&configs[0]));
+    }
+    assert_eq!(
+        rendered.get("staging/airlock.toml"),
+        rendered.get("staging/north.example.test/airlock.toml")
+    );
+}
+
+/// `explain-image` names the first replica and then the others, in the order nodes try them.
+#[test]
+fn explain_image_names_the_replicas_in_the_order_nodes_try_them() {
+    let text =
+        airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+    let report = check(&common::parse(&text), None);
+    let explained = airlock_site::explain::explain(&report.site, "postgres:15").unwrap();
+    assert_eq!(explained.registry_host, "harbor.north.example.test");
+    assert_eq!(
+        explained.fallbacks,
+        ["harbor.south.example.test", "harbor.east.example.test"]
+    );
+    let shown = explained.to_string();
+    assert!(
+        shown.contains(
+            "then        the same paths on harbor.south.example.test, harbor.east.example.test"
+        ),
+        "{shown}"
+    );
+    let small = check(&common::parse(airlock_testkit::inventory::SMALL_SITE), None);
+    let single = airlock_site::explain::explain(&small.site, "postgres:15").unwrap();
+    assert!(single.fallbacks.is_empty());
+    assert!(!single.to_string().contains("then "));
+}

@@ -1,8 +1,9 @@
 //! `airlock deploy`: the gateway and an air-gapped K3s cluster, installed over SSH in
 //! stages, each idempotent and reported per host.
 //!
-//! 1. [`staging`]: `airlock` + `airlock.toml` + systemd unit; restart only on change;
-//!    `/healthz` from the control node; the CA read back when self-signed.
+//! 1. [`staging`]: `airlock` + `airlock.toml` + systemd unit on each staging node, the first
+//!    first; restart only on change; `/healthz` from the control node; the CA read back when
+//!    self-signed, and given to the other staging nodes.
 //! 2. artifacts: `k3s`, its checksum file and the install script into the control node's
 //!    cache (through an [`ArtifactSource`]), verified before any node sees them.
 //! 3. `SELinux`: `k3s-selinux` and `container-selinux` on nodes that enforce it.
@@ -35,7 +36,7 @@ use airlock_ansible::connection::Machine;
 use airlock_ansible::inventory::Inventory;
 use airlock_remote::{ExecError, Executor};
 use airlock_site::render::Rendered;
-use airlock_site::site::{Site, Staging};
+use airlock_site::site::{GatewayTls, Site, Staging};
 
 use crate::artifacts::{ArtifactError, K3sArtifacts};
 use crate::rpms::{CachedRpm, RpmError};
@@ -275,10 +276,9 @@ pub fn deploy(
         .collect();
     check_secrets(
         site,
-        site.staging
-            .as_ref()
+        site.replicas
+            .iter()
             .map(|s| &s.machine)
-            .into_iter()
             .chain(nodes.iter().map(|(m, _)| *m)),
         !nodes.is_empty(),
     )?;
@@ -303,38 +303,98 @@ pub fn deploy(
     Ok(())
 }
 
-/// Stage 1: the gateway on the staging node, when `--limit` chose it; else its CA, read back.
-fn stage_staging(run: &mut Run<'_>, _: Mode) -> Result<(), DeployError> {
+/// Stage 1: the gateway on each staging node `--limit` chose, the first one first (its CA is
+/// the site's); the first one's CA read back when `--limit` left it out.
+fn stage_staging(run: &mut Run<'_>, mode: Mode) -> Result<(), DeployError> {
     let (site, options, report) = (run.site, run.options, run.report);
-    let Some(staging) = site.staging.as_ref() else {
+    let Some(primary) = site.staging.as_ref() else {
         return Ok(());
     };
-    let exec = (run.connect)(&staging.machine);
-    let ca = if run.chosen(&staging.machine) {
+    let exec = (run.connect)(&primary.machine);
+    let ca = if run.chosen(&primary.machine) {
         report.stage(
             "staging",
-            &format!("the gateway on {}", staging.machine.name),
+            &format!("the gateway on {}", primary.machine.name),
         );
-        let config = run.rendered.get("staging/airlock.toml").ok_or_else(|| {
-            DeployError::local(
-                "staging",
-                "the rendered gateway config is missing",
-                "report this as a bug",
-            )
-        })?;
-        let files = staging::files(site, config, options)?;
-        staging::run(site, staging, exec.as_ref(), &files, options, report)?
+        let files = staging::files(site, gateway_config(run, primary)?, options)?;
+        staging::run(site, primary, exec.as_ref(), &files, options, report)?
     } else {
-        let path = format!("{}/tls/ca.crt", site.data_dir.trim_end_matches('/'));
+        let path = format!("{}/ca.crt", staging::tls_dir(site));
         exec.read(&path)
-            .map_err(|e| DeployError::host("staging", &staging.machine.name, e))?
+            .map_err(|e| DeployError::host("staging", &primary.machine.name, e))?
     };
+    let replicas: Vec<&Staging> = site
+        .replicas
+        .iter()
+        .skip(1)
+        .filter(|r| run.chosen(&r.machine))
+        .collect();
+    if !replicas.is_empty() {
+        let site_ca = match site.tls {
+            GatewayTls::SelfSigned => site_ca(run, exec.as_ref(), mode)?,
+            GatewayTls::Files { .. } => None,
+        };
+        for replica in replicas {
+            report.stage(
+                "staging",
+                &format!("the gateway on {} (replica)", replica.machine.name),
+            );
+            let mut files = staging::files(site, gateway_config(run, replica)?, options)?;
+            if let Some(site_ca) = &site_ca {
+                files.extend(staging::site_ca_files(site, site_ca));
+            }
+            let exec = (run.connect)(&replica.machine);
+            staging::run(site, replica, exec.as_ref(), &files, options, report)?;
+        }
+    }
     run.gateway = Some(GatewayLink {
-        staging: staging.clone(),
+        staging: primary.clone(),
         ca,
         insecure: site.insecure_skip_verify,
     });
     Ok(())
+}
+
+/// `replica`'s rendered gateway config.
+fn gateway_config<'r>(run: &Run<'r>, replica: &Staging) -> Result<&'r str, DeployError> {
+    let path = airlock_site::render::gateway_config_path(run.site, replica);
+    run.rendered.get(&path.to_string_lossy()).ok_or_else(|| {
+        DeployError::local(
+            "staging",
+            format!("the rendered gateway config {} is missing", path.display()),
+            "report this as a bug",
+        )
+    })
+}
+
+/// The first staging node's CA and key, which the other replicas issue their certificates
+/// from. Before that gateway first ran there is none: `--check` says so, a real run stops.
+fn site_ca(
+    run: &Run<'_>,
+    primary: &dyn Executor,
+    mode: Mode,
+) -> Result<Option<staging::SiteCa>, DeployError> {
+    let found = staging::read_site_ca(run.site, primary)
+        .map_err(|e| DeployError::host("staging", primary.host(), e))?;
+    if found.is_none() {
+        if mode == Mode::Check {
+            run.report.note(&format!(
+                "note: {} has no CA yet (its gateway makes it on first start); the other staging hosts get it then",
+                primary.host()
+            ));
+        } else {
+            return Err(DeployError::host_message(
+                "staging",
+                primary.host(),
+                format!(
+                    "no CA in {} to give the other staging hosts",
+                    staging::tls_dir(run.site)
+                ),
+                "deploy the first staging host first (include it in --limit), so its gateway makes the site's CA",
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// Stage 2: K3s for every architecture the nodes have, into the control node's cache.
@@ -597,6 +657,149 @@ pub(crate) mod tests {
         let (site, diagnostics) = Site::read(&inventory(), None);
         assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
         site
+    }
+
+    /// `airlock_testkit::inventory::replicated_site` on a shared bucket.
+    pub(crate) fn replicated() -> (Inventory, Site) {
+        let text =
+            airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+        let inventory = Inventory::parse_str(&text, Path::new("inventory.yaml")).unwrap();
+        let (site, diagnostics) = Site::read(&inventory, None);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        (inventory, site)
+    }
+
+    /// Never asked: these runs choose no cluster node.
+    struct NoNodes;
+
+    impl ArtifactSource for NoNodes {
+        fn k3s(&self, _: &str, _: Option<&GatewayLink>) -> Result<K3sArtifacts, SourceError> {
+            panic!("no cluster node was chosen, so no K3s download")
+        }
+        fn rpms(&self, _: &[String], _: &[&str], _: &str) -> Result<Vec<CachedRpm>, SourceError> {
+            panic!("no cluster node was chosen, so no RPMs")
+        }
+    }
+
+    /// A staging deploy (`--limit staging`) of the replicated site on fake hosts, whose
+    /// first staging host holds `ca` (certificate, key) in its data directory.
+    fn deploy_replicas(
+        mode: Mode,
+        limit: &[&str],
+        ca: Option<(&str, &str)>,
+    ) -> (
+        Result<(), DeployError>,
+        Vec<Arc<airlock_remote::fake::Fake>>,
+        String,
+    ) {
+        let (inventory, mut site) = replicated();
+        // The credential files live on the control node.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = site.storage.as_mut().unwrap();
+        for (name, file) in [
+            ("s3.id", &mut storage.access_key_id_file),
+            ("s3.secret", &mut storage.secret_access_key_file),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            *file = Some(path);
+        }
+        let binary = dir.path().join("airlock");
+        std::fs::write(&binary, b"airlock binary").unwrap();
+        let rendered = airlock_site::render::render(&site).unwrap();
+        let hosts: Vec<Arc<airlock_remote::fake::Fake>> = site
+            .replicas
+            .iter()
+            .map(|r| {
+                let host = airlock_remote::fake::Fake::new(&r.machine.name);
+                host.answer("find ", 0, "ok\n");
+                host.answer("is-active", 3, "");
+                Arc::new(host)
+            })
+            .collect();
+        if let Some((cert, key)) = ca {
+            hosts[0].put_with(
+                "/var/lib/airlock/tls/ca.crt",
+                cert,
+                0o600,
+                "airlock:airlock",
+            );
+            hosts[0].put_with("/var/lib/airlock/tls/ca.key", key, 0o600, "airlock:airlock");
+        }
+        let connect = |m: &Machine| -> Arc<dyn Executor> {
+            let i = site
+                .replicas
+                .iter()
+                .position(|r| r.machine.name == m.name)
+                .unwrap();
+            hosts[i].clone()
+        };
+        let options = Options {
+            mode,
+            limit: Some(limit.iter().map(|l| (*l).to_owned()).collect()),
+            airlock_binary: binary,
+            cache_dir: dir.path().join("cache"),
+            wait_timeout: Duration::from_secs(1),
+            ..Options::default()
+        };
+        let log = dir.path().join("report.txt");
+        let report = Report::new(Box::new(std::fs::File::create(&log).unwrap()), mode);
+        let result = deploy(
+            &site, &inventory, &rendered, &connect, &NoNodes, &options, &report,
+        );
+        drop(report);
+        (result, hosts, std::fs::read_to_string(&log).unwrap())
+    }
+
+    /// `--check` on three replicas: each is compared against its own rendered config, and the
+    /// other two would get the first one's CA; nothing is written anywhere.
+    #[test]
+    fn check_shows_every_replica_and_the_site_ca_they_would_get() {
+        let (result, hosts, shown) = deploy_replicas(
+            Mode::Check,
+            &["staging"],
+            Some(("SITE CA CERT\n", "SITE CA KEY\n")),
+        );
+        result.unwrap();
+        for (host, name) in hosts.iter().zip(["north", "south", "east"]) {
+            assert!(host.file(staging::CONFIG).is_none(), "{name} was written");
+            assert!(
+                shown.contains(&format!("hostname = \"{name}.example.test\"")),
+                "{name}'s own config not shown:\n{shown}"
+            );
+        }
+        let ca_lines = shown
+            .lines()
+            .filter(|l| l.contains("/var/lib/airlock/tls/ca.key"))
+            .count();
+        assert_eq!(ca_lines, 2, "{shown}");
+        assert!(shown.contains("+SITE CA CERT"), "{shown}");
+        assert!(
+            !shown.contains("SITE CA KEY"),
+            "the key is never shown:\n{shown}"
+        );
+        assert!(
+            shown.contains("/etc/airlock/s3.secret") || shown.contains("s3.secret"),
+            "{shown}"
+        );
+    }
+
+    /// Before the first replica's gateway ever ran there is no site CA: `--check` says so,
+    /// and a real run of the other replicas alone stops before changing anything.
+    #[test]
+    fn replicas_wait_for_the_first_staging_hosts_ca() {
+        let (result, _, shown) = deploy_replicas(Mode::Check, &["staging"], None);
+        result.unwrap();
+        assert!(shown.contains("has no CA yet"), "{shown}");
+
+        let (result, hosts, _) = deploy_replicas(Mode::Apply, &["south.example.test"], None);
+        let err = result.unwrap_err();
+        assert_eq!(err.host.as_deref(), Some("north.example.test"));
+        assert!(
+            err.hint.contains("deploy the first staging host first"),
+            "{err}"
+        );
+        assert!(hosts[1].log().is_empty(), "{:?}", hosts[1].log());
     }
 
     #[test]

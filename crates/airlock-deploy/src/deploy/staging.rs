@@ -1,5 +1,10 @@
-//! Stage `staging`: the gateway binary, its config and systemd unit on the staging node,
+//! Stage `staging`: the gateway binary, its config and systemd unit on each staging node,
 //! restarted only when something changed, then `/healthz` from the control node.
+//!
+//! With several staging nodes (replicas) and a self-signed certificate, the first one's CA
+//! is the site's: its `ca.crt` and `ca.key` are placed in every other replica's
+//! `data_dir/tls` before that gateway starts, and the gateway issues its own server
+//! certificate from it for its own names. Nodes trust that one CA.
 //!
 //! The gateway runs as its own system user, confined by the unit: it can bind port 443
 //! (`CAP_NET_BIND_SERVICE`, nothing else), write only its data directory, and reach nothing
@@ -118,7 +123,82 @@ pub fn files(site: &Site, config: &str, options: &Options) -> Result<Vec<FileSpe
     if let Some(proxy) = &site.upstream_proxy {
         files.extend(outbound_proxy_files(proxy)?);
     }
+    files.extend(storage_files(site)?);
     Ok(files)
+}
+
+/// The S3 credential files `[storage]` names: files on the control node, installed at the
+/// same paths, the gateway user's alone and never shown in a diff.
+fn storage_files(site: &Site) -> Result<Vec<FileSpec>, DeployError> {
+    let Some(storage) = &site.storage else {
+        return Ok(Vec::new());
+    };
+    let mut files = Vec::new();
+    for (path, var) in [
+        (&storage.access_key_id_file, "airlock_s3_access_key_id_file"),
+        (
+            &storage.secret_access_key_file,
+            "airlock_s3_secret_access_key_file",
+        ),
+    ] {
+        let Some(path) = path.as_ref().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        refuse_home(path, var)?;
+        let local = std::path::PathBuf::from(path);
+        let sha = super::sha256_file(&local).map_err(|e| {
+            DeployError::local(
+                "staging",
+                format!("cannot read the S3 credential file {path}: {e}"),
+                format!("`{var}` names a file on the control node; deploy installs it on every staging host"),
+            )
+        })?;
+        files.push(FileSpec::local(path, local, sha, 0o600).owned_by(OWNER));
+    }
+    Ok(files)
+}
+
+/// The site's CA when the gateways' certificates are self-signed: the first staging node's,
+/// which every other replica issues its own server certificate from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SiteCa {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for SiteCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SiteCa(…)")
+    }
+}
+
+/// `data_dir/tls`, where the gateway keeps its CA and server certificate.
+pub fn tls_dir(site: &Site) -> String {
+    format!("{}/tls", site.data_dir.trim_end_matches('/'))
+}
+
+/// The site CA as the first staging node holds it, or `None` before its gateway first ran.
+pub fn read_site_ca(site: &Site, exec: &dyn Executor) -> Result<Option<SiteCa>, ExecError> {
+    let dir = tls_dir(site);
+    let cert = exec.read(&format!("{dir}/ca.crt"))?;
+    let key = exec.read(&format!("{dir}/ca.key"))?;
+    Ok(match (cert, key) {
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => {
+            Some(SiteCa { cert, key })
+        }
+        _ => None,
+    })
+}
+
+/// The site CA's files in a replica's `data_dir/tls`, the gateway user's alone (as the
+/// gateway writes them); the key is never shown.
+pub fn site_ca_files(site: &Site, ca: &SiteCa) -> Vec<FileSpec> {
+    let dir = tls_dir(site);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let cert = FileSpec::text(&format!("{dir}/ca.crt"), text(&ca.cert), 0o600).owned_by(OWNER);
+    let mut key = FileSpec::text(&format!("{dir}/ca.key"), text(&ca.key), 0o600).owned_by(OWNER);
+    key.opaque = true;
+    vec![cert, key]
 }
 
 /// The outbound proxy's password (the gateway user's alone, never shown in a diff) and the
@@ -238,8 +318,8 @@ then echo wrong; else echo ok; fi"
     Ok(true)
 }
 
-/// Run the stage on the staging node. Returns the gateway's CA (PEM) when it is
-/// self-signed and exists.
+/// Run the stage on one staging node: [`install`], then wait for it. Returns the gateway's
+/// CA (PEM) when it is self-signed and exists.
 pub fn run(
     site: &Site,
     staging: &Staging,
@@ -250,45 +330,8 @@ pub fn run(
 ) -> Result<Option<Vec<u8>>, DeployError> {
     let host = exec.host().to_owned();
     let fail = |e| DeployError::host("staging", &host, e);
-    let mut changed = ensure_user(exec, &site.data_dir, options.mode, report).map_err(fail)?;
-    changed |= ensure_data_dir(exec, &site.data_dir, options.mode, report).map_err(fail)?;
-    let mut unit_changed = false;
-    for spec in files {
-        let c = ensure(exec, spec, options.mode, report).map_err(fail)?;
-        changed |= c;
-        unit_changed |= c && spec.path == UNIT;
-    }
-    if unit_changed {
-        if options.mode == Mode::Apply {
-            exec.run(&format!(
-                "systemctl daemon-reload && systemctl enable {SERVICE}"
-            ))
-            .map_err(fail)?;
-        }
-        report.changed(&host, &format!("enable {SERVICE}"), None);
-    }
-    let active = exec
-        .exec(
-            &format!("systemctl is-active --quiet {SERVICE}"),
-            airlock_remote::Input::None,
-        )
-        .map_err(fail)?
-        .success();
-    if changed || !active {
-        let why = if changed {
-            "its files changed"
-        } else {
-            "it was not running"
-        };
-        if options.mode == Mode::Apply {
-            exec.run(&format!("systemctl restart {SERVICE}"))
-                .map_err(fail)?;
-        }
-        report.changed(&host, &format!("restart {SERVICE} ({why})"), None);
-    } else {
-        report.ok(&host, &format!("{SERVICE} running"));
-    }
-    let ca_path = format!("{}/tls/ca.crt", site.data_dir.trim_end_matches('/'));
+    install(site, exec, files, options.mode, report)?;
+    let ca_path = format!("{}/ca.crt", tls_dir(site));
     if options.mode == Mode::Check {
         return exec.read(&ca_path).map_err(fail);
     }
@@ -324,6 +367,85 @@ pub fn run(
         ),
     );
     Ok(ca)
+}
+
+/// The gateway's user, data directory, files and unit on one staging node, restarted when any
+/// of them changed (or it was not running). A replaced CA also drops the server certificate's
+/// record, so the gateway issues a new one from that CA for its own names.
+pub fn install(
+    site: &Site,
+    exec: &dyn Executor,
+    files: &[FileSpec],
+    mode: Mode,
+    report: &Report,
+) -> Result<(), DeployError> {
+    let host = exec.host().to_owned();
+    let fail = |e| DeployError::host("staging", &host, e);
+    let mut changed = ensure_user(exec, &site.data_dir, mode, report).map_err(fail)?;
+    changed |= ensure_data_dir(exec, &site.data_dir, mode, report).map_err(fail)?;
+    let tls = tls_dir(site);
+    let in_tls = |spec: &FileSpec| {
+        std::path::Path::new(&spec.path).parent() == Some(std::path::Path::new(&tls))
+    };
+    if mode == Mode::Apply && files.iter().any(in_tls) {
+        // Created by root, the directory would not be the gateway's to write its
+        // certificate in.
+        exec.run(&format!(
+            "install -d -m 0700 -o {USER} -g {USER} {}",
+            quote(&tls)
+        ))
+        .map_err(fail)?;
+    }
+    let mut unit_changed = false;
+    let mut ca_changed = false;
+    for spec in files {
+        let c = ensure(exec, spec, mode, report).map_err(fail)?;
+        changed |= c;
+        unit_changed |= c && spec.path == UNIT;
+        ca_changed |= c && in_tls(spec);
+    }
+    if ca_changed {
+        if mode == Mode::Apply {
+            exec.run(&format!("rm -f {}", quote(&format!("{tls}/server.json"))))
+                .map_err(fail)?;
+        }
+        report.changed(
+            &host,
+            "server certificate re-issued from the site CA on restart",
+            None,
+        );
+    }
+    if unit_changed {
+        if mode == Mode::Apply {
+            exec.run(&format!(
+                "systemctl daemon-reload && systemctl enable {SERVICE}"
+            ))
+            .map_err(fail)?;
+        }
+        report.changed(&host, &format!("enable {SERVICE}"), None);
+    }
+    let active = exec
+        .exec(
+            &format!("systemctl is-active --quiet {SERVICE}"),
+            airlock_remote::Input::None,
+        )
+        .map_err(fail)?
+        .success();
+    if changed || !active {
+        let why = if changed {
+            "its files changed"
+        } else {
+            "it was not running"
+        };
+        if mode == Mode::Apply {
+            exec.run(&format!("systemctl restart {SERVICE}"))
+                .map_err(fail)?;
+        }
+        report.changed(&host, &format!("restart {SERVICE} ({why})"), None);
+    } else {
+        report.ok(&host, &format!("{SERVICE} running"));
+    }
+    Ok(())
 }
 
 fn wait_for_ca(exec: &dyn Executor, path: &str, deadline: Instant) -> Result<Vec<u8>, String> {
@@ -564,6 +686,119 @@ mod tests {
             !commands.contains("pr0xy-pw"),
             "never on a command line: {commands}"
         );
+    }
+
+    /// A replica gets the site CA in a `data_dir/tls` that is the gateway's, before its
+    /// gateway restarts, and its old server certificate record goes so the gateway issues a
+    /// new one from that CA; a second run with the same CA changes nothing.
+    #[test]
+    fn a_replica_gets_the_site_ca_and_issues_its_certificate_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), Mode::Apply);
+        let (_, mut site) = super::super::tests::replicated();
+        site.storage = None;
+        let ca = SiteCa {
+            cert: b"SITE CA CERT\n".to_vec(),
+            key: b"SITE CA KEY\n".to_vec(),
+        };
+        let mut files = files(&site, "listen = 1\n", &opts).unwrap();
+        files.extend(site_ca_files(&site, &ca));
+        let host = Fake::new("south.example.test");
+        host.answer("find ", 0, "ok\n");
+        // Its own CA from an earlier life as a lone gateway.
+        host.put_with(
+            "/var/lib/airlock/tls/ca.crt",
+            "OLD CA",
+            0o600,
+            "airlock:airlock",
+        );
+        let report = Report::new(Box::new(std::io::sink()), Mode::Apply);
+        install(&site, &host, &files, Mode::Apply, &report).unwrap();
+        for (path, content) in [
+            ("/var/lib/airlock/tls/ca.crt", "SITE CA CERT\n"),
+            ("/var/lib/airlock/tls/ca.key", "SITE CA KEY\n"),
+        ] {
+            assert_eq!(host.file(path).unwrap(), content.as_bytes());
+            assert_eq!(host.owner(path).unwrap(), "airlock:airlock");
+            assert_eq!(host.mode(path), Some(airlock_remote::Mode(0o600)));
+        }
+        let commands = host.commands();
+        let position = |needle: &str| {
+            commands
+                .iter()
+                .position(|c| c.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {commands:#?}"))
+        };
+        let log = host.log();
+        let first_write = log
+            .iter()
+            .position(|l| l.starts_with("write /var/lib/airlock/tls/"))
+            .unwrap();
+        let tls_dir = log
+            .iter()
+            .position(|l| {
+                l.contains("install -d -m 0700 -o airlock -g airlock /var/lib/airlock/tls")
+            })
+            .unwrap();
+        assert!(tls_dir < first_write, "{log:#?}");
+        assert!(
+            position("rm -f /var/lib/airlock/tls/server.json") < position("systemctl restart"),
+            "{commands:#?}"
+        );
+
+        let again = Fake::new("south.example.test");
+        again.answer("find ", 0, "ok\n");
+        for spec in &files {
+            let super::super::files::Source::Text(text) = &spec.source else {
+                continue;
+            };
+            let owner = spec
+                .perms
+                .owner
+                .as_deref()
+                .unwrap_or(super::super::files::ROOT);
+            again.put_with(&spec.path, text.as_bytes(), spec.perms.mode.0, owner);
+        }
+        // The binary is the same too.
+        again.put_with(BINARY, "airlock binary", 0o755, "root:root");
+        install(&site, &again, &files, Mode::Apply, &report).unwrap();
+        let commands = again.commands();
+        assert!(
+            commands
+                .iter()
+                .all(|c| !c.contains("server.json") && !c.contains("restart")),
+            "{commands:#?}"
+        );
+    }
+
+    /// The S3 credential files are copied from the control node, the gateway user's alone
+    /// and never shown; one that cannot be read names its variable.
+    #[test]
+    fn s3_credential_files_are_the_gateways_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), Mode::Apply);
+        let (_, mut site) = super::super::tests::replicated();
+        let secret = dir.path().join("s3.secret");
+        std::fs::write(&secret, "s3-secret-key").unwrap();
+        let storage = site.storage.as_mut().unwrap();
+        storage.secret_access_key_file = Some(secret.clone());
+        storage.access_key_id_file = None;
+        let files = files(&site, "listen = 1\n", &opts).unwrap();
+        let spec = files
+            .iter()
+            .find(|f| f.path == secret.to_str().unwrap())
+            .expect("the secret key file is installed");
+        assert!(spec.opaque);
+        assert_eq!(spec.perms.owner.as_deref(), Some("airlock:airlock"));
+        assert_eq!(spec.perms.mode, airlock_remote::Mode(0o600));
+
+        site.storage.as_mut().unwrap().access_key_id_file = Some(dir.path().join("missing"));
+        let err = files_err(&site, &opts);
+        assert!(err.contains("airlock_s3_access_key_id_file"), "{err}");
+    }
+
+    fn files_err(site: &Site, opts: &Options) -> String {
+        files(site, "", opts).unwrap_err().to_string()
     }
 
     #[test]

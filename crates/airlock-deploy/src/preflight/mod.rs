@@ -10,7 +10,7 @@
 //! | `disk /var/lib/rancher` | cluster nodes | under [`RANCHER_MIN_FREE`] (10 GiB) free: images and containers live there |
 //! | `disk /usr/local/bin` | cluster nodes | under [`BIN_MIN_FREE`] (1 GiB) free: the K3s binary and its links |
 //! | `default route` | cluster nodes | no IPv4 default route: K3s needs one even air-gapped |
-//! | `staging <name>:443`, `:<squid_port>` | cluster nodes | the registry or the egress proxy cannot be reached from the node |
+//! | `staging <name>:443`, `:<squid_port>` | cluster nodes | the registry or the egress proxy of a staging host (each, when there are several) cannot be reached from the node |
 //! | `api :6443` | servers, from here | timeout or unreachable (refused is fine before the first deploy) |
 //!
 //! Disk space is measured on the nearest existing parent (`df -Pk`), since the directories do
@@ -164,14 +164,14 @@ fn one_line(text: &str) -> String {
         .join("; ")
 }
 
-/// The hosts to check: the staging node, servers, then agents (each host once), narrowed by
+/// The hosts to check: the staging nodes, servers, then agents (each host once), narrowed by
 /// `limit` (host or group names: `staging`, `server`, `workers`, `gpu_workers`, `agents`).
 pub fn targets(site: &Site, limit: &[String]) -> Result<Vec<(Machine, Role)>, String> {
     let groups: [(&str, Role, Vec<&Machine>); 5] = [
         (
             "staging",
             Role::Staging,
-            site.staging.iter().map(|s| &s.machine).collect(),
+            site.replicas.iter().map(|s| &s.machine).collect(),
         ),
         ("server", Role::Server, site.servers.iter().collect()),
         ("workers", Role::Agent, site.workers.iter().collect()),
@@ -296,7 +296,8 @@ pub fn check_host(exec: &dyn Executor, role: Role, site: &Site) -> Vec<Row> {
         "the K3s binary goes there",
     ));
     rows.push(route_row(exec));
-    if let Some(staging) = &site.staging {
+    // Nodes move to the next staging host when one fails: each must be reachable.
+    for staging in &site.replicas {
         rows.push(reach_row(
             exec,
             &staging.registry_host,

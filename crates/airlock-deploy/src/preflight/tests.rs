@@ -379,3 +379,55 @@ fn run_checks_every_target_in_order_and_limit_narrows() {
     );
     assert_eq!(table.lines().count(), report.rows.len() + 1);
 }
+
+/// Every staging host is a target, in inventory order, and a node must reach each one's
+/// registry and egress ports: it moves to the next when one fails.
+#[test]
+fn every_replica_is_checked_and_must_be_reachable_from_nodes() {
+    let text =
+        airlock_testkit::inventory::replicated_site(airlock_testkit::inventory::SHARED_BUCKET);
+    let inventory = Inventory::parse_str(&text, std::path::Path::new("hosts.yaml")).unwrap();
+    let (site, _) = Site::read(&inventory, None);
+    let all = targets(&site, &[]).unwrap();
+    let staging: Vec<&str> = all
+        .iter()
+        .filter(|(_, role)| *role == Role::Staging)
+        .map(|(m, _)| m.name.as_str())
+        .collect();
+    assert_eq!(
+        staging,
+        [
+            "north.example.test",
+            "south.example.test",
+            "east.example.test"
+        ]
+    );
+    let limited = targets(&site, &["staging".to_owned()]).unwrap();
+    assert_eq!(limited.len(), 3);
+
+    let node = rocky_with(
+        "s1.example.test",
+        &[("harbor.south.example.test 443", 124, "")],
+    );
+    let rows = check_host(&node, Role::Server, &site);
+    let reach: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.check.starts_with("to "))
+        .map(|r| r.check.as_str())
+        .collect();
+    assert_eq!(
+        reach,
+        [
+            "to harbor.north.example.test:443",
+            "to north.example.test:3128",
+            "to harbor.south.example.test:443",
+            "to south.example.test:3128",
+            "to harbor.east.example.test:443",
+            "to east.example.test:3128",
+        ]
+    );
+    assert_eq!(
+        problems(&rows),
+        [("to harbor.south.example.test:443", "no answer within 5s")]
+    );
+}

@@ -9,7 +9,8 @@ use super::{RenderError, header};
 use crate::site::{GatewayTls, OutboundProxy, Site, Staging};
 
 /// The gateway's own configuration type, filled with what the site sets; every other key
-/// keeps the gateway's default by being left out.
+/// keeps the gateway's default by being left out. `staging` is the replica it is for: only
+/// `[server]`'s names differ between replicas.
 pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, RenderError> {
     let mut extra_names = Vec::new();
     if staging.registry_host != staging.hostname {
@@ -86,20 +87,20 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ..Egress::default()
         }),
         upstream_proxy: site.upstream_proxy.as_ref().map(OutboundProxy::table),
-        admin: admin(site, staging)?,
+        admin: admin(site)?,
         policies: Vec::new(),
         ui: None,
         audit: None,
-        storage: None,
+        storage: site.storage.clone(),
     };
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }
 
 /// `[admin]` with one `admin` user whose hash is made from the inventory's password (the
-/// same on every render: see `hash_password_stable`), so the password itself never
-/// reaches the staging node.
-fn admin(site: &Site, staging: &Staging) -> Result<Option<raw::Admin>, RenderError> {
-    let Some(password) = &site.admin_password else {
+/// same on every render and every replica, salted with the primary's name: see
+/// `hash_password_stable`), so the password itself never reaches the staging node.
+fn admin(site: &Site) -> Result<Option<raw::Admin>, RenderError> {
+    let (Some(password), Some(staging)) = (&site.admin_password, &site.staging) else {
         return Ok(None);
     };
     let hash = airlock_config::hash_password_stable(

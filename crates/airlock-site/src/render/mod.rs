@@ -2,12 +2,17 @@
 //!
 //! ```text
 //! <out>/staging/airlock.toml                     the gateway (PRODUCT.md contract)
+//! <out>/staging/<host>/airlock.toml              each staging host's, when there are several
 //! <out>/nodes/registries.yaml                    K3s: mirrors with Harbor-style rewrites
 //! <out>/nodes/certs.d/<registry>/hosts.toml      stock containerd: mirrors with ?ns=
 //! <out>/nodes/registries.conf                    podman / CRI-O
 //! <out>/keycloak-proxy-mappings.txt              Keycloak's egress proxy option
 //! <out>/clients/{pip.conf,condarc,settings.xml,airlock.repo}   package clients
 //! ```
+//! With several staging hosts, `staging/airlock.toml` is the first one's and each has its own
+//! under its inventory name: the same file but for `[server]`'s names. Nodes list every one
+//! as a mirror endpoint, in inventory order.
+//!
 //! Rendering is pure (a list of paths and contents); [`Rendered::write_to`] is the only I/O.
 
 mod clients;
@@ -81,25 +86,31 @@ impl Rendered {
 /// Render every file for `site`.
 pub fn render(site: &Site) -> Result<Rendered, RenderError> {
     let staging = site.staging.as_ref().ok_or(RenderError::NoStaging)?;
-    let mut files = vec![
-        (
-            PathBuf::from("staging/airlock.toml"),
-            gateway::airlock_toml(site, staging)?,
-        ),
-        (
-            PathBuf::from("nodes/registries.yaml"),
-            nodes::registries_yaml(site, staging),
-        ),
-    ];
+    let mut files = vec![(
+        PathBuf::from("staging/airlock.toml"),
+        gateway::airlock_toml(site, staging)?,
+    )];
+    if site.replicas.len() > 1 {
+        for replica in &site.replicas {
+            files.push((
+                gateway_config_path(site, replica),
+                gateway::airlock_toml(site, replica)?,
+            ));
+        }
+    }
+    files.push((
+        PathBuf::from("nodes/registries.yaml"),
+        nodes::registries_yaml(site),
+    ));
     for mirror in &site.mirrors {
         files.push((
             PathBuf::from(format!("nodes/certs.d/{}/hosts.toml", mirror.registry)),
-            nodes::hosts_toml(site, staging, mirror),
+            nodes::hosts_toml(site, mirror),
         ));
     }
     files.push((
         PathBuf::from("nodes/registries.conf"),
-        nodes::registries_conf(site, staging),
+        nodes::registries_conf(site),
     ));
     files.push((
         PathBuf::from("keycloak-proxy-mappings.txt"),
@@ -111,7 +122,17 @@ pub fn render(site: &Site) -> Result<Rendered, RenderError> {
     Ok(Rendered { files })
 }
 
-/// The registry endpoint nodes use.
+/// Where [`render`] puts `replica`'s gateway config: `staging/airlock.toml` on a site with
+/// one staging host, `staging/<inventory name>/airlock.toml` on a site with several.
+pub fn gateway_config_path(site: &Site, replica: &Staging) -> PathBuf {
+    if site.replicas.len() > 1 {
+        PathBuf::from(format!("staging/{}/airlock.toml", replica.machine.name))
+    } else {
+        PathBuf::from("staging/airlock.toml")
+    }
+}
+
+/// The registry endpoint nodes use for one staging host.
 fn registry_url(staging: &Staging) -> String {
     format!("https://{}", staging.registry_host)
 }

@@ -2,7 +2,10 @@
 //!
 //! Each setting is looked up where Scout's playbooks look for it: gateway settings on the
 //! staging host, cluster settings on the first `server` host; settings both sides share fall
-//! back from one to the other. Variables come from the inventory file, `group_vars/`,
+//! back from one to the other. The `staging` group may hold several hosts ("replicas"): the
+//! first is the primary, where the gateway's settings are read, and every one of them runs
+//! the same gateway under its own name, so nodes list them all and move to the next when one
+//! dies. Variables come from the inventory file, `group_vars/`,
 //! `host_vars/` and `-e`, with Ansible's precedence ([`Inventory`]); every bad value becomes a
 //! [`Diagnostic`] on the file and line it was set, and [`Site::sources`] says where each
 //! setting came from. Vault values are decrypted only when a setting needs them, and never
@@ -12,7 +15,7 @@
 //! |---|---|---|
 //! | `air_gapped` | any | require a staging node (false) |
 //! | `staging_k3s_token` | staging | not used by airlock (Scout's staging K3s); a warning when missing |
-//! | `external_url` | staging | gateway hostname (the inventory name) |
+//! | `external_url` | each staging host | its gateway hostname (the inventory name); a value the first staging host shares with another (a group's, `all`'s, `-e`) names only the first |
 //! | `harbor_subdomain` | staging, then server | registry name `<sub>.<hostname>`; `''` = hostname (`harbor`) |
 //! | `harbor_<key>_proxy_project` | staging, then server | project of that registry (Scout's names) |
 //! | `tls_cert_path`, `tls_key_path` | staging | gateway certificate files (self-signed) |
@@ -23,6 +26,11 @@
 //! | `k3s_version`, `k3s_selinux_*`, `k3s_artifact_download_timeout` | server, then staging | K3s install |
 //! | `harbor_storage_size`, `airlock_cache_max_size` | staging | cache size limit (none) |
 //! | `airlock_data_dir` | staging | gateway store (`/var/lib/airlock`) |
+//! | `airlock_storage_backend` | staging | `[storage] backend`: `fs` or `s3` (no `[storage]`: `fs`; with several staging hosts a warning unless written) |
+//! | `airlock_s3_bucket`, `airlock_s3_endpoint`, `airlock_s3_region`, `airlock_s3_path_style` | staging | `[storage]` `bucket`, `endpoint`, `region`, `path_style` (the gateway's defaults) |
+//! | `airlock_s3_access_key_id_file`, `airlock_s3_secret_access_key_file` | staging | files on the control node, installed at the same paths on every staging host for `[storage]`'s `*_file` keys (none: the environment's `AWS_*`); the keys themselves are refused as variables |
+//! | `airlock_s3_local_cache` | staging | `[storage] local_cache`, the hot tier (`10GiB`) |
+//! | `airlock_k2v_endpoint` | staging | `[storage] k2v_endpoint`: replicas share tags, records, leases and eviction through Garage's K2V API (none: a warning with several staging hosts on s3) |
 //! | `airlock_admin_password`, `harbor_admin_password` | staging | the gateway's `admin` user, rendered as an argon2id hash (none) |
 //! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/rancher/k3s/staging-ca.crt` when self-signed) |
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
@@ -45,6 +53,7 @@ mod cluster;
 mod outbound;
 mod reader;
 mod settings;
+mod storage;
 mod values;
 
 use std::path::PathBuf;
@@ -68,13 +77,18 @@ pub const DEFAULT_CA_FILE: &str = "/etc/rancher/k3s/staging-ca.crt";
 pub struct Site {
     pub inventory: PathBuf,
     pub air_gapped: bool,
+    /// The primary staging host: the first of the `staging` group, `replicas[0]`.
     pub staging: Option<Staging>,
+    /// Every staging host in inventory order, the primary first; each runs the gateway.
+    pub replicas: Vec<Staging>,
     pub servers: Vec<Machine>,
     pub workers: Vec<Machine>,
     pub gpu_workers: Vec<Machine>,
     pub agents: Vec<Machine>,
     pub data_dir: String,
     pub cache_max_size: Option<String>,
+    /// The gateway's `[storage]` table, the same on every replica; `None`: not set (`fs`).
+    pub storage: Option<airlock_config::raw::Storage>,
     pub tls: GatewayTls,
     /// CA file on nodes for the registry (`configs.<host>.tls.ca_file`), when needed.
     pub ca_file: Option<String>,
@@ -130,7 +144,7 @@ impl Source {
     }
 }
 
-/// The staging node: where `airlock serve` runs.
+/// A staging node: where `airlock serve` runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Staging {
     pub machine: Machine,

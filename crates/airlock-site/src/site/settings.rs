@@ -10,6 +10,8 @@ use super::{
     PackageProxyMode, Site, Staging,
 };
 use crate::catalog;
+use airlock_ansible::connection::Machine;
+use airlock_ansible::inventory::Var;
 use airlock_ansible::yaml::Mark;
 
 impl Reader<'_> {
@@ -19,7 +21,8 @@ impl Reader<'_> {
             .map(|v| v.mark);
         let air_gapped = self.flag(Scope::StagingThenCluster, "air_gapped", false);
         self.check_groups(air_gapped, air_gapped_line);
-        let staging = self.staging_node();
+        let replicas = self.replicas();
+        let staging = replicas.first().cloned();
         let servers = self.machines("server");
         let workers = self.machines("workers");
         let gpu_workers = self.machines("gpu_workers");
@@ -28,6 +31,7 @@ impl Reader<'_> {
             .text(Scope::Staging, "airlock_data_dir")
             .map_or_else(|| "/var/lib/airlock".to_owned(), |(t, _)| t);
         let cache_max_size = self.cache_max_size();
+        let storage = self.storage(&replicas);
         let tls = self.tls();
         let insecure_skip_verify = self.flag(
             Scope::ClusterThenStaging,
@@ -82,12 +86,14 @@ impl Reader<'_> {
             inventory: self.inventory.file.clone(),
             air_gapped,
             staging,
+            replicas,
             servers,
             workers,
             gpu_workers,
             agents,
             data_dir,
             cache_max_size,
+            storage,
             tls,
             ca_file,
             insecure_skip_verify,
@@ -185,18 +191,6 @@ impl Reader<'_> {
                     "list the staging node under `staging: hosts:`",
                 );
             }
-            Some(group) if staging_hosts.len() > 1 => {
-                let line = group.mark.line;
-                self.warning(
-                    line,
-                    format!(
-                        "group `staging` has {} hosts; only the first, `{}`, runs the gateway",
-                        staging_hosts.len(),
-                        staging_hosts[0]
-                    ),
-                    "keep one host in `staging`",
-                );
-            }
             _ => {}
         }
         match self.inventory.group("server") {
@@ -237,54 +231,137 @@ impl Reader<'_> {
         }
     }
 
-    fn staging_node(&mut self) -> Option<Staging> {
-        let name = (*self.inventory.hosts_of("staging").first()?).to_owned();
-        let machine = self.machine(&name);
-        let hostname = match self.text(Scope::Staging, "external_url") {
-            Some((url, line)) => {
+    /// Every staging host, the primary first, each with its own gateway name; two that
+    /// would answer as one gateway, or share an address, are errors.
+    fn replicas(&mut self) -> Vec<Staging> {
+        let names: Vec<String> = self
+            .inventory
+            .hosts_of("staging")
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let Some(primary) = names.first() else {
+            return Vec::new();
+        };
+        let shared_url = self.lookup(Scope::Staging, "external_url");
+        let subdomain = self.harbor_subdomain();
+        let mut replicas: Vec<Staging> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let machine = self.machine(name);
+            // The primary takes `external_url` wherever it is set; another replica only a
+            // value of its own, since a shared one names the primary.
+            let url = if i == 0 {
+                shared_url
+            } else {
+                self.inventory
+                    .vars_of(name)
+                    .get("external_url")
+                    .filter(|var| !shared_url.is_some_and(|shared| std::ptr::eq(shared, *var)))
+            };
+            let hostname = self.gateway_name(name, url);
+            let registry_host = match &subdomain {
+                None => format!("harbor.{hostname}"),
+                Some(sub) if sub.is_empty() => hostname.clone(),
+                Some(sub) => format!("{sub}.{hostname}"),
+            };
+            self.check_distinct(&replicas, name, &machine, &hostname, names.len());
+            replicas.push(Staging {
+                machine,
+                hostname,
+                registry_host,
+            });
+        }
+        self.check_staging_token(primary);
+        replicas
+    }
+
+    /// `external_url`'s host, else the inventory name, checked to be a DNS name.
+    fn gateway_name(&mut self, name: &str, url: Option<&Var>) -> String {
+        let line = self.inventory.host(name).map_or(1, |h| h.mark.line);
+        let text = url.and_then(|var| {
+            let text = self.read(var)?;
+            self.expand(Scope::Staging, "external_url", text, var.mark, 0)
+                .map(|t| (t, var.mark))
+        });
+        let hostname = match text {
+            Some((url, mark)) => {
                 let host = host_of_url(&url);
                 if is_hostname(&host) {
                     host
                 } else {
                     self.error(
-                        line,
+                        mark,
                         format!("`external_url` `{url}` does not name a host"),
                         "write the staging node's DNS name, e.g. `external_url: staging.example.edu`",
                     );
-                    name.clone()
+                    name.to_owned()
                 }
             }
-            None => name.clone(),
+            None => name.to_owned(),
         };
         if !is_hostname(&hostname) {
-            let line = self.inventory.host(&name).map_or(1, |h| h.mark.line);
             self.error(
                 line,
                 format!("staging host `{hostname}` is not a valid DNS name"),
                 "name the staging host by its DNS name, or set `external_url`",
             );
         }
-        let registry_host = match self.text(Scope::StagingThenCluster, "harbor_subdomain") {
-            Some((sub, _)) if sub.trim().is_empty() => hostname.clone(),
-            Some((sub, line)) => {
-                let sub = sub.trim().to_owned();
-                if !is_hostname(&sub) {
-                    self.error(
-                        line,
-                        format!("`harbor_subdomain` `{sub}` is not a DNS label"),
-                        "use e.g. `harbor`, or `''` to pull from the staging name itself",
-                    );
-                }
-                format!("{sub}.{hostname}")
+        hostname
+    }
+
+    /// `harbor_subdomain`: `None` when unset, `""` for the staging name itself.
+    fn harbor_subdomain(&mut self) -> Option<String> {
+        let (sub, line) = self.text(Scope::StagingThenCluster, "harbor_subdomain")?;
+        let sub = sub.trim().to_owned();
+        if !sub.is_empty() && !is_hostname(&sub) {
+            self.error(
+                line,
+                format!("`harbor_subdomain` `{sub}` is not a DNS label"),
+                "use e.g. `harbor`, or `''` to pull from the staging name itself",
+            );
+        }
+        Some(sub)
+    }
+
+    /// A replica must be its own machine under its own name: nodes list every replica as a
+    /// separate mirror, and render writes each one's config under its inventory name.
+    fn check_distinct(
+        &mut self,
+        earlier: &[Staging],
+        name: &str,
+        machine: &Machine,
+        hostname: &str,
+        count: usize,
+    ) {
+        let line = self.inventory.host(name).map_or(1, |h| h.mark.line);
+        if count > 1 && !is_plain_name(name) {
+            self.error(
+                line,
+                format!("staging host `{}` is not a plain host name", name.escape_debug()),
+                "name each staging host with letters, digits, `.`, `-` and `_` (its gateway config is rendered under that name)",
+            );
+        }
+        for other in earlier {
+            if other.hostname == hostname {
+                self.error(
+                    line,
+                    format!(
+                        "staging hosts `{}` and `{name}` would both be the gateway `{hostname}`",
+                        other.machine.name
+                    ),
+                    "give each staging host its own name: its inventory name, or `external_url` in that host's own vars (a group's `external_url` names only the first)",
+                );
+            } else if other.machine.address == machine.address {
+                self.error(
+                    line,
+                    format!(
+                        "staging hosts `{}` and `{name}` have the same address `{}`",
+                        other.machine.name, machine.address
+                    ),
+                    "each staging host is its own machine: fix its `ansible_host`",
+                );
             }
-            None => format!("harbor.{hostname}"),
-        };
-        self.check_staging_token(&name);
-        Some(Staging {
-            machine,
-            hostname,
-            registry_host,
-        })
+        }
     }
 
     /// `staging_k3s_token` is Scout's (its staging node ran K3s); airlock's gateway runs no
@@ -576,4 +653,12 @@ impl Reader<'_> {
             token,
         }
     }
+}
+
+/// A name that is safe as one path component: letters, digits, `.`, `-`, `_`, not only dots.
+fn is_plain_name(name: &str) -> bool {
+    !name.trim_matches('.').is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
