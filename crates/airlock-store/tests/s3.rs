@@ -1,30 +1,21 @@
 //! The s3 backend's own behaviour against a real bucket (a single-node Garage on
 //! loopback): multipart uploads, the hot tier, a bucket that lies or goes away.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_store::{BlobStore, S3Credentials, S3Settings, S3Store, StoreError, put, read_all};
+use airlock_store::{BlobStore, S3Credentials, S3Store, StoreError, put, read_all};
 use airlock_testkit::{Garage, noise};
 use airlock_types::Digest;
 use object_store::{ObjectStoreExt, PutPayload};
 
-fn settings(garage: &Garage) -> S3Settings {
-    S3Settings {
-        bucket: garage.bucket.clone(),
-        endpoint: Some(garage.endpoint.clone()),
-        region: garage.region.clone(),
-        path_style: true,
-        credentials: S3Credentials {
-            access_key_id: garage.key_id.clone(),
-            secret_access_key: garage.secret.clone(),
-        },
-    }
-}
-
 async fn open(garage: &Garage, local: &Path, hot: u64) -> S3Store {
-    S3Store::open(&settings(garage), local, hot).await.unwrap()
+    S3Store::open(&support::s3_settings(garage), local, hot)
+        .await
+        .unwrap()
 }
 
 async fn read_file(store: &S3Store, digest: &Digest) -> Result<Vec<u8>, StoreError> {

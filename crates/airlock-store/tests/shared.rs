@@ -4,6 +4,8 @@
 //! leases give one replica the fetch; one replica at a time evicts, on every replica's
 //! records and pins.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +14,8 @@ use airlock_store::evict::{Policy, Report, evict_shared};
 use airlock_store::k2v::{K2v, K2vSettings};
 use airlock_store::shared::{Shared, Turn};
 use airlock_store::{
-    BlobStore, FileRecord, ManifestRecord, MetaIndex, S3Credentials, S3Settings, S3Store,
-    StoreError, TagKey, TagRecord, put,
+    BlobStore, FileRecord, ManifestRecord, MetaIndex, S3Credentials, S3Store, StoreError, TagKey,
+    TagRecord, put,
 };
 use airlock_testkit::Garage;
 use airlock_types::Digest;
@@ -24,8 +26,8 @@ fn k2v(garage: &Garage, secret: &str) -> K2v {
         bucket: garage.bucket.clone(),
         region: garage.region.clone(),
         credentials: S3Credentials {
-            access_key_id: garage.key_id.clone(),
             secret_access_key: secret.to_owned(),
+            ..support::credentials(garage)
         },
     })
     .unwrap()
@@ -280,22 +282,9 @@ fn tag(name: &str) -> TagKey {
 async fn one_replica_evicts_what_any_replica_cached_and_keeps_what_any_replica_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let garage = Garage::start(&dir.path().join("garage"));
-    let store = S3Store::open(
-        &S3Settings {
-            bucket: garage.bucket.clone(),
-            endpoint: Some(garage.endpoint.clone()),
-            region: garage.region.clone(),
-            path_style: true,
-            credentials: S3Credentials {
-                access_key_id: garage.key_id.clone(),
-                secret_access_key: garage.secret.clone(),
-            },
-        },
-        &dir.path().join("local"),
-        0,
-    )
-    .await
-    .unwrap();
+    let store = S3Store::open(&support::s3_settings(&garage), &dir.path().join("local"), 0)
+        .await
+        .unwrap();
     let (shared_a, shared_b) = (replica(&garage, "a"), replica(&garage, "b"));
     let a = MetaIndex::temporary().unwrap().sharing(shared_a.clone());
     let b = MetaIndex::temporary().unwrap().sharing(shared_b.clone());

@@ -1,5 +1,7 @@
 //! The shared contract every `BlobStore` backend passes, run once per backend.
 
+mod support;
+
 use std::sync::Arc;
 
 use airlock_store::{BlobStore, FsStore, MemoryStore, StoreError, put, read_all};
@@ -167,26 +169,14 @@ backend_suite!(fs, {
     (dir, Arc::new(store) as Arc<dyn BlobStore>)
 });
 
-pub fn s3_settings(garage: &airlock_testkit::Garage) -> airlock_store::S3Settings {
-    airlock_store::S3Settings {
-        bucket: garage.bucket.clone(),
-        endpoint: Some(garage.endpoint.clone()),
-        region: garage.region.clone(),
-        path_style: true,
-        credentials: airlock_store::S3Credentials {
-            access_key_id: garage.key_id.clone(),
-            secret_access_key: garage.secret.clone(),
-        },
-    }
-}
-
 // The s3 backend against a real bucket: a single-node Garage started for each test.
 backend_suite!(s3, {
     let dir = tempfile::tempdir().unwrap();
     let garage = airlock_testkit::Garage::start(&dir.path().join("garage"));
-    let store = airlock_store::S3Store::open(&s3_settings(&garage), &dir.path().join("local"), 0)
-        .await
-        .unwrap();
+    let store =
+        airlock_store::S3Store::open(&support::s3_settings(&garage), &dir.path().join("local"), 0)
+            .await
+            .unwrap();
     ((garage, dir), Arc::new(store) as Arc<dyn BlobStore>)
 });
 
@@ -738,9 +728,12 @@ async fn a_file_row_moves_with_its_content() {
 backend_suite!(s3_hot, {
     let dir = tempfile::tempdir().unwrap();
     let garage = airlock_testkit::Garage::start(&dir.path().join("garage"));
-    let store =
-        airlock_store::S3Store::open(&s3_settings(&garage), &dir.path().join("local"), 64 << 10)
-            .await
-            .unwrap();
+    let store = airlock_store::S3Store::open(
+        &support::s3_settings(&garage),
+        &dir.path().join("local"),
+        64 << 10,
+    )
+    .await
+    .unwrap();
     ((garage, dir), Arc::new(store) as Arc<dyn BlobStore>)
 });

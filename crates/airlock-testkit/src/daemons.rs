@@ -282,3 +282,21 @@ impl Containerd {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
+
+/// A `certs.d`-style directory (`<dir>/certs.d`) whose docker.io `hosts.toml` lists the
+/// gateways on `ports` in order, as `airlock render` lists a site's replicas; `server` is a
+/// closed port, so nothing bypasses them.
+pub fn mirror_hosts(dir: &Path, ports: &[u16]) -> PathBuf {
+    let hosts = dir.join("certs.d");
+    std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
+    let server = format!("server = \"http://127.0.0.1:{}\"\n", free_port());
+    let text: String = std::iter::once(server)
+        .chain(ports.iter().map(|port| {
+            format!(
+                "\n[host.\"http://127.0.0.1:{port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            )
+        }))
+        .collect();
+    std::fs::write(hosts.join("docker.io/hosts.toml"), text).unwrap();
+    hosts
+}

@@ -21,6 +21,14 @@ pub struct Platform {
     pub arch: &'static str,
 }
 
+impl Platform {
+    /// The platform most test images are for.
+    pub const LINUX_AMD64: Platform = Platform {
+        os: "linux",
+        arch: "amd64",
+    };
+}
+
 /// A multi-arch index and its per-platform images.
 #[derive(Debug, Clone)]
 pub struct Index {

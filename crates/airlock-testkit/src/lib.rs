@@ -24,8 +24,8 @@ pub mod wheel;
 
 pub use chaos::{Chaos, Odds};
 pub use daemons::{
-    Containerd, DockerRegistry, Killed, StaticFiles, free_port, human_bytes, noise, port_open,
-    serve_airlock, serve_airlock_with_env, wait_until,
+    Containerd, DockerRegistry, Killed, StaticFiles, free_port, human_bytes, mirror_hosts, noise,
+    port_open, serve_airlock, serve_airlock_with_env, wait_until,
 };
 pub use fake_dir::FakeDir;
 pub use fake_files::FakeFiles;

@@ -4,13 +4,13 @@
 //! containerd, given all three as mirrors, finishes a pull through the next replica when
 //! the one it was using is killed mid-pull.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use airlock_testkit::{
-    AuthMode, Containerd, FakeRegistry, Garage, Image, Killed, Platform, free_port, noise,
-    port_open, require_tool, run, serve_airlock, tar_layer, wait_until,
+    AuthMode, Containerd, FakeRegistry, Garage, Image, Killed, Platform, free_port, mirror_hosts,
+    noise, port_open, require_tool, run, serve_airlock, tar_layer, wait_until,
 };
 use airlock_types::Digest;
 
@@ -61,13 +61,7 @@ fn get(port: u16, path: &str, accept: Option<&str>) -> (String, Vec<u8>) {
 }
 
 fn image(layers: Vec<Vec<u8>>) -> Image {
-    Image::from_layers(
-        layers,
-        Platform {
-            os: "linux",
-            arch: "amd64",
-        },
-    )
+    Image::from_layers(layers, Platform::LINUX_AMD64)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,23 +162,6 @@ async fn a_replica_whose_tag_went_stale_takes_the_check_another_replica_made_sin
     assert_eq!(heads(), 1, "A took B's check");
 }
 
-/// A `certs.d` directory whose docker.io `hosts.toml` lists the gateways in order, as
-/// `airlock render` lists a site's replicas; `server` is a closed port.
-fn hosts_dir(dir: &Path, ports: &[u16]) -> PathBuf {
-    let hosts = dir.join("certs.d");
-    std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
-    let server = format!("server = \"http://127.0.0.1:{}\"\n", free_port());
-    let text: String = std::iter::once(server)
-        .chain(ports.iter().map(|port| {
-            format!(
-                "\n[host.\"http://127.0.0.1:{port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            )
-        }))
-        .collect();
-    std::fs::write(hosts.join("docker.io/hosts.toml"), text).unwrap();
-    hosts
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_finishes_a_pull_through_the_next_replica_when_the_first_is_killed_mid_pull() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,7 +178,7 @@ async fn containerd_finishes_a_pull_through_the_next_replica_when_the_first_is_k
     upstream.push_image("library/app", "2", &second);
     let mut gateways = replicas(dir, &garage, &upstream.url());
     let ports: Vec<u16> = gateways.iter().map(|(port, _)| *port).collect();
-    let hosts = hosts_dir(dir, &ports);
+    let hosts = mirror_hosts(dir, &ports);
 
     let containerd = Containerd::start(&dir.join("containerd"));
     let output = containerd.pull(&hosts, "docker.io/library/app:1");

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use airlock_store::{S3Credentials, S3Settings, S3Store};
 use airlock_testkit::{
-    Containerd, DockerRegistry, Garage, Image, Platform, StaticFiles, free_port, noise, port_open,
-    require_tool, run, serve_airlock, serve_airlock_with_env, tar_layer, wait_until,
+    Containerd, DockerRegistry, Garage, Image, Platform, StaticFiles, free_port, mirror_hosts,
+    noise, port_open, require_tool, run, serve_airlock, serve_airlock_with_env, tar_layer,
+    wait_until,
 };
 use airlock_types::Digest;
 use object_store::ObjectStoreExt;
@@ -244,24 +245,6 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
     assert_pulled(&image, &dir.join("again"));
 }
 
-/// A `certs.d`-style directory whose docker.io `hosts.toml` lists the gateways in order,
-/// as `airlock render` lists a site's replicas; `server` is a closed port, so nothing
-/// bypasses them.
-fn hosts_dir(dir: &Path, ports: &[u16]) -> PathBuf {
-    let hosts = dir.join("certs.d");
-    std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
-    let server = format!("server = \"http://127.0.0.1:{}\"\n", free_port());
-    let text: String = std::iter::once(server)
-        .chain(ports.iter().map(|port| {
-            format!(
-                "\n[host.\"http://127.0.0.1:{port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            )
-        }))
-        .collect();
-    std::fs::write(hosts.join("docker.io/hosts.toml"), text).unwrap();
-    hosts
-}
-
 #[test]
 fn containerd_moves_to_the_next_gateway_when_one_is_killed_and_gets_the_blobs_the_first_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,13 +254,7 @@ fn containerd_moves_to_the_next_gateway_when_one_is_killed_and_gets_the_blobs_th
     let layers: Vec<Vec<u8>> = (1..=3u8)
         .map(|n| tar_layer(&format!("layer-{n}.bin"), &vec![n; 400_000]))
         .collect();
-    let image = Image::from_layers(
-        layers,
-        Platform {
-            os: "linux",
-            arch: "amd64",
-        },
-    );
+    let image = Image::from_layers(layers, Platform::LINUX_AMD64);
     registry.push(&image, dir, "library/app", "1");
 
     // Two gateways on one bucket, each with its own data_dir.
@@ -287,7 +264,7 @@ fn containerd_moves_to_the_next_gateway_when_one_is_killed_and_gets_the_blobs_th
     let config_b = s3_gateway(dir, "b", port_b, &garage, &registry, "64MiB", "");
     let gateway_a = serve_airlock(binary, &config_a, &dir.join("a.log"), port_a);
     let _gateway_b = serve_airlock(binary, &config_b, &dir.join("b.log"), port_b);
-    let hosts = hosts_dir(dir, &[port_a, port_b]);
+    let hosts = mirror_hosts(dir, &[port_a, port_b]);
 
     // The first pull goes through A, the first host: A fetches and stores the layers.
     let containerd = Containerd::start(&dir.join("containerd-1"));

@@ -259,13 +259,7 @@ async fn soak_mixed_load_keeps_memory_and_fds_flat_and_never_serves_a_wrong_byte
             let layers = (0..3)
                 .map(|n| noise(32 << 10 << ((n + i) % 4), (i * 3 + n) as u64))
                 .collect();
-            let image = Image::from_layers(
-                layers,
-                Platform {
-                    os: "linux",
-                    arch: "amd64",
-                },
-            );
+            let image = Image::from_layers(layers, Platform::LINUX_AMD64);
             registry.push_image(&format!("soak/img{i}"), "1", &image);
             image
         })
