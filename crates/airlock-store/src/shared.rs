@@ -35,7 +35,7 @@ const PINS: &str = "pins";
 const EVICTION: &str = "eviction";
 
 /// How long a replica's published pins count after it last published them.
-const PINS_TTL: Duration = Duration::from_secs(15 * 60);
+pub const PINS_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// How long a download lease lasts unless its holder renews it: a replica killed mid-fetch
 /// holds the others back at most this long.
