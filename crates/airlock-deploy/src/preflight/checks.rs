@@ -1,6 +1,8 @@
 //! The checks that run on a host: login and sudo, `SELinux` mode, OS release, free disk,
 //! default route, and whether the staging node's ports answer from there.
 
+use std::fmt::Write as _;
+
 use airlock_remote::{ExecError, Executor, Input, quote};
 
 use super::{PROBE_TIMEOUT, Row};
@@ -333,4 +335,86 @@ pub(super) fn reach_row(exec: &dyn Executor, target: &str, port: u16, serve_fix:
             format!("{serve_fix}, and allow TCP {port} from the node to {target}"),
         ),
     }
+}
+
+/// The ports K3s's embedded registry mirror (Spegel) uses between nodes: its peer-to-peer
+/// port and the supervisor port that serves the mirrored registry.
+pub const PEER_PORTS: [u16; 2] = [5001, 6443];
+
+/// Whether this node reaches every other cluster node on [`PEER_PORTS`], all probed at once.
+/// Nothing listening is fine (K3s does not run before the first deploy); no answer, no route
+/// or a name that does not resolve is a problem: the nodes would fetch every layer from the
+/// gateway after all.
+pub(super) fn peers_row(exec: &dyn Executor, peers: &[&str]) -> Row {
+    let host = exec.host();
+    let check = format!("peers {}", ports(":", " :"));
+    let seconds = PROBE_TIMEOUT.as_secs();
+    let mut script = format!(
+        "command -v bash >/dev/null 2>&1 || {{ echo 'bash is not installed'; exit 127; }}; \
+         probe() {{ out=$(timeout {seconds} bash -c 'exec 3<>\"/dev/tcp/$0/$1\"' \"$1\" \"$2\" 2>&1); \
+         s=$?; first=${{out%%$'\\n'*}}; echo \"peer $1 $2 $s ${{first##*: }}\"; }}; "
+    );
+    for peer in peers {
+        for port in PEER_PORTS {
+            let _ = write!(script, "probe {} {port} & ", quote(peer));
+        }
+    }
+    script.push_str("wait");
+    let output = match exec.exec(&script, Input::None) {
+        Ok(output) => output,
+        Err(e) => return Row::problem(host, &check, e.to_string(), "check the node"),
+    };
+    if output.status == 127 {
+        return Row::problem(
+            host,
+            &check,
+            "cannot test: bash or timeout is missing",
+            "install bash and coreutils on the node",
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut blocked = Vec::new();
+    for peer in peers {
+        for port in PEER_PORTS {
+            let prefix = format!("peer {peer} {port} ");
+            let answer = text.lines().find_map(|line| line.strip_prefix(&prefix));
+            let (status, said) = answer
+                .and_then(|a| a.split_once(' ').or(Some((a, ""))))
+                .unwrap_or(("", "no answer from the probe"));
+            match status {
+                "0" => {}
+                _ if said.contains("refused") => {}
+                "124" => blocked.push(format!("{peer}:{port} (no answer within {seconds}s)")),
+                _ => blocked.push(format!("{peer}:{port} ({})", said.trim())),
+            }
+        }
+    }
+    if blocked.is_empty() {
+        return Row::ok(
+            host,
+            &check,
+            format!("{} peers reachable or not yet listening", peers.len()),
+        );
+    }
+    let shown: Vec<&str> = blocked.iter().take(5).map(String::as_str).collect();
+    let more = blocked.len().saturating_sub(shown.len());
+    Row::problem(
+        host,
+        &check,
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        },
+        format!(
+            "k3s_embedded_registry: allow TCP {} between every pair of cluster nodes",
+            ports("", " and ")
+        ),
+    )
+}
+
+/// [`PEER_PORTS`] written as `5001 and 6443` or `:5001 :6443`.
+fn ports(before: &str, between: &str) -> String {
+    let listed: Vec<String> = PEER_PORTS.iter().map(ToString::to_string).collect();
+    format!("{before}{}", listed.join(between))
 }

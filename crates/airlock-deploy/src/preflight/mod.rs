@@ -12,6 +12,7 @@
 //! | `default route` | cluster nodes | no IPv4 default route: K3s needs one even air-gapped |
 //! | `staging <name>:443`, `:<squid_port>` | cluster nodes | the registry or the egress proxy of a staging host (each, when there are several) cannot be reached from the node |
 //! | `api :6443` | servers, from here | timeout or unreachable (refused is fine before the first deploy) |
+//! | `peers :5001 :6443` | cluster nodes, with `k3s_embedded_registry` | another node's embedded-mirror ports give no answer, no route, or do not resolve (refused is fine before the first deploy) |
 //!
 //! Disk space is measured on the nearest existing parent (`df -Pk`), since the directories do
 //! not exist before the first deploy.
@@ -28,7 +29,7 @@ use airlock_remote::Executor;
 use airlock_site::site::Site;
 
 pub use checks::{OsRelease, SelinuxMode};
-use checks::{disk_row, login_row, os_row, reach_row, route_row, selinux_row};
+use checks::{disk_row, login_row, os_row, peers_row, reach_row, route_row, selinux_row};
 
 /// Free space `/var/lib/rancher` needs: K3s' images, containerd's content and the pods'
 /// writable layers.
@@ -313,6 +314,23 @@ pub fn check_host(exec: &dyn Executor, role: Role, site: &Site) -> Vec<Row> {
                 staging.machine.name, site.egress.port
             ),
         ));
+    }
+    if site.install.embedded_registry {
+        let mut peers: Vec<&str> = Vec::new();
+        let cluster = site
+            .servers
+            .iter()
+            .chain(&site.workers)
+            .chain(&site.gpu_workers)
+            .chain(&site.agents);
+        for machine in cluster {
+            if machine.name != exec.host() && !peers.contains(&machine.address.as_str()) {
+                peers.push(&machine.address);
+            }
+        }
+        if !peers.is_empty() {
+            rows.push(peers_row(exec, &peers));
+        }
     }
     rows
 }

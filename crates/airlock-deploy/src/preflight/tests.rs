@@ -431,3 +431,78 @@ fn every_replica_is_checked_and_must_be_reachable_from_nodes() {
         [("to harbor.south.example.test:443", "no answer within 5s")]
     );
 }
+
+/// With K3s's embedded mirror, each node must reach the others' peer ports; nothing
+/// listening yet is fine before the first deploy, a silent firewall is not.
+#[test]
+fn with_the_embedded_mirror_a_node_must_reach_the_other_nodes_peer_ports() {
+    let site = inventory_site("    k3s_embedded_registry: true\n");
+    let peers = |rows: &[Row]| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.check.starts_with("peers"))
+            .map(|r| format!("{}: {}", r.check, r.detail))
+            .collect()
+    };
+    // The leader probes the worker (not itself): one refused, one dropped.
+    let node = rocky_with(
+        "leader.example.edu",
+        &[(
+            "probe()",
+            0,
+            "peer 10.0.0.8 5001 1 Connection refused\npeer 10.0.0.8 6443 124 \n",
+        )],
+    );
+    let rows = check_host(&node, Role::Server, &site);
+    assert_eq!(
+        problems(&rows),
+        [("peers :5001 :6443", "10.0.0.8:6443 (no answer within 5s)")]
+    );
+    let problem = rows.iter().find(|r| r.check.starts_with("peers")).unwrap();
+    assert!(
+        problem.fix.contains("allow TCP 5001 and 6443"),
+        "{problem:?}"
+    );
+
+    let node = rocky_with(
+        "worker.example.edu",
+        &[(
+            "probe()",
+            0,
+            "peer 10.0.0.7 6443 0 \npeer 10.0.0.7 5001 1 Connection refused\n",
+        )],
+    );
+    let rows = check_host(&node, Role::Agent, &site);
+    assert_eq!(problems(&rows), []);
+    assert_eq!(
+        peers(&rows),
+        ["peers :5001 :6443: 1 peers reachable or not yet listening"]
+    );
+
+    // A probe that never answered is a problem, not a pass.
+    let node = rocky_with("worker.example.edu", &[("probe()", 0, "")]);
+    let rows = check_host(&node, Role::Agent, &site);
+    assert_eq!(problems(&rows).len(), 1, "{rows:?}");
+
+    // Without the mirror, no such check.
+    let rows = check_host(
+        &rocky("leader.example.edu"),
+        Role::Server,
+        &inventory_site(""),
+    );
+    assert!(peers(&rows).is_empty());
+}
+
+/// The probe script itself, run by bash here: a closed port is fine, a name that does not
+/// resolve is named.
+#[test]
+fn the_peer_probe_runs_in_bash_and_tells_refused_from_unresolvable() {
+    let here = airlock_remote::local::Local::new("here", None);
+    let row = super::checks::peers_row(&here, &["127.0.0.1"]);
+    assert_eq!(row.status, Status::Ok, "{row:?}");
+    let row = super::checks::peers_row(&here, &["peer.invalid"]);
+    assert_eq!(row.status, Status::Problem, "{row:?}");
+    assert!(
+        row.detail.starts_with("peer.invalid:5001 (") && row.detail.contains("peer.invalid:6443"),
+        "{row:?}"
+    );
+}
