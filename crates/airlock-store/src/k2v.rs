@@ -28,6 +28,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Items per page when reading a whole partition.
 const PAGE: usize = 1000;
+/// After the API could not be reached, calls fail at once for this long instead of each
+/// waiting for its own timeout: a replica cut off from K2V works alone at full speed.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Where the K2V API is and how to sign for it.
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ pub struct Item {
 pub struct K2v {
     http: reqwest::Client,
     settings: K2vSettings,
+    /// Until when (unix milliseconds) calls fail without trying: see [`RETRY_AFTER`].
+    down_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Serialize)]
@@ -116,7 +121,11 @@ impl K2v {
             .timeout(TIMEOUT)
             .build()
             .map_err(|e| StoreError::Config(format!("K2V client: {e}")))?;
-        Ok(Self { http, settings })
+        Ok(Self {
+            http,
+            settings,
+            down_until: std::sync::Arc::default(),
+        })
     }
 
     /// The item under `partition` / `sort`, or `None` when there is none.
@@ -341,10 +350,19 @@ impl K2v {
         self.sign(&mut request)?;
         let request = reqwest::Request::try_from(request)
             .map_err(|e| StoreError::Config(format!("K2V request {url}: {e}")))?;
-        self.http
-            .execute(request)
-            .await
-            .map_err(|e| unavailable("the K2V API", chain(&e)))
+        use std::sync::atomic::Ordering;
+        let now = now_millis();
+        if now < self.down_until.load(Ordering::Relaxed) {
+            return Err(unavailable(
+                "the K2V API",
+                "it could not be reached moments ago; trying again shortly",
+            ));
+        }
+        self.http.execute(request).await.map_err(|e| {
+            let retry = now_millis() + RETRY_AFTER.as_millis() as u64;
+            self.down_until.store(retry, Ordering::Relaxed);
+            unavailable("the K2V API", chain(&e))
+        })
     }
 
     fn sign(&self, request: &mut http::Request<Vec<u8>>) -> Result<(), StoreError> {
@@ -385,6 +403,12 @@ impl K2v {
         instructions.apply_to_request_http1x(request);
         Ok(())
     }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn token(response: &reqwest::Response) -> Result<String, StoreError> {

@@ -98,11 +98,15 @@ async fn a_wrong_secret_is_a_configuration_error_and_a_dead_store_is_unavailable
     assert!(matches!(error, StoreError::Config(_)), "{error}");
 
     garage.stop();
-    let error = k2v(&garage, &garage.secret)
-        .read("tags", "x")
-        .await
-        .unwrap_err();
+    let client = k2v(&garage, &garage.secret);
+    let error = client.read("tags", "x").await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error}");
+    // Cut off, the next calls fail at once instead of each waiting for a timeout, and a
+    // clone (each replica's records share one client) knows it too.
+    let started = std::time::Instant::now();
+    let error = client.clone().read("tags", "y").await.unwrap_err();
+    assert!(error.to_string().contains("moments ago"), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(50));
 }
 
 #[tokio::test]
