@@ -29,7 +29,9 @@ impl Registry {
         let spec = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
         if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
             self.index.touch(digest, size);
-            return self.serve_stored(digest, size, spec, head, &name).await;
+            if let Some(response) = self.serve_stored(digest, size, spec, head, &name).await? {
+                return Ok(response);
+            }
         }
         if proxy.config.offline {
             return Err(RegistryError::BlobUnknown(format!(
@@ -113,7 +115,9 @@ impl Registry {
         ))
     }
 
-    /// A blob the store holds, through the gateway's one stored-blob server. The
+    /// A blob the store holds, through the gateway's one stored-blob server; `None` when the
+    /// stored copy turned out damaged (a bucket object whose bytes no longer match its
+    /// digest): it is removed, and the caller fetches the blob again like any miss. The
     /// Distribution API has no conditional blob requests: `If-None-Match` is not consulted.
     async fn serve_stored(
         &self,
@@ -122,7 +126,7 @@ impl Registry {
         spec: Option<Spec>,
         head: bool,
         proxy: &str,
-    ) -> Result<Response, RegistryError> {
+    ) -> Result<Option<Response>, RegistryError> {
         let request = ClientRequest {
             method: if head {
                 ReadMethod::Head
@@ -146,6 +150,11 @@ impl Registry {
             Err(ServeError::Vanished(_)) => {
                 return Err(RegistryError::BlobUnknown(digest.to_string()));
             }
+            Err(ServeError::Store(error @ airlock_store::StoreError::DigestMismatch { .. })) => {
+                tracing::warn!(target: "airlock::store", %digest, %error, "the stored copy is damaged; removing it and fetching the blob again");
+                self.store.delete(digest).await.map_err(internal)?;
+                return Ok(None);
+            }
             Err(ServeError::Store(e)) => return Err(internal(e)),
         };
         response.headers_mut().insert(
@@ -153,11 +162,11 @@ impl Registry {
             HeaderValue::from_str(&digest.to_string()).expect("ascii"),
         );
         let status = response.status();
-        Ok(mark(
+        Ok(Some(mark(
             with_api_version(status, response),
             proxy,
             CacheOutcome::Hit,
-        ))
+        )))
     }
 }
 

@@ -76,6 +76,82 @@ fn s3_gateway(
     garage.gateway_config(dir, name, port, &registry.url(), &storage, more)
 }
 
+/// The bucket itself, opened with the gateway's key files (no hot tier), to look inside.
+async fn look_into(garage: &Garage, dir: &Path, id_file: &Path, secret_file: &Path) -> S3Store {
+    let settings = S3Settings {
+        bucket: garage.bucket.clone(),
+        endpoint: Some(garage.endpoint.clone()),
+        region: garage.region.clone(),
+        path_style: true,
+        credentials: S3Credentials::load(Some(id_file), Some(secret_file)).unwrap(),
+    };
+    S3Store::open(&settings, &dir.join("look"), 0)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_blob_the_bucket_damaged_is_removed_and_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let curl = require_tool("curl", "curl");
+    let garage = Garage::start(&dir.join("garage"));
+    let registry = DockerRegistry::start(dir);
+    let image = Image::random(&[300_000]);
+    registry.push(&image, dir, "library/alpine", "3.20");
+    let port = free_port();
+    // No hot tier: every read goes to the bucket.
+    let config = s3_gateway(dir, "data", port, &garage, &registry, "0", "");
+    let _gateway = serve_airlock(
+        Path::new(env!("CARGO_BIN_EXE_airlock")),
+        &config,
+        &dir.join("airlock.log"),
+        port,
+    );
+    let layer = &image.layers[0];
+    let digest = Digest::of(layer);
+    let fetches = || {
+        registry
+            .requests()
+            .iter()
+            .filter(|line| line.contains(&format!("\"GET /v2/library/alpine/blobs/{digest}")))
+            .count()
+    };
+    let (status, body) = get_blob(&curl, port, &digest);
+    assert_eq!(status, "200");
+    assert!(&body == layer);
+    assert_eq!(fetches(), 1);
+
+    // Something rewrites the object in the bucket with other bytes of the same length.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (id_file, secret_file) = (dir.join("s3.id"), dir.join("s3.secret"));
+    runtime.block_on(async {
+        let store = look_into(&garage, dir, &id_file, &secret_file).await;
+        let forged = object_store::PutPayload::from(vec![0u8; layer.len()]);
+        store
+            .bucket()
+            .put(&S3Store::key(&digest), forged)
+            .await
+            .unwrap();
+    });
+
+    // The client gets the right bytes, fetched again; the bucket holds them again.
+    let (status, body) = get_blob(&curl, port, &digest);
+    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&body));
+    assert!(&body == layer, "the damaged copy was not served");
+    assert_eq!(fetches(), 2, "fetched again from the upstream");
+    let log = std::fs::read_to_string(dir.join("airlock.log")).unwrap();
+    assert!(log.contains("the stored copy is damaged"), "{log}");
+    let stored = runtime.block_on(async {
+        let store = look_into(&garage, dir, &id_file, &secret_file).await;
+        airlock_store::read_all(&store, &digest).await.unwrap()
+    });
+    assert!(
+        stored.as_ref() == Some(layer),
+        "the bucket holds the right bytes again"
+    );
+}
+
 #[test]
 fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,16 +221,7 @@ fn pulls_through_a_bucket_keep_working_while_the_hot_tier_covers_a_bucket_outage
 
     // Every layer and file is an object in the bucket, under its digest.
     let bucket = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let settings = S3Settings {
-            bucket: garage.bucket.clone(),
-            endpoint: Some(garage.endpoint.clone()),
-            region: garage.region.clone(),
-            path_style: true,
-            credentials: S3Credentials::load(Some(&id_file), Some(&secret_file)).unwrap(),
-        };
-        let store = S3Store::open(&settings, &dir.join("look"), 0)
-            .await
-            .unwrap();
+        let store = look_into(&garage, dir, &id_file, &secret_file).await;
         let mut sizes = Vec::new();
         for blob in image.layers.iter().chain([&small_file, &large_file]) {
             let head = store.bucket().head(&S3Store::key(&Digest::of(blob))).await;
