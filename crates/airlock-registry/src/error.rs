@@ -111,6 +111,11 @@ impl RegistryError {
                     detail: e.to_string(),
                 }
             }
+            // The bucket failed, not the upstream: the same 503 as any storage outage.
+            FetchError::Store(e) if matches!(*e, airlock_store::StoreError::Unavailable { .. }) => {
+                tracing::warn!(target: "airlock::store", error = %e, "storage unavailable");
+                RegistryError::StorageUnavailable
+            }
             other => RegistryError::Unavailable {
                 proxy: proxy.to_owned(),
                 detail: other.to_string(),
@@ -207,5 +212,39 @@ impl IntoResponse for RegistryError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_outage_during_a_download_is_storage_unavailable_not_the_upstream() {
+        let outage = airlock_store::StoreError::Unavailable {
+            context: "uploading".into(),
+            reason: "connection refused to the bucket".into(),
+        };
+        let error = RegistryError::from_fetch(
+            "hub",
+            FetchError::Store(std::sync::Arc::new(outage)),
+            || RegistryError::BlobUnknown("x".into()),
+        );
+        assert!(
+            matches!(error, RegistryError::StorageUnavailable),
+            "{error:?}"
+        );
+        let full = airlock_store::StoreError::Io {
+            context: "writing".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        let error =
+            RegistryError::from_fetch("hub", FetchError::Store(std::sync::Arc::new(full)), || {
+                RegistryError::BlobUnknown("x".into())
+            });
+        assert!(
+            matches!(error, RegistryError::Unavailable { .. }),
+            "{error:?}"
+        );
     }
 }
