@@ -104,7 +104,7 @@ pub(crate) async fn tick(
             "free space on the data dir is below min_free: evicting what is not pinned, however recently used"
         );
     }
-    let pinned = pinned_roots(state).await;
+    let pinned = pinned_roots(state).await?;
     let report = evict::evict(
         registry.store().as_ref(),
         registry.index(),
@@ -116,9 +116,11 @@ pub(crate) async fn tick(
     Ok(())
 }
 
-/// What `[cache] pin` and the run-time pins hold now. `[cache] pin` entries were resolved
+/// What `[cache] pin`, the run-time pins and the hosted projects hold now. `[cache] pin` entries were resolved
 /// at startup, run-time pins when made; one that names nothing cached yet holds nothing.
-async fn pinned_roots(state: &AppState) -> HashSet<airlock_types::Digest> {
+async fn pinned_roots(
+    state: &AppState,
+) -> Result<HashSet<airlock_types::Digest>, airlock_store::StoreError> {
     let registry = &state.registry;
     let mut pinned = HashSet::new();
     let runtime = state.pins.resolved();
@@ -127,7 +129,14 @@ async fn pinned_roots(state: &AppState) -> HashSet<airlock_types::Digest> {
             pinned.insert(digest);
         }
     }
-    pinned
+    // Hosted projects' content is the only copy there is, never a cache entry: when it
+    // cannot be listed, no pass runs.
+    let hosted = registry
+        .hosted_roots()
+        .await
+        .map_err(|e| airlock_store::StoreError::Index(format!("listing hosted manifests: {e}")))?;
+    pinned.extend(hosted);
+    Ok(pinned)
 }
 
 /// A round on a bucket shared with other replicas: publish this replica's pins, and
@@ -140,7 +149,7 @@ async fn shared_tick(
     retention_due: bool,
 ) -> Result<(), airlock_store::StoreError> {
     let registry = &state.registry;
-    let pinned = pinned_roots(state).await;
+    let pinned = pinned_roots(state).await?;
     shared.publish_pins(&pinned).await?;
     let cache = &state.config.cache;
     let report = evict::evict_shared(

@@ -115,7 +115,7 @@ impl Registry {
 
     /// A blob the store holds, through the gateway's one stored-blob server. The
     /// Distribution API has no conditional blob requests: `If-None-Match` is not consulted.
-    async fn serve_stored(
+    pub(crate) async fn serve_stored(
         &self,
         digest: &Digest,
         size: u64,
