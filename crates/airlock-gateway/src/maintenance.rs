@@ -335,4 +335,65 @@ mod pin_tests {
         tick(&state, false).await.unwrap();
         assert_eq!(held(&state, &image).await, [false, false, false]);
     }
+
+    /// `method` of `path` through the registry as the `[admin]` user `admin`: the status.
+    async fn as_admin(
+        state: &AppState,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> http::StatusCode {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body.to_vec()))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(airlock_registry::Caller::User("admin".into()));
+        airlock_registry::serve(State(state.registry.clone()), request)
+            .await
+            .status()
+    }
+
+    /// A hosted image is the only copy there is: a `max_size` of one byte with no grace
+    /// takes a blob nothing references, never the image.
+    #[tokio::test]
+    async fn hosted_images_are_never_evicted() {
+        let image = Image::random(&[1000, 2000]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n[tls]\nmode = \"off\"\n[cache]\nmax_size = \"1B\"\ngrace = \"0s\"\n[[hosted]]\nname = \"lab\"\n",
+            dir.path().join("data").display().to_string(),
+        );
+        let config = airlock_config::Config::from_toml_str(&text, "test").unwrap();
+        let (state, _) = crate::build(config).await.unwrap();
+        let orphan = b"pushed, never referenced";
+        for blob in image.blobs().into_iter().chain([&orphan[..]]) {
+            let digest = airlock_types::Digest::of(blob);
+            let path = format!("/v2/lab/app/blobs/uploads/?digest={digest}");
+            let status = as_admin(
+                &state,
+                Method::POST,
+                &path,
+                "application/octet-stream",
+                blob,
+            );
+            assert_eq!(status.await, http::StatusCode::CREATED);
+        }
+        let path = "/v2/lab/app/manifests/v1";
+        let status = as_admin(&state, Method::PUT, path, image.media_type, &image.manifest);
+        assert_eq!(status.await, http::StatusCode::CREATED);
+
+        tick(&state, false).await.unwrap();
+        assert_eq!(held(&state, &image).await, [true, true, true]);
+        assert!(state.store.stat(&image.digest).await.unwrap().is_some());
+        let orphan = airlock_types::Digest::of(orphan);
+        assert!(
+            state.store.stat(&orphan).await.unwrap().is_none(),
+            "the pass ran"
+        );
+    }
 }
