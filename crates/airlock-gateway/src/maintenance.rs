@@ -1,5 +1,6 @@
-//! Background upkeep of the store: last-use times written in batches, and eviction by
-//! retention and size with pinned images held.
+//! Background upkeep of the store: last-use times written in batches, eviction by
+//! retention and size with pinned images and hosted projects held, abandoned uploads
+//! dropped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
                 .history
                 .sample_egress(total, std::time::SystemTime::now());
         }
+        state.registry.drop_abandoned_uploads();
         if let Err(error) = tick(&state, ticks % RETENTION_EVERY == 0).await {
             tracing::warn!(target: "airlock::evict", %error, "store upkeep failed; will retry");
         }

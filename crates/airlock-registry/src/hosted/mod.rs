@@ -199,6 +199,16 @@ impl Registry {
         }
     }
 
+    /// Drops the uploads nobody touched for an hour, with their temporary bytes: for the
+    /// gateway's upkeep round (a new upload does it too). Returns how many went.
+    pub fn drop_abandoned_uploads(&self) -> usize {
+        let dropped = self.hosted.uploads.sweep();
+        if dropped > 0 {
+            tracing::info!(target: "airlock::hosted", dropped, "abandoned uploads dropped");
+        }
+        dropped
+    }
+
     /// What hosted projects hold: every tagged and every pushed manifest, for eviction to
     /// keep with everything they reference.
     pub async fn hosted_roots(&self) -> Result<Vec<Digest>, RegistryError> {

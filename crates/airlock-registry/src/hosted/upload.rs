@@ -5,7 +5,8 @@
 //! An upload is a [`BlobWriter`] in the store's temporary area, kept here by id. Its bytes
 //! become a blob only when the final `PUT` names a digest they hash to; on a mismatch
 //! nothing is stored. Uploads idle for [`IDLE`] are dropped (and their temporary files
-//! with them) when the next upload starts; at most [`MAX_UPLOADS`] are open at once.
+//! with them) when the next upload starts and at every upkeep round; at most
+//! [`MAX_UPLOADS`] are open at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,9 +29,19 @@ pub(crate) const MAX_UPLOADS: usize = 256;
 pub(crate) const IDLE: Duration = Duration::from_secs(3600);
 
 /// The uploads under way, by id.
-#[derive(Default)]
 pub(crate) struct Uploads {
     open: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Upload>>>>,
+    /// [`IDLE`], but for tests.
+    idle: Duration,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Self {
+            open: Mutex::default(),
+            idle: IDLE,
+        }
+    }
 }
 
 impl std::fmt::Debug for Uploads {
@@ -38,6 +49,7 @@ impl std::fmt::Debug for Uploads {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("Uploads")
             .field("open", &open.len())
+            .field("idle", &self.idle)
             .finish()
     }
 }
@@ -52,15 +64,27 @@ pub(crate) struct Upload {
 }
 
 impl Uploads {
-    /// Opens an upload for `name`, after dropping abandoned ones.
-    fn start(&self, name: &str, writer: Box<dyn BlobWriter>) -> Result<String, RegistryError> {
+    /// Drops the uploads idle for [`IDLE`] (an upload in use right now holds its lock, so
+    /// it is never one of them); returns how many went.
+    pub(crate) fn sweep(&self) -> usize {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        // One in use right now holds its lock: never abandoned.
+        self.sweep_locked(&mut open)
+    }
+
+    fn sweep_locked(&self, open: &mut HashMap<String, Arc<tokio::sync::Mutex<Upload>>>) -> usize {
+        let before = open.len();
         open.retain(|_, upload| {
             upload
                 .try_lock()
-                .map_or(true, |u| u.touched.elapsed() < IDLE)
+                .map_or(true, |u| u.touched.elapsed() < self.idle)
         });
+        before - open.len()
+    }
+
+    /// Opens an upload for `name`, after dropping abandoned ones.
+    fn start(&self, name: &str, writer: Box<dyn BlobWriter>) -> Result<String, RegistryError> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sweep_locked(&mut open);
         if open.len() >= MAX_UPLOADS {
             return Err(RegistryError::TooManyUploads(MAX_UPLOADS));
         }
@@ -340,6 +364,28 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn idle_uploads_are_dropped_unless_in_use() {
+        use airlock_store::BlobStore as _;
+        let store = airlock_store::MemoryStore::new();
+        let writer = || store.create(None);
+        let mut uploads = Uploads::default();
+        let recent = uploads.start("p/r", writer().await.unwrap()).unwrap();
+        assert_eq!(uploads.sweep(), 0, "touched just now");
+        let idle = uploads.start("p/r", writer().await.unwrap()).unwrap();
+        let busy = uploads.start("p/r", writer().await.unwrap()).unwrap();
+        uploads.idle = Duration::ZERO;
+        let held = uploads.get(&busy).unwrap();
+        let _in_use = held.lock().await;
+        assert_eq!(uploads.sweep(), 2, "all but the one in use");
+        assert!(matches!(
+            uploads.get(&idle),
+            Err(RegistryError::BlobUploadUnknown(_))
+        ));
+        assert!(uploads.get(&busy).is_ok());
+        assert_ne!(recent, idle, "ids are random");
     }
 
     #[test]
