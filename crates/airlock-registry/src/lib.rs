@@ -255,7 +255,12 @@ impl Registry {
                 why: "not a registry API path".into(),
             });
         };
-        if let Some(request) = self.hosted.request(&raw)? {
+        // A mirror request for a registry a proxy claims is that proxy's, whatever its
+        // first component says.
+        let mirrored = query
+            .get("ns")
+            .is_some_and(|ns| self.routes.claims_host(ns));
+        if let Some(request) = self.hosted.request(&raw)?.filter(|_| !mirrored) {
             return self
                 .hosted(request, method, &query, headers, body, caller)
                 .await;

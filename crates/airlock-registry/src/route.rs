@@ -118,6 +118,11 @@ impl Routes {
         }
     }
 
+    /// Whether a proxy claims registry `host` (what containerd sends as `?ns=`).
+    pub fn claims_host(&self, host: &str) -> bool {
+        self.by_host.contains_key(&canonical_registry(host))
+    }
+
     pub fn set_default(&mut self, name: Option<&str>) {
         self.default = name.map(str::to_owned);
     }

@@ -14,8 +14,9 @@ use reqwest::StatusCode;
 
 const PASSWORD: &str = "push-s3cret";
 
-/// A gateway with two hosted projects: `scout` (anonymous pulls, no deletes) and `lab`
-/// (logins for everything, deletes allowed).
+/// A gateway with two hosted projects, `scout` (anonymous pulls, no deletes) and `lab`
+/// (logins for everything, deletes allowed), beside a proxy for `docker.io` whose
+/// upstream is a closed loopback port.
 struct Gateway {
     _process: Killed,
     port: u16,
@@ -34,6 +35,7 @@ impl Gateway {
             format!(
                 "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
                  [admin]\nusers = [{{ name = \"admin\", password_hash = \"{hash}\" }}]\n\
+                 [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nhost = \"docker.io\"\nupstream = \"http://127.0.0.1:9/\"\n\
                  [[hosted]]\nname = \"scout\"\nanonymous_pull = true\n\
                  [[hosted]]\nname = \"lab\"\ndelete = true\n",
                 dir.join("data"),
@@ -200,6 +202,15 @@ async fn skopeo_pushes_an_image_and_pulls_it_back_byte_identical() {
         .await
         .unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    // A containerd mirror request for docker.io's scout/team/app is the proxy's, not the
+    // hosted project's (its upstream is down here).
+    let mirrored = gateway
+        .http
+        .get(gateway.url("/v2/scout/team/app/tags/list?ns=docker.io"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirrored.status(), StatusCode::BAD_GATEWAY);
     let catalog: serde_json::Value = gateway
         .http
         .get(gateway.url("/v2/_catalog"))
