@@ -129,6 +129,17 @@ async fn status_page(State(state): State<Arc<AppState>>) -> String {
         };
         let _ = writeln!(page, "  {path}{host} → {}", proxy.upstream);
     }
+    if !state.config.hosted.is_empty() {
+        page.push_str("\nhosted projects:\n");
+        for hosted in &state.config.hosted {
+            let pulls = if hosted.anonymous_pull {
+                "anonymous pulls"
+            } else {
+                "pulls need a login"
+            };
+            let _ = writeln!(page, "  /v2/{}/… ({pulls})", hosted.name);
+        }
+    }
     page
 }
 

@@ -224,6 +224,13 @@ async fn skopeo_pushes_an_image_and_pulls_it_back_byte_identical() {
         catalog["repositories"],
         serde_json::json!(["scout/team/app"])
     );
+    let status = gateway.http.get(gateway.url("/")).send().await.unwrap();
+    let status = status.text().await.unwrap();
+    assert!(
+        status.contains("/v2/scout/… (anonymous pulls)")
+            && status.contains("/v2/lab/… (pulls need a login)"),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
