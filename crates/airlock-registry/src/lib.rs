@@ -229,6 +229,9 @@ impl Registry {
         caller: &Caller,
     ) -> Result<Response, RegistryError> {
         if uri.path() == "/v2/" || uri.path() == "/v2" {
+            if !matches!(*method, Method::GET | Method::HEAD) {
+                return Ok(unsupported());
+            }
             // Clients learn from this answer whether to send credentials at all
             // (containers/image and Docker use the challenges of the ping only).
             if !self.hosted.is_empty()
