@@ -54,6 +54,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub cache: CacheConfig,
     pub proxies: Vec<ProxyConfig>,
+    /// `[[hosted]]`: the projects clients push to.
+    pub hosted: Vec<HostedConfig>,
     /// The CONNECT egress proxy; `None` means it does not run.
     pub egress: Option<EgressSettings>,
     /// The site's outbound proxy for every upstream; `None`: upstreams are reached directly.
@@ -268,6 +270,16 @@ impl Format {
     }
 }
 
+/// `[[hosted]]`: a project at `/v2/<name>/<repo>/…` that clients push to and pull from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedConfig {
+    pub name: String,
+    /// Pulls need no login; pushes always do.
+    pub anonymous_pull: bool,
+    /// Manifests and tags may be deleted (`DELETE /v2/<name>/<repo>/manifests/…`).
+    pub delete: bool,
+}
+
 /// `[[proxy]]`: one upstream, one format, one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -354,6 +366,10 @@ impl Config {
 
     pub fn proxy(&self, name: &str) -> Option<&ProxyConfig> {
         self.proxies.iter().find(|p| p.name == name)
+    }
+
+    pub fn hosted(&self, name: &str) -> Option<&HostedConfig> {
+        self.hosted.iter().find(|h| h.name == name)
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Config {
     pub cache: Option<Cache>,
     #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<Proxy>,
+    /// `[[hosted]]` projects clients push to, served at `/v2/<name>/…` beside the proxies.
+    #[serde(default, rename = "hosted", skip_serializing_if = "Vec::is_empty")]
+    pub hosted: Vec<Hosted>,
     /// The CONNECT egress proxy; absent means it does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
@@ -162,6 +165,19 @@ pub struct Cache {
     /// or `…@sha256:…`, with everything they reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pin: Vec<String>,
+}
+
+/// `[[hosted]]`: a project clients push images to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hosted {
+    pub name: String,
+    /// `true`: pulls need no login (pushes always do). Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_pull: Option<bool>,
+    /// `true`: manifests and tags may be deleted. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<bool>,
 }
 
 /// `[[proxy]]`: one upstream, one format, one name.

@@ -9,8 +9,9 @@ use airlock_types::{ByteSize, Digest, ImageRef};
 
 use crate::raw;
 use crate::{
-    AdminUser, AuditConfig, CacheConfig, Config, EgressConfigError, Format, MAX_HEADER_SIZE,
-    MIN_HEADER_SIZE, ProxyConfig, ServerConfig, TlsConfig, TlsMode, UpstreamProxyError,
+    AdminUser, AuditConfig, CacheConfig, Config, EgressConfigError, Format, HostedConfig,
+    MAX_HEADER_SIZE, MIN_HEADER_SIZE, ProxyConfig, ServerConfig, TlsConfig, TlsMode,
+    UpstreamProxyError,
 };
 
 /// A configuration that parses but cannot be used: the key, and what is wrong with it.
@@ -50,6 +51,14 @@ pub enum Invalid {
     ProxyName { name: String },
     #[error("[[proxy]] name {name:?} is used twice; names must be unique")]
     DuplicateName { name: String },
+    #[error(
+        "[[hosted]] name {name:?} is invalid: use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
+    )]
+    HostedName { name: String },
+    #[error(
+        "[[hosted]] name {name:?} is also a [[proxy]] or another [[hosted]] name; /v2/{name}/… must name one of them"
+    )]
+    HostedNameTaken { name: String },
     #[error("[[proxy]] host {host:?} is claimed by two proxies; containerd's ?ns= must map to one")]
     DuplicateHost { host: String },
     #[error("[[proxy]] {name}: upstream {upstream} must be an http(s) URL with a host")]
@@ -129,6 +138,7 @@ impl Config {
             }
             proxies.push(proxy);
         }
+        let hosted = resolve_hosted(&raw.hosted, &mut names)?;
         let egress = match &raw.egress {
             Some(egress) => Some(egress.resolve().map_err(Invalid::Egress)?),
             None => None,
@@ -170,6 +180,7 @@ impl Config {
             tls,
             cache,
             proxies,
+            hosted,
             egress,
             upstream_proxy,
             admin_users: crate::admin::resolve(raw.admin.as_ref())?,
@@ -238,6 +249,15 @@ impl Config {
                         .collect(),
                     offline: p.offline,
                     ..raw::Proxy::new(&p.name, p.format, p.upstream.clone().into())
+                })
+                .collect(),
+            hosted: self
+                .hosted
+                .iter()
+                .map(|h| raw::Hosted {
+                    name: h.name.clone(),
+                    anonymous_pull: Some(h.anonymous_pull),
+                    delete: Some(h.delete),
                 })
                 .collect(),
             egress: self.egress.as_ref().map(|e| e.table.clone()),
@@ -346,17 +366,45 @@ fn parse_pin(pin: &str) -> Option<ImageRef> {
     (below && image.tag().is_some() != image.digest().is_some()).then_some(image)
 }
 
-fn resolve_proxy(raw: &raw::Proxy) -> Result<ProxyConfig, Invalid> {
-    let name = &raw.name;
-    let named = || name.clone();
-    let valid_name = !name.is_empty()
+/// A proxy or hosted project name: one path component under `/v2/`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
         })
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && !name.contains("..");
-    if !valid_name {
+        && !name.contains("..")
+}
+
+/// `[[hosted]]` projects; `names` holds the proxy names, which a project must not reuse
+/// (the first path component picks one of them).
+fn resolve_hosted(
+    raw: &[raw::Hosted],
+    names: &mut HashSet<String>,
+) -> Result<Vec<HostedConfig>, Invalid> {
+    raw.iter()
+        .map(|hosted| {
+            let name = hosted.name.clone();
+            if !valid_name(&name) {
+                return Err(Invalid::HostedName { name });
+            }
+            if !names.insert(name.clone()) {
+                return Err(Invalid::HostedNameTaken { name });
+            }
+            Ok(HostedConfig {
+                name,
+                anonymous_pull: hosted.anonymous_pull.unwrap_or(false),
+                delete: hosted.delete.unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+fn resolve_proxy(raw: &raw::Proxy) -> Result<ProxyConfig, Invalid> {
+    let name = &raw.name;
+    let named = || name.clone();
+    if !valid_name(name) {
         return Err(Invalid::ProxyName { name: named() });
     }
     let upstream = raw.upstream.url();

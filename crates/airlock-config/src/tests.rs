@@ -603,3 +603,46 @@ fn storage_refusals_name_the_key_and_what_to_write() {
         );
     }
 }
+
+#[test]
+fn hosted_projects_default_to_closed_and_refuse_taken_or_bad_names() {
+    let config =
+        parse("[[hosted]]\nname = \"scout\"\nanonymous_pull = true\n\n[[hosted]]\nname = \"ci\"\n")
+            .unwrap();
+    let scout = config.hosted("scout").unwrap();
+    assert!(scout.anonymous_pull && !scout.delete);
+    let ci = config.hosted("ci").unwrap();
+    assert!(
+        !ci.anonymous_pull && !ci.delete,
+        "closed unless the file says so"
+    );
+    let again = Config::from_raw(&config.to_raw()).unwrap();
+    assert_eq!(again.hosted, config.hosted, "written back in full");
+
+    let refused = |text: &str| match parse(text) {
+        Err(ConfigError::Invalid { problem, .. }) => problem,
+        other => panic!("{other:?}"),
+    };
+    let proxy = "[[proxy]]\nname = \"hub\"\nformat = \"oci\"\nupstream = \"https://registry-1.docker.io\"\n";
+    assert!(matches!(
+        refused(&format!("{proxy}\n[[hosted]]\nname = \"hub\"\n")),
+        Invalid::HostedNameTaken { name } if name == "hub"
+    ));
+    assert!(matches!(
+        refused("[[hosted]]\nname = \"a\"\n\n[[hosted]]\nname = \"a\"\n"),
+        Invalid::HostedNameTaken { name } if name == "a"
+    ));
+    for bad in ["", "Scout", "a/b", "..", "-x"] {
+        assert!(
+            matches!(
+                refused(&format!("[[hosted]]\nname = {bad:?}\n")),
+                Invalid::HostedName { name } if name == bad
+            ),
+            "{bad:?}"
+        );
+    }
+    let message = err("[[hosted]]\nname = \"scout\"\npush = true\n");
+    assert!(message.contains("unknown field `push`"), "{message}");
+    let message = err(&format!("{proxy}\n[[hosted]]\nname = \"hub\"\n"));
+    assert!(message.contains("[[hosted]] name \"hub\""), "{message}");
+}

@@ -8,6 +8,7 @@ mod console;
 mod limits;
 mod maintenance;
 mod metrics;
+mod registry_login;
 mod routes;
 mod serve;
 pub mod tls;

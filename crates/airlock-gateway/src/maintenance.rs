@@ -1,5 +1,6 @@
-//! Background upkeep of the store: last-use times written in batches, and eviction by
-//! retention and size with pinned images held.
+//! Background upkeep of the store: last-use times written in batches, eviction by
+//! retention and size with pinned images and hosted projects held, abandoned uploads
+//! dropped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
                 .history
                 .sample_egress(total, std::time::SystemTime::now());
         }
+        state.registry.drop_abandoned_uploads();
         if let Err(error) = tick(&state, ticks % RETENTION_EVERY == 0).await {
             tracing::warn!(target: "airlock::evict", %error, "store upkeep failed; will retry");
         }
@@ -104,7 +106,7 @@ pub(crate) async fn tick(
             "free space on the data dir is below min_free: evicting what is not pinned, however recently used"
         );
     }
-    let pinned = pinned_roots(state).await;
+    let pinned = pinned_roots(state).await?;
     let report = evict::evict(
         registry.store().as_ref(),
         registry.index(),
@@ -116,9 +118,11 @@ pub(crate) async fn tick(
     Ok(())
 }
 
-/// What `[cache] pin` and the run-time pins hold now. `[cache] pin` entries were resolved
+/// What `[cache] pin`, the run-time pins and the hosted projects hold now. `[cache] pin` entries were resolved
 /// at startup, run-time pins when made; one that names nothing cached yet holds nothing.
-async fn pinned_roots(state: &AppState) -> HashSet<airlock_types::Digest> {
+async fn pinned_roots(
+    state: &AppState,
+) -> Result<HashSet<airlock_types::Digest>, airlock_store::StoreError> {
     let registry = &state.registry;
     let mut pinned = HashSet::new();
     let runtime = state.pins.resolved();
@@ -127,7 +131,14 @@ async fn pinned_roots(state: &AppState) -> HashSet<airlock_types::Digest> {
             pinned.insert(digest);
         }
     }
-    pinned
+    // Hosted projects' content is the only copy there is, never a cache entry: when it
+    // cannot be listed, no pass runs.
+    let hosted = registry
+        .hosted_roots()
+        .await
+        .map_err(|e| airlock_store::StoreError::Index(format!("listing hosted manifests: {e}")))?;
+    pinned.extend(hosted);
+    Ok(pinned)
 }
 
 /// A round on a bucket shared with other replicas: publish this replica's pins, and
@@ -140,7 +151,7 @@ async fn shared_tick(
     retention_due: bool,
 ) -> Result<(), airlock_store::StoreError> {
     let registry = &state.registry;
-    let pinned = pinned_roots(state).await;
+    let pinned = pinned_roots(state).await?;
     shared.publish_pins(&pinned).await?;
     let cache = &state.config.cache;
     let report = evict::evict_shared(
@@ -325,5 +336,66 @@ mod pin_tests {
         assert!(state.pins.remove(reference).unwrap());
         tick(&state, false).await.unwrap();
         assert_eq!(held(&state, &image).await, [false, false, false]);
+    }
+
+    /// `method` of `path` through the registry as the `[admin]` user `admin`: the status.
+    async fn as_admin(
+        state: &AppState,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> http::StatusCode {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body.to_vec()))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(airlock_registry::Caller::User("admin".into()));
+        airlock_registry::serve(State(state.registry.clone()), request)
+            .await
+            .status()
+    }
+
+    /// A hosted image is the only copy there is: a `max_size` of one byte with no grace
+    /// takes a blob nothing references, never the image.
+    #[tokio::test]
+    async fn hosted_images_are_never_evicted() {
+        let image = Image::random(&[1000, 2000]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n[tls]\nmode = \"off\"\n[cache]\nmax_size = \"1B\"\ngrace = \"0s\"\n[[hosted]]\nname = \"lab\"\n",
+            dir.path().join("data").display().to_string(),
+        );
+        let config = airlock_config::Config::from_toml_str(&text, "test").unwrap();
+        let (state, _) = crate::build(config).await.unwrap();
+        let orphan = b"pushed, never referenced";
+        for blob in image.blobs().into_iter().chain([&orphan[..]]) {
+            let digest = airlock_types::Digest::of(blob);
+            let path = format!("/v2/lab/app/blobs/uploads/?digest={digest}");
+            let status = as_admin(
+                &state,
+                Method::POST,
+                &path,
+                "application/octet-stream",
+                blob,
+            );
+            assert_eq!(status.await, http::StatusCode::CREATED);
+        }
+        let path = "/v2/lab/app/manifests/v1";
+        let status = as_admin(&state, Method::PUT, path, image.media_type, &image.manifest);
+        assert_eq!(status.await, http::StatusCode::CREATED);
+
+        tick(&state, false).await.unwrap();
+        assert_eq!(held(&state, &image).await, [true, true, true]);
+        assert!(state.store.stat(&image.digest).await.unwrap().is_some());
+        let orphan = airlock_types::Digest::of(orphan);
+        assert!(
+            state.store.stat(&orphan).await.unwrap().is_none(),
+            "the pass ran"
+        );
     }
 }

@@ -27,10 +27,14 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let registry = Router::new()
-        .route("/v2", any(airlock_registry::handle))
-        .route("/v2/", any(airlock_registry::handle))
-        .route("/v2/{*rest}", any(airlock_registry::handle))
-        .with_state(state.registry.clone());
+        .route("/v2", any(airlock_registry::serve))
+        .route("/v2/", any(airlock_registry::serve))
+        .route("/v2/{*rest}", any(airlock_registry::serve))
+        .with_state(state.registry.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::registry_login::caller,
+        ));
     let packages = Router::new()
         .route("/repository/{*rest}", any(airlock_packages::handle))
         .with_state(state.packages.clone());
@@ -124,6 +128,17 @@ async fn status_page(State(state): State<Arc<AppState>>) -> String {
             ),
         };
         let _ = writeln!(page, "  {path}{host} → {}", proxy.upstream);
+    }
+    if !state.config.hosted.is_empty() {
+        page.push_str("\nhosted projects:\n");
+        for hosted in &state.config.hosted {
+            let pulls = if hosted.anonymous_pull {
+                "anonymous pulls"
+            } else {
+                "pulls need a login"
+            };
+            let _ = writeln!(page, "  /v2/{}/… ({pulls})", hosted.name);
+        }
     }
     page
 }

@@ -119,7 +119,7 @@ impl Registry {
     /// stored copy turned out damaged (a bucket object whose bytes no longer match its
     /// digest): it is removed, and the caller fetches the blob again like any miss. The
     /// Distribution API has no conditional blob requests: `If-None-Match` is not consulted.
-    async fn serve_stored(
+    pub(crate) async fn serve_stored(
         &self,
         digest: &Digest,
         size: u64,

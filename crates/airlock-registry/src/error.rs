@@ -45,6 +45,34 @@ pub enum RegistryError {
     StorageUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A hosted project's write, or a pull from a project without `anonymous_pull`,
+    /// without a valid login.
+    #[error("{0}")]
+    LoginRequired(String),
+    /// Too many failed logins from this client.
+    #[error("too many failed logins from this address; retry in {retry_after}s")]
+    LoginThrottled { retry_after: u64 },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("upload {0:?} is unknown: it was finished, cancelled or abandoned, or never started")]
+    BlobUploadUnknown(String),
+    #[error("upload is invalid: {0}")]
+    BlobUploadInvalid(String),
+    /// A chunk that does not start where the upload stands.
+    #[error(
+        "the chunk starts at byte {start}, the upload holds {written} bytes; send from {written}"
+    )]
+    UploadOutOfOrder { start: u64, written: u64 },
+    #[error("{0}")]
+    ContentDigestMismatch(String),
+    #[error("manifest is invalid: {0}")]
+    ManifestRejected(String),
+    #[error("manifest is larger than {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("manifest references {0}, which this registry does not hold; push it first")]
+    ManifestBlobUnknown(String),
+    #[error("too many uploads in progress ({0}); finish or cancel some and retry")]
+    TooManyUploads(usize),
 }
 
 /// A failure of the gateway itself: a storage backend that cannot be reached is 503 (the
@@ -154,15 +182,23 @@ impl RegistryError {
         match self {
             RegistryError::NameUnknown { .. } => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             RegistryError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
-            RegistryError::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
-            RegistryError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            RegistryError::ManifestInvalid(_) | RegistryError::ManifestRejected(_) => {
+                (StatusCode::BAD_REQUEST, "MANIFEST_INVALID")
+            }
+            RegistryError::DigestInvalid(_) | RegistryError::ContentDigestMismatch(_) => {
+                (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+            }
             RegistryError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             RegistryError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
-            RegistryError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            RegistryError::Unauthorized { .. } | RegistryError::LoginRequired(_) => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+            }
             RegistryError::Denied { .. } | RegistryError::PolicyDenied { .. } => {
                 (StatusCode::FORBIDDEN, "DENIED")
             }
-            RegistryError::TooManyRequests { .. } => {
+            RegistryError::TooManyRequests { .. }
+            | RegistryError::LoginThrottled { .. }
+            | RegistryError::TooManyUploads(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
             }
             RegistryError::Unavailable { .. } | RegistryError::BadUpstreamContent { .. } => {
@@ -173,6 +209,19 @@ impl RegistryError {
             }
             RegistryError::StorageUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            RegistryError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            RegistryError::BlobUploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            RegistryError::BlobUploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            RegistryError::UploadOutOfOrder { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID")
+            }
+            RegistryError::ManifestTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID")
+            }
+            // distribution answers 400 for a manifest naming what it does not hold.
+            RegistryError::ManifestBlobUnknown(_) => {
+                (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
+            }
         }
     }
 }
@@ -203,6 +252,18 @@ impl IntoResponse for RegistryError {
                 if let Ok(value) = HeaderValue::from_str(value) {
                     headers.insert(header::RETRY_AFTER, value);
                 }
+            }
+            RegistryError::LoginRequired(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(crate::BASIC_CHALLENGE),
+                );
+            }
+            RegistryError::LoginThrottled { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            RegistryError::UploadOutOfOrder { written, .. } => {
+                headers.insert(header::RANGE, crate::hosted::upload_range(*written));
             }
             RegistryError::RangeNotSatisfiable { size } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {

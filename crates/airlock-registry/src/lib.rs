@@ -1,5 +1,6 @@
 //! The OCI Distribution pull API over a pull-through cache: routing (project, `ns`,
-//! default), manifests by tag and digest, blobs with ranges, tag lists, OCI error codes.
+//! default), manifests by tag and digest, blobs with ranges, tag lists, OCI error codes;
+//! and the push side for `[[hosted]]` projects (module `hosted`).
 //!
 //! A handler reads like the protocol: resolve the route → look in the cache → fetch or
 //! serve → record. Upstream bytes are served unchanged; what is cached was verified.
@@ -7,6 +8,7 @@
 mod blob;
 mod error;
 mod gate;
+mod hosted;
 mod manifest;
 pub mod route;
 mod tags;
@@ -18,16 +20,22 @@ use airlock_config::{Config, Format, ProxyConfig};
 use airlock_store::{BlobStore, MetaIndex};
 use airlock_upstream::fetch::{Downloads, KeyedLocks};
 use airlock_upstream::{SiteProxy, Upstream};
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 pub use airlock_types::{CacheOutcome, ServedBy, UpstreamFailure};
 pub use error::RegistryError;
+pub use hosted::Caller;
 use route::{Resolved, Routes, Target};
 
 /// `Docker-Distribution-API-Version` value.
 pub const API_VERSION: &str = "registry/2.0";
+
+/// The challenge of requests that need a login. HTTP basic with `[admin]` users for now;
+/// Docker token auth (`Bearer realm=…/service/token`) replaces it with robot accounts.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"airlock\"";
 
 /// One configured OCI proxy.
 #[derive(Debug)]
@@ -72,6 +80,8 @@ pub struct Registry {
     policy: airlock_policy::Policy,
     /// Signature checks that passed, per rule and manifest digest.
     verdicts: gate::Verdicts,
+    /// `[[hosted]]` projects and their uploads under way.
+    hosted: hosted::Hosted,
 }
 
 /// Why the registry could not be built from a configuration.
@@ -140,6 +150,7 @@ impl Registry {
             pins,
             policy: config.policy.clone(),
             verdicts: std::sync::Mutex::new(hashlink::LruCache::new(gate::VERDICTS)),
+            hosted: hosted::Hosted::new(&config.hosted),
         })
     }
 
@@ -197,22 +208,49 @@ impl Registry {
         &self.proxies[&resolved.proxy]
     }
 
+    /// Whether a request to `path` may depend on who is asking (a hosted project's path,
+    /// the catalog, or the API root when hosted projects exist): the gateway checks the
+    /// client's login for these and passes a [`Caller`] on.
+    pub fn wants_caller(&self, path: &str) -> bool {
+        !self.hosted.is_empty()
+            && (matches!(path, "/v2" | "/v2/" | hosted::CATALOG)
+                || path
+                    .strip_prefix("/v2/")
+                    .and_then(|rest| rest.split_once('/'))
+                    .is_some_and(|(first, _)| self.hosted.project(first).is_some()))
+    }
+
     async fn dispatch(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        body: Body,
+        caller: &Caller,
     ) -> Result<Response, RegistryError> {
-        let head = match *method {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => return Ok(unsupported()),
-        };
         if uri.path() == "/v2/" || uri.path() == "/v2" {
+            if !matches!(*method, Method::GET | Method::HEAD) {
+                return Ok(unsupported());
+            }
+            // Clients learn from this answer whether to send credentials at all
+            // (containers/image and Docker use the challenges of the ping only).
+            if !self.hosted.is_empty()
+                && *caller == Caller::Anonymous
+                && !headers.contains_key(http::header::AUTHORIZATION)
+            {
+                return Err(RegistryError::LoginRequired(
+                    "log in to push to hosted projects (anonymous pulls send empty credentials)"
+                        .into(),
+                ));
+            }
             return Ok(with_api_version(
                 StatusCode::OK,
                 axum::Json(serde_json::json!({})).into_response(),
             ));
+        }
+        let query = Query::parse(uri.query());
+        if uri.path() == hosted::CATALOG {
+            return self.catalog(method, &query, caller).await;
         }
         let Some(raw) = route::parse_path(uri.path())? else {
             return Err(RegistryError::NameUnknown {
@@ -220,7 +258,21 @@ impl Registry {
                 why: "not a registry API path".into(),
             });
         };
-        let query = Query::parse(uri.query());
+        // A mirror request for a registry a proxy claims is that proxy's, whatever its
+        // first component says.
+        let mirrored = query
+            .get("ns")
+            .is_some_and(|ns| self.routes.claims_host(ns));
+        if let Some(request) = self.hosted.request(&raw)?.filter(|_| !mirrored) {
+            return self
+                .hosted(request, method, &query, headers, body, caller)
+                .await;
+        }
+        let head = match *method {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return Ok(unsupported()),
+        };
         let resolved = self.routes.resolve(raw.name, query.get("ns"))?;
         let response = match raw.target {
             Target::Manifest(reference) => {
@@ -235,34 +287,52 @@ impl Registry {
                 self.gate_repository(&resolved)?;
                 self.tags(&resolved, &query).await?
             }
+            Target::Upload(_) => return Ok(unsupported()),
         };
         Ok(response)
     }
 }
 
-/// The axum handler for everything under `/v2`.
+/// The axum handler for everything under `/v2`: the [`Caller`] is what the gateway put in
+/// the request's extensions, anonymous without one.
+pub async fn serve(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let caller = parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
+    match registry
+        .dispatch(&parts.method, &parts.uri, &parts.headers, body, &caller)
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A body-less anonymous request through the registry (prefetches and pins).
 pub async fn handle(
     State(registry): State<Arc<Registry>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match registry.dispatch(&method, &uri, &headers).await {
+    match registry
+        .dispatch(&method, &uri, &headers, Body::empty(), &Caller::Anonymous)
+        .await
+    {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
 fn unsupported() -> Response {
-    let body = serde_json::json!({ "errors": [{
-        "code": "UNSUPPORTED",
-        "message": "this is a pull-through cache: only GET and HEAD are supported",
-        "detail": null
-    }]});
-    with_api_version(
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(body).into_response(),
+    RegistryError::Unsupported(
+        "this is a pull-through cache: only GET and HEAD are supported (push to a [[hosted]] project)"
+            .into(),
     )
+    .into_response()
 }
 
 pub(crate) fn with_api_version(status: StatusCode, mut response: Response) -> Response {

@@ -367,7 +367,7 @@ impl Registry {
         }))
     }
 
-    async fn store_manifest(&self, manifest: &Manifest) -> Result<(), RegistryError> {
+    pub(crate) async fn store_manifest(&self, manifest: &Manifest) -> Result<(), RegistryError> {
         airlock_store::put(self.store.as_ref(), &manifest.digest, &manifest.bytes)
             .await
             .map_err(internal)?;
@@ -492,7 +492,12 @@ fn offline_miss(proxy: &str, what: &str) -> RegistryError {
     ))
 }
 
-fn respond(manifest: &Manifest, head: bool, proxy: &str, cache: CacheOutcome) -> Response {
+pub(crate) fn respond(
+    manifest: &Manifest,
+    head: bool,
+    proxy: &str,
+    cache: CacheOutcome,
+) -> Response {
     let body = if head {
         Body::empty()
     } else {

@@ -21,6 +21,9 @@ pub enum Target {
     Manifest(Reference),
     Blob(Digest),
     TagList,
+    /// `blobs/uploads/` (a new upload) or `blobs/uploads/<id>` (one under way): hosted
+    /// projects only.
+    Upload(Option<String>),
 }
 
 /// A parsed `/v2/<name>/…` path, before the proxy is known.
@@ -39,7 +42,8 @@ pub struct Resolved {
     pub client_name: String,
 }
 
-/// Splits `/v2/<name>/{manifests/<ref>|blobs/<digest>|tags/list}`; `None` for other paths.
+/// Splits `/v2/<name>/{manifests/<ref>|blobs/<digest>|tags/list|blobs/uploads/[<id>]}`;
+/// `None` for other paths.
 pub fn parse_path(path: &str) -> Result<Option<RawRequest<'_>>, RegistryError> {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Ok(None);
@@ -48,6 +52,16 @@ pub fn parse_path(path: &str) -> Result<Option<RawRequest<'_>>, RegistryError> {
         return Ok(Some(RawRequest {
             name,
             target: Target::TagList,
+        }));
+    }
+    let upload = rest
+        .strip_suffix("/blobs/uploads")
+        .map(|name| (name, ""))
+        .or_else(|| rest.rsplit_once("/blobs/uploads/"));
+    if let Some((name, id)) = upload.filter(|(_, id)| !id.contains('/')) {
+        return Ok(Some(RawRequest {
+            name,
+            target: Target::Upload((!id.is_empty()).then(|| id.to_owned())),
         }));
     }
     let Some((head, last)) = rest.rsplit_once('/') else {
@@ -102,6 +116,11 @@ impl Routes {
             self.by_host
                 .insert(canonical_registry(host), name.to_owned());
         }
+    }
+
+    /// Whether a proxy claims registry `host` (what containerd sends as `?ns=`).
+    pub fn claims_host(&self, host: &str) -> bool {
+        self.by_host.contains_key(&canonical_registry(host))
     }
 
     pub fn set_default(&mut self, name: Option<&str>) {
@@ -253,6 +272,15 @@ mod tests {
         assert_eq!((p.name, p.target), ("a/b", Target::TagList));
         assert!(parse_path("/v2/").unwrap().is_none());
         assert!(parse_path("/v2/x/uploads/abc").unwrap().is_none());
+        let p = parse_path("/v2/scout/app/blobs/uploads/").unwrap().unwrap();
+        assert_eq!((p.name, p.target), ("scout/app", Target::Upload(None)));
+        let p = parse_path("/v2/scout/app/blobs/uploads/abc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.name, p.target),
+            ("scout/app", Target::Upload(Some("abc".into())))
+        );
         assert!(matches!(
             parse_path("/v2/a/blobs/sha256:nothex"),
             Err(RegistryError::DigestInvalid(_))

@@ -432,6 +432,39 @@ impl MetaIndex {
         .await
     }
 
+    /// The tags this replica recorded under `proxy` (a hosted project), every variant, in
+    /// key order; with `repo`, that repository's only. Local records only: hosted projects
+    /// are not shared between replicas yet.
+    pub async fn tags_under(
+        &self,
+        proxy: &str,
+        repo: Option<&str>,
+    ) -> Result<Vec<(TagKey, TagRecord)>, StoreError> {
+        let start = match repo {
+            Some(repo) => format!("{proxy}/{repo}:"),
+            None => format!("{proxy}/"),
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let table = txn.open_table(TAGS).map_err(index_err)?;
+            let mut found = Vec::new();
+            for entry in table.range(start.as_str()..).map_err(index_err)? {
+                let (key, value) = entry.map_err(index_err)?;
+                if !key.value().starts_with(start.as_str()) {
+                    break;
+                }
+                if let (Some(tag), Ok(record)) = (
+                    TagKey::decode(key.value()),
+                    serde_json::from_slice(value.value()),
+                ) {
+                    found.push((tag, record));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     pub async fn manifest(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StoreError> {
         let local = self.get(MANIFESTS, digest.to_string()).await?;
         let Some(shared) = self.shared.as_ref().filter(|_| local.is_none()) else {

@@ -80,6 +80,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ..raw::Cache::default()
         }),
         proxies,
+        hosted: Vec::new(),
         egress: Some(Egress {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], site.egress.port))),
             allow: Some(site.egress.allow.clone()),

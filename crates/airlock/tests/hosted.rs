@@ -1,0 +1,669 @@
+//! Hosted projects with real clients: skopeo pushes single- and multi-arch images into a
+//! `[[hosted]]` project and pulls them back byte-identical; the test's own HTTP calls drive
+//! the protocol's corners (chunks out of order, a wrong digest, a manifest naming a blob
+//! nobody pushed, tag pagination, deletes, logins).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use airlock_testkit::{
+    Image, Index, Killed, Platform, free_port, noise, require_tool, serve_airlock,
+};
+use airlock_types::Digest;
+use reqwest::StatusCode;
+
+const PASSWORD: &str = "push-s3cret";
+
+/// A gateway with two hosted projects, `scout` (anonymous pulls, no deletes) and `lab`
+/// (logins for everything, deletes allowed), beside a proxy for `docker.io` whose
+/// upstream is a closed loopback port.
+struct Gateway {
+    _process: Killed,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
+    #[allow(clippy::unnecessary_debug_formatting)]
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let hash = airlock_config::hash_password(PASSWORD.as_bytes()).unwrap();
+        let config = dir.join("airlock.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
+                 [admin]\nusers = [{{ name = \"admin\", password_hash = \"{hash}\" }}]\n\
+                 [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nhost = \"docker.io\"\nupstream = \"http://127.0.0.1:9/\"\n\
+                 [[hosted]]\nname = \"scout\"\nanonymous_pull = true\n\
+                 [[hosted]]\nname = \"lab\"\ndelete = true\n",
+                dir.join("data"),
+            ),
+        )
+        .unwrap();
+        let process = serve_airlock(
+            Path::new(env!("CARGO_BIN_EXE_airlock")),
+            &config,
+            &dir.join("airlock.log"),
+            port,
+        );
+        Self {
+            _process: process,
+            port,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn docker(&self, reference: &str) -> String {
+        format!("docker://127.0.0.1:{}/{reference}", self.port)
+    }
+
+    /// A request as the admin.
+    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .basic_auth("admin", Some(PASSWORD))
+    }
+
+    /// Uploads `bytes` as one blob of `name` (monolithic `POST ?digest=`).
+    async fn push_blob(&self, name: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::of(bytes);
+        let response = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v2/{name}/blobs/uploads/?digest={digest}"),
+            )
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        digest
+    }
+
+    /// Pushes `manifest` (an OCI image manifest) under `reference`.
+    async fn put_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        manifest: &[u8],
+    ) -> reqwest::Response {
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/v2/{name}/manifests/{reference}"),
+        )
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_vec())
+        .send()
+        .await
+        .unwrap()
+    }
+}
+
+fn skopeo() -> Command {
+    let mut command = Command::new(require_tool("skopeo", "skopeo"));
+    command.arg("--insecure-policy");
+    command
+}
+
+fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn layout(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// The OCI error code of an error response.
+async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The blob files of an OCI layout, by digest.
+fn layout_blob(layout: &Path, digest: &Digest) -> Vec<u8> {
+    std::fs::read(layout.join("blobs/sha256").join(digest.hex())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pushes_an_image_and_pulls_it_back_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let gateway = Gateway::start(dir);
+    let image = Image::from_layers(
+        vec![noise(3 << 20, 1), noise(200_000, 2)],
+        Platform::LINUX_AMD64,
+    );
+    let source = layout(dir, "source");
+    image.write_oci_layout(&source, "v1").unwrap();
+
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .args(["--dest-creds", &format!("admin:{PASSWORD}")])
+            .arg(format!("oci:{}:v1", source.display()))
+            .arg(gateway.docker("scout/team/app:v1")),
+    );
+
+    // Pulled back anonymously (scout allows it): the manifest byte for byte, every blob.
+    let raw = run_ok(
+        skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(gateway.docker("scout/team/app:v1")),
+    )
+    .stdout;
+    assert_eq!(raw, image.manifest, "the manifest as pushed");
+    let pulled = layout(dir, "pulled");
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+            .arg(gateway.docker("scout/team/app:v1"))
+            .arg(format!("oci:{}:v1", pulled.display())),
+    );
+    assert_eq!(layout_blob(&pulled, &image.digest), image.manifest);
+    for blob in image.blobs() {
+        assert_eq!(layout_blob(&pulled, &Digest::of(blob)), blob);
+    }
+    // By digest too, with the pushed media type and digest.
+    let response = gateway
+        .http
+        .get(gateway.url(&format!("/v2/scout/team/app/manifests/{}", image.digest)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["docker-content-digest"],
+        image.digest.to_string().as_str()
+    );
+    assert_eq!(response.headers()["content-type"], image.media_type);
+
+    let tags: serde_json::Value = gateway
+        .http
+        .get(gateway.url("/v2/scout/team/app/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    // A containerd mirror request for docker.io's scout/team/app is the proxy's, not the
+    // hosted project's (its upstream is down here).
+    let mirrored = gateway
+        .http
+        .get(gateway.url("/v2/scout/team/app/tags/list?ns=docker.io"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirrored.status(), StatusCode::BAD_GATEWAY);
+    let catalog: serde_json::Value = gateway
+        .http
+        .get(gateway.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["scout/team/app"])
+    );
+    let status = gateway.http.get(gateway.url("/")).send().await.unwrap();
+    let status = status.text().await.unwrap();
+    assert!(
+        status.contains("/v2/scout/… (anonymous pulls)")
+            && status.contains("/v2/lab/… (pulls need a login)"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pushes_a_multi_arch_index_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let gateway = Gateway::start(dir);
+    let arm64 = Platform {
+        os: "linux",
+        arch: "arm64",
+    };
+    let index = Index::new(vec![
+        (
+            Platform::LINUX_AMD64,
+            Image::from_layers(vec![noise(100_000, 3)], Platform::LINUX_AMD64),
+        ),
+        (arm64, Image::from_layers(vec![noise(100_000, 4)], arm64)),
+    ]);
+    let source = layout(dir, "source");
+    index.write_oci_layout(&source, "multi").unwrap();
+    run_ok(
+        skopeo()
+            .args([
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .args(["--dest-creds", &format!("admin:{PASSWORD}")])
+            .arg(format!("oci:{}:multi", source.display()))
+            .arg(gateway.docker("lab/app:multi")),
+    );
+    let raw = run_ok(
+        skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .args(["--creds", &format!("admin:{PASSWORD}")])
+            .arg(gateway.docker("lab/app:multi")),
+    )
+    .stdout;
+    assert_eq!(raw, index.manifest);
+    let pulled = layout(dir, "pulled");
+    run_ok(
+        skopeo()
+            .args([
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+            ])
+            .args(["--src-creds", &format!("admin:{PASSWORD}")])
+            .arg(gateway.docker("lab/app:multi"))
+            .arg(format!("oci:{}:multi", pulled.display())),
+    );
+    for (_, image) in &index.images {
+        assert_eq!(layout_blob(&pulled, &image.digest), image.manifest);
+        for blob in image.blobs() {
+            assert_eq!(layout_blob(&pulled, &Digest::of(blob)), blob);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_need_an_admin_login_and_closed_projects_need_one_to_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let gateway = Gateway::start(dir);
+    let image = Image::from_layers(vec![noise(1000, 5)], Platform::LINUX_AMD64);
+    let source = layout(dir, "source");
+    image.write_oci_layout(&source, "v1").unwrap();
+
+    let output = skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", source.display()))
+        .arg(gateway.docker("scout/app:v1"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a push without credentials");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("401") || stderr.to_lowercase().contains("unauthorized"),
+        "{stderr}"
+    );
+
+    let anonymous = gateway
+        .http
+        .post(gateway.url("/v2/scout/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Basic realm=\"airlock\""
+    );
+    assert_eq!(error_code(anonymous).await, "UNAUTHORIZED");
+    let wrong = gateway
+        .http
+        .post(gateway.url("/v2/scout/app/blobs/uploads/"))
+        .basic_auth("admin", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    // Pulls: lab has no anonymous_pull.
+    let closed = gateway
+        .http
+        .get(gateway.url("/v2/lab/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::UNAUTHORIZED);
+    // The API root challenges clients without credentials, so they know to send them.
+    let ping = gateway.http.get(gateway.url("/v2/")).send().await.unwrap();
+    assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
+    let ping = gateway
+        .http
+        .get(gateway.url("/v2/"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::OK);
+    // Nothing was stored by the refused push.
+    let tags = gateway
+        .admin(reqwest::Method::GET, "/v2/scout/app/tags/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(tags).await, "NAME_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(dir.path());
+    let bytes = noise(30_000, 6);
+    let digest = Digest::of(&bytes);
+
+    let started = gateway
+        .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    assert_eq!(started.headers()["range"], "0-0");
+    assert!(started.headers().contains_key("docker-upload-uuid"));
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("/v2/scout/app/blobs/uploads/"),
+        "{location}"
+    );
+
+    let first = gateway
+        .admin(reqwest::Method::PATCH, &location)
+        .header("content-range", "0-9999")
+        .body(bytes[..10_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert_eq!(first.headers()["range"], "0-9999");
+    // A chunk that leaves a gap.
+    let gap = gateway
+        .admin(reqwest::Method::PATCH, &location)
+        .header("content-range", "20000-29999")
+        .body(bytes[20_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gap.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(gap.headers()["range"], "0-9999");
+    assert_eq!(error_code(gap).await, "BLOB_UPLOAD_INVALID");
+    // Where it stands, then the rest with the final PUT.
+    let status = gateway
+        .admin(reqwest::Method::GET, &location)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status.headers()["range"], "0-9999");
+    let second = gateway
+        .admin(reqwest::Method::PATCH, &location)
+        .body(bytes[10_000..20_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    let finished = gateway
+        .admin(reqwest::Method::PUT, &format!("{location}?digest={digest}"))
+        .header("content-range", "20000-29999")
+        .body(bytes[20_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), StatusCode::CREATED);
+    assert_eq!(
+        finished.headers()["location"],
+        format!("/v2/scout/app/blobs/{digest}").as_str()
+    );
+    let blob = gateway
+        .http
+        .get(gateway.url(&format!("/v2/scout/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob.status(), StatusCode::OK);
+    assert_eq!(blob.bytes().await.unwrap(), bytes);
+    // The id is spent.
+    let spent = gateway
+        .admin(reqwest::Method::GET, &location)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(spent).await, "BLOB_UPLOAD_UNKNOWN");
+
+    // A digest the bytes do not hash to: refused, and neither digest is stored.
+    let other = noise(5_000, 7);
+    let claimed = Digest::of(b"something else");
+    let started = gateway
+        .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let wrong = gateway
+        .admin(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={claimed}"),
+        )
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(wrong).await, "DIGEST_INVALID");
+    for digest in [claimed, Digest::of(&other)] {
+        let response = gateway
+            .http
+            .head(gateway.url(&format!("/v2/scout/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{digest}");
+    }
+    // Monolithic with a wrong digest: the same.
+    let wrong = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v2/scout/app/blobs/uploads/?digest={}", Digest::of(b"x")),
+        )
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(wrong).await, "DIGEST_INVALID");
+
+    // A cancelled upload is gone.
+    let started = gateway
+        .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let cancelled = gateway
+        .admin(reqwest::Method::DELETE, &location)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    let gone = gateway
+        .admin(reqwest::Method::PATCH, &location)
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(gone).await, "BLOB_UPLOAD_UNKNOWN");
+
+    // Mounting: a held blob is linked at once, an unknown one starts an upload.
+    let mounted = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v2/scout/other/blobs/uploads/?mount={digest}&from=scout/app"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mounted.status(), StatusCode::CREATED);
+    let unknown = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!(
+                "/v2/scout/other/blobs/uploads/?mount={}&from=scout/app",
+                Digest::of(b"never pushed")
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::ACCEPTED);
+}
+
+/// An OCI image manifest of `config` and `layers`.
+fn manifest(config: &Digest, layers: &[&Digest]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2 },
+        "layers": layers.iter().map(|d| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": 1
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(dir.path());
+    let config = gateway.push_blob("scout/app", b"{}").await;
+    let layer = gateway.push_blob("scout/app", &noise(1000, 8)).await;
+
+    let missing = Digest::of(b"a layer nobody pushed");
+    let refused = gateway
+        .put_manifest(
+            "scout/app",
+            "broken",
+            &manifest(&config, &[&layer, &missing]),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(refused).await, "MANIFEST_BLOB_UNKNOWN");
+    let wrong_digest = gateway
+        .put_manifest(
+            "scout/app",
+            &Digest::of(b"not it").to_string(),
+            &manifest(&config, &[&layer]),
+        )
+        .await;
+    assert_eq!(error_code(wrong_digest).await, "DIGEST_INVALID");
+    let not_json = gateway.put_manifest("scout/app", "bad", b"{").await;
+    assert_eq!(error_code(not_json).await, "MANIFEST_INVALID");
+
+    let good = manifest(&config, &[&layer]);
+    let digest = Digest::of(&good);
+    for tag in ["t1", "t2", "t3", "t4", "t5"] {
+        let response = gateway.put_manifest("scout/app", tag, &good).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{tag}");
+        assert_eq!(
+            response.headers()["docker-content-digest"],
+            digest.to_string().as_str()
+        );
+    }
+    let by_digest = gateway
+        .put_manifest("lab/app", &digest.to_string(), &good)
+        .await;
+    assert_eq!(by_digest.status(), StatusCode::CREATED);
+    let broken = gateway
+        .http
+        .get(gateway.url("/v2/scout/app/manifests/broken"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(broken).await, "MANIFEST_UNKNOWN");
+
+    // Pages of two, each linking to the next.
+    let mut next = Some("/v2/scout/app/tags/list?n=2".to_owned());
+    let mut pages = Vec::new();
+    while let Some(path) = next.take() {
+        let response = gateway.http.get(gateway.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        next = response.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+        let body: serde_json::Value = response.json().await.unwrap();
+        pages.push(body["tags"].clone());
+    }
+    assert_eq!(
+        pages,
+        [
+            serde_json::json!(["t1", "t2"]),
+            serde_json::json!(["t3", "t4"]),
+            serde_json::json!(["t5"])
+        ]
+    );
+
+    // scout does not allow deletes; lab does.
+    let refused = gateway
+        .admin(reqwest::Method::DELETE, "/v2/scout/app/manifests/t1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(refused).await, "UNSUPPORTED");
+    let still = gateway
+        .http
+        .head(gateway.url("/v2/scout/app/manifests/t1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), StatusCode::OK);
+
+    let tagged = gateway.put_manifest("lab/app", "keep", &good).await;
+    assert_eq!(tagged.status(), StatusCode::CREATED);
+    let deleted = gateway
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/v2/lab/app/manifests/{digest}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    for reference in ["keep".to_owned(), digest.to_string()] {
+        let gone = gateway
+            .admin(
+                reqwest::Method::GET,
+                &format!("/v2/lab/app/manifests/{reference}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND, "{reference}");
+    }
+    // Another repository's copy is untouched.
+    let kept = gateway
+        .http
+        .get(gateway.url(&format!("/v2/scout/app/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), StatusCode::OK);
+}
