@@ -361,13 +361,31 @@ impl MetaIndex {
     }
 
     pub async fn tag(&self, key: &TagKey) -> Result<Option<TagRecord>, StoreError> {
-        let local = self.get(TAGS, key.encode()).await?;
-        let Some(shared) = self.shared.as_ref().filter(|_| local.is_none()) else {
+        self.local_or_shared(TAGS, key.encode(), |shared, key| async move {
+            shared.tag(&key).await
+        })
+        .await
+    }
+
+    /// The record under `key` in `table`, else what `ask` finds among the records shared
+    /// with other replicas (kept locally from then on).
+    async fn local_or_shared<T, F>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: String,
+        ask: impl FnOnce(Arc<Shared>, String) -> F,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: Serialize + for<'de> Deserialize<'de> + Send + 'static,
+        F: std::future::Future<Output = Option<T>>,
+    {
+        let local = self.get(table, key.clone()).await?;
+        let Some(shared) = self.shared.clone().filter(|_| local.is_none()) else {
             return Ok(local);
         };
-        let found = shared.tag(&key.encode()).await;
+        let found = ask(shared, key.clone()).await;
         if let Some(record) = &found {
-            self.put(TAGS, key.encode(), record).await?;
+            self.put(table, key, record).await?;
         }
         Ok(found)
     }
@@ -466,15 +484,11 @@ impl MetaIndex {
     }
 
     pub async fn manifest(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StoreError> {
-        let local = self.get(MANIFESTS, digest.to_string()).await?;
-        let Some(shared) = self.shared.as_ref().filter(|_| local.is_none()) else {
-            return Ok(local);
-        };
-        let found = shared.manifest(digest).await;
-        if let Some(record) = &found {
-            self.put(MANIFESTS, digest.to_string(), record).await?;
-        }
-        Ok(found)
+        let digest = digest.clone();
+        self.local_or_shared(MANIFESTS, digest.to_string(), |shared, _| async move {
+            shared.manifest(&digest).await
+        })
+        .await
     }
 
     pub async fn set_manifest(
