@@ -361,7 +361,8 @@ mod pin_tests {
     }
 
     /// A hosted image is the only copy there is: a `max_size` of one byte with no grace
-    /// takes a blob nothing references, never the image.
+    /// takes a cached blob nothing references, never the image, nor a blob pushed and not
+    /// referenced yet (garbage collection decides about that one).
     #[tokio::test]
     async fn hosted_images_are_never_evicted() {
         let image = Image::random(&[1000, 2000]);
@@ -389,12 +390,24 @@ mod pin_tests {
         let status = as_admin(&state, Method::PUT, path, image.media_type, &image.manifest);
         assert_eq!(status.await, http::StatusCode::CREATED);
 
+        let proxied = b"fetched by a proxy once";
+        let cached = airlock_types::Digest::of(proxied);
+        airlock_store::put(state.store.as_ref(), &cached, proxied)
+            .await
+            .unwrap();
+        state
+            .index
+            .record_blob(&cached, proxied.len() as u64)
+            .await
+            .unwrap();
+
         tick(&state, false).await.unwrap();
         assert_eq!(held(&state, &image).await, [true, true, true]);
         assert!(state.store.stat(&image.digest).await.unwrap().is_some());
         let orphan = airlock_types::Digest::of(orphan);
+        assert!(state.store.stat(&orphan).await.unwrap().is_some());
         assert!(
-            state.store.stat(&orphan).await.unwrap().is_none(),
+            state.store.stat(&cached).await.unwrap().is_none(),
             "the pass ran"
         );
     }

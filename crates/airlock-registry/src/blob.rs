@@ -27,7 +27,13 @@ impl Registry {
         let proxy = self.proxy(resolved);
         let name = proxy.config.name.clone();
         let spec = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
-        if let Some(size) = self.store.stat(digest).await.map_err(internal)? {
+        // Content only a push brought is not served here: it is asked of the upstream,
+        // which proves it public or answers 404 (no closed project is read by digest).
+        let stored = match self.store.stat(digest).await.map_err(internal)? {
+            Some(_) if self.index.is_pushed(digest).await.map_err(internal)? => None,
+            stored => stored,
+        };
+        if let Some(size) = stored {
             self.index.touch(digest, size);
             if let Some(response) = self.serve_stored(digest, size, spec, head, &name).await? {
                 return Ok(response);

@@ -27,6 +27,15 @@ use crate::{CacheOutcome, OciProxy, Registry, RegistryError, mark, with_api_vers
 /// Distribution refuses manifests above 4 MiB; so do we, before reading further.
 pub(crate) const MAX_MANIFEST: usize = 4 << 20;
 
+/// Where stored content came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// An upstream served it: any client may pull it through a proxy.
+    Upstream,
+    /// A client pushed it to a hosted project.
+    Push,
+}
+
 /// A manifest as served: exact bytes, their digest and media type.
 pub(crate) struct Manifest {
     pub digest: Digest,
@@ -111,7 +120,7 @@ impl Registry {
         let accept = accepted(headers);
         match reference {
             Reference::Digest(digest) => {
-                if let Some(manifest) = self.cached_manifest(digest).await? {
+                if let Some(manifest) = self.proxied_manifest(digest).await? {
                     return Ok(respond(
                         &manifest,
                         head,
@@ -121,7 +130,7 @@ impl Registry {
                 }
                 // Concurrent misses of one digest wait for the first fetch, then hit.
                 let _turn = self.tag_locks.lock(&digest.to_string()).await;
-                if let Some(manifest) = self.cached_manifest(digest).await? {
+                if let Some(manifest) = self.proxied_manifest(digest).await? {
                     return Ok(respond(
                         &manifest,
                         head,
@@ -147,7 +156,7 @@ impl Registry {
                         ),
                     });
                 }
-                self.store_manifest(&manifest).await?;
+                self.store_manifest(&manifest, Origin::Upstream).await?;
                 Ok(respond(
                     &manifest,
                     head,
@@ -246,7 +255,7 @@ impl Registry {
             return Err(offline_miss(name, &format!("{}:{tag}", resolved.repo)));
         }
         let manifest = self.fetch_manifest(proxy, resolved, tag, accept).await?;
-        self.store_manifest(&manifest).await?;
+        self.store_manifest(&manifest, Origin::Upstream).await?;
         let record = TagRecord {
             digest: manifest.digest.clone(),
             media_type: manifest.media_type.clone(),
@@ -367,15 +376,34 @@ impl Registry {
         }))
     }
 
-    pub(crate) async fn store_manifest(&self, manifest: &Manifest) -> Result<(), RegistryError> {
+    /// A manifest a proxy may serve by digest: not one only a push brought (a proxy asks
+    /// its upstream for that digest instead, so no closed project is read through it).
+    pub(crate) async fn proxied_manifest(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        if self.index.is_pushed(digest).await.map_err(internal)? {
+            return Ok(None);
+        }
+        self.cached_manifest(digest).await
+    }
+
+    /// Stores a manifest and its record; `origin` says whether an upstream served it or
+    /// a client pushed it (see [`Self::proxied_manifest`]).
+    pub(crate) async fn store_manifest(
+        &self,
+        manifest: &Manifest,
+        origin: Origin,
+    ) -> Result<(), RegistryError> {
         airlock_store::put(self.store.as_ref(), &manifest.digest, &manifest.bytes)
             .await
             .map_err(internal)?;
         let size = manifest.bytes.len() as u64;
-        self.index
-            .record_blob(&manifest.digest, size)
-            .await
-            .map_err(internal)?;
+        match origin {
+            Origin::Upstream => self.index.record_blob(&manifest.digest, size).await,
+            Origin::Push => self.index.record_pushed(&manifest.digest, size).await,
+        }
+        .map_err(internal)?;
         let record = ManifestRecord {
             media_type: manifest.media_type.clone(),
             size,

@@ -23,6 +23,7 @@ use crate::StoreError;
 use crate::shared::Shared;
 
 mod batch;
+mod pushed;
 #[cfg(test)]
 mod tests;
 mod upgrade;
@@ -40,7 +41,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FILE_BLOBS: TableDefinition<&str, ()> = TableDefinition::new("file_blobs");
 
 /// The version of the index's key and record formats this build reads and writes.
-pub const SCHEMA: u64 = 3;
+pub const SCHEMA: u64 = 4;
 
 /// Where a tag lives: which proxy, which repository, which tag, and for which kind of
 /// client: upstreams answer a tag by the client's `Accept`, so one tag can name an index for
@@ -134,6 +135,9 @@ pub struct MetaIndex {
     /// digest → (when, size): the size lets a flush adopt a blob whose record a crash lost.
     touches: Arc<Mutex<HashMap<Digest, (u64, u64)>>>,
     total: Arc<AtomicU64>,
+    /// Whether the `pushed` table may hold a mark: while it is empty (a site without
+    /// hosted projects) a proxy's hit skips the lookup.
+    any_pushed: Arc<std::sync::atomic::AtomicBool>,
     /// The records replicas on one bucket share; the local tables are a cache of them.
     shared: Option<Arc<Shared>>,
 }
@@ -286,17 +290,24 @@ impl MetaIndex {
         txn.open_table(BLOBS).map_err(index_err)?;
         txn.open_table(FILES).map_err(index_err)?;
         txn.open_table(FILE_BLOBS).map_err(index_err)?;
+        txn.open_table(pushed::PUSHED).map_err(index_err)?;
         upgrade(&txn)?;
         txn.commit().map_err(index_err)?;
         // The stored size is summed from the index, never from a scan of the store.
         let txn = db.begin_read().map_err(index_err)?;
         let mut total = 0;
         for_each(&txn, BLOBS, |_, record: BlobRecord| total += record.size)?;
+        let any_pushed = !txn
+            .open_table(pushed::PUSHED)
+            .map_err(index_err)?
+            .is_empty()
+            .map_err(index_err)?;
         drop(txn);
         Ok(Self {
             db: Arc::new(db),
             touches: Arc::new(Mutex::new(HashMap::new())),
             total: Arc::new(AtomicU64::new(total)),
+            any_pushed: Arc::new(any_pushed.into()),
             shared: None,
         })
     }
@@ -620,7 +631,8 @@ impl MetaIndex {
         .await
     }
 
-    /// Records a committed blob (new or again) as used now.
+    /// Records a committed blob (new or again) as used now: content an upstream served,
+    /// so a push's mark on it ([`Self::record_pushed`]) goes.
     pub async fn record_blob(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
         self.record_blob_and_file(digest, size, None).await
     }
@@ -672,6 +684,8 @@ impl MetaIndex {
             if let Some((key, file, names)) = &file {
                 write_file(&txn, key, file, names.as_ref())?;
             }
+            // Recorded here, the bytes came from an upstream: public from now on.
+            pushed::unmark(&txn, &key)?;
             txn.commit().map_err(index_err)?;
             if previous.is_none() {
                 total.fetch_add(size, Ordering::Relaxed);
@@ -812,6 +826,7 @@ impl MetaIndex {
                         }
                     }
                     manifests.remove(key.as_str()).map_err(index_err)?;
+                    pushed::unmark(&txn, &key)?;
                 }
                 let mut tag_table = txn.open_table(TAGS).map_err(index_err)?;
                 for tag in &tags {

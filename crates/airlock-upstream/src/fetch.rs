@@ -259,8 +259,11 @@ impl Downloads {
         request: RequestFn,
     ) -> Result<u64, FetchError> {
         // With other replicas on the bucket: fetch only in this replica's turn.
+        // Content only a push brought is fetched from the upstream here, never taken as
+        // landed: the object in the bucket proves nothing about what the upstream serves.
+        let pushed = self.index.is_pushed(digest).await?;
         let _lease = match self.index.shared() {
-            Some(shared) => {
+            Some(shared) if !pushed => {
                 match crate::replicas::take_turn(self.store.as_ref(), shared, digest).await? {
                     crate::replicas::Next::Fetch(lease) => Some(lease),
                     crate::replicas::Next::Landed(size) => {
@@ -269,7 +272,7 @@ impl Downloads {
                     }
                 }
             }
-            None => None,
+            _ => None,
         };
         let response = request(None)
             .await

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use airlock_testkit::{
-    Image, Index, Killed, Platform, free_port, noise, require_tool, serve_airlock,
+    AuthMode, FakeRegistry, Image, Index, Killed, Platform, free_port, noise, require_tool,
+    serve_airlock,
 };
 use airlock_types::Digest;
 use reqwest::StatusCode;
@@ -27,6 +28,12 @@ impl Gateway {
     // Paths go into TOML through `{:?}`, which quotes them as TOML basic strings need.
     #[allow(clippy::unnecessary_debug_formatting)]
     fn start(dir: &Path) -> Self {
+        Self::with_upstream(dir, "http://127.0.0.1:9/")
+    }
+
+    /// The gateway, with `hub`'s upstream at `upstream`.
+    #[allow(clippy::unnecessary_debug_formatting)]
+    fn with_upstream(dir: &Path, upstream: &str) -> Self {
         let port = free_port();
         let hash = airlock_config::hash_password(PASSWORD.as_bytes()).unwrap();
         let config = dir.join("airlock.toml");
@@ -35,7 +42,7 @@ impl Gateway {
             format!(
                 "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
                  [admin]\nusers = [{{ name = \"admin\", password_hash = \"{hash}\" }}]\n\
-                 [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nhost = \"docker.io\"\nupstream = \"http://127.0.0.1:9/\"\n\
+                 [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nhost = \"docker.io\"\nupstream = \"{upstream}\"\n\
                  [[hosted]]\nname = \"scout\"\nanonymous_pull = true\n\
                  [[hosted]]\nname = \"lab\"\ndelete = true\n",
                 dir.join("data"),
@@ -585,6 +592,18 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
             digest.to_string().as_str()
         );
     }
+    // lab/app gets the blobs by mounting them from scout/app, then the manifest.
+    for blob in [&config, &layer] {
+        let mounted = gateway
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v2/lab/app/blobs/uploads/?mount={blob}&from=scout/app"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mounted.status(), StatusCode::CREATED);
+    }
     let by_digest = gateway
         .put_manifest("lab/app", &digest.to_string(), &good)
         .await;
@@ -666,4 +685,120 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
         .await
         .unwrap();
     assert_eq!(kept.status(), StatusCode::OK);
+}
+
+/// The store is one, but what a closed project holds is read only where it was pushed: not
+/// through a proxy by digest, not through an open project, not by mounting it where the
+/// caller cannot read it from, and not by a manifest naming a blob its repository never
+/// received. Content an upstream served stays public, pushed again or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let gateway = Gateway::with_upstream(dir.path(), &upstream.url());
+    let anonymous = |path: &str| gateway.http.get(gateway.url(path)).send();
+
+    let config = gateway.push_blob("lab/app", b"{}").await;
+    let secret = gateway.push_blob("lab/app", &noise(4000, 21)).await;
+    let image = manifest(&config, &[&secret]);
+    let pushed = gateway.put_manifest("lab/app", "v1", &image).await;
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+    let image_digest = Digest::of(&image);
+
+    // Through a proxy, by digest: the upstream is asked (and does not have it).
+    let through_proxy = anonymous(&format!("/v2/hub/library/x/blobs/{secret}"))
+        .await
+        .unwrap();
+    assert_eq!(through_proxy.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        upstream.count("GET", &format!("/v2/library/x/blobs/{secret}")),
+        1
+    );
+    let manifest_path = format!("/v2/hub/library/x/manifests/{image_digest}");
+    assert_eq!(
+        anonymous(&manifest_path).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // Through an open project, anonymously or even as the admin: not linked there.
+    let open_path = format!("/v2/scout/any/blobs/{secret}");
+    let response = anonymous(&open_path).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(response).await, "BLOB_UNKNOWN");
+    let response = gateway
+        .admin(reqwest::Method::GET, &open_path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // A manifest naming it in a repository that never received it is refused.
+    let response = gateway.put_manifest("scout/any", "v1", &image).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(response).await, "MANIFEST_BLOB_UNKNOWN");
+    // Mounting it from a proxy's repository (or from nowhere) opens an upload instead.
+    for query in [
+        format!("mount={secret}&from=hub/library/x"),
+        format!("mount={secret}"),
+    ] {
+        let response = gateway
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v2/scout/any/blobs/uploads/?{query}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{query}");
+    }
+    assert_eq!(
+        anonymous(&open_path).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // An admin who may read lab mounts it from there on purpose: then it is in scout.
+    let response = gateway
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v2/scout/any/blobs/uploads/?mount={secret}&from=lab/app"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = anonymous(&open_path).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), noise(4000, 21));
+
+    // Public content: a layer pulled through the proxy, then pushed into lab, stays
+    // servable by the proxy from the store.
+    let base = Image::from_layers(vec![noise(3000, 22)], Platform::LINUX_AMD64);
+    upstream.push_image("library/base", "1", &base);
+    let layer = Digest::of(&base.layers[0]);
+    let proxy_layer = format!("/v2/hub/library/base/blobs/{layer}");
+    assert_eq!(
+        anonymous(&proxy_layer).await.unwrap().status(),
+        StatusCode::OK
+    );
+    gateway.push_blob("lab/app", &base.layers[0]).await;
+    let response = anonymous(&proxy_layer).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), base.layers[0]);
+    let upstream_path = format!("/v2/library/base/blobs/{layer}");
+    assert_eq!(
+        upstream.count("GET", &upstream_path),
+        1,
+        "the second was a hit"
+    );
+
+    // Pushed first, then found upstream: served once the upstream served it, and a hit
+    // from then on.
+    let both = noise(2000, 23);
+    let both_digest = gateway.push_blob("lab/app", &both).await;
+    upstream.push_blob(&both);
+    let path = format!("/v2/hub/library/y/blobs/{both_digest}");
+    for _ in 0..2 {
+        let response = anonymous(&path).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.bytes().await.unwrap(), both);
+    }
+    let upstream_path = format!("/v2/library/y/blobs/{both_digest}");
+    assert_eq!(upstream.count("GET", &upstream_path), 1);
 }

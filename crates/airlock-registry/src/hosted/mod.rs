@@ -38,6 +38,11 @@ pub(crate) const CATALOG: &str = "/v2/_catalog";
 /// repository. Tags themselves have the empty variant.
 const LINK: &str = "pushed";
 
+/// The variant of a blob link record: the blob was uploaded or mounted into the
+/// repository. A repository serves, mounts from and builds manifests of its linked blobs
+/// only, so a blob of a closed project cannot be read through another one by digest.
+const BLOB_LINK: &str = "blob";
+
 /// Who is asking, as the gateway established it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Caller {
@@ -143,11 +148,26 @@ fn tag_key(request: &HostedRequest<'_>, tag: &str) -> TagKey {
 /// The link record saying `digest` was pushed to the request's repository. Digests are
 /// written `<algorithm>-<hex>`: tag keys cannot hold ':'.
 fn link_key(request: &HostedRequest<'_>, digest: &Digest) -> TagKey {
+    digest_key(&request.project.name, request.repo.as_str(), digest, LINK)
+}
+
+/// The link record saying blob `digest` was uploaded or mounted into the request's
+/// repository.
+fn blob_link_key(request: &HostedRequest<'_>, digest: &Digest) -> TagKey {
+    digest_key(
+        &request.project.name,
+        request.repo.as_str(),
+        digest,
+        BLOB_LINK,
+    )
+}
+
+fn digest_key(project: &str, repo: &str, digest: &Digest, variant: &str) -> TagKey {
     TagKey {
-        proxy: request.project.name.clone(),
-        repo: request.repo.to_string(),
+        proxy: project.to_owned(),
+        repo: repo.to_owned(),
         tag: digest.to_string().replace(':', "-"),
-        variant: LINK.to_owned(),
+        variant: variant.to_owned(),
     }
 }
 
@@ -179,7 +199,9 @@ impl Registry {
                 self.hosted_blob(&request, &digest, head, headers).await
             }
             (Method::GET, Target::TagList) => self.hosted_tags(&request, query).await,
-            (Method::POST, Target::Upload(None)) => self.start_upload(&request, query, body).await,
+            (Method::POST, Target::Upload(None)) => {
+                self.start_upload(&request, query, body, caller).await
+            }
             (Method::PATCH, Target::Upload(Some(id))) => {
                 self.patch_upload(&request, &id, headers, body).await
             }

@@ -9,9 +9,9 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{HostedRequest, header_value, link_key, tag_key};
+use super::{HostedRequest, blob_link_key, header_value, link_key, tag_key};
 use crate::error::internal;
-use crate::manifest::{MAX_MANIFEST, Manifest, respond};
+use crate::manifest::{MAX_MANIFEST, Manifest, Origin, respond};
 use crate::{CacheOutcome, Registry, RegistryError, with_api_version};
 
 /// What a pushed manifest must say and may reference.
@@ -98,13 +98,13 @@ impl Registry {
             ));
         }
         let media_type = pushed_media_type(headers, &pushed)?;
-        self.check_references(&pushed).await?;
+        self.check_references(request, &pushed).await?;
         let manifest = Manifest {
             digest: digest.clone(),
             media_type: media_type.clone(),
             bytes,
         };
-        self.store_manifest(&manifest).await?;
+        self.store_manifest(&manifest, Origin::Push).await?;
         let record = TagRecord {
             digest: digest.clone(),
             media_type,
@@ -139,33 +139,50 @@ impl Registry {
         Ok(with_api_version(StatusCode::CREATED, response))
     }
 
-    /// Every blob and child manifest `pushed` names must be held, or the push is refused
-    /// (`MANIFEST_BLOB_UNKNOWN` for both, as distribution answers).
-    async fn check_references(&self, pushed: &Pushed) -> Result<(), RegistryError> {
+    /// Every blob `pushed` names must be linked into the repository (uploaded or mounted
+    /// there) and every child manifest pushed to it, and all of them held, or the push is
+    /// refused (`MANIFEST_BLOB_UNKNOWN` for both, as distribution answers). A manifest
+    /// naming another repository's blob would otherwise serve it from this one.
+    async fn check_references(
+        &self,
+        request: &HostedRequest<'_>,
+        pushed: &Pushed,
+    ) -> Result<(), RegistryError> {
         let blobs = pushed.config.iter().chain(&pushed.layers);
         for blob in blobs {
-            if self
-                .store
-                .stat(&blob.digest)
-                .await
-                .map_err(internal)?
-                .is_none()
-            {
+            if self.linked_blob(request, &blob.digest).await?.is_none() {
                 return Err(RegistryError::ManifestBlobUnknown(format!(
-                    "blob {}",
-                    blob.digest
+                    "blob {} (upload or mount it into {} first)",
+                    blob.digest, request.name
                 )));
             }
         }
         for child in &pushed.manifests {
-            if self.cached_manifest(&child.digest).await?.is_none() {
+            let linked = self.index.tag(&link_key(request, &child.digest)).await;
+            if linked.map_err(internal)?.is_none()
+                || self.cached_manifest(&child.digest).await?.is_none()
+            {
                 return Err(RegistryError::ManifestBlobUnknown(format!(
-                    "manifest {}",
-                    child.digest
+                    "manifest {} (push it to {} first)",
+                    child.digest, request.name
                 )));
             }
         }
         Ok(())
+    }
+
+    /// The size of blob `digest` when it is linked into the request's repository and the
+    /// store holds it.
+    async fn linked_blob(
+        &self,
+        request: &HostedRequest<'_>,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let key = blob_link_key(request, digest);
+        if self.index.tag(&key).await.map_err(internal)?.is_none() {
+            return Ok(None);
+        }
+        self.store.stat(digest).await.map_err(internal)
     }
 
     /// The digest `reference` names in the request's repository, if it was pushed there.
@@ -253,7 +270,7 @@ impl Registry {
         ))
     }
 
-    /// `GET`/`HEAD …/blobs/<digest>`: from the store.
+    /// `GET`/`HEAD …/blobs/<digest>`: from the store, when linked into the repository.
     pub(crate) async fn hosted_blob(
         &self,
         request: &HostedRequest<'_>,
@@ -261,8 +278,11 @@ impl Registry {
         head: bool,
         headers: &HeaderMap,
     ) -> Result<Response, RegistryError> {
-        let Some(size) = self.store.stat(digest).await.map_err(internal)? else {
-            return Err(RegistryError::BlobUnknown(digest.to_string()));
+        let Some(size) = self.linked_blob(request, digest).await? else {
+            return Err(RegistryError::BlobUnknown(format!(
+                "{digest} in {}",
+                request.name
+            )));
         };
         self.index.touch(digest, size);
         let spec =

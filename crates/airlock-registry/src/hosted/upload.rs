@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use airlock_store::{BlobWriter, StoreError, stage};
+use airlock_store::{BlobWriter, StoreError, TagRecord, stage, unix_now};
 use airlock_types::Digest;
 use axum::body::Body;
 use axum::response::Response;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{HostedRequest, header_value};
+use super::{BLOB_LINK, Caller, Hosted, HostedRequest, blob_link_key, digest_key, header_value};
 use crate::error::internal;
 use crate::{Query, Registry, RegistryError, with_api_version};
 
@@ -236,12 +236,14 @@ impl Registry {
         request: &HostedRequest<'_>,
         query: &Query,
         body: Body,
+        caller: &Caller,
     ) -> Result<Response, RegistryError> {
         if let Some(mount) = query.get("mount") {
-            // A blob the store holds is mounted; otherwise the client uploads it (spec:
-            // "Mounting a blob from another repository").
+            // A blob the caller may read where it comes from is mounted; otherwise the
+            // client uploads it (spec: "Mounting a blob from another repository").
             if let Ok(digest) = mount.parse::<Digest>() {
-                if self.store.stat(&digest).await.map_err(internal)?.is_some() {
+                if self.mountable(&digest, query.get("from"), caller).await? {
+                    self.link_blob(request, &digest).await?;
                     return Ok(created(request, &digest));
                 }
             }
@@ -249,10 +251,8 @@ impl Registry {
             let mut writer = self.store.create(Some(&digest)).await.map_err(internal)?;
             append(writer.as_mut(), body).await?;
             let committed = writer.commit().await.map_err(mismatch)?;
-            self.index
-                .record_blob(&committed.digest, committed.size)
-                .await
-                .map_err(internal)?;
+            self.take_blob(request, &committed.digest, committed.size)
+                .await?;
             return Ok(created(request, &digest));
         }
         let writer = self.store.create(None).await.map_err(internal)?;
@@ -306,11 +306,69 @@ impl Registry {
             )));
         }
         stage::publish(vec![staged]).await.map_err(internal)?;
+        self.take_blob(request, &committed.digest, committed.size)
+            .await?;
+        Ok(created(request, &expected))
+    }
+
+    /// Records a blob just uploaded into the request's repository and links it there.
+    async fn take_blob(
+        &self,
+        request: &HostedRequest<'_>,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), RegistryError> {
         self.index
-            .record_blob(&committed.digest, committed.size)
+            .record_pushed(digest, size)
             .await
             .map_err(internal)?;
-        Ok(created(request, &expected))
+        self.link_blob(request, digest).await
+    }
+
+    /// Links a blob the store holds into the request's repository.
+    async fn link_blob(
+        &self,
+        request: &HostedRequest<'_>,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let record = TagRecord {
+            digest: digest.clone(),
+            media_type: String::new(),
+            checked_at: unix_now(),
+        };
+        self.index
+            .set_tag(&blob_link_key(request, digest), &record)
+            .await
+            .map_err(internal)
+    }
+
+    /// Whether `digest` may be mounted from `from` by `caller`: a hosted repository's blob
+    /// when the caller may pull there and the blob is linked there; otherwise (a proxy's
+    /// repository, or no `from`) content an upstream served, which every client can pull
+    /// through a proxy anyway. Never a blob only a push brought, from where it is not.
+    async fn mountable(
+        &self,
+        digest: &Digest,
+        from: Option<&str>,
+        caller: &Caller,
+    ) -> Result<bool, RegistryError> {
+        if self.store.stat(digest).await.map_err(internal)?.is_none() {
+            return Ok(false);
+        }
+        let hosted_from = from.and_then(|name| {
+            let (project, repo) = name.split_once('/')?;
+            Some((self.hosted.project(project)?, repo))
+        });
+        match hosted_from {
+            Some((project, repo)) => {
+                if !Hosted::readable(project, caller) {
+                    return Ok(false);
+                }
+                let key = digest_key(&project.name, repo, digest, BLOB_LINK);
+                Ok(self.index.tag(&key).await.map_err(internal)?.is_some())
+            }
+            None => Ok(!self.index.is_pushed(digest).await.map_err(internal)?),
+        }
     }
 
     /// `GET …/blobs/uploads/<id>`: how far the upload got.

@@ -55,6 +55,10 @@ impl MetaIndex {
                         added += size;
                     }
                 }
+                // A bundle's content came from an upstream: public.
+                for (digest, _) in &batch.blobs {
+                    super::pushed::unmark(&txn, &digest.to_string())?;
+                }
                 let mut manifests = txn.open_table(MANIFESTS).map_err(index_err)?;
                 for (digest, record) in &batch.manifests {
                     let bytes = serde_json::to_vec(record).map_err(index_err)?;

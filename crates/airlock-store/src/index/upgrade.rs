@@ -5,6 +5,7 @@
 //! | 1 | tags keyed `proxy/repo:tag` (no `meta` table) |
 //! | 2 | tags keyed per `Accept` variant: `proxy/repo:tag` for clients that take every manifest kind, `proxy/repo:tag#variant` otherwise; schema-1 tags that are not an index are marked for revalidation, since a client that refused indexes may have put a single-platform manifest there |
 //! | 3 | `file_blobs`: `<digest> <proxy>/<path>` for every file row naming a blob, so eviction finds a blob's file rows without a scan; built from the file rows on upgrade |
+//! | 4 | `pushed`: digests whose content only a push to a hosted project brought, which proxies do not serve; empty on upgrade (no older index holds pushed content: hosted projects arrived with it) |
 
 use redb::ReadableTable;
 

@@ -1,0 +1,81 @@
+//! Content that only a push brought: blobs and manifests that reached the store through a
+//! hosted project and that no upstream has served. A proxy must not serve them by digest
+//! (`/v2/<proxy>/<repo>/blobs/<digest>` would otherwise read a closed project's layer);
+//! it treats them as a miss and asks its upstream, and once an upstream served the same
+//! bytes they are public and the mark goes.
+
+use std::sync::atomic::Ordering;
+
+use airlock_types::Digest;
+use redb::TableDefinition;
+
+use super::{BLOBS, BlobRecord, MetaIndex, index_err, unix_now};
+use crate::StoreError;
+
+/// Digests whose content only a push brought (schema 4).
+pub(super) const PUSHED: TableDefinition<&str, ()> = TableDefinition::new("pushed");
+
+impl MetaIndex {
+    /// Records a blob (or manifest) pushed to a hosted project as used now, and marks it
+    /// pushed unless the store already held it as content an upstream served: a layer
+    /// pushed on top of a cached base image stays public, a new one is private.
+    pub async fn record_pushed(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
+        let key = digest.to_string();
+        let record = BlobRecord {
+            size,
+            last_used: unix_now(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
+        let total = self.total.clone();
+        let any_pushed = self.any_pushed.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(index_err)?;
+            let previous = txn
+                .open_table(BLOBS)
+                .map_err(index_err)?
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(index_err)?
+                .is_some();
+            if !previous {
+                any_pushed.store(true, Ordering::Relaxed);
+                txn.open_table(PUSHED)
+                    .map_err(index_err)?
+                    .insert(key.as_str(), ())
+                    .map_err(index_err)?;
+            }
+            txn.commit().map_err(index_err)?;
+            if !previous {
+                total.fetch_add(size, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(shared) = &self.shared {
+            shared.record_blobs(&[(digest.clone(), record)]).await;
+        }
+        Ok(())
+    }
+
+    /// Whether `digest` is content only a push brought.
+    pub async fn is_pushed(&self, digest: &Digest) -> Result<bool, StoreError> {
+        if !self.any_pushed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let key = digest.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let table = txn.open_table(PUSHED).map_err(index_err)?;
+            Ok(table.get(key.as_str()).map_err(index_err)?.is_some())
+        })
+        .await
+    }
+}
+
+/// Clears the mark of content an upstream (or a bundle made from one) has now served.
+pub(super) fn unmark(txn: &redb::WriteTransaction, key: &str) -> Result<(), StoreError> {
+    txn.open_table(PUSHED)
+        .map_err(index_err)?
+        .remove(key)
+        .map_err(index_err)?;
+    Ok(())
+}
