@@ -19,12 +19,14 @@ mod admin;
 mod egress;
 pub mod raw;
 mod resolve;
+mod robot;
 mod storage;
 mod upstream_proxy;
 
 pub use admin::{AdminUser, HashError, hash_password, hash_password_stable};
 pub use egress::{Egress, EgressConfigError, EgressSettings, Limits};
 pub use resolve::Invalid;
+pub use robot::{Action, Robot};
 pub use storage::{Backend, S3Config, StorageConfig, StorageError};
 pub use upstream_proxy::{NoProxyEntry, UpstreamProxy, UpstreamProxyError, UpstreamProxySettings};
 
@@ -62,6 +64,10 @@ pub struct Config {
     pub upstream_proxy: Option<UpstreamProxySettings>,
     /// `[admin] users`: who may use the admin API; empty, the gateway serves no admin API.
     pub admin_users: Vec<AdminUser>,
+    /// `[admin] token_ttl`: how long a token from `/service/token` lasts.
+    pub token_ttl: HumanDuration,
+    /// `[[robot]]`: accounts for machines, scoped to hosted repositories.
+    pub robots: Vec<Robot>,
     /// `[[policy]]`: what the registry and package proxies refuse; empty, everything passes.
     pub policy: airlock_policy::Policy,
     pub ui: UiConfig,
@@ -103,6 +109,9 @@ fn default_data_dir() -> PathBuf {
 
 const DEFAULT_UNUSED_FOR: HumanDuration = HumanDuration::from_secs(7 * 86400);
 const DEFAULT_GRACE: HumanDuration = HumanDuration::from_secs(600);
+/// How long a registry token lasts unless `[admin] token_ttl` says otherwise (Docker's
+/// token servers use the same five minutes).
+pub const DEFAULT_TOKEN_TTL: HumanDuration = HumanDuration::from_secs(300);
 
 /// `[server]`: the registry, package and status listener.
 #[derive(Debug, Clone, PartialEq, Eq)]

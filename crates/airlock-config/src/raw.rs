@@ -38,6 +38,9 @@ pub struct Config {
     /// `[[hosted]]` projects clients push to, served at `/v2/<name>/…` beside the proxies.
     #[serde(default, rename = "hosted", skip_serializing_if = "Vec::is_empty")]
     pub hosted: Vec<Hosted>,
+    /// `[[robot]]` accounts that pull from and push to hosted projects.
+    #[serde(default, rename = "robot", skip_serializing_if = "Vec::is_empty")]
+    pub robots: Vec<Robot>,
     /// The CONNECT egress proxy; absent means it does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
@@ -89,6 +92,24 @@ pub struct Audit {
 pub struct Admin {
     #[serde(default)]
     pub users: Vec<AdminUser>,
+    /// How long a registry token from `/service/token` lasts; default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl: Option<HumanDuration>,
+}
+
+/// `[[robot]]`: an account for machines, scoped to hosted repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Robot {
+    pub name: String,
+    /// A PHC argon2id string, from `airlock admin hash-password`.
+    pub secret_hash: String,
+    /// `<project>/<repository glob>`s it may pull from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull: Vec<String>,
+    /// `<project>/<repository glob>`s it may push to (and pull from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push: Vec<String>,
 }
 
 /// One `[admin] users` entry.

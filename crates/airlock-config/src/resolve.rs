@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use airlock_types::{ByteSize, Digest, ImageRef};
+use airlock_types::{ByteSize, Digest, HumanDuration, ImageRef};
 
 use crate::raw;
 use crate::{
@@ -95,6 +95,26 @@ pub enum Invalid {
         "[admin] user {user:?}: password_hash is refused: {reason}; make one with `airlock admin hash-password`"
     )]
     AdminHash { user: String, reason: String },
+    #[error(
+        "[[robot]] name {name:?} is invalid: it must be non-empty, without ':' or control characters"
+    )]
+    RobotName { name: String },
+    #[error(
+        "[[robot]] {name} is listed twice or shares its name with an [admin] user; names must be unique"
+    )]
+    RobotDuplicate { name: String },
+    #[error(
+        "[[robot]] {name}: secret_hash is refused: {reason}; make one with `airlock admin hash-password`"
+    )]
+    RobotHash { name: String, reason: String },
+    #[error("[[robot]] {name}: scope {scope:?} is refused: {why}")]
+    RobotScope {
+        name: String,
+        scope: String,
+        why: String,
+    },
+    #[error("[admin] token_ttl must be between 1s and 1h (it is {0})")]
+    TokenTtl(HumanDuration),
     #[error("[audit] max_size is {size} bytes; it must be at least 64KiB")]
     AuditMaxSize { size: u64 },
     #[error("[storage] {0}")]
@@ -173,6 +193,10 @@ impl Config {
                 })
         })?;
         let data_dir = raw.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+        let admin_users = crate::admin::resolve(raw.admin.as_ref())?;
+        let robots = crate::robot::resolve(&raw.robots, &admin_users, |name| {
+            hosted.iter().any(|h| h.name == name)
+        })?;
         let audit = resolve_audit(raw.audit.as_ref(), &data_dir)?;
         Ok(Self {
             data_dir,
@@ -183,7 +207,9 @@ impl Config {
             hosted,
             egress,
             upstream_proxy,
-            admin_users: crate::admin::resolve(raw.admin.as_ref())?,
+            robots,
+            admin_users,
+            token_ttl: resolve_token_ttl(raw.admin.as_ref())?,
             policy,
             ui: crate::UiConfig {
                 anonymous_read: raw
@@ -262,9 +288,12 @@ impl Config {
                 .collect(),
             egress: self.egress.as_ref().map(|e| e.table.clone()),
             upstream_proxy: self.upstream_proxy.as_ref().map(|p| p.table.clone()),
-            admin: (!self.admin_users.is_empty()).then(|| raw::Admin {
-                users: self.admin_users.iter().map(AdminUser::to_raw).collect(),
-            }),
+            admin: (!self.admin_users.is_empty() || self.token_ttl != crate::DEFAULT_TOKEN_TTL)
+                .then(|| raw::Admin {
+                    users: self.admin_users.iter().map(AdminUser::to_raw).collect(),
+                    token_ttl: Some(self.token_ttl),
+                }),
+            robots: self.robots.iter().map(crate::Robot::to_raw).collect(),
             policies: self
                 .policy
                 .rules()
@@ -375,6 +404,17 @@ fn valid_name(name: &str) -> bool {
         })
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && !name.contains("..")
+}
+
+/// `[admin] token_ttl`: how long a registry token lasts.
+fn resolve_token_ttl(admin: Option<&raw::Admin>) -> Result<HumanDuration, Invalid> {
+    let ttl = admin
+        .and_then(|a| a.token_ttl)
+        .unwrap_or(crate::DEFAULT_TOKEN_TTL);
+    if ttl.0 < std::time::Duration::from_secs(1) || ttl.0 > std::time::Duration::from_secs(3600) {
+        return Err(Invalid::TokenTtl(ttl));
+    }
+    Ok(ttl)
 }
 
 /// `[[hosted]]` projects; `names` holds the proxy names, which a project must not reuse

@@ -8,7 +8,7 @@ mod console;
 mod limits;
 mod maintenance;
 mod metrics;
-mod registry_login;
+mod registry_auth;
 mod routes;
 mod serve;
 pub mod tls;
@@ -50,6 +50,8 @@ pub enum GatewayError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot set up the registry's token key: {0}")]
+    TokenKey(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -73,6 +75,10 @@ pub(crate) struct AppState {
     pub index: MetaIndex,
     /// `[admin]` users and failed logins; `None`: no admin API.
     pub logins: Option<admin::Logins>,
+    /// Failed logins per client, over the admin API, the console and `/service/token`.
+    pub(crate) failures: Arc<admin::Failures>,
+    /// The registry's tokens (`/service/token`).
+    pub(crate) tokens: registry_auth::token::Tokens,
     /// Bundle imports run one at a time.
     pub imports: tokio::sync::Mutex<()>,
     /// Console sessions.
@@ -226,6 +232,9 @@ pub(crate) async fn build(
     let connections = limits::ConnectionLimits::new(&config.server);
     let pins = admin::pins::RuntimePins::load(&config.data_dir, &registry)?;
     let config_users = config.admin_users.clone();
+    let failures = Arc::new(admin::Failures::default());
+    let tokens = registry_auth::token::Tokens::load(&config.data_dir, config.token_ttl.0)
+        .map_err(GatewayError::TokenKey)?;
     Ok((
         Arc::new(AppState {
             connections,
@@ -237,7 +246,9 @@ pub(crate) async fn build(
             egress,
             store,
             index,
-            logins: admin::Logins::new(&config_users),
+            logins: admin::Logins::new(&config_users, failures.clone()),
+            failures,
+            tokens,
             imports: tokio::sync::Mutex::new(()),
             sessions: admin::session::Sessions::new(admin::session::IDLE, admin::session::ABSOLUTE),
             pins,

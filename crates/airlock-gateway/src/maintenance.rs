@@ -354,7 +354,7 @@ mod pin_tests {
             .unwrap();
         request
             .extensions_mut()
-            .insert(airlock_registry::Caller::User("admin".into()));
+            .insert(airlock_registry::Caller::Admin("admin".into()));
         airlock_registry::serve(State(state.registry.clone()), request)
             .await
             .status()

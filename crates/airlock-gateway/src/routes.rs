@@ -33,7 +33,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state.registry.clone())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::registry_login::caller,
+            crate::registry_auth::caller,
         ));
     let packages = Router::new()
         .route("/repository/{*rest}", any(airlock_packages::handle))
@@ -47,6 +47,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2.0/systeminfo", get(harbor_systeminfo))
         .route("/ca.crt", get(ca_certificate))
         .route("/metrics", get(metrics))
+        .route("/service/token", get(crate::registry_auth::token_endpoint))
         .with_state(state.clone())
         .route("/service/rest/v1/status", get(|| async { "" }))
         .merge(registry)

@@ -156,7 +156,7 @@ fn ca_params() -> CertificateParams {
 /// Writes a key or certificate through a temporary created new (`O_EXCL`, a random name,
 /// mode 0600 from the start) beside `path`, then renamed over it: nothing planted in the
 /// directory is followed, and no one reads the key half-written or world-readable.
-fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = tempfile::Builder::new()

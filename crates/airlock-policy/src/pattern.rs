@@ -30,6 +30,13 @@ fn tag_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "._-".contains(c)
 }
 
+impl Glob {
+    /// A glob over repository names (`org/*`), as `[[robot]]` scopes write them.
+    pub fn repository(text: &str) -> Option<Self> {
+        Self::parse(text, repository_char)
+    }
+}
+
 impl RepoPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let (repository, tag) = match text.split_once(':') {

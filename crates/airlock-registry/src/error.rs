@@ -46,9 +46,12 @@ pub enum RegistryError {
     #[error("internal error: {0}")]
     Internal(String),
     /// A hosted project's write, or a pull from a project without `anonymous_pull`,
-    /// without a valid login.
-    #[error("{0}")]
-    LoginRequired(String),
+    /// without a token that allows it: 401 with a Bearer challenge.
+    #[error("{why}")]
+    LoginRequired {
+        why: String,
+        challenge: crate::Challenge,
+    },
     /// Too many failed logins from this client.
     #[error("too many failed logins from this address; retry in {retry_after}s")]
     LoginThrottled { retry_after: u64 },
@@ -190,7 +193,7 @@ impl RegistryError {
             }
             RegistryError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             RegistryError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
-            RegistryError::Unauthorized { .. } | RegistryError::LoginRequired(_) => {
+            RegistryError::Unauthorized { .. } | RegistryError::LoginRequired { .. } => {
                 (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
             }
             RegistryError::Denied { .. } | RegistryError::PolicyDenied { .. } => {
@@ -253,11 +256,10 @@ impl IntoResponse for RegistryError {
                     headers.insert(header::RETRY_AFTER, value);
                 }
             }
-            RegistryError::LoginRequired(_) => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(crate::BASIC_CHALLENGE),
-                );
+            RegistryError::LoginRequired { challenge, .. } => {
+                if let Ok(value) = HeaderValue::from_str(&challenge.header()) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             RegistryError::LoginThrottled { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

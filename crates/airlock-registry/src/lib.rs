@@ -27,15 +27,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 pub use airlock_types::{CacheOutcome, ServedBy, UpstreamFailure};
 pub use error::RegistryError;
-pub use hosted::Caller;
+pub use hosted::{Caller, Challenge, Grants, SERVICE};
 use route::{Resolved, Routes, Target};
 
 /// `Docker-Distribution-API-Version` value.
 pub const API_VERSION: &str = "registry/2.0";
-
-/// The challenge of requests that need a login. HTTP basic with `[admin]` users for now;
-/// Docker token auth (`Bearer realm=…/service/token`) replaces it with robot accounts.
-pub const BASIC_CHALLENGE: &str = "Basic realm=\"airlock\"";
 
 /// One configured OCI proxy.
 #[derive(Debug)]
@@ -232,16 +228,14 @@ impl Registry {
             if !matches!(*method, Method::GET | Method::HEAD) {
                 return Ok(unsupported());
             }
-            // Clients learn from this answer whether to send credentials at all
-            // (containers/image and Docker use the challenges of the ping only).
-            if !self.hosted.is_empty()
-                && *caller == Caller::Anonymous
-                && !headers.contains_key(http::header::AUTHORIZATION)
-            {
-                return Err(RegistryError::LoginRequired(
-                    "log in to push to hosted projects (anonymous pulls send empty credentials)"
-                        .into(),
-                ));
+            // Clients learn from this answer where to get tokens (containers/image and
+            // Docker use the challenges of the ping only); an anonymous token is enough
+            // for the proxies, so anonymous pulls carry on.
+            if !self.hosted.is_empty() && *caller == Caller::Anonymous {
+                return Err(RegistryError::LoginRequired {
+                    why: "get a token from /service/token (anonymous for pulls)".into(),
+                    challenge: Challenge::default(),
+                });
             }
             return Ok(with_api_version(
                 StatusCode::OK,

@@ -14,6 +14,8 @@ use airlock_types::Digest;
 use reqwest::StatusCode;
 
 const PASSWORD: &str = "push-s3cret";
+/// The secret of the robot `ci`, which may push to `scout/*` and nothing else.
+const ROBOT_SECRET: &str = "robot-s3cret";
 
 /// A gateway with two hosted projects, `scout` (anonymous pulls, no deletes) and `lab`
 /// (logins for everything, deletes allowed), beside a proxy for `docker.io` whose
@@ -32,16 +34,24 @@ impl Gateway {
     }
 
     /// The gateway, with `hub`'s upstream at `upstream`.
-    #[allow(clippy::unnecessary_debug_formatting)]
     fn with_upstream(dir: &Path, upstream: &str) -> Self {
+        Self::with(dir, upstream, "5m")
+    }
+
+    /// The gateway, with `hub`'s upstream at `upstream` and tokens lasting `token_ttl`.
+    #[allow(clippy::unnecessary_debug_formatting)]
+    fn with(dir: &Path, upstream: &str, token_ttl: &str) -> Self {
         let port = free_port();
         let hash = airlock_config::hash_password(PASSWORD.as_bytes()).unwrap();
+        let robot_hash = airlock_config::hash_password(ROBOT_SECRET.as_bytes()).unwrap();
         let config = dir.join("airlock.toml");
         std::fs::write(
             &config,
             format!(
                 "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nmode = \"off\"\n\
                  [admin]\nusers = [{{ name = \"admin\", password_hash = \"{hash}\" }}]\n\
+                 token_ttl = \"{token_ttl}\"\n\
+                 [[robot]]\nname = \"ci\"\nsecret_hash = \"{robot_hash}\"\npush = [\"scout/*\"]\n\
                  [[proxy]]\nname = \"hub\"\nformat = \"oci\"\nhost = \"docker.io\"\nupstream = \"{upstream}\"\n\
                  [[hosted]]\nname = \"scout\"\nanonymous_pull = true\n\
                  [[hosted]]\nname = \"lab\"\ndelete = true\n",
@@ -70,11 +80,41 @@ impl Gateway {
         format!("docker://127.0.0.1:{}/{reference}", self.port)
     }
 
-    /// A request as the admin.
-    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .basic_auth("admin", Some(PASSWORD))
+    /// A request as the admin, with a token for the repository `path` names (and the one
+    /// a mount takes from, and the catalog).
+    async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut scopes = vec!["registry:catalog:*".to_owned()];
+        if let Some(name) = repository_of(path) {
+            scopes.push(format!("repository:{name}:*"));
+        }
+        if let Some((_, from)) = path.split_once("from=") {
+            scopes.push(format!("repository:{from}:pull"));
+        }
+        let token = self.token(Some(("admin", PASSWORD)), &scopes).await;
+        self.http.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    /// A token from `/service/token` for `scopes`, as `login` (anonymous with `None`).
+    async fn token(&self, login: Option<(&str, &str)>, scopes: &[String]) -> String {
+        let response = self.token_response(login, scopes).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn token_response(
+        &self,
+        login: Option<(&str, &str)>,
+        scopes: &[String],
+    ) -> reqwest::Response {
+        let query: Vec<(&str, &str)> = std::iter::once(("service", "airlock"))
+            .chain(scopes.iter().map(|s| ("scope", s.as_str())))
+            .collect();
+        let mut request = self.http.get(self.url("/service/token")).query(&query);
+        if let Some((user, secret)) = login {
+            request = request.basic_auth(user, Some(secret));
+        }
+        request.send().await.unwrap()
     }
 
     /// Uploads `bytes` as one blob of `name` (monolithic `POST ?digest=`).
@@ -85,6 +125,7 @@ impl Gateway {
                 reqwest::Method::POST,
                 &format!("/v2/{name}/blobs/uploads/?digest={digest}"),
             )
+            .await
             .body(bytes.to_vec())
             .send()
             .await
@@ -104,6 +145,7 @@ impl Gateway {
             reqwest::Method::PUT,
             &format!("/v2/{name}/manifests/{reference}"),
         )
+        .await
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(manifest.to_vec())
         .send()
@@ -139,6 +181,15 @@ async fn error_code(response: reqwest::Response) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The repository a registry API path names: what comes before `/blobs/`,
+/// `/manifests/` or `/tags/`.
+fn repository_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v2/")?;
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .find_map(|marker| rest.find(marker).map(|at| &rest[..at]))
 }
 
 /// The blob files of an OCI layout, by digest.
@@ -299,28 +350,36 @@ async fn skopeo_pushes_a_multi_arch_index_whole() {
     }
 }
 
+/// A push without a token meets a Bearer challenge naming the token endpoint and the
+/// scope; credentials go to the token endpoint only; a token grants what the account may
+/// have and no more (an anonymous token pulls where pulls are open; the robot `ci` pushes
+/// to `scout/*` and not to `lab`); refused pushes leave nothing behind.
 #[tokio::test(flavor = "multi_thread")]
-async fn writes_need_an_admin_login_and_closed_projects_need_one_to_pull() {
+async fn pushes_need_a_token_that_grants_them() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let gateway = Gateway::start(dir);
     let image = Image::from_layers(vec![noise(1000, 5)], Platform::LINUX_AMD64);
     let source = layout(dir, "source");
     image.write_oci_layout(&source, "v1").unwrap();
+    let push = |reference: &str, creds: Option<&str>| {
+        let mut command = skopeo();
+        command.args(["copy", "--preserve-digests", "--dest-tls-verify=false"]);
+        if let Some(creds) = creds {
+            command.arg(format!("--dest-creds={creds}"));
+        }
+        command
+            .arg(format!("oci:{}:v1", source.display()))
+            .arg(gateway.docker(reference))
+            .output()
+            .unwrap()
+    };
 
-    let output = skopeo()
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", source.display()))
-        .arg(gateway.docker("scout/app:v1"))
-        .output()
-        .unwrap();
+    let output = push("scout/app:v1", None);
     assert!(!output.status.success(), "a push without credentials");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("401") || stderr.to_lowercase().contains("unauthorized"),
-        "{stderr}"
-    );
-
+    assert!(stderr.to_lowercase().contains("unauthorized"), "{stderr}");
+    let realm = format!("Bearer realm=\"{}\"", gateway.url("/service/token"));
     let anonymous = gateway
         .http
         .post(gateway.url("/v2/scout/app/blobs/uploads/"))
@@ -330,44 +389,193 @@ async fn writes_need_an_admin_login_and_closed_projects_need_one_to_pull() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         anonymous.headers()["www-authenticate"],
-        "Basic realm=\"airlock\""
+        format!("{realm},service=\"airlock\",scope=\"repository:scout/app:pull,push\"").as_str()
     );
     assert_eq!(error_code(anonymous).await, "UNAUTHORIZED");
-    let wrong = gateway
+    // Basic credentials, even right ones, are for the token endpoint.
+    let basic = gateway
         .http
         .post(gateway.url("/v2/scout/app/blobs/uploads/"))
-        .basic_auth("admin", Some("wrong"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    // Pulls: lab has no anonymous_pull.
-    let closed = gateway
-        .http
-        .get(gateway.url("/v2/lab/app/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(closed.status(), StatusCode::UNAUTHORIZED);
-    // The API root challenges clients without credentials, so they know to send them.
-    let ping = gateway.http.get(gateway.url("/v2/")).send().await.unwrap();
-    assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
-    let ping = gateway
-        .http
-        .get(gateway.url("/v2/"))
         .basic_auth("admin", Some(PASSWORD))
         .send()
         .await
         .unwrap();
-    assert_eq!(ping.status(), StatusCode::OK);
-    // Nothing was stored by the refused push.
-    let tags = gateway
-        .admin(reqwest::Method::GET, "/v2/scout/app/tags/list")
+    assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        basic.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with(&realm)
+    );
+    let wrong = gateway
+        .token_response(
+            Some(("admin", "wrong")),
+            &["repository:scout/app:push".into()],
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let unknown = gateway
+        .token_response(
+            Some(("nobody", PASSWORD)),
+            &["repository:scout/app:push".into()],
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+
+    // An anonymous token pulls where pulls are open, and does not push.
+    let scopes = [
+        "repository:scout/app:pull,push".to_owned(),
+        "repository:lab/app:pull".to_owned(),
+    ];
+    let anonymous_token = gateway.token(None, &scopes).await;
+    let insufficient = gateway
+        .http
+        .post(gateway.url("/v2/scout/app/blobs/uploads/"))
+        .bearer_auth(&anonymous_token)
         .send()
         .await
         .unwrap();
-    assert_eq!(tags.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error_code(tags).await, "NAME_UNKNOWN");
+    assert_eq!(insufficient.status(), StatusCode::UNAUTHORIZED);
+    let challenge = insufficient.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.ends_with(",error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    let closed = gateway
+        .http
+        .get(gateway.url("/v2/lab/app/tags/list"))
+        .bearer_auth(&anonymous_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::UNAUTHORIZED);
+    // The API root challenges clients without a token (so they know where to get one),
+    // and an anonymous token is enough to pass it: Docker's registry-mirrors carry on.
+    let ping = gateway.http.get(gateway.url("/v2/")).send().await.unwrap();
+    assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        ping.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with(&realm)
+    );
+    let ping = gateway
+        .http
+        .get(gateway.url("/v2/"))
+        .bearer_auth(&anonymous_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::OK);
+
+    // The robot pushes to scout with skopeo, and not to lab.
+    let ci = format!("ci:{ROBOT_SECRET}");
+    let output = push("scout/tools/app:v1", Some(&ci));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = push("lab/app:v1", Some(&ci));
+    assert!(!output.status.success(), "the robot pushed to lab");
+    let robot_token = gateway
+        .token(
+            Some(("ci", ROBOT_SECRET)),
+            &[
+                "repository:lab/app:push".into(),
+                "registry:catalog:*".into(),
+            ],
+        )
+        .await;
+    let refused = gateway
+        .http
+        .post(gateway.url("/v2/lab/app/blobs/uploads/"))
+        .bearer_auth(&robot_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    // Pulled back anonymously (scout is open) byte-identical.
+    let pulled = layout(dir, "pulled");
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+            .arg(gateway.docker("scout/tools/app:v1"))
+            .arg(format!("oci:{}:v1", pulled.display())),
+    );
+    assert_eq!(
+        layout_blob(&pulled, &Digest::of(&image.layers[0])),
+        image.layers[0]
+    );
+
+    // Nothing was stored by the refused pushes; the catalog lists only what the caller may
+    // see (the robot's token asked for it and did not get it).
+    for name in ["scout/app", "lab/app"] {
+        let tags = gateway
+            .admin(reqwest::Method::GET, &format!("/v2/{name}/tags/list"))
+            .await
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tags.status(), StatusCode::NOT_FOUND, "{name}");
+        assert_eq!(error_code(tags).await, "NAME_UNKNOWN");
+    }
+    let catalog = |token: String| {
+        let request = gateway
+            .http
+            .get(gateway.url("/v2/_catalog"))
+            .bearer_auth(token);
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        catalog(robot_token).await["repositories"],
+        serde_json::json!(["scout/tools/app"])
+    );
+}
+
+/// A token is good for `[admin] token_ttl`, then refused with `invalid_token`; a token
+/// signed by another gateway is refused the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_and_foreign_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::with(dir.path(), "http://127.0.0.1:9/", "1s");
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Gateway::start(other_dir.path());
+    let scopes = ["repository:lab/app:pull,push".to_owned()];
+    let token = gateway.token(Some(("admin", PASSWORD)), &scopes).await;
+    let foreign = other.token(Some(("admin", PASSWORD)), &scopes).await;
+    let start_upload = |token: String| {
+        gateway
+            .http
+            .post(gateway.url("/v2/lab/app/blobs/uploads/"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        start_upload(token.clone()).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    for refused in [foreign, {
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        token
+    }] {
+        let response = start_upload(refused).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.ends_with("error=\"invalid_token\""),
+            "{challenge}"
+        );
+        assert_eq!(error_code(response).await, "UNAUTHORIZED");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,6 +587,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
 
     let started = gateway
         .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .await
         .send()
         .await
         .unwrap();
@@ -393,6 +602,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
 
     let first = gateway
         .admin(reqwest::Method::PATCH, &location)
+        .await
         .header("content-range", "0-9999")
         .body(bytes[..10_000].to_vec())
         .send()
@@ -403,6 +613,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     // A chunk that leaves a gap.
     let gap = gateway
         .admin(reqwest::Method::PATCH, &location)
+        .await
         .header("content-range", "20000-29999")
         .body(bytes[20_000..].to_vec())
         .send()
@@ -414,6 +625,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     // Where it stands, then the rest with the final PUT.
     let status = gateway
         .admin(reqwest::Method::GET, &location)
+        .await
         .send()
         .await
         .unwrap();
@@ -421,6 +633,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     assert_eq!(status.headers()["range"], "0-9999");
     let second = gateway
         .admin(reqwest::Method::PATCH, &location)
+        .await
         .body(bytes[10_000..20_000].to_vec())
         .send()
         .await
@@ -428,6 +641,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     assert_eq!(second.status(), StatusCode::ACCEPTED);
     let finished = gateway
         .admin(reqwest::Method::PUT, &format!("{location}?digest={digest}"))
+        .await
         .header("content-range", "20000-29999")
         .body(bytes[20_000..].to_vec())
         .send()
@@ -449,6 +663,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     // The id is spent.
     let spent = gateway
         .admin(reqwest::Method::GET, &location)
+        .await
         .send()
         .await
         .unwrap();
@@ -460,6 +675,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     let claimed = Digest::of(b"something else");
     let started = gateway
         .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .await
         .send()
         .await
         .unwrap();
@@ -469,6 +685,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
             reqwest::Method::PUT,
             &format!("{location}?digest={claimed}"),
         )
+        .await
         .body(other.clone())
         .send()
         .await
@@ -490,6 +707,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
             reqwest::Method::POST,
             &format!("/v2/scout/app/blobs/uploads/?digest={}", Digest::of(b"x")),
         )
+        .await
         .body(other.clone())
         .send()
         .await
@@ -499,18 +717,21 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     // A cancelled upload is gone.
     let started = gateway
         .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .await
         .send()
         .await
         .unwrap();
     let location = started.headers()["location"].to_str().unwrap().to_owned();
     let cancelled = gateway
         .admin(reqwest::Method::DELETE, &location)
+        .await
         .send()
         .await
         .unwrap();
     assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
     let gone = gateway
         .admin(reqwest::Method::PATCH, &location)
+        .await
         .body(vec![1, 2, 3])
         .send()
         .await
@@ -523,6 +744,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
             reqwest::Method::POST,
             &format!("/v2/scout/other/blobs/uploads/?mount={digest}&from=scout/app"),
         )
+        .await
         .send()
         .await
         .unwrap();
@@ -535,6 +757,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
                 Digest::of(b"never pushed")
             ),
         )
+        .await
         .send()
         .await
         .unwrap();
@@ -599,6 +822,7 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
                 reqwest::Method::POST,
                 &format!("/v2/lab/app/blobs/uploads/?mount={blob}&from=scout/app"),
             )
+            .await
             .send()
             .await
             .unwrap();
@@ -642,6 +866,7 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
     // scout does not allow deletes; lab does.
     let refused = gateway
         .admin(reqwest::Method::DELETE, "/v2/scout/app/manifests/t1")
+        .await
         .send()
         .await
         .unwrap();
@@ -662,6 +887,7 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
             reqwest::Method::DELETE,
             &format!("/v2/lab/app/manifests/{digest}"),
         )
+        .await
         .send()
         .await
         .unwrap();
@@ -672,6 +898,7 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
                 reqwest::Method::GET,
                 &format!("/v2/lab/app/manifests/{reference}"),
             )
+            .await
             .send()
             .await
             .unwrap();
@@ -726,6 +953,7 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
     assert_eq!(error_code(response).await, "BLOB_UNKNOWN");
     let response = gateway
         .admin(reqwest::Method::GET, &open_path)
+        .await
         .send()
         .await
         .unwrap();
@@ -744,6 +972,7 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
                 reqwest::Method::POST,
                 &format!("/v2/scout/any/blobs/uploads/?{query}"),
             )
+            .await
             .send()
             .await
             .unwrap();
@@ -759,6 +988,7 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
             reqwest::Method::POST,
             &format!("/v2/scout/any/blobs/uploads/?mount={secret}&from=lab/app"),
         )
+        .await
         .send()
         .await
         .unwrap();

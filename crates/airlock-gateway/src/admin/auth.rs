@@ -25,15 +25,23 @@ const MAX_TRACKED: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Logins {
     users: Arc<Vec<AdminUser>>,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: Arc<Failures>,
+}
+
+/// Failed logins per client address, counted over every place that takes a password (the
+/// admin API, the console, the registry's token endpoint), so a guesser cannot spread its
+/// attempts over them.
+#[derive(Debug, Default)]
+pub(crate) struct Failures {
+    map: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
 impl Logins {
     /// `None` without users: no admin API.
-    pub(crate) fn new(users: &[AdminUser]) -> Option<Self> {
+    pub(crate) fn new(users: &[AdminUser], failures: Arc<Failures>) -> Option<Self> {
         (!users.is_empty()).then(|| Self {
             users: Arc::new(users.to_vec()),
-            failures: Mutex::default(),
+            failures,
         })
     }
 
@@ -43,7 +51,7 @@ impl Logins {
         client: IpAddr,
         headers: &HeaderMap,
     ) -> Result<String, ApiError> {
-        if let Some(retry_after) = self.blocked(client) {
+        if let Some(retry_after) = self.failures.blocked(client) {
             tracing::warn!(target: "airlock::admin", %client, "login refused: too many failed logins");
             return Err(ApiError::TooManyFailures { retry_after });
         }
@@ -63,7 +71,7 @@ impl Logins {
         name: String,
         password: String,
     ) -> Result<String, ApiError> {
-        if let Some(retry_after) = self.blocked(client) {
+        if let Some(retry_after) = self.failures.blocked(client) {
             tracing::warn!(target: "airlock::admin", %client, "login refused: too many failed logins");
             return Err(ApiError::TooManyFailures { retry_after });
         }
@@ -84,16 +92,18 @@ impl Logins {
         if valid {
             Ok(name)
         } else {
-            self.record_failure(client);
+            self.failures.record(client);
             tracing::warn!(target: "airlock::admin", %client, user = name, "admin login failed: wrong user name or password");
             Err(ApiError::Unauthorized("wrong user name or password"))
         }
     }
+}
 
+impl Failures {
     /// Seconds until `client` may try again, when it is over the limit.
-    fn blocked(&self, client: IpAddr) -> Option<u64> {
+    pub(crate) fn blocked(&self, client: IpAddr) -> Option<u64> {
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failures = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let times = failures.get_mut(&client)?;
         while times
             .front()
@@ -113,9 +123,9 @@ impl Logins {
         )
     }
 
-    fn record_failure(&self, client: IpAddr) {
+    pub(crate) fn record(&self, client: IpAddr) {
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failures = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&client) {
             failures.retain(|_, times| {
                 times
@@ -187,27 +197,25 @@ mod tests {
 
     #[test]
     fn failures_block_an_address_for_the_rest_of_the_window() {
-        let hash = airlock_config::hash_password(b"pw").unwrap();
-        let logins = Logins::new(&[AdminUser::new("admin", &hash).unwrap()]).unwrap();
+        let failures = Failures::default();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..MAX_FAILURES - 1 {
-            logins.record_failure(client);
+            failures.record(client);
         }
-        assert_eq!(logins.blocked(client), None);
-        logins.record_failure(client);
-        let retry = logins.blocked(client).expect("blocked after the limit");
+        assert_eq!(failures.blocked(client), None);
+        failures.record(client);
+        let retry = failures.blocked(client).expect("blocked after the limit");
         assert!((1..=WINDOW.as_secs()).contains(&retry), "{retry}");
-        assert_eq!(logins.blocked(other), None);
+        assert_eq!(failures.blocked(other), None);
     }
 
     #[test]
     fn tracked_addresses_are_bounded() {
-        let hash = airlock_config::hash_password(b"pw").unwrap();
-        let logins = Logins::new(&[AdminUser::new("admin", &hash).unwrap()]).unwrap();
+        let failures = Failures::default();
         for i in 0..=MAX_TRACKED as u32 {
-            logins.record_failure(IpAddr::from(i.to_be_bytes()));
+            failures.record(IpAddr::from(i.to_be_bytes()));
         }
-        assert_eq!(logins.failures.lock().unwrap().len(), MAX_TRACKED);
+        assert_eq!(failures.map.lock().unwrap().len(), MAX_TRACKED);
     }
 }

@@ -39,7 +39,7 @@ use axum::routing::{delete, get, post};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::AppState;
-pub(crate) use auth::{Logins, basic_credentials};
+pub(crate) use auth::{Failures, Logins, basic_credentials};
 pub(crate) use prefetch::Jobs;
 
 /// The largest JSON body the admin API reads (a prefetch list included).

@@ -96,7 +96,7 @@ impl Registry {
         }
         let mut names = BTreeSet::new();
         for project in self.hosted.projects.values() {
-            if !Hosted::readable(project, caller) {
+            if !Hosted::listable(project, caller) {
                 continue;
             }
             let records = self

@@ -8,11 +8,11 @@
 //! to, a delete by digest can remove it from one repository, and eviction keeps what
 //! hosted projects hold ([`Registry::hosted_roots`]).
 //!
-//! Auth, for now: pulls need a login unless the project has `anonymous_pull`; every write
-//! needs HTTP basic credentials of an `[admin]` user, which the gateway checks and passes
-//! on as a [`Caller`]. Docker token auth and `[[robot]]` accounts with per-project scopes
-//! come next and replace the basic challenge.
+//! Auth ([`access`]): pulls need a token unless the project has `anonymous_pull`; every
+//! write needs one that grants it. The gateway issues tokens at `/service/token` for
+//! `[admin]` users and `[[robot]]` accounts and passes their grants on as a [`Caller`].
 
+pub(crate) mod access;
 mod list;
 mod push;
 pub(crate) mod upload;
@@ -29,6 +29,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use crate::route::{RawRequest, Target};
 use crate::{Query, Registry, RegistryError};
 
+pub use access::{Caller, Challenge, Grants, SERVICE};
 pub(crate) use upload::upload_range;
 
 /// The catalog of hosted repositories.
@@ -42,16 +43,6 @@ const LINK: &str = "pushed";
 /// repository. A repository serves, mounts from and builds manifests of its linked blobs
 /// only, so a blob of a closed project cannot be read through another one by digest.
 const BLOB_LINK: &str = "blob";
-
-/// Who is asking, as the gateway established it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Caller {
-    /// No credentials (or empty ones, as containers/image sends after a basic challenge).
-    #[default]
-    Anonymous,
-    /// An `[admin]` user whose password was checked.
-    User(String),
-}
 
 /// The hosted projects and their uploads under way.
 #[derive(Debug, Default)]
@@ -108,30 +99,15 @@ impl Hosted {
         }))
     }
 
-    /// Whether `caller` may make a request with `method` of `project`.
-    fn authorize(
-        project: &HostedConfig,
-        method: &Method,
-        caller: &Caller,
-    ) -> Result<(), RegistryError> {
-        let read = matches!(*method, Method::GET | Method::HEAD);
-        match caller {
-            Caller::User(_) => Ok(()),
-            Caller::Anonymous if read && project.anonymous_pull => Ok(()),
-            Caller::Anonymous if read => Err(RegistryError::LoginRequired(format!(
-                "pulling from hosted project {} needs a login (it has no anonymous_pull)",
-                project.name
-            ))),
-            Caller::Anonymous => Err(RegistryError::LoginRequired(format!(
-                "pushing to hosted project {} needs an [admin] login (docker login, skopeo --dest-creds)",
-                project.name
-            ))),
-        }
-    }
-
-    /// Whether `caller` may read `project`.
-    fn readable(project: &HostedConfig, caller: &Caller) -> bool {
-        Self::authorize(project, &Method::GET, caller).is_ok()
+    /// Whether `caller` may see `project`'s repositories in the catalog: where anyone may
+    /// pull, or with a token that grants the catalog (an admin's).
+    fn listable(project: &HostedConfig, caller: &Caller) -> bool {
+        project.anonymous_pull
+            || match caller {
+                Caller::Admin(_) => true,
+                Caller::Token(grants) => grants.catalog,
+                Caller::Anonymous => false,
+            }
     }
 }
 
@@ -182,7 +158,13 @@ impl Registry {
         body: Body,
         caller: &Caller,
     ) -> Result<Response, RegistryError> {
-        Hosted::authorize(request.project, method, caller)?;
+        let deletes = matches!(request.target, Target::Manifest(_));
+        access::authorize(
+            request.project,
+            request.name,
+            access::action(method, deletes),
+            caller,
+        )?;
         let head = *method == Method::HEAD;
         match (method.clone(), request.target.clone()) {
             (Method::GET | Method::HEAD, Target::Manifest(reference)) => {
@@ -219,6 +201,12 @@ impl Registry {
                 request.name
             ))),
         }
+    }
+
+    /// The hosted project the repository `name` (`<project>/<repo>`) belongs to, if any.
+    pub fn hosted_project_of(&self, name: &str) -> Option<&HostedConfig> {
+        let (project, _) = name.split_once('/')?;
+        self.hosted.project(project)
     }
 
     /// Drops the uploads nobody touched for an hour, with their temporary bytes: for the

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use airlock_config::Action;
 use airlock_store::{BlobWriter, StoreError, TagRecord, stage, unix_now};
 use airlock_types::Digest;
 use axum::body::Body;
@@ -19,7 +20,7 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{BLOB_LINK, Caller, Hosted, HostedRequest, blob_link_key, digest_key, header_value};
+use super::{BLOB_LINK, Caller, HostedRequest, access, blob_link_key, digest_key, header_value};
 use crate::error::internal;
 use crate::{Query, Registry, RegistryError, with_api_version};
 
@@ -361,7 +362,8 @@ impl Registry {
         });
         match hosted_from {
             Some((project, repo)) => {
-                if !Hosted::readable(project, caller) {
+                let name = format!("{}/{repo}", project.name);
+                if !access::allowed(project, &name, Action::Pull, caller) {
                     return Ok(false);
                 }
                 let key = digest_key(&project.name, repo, digest, BLOB_LINK);

@@ -81,6 +81,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
         }),
         proxies,
         hosted: Vec::new(),
+        robots: Vec::new(),
         egress: Some(Egress {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], site.egress.port))),
             allow: Some(site.egress.allow.clone()),
@@ -116,6 +117,7 @@ fn admin(site: &Site) -> Result<Option<raw::Admin>, RenderError> {
             name: "admin".to_owned(),
             password_hash: hash,
         }],
+        token_ttl: None,
     }))
 }
 
