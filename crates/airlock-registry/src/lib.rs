@@ -10,6 +10,7 @@ mod error;
 mod gate;
 mod hosted;
 mod manifest;
+mod referrers;
 pub mod route;
 mod tags;
 
@@ -280,6 +281,10 @@ impl Registry {
             Target::TagList => {
                 self.gate_repository(&resolved)?;
                 self.tags(&resolved, &query).await?
+            }
+            Target::Referrers(subject) => {
+                self.gate_repository(&resolved)?;
+                self.proxy_referrers(&resolved, &subject, &query).await?
             }
             Target::Upload(_) => return Ok(unsupported()),
         };

@@ -415,7 +415,7 @@ impl Registry {
             .map_err(internal)
     }
 
-    async fn fetch_manifest(
+    pub(crate) async fn fetch_manifest(
         &self,
         proxy: &OciProxy,
         resolved: &Resolved,

@@ -24,6 +24,8 @@ pub enum Target {
     /// `blobs/uploads/` (a new upload) or `blobs/uploads/<id>` (one under way): hosted
     /// projects only.
     Upload(Option<String>),
+    /// `referrers/<digest>`: the manifests whose subject is the digest (OCI 1.1).
+    Referrers(Digest),
 }
 
 /// A parsed `/v2/<name>/…` path, before the proxy is known.
@@ -76,6 +78,10 @@ pub fn parse_path(path: &str) -> Result<Option<RawRequest<'_>>, RegistryError> {
                 .map_err(|_| RegistryError::ManifestInvalid(last.to_owned()))?,
         ),
         "blobs" => Target::Blob(
+            last.parse()
+                .map_err(|_| RegistryError::DigestInvalid(last.to_owned()))?,
+        ),
+        "referrers" => Target::Referrers(
             last.parse()
                 .map_err(|_| RegistryError::DigestInvalid(last.to_owned()))?,
         ),

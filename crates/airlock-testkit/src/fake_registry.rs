@@ -60,6 +60,9 @@ struct Inner {
     blobs: HashMap<Digest, Vec<u8>>,
     /// (repo, reference) → (media type, bytes)
     manifests: HashMap<(String, String), (String, Vec<u8>)>,
+    /// (repo, subject digest) → the referrers index; a subject without one is a 404, as
+    /// from a registry without the referrers API.
+    referrers: HashMap<(String, String), Vec<u8>>,
     faults: Vec<(String, Fault)>,
 }
 
@@ -134,7 +137,18 @@ impl FakeRegistry {
         digest
     }
 
-    fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+    /// Serves `index` as the referrers of `subject` in `repo`.
+    pub fn set_referrers(&self, repo: &str, subject: &Digest, index: &[u8]) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .referrers
+            .insert((repo.to_owned(), subject.to_string()), index.to_vec());
+    }
+
+    /// Serves `bytes` as the manifest `reference` (a tag or a digest) of `repo`.
+    pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
         self.shared.inner.lock().unwrap().manifests.insert(
             (repo.to_owned(), reference.to_owned()),
             (media_type.to_owned(), bytes.to_vec()),
@@ -400,6 +414,26 @@ fn route(
         return StatusCode::NOT_FOUND.into_response();
     };
     match kind {
+        "referrers" => {
+            let found = shared
+                .inner
+                .lock()
+                .unwrap()
+                .referrers
+                .get(&(repo.to_owned(), last.to_owned()))
+                .cloned();
+            match found {
+                Some(index) => {
+                    let mut response = Response::new(Body::from(index));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+                    );
+                    response
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
         "manifests" => {
             let found = shared
                 .inner

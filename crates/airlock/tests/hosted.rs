@@ -184,10 +184,10 @@ async fn error_code(response: reqwest::Response) -> String {
 }
 
 /// The repository a registry API path names: what comes before `/blobs/`,
-/// `/manifests/` or `/tags/`.
+/// `/manifests/`, `/tags/` or `/referrers/`.
 fn repository_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v2/")?;
-    ["/blobs/", "/manifests/", "/tags/"]
+    ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
         .iter()
         .find_map(|marker| rest.find(marker).map(|at| &rest[..at]))
 }
@@ -1031,4 +1031,246 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
     }
     let upstream_path = format!("/v2/library/y/blobs/{both_digest}");
     assert_eq!(upstream.count("GET", &upstream_path), 1);
+}
+
+/// An OCI artifact manifest whose `subject` is `subject`: an empty config, one layer.
+fn artifact(artifact_type: &str, layer: &Digest, subject: Option<&Digest>, kind: &str) -> Vec<u8> {
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact_type,
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::of(b"{}").to_string(), "size": 2 },
+        "layers": [{ "mediaType": artifact_type, "digest": layer.to_string(), "size": 1 }],
+        "annotations": { "org.example.kind": kind },
+    });
+    if let Some(subject) = subject {
+        manifest["subject"] = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": subject.to_string(),
+            "size": 1,
+        });
+    }
+    serde_json::to_vec(&manifest).unwrap()
+}
+
+/// The `manifests` of a referrers answer: (digest, artifactType) pairs, sorted.
+async fn referrers(response: reqwest::Response) -> Vec<(String, String)> {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    let mut found: Vec<(String, String)> = body["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["digest"].as_str().unwrap().to_owned(),
+                d["artifactType"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// OCI 1.1 content discovery. In a hosted project: an SBOM and a signature pushed with a
+/// `subject` are its referrers (the push answers `OCI-Subject`), filtered by
+/// `artifactType`, with a fallback tag merged in; a deleted referrer leaves the list; a
+/// closed project's referrers need a token. Through a proxy: the upstream's referrers API,
+/// else its fallback tag, else an empty index.
+#[tokio::test(flavor = "multi_thread")]
+async fn referrers_are_listed_for_hosted_images_and_asked_of_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let gateway = Gateway::with_upstream(dir.path(), &upstream.url());
+    let config = gateway.push_blob("lab/app", b"{}").await;
+    let layer = gateway.push_blob("lab/app", &noise(500, 31)).await;
+    let image = manifest(&config, &[&layer]);
+    let subject = Digest::of(&image);
+    assert_eq!(
+        gateway.put_manifest("lab/app", "v1", &image).await.status(),
+        StatusCode::CREATED
+    );
+
+    const SBOM: &str = "application/spdx+json";
+    const SIGNATURE: &str = "application/vnd.example.signature";
+    let sbom_layer = gateway
+        .push_blob("lab/app", b"{\"spdxVersion\":\"SPDX-2.3\"}")
+        .await;
+    let signature_layer = gateway.push_blob("lab/app", b"signed").await;
+    let sbom = artifact(SBOM, &sbom_layer, Some(&subject), "sbom");
+    let signature = artifact(SIGNATURE, &signature_layer, Some(&subject), "signature");
+    for manifest in [&sbom, &signature] {
+        let response = gateway
+            .put_manifest("lab/app", &Digest::of(manifest).to_string(), manifest)
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(
+            response.headers()["oci-subject"],
+            subject.to_string().as_str()
+        );
+    }
+    let (gateway, subject) = (&gateway, &subject);
+    let list = move |query: String| async move {
+        let path = format!("/v2/lab/app/referrers/{subject}{query}");
+        gateway
+            .admin(reqwest::Method::GET, &path)
+            .await
+            .send()
+            .await
+            .unwrap()
+    };
+    let (sbom_digest, signature_digest) = (
+        Digest::of(&sbom).to_string(),
+        Digest::of(&signature).to_string(),
+    );
+    let mut both = vec![
+        (sbom_digest.clone(), SBOM.to_owned()),
+        (signature_digest.clone(), SIGNATURE.to_owned()),
+    ];
+    both.sort();
+    assert_eq!(referrers(list(String::new()).await).await, both);
+    let filtered = list(format!("?artifactType={}", SBOM.replace('+', "%2B"))).await;
+    assert_eq!(filtered.headers()["oci-filters-applied"], "artifactType");
+    assert_eq!(
+        referrers(filtered).await,
+        [(sbom_digest.clone(), SBOM.to_owned())]
+    );
+    let full = list(String::new())
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let entry = full["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["digest"] == sbom_digest.as_str())
+        .unwrap();
+    assert_eq!(entry["annotations"]["org.example.kind"], "sbom");
+    assert_eq!(entry["size"], sbom.len());
+    // Closed project: the referrers need a token like everything else in it.
+    let anonymous = gateway
+        .http
+        .get(gateway.url(&format!("/v2/lab/app/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // None yet for another digest (200, never 404); a malformed digest is refused.
+    let other = Digest::of(b"nothing refers to this");
+    let none = gateway
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v2/lab/app/referrers/{other}"),
+        )
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert!(referrers(none).await.is_empty());
+    let bad = gateway
+        .admin(reqwest::Method::GET, "/v2/lab/app/referrers/sha256:xyz")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(bad).await, "DIGEST_INVALID");
+
+    // A client without the API wrote the fallback tag: its entries are merged in.
+    let legacy = artifact(
+        "application/vnd.example.legacy",
+        &signature_layer,
+        None,
+        "legacy",
+    );
+    let legacy_digest = Digest::of(&legacy);
+    gateway
+        .put_manifest("lab/app", &legacy_digest.to_string(), &legacy)
+        .await;
+    let fallback = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": legacy_digest.to_string(), "size": legacy.len(), "artifactType": "application/vnd.example.legacy" }],
+    }))
+    .unwrap();
+    let tag = subject.to_string().replace(':', "-");
+    let response = gateway
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/v2/lab/app/manifests/{tag}"),
+        )
+        .await
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(fallback)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(referrers(list(String::new()).await).await.len(), 3);
+    // A deleted referrer leaves the list.
+    let deleted = gateway
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/v2/lab/app/manifests/{signature_digest}"),
+        )
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let left = referrers(list(String::new()).await).await;
+    assert!(
+        !left.iter().any(|(d, _)| *d == signature_digest),
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 2);
+
+    // Through the proxy: the upstream's API, its fallback tag, or nothing.
+    let base = Image::from_layers(vec![noise(300, 32)], Platform::LINUX_AMD64);
+    upstream.push_image("library/app", "1", &base);
+    let cosign = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(b"sig").to_string(), "size": 3, "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json" }],
+    });
+    upstream.set_referrers("library/app", &base.digest, cosign.to_string().as_bytes());
+    let proxied = |digest: Digest, query: &str| {
+        let url = gateway.url(&format!("/v2/hub/library/app/referrers/{digest}{query}"));
+        gateway.http.get(url).send()
+    };
+    let sig = vec![(
+        Digest::of(b"sig").to_string(),
+        "application/vnd.dev.cosign.artifact.sig.v1+json".to_owned(),
+    )];
+    assert_eq!(
+        referrers(proxied(base.digest.clone(), "").await.unwrap()).await,
+        sig
+    );
+    assert!(
+        referrers(
+            proxied(base.digest.clone(), "?artifactType=x")
+                .await
+                .unwrap()
+        )
+        .await
+        .is_empty()
+    );
+    let older = Digest::of(b"an image signed the old way");
+    upstream.push_manifest(
+        "library/app",
+        &older.to_string().replace(':', "-"),
+        "application/vnd.oci.image.index.v1+json",
+        cosign.to_string().as_bytes(),
+    );
+    assert_eq!(referrers(proxied(older, "").await.unwrap()).await, sig);
+    assert!(
+        referrers(proxied(other, "").await.unwrap())
+            .await
+            .is_empty()
+    );
 }

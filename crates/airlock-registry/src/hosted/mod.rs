@@ -181,6 +181,9 @@ impl Registry {
                 self.hosted_blob(&request, &digest, head, headers).await
             }
             (Method::GET, Target::TagList) => self.hosted_tags(&request, query).await,
+            (Method::GET, Target::Referrers(subject)) => {
+                self.hosted_referrers(&request, &subject, query).await
+            }
             (Method::POST, Target::Upload(None)) => {
                 self.start_upload(&request, query, body, caller).await
             }

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::{HostedRequest, blob_link_key, header_value, link_key, tag_key};
 use crate::error::internal;
 use crate::manifest::{MAX_MANIFEST, Manifest, Origin, respond};
+use crate::referrers::referrer_key;
 use crate::{CacheOutcome, Registry, RegistryError, with_api_version};
 
 /// What a pushed manifest must say and may reference.
@@ -27,6 +28,9 @@ struct Pushed {
     /// An index's children: manifests, not plain blobs.
     #[serde(default)]
     manifests: Vec<Descriptor>,
+    /// OCI 1.1: the manifest this one refers to (a signature's image). It need not be
+    /// held: referrers may arrive before their subject.
+    subject: Option<Descriptor>,
 }
 
 #[derive(serde::Deserialize)]
@@ -120,6 +124,12 @@ impl Registry {
                 .await
                 .map_err(internal)?;
         }
+        if let Some(subject) = &pushed.subject {
+            self.index
+                .set_tag(&referrer_key(request, &subject.digest, &digest), &record)
+                .await
+                .map_err(internal)?;
+        }
         tracing::info!(
             target: "airlock::hosted",
             project = %request.project.name,
@@ -136,6 +146,10 @@ impl Registry {
         );
         out.insert("docker-content-digest", header_value(&digest.to_string()));
         out.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        if let Some(subject) = &pushed.subject {
+            // Tells the client the referrers API keeps this one: no fallback tag needed.
+            out.insert("oci-subject", header_value(&subject.digest.to_string()));
+        }
         Ok(with_api_version(StatusCode::CREATED, response))
     }
 
