@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 pub use airlock_types::{CacheOutcome, ServedBy, UpstreamFailure};
 pub use error::RegistryError;
-pub use hosted::{Caller, Challenge, Grants, SERVICE};
+pub use hosted::{Caller, Challenge, GcReport, Grants, SERVICE, collect_garbage};
 use route::{Resolved, Routes, Target};
 
 /// `Docker-Distribution-API-Version` value.

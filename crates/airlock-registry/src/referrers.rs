@@ -23,7 +23,7 @@ use crate::route::Resolved;
 use crate::{Query, Registry, RegistryError, with_api_version};
 
 /// The variant prefix of a referrer record.
-const REFERRER: &str = "referrer-";
+pub(crate) const REFERRER: &str = "referrer-";
 
 /// A digest as tag keys write it (`sha256-<hex>`: keys cannot hold ':'), which is also the
 /// fallback tag of the referrers tag schema.

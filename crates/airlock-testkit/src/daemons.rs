@@ -111,7 +111,9 @@ impl StaticFiles {
 
 /// `len` bytes that do not compress and differ per `seed` (xorshift).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
+    // Odd and non-zero for every seed, and a different state for each (`seed | 1` made
+    // 42 and 43 the same noise, which once hid a test's two "different" layers).
+    let mut state = seed.wrapping_mul(2).wrapping_add(1);
     (0..len)
         .map(|_| {
             state ^= state << 13;
@@ -299,4 +301,14 @@ pub fn mirror_hosts(dir: &Path, ports: &[u16]) -> PathBuf {
         .collect();
     std::fs::write(hosts.join("docker.io/hosts.toml"), text).unwrap();
     hosts
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_seed_makes_its_own_noise() {
+        let all: std::collections::HashSet<Vec<u8>> =
+            (0..512).map(|seed| super::noise(64, seed)).collect();
+        assert_eq!(all.len(), 512);
+    }
 }

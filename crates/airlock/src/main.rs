@@ -44,6 +44,8 @@ enum Command {
     /// The admin API's accounts: hash-password.
     #[command(subcommand)]
     Admin(cmd::admin::Command),
+    /// Garbage collection of hosted projects: what nothing references any more.
+    Gc(cmd::gc::Args),
     /// Print the audit trail (upstream fetches, egress and policy decisions, logins, admin
     /// actions), filtered.
     Audit(cmd::audit::Args),
@@ -84,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&args),
         Command::Bundle(command) => cmd::bundle::run(command),
         Command::Admin(command) => cmd::admin::run(command),
+        Command::Gc(args) => cmd::gc::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1274,3 +1274,158 @@ async fn referrers_are_listed_for_hosted_images_and_asked_of_upstreams() {
             .is_empty()
     );
 }
+
+/// Garbage collection: after a tag is deleted, the layers only its image held go with the
+/// image, shared ones stay, an upload nothing references goes; `airlock gc --dry-run`
+/// lists exactly that and removes nothing; a chunked upload under way during the
+/// collection completes, and its image pulls back byte-identical.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_collection_frees_what_a_deleted_tag_held_and_spares_pushes_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let gateway = Gateway::start(dir);
+    let config = gateway.push_blob("lab/app", b"{}").await;
+    let shared = gateway.push_blob("lab/app", &noise(1000, 41)).await;
+    let only_a = gateway.push_blob("lab/app", &noise(1000, 42)).await;
+    let only_b = gateway.push_blob("lab/app", &noise(1000, 43)).await;
+    let orphan = gateway.push_blob("lab/app", &noise(500, 44)).await;
+    let image_a = manifest(&config, &[&shared, &only_a]);
+    let image_b = manifest(&config, &[&shared, &only_b]);
+    for (tag, image) in [("a", &image_a), ("b", &image_b)] {
+        let response = gateway.put_manifest("lab/app", tag, image).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    // An upload under way: its first half is in.
+    let pending = noise(3000, 45);
+    let started = gateway
+        .admin(reqwest::Method::POST, "/v2/lab/app/blobs/uploads/")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let first = gateway
+        .admin(reqwest::Method::PATCH, &location)
+        .await
+        .header("content-range", "0-1499")
+        .body(pending[..1500].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let deleted = gateway
+        .admin(reqwest::Method::DELETE, "/v2/lab/app/manifests/a")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    // Every link is older than a zero grace period from the next second on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let mut expected = vec![
+        only_a.to_string(),
+        orphan.to_string(),
+        Digest::of(&image_a).to_string(),
+    ];
+    expected.sort();
+    let output = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args([
+                "gc",
+                "--dry-run",
+                "--grace",
+                "0s",
+                "--user",
+                "admin",
+                "--config",
+            ])
+            .arg(dir.join("airlock.toml"))
+            .env("AIRLOCK_ADMIN_PASSWORD", PASSWORD),
+    );
+    let mut listed: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.split('\t').next().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, expected, "the dry run lists what would go");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("would remove 3 blobs"), "{stderr}");
+
+    let report: serde_json::Value = gateway
+        .http
+        .post(gateway.url("/api/v1/gc"))
+        .basic_auth("admin", Some(PASSWORD))
+        .json(&serde_json::json!({ "grace": "0s" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut removed: Vec<String> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry[0].as_str().unwrap().to_owned())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, expected, "the dry run removed nothing: {report}");
+    assert_eq!(report["dry_run"], false);
+    let status = |path: String| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .admin(reqwest::Method::GET, &path)
+                .await
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for kept in [&config, &shared, &only_b] {
+        let path = format!("/v2/lab/app/blobs/{kept}");
+        assert_eq!(status(path).await, StatusCode::OK, "{kept}");
+    }
+    assert_eq!(
+        status("/v2/lab/app/manifests/b".into()).await,
+        StatusCode::OK
+    );
+    for gone in [&only_a, &orphan] {
+        let path = format!("/v2/lab/app/blobs/{gone}");
+        assert_eq!(status(path).await, StatusCode::NOT_FOUND, "{gone}");
+    }
+    let path = format!("/v2/lab/app/manifests/{}", Digest::of(&image_a));
+    assert_eq!(status(path).await, StatusCode::NOT_FOUND);
+
+    // The upload under way completes; its image pulls back whole.
+    let pending_digest = Digest::of(&pending);
+    let finished = gateway
+        .admin(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={pending_digest}"),
+        )
+        .await
+        .header("content-range", "1500-2999")
+        .body(pending[1500..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), StatusCode::CREATED);
+    let image_c = manifest(&config, &[&shared, &pending_digest]);
+    let response = gateway.put_manifest("lab/app", "c", &image_c).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let pulled = layout(dir, "pulled");
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+            .args(["--src-creds", &format!("admin:{PASSWORD}")])
+            .arg(gateway.docker("lab/app:c"))
+            .arg(format!("oci:{}:c", pulled.display())),
+    );
+    assert_eq!(layout_blob(&pulled, &pending_digest), pending);
+    assert_eq!(layout_blob(&pulled, &Digest::of(&image_c)), image_c);
+}

@@ -374,3 +374,68 @@ fn containerd_moves_to_the_next_gateway_when_one_is_killed_and_gets_the_blobs_th
         "the pull went through B: {b_log}"
     );
 }
+
+/// A hosted upload whose bytes do not hash to the digest the client named leaves nothing
+/// in the bucket (its writer commits the object as it stages, under the bytes' own
+/// digest); one that matches is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_hosted_upload_leaves_nothing_in_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let garage = Garage::start(&dir.join("garage"));
+    let port = free_port();
+    let hash = airlock_config::hash_password(b"pw").unwrap();
+    let more = format!(
+        "[admin]\nusers = [{{ name = \"admin\", password_hash = \"{hash}\" }}]\n[[hosted]]\nname = \"lab\"\n"
+    );
+    let config = garage.gateway_config(dir, "data", port, "http://127.0.0.1:9/", "", &more);
+    let _gateway = serve_airlock(
+        Path::new(env!("CARGO_BIN_EXE_airlock")),
+        &config,
+        &dir.join("airlock.log"),
+        port,
+    );
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let token: serde_json::Value = http
+        .get(url(
+            "/service/token?service=airlock&scope=repository:lab/app:pull,push",
+        ))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let upload = |bytes: Vec<u8>, named: Digest| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let started = http
+                .post(url("/v2/lab/app/blobs/uploads/"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let location = started.headers()["location"].to_str().unwrap().to_owned();
+            http.put(url(&format!("{location}?digest={named}")))
+                .bearer_auth(&token)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let (refused, kept) = (noise(70_000, 61), noise(70_000, 62));
+    let status = upload(refused.clone(), Digest::of(b"something else")).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    let status = upload(kept.clone(), Digest::of(&kept)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+
+    let store = look_into(&garage, dir, &dir.join("s3.id"), &dir.join("s3.secret")).await;
+    use airlock_store::BlobStore as _;
+    assert_eq!(store.stat(&Digest::of(&refused)).await.unwrap(), None);
+    assert_eq!(store.stat(&Digest::of(&kept)).await.unwrap(), Some(70_000));
+}

@@ -22,6 +22,7 @@
 
 mod audit;
 mod auth;
+pub(crate) mod gc;
 mod import;
 pub(crate) mod items;
 mod login;
@@ -61,6 +62,7 @@ pub(crate) fn router(state: &Arc<AppState>) -> Option<Router> {
         .route("/api/v1/prefetch", post(prefetch::start))
         .route("/api/v1/jobs/{id}", get(prefetch::status))
         .route("/api/v1/audit", get(audit::read))
+        .route("/api/v1/gc", post(gc::collect))
         .layer(axum::middleware::from_fn(read_whole_body))
         .layer(DefaultBodyLimit::max(MAX_JSON));
     Some(

@@ -13,6 +13,7 @@
 //! `[admin]` users and `[[robot]]` accounts and passes their grants on as a [`Caller`].
 
 pub(crate) mod access;
+mod gc;
 mod list;
 mod push;
 pub(crate) mod upload;
@@ -30,6 +31,7 @@ use crate::route::{RawRequest, Target};
 use crate::{Query, Registry, RegistryError};
 
 pub use access::{Caller, Challenge, Grants, SERVICE};
+pub use gc::{GcReport, collect_stopped as collect_garbage};
 pub(crate) use upload::upload_range;
 
 /// The catalog of hosted repositories.
@@ -49,6 +51,9 @@ const BLOB_LINK: &str = "blob";
 pub(crate) struct Hosted {
     projects: HashMap<String, HostedConfig>,
     uploads: upload::Uploads,
+    /// Held shared by what links content (uploads, mounts, manifest pushes) and exclusively
+    /// by garbage collection, which must not decide while a link is being made.
+    links: tokio::sync::RwLock<()>,
 }
 
 /// A request to a hosted project's repository.
@@ -66,7 +71,13 @@ impl Hosted {
         Self {
             projects: config.iter().map(|h| (h.name.clone(), h.clone())).collect(),
             uploads: upload::Uploads::default(),
+            links: tokio::sync::RwLock::default(),
         }
+    }
+
+    /// The shared hold of a request that links content (see [`Self::links`]).
+    pub(crate) async fn writing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.links.read().await
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -220,6 +231,28 @@ impl Registry {
             tracing::info!(target: "airlock::hosted", dropped, "abandoned uploads dropped");
         }
         dropped
+    }
+
+    /// Garbage collection of the hosted projects (see [`gc`]): links older than `grace`
+    /// that nothing reaches go, and content only a push brought that nothing reaches.
+    /// With `dry_run`, only the report.
+    pub async fn collect_garbage(
+        &self,
+        grace: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<GcReport, RegistryError> {
+        let _exclusive = self.hosted.links.write().await;
+        let projects: Vec<&str> = self.hosted.projects.keys().map(String::as_str).collect();
+        gc::collect(
+            self.store.as_ref(),
+            &self.index,
+            &projects,
+            grace,
+            dry_run,
+            airlock_store::unix_now(),
+        )
+        .await
+        .map_err(crate::error::internal)
     }
 
     /// What hosted projects hold: every tagged and every pushed manifest, for eviction to

@@ -102,6 +102,7 @@ impl Registry {
             ));
         }
         let media_type = pushed_media_type(headers, &pushed)?;
+        let _linking = self.hosted.writing().await;
         self.check_references(request, &pushed).await?;
         let manifest = Manifest {
             digest: digest.clone(),

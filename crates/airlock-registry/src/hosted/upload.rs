@@ -243,6 +243,7 @@ impl Registry {
             // A blob the caller may read where it comes from is mounted; otherwise the
             // client uploads it (spec: "Mounting a blob from another repository").
             if let Ok(digest) = mount.parse::<Digest>() {
+                let _linking = self.hosted.writing().await;
                 if self.mountable(&digest, query.get("from"), caller).await? {
                     self.link_blob(request, &digest).await?;
                     return Ok(created(request, &digest));
@@ -251,6 +252,7 @@ impl Registry {
         } else if let Some(digest) = digest_param(query)? {
             let mut writer = self.store.create(Some(&digest)).await.map_err(internal)?;
             append(writer.as_mut(), body).await?;
+            let _linking = self.hosted.writing().await;
             let committed = writer.commit().await.map_err(mismatch)?;
             self.take_blob(request, &committed.digest, committed.size)
                 .await?;
@@ -301,15 +303,30 @@ impl Registry {
         let staged = writer.stage().await.map_err(internal)?;
         let committed = staged.committed().clone();
         if committed.digest != expected {
+            drop(staged);
+            self.discard_unrecorded(&committed.digest).await;
             return Err(RegistryError::ContentDigestMismatch(format!(
                 "the upload hashes to {} ({} bytes), not {expected}; nothing was stored",
                 committed.digest, committed.size
             )));
         }
+        let _linking = self.hosted.writing().await;
         stage::publish(vec![staged]).await.map_err(internal)?;
         self.take_blob(request, &committed.digest, committed.size)
             .await?;
         Ok(created(request, &expected))
+    }
+
+    /// Removes the object a refused upload left under its own digest (a bucket's writer
+    /// commits as it stages), unless the index records that digest: then it is content
+    /// someone else stored, the same bytes.
+    async fn discard_unrecorded(&self, digest: &Digest) {
+        let recorded = self.index.recorded_blobs(vec![digest.clone()]).await;
+        if recorded.is_ok_and(|found| found.is_empty()) {
+            if let Err(e) = self.store.delete(digest).await {
+                tracing::warn!(target: "airlock::hosted", %digest, error = %e, "could not remove a refused upload's bytes");
+            }
+        }
     }
 
     /// Records a blob just uploaded into the request's repository and links it there.

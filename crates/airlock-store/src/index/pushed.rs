@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use airlock_types::Digest;
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 
 use super::{BLOBS, BlobRecord, MetaIndex, index_err, unix_now};
 use crate::StoreError;
@@ -66,6 +66,30 @@ impl MetaIndex {
             let txn = db.begin_read().map_err(index_err)?;
             let table = txn.open_table(PUSHED).map_err(index_err)?;
             Ok(table.get(key.as_str()).map_err(index_err)?.is_some())
+        })
+        .await
+    }
+
+    /// Every digest only a push brought, with its blob record (size, last use): what
+    /// garbage collection of hosted projects may delete.
+    pub async fn pushed(&self) -> Result<Vec<(Digest, BlobRecord)>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(index_err)?;
+            let marks = txn.open_table(PUSHED).map_err(index_err)?;
+            let blobs = txn.open_table(BLOBS).map_err(index_err)?;
+            let mut out = Vec::new();
+            for entry in marks.iter().map_err(index_err)? {
+                let (key, _) = entry.map_err(index_err)?;
+                let key = key.value();
+                let (Ok(digest), Some(record)) = (key.parse(), blobs.get(key).map_err(index_err)?)
+                else {
+                    continue;
+                };
+                if let Ok(record) = serde_json::from_slice(record.value()) {
+                    out.push((digest, record));
+                }
+            }
+            Ok(out)
         })
         .await
     }

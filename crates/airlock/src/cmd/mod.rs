@@ -6,6 +6,7 @@ pub mod bundle;
 mod bundle_site;
 pub mod config;
 pub mod deploy;
+pub mod gc;
 pub mod inventory;
 pub mod kubeconfig;
 pub mod preflight;

@@ -124,6 +124,56 @@ pub async fn upload(
     )
 }
 
+/// `POST`s `body` to the running gateway's admin API at `path` (after checking the login,
+/// as [`upload`] does) and returns its JSON answer. `doing` says what for, in errors.
+pub async fn admin_post(
+    target: &Target<'_>,
+    path: &str,
+    body: &serde_json::Value,
+    doing: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let data_dir = target.config.data_dir.display();
+    let Some(user) = target.user else {
+        bail!(
+            "the gateway using {data_dir} is running, so {doing} goes through its admin API: give --user NAME and the password in {PASSWORD_ENV} or --password-file FILE"
+        );
+    };
+    let password = password(target.password_file)?;
+    let base = match target.gateway {
+        Some(url) => url.clone(),
+        None => derived_url(target.config)?,
+    };
+    let client = client(target.config)?;
+    let tried = format!("{doing} went to the running gateway's admin API at {base}");
+    let session = base.join("api/v1/session").expect("a fixed relative path");
+    let response = client
+        .get(session)
+        .basic_auth(user, Some(&password))
+        .send()
+        .await
+        .with_context(|| format!("{tried}, which could not be reached (give --gateway URL)"))?;
+    check_login(response, &tried).await?;
+    let url = base.join(path).context("building the admin API URL")?;
+    let response = client
+        .post(url)
+        .basic_auth(user, Some(&password))
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("{tried}, which could not be reached"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        bail!(
+            "{tried}, which answered {status}: {}",
+            reason(response).await
+        );
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("{tried}, whose answer is not JSON"))
+}
+
 /// The password from `--password-file` or the environment, without a trailing newline.
 fn password(file: Option<&Path>) -> anyhow::Result<String> {
     let bytes = match file {
