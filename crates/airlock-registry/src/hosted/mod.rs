@@ -233,9 +233,9 @@ impl Registry {
         dropped
     }
 
-    /// Garbage collection of the hosted projects (see [`gc`]): links older than `grace`
-    /// that nothing reaches go, and content only a push brought that nothing reaches.
-    /// With `dry_run`, only the report.
+    /// Garbage collection of the hosted projects, a mark and sweep: links older than
+    /// `grace` that nothing tagged reaches go, and content only a push brought that
+    /// nothing reaches. With `dry_run`, only the report.
     pub async fn collect_garbage(
         &self,
         grace: std::time::Duration,
