@@ -3,7 +3,9 @@
 //! image), and as many orphan blobs; `evict::plan` must free 10% under `max_size`. Beside
 //! it, the plan as first written (`evict::walks`, a closure walk per candidate dropped), up
 //! to `WALKS_UP_TO` manifests (it grows with the square of the store). Prints one row per
-//! size; `bench/store/run.sh` runs it in release mode.
+//! size; `bench/store/run.sh` runs it in release mode. Beside the plan's wall time, the
+//! time it spent on a CPU (Linux): on a machine shared with builds the two differ by
+//! however long the plan waited for a core.
 //!
 //! `cargo run --release -p airlock-store --example evict_plan -- 1000 10000 100000`
 
@@ -62,6 +64,13 @@ fn snapshot(manifests: usize) -> (Snapshot, u64) {
     (snapshot, total)
 }
 
+/// Time this thread has spent on a CPU, from the scheduler's statistics (Linux).
+fn on_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
@@ -73,8 +82,8 @@ fn main() {
         sizes
     };
     println!(
-        "{:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>10}",
-        "manifests", "blobs", "store GB", "freed %", "plan s", "first plan s", "ratio"
+        "{:>10} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12} {:>10}",
+        "manifests", "blobs", "store GB", "freed %", "plan s", "cpu s", "first plan s", "ratio"
     );
     for manifests in sizes {
         let (snapshot, total) = snapshot(manifests);
@@ -83,9 +92,16 @@ fn main() {
             unused_for: None,
             grace: Duration::from_secs(600),
         };
+        let cpu_before = on_cpu();
         let started = Instant::now();
         let doomed = plan(&snapshot, &policy, &HashSet::new(), 30 * 86_400);
         let took = started.elapsed();
+        let cpu = match (cpu_before, on_cpu()) {
+            (Some(before), Some(after)) => {
+                format!("{:.3}", after.saturating_sub(before).as_secs_f64())
+            }
+            _ => "-".to_owned(),
+        };
         let freed: u64 = doomed
             .iter()
             .map(|d| snapshot.blobs.get(d).map_or(0, |b| b.size))
@@ -103,7 +119,7 @@ fn main() {
             ("-".to_owned(), "-".to_owned())
         };
         println!(
-            "{manifests:>10} {:>10} {:>10.1} {:>8.1} {:>10.3} {first:>12} {ratio:>10}",
+            "{manifests:>10} {:>10} {:>10.1} {:>8.1} {:>10.3} {cpu:>10} {first:>12} {ratio:>10}",
             snapshot.blobs.len(),
             total as f64 / 1e9,
             freed as f64 * 100.0 / total as f64,

@@ -2,7 +2,9 @@
 //! manifests (a config and 8 layers each) with a tag each, and N/10 package files, written
 //! in batches; then the index file's size, the time to open it again (what `airlock serve`
 //! does at start: every blob's size is summed), and the latency of the lookups a cache hit
-//! makes (tag → manifest record → blob touch) from 8 concurrent tasks, p50 and p99.
+//! makes (tag → manifest record → blob touch) from 8 concurrent tasks, p50 and p99; and the
+//! time `MetaIndex::snapshot` takes to read every blob, manifest and tag record, which an
+//! eviction pass does before it plans (`evict_plan` times the plan alone).
 //!
 //! `cargo run --release -p airlock-store --example index_scale -- 1000 1000000`
 
@@ -121,8 +123,15 @@ async fn main() {
         sizes
     };
     println!(
-        "{:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "blobs", "manifests", "fill s", "index MiB", "open s", "hit p50 us", "hit p99 us"
+        "{:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "blobs",
+        "manifests",
+        "fill s",
+        "index MiB",
+        "open s",
+        "hit p50 us",
+        "hit p99 us",
+        "snapshot s"
     );
     for blobs in sizes {
         let dir = tempfile::tempdir().unwrap();
@@ -143,8 +152,12 @@ async fn main() {
             ((blobs / 10).max(1) as u64, (blobs / 10).max(1) as u64)
         );
         let latencies = hits(&index, (blobs / 10).max(1)).await;
+        let started = Instant::now();
+        let snapshot = index.snapshot().await.unwrap();
+        let read = started.elapsed().as_secs_f64();
+        assert_eq!(snapshot.blobs.len(), blobs);
         println!(
-            "{blobs:>10} {:>10} {fill:>8.1} {size:>10.1} {open:>10.3} {:>10.1} {:>10.1}",
+            "{blobs:>10} {:>10} {fill:>8.1} {size:>10.1} {open:>10.3} {:>10.1} {:>10.1} {read:>10.3}",
             (blobs / 10).max(1),
             percentile(&latencies, 0.50),
             percentile(&latencies, 0.99),

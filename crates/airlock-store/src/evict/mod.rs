@@ -335,7 +335,7 @@ mod tests {
         )
     }
 
-    fn snapshot_of((blobs, manifests): &Shape) -> Snapshot {
+    fn snapshot_of((blobs, manifests): &Shape, d: fn(&str) -> Digest) -> Snapshot {
         let mut snapshot = Snapshot::default();
         for (i, (size, last_used)) in blobs.iter().enumerate() {
             snapshot.blobs.insert(
@@ -379,6 +379,37 @@ mod tests {
         snapshot
     }
 
+    /// Digests that share their first 224 bits: the plan must still tell them apart, and
+    /// order them as their text orders, with only the last word of each to go on.
+    fn sharing_a_prefix(name: &str) -> Digest {
+        let hex = Digest::of(name.as_bytes()).hex()[56..].to_owned();
+        Digest::sha256_hex(&format!("{}{hex}", "0".repeat(56))).unwrap()
+    }
+
+    /// Both plans on the store `shape` describes, its digests made by `d`.
+    fn plans_agree(
+        shape: &Shape,
+        policy: &Policy,
+        pins: &[usize],
+        d: fn(&str) -> Digest,
+    ) -> Result<(), TestCaseError> {
+        let snapshot = snapshot_of(shape, d);
+        let pinned: HashSet<Digest> = pins.iter().map(|i| d(&format!("m{i}"))).collect();
+        prop_assert_eq!(
+            plan(&snapshot, policy, &pinned, 100),
+            walks::plan(&snapshot, policy, &pinned, 100)
+        );
+        Ok(())
+    }
+
+    fn policy_of(max_size: Option<u64>, unused_for: Option<u64>, grace: u64) -> Policy {
+        Policy {
+            max_size,
+            unused_for: unused_for.map(Duration::from_secs),
+            grace: Duration::from_secs(grace),
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
@@ -389,17 +420,19 @@ mod tests {
             grace in 0u64..60,
             pins in prop::collection::vec(0usize..12, 0..3),
         ) {
-            let snapshot = snapshot_of(&shape);
-            let policy = Policy {
-                max_size,
-                unused_for: unused_for.map(Duration::from_secs),
-                grace: Duration::from_secs(grace),
-            };
-            let pinned: HashSet<Digest> = pins.iter().map(|i| d(&format!("m{i}"))).collect();
-            prop_assert_eq!(
-                plan(&snapshot, &policy, &pinned, 100),
-                walks::plan(&snapshot, &policy, &pinned, 100)
-            );
+            plans_agree(&shape, &policy_of(max_size, unused_for, grace), &pins, d)?;
+        }
+
+        #[test]
+        fn the_plans_agree_when_digests_share_a_long_prefix(
+            shape in shapes(),
+            max_size in prop::option::of(0u64..1500),
+            unused_for in prop::option::of(0u64..100),
+            grace in 0u64..60,
+            pins in prop::collection::vec(0usize..12, 0..3),
+        ) {
+            let policy = policy_of(max_size, unused_for, grace);
+            plans_agree(&shape, &policy, &pins, sharing_a_prefix)?;
         }
     }
 }
