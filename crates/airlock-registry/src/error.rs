@@ -76,6 +76,11 @@ pub enum RegistryError {
     ManifestBlobUnknown(String),
     #[error("too many uploads in progress ({0}); finish or cancel some and retry")]
     TooManyUploads(usize),
+    /// A chunk whose body is not as long as its `Content-Range` says.
+    #[error(
+        "the chunk's Content-Range names {said} bytes, its body had {got}; the upload is dropped, start it again"
+    )]
+    SizeInvalid { said: u64, got: u64 },
 }
 
 /// A failure of the gateway itself: a storage backend that cannot be reached is 503 (the
@@ -218,6 +223,7 @@ impl RegistryError {
             RegistryError::UploadOutOfOrder { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID")
             }
+            RegistryError::SizeInvalid { .. } => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             RegistryError::ManifestTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID")
             }

@@ -1429,3 +1429,93 @@ async fn garbage_collection_frees_what_a_deleted_tag_held_and_spares_pushes_unde
     assert_eq!(layout_blob(&pulled, &pending_digest), pending);
     assert_eq!(layout_blob(&pulled, &Digest::of(&image_c)), image_c);
 }
+
+/// The spec's error codes for the push side that other tests do not reach: `SIZE_INVALID`
+/// for a chunk shorter than its `Content-Range` (the upload is dropped), `NAME_INVALID`,
+/// `MANIFEST_INVALID` with 413 past the manifest limit, and `TOOMANYREQUESTS` (429) for
+/// the 257th open upload; the token endpoint answers 429 with `Retry-After` after five
+/// wrong passwords from one address.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_push_sides_other_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(dir.path());
+    let start = || async {
+        let response = gateway
+            .admin(reqwest::Method::POST, "/v2/lab/app/blobs/uploads/")
+            .await
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        response.headers()["location"].to_str().unwrap().to_owned()
+    };
+    let location = start().await;
+    let short = gateway
+        .admin(reqwest::Method::PATCH, &location)
+        .await
+        .header("content-range", "0-99")
+        .body(vec![7u8; 50])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(short.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(short).await, "SIZE_INVALID");
+    let gone = gateway
+        .admin(reqwest::Method::GET, &location)
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(gone).await, "BLOB_UPLOAD_UNKNOWN", "dropped");
+
+    let invalid = gateway
+        .admin(reqwest::Method::GET, "/v2/lab/App/tags/list")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(invalid).await, "NAME_INVALID");
+
+    let huge = vec![b' '; 4 * 1024 * 1024 + 1];
+    let too_large = gateway.put_manifest("lab/app", "big", &huge).await;
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(too_large).await, "MANIFEST_INVALID");
+
+    // 256 uploads may be open at once; the 257th waits for one to finish.
+    let token = gateway
+        .token(
+            Some(("admin", PASSWORD)),
+            &["repository:lab/many:pull,push".into()],
+        )
+        .await;
+    for _ in 0..256 {
+        let response = gateway
+            .http
+            .post(gateway.url("/v2/lab/many/blobs/uploads/"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let over = gateway
+        .http
+        .post(gateway.url("/v2/lab/many/blobs/uploads/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_code(over).await, "TOOMANYREQUESTS");
+
+    for _ in 0..5 {
+        let wrong = gateway.token_response(Some(("ci", "guess")), &[]).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let throttled = gateway
+        .token_response(Some(("ci", ROBOT_SECRET)), &[])
+        .await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers().contains_key("retry-after"));
+}

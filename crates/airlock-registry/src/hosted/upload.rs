@@ -136,9 +136,9 @@ pub(crate) fn upload_range(written: u64) -> HeaderValue {
     header_value(&format!("0-{}", written.saturating_sub(1)))
 }
 
-/// Where a chunk says it starts: `Content-Range: <start>-<end>` (the spec's form), or
-/// with a `bytes ` prefix and `/<size>` suffix, which some clients send.
-fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+/// Where a chunk says it starts and ends (inclusive): `Content-Range: <start>-<end>` (the
+/// spec's form), or with a `bytes ` prefix and `/<size>` suffix, which some clients send.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryError> {
     let Some(value) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -154,7 +154,7 @@ fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
     if end < start {
         return Err(invalid());
     }
-    Ok(Some(start))
+    Ok(Some((start, end)))
 }
 
 /// Appends a request body to an upload.
@@ -169,19 +169,29 @@ async fn append(writer: &mut dyn BlobWriter, body: Body) -> Result<(), RegistryE
     Ok(())
 }
 
-/// Checks a chunk continues the upload, then appends it.
+/// Checks a chunk continues the upload, then appends it and checks it was as long as its
+/// `Content-Range` said (`SIZE_INVALID` otherwise: the upload then holds bytes the client
+/// did not mean, and the caller drops it).
 async fn append_chunk(
     writer: &mut dyn BlobWriter,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), RegistryError> {
     let written = writer.written();
-    if let Some(start) = chunk_start(headers)? {
+    let range = chunk_range(headers)?;
+    if let Some((start, _)) = range {
         if start != written {
             return Err(RegistryError::UploadOutOfOrder { start, written });
         }
     }
-    append(writer, body).await
+    append(writer, body).await?;
+    if let Some((start, end)) = range {
+        let (said, got) = (end - start + 1, writer.written() - written);
+        if said != got {
+            return Err(RegistryError::SizeInvalid { said, got });
+        }
+    }
+    Ok(())
 }
 
 fn digest_param(query: &Query) -> Result<Option<Digest>, RegistryError> {
@@ -274,7 +284,11 @@ impl Registry {
         let upload = self.hosted.uploads.get(id)?;
         let mut upload = upload.lock().await;
         let writer = upload.writer(id, request)?;
-        append_chunk(writer.as_mut(), headers, body).await?;
+        let appended = append_chunk(writer.as_mut(), headers, body).await;
+        if let Err(RegistryError::SizeInvalid { .. }) = &appended {
+            self.hosted.uploads.remove(id);
+        }
+        appended?;
         let written = writer.written();
         Ok(accepted(request, id, written, StatusCode::ACCEPTED))
     }
@@ -295,7 +309,11 @@ impl Registry {
         };
         let upload = self.hosted.uploads.get(id)?;
         let mut upload = upload.lock().await;
-        append_chunk(upload.writer(id, request)?.as_mut(), headers, body).await?;
+        let appended = append_chunk(upload.writer(id, request)?.as_mut(), headers, body).await;
+        if let Err(RegistryError::SizeInvalid { .. }) = &appended {
+            self.hosted.uploads.remove(id);
+        }
+        appended?;
         let writer = upload.writer.take().expect("checked just above");
         // Finished, well or not: the id is spent (a failed check leaves nothing to resume).
         self.hosted.uploads.remove(id);
@@ -426,7 +444,7 @@ mod tests {
     fn range(value: &str) -> Result<Option<u64>, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(value).unwrap());
-        chunk_start(&headers)
+        chunk_range(&headers).map(|r| r.map(|(start, _)| start))
     }
 
     #[test]
@@ -434,7 +452,7 @@ mod tests {
         assert_eq!(range("0-99").unwrap(), Some(0));
         assert_eq!(range("100-199").unwrap(), Some(100));
         assert_eq!(range("bytes 100-199/*").unwrap(), Some(100));
-        assert_eq!(chunk_start(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(chunk_range(&HeaderMap::new()).unwrap(), None);
         for bad in ["", "x-1", "5-1", "100", "-5"] {
             assert!(
                 matches!(range(bad), Err(RegistryError::BlobUploadInvalid(_))),
