@@ -255,6 +255,18 @@ impl Containerd {
         }
     }
 
+    /// `ctr` with `args` against this containerd, in the tests' namespace; its output,
+    /// whether it worked or not.
+    pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new(require_tool("ctr", "containerd"))
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "airlock-test"])
+            .args(args)
+            .output()
+            .expect("run ctr")
+    }
+
     /// `ctr images pull` of `reference` with the mirrors in `hosts` (a `certs.d`-style
     /// directory); returns ctr's output, panicking with it when the pull fails.
     pub fn pull(&self, hosts: &Path, reference: &str) -> String {

@@ -1519,3 +1519,117 @@ async fn the_push_sides_other_error_codes() {
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(throttled.headers().contains_key("retry-after"));
 }
+
+/// containerd pushes: `ctr images push` as the robot (containerd's token client, the
+/// `POST` it tries first refused, then the `GET`) lands in the robot's project and is
+/// refused in another; the admin pushes there. containerd pulls the images back from the
+/// closed project with a login, and skopeo reads the manifest byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctr_pushes_and_pulls_with_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let gateway = Gateway::start(dir);
+    // containerd unpacks what it pulls: the layer is a real tar.
+    let layer = airlock_testkit::tar_layer("opt/app/data", &noise(200_000, 51));
+    let image = Image::from_layers(vec![layer], Platform::LINUX_AMD64);
+    let source = layout(dir, "source");
+    image.write_oci_layout(&source, "v1").unwrap();
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .args(["--dest-creds", &format!("admin:{PASSWORD}")])
+            .arg(format!("oci:{}:v1", source.display()))
+            .arg(gateway.docker("scout/base:v1")),
+    );
+    let containerd = airlock_testkit::Containerd::start(&dir.join("containerd"));
+    let host = format!("127.0.0.1:{}", gateway.port);
+    let ctr = |args: &[&str]| {
+        let output = containerd.ctr(args);
+        let text = format!(
+            "ctr {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (ok, text) = ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        &format!("{host}/scout/base:v1"),
+    ]);
+    assert!(ok, "an anonymous pull from an open project: {text}");
+    let robot = format!("ci:{ROBOT_SECRET}");
+    let admin = format!("admin:{PASSWORD}");
+    for (target, user, allowed) in [
+        ("scout/ctr/app:v1", &robot, true),
+        ("lab/app:v1", &robot, false),
+        ("lab/app:v1", &admin, true),
+    ] {
+        let reference = format!("{host}/{target}");
+        let (ok, text) = ctr(&[
+            "images",
+            "tag",
+            "--force",
+            &format!("{host}/scout/base:v1"),
+            &reference,
+        ]);
+        assert!(ok, "{text}");
+        let (ok, text) = ctr(&["images", "push", "--plain-http", "--user", user, &reference]);
+        assert_eq!(
+            ok,
+            allowed,
+            "{target} as {}: {text}",
+            user.split(':').next().unwrap()
+        );
+    }
+    let raw = run_ok(
+        skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .args(["--creds", &format!("admin:{PASSWORD}")])
+            .arg(gateway.docker("lab/app:v1")),
+    )
+    .stdout;
+    assert_eq!(raw, image.manifest, "pushed by containerd as it was");
+    let log = std::fs::read_to_string(dir.join("airlock.log")).unwrap();
+    let token_requests = |method: &str, status: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("path=\"/service/token\"") && l.contains(&format!("method={method}"))
+            })
+            .filter(|l| l.contains(&format!("status={status}")))
+            .count()
+    };
+    assert!(
+        token_requests("POST", "405") > 0,
+        "containerd tried OAuth2's POST first"
+    );
+    assert!(token_requests("GET", "200") > 0, "and fell back to the GET");
+
+    // Pulled back by containerd from the closed project: refused without a login.
+    let reference = format!("{host}/lab/app:v1");
+    let (ok, text) = ctr(&[
+        "images",
+        "rm",
+        &reference,
+        &format!("{host}/scout/ctr/app:v1"),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, _) = ctr(&["images", "pull", "--plain-http", &reference]);
+    assert!(!ok, "an anonymous pull from a closed project");
+    let (ok, text) = ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        &admin,
+        &reference,
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = ctr(&["images", "ls"]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("lab/app:v1"))
+        .unwrap_or_default();
+    assert!(ok && line.contains(&image.digest.to_string()), "{text}");
+}

@@ -133,17 +133,9 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The gateway's log, without the colour escapes its formatter adds.
+    /// The gateway's log (plain text: colors are for terminals only).
     fn log(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap();
-        let mut plain = String::with_capacity(raw.len());
-        let mut rest = raw.as_str();
-        while let Some(at) = rest.find('\x1b') {
-            plain.push_str(&rest[..at]);
-            rest = rest[at..].split_once('m').map_or("", |(_, after)| after);
-        }
-        plain.push_str(rest);
-        plain
+        std::fs::read_to_string(&self.log).unwrap()
     }
 
     /// The audit trail's lines.
