@@ -666,6 +666,19 @@ impl MetaIndex {
         size: u64,
         file: Option<(String, Vec<u8>, Option<Digest>)>,
     ) -> Result<(), StoreError> {
+        self.record_blob_from(digest, size, file, pushed::Origin::Upstream)
+            .await
+    }
+
+    /// Records a committed blob (and a file row naming it) as used now, and keeps its
+    /// `pushed` mark as `origin` says.
+    async fn record_blob_from(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: Option<(String, Vec<u8>, Option<Digest>)>,
+        origin: pushed::Origin,
+    ) -> Result<(), StoreError> {
         let key = digest.to_string();
         let record = BlobRecord {
             size,
@@ -673,6 +686,7 @@ impl MetaIndex {
         };
         let bytes = serde_json::to_vec(&record).map_err(index_err)?;
         let total = self.total.clone();
+        let any_pushed = self.any_pushed.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(index_err)?;
             let previous = txn
@@ -684,8 +698,7 @@ impl MetaIndex {
             if let Some((key, file, names)) = &file {
                 write_file(&txn, key, file, names.as_ref())?;
             }
-            // Recorded here, the bytes came from an upstream: public from now on.
-            pushed::unmark(&txn, &key)?;
+            pushed::mark(&txn, &key, origin, previous.is_none(), &any_pushed)?;
             txn.commit().map_err(index_err)?;
             if previous.is_none() {
                 total.fetch_add(size, Ordering::Relaxed);

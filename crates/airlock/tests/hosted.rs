@@ -94,6 +94,16 @@ impl Gateway {
         self.http.request(method, self.url(path)).bearer_auth(token)
     }
 
+    /// [`Self::admin`]'s request, sent.
+    async fn as_admin(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.admin(method, path).await.send().await.unwrap()
+    }
+
+    /// An anonymous `GET` of `path`.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
     /// A token from `/service/token` for `scopes`, as `login` (anonymous with `None`).
     async fn token(&self, login: Option<(&str, &str)>, scopes: &[String]) -> String {
         let response = self.token_response(login, scopes).await;
@@ -238,11 +248,8 @@ async fn skopeo_pushes_an_image_and_pulls_it_back_byte_identical() {
     }
     // By digest too, with the pushed media type and digest.
     let response = gateway
-        .http
-        .get(gateway.url(&format!("/v2/scout/team/app/manifests/{}", image.digest)))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/scout/team/app/manifests/{}", image.digest))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["docker-content-digest"],
@@ -251,11 +258,8 @@ async fn skopeo_pushes_an_image_and_pulls_it_back_byte_identical() {
     assert_eq!(response.headers()["content-type"], image.media_type);
 
     let tags: serde_json::Value = gateway
-        .http
-        .get(gateway.url("/v2/scout/team/app/tags/list"))
-        .send()
+        .get("/v2/scout/team/app/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -263,26 +267,15 @@ async fn skopeo_pushes_an_image_and_pulls_it_back_byte_identical() {
     // A containerd mirror request for docker.io's scout/team/app is the proxy's, not the
     // hosted project's (its upstream is down here).
     let mirrored = gateway
-        .http
-        .get(gateway.url("/v2/scout/team/app/tags/list?ns=docker.io"))
-        .send()
-        .await
-        .unwrap();
+        .get("/v2/scout/team/app/tags/list?ns=docker.io")
+        .await;
     assert_eq!(mirrored.status(), StatusCode::BAD_GATEWAY);
-    let catalog: serde_json::Value = gateway
-        .http
-        .get(gateway.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: serde_json::Value = gateway.get("/v2/_catalog").await.json().await.unwrap();
     assert_eq!(
         catalog["repositories"],
         serde_json::json!(["scout/team/app"])
     );
-    let status = gateway.http.get(gateway.url("/")).send().await.unwrap();
+    let status = gateway.get("/").await;
     let status = status.text().await.unwrap();
     assert!(
         status.contains("/v2/scout/… (anonymous pulls)")
@@ -451,7 +444,7 @@ async fn pushes_need_a_token_that_grants_them() {
     assert_eq!(closed.status(), StatusCode::UNAUTHORIZED);
     // The API root challenges clients without a token (so they know where to get one),
     // and an anonymous token is enough to pass it: Docker's registry-mirrors carry on.
-    let ping = gateway.http.get(gateway.url("/v2/")).send().await.unwrap();
+    let ping = gateway.get("/v2/").await;
     assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
     assert!(
         ping.headers()["www-authenticate"]
@@ -512,11 +505,8 @@ async fn pushes_need_a_token_that_grants_them() {
     // see (the robot's token asked for it and did not get it).
     for name in ["scout/app", "lab/app"] {
         let tags = gateway
-            .admin(reqwest::Method::GET, &format!("/v2/{name}/tags/list"))
-            .await
-            .send()
-            .await
-            .unwrap();
+            .as_admin(reqwest::Method::GET, &format!("/v2/{name}/tags/list"))
+            .await;
         assert_eq!(tags.status(), StatusCode::NOT_FOUND, "{name}");
         assert_eq!(error_code(tags).await, "NAME_UNKNOWN");
     }
@@ -586,11 +576,8 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     let digest = Digest::of(&bytes);
 
     let started = gateway
-        .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     assert_eq!(started.headers()["range"], "0-0");
     assert!(started.headers().contains_key("docker-upload-uuid"));
@@ -623,12 +610,7 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     assert_eq!(gap.headers()["range"], "0-9999");
     assert_eq!(error_code(gap).await, "BLOB_UPLOAD_INVALID");
     // Where it stands, then the rest with the final PUT.
-    let status = gateway
-        .admin(reqwest::Method::GET, &location)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let status = gateway.as_admin(reqwest::Method::GET, &location).await;
     assert_eq!(status.status(), StatusCode::NO_CONTENT);
     assert_eq!(status.headers()["range"], "0-9999");
     let second = gateway
@@ -652,21 +634,11 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
         finished.headers()["location"],
         format!("/v2/scout/app/blobs/{digest}").as_str()
     );
-    let blob = gateway
-        .http
-        .get(gateway.url(&format!("/v2/scout/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let blob = gateway.get(&format!("/v2/scout/app/blobs/{digest}")).await;
     assert_eq!(blob.status(), StatusCode::OK);
     assert_eq!(blob.bytes().await.unwrap(), bytes);
     // The id is spent.
-    let spent = gateway
-        .admin(reqwest::Method::GET, &location)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let spent = gateway.as_admin(reqwest::Method::GET, &location).await;
     assert_eq!(spent.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(spent).await, "BLOB_UPLOAD_UNKNOWN");
 
@@ -674,11 +646,8 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
     let other = noise(5_000, 7);
     let claimed = Digest::of(b"something else");
     let started = gateway
-        .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .await;
     let location = started.headers()["location"].to_str().unwrap().to_owned();
     let wrong = gateway
         .admin(
@@ -716,18 +685,10 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
 
     // A cancelled upload is gone.
     let started = gateway
-        .admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::POST, "/v2/scout/app/blobs/uploads/")
+        .await;
     let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let cancelled = gateway
-        .admin(reqwest::Method::DELETE, &location)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let cancelled = gateway.as_admin(reqwest::Method::DELETE, &location).await;
     assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
     let gone = gateway
         .admin(reqwest::Method::PATCH, &location)
@@ -740,14 +701,11 @@ async fn chunked_uploads_resume_refuse_gaps_and_store_only_what_matches_its_dige
 
     // Mounting: a held blob is linked at once, an unknown one starts an upload.
     let mounted = gateway
-        .admin(
+        .as_admin(
             reqwest::Method::POST,
             &format!("/v2/scout/other/blobs/uploads/?mount={digest}&from=scout/app"),
         )
-        .await
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(mounted.status(), StatusCode::CREATED);
     let unknown = gateway
         .admin(
@@ -818,33 +776,25 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
     // lab/app gets the blobs by mounting them from scout/app, then the manifest.
     for blob in [&config, &layer] {
         let mounted = gateway
-            .admin(
+            .as_admin(
                 reqwest::Method::POST,
                 &format!("/v2/lab/app/blobs/uploads/?mount={blob}&from=scout/app"),
             )
-            .await
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(mounted.status(), StatusCode::CREATED);
     }
     let by_digest = gateway
         .put_manifest("lab/app", &digest.to_string(), &good)
         .await;
     assert_eq!(by_digest.status(), StatusCode::CREATED);
-    let broken = gateway
-        .http
-        .get(gateway.url("/v2/scout/app/manifests/broken"))
-        .send()
-        .await
-        .unwrap();
+    let broken = gateway.get("/v2/scout/app/manifests/broken").await;
     assert_eq!(error_code(broken).await, "MANIFEST_UNKNOWN");
 
     // Pages of two, each linking to the next.
     let mut next = Some("/v2/scout/app/tags/list?n=2".to_owned());
     let mut pages = Vec::new();
     while let Some(path) = next.take() {
-        let response = gateway.http.get(gateway.url(&path)).send().await.unwrap();
+        let response = gateway.get(&path).await;
         assert_eq!(response.status(), StatusCode::OK);
         next = response.headers().get("link").map(|link| {
             let link = link.to_str().unwrap();
@@ -865,11 +815,8 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
 
     // scout does not allow deletes; lab does.
     let refused = gateway
-        .admin(reqwest::Method::DELETE, "/v2/scout/app/manifests/t1")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::DELETE, "/v2/scout/app/manifests/t1")
+        .await;
     assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(refused).await, "UNSUPPORTED");
     let still = gateway
@@ -883,34 +830,25 @@ async fn manifests_are_checked_listed_in_pages_and_deleted_only_where_allowed() 
     let tagged = gateway.put_manifest("lab/app", "keep", &good).await;
     assert_eq!(tagged.status(), StatusCode::CREATED);
     let deleted = gateway
-        .admin(
+        .as_admin(
             reqwest::Method::DELETE,
             &format!("/v2/lab/app/manifests/{digest}"),
         )
-        .await
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     for reference in ["keep".to_owned(), digest.to_string()] {
         let gone = gateway
-            .admin(
+            .as_admin(
                 reqwest::Method::GET,
                 &format!("/v2/lab/app/manifests/{reference}"),
             )
-            .await
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(gone.status(), StatusCode::NOT_FOUND, "{reference}");
     }
     // Another repository's copy is untouched.
     let kept = gateway
-        .http
-        .get(gateway.url(&format!("/v2/scout/app/manifests/{digest}")))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/scout/app/manifests/{digest}"))
+        .await;
     assert_eq!(kept.status(), StatusCode::OK);
 }
 
@@ -951,12 +889,7 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
     let response = anonymous(&open_path).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(response).await, "BLOB_UNKNOWN");
-    let response = gateway
-        .admin(reqwest::Method::GET, &open_path)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.as_admin(reqwest::Method::GET, &open_path).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     // A manifest naming it in a repository that never received it is refused.
     let response = gateway.put_manifest("scout/any", "v1", &image).await;
@@ -968,14 +901,11 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
         format!("mount={secret}"),
     ] {
         let response = gateway
-            .admin(
+            .as_admin(
                 reqwest::Method::POST,
                 &format!("/v2/scout/any/blobs/uploads/?{query}"),
             )
-            .await
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{query}");
     }
     assert_eq!(
@@ -984,14 +914,11 @@ async fn a_pushed_blob_is_read_only_where_it_was_pushed() {
     );
     // An admin who may read lab mounts it from there on purpose: then it is in scout.
     let response = gateway
-        .admin(
+        .as_admin(
             reqwest::Method::POST,
             &format!("/v2/scout/any/blobs/uploads/?mount={secret}&from=lab/app"),
         )
-        .await
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let response = anonymous(&open_path).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -1116,12 +1043,7 @@ async fn referrers_are_listed_for_hosted_images_and_asked_of_upstreams() {
     let (gateway, subject) = (&gateway, &subject);
     let list = move |query: String| async move {
         let path = format!("/v2/lab/app/referrers/{subject}{query}");
-        gateway
-            .admin(reqwest::Method::GET, &path)
-            .await
-            .send()
-            .await
-            .unwrap()
+        gateway.as_admin(reqwest::Method::GET, &path).await
     };
     let (sbom_digest, signature_digest) = (
         Digest::of(&sbom).to_string(),
@@ -1154,30 +1076,21 @@ async fn referrers_are_listed_for_hosted_images_and_asked_of_upstreams() {
     assert_eq!(entry["size"], sbom.len());
     // Closed project: the referrers need a token like everything else in it.
     let anonymous = gateway
-        .http
-        .get(gateway.url(&format!("/v2/lab/app/referrers/{subject}")))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/lab/app/referrers/{subject}"))
+        .await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     // None yet for another digest (200, never 404); a malformed digest is refused.
     let other = Digest::of(b"nothing refers to this");
     let none = gateway
-        .admin(
+        .as_admin(
             reqwest::Method::GET,
             &format!("/v2/lab/app/referrers/{other}"),
         )
-        .await
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert!(referrers(none).await.is_empty());
     let bad = gateway
-        .admin(reqwest::Method::GET, "/v2/lab/app/referrers/sha256:xyz")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::GET, "/v2/lab/app/referrers/sha256:xyz")
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(bad).await, "DIGEST_INVALID");
 
@@ -1214,14 +1127,11 @@ async fn referrers_are_listed_for_hosted_images_and_asked_of_upstreams() {
     assert_eq!(referrers(list(String::new()).await).await.len(), 3);
     // A deleted referrer leaves the list.
     let deleted = gateway
-        .admin(
+        .as_admin(
             reqwest::Method::DELETE,
             &format!("/v2/lab/app/manifests/{signature_digest}"),
         )
-        .await
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     let left = referrers(list(String::new()).await).await;
     assert!(
@@ -1298,11 +1208,8 @@ async fn garbage_collection_frees_what_a_deleted_tag_held_and_spares_pushes_unde
     // An upload under way: its first half is in.
     let pending = noise(3000, 45);
     let started = gateway
-        .admin(reqwest::Method::POST, "/v2/lab/app/blobs/uploads/")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::POST, "/v2/lab/app/blobs/uploads/")
+        .await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let location = started.headers()["location"].to_str().unwrap().to_owned();
     let first = gateway
@@ -1315,11 +1222,8 @@ async fn garbage_collection_frees_what_a_deleted_tag_held_and_spares_pushes_unde
         .unwrap();
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     let deleted = gateway
-        .admin(reqwest::Method::DELETE, "/v2/lab/app/manifests/a")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::DELETE, "/v2/lab/app/manifests/a")
+        .await;
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     // Every link is older than a zero grace period from the next second on.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -1376,15 +1280,7 @@ async fn garbage_collection_frees_what_a_deleted_tag_held_and_spares_pushes_unde
     assert_eq!(report["dry_run"], false);
     let status = |path: String| {
         let gateway = &gateway;
-        async move {
-            gateway
-                .admin(reqwest::Method::GET, &path)
-                .await
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { gateway.as_admin(reqwest::Method::GET, &path).await.status() }
     };
     for kept in [&config, &shared, &only_b] {
         let path = format!("/v2/lab/app/blobs/{kept}");
@@ -1441,11 +1337,8 @@ async fn the_push_sides_other_error_codes() {
     let gateway = Gateway::start(dir.path());
     let start = || async {
         let response = gateway
-            .admin(reqwest::Method::POST, "/v2/lab/app/blobs/uploads/")
-            .await
-            .send()
-            .await
-            .unwrap();
+            .as_admin(reqwest::Method::POST, "/v2/lab/app/blobs/uploads/")
+            .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         response.headers()["location"].to_str().unwrap().to_owned()
     };
@@ -1460,20 +1353,12 @@ async fn the_push_sides_other_error_codes() {
         .unwrap();
     assert_eq!(short.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(short).await, "SIZE_INVALID");
-    let gone = gateway
-        .admin(reqwest::Method::GET, &location)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let gone = gateway.as_admin(reqwest::Method::GET, &location).await;
     assert_eq!(error_code(gone).await, "BLOB_UPLOAD_UNKNOWN", "dropped");
 
     let invalid = gateway
-        .admin(reqwest::Method::GET, "/v2/lab/App/tags/list")
-        .await
-        .send()
-        .await
-        .unwrap();
+        .as_admin(reqwest::Method::GET, "/v2/lab/App/tags/list")
+        .await;
     assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(invalid).await, "NAME_INVALID");
 

@@ -4,12 +4,12 @@
 //! it treats them as a miss and asks its upstream, and once an upstream served the same
 //! bytes they are public and the mark goes.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use airlock_types::Digest;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{BLOBS, BlobRecord, MetaIndex, index_err, unix_now};
+use super::{BLOBS, BlobRecord, MetaIndex, index_err};
 use crate::StoreError;
 
 /// Digests whose content only a push brought (schema 4).
@@ -20,40 +20,8 @@ impl MetaIndex {
     /// pushed unless the store already held it as content an upstream served: a layer
     /// pushed on top of a cached base image stays public, a new one is private.
     pub async fn record_pushed(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
-        let key = digest.to_string();
-        let record = BlobRecord {
-            size,
-            last_used: unix_now(),
-        };
-        let bytes = serde_json::to_vec(&record).map_err(index_err)?;
-        let total = self.total.clone();
-        let any_pushed = self.any_pushed.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(index_err)?;
-            let previous = txn
-                .open_table(BLOBS)
-                .map_err(index_err)?
-                .insert(key.as_str(), bytes.as_slice())
-                .map_err(index_err)?
-                .is_some();
-            if !previous {
-                any_pushed.store(true, Ordering::Relaxed);
-                txn.open_table(PUSHED)
-                    .map_err(index_err)?
-                    .insert(key.as_str(), ())
-                    .map_err(index_err)?;
-            }
-            txn.commit().map_err(index_err)?;
-            if !previous {
-                total.fetch_add(size, Ordering::Relaxed);
-            }
-            Ok(())
-        })
-        .await?;
-        if let Some(shared) = &self.shared {
-            shared.record_blobs(&[(digest.clone(), record)]).await;
-        }
-        Ok(())
+        self.record_blob_from(digest, size, None, Origin::Push)
+            .await
     }
 
     /// Whether `digest` is content only a push brought.
@@ -92,6 +60,39 @@ impl MetaIndex {
             Ok(out)
         })
         .await
+    }
+}
+
+/// Where recorded content came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// An upstream served it (or a bundle made from one): public.
+    Upstream,
+    /// A client pushed it to a hosted project.
+    Push,
+}
+
+/// Keeps `key`'s mark as `origin` says, inside the transaction that records it: an
+/// upstream's copy clears it; a push sets it when the blob is `new` to the store (a push of
+/// what the store already held changes nothing: public stays public, private private).
+pub(super) fn mark(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    origin: Origin,
+    new: bool,
+    any_pushed: &AtomicBool,
+) -> Result<(), StoreError> {
+    match origin {
+        Origin::Upstream => unmark(txn, key),
+        Origin::Push if new => {
+            any_pushed.store(true, Ordering::Relaxed);
+            txn.open_table(PUSHED)
+                .map_err(index_err)?
+                .insert(key, ())
+                .map_err(index_err)?;
+            Ok(())
+        }
+        Origin::Push => Ok(()),
     }
 }
 
