@@ -157,7 +157,7 @@ fn a_running_gateway_imports_through_its_admin_api_and_serves_at_once() {
     assert!(!wrong.status.success());
     let error = String::from_utf8_lossy(&wrong.stderr);
     assert!(
-        error.contains("is running, so the import went to its admin API at http://127.0.0.1:")
+        error.contains("is running, so the bundle went to its admin API at http://127.0.0.1:")
             && error.contains("wrong user name or password"),
         "{error}"
     );

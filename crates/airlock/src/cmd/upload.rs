@@ -50,32 +50,19 @@ pub async fn upload(
     target: &Target<'_>,
     trust_key: Option<&Path>,
 ) -> anyhow::Result<(Url, Summary)> {
-    let data_dir = target.config.data_dir.display();
-    let Some(user) = target.user else {
-        bail!(
-            "the gateway using {data_dir} is running, so the bundle must go through its admin API: give --user NAME and the password in {PASSWORD_ENV} or --password-file FILE (or stop the gateway and import again)"
-        );
-    };
-    let password = password(target.password_file)?;
-    let base = match target.gateway {
-        Some(url) => url.clone(),
-        None => derived_url(target.config)?,
-    };
-    let client = client(target.config)?;
-    let tried = format!(
-        "the gateway using {data_dir} is running, so the import went to its admin API at {base}"
-    );
-
-    let session = base.join("api/v1/session").expect("a fixed relative path");
-    let response = client
-        .get(session.clone())
-        .basic_auth(user, Some(&password))
-        .send()
-        .await
-        .with_context(|| {
-            format!("{tried}, which could not be reached (give --gateway URL if it is elsewhere)")
-        })?;
-    check_login(response, &tried).await?;
+    let session = Session::open(
+        target,
+        "the bundle",
+        " (or stop the gateway and import again)",
+    )
+    .await?;
+    let Session {
+        client,
+        base,
+        user,
+        password,
+        tried,
+    } = &session;
 
     let volumes =
         Volumes::open(file).with_context(|| format!("opening the bundle {}", file.display()))?;
@@ -102,7 +89,7 @@ pub async fn upload(
         .expect("a fixed relative path");
     let response = client
         .post(import)
-        .basic_auth(user, Some(&password))
+        .basic_auth(user, Some(password))
         .query(&query)
         .header(reqwest::header::CONTENT_LENGTH, length)
         .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
@@ -116,7 +103,7 @@ pub async fn upload(
             .json::<Summary>()
             .await
             .with_context(|| format!("{tried}; its answer was not an import summary"))?;
-        return Ok((base, summary));
+        return Ok((base.clone(), summary));
     }
     bail!(
         "{tried}; it refused the bundle ({status}): {}",
@@ -124,39 +111,75 @@ pub async fn upload(
     )
 }
 
+/// A checked login to a running gateway's admin API: the client, the API's base URL, the
+/// credentials, and what to say in errors.
+struct Session {
+    client: reqwest::Client,
+    base: Url,
+    user: String,
+    password: String,
+    tried: String,
+}
+
+impl Session {
+    /// Logs in (`GET /api/v1/session`) so a wrong password fails before any work is sent.
+    /// `what` goes through the API ("the bundle"); `otherwise` ends the missing-user error.
+    async fn open(target: &Target<'_>, what: &str, otherwise: &str) -> anyhow::Result<Self> {
+        let data_dir = target.config.data_dir.display();
+        let Some(user) = target.user else {
+            bail!(
+                "the gateway using {data_dir} is running, so {what} must go through its admin API: give --user NAME and the password in {PASSWORD_ENV} or --password-file FILE{otherwise}"
+            );
+        };
+        let password = password(target.password_file)?;
+        let base = match target.gateway {
+            Some(url) => url.clone(),
+            None => derived_url(target.config)?,
+        };
+        let client = client(target.config)?;
+        let tried = format!(
+            "the gateway using {data_dir} is running, so {what} went to its admin API at {base}"
+        );
+        let session = base.join("api/v1/session").expect("a fixed relative path");
+        let response = client
+            .get(session)
+            .basic_auth(user, Some(&password))
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "{tried}, which could not be reached (give --gateway URL if it is elsewhere)"
+                )
+            })?;
+        check_login(response, &tried).await?;
+        Ok(Self {
+            client,
+            base,
+            user: user.to_owned(),
+            password,
+            tried,
+        })
+    }
+}
+
 /// `POST`s `body` to the running gateway's admin API at `path` (after checking the login,
-/// as [`upload`] does) and returns its JSON answer. `doing` says what for, in errors.
+/// as [`upload`] does) and returns its JSON answer. `what` goes through the API, in errors.
 pub async fn admin_post(
     target: &Target<'_>,
     path: &str,
     body: &serde_json::Value,
-    doing: &str,
+    what: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let data_dir = target.config.data_dir.display();
-    let Some(user) = target.user else {
-        bail!(
-            "the gateway using {data_dir} is running, so {doing} goes through its admin API: give --user NAME and the password in {PASSWORD_ENV} or --password-file FILE"
-        );
-    };
-    let password = password(target.password_file)?;
-    let base = match target.gateway {
-        Some(url) => url.clone(),
-        None => derived_url(target.config)?,
-    };
-    let client = client(target.config)?;
-    let tried = format!("{doing} went to the running gateway's admin API at {base}");
-    let session = base.join("api/v1/session").expect("a fixed relative path");
-    let response = client
-        .get(session)
-        .basic_auth(user, Some(&password))
-        .send()
-        .await
-        .with_context(|| format!("{tried}, which could not be reached (give --gateway URL)"))?;
-    check_login(response, &tried).await?;
-    let url = base.join(path).context("building the admin API URL")?;
-    let response = client
+    let session = Session::open(target, what, "").await?;
+    let tried = &session.tried;
+    let url = session
+        .base
+        .join(path)
+        .context("building the admin API URL")?;
+    let response = session
+        .client
         .post(url)
-        .basic_auth(user, Some(&password))
+        .basic_auth(&session.user, Some(&session.password))
         .json(body)
         .send()
         .await
