@@ -15,8 +15,12 @@
 #              manifests from the gateway; config and layers from the gateway until some
 #              node holds the image, then from peers (the ceiling nginx stands in for them).
 #              Reported: the gateway's egress with and without it
-#   fleet.rs:  one thread per node and per layer connection (containerd's order: manifest,
-#              config, layers over FLEET_CONNS connections), starts spread over FLEET_RAMP s
+#   TLS rows:  the cold fleet again through a second gateway (its own empty data_dir) with
+#              tls.mode = "self-signed", and the ceiling nginx over TLS with that gateway's
+#              certificate and key, sendfile off (FLEET_TLS=0 skips them)
+#   fleet:     crates/airlock-gateway/examples/fleet.rs, one thread per node and per layer
+#              connection (containerd's order: manifest, config, layers over FLEET_CONNS
+#              connections), starts spread over FLEET_RAMP s; rustls when --tls-ca is given
 #
 # All fleet connections come from 127.0.0.1, so the gateway's per-client connection cap is
 # raised for the run (a real fleet comes from N addresses); the global cap stays the default.
@@ -28,7 +32,9 @@
 #   FLEET_CONNS=3      parallel layer connections per node
 #   FLEET_RAMP=30      seconds over which the nodes start
 #   FLEET_LINK=50      MiB/s per upstream connection (0: no limit)
+#   FLEET_TLS=1        also the TLS rows (0: skip)
 #   AIRLOCK_BIN=path   use this airlock binary instead of `cargo build --release -p airlock`
+#   FLEET_BIN=path     use this fleet generator instead of building the example (release)
 #   BENCH_KEEP=1       keep the temp dir
 set -euo pipefail
 
@@ -38,6 +44,7 @@ FLEET_LAYERS=${FLEET_LAYERS:-8}
 FLEET_CONNS=${FLEET_CONNS:-3}
 FLEET_RAMP=${FLEET_RAMP:-30}
 FLEET_LINK=${FLEET_LINK:-50}
+FLEET_TLS=${FLEET_TLS:-1}
 
 export PATH="$PATH:/usr/sbin:/sbin"
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench/fleet needs $1 (apt-get install -y $2)" >&2; exit 1; }; }
@@ -46,17 +53,24 @@ need nginx nginx
 need skopeo skopeo
 need curl curl
 need python3 python3
-need rustc "rustc (or rustup)"
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 if [ -n "${AIRLOCK_BIN:-}" ]; then
     airlock=$AIRLOCK_BIN
 else
     echo "building airlock (release)..." >&2
     cargo build --release --quiet --locked -p airlock
-    airlock=$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/airlock
+    airlock=$target_dir/release/airlock
+fi
+if [ -n "${FLEET_BIN:-}" ]; then
+    generator=$FLEET_BIN
+else
+    echo "building the fleet generator (release)..." >&2
+    cargo build --release --quiet --locked -p airlock-gateway --example fleet
+    generator=$target_dir/release/examples/fleet
 fi
 [ -x "$airlock" ] || { echo "no airlock binary at $airlock" >&2; exit 1; }
 
@@ -74,7 +88,7 @@ trap 'exit 130' INT TERM
 # Thousands of sockets in one process, on both sides.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-rustc -O --edition 2024 -o "$work/fleet" "$root/bench/fleet/fleet.rs"
+cp "$generator" "$work/fleet"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_http() {
@@ -87,6 +101,8 @@ up_port=$(free_port)
 count_port=$(free_port)
 ceiling_port=$(free_port)
 airlock_port=$(free_port)
+tls_port=$(free_port)
+ceiling_tls_port=$(free_port)
 
 # ---------------------------------------------------------------- the image
 layout="$work/layout"
@@ -137,6 +153,55 @@ http:
 YML
 docker-registry serve "$work/upstream.yml" >"$work/upstream.log" 2>&1 &
 pids+=($!)
+
+# The gateway configs; the TLS one starts now, so nginx can serve its certificate and key.
+gateway_config() { # file data_dir port tls_mode
+    cat >"$1" <<TOML
+data_dir = "$2"
+
+[server]
+listen = "127.0.0.1:$3"
+max_connections_per_client = 16384
+max_connections = 16384
+
+[tls]
+mode = "$4"
+
+[[proxy]]
+name = "dockerhub-proxy"
+format = "oci"
+upstream = "http://127.0.0.1:$count_port"
+host = "docker.io"
+TOML
+}
+tls_ceiling=""
+if [ "$FLEET_TLS" = 1 ]; then
+    gateway_config "$work/airlock-tls.toml" "$work/airlock-tls-data" "$tls_port" self-signed
+    "$airlock" serve --config "$work/airlock-tls.toml" >"$work/airlock-tls.log" 2>&1 &
+    gateway_tls=$!
+    pids+=($gateway_tls)
+    ca="$work/airlock-tls-data/tls/ca.crt"
+    for _ in $(seq 200); do
+        [ -s "$ca" ] && curl -s -o /dev/null --max-time 1 --cacert "$ca" "https://127.0.0.1:$tls_port/healthz" && break
+        sleep 0.1
+    done
+    tls_ceiling="server { # the ceiling over TLS: the TLS gateway's certificate and key
+        listen 127.0.0.1:$ceiling_tls_port ssl backlog=16384;
+        ssl_certificate $work/airlock-tls-data/tls/server.crt;
+        ssl_certificate_key $work/airlock-tls-data/tls/server.key;
+        access_log off;
+        sendfile off;
+        keepalive_requests 100000;
+        location ~ ^/v2/library/bench/blobs/sha256:([0-9a-f]+)\$ {
+            alias $layout/blobs/sha256/\$1;
+            default_type application/octet-stream;
+        }
+        location = /v2/library/bench/manifests/v1 {
+            alias $layout/blobs/sha256/$manifest_hex;
+            default_type application/vnd.oci.image.manifest.v1+json;
+        }
+    }"
+fi
 
 nginx_user=""
 [ "$(id -u)" != 0 ] || nginx_user="user $(id -un) $(id -gn);"
@@ -193,6 +258,7 @@ http {
             default_type application/vnd.oci.image.manifest.v1+json;
         }
     }
+    $tls_ceiling
 }
 NGINX
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
@@ -204,23 +270,7 @@ skopeo copy --quiet --dest-tls-verify=false --preserve-digests \
     "oci:$layout:v1" "docker://127.0.0.1:$up_port/library/bench:v1" >&2
 : >"$work/nginx/counter.log"
 
-cat >"$work/airlock.toml" <<TOML
-data_dir = "$work/airlock-data"
-
-[server]
-listen = "127.0.0.1:$airlock_port"
-max_connections_per_client = 16384
-max_connections = 16384
-
-[tls]
-mode = "off"
-
-[[proxy]]
-name = "dockerhub-proxy"
-format = "oci"
-upstream = "http://127.0.0.1:$count_port"
-host = "docker.io"
-TOML
+gateway_config "$work/airlock.toml" "$work/airlock-data" "$airlock_port" off
 "$airlock" serve --config "$work/airlock.toml" >"$work/airlock.log" 2>&1 &
 gateway=$!
 pids+=($gateway)
@@ -235,9 +285,9 @@ sample() { # pid -> max fds seen, written to $work/fds.max until the pid's sampl
         sleep 0.2
     done
 }
-fleet() { # port -> the summary line
+fleet() { # port [CA file: TLS] -> the summary line
     "$work/fleet" --addr "127.0.0.1:$1" --nodes "$FLEET_NODES" --layer-conns "$FLEET_CONNS" \
-        --ramp "$FLEET_RAMP" 2>"$work/fleet-$1.err" | tail -n 1
+        --ramp "$FLEET_RAMP" ${2:+--tls-ca "$2"} 2>"$work/fleet-$1.err" | tail -n 1
 }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
@@ -264,6 +314,21 @@ max_per_blob=$(grep '^GET /v2/library/bench/blobs/sha256:' "$work/nginx/counter.
     cut -d' ' -f2 | sort | uniq -c | sort -rn | head -n 1 | awk '{print $1}')
 manifest_fetches=$(grep -c '^GET /v2/library/bench/manifests/' "$work/nginx/counter.log" || true)
 
+if [ "$FLEET_TLS" = 1 ]; then
+    : >"$work/nginx/counter.log"
+    echo "fleet of $FLEET_NODES nodes through airlock over TLS (cold, its own data_dir)..." >&2
+    echo 0 >"$work/fds.max"
+    sample "$gateway_tls" &
+    sampler=$!
+    cold_tls=$(fleet "$tls_port" "$ca")
+    kill "$sampler" 2>/dev/null || true
+    peak_rss_tls_kib=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$gateway_tls/status")
+    peak_fds_tls=$(cat "$work/fds.max")
+    echo "fleet of $FLEET_NODES nodes against nginx over TLS (the warm ceiling)..." >&2
+    ceiling_tls=$(fleet "$ceiling_tls_port" "$ca")
+    fetches_tls=$(grep -c '^GET /v2/library/bench/blobs/sha256:' "$work/nginx/counter.log" || true)
+fi
+
 rate() { python3 -c "print(f'{$(field "$1" bytes) / $(field "$1" wall_s) / 1048576:.0f}')"; }
 p99_over_p50=$(python3 -c "print(f'{$(field "$cold" p99_s) / max($(field "$cold" p50_s), 1e-9):.2f}')")
 ratio=$(python3 -c "print(f'{$(rate "$cold") / max($(rate "$ceiling"), 1):.2f}')")
@@ -286,5 +351,17 @@ row "gateway egress MiB, embedded mirror (model)" "$(mib_of "$(field "$spegel" g
     "peers: $(mib_of "$(field "$spegel" peer_bytes)") MiB, failed: $(field "$spegel" errors)"
 row "failed nodes (kinds)" "$(field "$cold" errors) ($(field "$cold" error_kinds))" \
     "$(field "$ceiling" errors) ($(field "$ceiling" error_kinds))" "0"
+if [ "$FLEET_TLS" = 1 ]; then
+    tls_ratio=$(python3 -c "print(f'{$(rate "$cold_tls") / max($(rate "$ceiling_tls"), 1):.2f}')")
+    tls_p99_over_p50=$(python3 -c "print(f'{$(field "$cold_tls" p99_s) / max($(field "$cold_tls" p50_s), 1e-9):.2f}')")
+    row "TLS: upstream blob fetches" "$fetches_tls" "-" "= $distinct"
+    row "TLS: gateway peak RSS MiB / open fds" "$((peak_rss_tls_kib / 1024)) / $peak_fds_tls" "-" "<= 256 MiB"
+    row "TLS: aggregate MiB/s (ratio to nginx TLS)" "$(rate "$cold_tls") ($tls_ratio)" "$(rate "$ceiling_tls")" ""
+    row "TLS: per-node completion p50 / p99 s" "$(field "$cold_tls" p50_s) / $(field "$cold_tls" p99_s)" \
+        "$(field "$ceiling_tls" p50_s) / $(field "$ceiling_tls" p99_s)" ""
+    row "TLS: p99 / p50" "$tls_p99_over_p50" "" "<= 3"
+    row "TLS: failed nodes (kinds)" "$(field "$cold_tls" errors) ($(field "$cold_tls" error_kinds))" \
+        "$(field "$ceiling_tls" errors) ($(field "$ceiling_tls" error_kinds))" "0"
+fi
 [ -s "$work/fleet-$airlock_port.err" ] && { echo "first airlock failures:" >&2; head -n 5 "$work/fleet-$airlock_port.err" >&2; }
 echo "fleet: nodes=$FLEET_NODES upstream_fetches=$fetches peak_rss_mib=$((peak_rss_kib / 1024)) p99_over_p50=$p99_over_p50 errors=$(field "$cold" errors)"

@@ -1,4 +1,5 @@
-//! The fleet load generator of bench/fleet (std-only Rust, built with plain `rustc -O`).
+//! The fleet load generator of bench/fleet (`cargo build --release --example fleet -p
+//! airlock-gateway`: an example of the gateway crate for its rustls).
 //!
 //! Simulates N cluster nodes pulling one image through a registry mirror, each as containerd
 //! does: its own connections, the manifest (by tag, `?ns=`), then the config, then the layers
@@ -12,6 +13,10 @@
 //! gateway; the first nodes, with no peer holding the image yet, pull everything from the
 //! gateway.
 //!
+//! With `--tls-ca FILE`, every connection to the gateway speaks TLS (rustls, as containerd
+//! does, verifying the gateway's certificate against the CA in FILE); the peers of the
+//! Spegel model stay plain HTTP, as embedded mirrors are.
+//!
 //! Prints one line per failed node (at most 20) and a summary `key=value` line that run.sh
 //! turns into the table:
 //! `nodes= ok= errors= bytes= gateway_bytes= peer_bytes= wall_s= p50_s= p99_s= max_s= error_kinds=...`
@@ -22,6 +27,9 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, \
@@ -40,6 +48,26 @@ struct Args {
     timeout: u64,
     /// Other nodes' embedded mirrors (the Spegel model); `None`: the gateway serves all.
     peer: Option<String>,
+    /// TLS to the gateway, trusting this client configuration's roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A client configuration trusting the certificates in the PEM file `path`.
+fn tls_config(path: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .unwrap_or_else(|e| usage(&format!("--tls-ca {path}: {e}")))
+    {
+        let cert = cert.unwrap_or_else(|e| usage(&format!("--tls-ca {path}: {e}")));
+        roots
+            .add(cert)
+            .unwrap_or_else(|e| usage(&format!("--tls-ca {path}: {e}")));
+    }
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// Nodes that hold the whole image (finished a pull): from then on peers can serve it.
@@ -56,11 +84,17 @@ fn parse_args() -> Args {
         ramp: 30.0,
         timeout: 1800,
         peer: None,
+        tls: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let number = |v: &str| v.parse::<f64>().unwrap_or_else(|_| usage(&format!("{flag}: {v}")));
+        let value = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let number = |v: &str| {
+            v.parse::<f64>()
+                .unwrap_or_else(|_| usage(&format!("{flag}: {v}")))
+        };
         match flag.as_str() {
             "--addr" => args.addr = value,
             "--repo" => args.repo = value,
@@ -71,6 +105,7 @@ fn parse_args() -> Args {
             "--ramp" => args.ramp = number(&value),
             "--timeout" => args.timeout = number(&value) as u64,
             "--peer-addr" => args.peer = Some(value),
+            "--tls-ca" => args.tls = Some(tls_config(&value)),
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
@@ -82,22 +117,70 @@ fn parse_args() -> Args {
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "fleet: {problem}\nusage: fleet --addr HOST:PORT [--repo R] [--tag T] [--ns NS] [--nodes N] [--layer-conns C] [--ramp SECS] [--timeout SECS] [--peer-addr HOST:PORT]"
+        "fleet: {problem}\nusage: fleet --addr HOST:PORT [--repo R] [--tag T] [--ns NS] [--nodes N] [--layer-conns C] [--ramp SECS] [--timeout SECS] [--peer-addr HOST:PORT] [--tls-ca CA.pem]"
     );
     std::process::exit(2)
 }
 
+/// A connection's bytes: plain, or through TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection.
 struct Conn {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     host: String,
 }
 
 impl Conn {
-    fn open(addr: &str, timeout: Duration) -> Result<Self, String> {
-        let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-        stream.set_read_timeout(Some(timeout)).ok();
-        stream.set_nodelay(true).ok();
+    /// Connects to `addr`, through TLS with `tls` (the server name is `addr`'s host, an IP
+    /// address the gateway's certificate names).
+    fn open(
+        addr: &str,
+        timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, String> {
+        let tcp = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        tcp.set_read_timeout(Some(timeout)).ok();
+        tcp.set_nodelay(true).ok();
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let name =
+                    ServerName::try_from(host.to_owned()).map_err(|e| format!("tls: {e}"))?;
+                let connection = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(|e| format!("tls: {e}"))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(connection, tcp)))
+            }
+        };
         Ok(Self {
             reader: BufReader::with_capacity(256 * 1024, stream),
             host: addr.to_owned(),
@@ -106,8 +189,15 @@ impl Conn {
 
     /// GET `path`; the body is kept when `keep`, else only counted. Returns the status, the
     /// body (empty unless kept) and its length.
-    fn get(&mut self, path: &str, accept: Option<&str>, keep: bool) -> Result<(u16, Vec<u8>, u64), String> {
-        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    fn get(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+        keep: bool,
+    ) -> Result<(u16, Vec<u8>, u64), String> {
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: containerd/fleet-bench\r\n{accept}\r\n",
             self.host
@@ -177,7 +267,10 @@ impl Conn {
         let mut buf = vec![0u8; 256 * 1024];
         while left > 0 {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = self.reader.read(&mut buf[..want]).map_err(|e| format!("body: {e}"))?;
+            let n = self
+                .reader
+                .read(&mut buf[..want])
+                .map_err(|e| format!("body: {e}"))?;
             if n == 0 {
                 return Err(format!("body ended {left} bytes early"));
             }
@@ -223,7 +316,7 @@ fn descriptors(manifest: &str) -> Vec<(String, u64)> {
 /// One node's pull; returns the bytes received from the gateway and from peers.
 fn pull(args: &Args) -> Result<(u64, u64), String> {
     let timeout = Duration::from_secs(args.timeout);
-    let mut conn = Conn::open(&args.addr, timeout)?;
+    let mut conn = Conn::open(&args.addr, timeout, args.tls.as_ref())?;
     let base = format!("/v2/{}", args.repo);
     let (status, manifest, _) = conn.get(
         &format!("{base}/manifests/{}?ns={}", args.tag, args.ns),
@@ -244,16 +337,22 @@ fn pull(args: &Args) -> Result<(u64, u64), String> {
     let (config, config_size) = blobs.remove(0);
     // The blobs come from a peer when one holds the image, else from the gateway.
     let from_peer = args.peer.is_some() && HOLDERS.load(Ordering::Relaxed) > 0;
-    let source = match (&args.peer, from_peer) {
-        (Some(peer), true) => peer.clone(),
-        _ => args.addr.clone(),
+    let (source, tls) = match (&args.peer, from_peer) {
+        (Some(peer), true) => (peer.clone(), None),
+        _ => (args.addr.clone(), args.tls.clone()),
     };
     if from_peer {
-        conn = Conn::open(&source, timeout)?;
+        conn = Conn::open(&source, timeout, None)?;
     }
-    let (status, _, size) = conn.get(&format!("{base}/blobs/{config}?ns={}", args.ns), None, false)?;
+    let (status, _, size) = conn.get(
+        &format!("{base}/blobs/{config}?ns={}", args.ns),
+        None,
+        false,
+    )?;
     if status != 200 || size != config_size {
-        return Err(format!("config: HTTP {status}, {size} of {config_size} bytes"));
+        return Err(format!(
+            "config: HTTP {status}, {size} of {config_size} bytes"
+        ));
     }
     let queue = Arc::new(Mutex::new(blobs));
     let workers: Vec<_> = (0..args.layer_conns)
@@ -262,16 +361,23 @@ fn pull(args: &Args) -> Result<(u64, u64), String> {
             let args = args.clone();
             let base = base.clone();
             let source = source.clone();
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .stack_size(128 * 1024)
                 .spawn(move || -> Result<u64, String> {
-                    let mut conn = Conn::open(&source, Duration::from_secs(args.timeout))?;
+                    let mut conn =
+                        Conn::open(&source, Duration::from_secs(args.timeout), tls.as_ref())?;
                     let mut bytes = 0;
                     loop {
                         let next = queue.lock().unwrap().pop();
-                        let Some((digest, want)) = next else { return Ok(bytes) };
-                        let (status, _, size) =
-                            conn.get(&format!("{base}/blobs/{digest}?ns={}", args.ns), None, false)?;
+                        let Some((digest, want)) = next else {
+                            return Ok(bytes);
+                        };
+                        let (status, _, size) = conn.get(
+                            &format!("{base}/blobs/{digest}?ns={}", args.ns),
+                            None,
+                            false,
+                        )?;
                         if status != 200 || size != want {
                             return Err(format!("layer: HTTP {status}, {size} of {want} bytes"));
                         }
@@ -283,7 +389,9 @@ fn pull(args: &Args) -> Result<(u64, u64), String> {
         .collect::<Result<_, _>>()?;
     let mut blob_bytes = config_size;
     for worker in workers {
-        blob_bytes += worker.join().map_err(|_| "layer thread panicked".to_owned())??;
+        blob_bytes += worker
+            .join()
+            .map_err(|_| "layer thread panicked".to_owned())??;
     }
     let manifest_bytes = manifest.len() as u64;
     Ok(if from_peer {
@@ -371,7 +479,10 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     let errors = results.len() - times.len();
-    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{}:{n}", k.replace(' ', "_"))).collect();
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|(k, n)| format!("{}:{n}", k.replace(' ', "_")))
+        .collect();
     println!(
         "nodes={} ok={} errors={errors} bytes={} gateway_bytes={gateway_bytes} peer_bytes={peer_bytes} wall_s={wall:.2} p50_s={:.2} p99_s={:.2} max_s={:.2} error_kinds={}",
         args.nodes,
@@ -380,6 +491,10 @@ fn main() {
         percentile(&times, 50.0),
         percentile(&times, 99.0),
         times.last().copied().unwrap_or(0.0),
-        if kinds.is_empty() { "-".to_owned() } else { kinds.join(",") },
+        if kinds.is_empty() {
+            "-".to_owned()
+        } else {
+            kinds.join(",")
+        },
     );
 }
