@@ -130,6 +130,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "airlock_cache_max_size",
     "airlock_admin_password",
     "harbor_admin_password",
+    "airlock_hosted_projects",
+    "airlock_robots",
     "airlock_ca_file",
     "registry_insecure_skip_verify",
     "ansible_host",

@@ -341,6 +341,21 @@ pub fn summary(report: &Report) -> String {
         PackageProxyMode::None => "none (package_proxy_mode: none)".to_owned(),
     };
     let _ = writeln!(out, "  packages     {packages}");
+    if !site.hosted.is_empty() || !site.robots.is_empty() {
+        let names = |names: Vec<&str>| {
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  hosted       {} (robots: {})",
+            names(site.hosted.iter().map(|h| h.name.as_str()).collect()),
+            names(site.robots.iter().map(|r| r.name.as_str()).collect())
+        );
+    }
     let allow = if site.egress.allow.is_empty() {
         "(nothing allowed)".to_owned()
     } else {

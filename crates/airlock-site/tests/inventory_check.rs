@@ -917,4 +917,193 @@ fn storage_mistakes_name_their_variable() {
             .starts_with("`airlock_s3_bucket` is set for staging host `south.example.test` alone"),
         "{error:?}"
     );
+    // So would a replica's own robots.
+    let own = site(airlock_testkit::inventory::SHARED_BUCKET).replace(
+        "south.example.test: {ansible_host: 10.0.0.22}",
+        "south.example.test: {ansible_host: 10.0.0.22, airlock_robots: []}",
+    );
+    let error = only_error(&own, None);
+    assert_eq!(error.line, line_of(&own, "south.example.test:"));
+    assert!(
+        error
+            .message
+            .starts_with("`airlock_robots` is set for staging host `south.example.test` alone"),
+        "{error:?}"
+    );
+}
+
+/// Every mistake in `airlock_hosted_projects` and `airlock_robots` is one error, on the line
+/// of the entry, key or glob it is about, naming the variable.
+#[test]
+fn hosted_and_robot_mistakes_name_their_line() {
+    let project = "    airlock_hosted_projects: [{name: scout}]\n";
+    let robots = |entries: &str| format!("{project}    airlock_robots:\n{entries}");
+    for (staging, needle, variable, message) in [
+        (
+            "    airlock_hosted_projects: scout\n".to_owned(),
+            "airlock_hosted_projects",
+            "airlock_hosted_projects",
+            "must be a list, found a scalar",
+        ),
+        (
+            "    airlock_hosted_projects:\n      - scout\n".to_owned(),
+            "- scout",
+            "airlock_hosted_projects",
+            "items must be mappings",
+        ),
+        (
+            "    airlock_hosted_projects:\n      - name: scout\n        public: true\n".to_owned(),
+            "public",
+            "airlock_hosted_projects",
+            "unknown key `public`",
+        ),
+        (
+            "    airlock_hosted_projects:\n      - name: scout\n        anonymous_pull: sometimes\n"
+                .to_owned(),
+            "sometimes",
+            "airlock_hosted_projects",
+            "`anonymous_pull` must be true or false",
+        ),
+        (
+            "    airlock_hosted_projects:\n      - anonymous_pull: true\n".to_owned(),
+            "anonymous_pull",
+            "airlock_hosted_projects",
+            "has no `name`",
+        ),
+        (
+            "    airlock_hosted_projects: [{name: Scout}]\n".to_owned(),
+            "Scout",
+            "airlock_hosted_projects",
+            "is invalid",
+        ),
+        (
+            "    airlock_hosted_projects: [{name: quay-proxy}]\n".to_owned(),
+            "quay-proxy",
+            "airlock_hosted_projects",
+            "is also a [[proxy]]",
+        ),
+        (
+            "    airlock_hosted_projects:\n      - name: scout\n      - {name: scout, delete: true}\n"
+                .to_owned(),
+            "delete: true",
+            "airlock_hosted_projects",
+            "is also a [[proxy]] or another [[hosted]] name",
+        ),
+        (
+            "    airlock_robots: {ci: s3cret}\n".to_owned(),
+            "airlock_robots",
+            "airlock_robots",
+            "must be a list, found a mapping",
+        ),
+        (
+            robots("      - name: ci\n        push: [scout/*]\n"),
+            "name: ci",
+            "airlock_robots",
+            "`ci` has no `secret`",
+        ),
+        (
+            robots("      - name: ci\n        secret: ''\n        push: [scout/*]\n"),
+            "secret:",
+            "airlock_robots",
+            "`secret` is empty",
+        ),
+        (
+            robots("      - name: ci\n        secret: '<robot secret>'\n"),
+            "secret:",
+            "airlock_robots",
+            "`secret` is still a placeholder",
+        ),
+        (
+            robots("      - name: ci\n        secret: s3cret\n        push:\n          - scout/*\n          - lab/*\n"),
+            "lab/*",
+            "airlock_robots",
+            "\"lab\" is not a [[hosted]] project",
+        ),
+        (
+            robots("      - name: ci\n        secret: s3cret\n        pull: scout/*\n"),
+            "pull:",
+            "airlock_robots",
+            "`pull` must be a list",
+        ),
+        (
+            robots("      - name: ci\n        secret: s3cret\n        pull: [[scout/*]]\n"),
+            "pull:",
+            "airlock_robots",
+            "`pull` must list text, found a list",
+        ),
+        (
+            robots("      - name: ci\n        secret: s3cret\n        token: abc\n"),
+            "token: abc",
+            "airlock_robots",
+            "unknown key `token`",
+        ),
+        (
+            robots("      - {name: ci, secret: one}\n      - {name: ci, secret: two}\n"),
+            "secret: two",
+            "airlock_robots",
+            "is listed twice or shares its name with an [admin] user",
+        ),
+        (
+            format!(
+                "    airlock_admin_password: a-site-password\n{}",
+                robots("      - {name: admin, secret: s3cret}\n")
+            ),
+            "name: admin",
+            "airlock_robots",
+            "shares its name with an [admin] user",
+        ),
+        (
+            robots("      - {name: ci/x, secret: s3cret}\n"),
+            "ci/x",
+            "airlock_robots",
+            "is not a plain name",
+        ),
+    ] {
+        let text = common::site(&staging, "");
+        let error = only_error(&text, None);
+        assert_eq!(error.line, line_of(&text, needle), "{message}: {error}");
+        assert!(
+            error.message.contains(message) && error.message.contains(variable),
+            "{} / {message}",
+            error.message
+        );
+        assert!(!error.help.is_empty());
+    }
+}
+
+/// A vaulted robot secret needs the vault password (render hashes it); the error is on the
+/// secret's line and never shows the ciphertext's plaintext, which no one had.
+#[test]
+fn vaulted_robot_secrets_need_the_password() {
+    let path = common::fixtures().join("hosted.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let report = check(&Inventory::load(&path, None).unwrap(), None);
+    let secret_lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("secret: !vault"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let found = errors(&report.diagnostics);
+    assert_eq!(
+        found.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+        secret_lines,
+        "{found:#?}"
+    );
+    for (_, message) in &found {
+        assert!(
+            message.contains("`airlock_robots` is vault-encrypted"),
+            "{message}"
+        );
+    }
+    let report = check(
+        &Inventory::load(&path, None).unwrap(),
+        Some(&common::secret()),
+    );
+    assert_eq!(errors(&report.diagnostics), []);
+    let text = summary(&report);
+    assert!(
+        text.contains("  hosted       scout, lab (robots: ci, reader)\n"),
+        "{text}"
+    );
 }

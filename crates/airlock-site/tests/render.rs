@@ -10,6 +10,7 @@ use airlock_ansible::inventory::Inventory;
 use airlock_ansible::vault::VaultSecret;
 use airlock_site::check::check;
 use airlock_site::render::{Rendered, render};
+use base64::Engine as _;
 
 fn rendered(inventory: &Inventory, secret: Option<&VaultSecret>) -> Rendered {
     let report = check(inventory, secret);
@@ -460,4 +461,128 @@ fn explain_image_names_the_replicas_in_the_order_nodes_try_them() {
     let single = airlock_site::explain::explain(&small.site, "postgres:15").unwrap();
     assert!(single.fallbacks.is_empty());
     assert!(!single.to_string().contains("then "));
+}
+
+/// The robots of `fixtures/hosted.yaml`, with the secrets its vault values decrypt to.
+const ROBOT_SECRETS: [(&str, &str); 2] = [("ci", "ci-5ecret-7d1f0a"), ("reader", "r3ader-0b5c22")];
+
+fn hosted_site() -> Rendered {
+    let inventory = Inventory::load(&common::fixtures().join("hosted.yaml"), None).unwrap();
+    rendered(&inventory, Some(&common::secret()))
+}
+
+/// `airlock_hosted_projects` and `airlock_robots` become `[[hosted]]` and `[[robot]]`: the
+/// gateway's loader takes them, each robot's hash verifies its vaulted secret (and no other),
+/// and no secret is written anywhere but the robots' own login files.
+#[test]
+fn hosted_projects_and_robots_reach_the_gateway_as_hashes_only() {
+    let rendered = hosted_site();
+    let gateway = rendered.get("staging/airlock.toml").unwrap();
+    let config = airlock_config::Config::from_toml_str(gateway, "airlock.toml").unwrap();
+    let projects: Vec<(&str, bool, bool)> = config
+        .hosted
+        .iter()
+        .map(|h| (h.name.as_str(), h.anonymous_pull, h.delete))
+        .collect();
+    assert_eq!(projects, [("scout", true, false), ("lab", false, true)]);
+    let names: Vec<&str> = config
+        .robots
+        .iter()
+        .map(airlock_config::Robot::name)
+        .collect();
+    assert_eq!(names, ["ci", "reader"]);
+    for (robot, (name, secret)) in config.robots.iter().zip(ROBOT_SECRETS) {
+        assert!(robot.verify(secret.as_bytes()), "{name}");
+        for (other, wrong) in ROBOT_SECRETS {
+            assert_eq!(robot.verify(wrong.as_bytes()), other == name, "{name}");
+        }
+    }
+    use airlock_config::Action;
+    let ci = &config.robots[0];
+    assert!(ci.allows("scout/tools/app", Action::Push));
+    assert!(ci.allows("lab/base-images/ubi9", Action::Pull));
+    assert!(!ci.allows("lab/base-images/ubi9", Action::Push));
+    assert!(!config.robots[1].allows("lab/x", Action::Push));
+    for (path, content) in &rendered.files {
+        if rendered.private.contains(path) {
+            continue;
+        }
+        for (_, secret) in ROBOT_SECRETS {
+            assert!(
+                !content.contains(secret),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+    insta::assert_snapshot!(
+        "hosted_gateway_and_ci_readme",
+        format!(
+            "{gateway}=== ci/ci/README.txt ===\n{}",
+            rendered.get("ci/ci/README.txt").unwrap()
+        )
+    );
+}
+
+/// A re-render writes the same bytes, hashes included, so a re-deploy changes nothing.
+#[test]
+fn hosted_sites_render_byte_identical_again() {
+    assert_eq!(hosted_site(), hosted_site());
+}
+
+/// Each robot's `config.json` is a `docker login` file for the registry name nodes use,
+/// whose `auth` is the robot's `name:secret`; only those files are private.
+#[test]
+fn each_robot_gets_a_docker_style_login_file() {
+    let rendered = hosted_site();
+    let private: Vec<String> = rendered
+        .private
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(private, ["ci/ci/config.json", "ci/reader/config.json"]);
+    for (name, secret) in ROBOT_SECRETS {
+        let text = rendered.get(&format!("ci/{name}/config.json")).unwrap();
+        let file: serde_json::Value = serde_json::from_str(text).unwrap();
+        let auths = file["auths"].as_object().unwrap();
+        let registries: Vec<&String> = auths.keys().collect();
+        assert_eq!(registries, ["harbor.staging.example.edu"], "{text}");
+        let auth = auths["harbor.staging.example.edu"]["auth"]
+            .as_str()
+            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            format!("{name}:{secret}")
+        );
+    }
+}
+
+/// The login files are 0600 on disk, even over a readable file that was there before.
+#[cfg(unix)]
+#[test]
+fn robot_logins_are_written_0600() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let rendered = hosted_site();
+    let dir = tempfile::tempdir().unwrap();
+    let login = dir.path().join("ci/ci/config.json");
+    std::fs::create_dir_all(login.parent().unwrap()).unwrap();
+    std::fs::write(&login, "stale").unwrap();
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o644)).unwrap();
+    rendered.write_to(dir.path()).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for (path, content) in &rendered.files {
+        let at = dir.path().join(path);
+        assert_eq!(&std::fs::read_to_string(&at).unwrap(), content);
+        if rendered.private.contains(path) {
+            assert_eq!(mode(&at), 0o600, "{}", path.display());
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(login.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "no temporary left: {left:?}");
 }

@@ -228,3 +228,33 @@ fn containerd_pulls_through_the_rendered_hosts_dir_with_ns() {
         );
     }
 }
+
+/// skopeo (the containers-image library podman and buildah share) reads each robot's
+/// rendered `config.json` as a login for the registry name nodes use, as that robot.
+#[test]
+fn skopeo_reads_the_rendered_robot_logins() {
+    require("skopeo", "skopeo");
+    let inventory =
+        airlock_ansible::inventory::Inventory::load(&common::fixtures().join("hosted.yaml"), None)
+            .unwrap();
+    let report = check(&inventory, Some(&common::secret()));
+    let rendered = render(&report.site).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rendered.write_to(dir.path()).unwrap();
+    for robot in ["ci", "reader"] {
+        let output = Command::new("skopeo")
+            .args(["login", "--get-login", "--authfile"])
+            .arg(dir.path().join(format!("ci/{robot}/config.json")))
+            .arg("harbor.staging.example.edu")
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), robot);
+    }
+}

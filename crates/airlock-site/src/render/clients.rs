@@ -40,7 +40,7 @@ pub const TIMEOUT_WHY: &str =
     "# The gateway answers once a file is fully downloaded and verified: wait for large ones.";
 
 /// CA file clients must trust, when the gateway's certificate is self-signed.
-fn client_ca(site: &Site) -> Option<&str> {
+pub(super) fn client_ca(site: &Site) -> Option<&str> {
     match site.tls {
         GatewayTls::SelfSigned => site.ca_file.as_deref(),
         GatewayTls::Files { .. } => None,

@@ -11,7 +11,11 @@ use crate::site::{GatewayTls, OutboundProxy, Site, Staging};
 /// The gateway's own configuration type, filled with what the site sets; every other key
 /// keeps the gateway's default by being left out. `staging` is the replica it is for: only
 /// `[server]`'s names differ between replicas.
-pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, RenderError> {
+pub(super) fn airlock_toml(
+    site: &Site,
+    staging: &Staging,
+    logins: &Logins,
+) -> Result<String, RenderError> {
     let mut extra_names = Vec::new();
     if staging.registry_host != staging.hostname {
         extra_names.push(staging.registry_host.clone());
@@ -80,8 +84,8 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ..raw::Cache::default()
         }),
         proxies,
-        hosted: Vec::new(),
-        robots: Vec::new(),
+        hosted: site.hosted.clone(),
+        robots: logins.robots.clone(),
         egress: Some(Egress {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], site.egress.port))),
             allow: Some(site.egress.allow.clone()),
@@ -89,7 +93,7 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
             ..Egress::default()
         }),
         upstream_proxy: site.upstream_proxy.as_ref().map(OutboundProxy::table),
-        admin: admin(site)?,
+        admin: logins.admin.clone(),
         policies: Vec::new(),
         ui: None,
         audit: None,
@@ -98,27 +102,60 @@ pub(super) fn airlock_toml(site: &Site, staging: &Staging) -> Result<String, Ren
     Ok(format!("{}{}", header(site, "#"), config.to_toml()))
 }
 
-/// `[admin]` with one `admin` user whose hash is made from the inventory's password (the
-/// same on every render and every replica, salted with the primary's name: see
-/// `hash_password_stable`), so the password itself never reaches the staging node.
-fn admin(site: &Site) -> Result<Option<raw::Admin>, RenderError> {
-    let (Some(password), Some(staging)) = (&site.admin_password, &site.staging) else {
-        return Ok(None);
-    };
-    let hash = airlock_config::hash_password_stable(
-        password.0.as_bytes(),
-        &format!("{}/admin", staging.hostname),
-    )
-    .map_err(|e| RenderError::AdminPassword {
-        reason: e.to_string(),
-    })?;
-    Ok(Some(raw::Admin {
-        users: vec![raw::AdminUser {
-            name: "admin".to_owned(),
-            password_hash: hash,
-        }],
-        token_ttl: None,
-    }))
+/// The gateway's accounts, `[admin]` and `[[robot]]`, with argon2id hashes of the
+/// inventory's password and secrets: made once per render (argon2 is slow on purpose) and
+/// the same on every render and every replica, salted with the primary's name (see
+/// `hash_password_stable`), so a re-deploy changes nothing and no secret reaches the
+/// staging node.
+pub(super) struct Logins {
+    admin: Option<raw::Admin>,
+    robots: Vec<raw::Robot>,
+}
+
+impl Logins {
+    /// The accounts of `site`, whose primary staging host is `primary`.
+    pub(super) fn of(site: &Site, primary: &Staging) -> Result<Self, RenderError> {
+        let host = &primary.hostname;
+        let admin = match &site.admin_password {
+            Some(password) => {
+                let hash = airlock_config::hash_password_stable(
+                    password.0.as_bytes(),
+                    &format!("{host}/admin"),
+                )
+                .map_err(|e| RenderError::AdminPassword {
+                    reason: e.to_string(),
+                })?;
+                Some(raw::Admin {
+                    users: vec![raw::AdminUser {
+                        name: "admin".to_owned(),
+                        password_hash: hash,
+                    }],
+                    token_ttl: None,
+                })
+            }
+            None => None,
+        };
+        let robots = site
+            .robots
+            .iter()
+            .map(|robot| {
+                let context = format!("{host}/robot/{}", robot.name);
+                let secret_hash =
+                    airlock_config::hash_password_stable(robot.secret.0.as_bytes(), &context)
+                        .map_err(|e| RenderError::RobotSecret {
+                            name: robot.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                Ok(raw::Robot {
+                    name: robot.name.clone(),
+                    secret_hash,
+                    push: robot.push.clone(),
+                    pull: robot.pull.clone(),
+                })
+            })
+            .collect::<Result<_, RenderError>>()?;
+        Ok(Self { admin, robots })
+    }
 }
 
 /// Keycloak's `spi-connections-http-client-default-proxy-mappings`: one

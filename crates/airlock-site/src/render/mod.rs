@@ -8,6 +8,8 @@
 //! <out>/nodes/registries.conf                    podman / CRI-O
 //! <out>/keycloak-proxy-mappings.txt              Keycloak's egress proxy option
 //! <out>/clients/{pip.conf,condarc,settings.xml,airlock.repo}   package clients
+//! <out>/ci/<robot>/config.json                   a robot's login for CI runners (0600)
+//! <out>/ci/<robot>/README.txt                    how CI jobs use it
 //! ```
 //! With several staging hosts, `staging/airlock.toml` is the first one's and each has its own
 //! under its inventory name: the same file but for `[server]`'s names. Nodes list every one
@@ -15,6 +17,7 @@
 //!
 //! Rendering is pure (a list of paths and contents); [`Rendered::write_to`] is the only I/O.
 
+mod ci;
 mod clients;
 mod coredns;
 mod gateway;
@@ -24,6 +27,8 @@ pub use clients::{READ_TIMEOUT_SECS, TIMEOUT_WHY};
 pub use coredns::{coredns_custom, coredns_custom_data};
 
 use std::path::{Path, PathBuf};
+
+use airlock_ansible::vault::file::{self, FileError};
 
 use crate::site::{PackageProxyMode, Site, Staging};
 
@@ -44,17 +49,23 @@ pub enum RenderError {
     CacheSize { size: String, reason: String },
     #[error("the admin password (`harbor_admin_password`) cannot be hashed: {reason}")]
     AdminPassword { reason: String },
+    #[error("the secret of robot `{name}` (`airlock_robots`) cannot be hashed: {reason}")]
+    RobotSecret { name: String, reason: String },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    WritePrivate(#[from] FileError),
 }
 
 /// Rendered files: paths relative to the output directory, and their contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     pub files: Vec<(PathBuf, String)>,
+    /// The paths among `files` that hold secrets (robots' logins): written 0600.
+    pub private: Vec<PathBuf>,
 }
 
 impl Rendered {
@@ -66,7 +77,10 @@ impl Rendered {
             .map(|(_, c)| c.as_str())
     }
 
-    /// Write every file under `dir`, creating directories as needed.
+    /// Write every file under `dir`, creating directories as needed. A private file is
+    /// never readable by anyone else, not even while it is written: it goes to a fresh
+    /// temporary file (`O_EXCL`, mode 0600) renamed over the target, which also replaces a
+    /// planted symlink instead of following it.
     pub fn write_to(&self, dir: &Path) -> Result<(), RenderError> {
         for (relative, content) in &self.files {
             let path = dir.join(relative);
@@ -77,7 +91,11 @@ impl Rendered {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(io)?;
             }
-            std::fs::write(&path, content).map_err(io)?;
+            if self.private.contains(relative) {
+                file::write(&path, content.as_bytes(), file::Content::Plaintext)?;
+            } else {
+                std::fs::write(&path, content).map_err(io)?;
+            }
         }
         Ok(())
     }
@@ -86,15 +104,16 @@ impl Rendered {
 /// Render every file for `site`.
 pub fn render(site: &Site) -> Result<Rendered, RenderError> {
     let staging = site.staging.as_ref().ok_or(RenderError::NoStaging)?;
+    let logins = gateway::Logins::of(site, staging)?;
     let mut files = vec![(
         PathBuf::from("staging/airlock.toml"),
-        gateway::airlock_toml(site, staging)?,
+        gateway::airlock_toml(site, staging, &logins)?,
     )];
     if site.replicas.len() > 1 {
         for replica in &site.replicas {
             files.push((
                 gateway_config_path(site, replica),
-                gateway::airlock_toml(site, replica)?,
+                gateway::airlock_toml(site, replica, &logins)?,
             ));
         }
     }
@@ -119,7 +138,13 @@ pub fn render(site: &Site) -> Result<Rendered, RenderError> {
     if site.package_proxy_mode == PackageProxyMode::Gateway {
         files.extend(clients::all(site, staging));
     }
-    Ok(Rendered { files })
+    let mut private = Vec::new();
+    for robot in &site.robots {
+        let (login, readme) = ci::robot_files(site, staging, robot);
+        private.push(login.0.clone());
+        files.extend([login, readme]);
+    }
+    Ok(Rendered { files, private })
 }
 
 /// Where [`render`] puts `replica`'s gateway config: `staging/airlock.toml` on a site with

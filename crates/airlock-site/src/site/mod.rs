@@ -32,6 +32,8 @@
 //! | `airlock_s3_local_cache` | staging | `[storage] local_cache`, the hot tier (`10GiB`) |
 //! | `airlock_k2v_endpoint` | staging | `[storage] k2v_endpoint`: replicas share tags, records, leases and eviction through Garage's K2V API (none: a warning with several staging hosts on s3) |
 //! | `airlock_admin_password`, `harbor_admin_password` | staging | the gateway's `admin` user, rendered as an argon2id hash (none) |
+//! | `airlock_hosted_projects` | staging | `[[hosted]]`: a list of `{name, anonymous_pull, delete}`, the flags false unless set (none) |
+//! | `airlock_robots` | staging | `[[robot]]`: a list of `{name, secret, push, pull}` (globs `<project>/<repository glob>` of those projects); the secret (`!vault`) is rendered as an argon2id hash, and for CI runners as `ci/<name>/config.json` (none) |
 //! | `airlock_ca_file` | server, then staging | CA path on nodes (`/etc/rancher/k3s/staging-ca.crt` when self-signed) |
 //! | `registry_insecure_skip_verify` | server, then staging | skip TLS verification on nodes (false) |
 //! | `k3s_channel`, `k3s_token` | server, then staging | version when `k3s_version` is unset (`stable`); join secret |
@@ -50,6 +52,7 @@
 //! | `ansible_ssh_common_args`, `ansible_ssh_extra_args`, `ansible_ssh_private_key_file` | each host | extra ssh options |
 
 mod cluster;
+mod hosted;
 mod outbound;
 mod reader;
 mod settings;
@@ -109,6 +112,10 @@ pub struct Site {
     /// The gateway's `admin` user's password (`airlock_admin_password`, else Scout's
     /// `harbor_admin_password`); only its hash is rendered.
     pub admin_password: Option<AdminPassword>,
+    /// The gateway's `[[hosted]]` projects (`airlock_hosted_projects`).
+    pub hosted: Vec<airlock_config::raw::Hosted>,
+    /// The gateway's `[[robot]]` accounts (`airlock_robots`), each checked against `hosted`.
+    pub robots: Vec<Robot>,
     /// Every variable a setting was read from, by name, and where it was set.
     pub sources: Vec<Source>,
 }
@@ -120,6 +127,28 @@ pub struct AdminPassword(pub String);
 impl std::fmt::Debug for AdminPassword {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AdminPassword(…)")
+    }
+}
+
+/// A robot account for CI inside the site: the gateway gets a hash of its secret, the CI
+/// runners a `docker login`-style file with the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Robot {
+    pub name: String,
+    pub secret: RobotSecret,
+    /// `<project>/<repository glob>`s it may push to (and pull from).
+    pub push: Vec<String>,
+    /// `<project>/<repository glob>`s it may pull from.
+    pub pull: Vec<String>,
+}
+
+/// A robot's secret, read from the inventory; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RobotSecret(pub String);
+
+impl std::fmt::Debug for RobotSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RobotSecret(…)")
     }
 }
 

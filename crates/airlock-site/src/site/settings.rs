@@ -3,7 +3,8 @@
 
 use super::reader::{Reader, Scope};
 use super::values::{
-    host_of_url, is_hostname, is_k3s_version, is_project_name, kubernetes_quantity_to_size,
+    host_of_url, is_hostname, is_k3s_version, is_plain_name, is_project_name,
+    kubernetes_quantity_to_size,
 };
 use super::{
     AdminPassword, DEFAULT_CA_FILE, Egress, GatewayTls, K3s, Mirror, PackageProxy,
@@ -82,6 +83,12 @@ impl Reader<'_> {
         self.override_upstreams(&mut mirrors, &mut packages);
         let upstream_proxy = self.outbound_proxy();
         let admin_password = self.admin_password();
+        let proxy_names: Vec<String> = mirrors
+            .iter()
+            .map(|m| m.project.clone())
+            .chain(packages.iter().map(|p| p.name.to_owned()))
+            .collect();
+        let (hosted, robots) = self.hosted(&proxy_names, admin_password.is_some());
         Site {
             inventory: self.inventory.file.clone(),
             air_gapped,
@@ -109,6 +116,8 @@ impl Reader<'_> {
             install,
             coredns,
             admin_password,
+            hosted,
+            robots,
         }
     }
 
@@ -653,12 +662,4 @@ impl Reader<'_> {
             token,
         }
     }
-}
-
-/// A name that is safe as one path component: letters, digits, `.`, `-`, `_`, not only dots.
-fn is_plain_name(name: &str) -> bool {
-    !name.trim_matches('.').is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }

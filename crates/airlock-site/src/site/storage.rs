@@ -168,12 +168,15 @@ impl Reader<'_> {
         );
     }
 
-    /// The gateway config is the primary's for every replica: a storage variable one
-    /// replica sets for itself alone would be silently ignored, so it is an error.
+    /// The gateway config is the primary's for every replica: a storage (or hosted project,
+    /// or robot) variable one replica sets for itself alone would be silently ignored, so
+    /// it is an error.
     fn check_replica_overrides(&mut self, replicas: &[Staging]) {
+        let names = KEYS.iter().map(|(_, var)| *var).chain(["airlock_data_dir"]);
+        let names: Vec<&str> = names.chain(super::hosted::VARIABLES).collect();
         for replica in replicas.iter().skip(1) {
             let vars = self.inventory.vars_of(&replica.machine.name);
-            for name in KEYS.iter().map(|(_, var)| *var).chain(["airlock_data_dir"]) {
+            for &name in &names {
                 let Some(own) = vars.get(name) else { continue };
                 let primary = self.lookup(Scope::Staging, name);
                 if primary.is_some_and(|p| std::ptr::eq(p, own)) {

@@ -52,6 +52,14 @@ pub(super) fn is_project_name(name: &str) -> bool {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// A name that is safe as one path component: letters, digits, `.`, `-`, `_`, not only dots.
+pub(super) fn is_plain_name(name: &str) -> bool {
+    !name.trim_matches('.').is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 /// `100Gi` (a Kubernetes quantity, as in `harbor_storage_size`) → `100GiB`.
 pub(super) fn kubernetes_quantity_to_size(text: &str) -> Option<String> {
     let text = text.trim();

@@ -70,6 +70,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (path, _) in &rendered.files {
         println!("{}", args.out.join(path).display());
     }
+    if !rendered.private.is_empty() {
+        eprintln!(
+            "note: ci/<robot>/config.json hold the robots' secrets (mode 0600): copy each only to the CI runners of that robot; ci/<robot>/README.txt says how jobs use it"
+        );
+    }
     if site.package_proxy_mode != airlock_site::site::PackageProxyMode::Gateway {
         eprintln!(
             "note: package_proxy_mode is not `airlock`/`nexus`, so no package proxies and no clients/ files were rendered"
