@@ -153,7 +153,7 @@ fn digest_key(project: &str, repo: &str, digest: &Digest, variant: &str) -> TagK
     TagKey {
         proxy: project.to_owned(),
         repo: repo.to_owned(),
-        tag: digest.to_string().replace(':', "-"),
+        tag: crate::referrers::digest_tag(digest),
         variant: variant.to_owned(),
     }
 }
@@ -255,8 +255,9 @@ impl Registry {
         .map_err(crate::error::internal)
     }
 
-    /// What hosted projects hold: every tagged and every pushed manifest, for eviction to
-    /// keep with everything they reference.
+    /// What hosted projects hold: every tagged and pushed manifest, referrer and linked
+    /// blob, for eviction to keep with everything they reference (garbage collection, not
+    /// eviction, decides what hosted projects no longer need).
     pub async fn hosted_roots(&self) -> Result<Vec<Digest>, RegistryError> {
         let mut roots = Vec::new();
         for project in self.hosted.projects.keys() {
