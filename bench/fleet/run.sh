@@ -174,6 +174,15 @@ upstream = "http://127.0.0.1:$count_port"
 host = "docker.io"
 TOML
 }
+# The paths a mirror serves, straight from the image's files: both ceilings' locations.
+ceiling_locations="location ~ ^/v2/library/bench/blobs/sha256:([0-9a-f]+)\$ {
+            alias $layout/blobs/sha256/\$1;
+            default_type application/octet-stream;
+        }
+        location = /v2/library/bench/manifests/v1 {
+            alias $layout/blobs/sha256/$manifest_hex;
+            default_type application/vnd.oci.image.manifest.v1+json;
+        }"
 tls_ceiling=""
 if [ "$FLEET_TLS" = 1 ]; then
     gateway_config "$work/airlock-tls.toml" "$work/airlock-tls-data" "$tls_port" self-signed
@@ -192,14 +201,7 @@ if [ "$FLEET_TLS" = 1 ]; then
         access_log off;
         sendfile off;
         keepalive_requests 100000;
-        location ~ ^/v2/library/bench/blobs/sha256:([0-9a-f]+)\$ {
-            alias $layout/blobs/sha256/\$1;
-            default_type application/octet-stream;
-        }
-        location = /v2/library/bench/manifests/v1 {
-            alias $layout/blobs/sha256/$manifest_hex;
-            default_type application/vnd.oci.image.manifest.v1+json;
-        }
+        $ceiling_locations
     }"
 fi
 
@@ -249,14 +251,7 @@ http {
         sendfile on;
         tcp_nopush on;
         keepalive_requests 100000;
-        location ~ ^/v2/library/bench/blobs/sha256:([0-9a-f]+)\$ {
-            alias $layout/blobs/sha256/\$1;
-            default_type application/octet-stream;
-        }
-        location = /v2/library/bench/manifests/v1 {
-            alias $layout/blobs/sha256/$manifest_hex;
-            default_type application/vnd.oci.image.manifest.v1+json;
-        }
+        $ceiling_locations
     }
     $tls_ceiling
 }
