@@ -62,33 +62,25 @@ async fn open_at(path: &Path, offset: u64) -> std::io::Result<BlobRead> {
     Ok(Box::pin(file))
 }
 
-/// A blob file read with `pread` on tokio's blocking pool, straight into the caller's buffer
-/// (`tokio::fs::File` would read into a buffer of its own and copy).
+/// A blob file read with positional reads straight into the caller's buffer
+/// (`tokio::fs::File` would read into a buffer of its own and copy): see [`crate::pread`].
 #[derive(Debug)]
 pub(crate) struct FsFile(pub(crate) std::fs::File);
+
+impl AsRef<std::fs::File> for FsFile {
+    fn as_ref(&self) -> &std::fs::File {
+        &self.0
+    }
+}
 
 #[async_trait::async_trait]
 impl BlobFile for FsFile {
     async fn read_at(
         self: Arc<Self>,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         offset: u64,
     ) -> std::io::Result<(Vec<u8>, usize)> {
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut filled = 0;
-            while filled < buf.len() {
-                match self.0.read_at(&mut buf[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok((buf, filled))
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        crate::pread::read_at(self, buf, offset).await
     }
 }
 

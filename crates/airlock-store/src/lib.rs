@@ -15,6 +15,7 @@ mod index;
 pub mod k2v;
 pub mod layout;
 mod memory;
+mod pread;
 mod s3;
 pub mod serve;
 pub mod shared;
