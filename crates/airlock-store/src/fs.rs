@@ -173,11 +173,17 @@ impl Drop for TempFile {
 
 #[async_trait::async_trait]
 impl PartialSource for TempFile {
-    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError> {
-        open_at(&self.path, offset)
-            .await
-            .map_err(StoreError::io(format!("reading {}", self.path.display())))
+    async fn open_file(&self) -> Result<Arc<dyn BlobFile>, StoreError> {
+        open_temp(&self.path).await
     }
+}
+
+/// A write's temp file opened for positional reads ([`PartialSource::open_file`]).
+pub(crate) async fn open_temp(path: &Path) -> Result<Arc<dyn BlobFile>, StoreError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(StoreError::io(format!("reading {}", path.display())))?;
+    Ok(Arc::new(FsFile(file.into_std().await)))
 }
 
 struct FsWriter {

@@ -141,9 +141,10 @@ pub trait BlobFile: Send + Sync {
 /// Reads bytes of a write in progress, for clients that join a download under way.
 #[async_trait::async_trait]
 pub trait PartialSource: Send + Sync {
-    /// A reader from `offset`. Callers must not read past what the writer reported written;
-    /// once the writer committed this may fail, and the committed blob is read instead.
-    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError>;
+    /// The bytes written so far, for positional reads. Callers must not read past what the
+    /// writer reported written; once the writer committed this may fail, and the committed
+    /// blob is read instead.
+    async fn open_file(&self) -> Result<Arc<dyn BlobFile>, StoreError>;
 }
 
 /// A blob being written. Dropping it without `commit` discards the bytes.

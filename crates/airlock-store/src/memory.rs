@@ -98,9 +98,9 @@ struct Buffer(Mutex<Vec<u8>>);
 
 #[async_trait::async_trait]
 impl PartialSource for Buffer {
-    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError> {
+    async fn open_file(&self) -> Result<Arc<dyn BlobFile>, StoreError> {
         let bytes = self.0.lock().expect("lock").clone();
-        Ok(reader(&bytes, offset))
+        Ok(Arc::new(MemoryFile(Arc::new(bytes))))
     }
 }
 

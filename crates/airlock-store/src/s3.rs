@@ -20,7 +20,7 @@ use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
     RetryConfig, WriteMultipart,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fs::FsFile;
 use crate::hot::HotTier;
@@ -420,15 +420,8 @@ impl Drop for TempFile {
 
 #[async_trait::async_trait]
 impl PartialSource for TempFile {
-    async fn open(&self, offset: u64) -> Result<BlobRead, StoreError> {
-        let context = || format!("reading {}", self.path.display());
-        let mut file = tokio::fs::File::open(&self.path)
-            .await
-            .map_err(StoreError::io(context()))?;
-        file.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(StoreError::io(context()))?;
-        Ok(Box::pin(file))
+    async fn open_file(&self) -> Result<Arc<dyn BlobFile>, StoreError> {
+        crate::fs::open_temp(&self.path).await
     }
 }
 

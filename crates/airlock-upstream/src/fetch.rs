@@ -12,12 +12,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use airlock_store::{BlobRead, BlobStore, MetaIndex, PartialSource, StoreError};
+use airlock_store::{BlobFile, BlobStore, MetaIndex, PartialSource, StoreError};
 use airlock_types::Digest;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -379,7 +378,8 @@ struct LiveReader {
     download: Arc<Download>,
     rx: watch::Receiver<State>,
     pos: u64,
-    reader: Option<BlobRead>,
+    /// Read with positional reads (from the page cache where it can), no buffer of its own.
+    reader: Option<Arc<dyn BlobFile>>,
     reading_partial: bool,
 }
 
@@ -408,7 +408,7 @@ impl LiveReader {
                         self.reading_partial = false;
                     }
                     if self.reader.is_none() {
-                        let reader = self.store.open(&self.digest, self.pos).await?;
+                        let reader = self.store.open_file(&self.digest).await?;
                         self.reader =
                             Some(reader.ok_or_else(|| StoreError::NotFound(self.digest.clone()))?);
                     }
@@ -419,27 +419,30 @@ impl LiveReader {
                 if self.reader.is_none() {
                     let partial = self.download.partial.lock().expect("partial lock").clone();
                     let Some(partial) = partial else { continue };
-                    match partial.open(self.pos).await {
+                    match partial.open_file().await {
                         Ok(reader) => {
                             self.reader = Some(reader);
                             self.reading_partial = true;
                         }
                         // Committed between our look at the state and the open: read the blob.
-                        Err(e) => match self.store.open(&self.digest, self.pos).await? {
+                        Err(e) => match self.store.open_file(&self.digest).await? {
                             Some(reader) => self.reader = Some(reader),
                             None => return Err(e.into()),
                         },
                     }
                 }
                 let want = (limit - self.pos).min(CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let reader = self.reader.as_mut().expect("reader opened above");
-                let n = reader.read(&mut buf).await.map_err(|e| StoreError::Io {
-                    context: format!("reading {}", self.digest),
-                    source: e,
-                })?;
+                let reader = self.reader.clone().expect("reader opened above");
+                let (mut buf, n) =
+                    reader
+                        .read_at(vec![0u8; want], self.pos)
+                        .await
+                        .map_err(|e| StoreError::Io {
+                            context: format!("reading {}", self.digest),
+                            source: e,
+                        })?;
                 if n == 0 {
-                    // The partial view ended (a snapshot, or the file was renamed): reopen.
+                    // The partial view ended (a snapshot of a write in memory): reopen.
                     self.reader = None;
                     tokio::task::yield_now().await;
                     continue;
