@@ -154,4 +154,30 @@ mod tests {
             assert_eq!(buf[..n], bytes[offset..end]);
         }
     }
+
+    /// The finding behind this module: 1,000 fleet nodes joining cold downloads read them
+    /// through tokio files, each read a blocking-pool task, and the download's own writes
+    /// queued behind thousands of them, so downloads crawled and ever more clients joined.
+    #[test]
+    fn cached_reads_go_on_while_the_blocking_pool_is_busy() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bytes = pattern(200_000);
+        let (_tmp, file) = file_of(&bytes);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        runtime.block_on(async {
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let read = read_at(file, vec![0; 128 << 10], 1000);
+            let (buf, n) = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+                .await
+                .expect("a cached read does not wait for the blocking pool")
+                .unwrap();
+            assert_eq!(buf[..n], bytes[1000..1000 + (128 << 10)]);
+            release.send(()).unwrap();
+            busy.await.unwrap().unwrap();
+        });
+    }
 }
