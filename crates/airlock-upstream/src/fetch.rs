@@ -261,6 +261,13 @@ impl Downloads {
         // Content only a push brought is fetched from the upstream here, never taken as
         // landed: the object in the bucket proves nothing about what the upstream serves.
         let pushed = self.index.is_pushed(digest).await?;
+        // A request that looked in the store just before the download before this one
+        // committed, and reached the table just after it left: the blob is here now.
+        if !pushed {
+            if let Some(size) = self.store.stat(digest).await? {
+                return Ok(size);
+            }
+        }
         let _lease = match self.index.shared() {
             Some(shared) if !pushed => {
                 match crate::replicas::take_turn(self.store.as_ref(), shared, digest).await? {
@@ -455,6 +462,59 @@ impl LiveReader {
                 return Err(FetchError::Abandoned);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use airlock_store::MemoryStore;
+
+    use super::*;
+
+    /// The finding: at 1,000 nodes one blob of nine was fetched from the upstream twice.
+    /// A request saw the store without it, the download committed and left the table, and
+    /// the request then started a second download of a blob the store already held.
+    #[tokio::test]
+    async fn a_request_that_missed_the_commit_does_not_fetch_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
+        let index = MetaIndex::open(&dir.path().join("index.redb")).unwrap();
+        let downloads = Arc::new(Downloads::new(store.clone(), index));
+        let bytes = Bytes::from(vec![9u8; 300_000]);
+        let digest = Digest::of(&bytes);
+        let asked = Arc::new(AtomicUsize::new(0));
+        let request = || -> RequestFn {
+            let (asked, bytes) = (asked.clone(), bytes.clone());
+            Box::new(move |_| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                let bytes = bytes.clone();
+                Box::pin(async move {
+                    Ok(reqwest::Response::from(
+                        http::Response::builder()
+                            .header("content-length", bytes.len())
+                            .body(bytes)
+                            .unwrap(),
+                    ))
+                })
+            })
+        };
+        assert_eq!(
+            downloads.complete(&digest, request()).await.unwrap(),
+            300_000
+        );
+        assert_eq!(downloads.in_flight(), 0, "the download left the table");
+
+        // A request whose look at the store came before that commit.
+        let body = downloads.fetch(&digest, 0, request()).await.unwrap();
+        let got: Vec<Bytes> = body.stream.map(Result::unwrap).collect().await;
+        assert_eq!(got.concat(), bytes);
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "one upstream request in all"
+        );
     }
 }
 
