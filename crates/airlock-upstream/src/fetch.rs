@@ -265,6 +265,7 @@ impl Downloads {
         // committed, and reached the table just after it left: the blob is here now.
         if !pushed {
             if let Some(size) = self.store.stat(digest).await? {
+                self.index.record_blob(digest, size).await?;
                 return Ok(size);
             }
         }
