@@ -43,6 +43,9 @@ pub enum RegistryError {
     /// The storage backend cannot be reached for now (an S3 bucket that is down).
     #[error("storage is unavailable for now; try again shortly")]
     StorageUnavailable,
+    /// The blob does not fit on the cache's disk; cached content is still served.
+    #[error("{0}; cached content is still served")]
+    CacheFull(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// A hosted project's write, or a pull from a project without `anonymous_pull`,
@@ -148,6 +151,10 @@ impl RegistryError {
                 }
             }
             // The bucket failed, not the upstream: the same 503 as any storage outage.
+            FetchError::Store(e) if matches!(*e, airlock_store::StoreError::Full { .. }) => {
+                tracing::warn!(target: "airlock::store", error = %e, "blob refused");
+                RegistryError::CacheFull(e.to_string())
+            }
             FetchError::Store(e) if matches!(*e, airlock_store::StoreError::Unavailable { .. }) => {
                 tracing::warn!(target: "airlock::store", error = %e, "storage unavailable");
                 RegistryError::StorageUnavailable
@@ -215,7 +222,9 @@ impl RegistryError {
             RegistryError::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN")
             }
-            RegistryError::StorageUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            RegistryError::StorageUnavailable | RegistryError::CacheFull(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
             RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             RegistryError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             RegistryError::BlobUploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),

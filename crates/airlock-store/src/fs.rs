@@ -86,6 +86,21 @@ impl BlobFile for FsFile {
 
 #[async_trait::async_trait]
 impl BlobStore for FsStore {
+    async fn free_space(&self) -> Result<Option<u64>, StoreError> {
+        let root = self.root.clone();
+        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
+            .await
+            .map_err(|e| StoreError::Io {
+                context: "checking free space".to_owned(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|e| StoreError::Io {
+                context: format!("checking free space under {}", self.root.display()),
+                source: e.into(),
+            })?;
+        Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         match tokio::fs::metadata(blob_path(&self.root, digest)).await {
             Ok(meta) => Ok(Some(meta.len())),

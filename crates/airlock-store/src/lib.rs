@@ -59,6 +59,9 @@ pub enum StoreError {
     Config(String),
     #[error("the object store is unavailable ({context}): {reason}")]
     Unavailable { context: String, reason: String },
+    /// Not enough free space to store a blob: refused before a byte was written.
+    #[error("the cache's disk is full: {needed} bytes to store, {free} free")]
+    Full { needed: u64, free: u64 },
     #[error("metadata index failed: {0}")]
     Index(String),
     #[error(
@@ -88,6 +91,11 @@ impl StoreError {
 pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
     /// The size of a committed blob, or `None` when it is absent.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Bytes free where new blobs are written, or `None` when the store cannot tell.
+    async fn free_space(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 
     /// Reads a committed blob from `offset` to its end, or `None` when it is absent.
     async fn open(&self, digest: &Digest, offset: u64) -> Result<Option<BlobRead>, StoreError>;

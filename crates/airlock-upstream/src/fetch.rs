@@ -69,6 +69,9 @@ pub type Request = Pin<Box<dyn Future<Output = Result<reqwest::Response, Upstrea
 /// (`Range: bytes=offset-`) to resume after a dropped connection.
 pub type RequestFn = Box<dyn Fn(Option<u64>) -> Request + Send + Sync>;
 
+/// Free space a download leaves beside its blob, for the index and other writes under way.
+const FREE_HEADROOM: u64 = 4 << 20;
+
 /// How many times one download resumes after the upstream connection broke.
 const MAX_RESUMES: u32 = 3;
 
@@ -288,6 +291,13 @@ impl Downloads {
             return Err(status_error(&response));
         }
         let total = response.content_length();
+        // A blob that cannot fit is refused before a byte is written: the clients get a
+        // clear 503 instead of a body cut off where the disk filled.
+        if let (Some(needed), Some(free)) = (total, self.store.free_space().await?) {
+            if needed.saturating_add(FREE_HEADROOM) > free {
+                return Err(StoreError::Full { needed, free }.into());
+            }
+        }
         let mut writer = self.store.create(Some(digest)).await?;
         *download.partial.lock().expect("partial lock") = Some(writer.partial());
         download

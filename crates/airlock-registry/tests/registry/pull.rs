@@ -824,3 +824,114 @@ async fn tag_cache_is_not_keyed_by_the_kind_of_manifest() {
         "one upstream fetch per kind of client, then the cache"
     );
 }
+
+/// A tmpfs mounted on `dir` until dropped (lazily unmounted, so open files do not hold it).
+/// Mounting needs root, as the suite runs (`scripts/test.sh`).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "airlock-test"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root; the suite runs as root"
+        );
+        Self(dir.to_owned())
+    }
+
+    /// Bytes free on the filesystem, as `stat -f` reports them.
+    fn free(&self) -> u64 {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+        fields.next().unwrap() * fields.next().unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_serves_what_it_holds_refuses_what_cannot_fit_and_recovers() {
+    let upstream = FakeRegistry::start(AuthMode::Anonymous).await;
+    let small = Image::random(&[256 << 10]);
+    let big = Image::random(&[6 << 20]);
+    upstream.push_image("library/small", "1", &small);
+    upstream.push_image("library/big", "1", &big);
+    let small_path = format!("/v2/library/small/blobs/{}", Digest::of(&small.layers[0]));
+    let through = |path: &str| path.replacen("/v2/", "/v2/dockerhub-proxy/", 1);
+    let big_digest = Digest::of(&big.layers[0]);
+    let big_path = format!("/v2/library/big/blobs/{big_digest}");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("data"), "32m");
+    let gw = start_in(dir, &hub(&upstream, "")).await;
+    let small_url = gw.url(&through(&small_path));
+    let big_url = gw.url(&through(&big_path));
+    assert_eq!(
+        get(&small_url).await.bytes().await.unwrap(),
+        small.layers[0]
+    );
+
+    // Leave 5 MiB free: less than the big layer and the headroom beside it.
+    let filler = gw.dir.path().join("data/filler");
+    std::fs::write(&filler, vec![0u8; (disk.free() - (5 << 20)) as usize]).unwrap();
+    let refused = get(&big_url).await;
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("disk is full"), "{message}");
+    // What it holds is still served, and nothing of the refused blob stays behind.
+    assert_eq!(
+        get(&small_url).await.bytes().await.unwrap(),
+        small.layers[0]
+    );
+    assert_eq!(get(&big_url).await.status(), 503, "not stored, asked again");
+    assert_eq!(upstream.count("GET", &big_path), 2);
+
+    // The index survives a restart on the full disk: the small layer is a hit.
+    let Running {
+        dir, _stop: stop, ..
+    } = gw;
+    drop(stop);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gw = start_in(dir, &hub(&upstream, "")).await;
+    let small_url = gw.url(&through(&small_path));
+    let big_url = gw.url(&through(&big_path));
+    assert_eq!(
+        get(&small_url).await.bytes().await.unwrap(),
+        small.layers[0]
+    );
+    assert_eq!(upstream.count("GET", &small_path), 1);
+
+    // Space returns: the big layer is stored, then served without the upstream.
+    std::fs::remove_file(&filler).unwrap();
+    let fetched = get(&big_url).await;
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(Digest::of(&fetched.bytes().await.unwrap()), big_digest);
+    assert_eq!(get(&big_url).await.bytes().await.unwrap(), big.layers[0]);
+    assert_eq!(upstream.count("GET", &big_path), 3);
+
+    let Running {
+        dir, _stop: stop, ..
+    } = gw;
+    drop(stop);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(disk);
+    drop(dir);
+}
