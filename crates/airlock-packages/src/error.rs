@@ -42,6 +42,9 @@ pub enum PackageError {
     /// The storage backend cannot be reached for now (an S3 bucket that is down).
     #[error("storage is unavailable for now; try again shortly")]
     StorageUnavailable,
+    /// The file does not fit on the cache's disk; cached content is still served.
+    #[error("{0}; cached content is still served")]
+    CacheFull(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,7 +64,9 @@ impl IntoResponse for PackageError {
             PackageError::Upstream { .. } | PackageError::Verification { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            PackageError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PackageError::StorageUnavailable | PackageError::CacheFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             PackageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -80,5 +85,26 @@ impl IntoResponse for PackageError {
                 .insert(airlock_types::UpstreamFailure { proxy });
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_cannot_fit_is_a_503_that_says_so() {
+        let full = airlock_store::StoreError::Full {
+            needed: 6 << 20,
+            free: 5 << 20,
+        };
+        let response = PackageError::CacheFull(full.to_string()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            response
+                .extensions()
+                .get::<airlock_types::UpstreamFailure>()
+                .is_none()
+        );
     }
 }

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use airlock_config::ProxyConfig;
 use airlock_store::serve::{ServeError, StoredBlob, serve_blob, set_blob_headers};
-use airlock_store::{BlobStore, MetaIndex};
+use airlock_store::{BlobStore, MetaIndex, StoreError};
 use airlock_types::{CacheOutcome, ClientRequest, Digest};
 use airlock_upstream::fetch::{Downloads, FetchError, KeyedLocks};
 use airlock_upstream::{Target, Upstream, UpstreamError};
@@ -350,6 +350,9 @@ impl Origin {
                 PackageError::NotFoundUpstream {
                     path: path.to_owned(),
                 }
+            }
+            FetchError::Store(store) if matches!(*store, StoreError::Full { .. }) => {
+                PackageError::CacheFull(store.to_string())
             }
             FetchError::Store(store) => self.verification_error(path, store.to_string()),
             other => self.upstream_error(path, other),
