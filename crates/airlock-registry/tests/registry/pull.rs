@@ -24,6 +24,16 @@ impl Running {
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// Stops the server and hands back its directory once it has let go of it.
+    async fn stop(self) -> tempfile::TempDir {
+        let Running {
+            dir, _stop: stop, ..
+        } = self;
+        drop(stop);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        dir
+    }
 }
 
 async fn start_in(dir: tempfile::TempDir, proxies: &str) -> Running {
@@ -905,12 +915,7 @@ async fn a_full_disk_serves_what_it_holds_refuses_what_cannot_fit_and_recovers()
     assert_eq!(upstream.count("GET", &big_path), 2);
 
     // The index survives a restart on the full disk: the small layer is a hit.
-    let Running {
-        dir, _stop: stop, ..
-    } = gw;
-    drop(stop);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let gw = start_in(dir, &hub(&upstream, "")).await;
+    let gw = start_in(gw.stop().await, &hub(&upstream, "")).await;
     let small_url = gw.url(&through(&small_path));
     let big_url = gw.url(&through(&big_path));
     assert_eq!(
@@ -927,11 +932,7 @@ async fn a_full_disk_serves_what_it_holds_refuses_what_cannot_fit_and_recovers()
     assert_eq!(get(&big_url).await.bytes().await.unwrap(), big.layers[0]);
     assert_eq!(upstream.count("GET", &big_path), 3);
 
-    let Running {
-        dir, _stop: stop, ..
-    } = gw;
-    drop(stop);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dir = gw.stop().await;
     drop(disk);
     drop(dir);
 }
